@@ -1,0 +1,220 @@
+"""The one entry point, ``gmsense``. Thin: parses, calls, prints."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gmsense import __version__
+from gmsense.config import configs_dir, load_settings
+from gmsense.errors import EXIT_BAD_INPUT, EXIT_OK, GmsenseError
+
+app = typer.Typer(help="gmsense: vegetation damage on mining and exploration licences, from satellite imagery.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+scans_app = typer.Typer(help="Past scans and their status.", no_args_is_help=True)
+app.add_typer(scans_app, name="scans")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[str | None, typer.Option("--db", help="store URL or SQLite path; default $GMSENSE_DB, else ./gmsense.db")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="settings YAML overriding configs/default.yaml")]
+
+
+def user_errors(func: F) -> F:
+    """Turn GmsenseError into one line on stderr and its exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", UserWarning)
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
+        except GmsenseError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"gmsense {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True)] = False) -> None:
+    """gmsense command line."""
+
+
+def _summary_table(summary: Any, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("licence", "patches", "by class", "area (ha)", "flags", "status"):
+        table.add_column(col, justify="right" if col in ("patches", "area (ha)", "flags") else "left")
+    for site_id, row in sorted(summary.sites.items()):
+        if row.get("error"):
+            table.add_row(site_id, "-", "-", "-", "-", f"[red]failed: {row['error']}")
+            continue
+        classes = ", ".join(f"{k} {v}" for k, v in row["by_class"].items()) or "-"
+        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]), "ok")
+    return table
+
+
+def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None,
+          db: str | None, workers: int | None, scheduler: str | None, config: Path | None,
+          buffer_m: float | None, show_progress: bool = True) -> Any:
+    from gmsense.scan import run_scan
+    from gmsense.sites import read_sites
+    from gmsense.sources import get_source
+    from gmsense.store import Store
+
+    settings = load_settings(config, {"sites.buffer_m": buffer_m})
+    sites = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid)
+    source = get_source(source_name, settings, imagery)
+    store = Store(db)
+    summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
+                       params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None},
+                       console=err, show_progress=show_progress)
+    return summary, store
+
+
+@app.command()
+@user_errors
+def scan(
+    sites: Annotated[Path, typer.Option("--sites", help="licence areas: GeoJSON, GeoPackage or Shapefile, any CRS")],
+    source: Annotated[str, typer.Option("--source", help="synthetic | local")] = "synthetic",
+    imagery: Annotated[Path | None, typer.Option("--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="first date, YYYY-MM-DD")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="last date, YYYY-MM-DD")] = None,
+    db: DbOption = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="start a dask LocalCluster with N worker processes")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="address of an existing dask scheduler")] = None,
+    buffer: Annotated[float | None, typer.Option("--buffer", help="monitoring buffer around each licence, metres")] = None,
+    config: ConfigOption = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Scan licence areas for vegetation damage and store patches and flags."""
+    summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress)
+    out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
+    if summary.failures:
+        err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@user_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo-output"),
+    workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
+) -> None:
+    """The main job on the embedded default: synthetic imagery over the bundled demo licences."""
+    from gmsense.export import patches_frame, write_frame
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db_file = out_dir / "gmsense.db"
+    summary, store = _scan(configs_dir() / "demo_sites.geojson", "synthetic", None, None, None,
+                           str(db_file), workers, None, None, None)
+    geojson = write_frame(patches_frame(store), out_dir / "patches.geojson", "geojson", "patches")
+    out.print(_summary_table(summary, f"gmsense demo: scan {summary.scan_id} {summary.status}"))
+    out.print(f"store: {db_file}\npatches: {geojson}")
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@user_errors
+def export(
+    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites")],
+    fmt: Annotated[str, typer.Option("--format", help="geojson | gpkg | csv")] = "geojson",
+    out_file: Annotated[Path, typer.Option("--out", help="file to write")] = Path("patches.geojson"),
+    db: DbOption = None,
+) -> None:
+    """Write stored results for GIS (EPSG:4326) or analysis."""
+    from gmsense import export as ex
+    from gmsense.errors import InputError
+    from gmsense.store import Store
+
+    makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame, "sites": ex.sites_frame}
+    if what not in makers:
+        raise InputError(f"cannot export {what!r}; choose one of: {', '.join(makers)}")
+    frame = makers[what](Store(db))
+    path = ex.write_frame(frame, out_file, fmt, what)
+    out.print(f"wrote {len(frame)} {what} to {path}")
+
+
+@scans_app.command("list")
+@user_errors
+def scans_list(db: DbOption = None) -> None:
+    """Past scans, newest last."""
+    from gmsense.store import Store
+
+    table = Table(title="scans")
+    for col in ("id", "started (UTC)", "status", "source", "licences", "failed", "config"):
+        table.add_column(col)
+    for row in Store(db).scans():
+        sites = (row.summary or {}).get("sites", {})
+        failed = sum(1 for v in sites.values() if v.get("error"))
+        table.add_row(str(row.id), f"{row.started_at:%Y-%m-%d %H:%M:%S}", row.status, row.source,
+                      str(row.params.get("n_sites", len(sites))), str(failed), row.config_hash)
+    out.print(table)
+
+
+@scans_app.command("show")
+@user_errors
+def scans_show(scan_id: Annotated[int, typer.Argument()], db: DbOption = None) -> None:
+    """One scan: settings, per-licence results and failures."""
+    from gmsense.errors import InputError
+    from gmsense.store import Store
+
+    row, units = Store(db).scan(scan_id)
+    if row is None:
+        raise InputError(f"there is no scan {scan_id}; see 'gmsense scans list'")
+    out.print(f"scan {row.id}: {row.status}  source={row.source} detector={row.detector} config={row.config_hash} "
+              f"gmsense={row.gmsense_version}\nstarted {row.started_at:%Y-%m-%d %H:%M:%S} finished "
+              f"{row.finished_at:%Y-%m-%d %H:%M:%S}" if row.finished_at else f"scan {row.id}: {row.status} (not finished)")
+    table = Table()
+    for col in ("licence", "status", "patches", "flags", "error"):
+        table.add_column(col)
+    for u in units:
+        table.add_row(u.site_id, u.status, str(u.n_patches), str(u.n_flags), u.error or "")
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def synth(
+    sites: Annotated[Path, typer.Option("--sites", help="licence areas")],
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder (GeoTIFF per date + truth.geojson)")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Write synthetic scenes as a local GeoTIFF folder per licence, with their truth."""
+    from gmsense.sites import read_sites
+    from gmsense.sources.synthetic_io import write_scene
+
+    settings = load_settings(config)
+    for site in read_sites(sites):
+        folder = write_scene(site, settings, out_dir / site.site_id, seed=seed)
+        out.print(f"{site.site_id}: {folder}")
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

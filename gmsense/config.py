@@ -1,0 +1,158 @@
+"""Typed settings.
+
+The defaults live here and are mirrored, with comments, in ``configs/default.yaml``. A user file
+(``--config FILE``) overrides any subset; command-line flags override both. Nothing else in the
+package reads files for settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gmsense.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def configs_dir() -> Path:
+    """The folder holding ``default.yaml``, ``rules.yaml`` and the demo licences.
+
+    In a source checkout (editable install) it is ``configs/`` beside the package; in a wheel it
+    is shipped inside the package as ``_configs``.
+    """
+    for candidate in (PACKAGE_DIR.parent / "configs", PACKAGE_DIR / "_configs"):
+        if (candidate / "default.yaml").is_file():
+            return candidate
+    raise ConfigError("gmsense is installed without its configs/ folder; reinstall the package")
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeasonSettings(_Settings):
+    """Growing-season window: only observations in these months are compared (no winter, no snow)."""
+
+    start_month: int = Field(5, ge=1, le=12, description="first month of the window (5 = May)")
+    end_month: int = Field(9, ge=1, le=12, description="last month of the window (9 = September)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeasonSettings:
+        if self.end_month < self.start_month:
+            raise ValueError("season.end_month must not come before season.start_month")
+        return self
+
+
+class SitesSettings(_Settings):
+    buffer_m: float = Field(500.0, ge=0, description="monitoring buffer around each licence, metres")
+    repair_invalid: bool = Field(True, description="repair invalid polygons with make_valid (warns)")
+
+
+class DetectSettings(_Settings):
+    """Per-pixel change detection against the pixel's own same-season history."""
+
+    baseline_seasons: int = Field(3, ge=1, description="earlier growing seasons used as the baseline")
+    min_baseline_obs: int = Field(4, ge=2, description="clear baseline observations a pixel needs")
+    z_threshold: float = Field(4.0, gt=0, description="robust z-score below which an observation is a drop")
+    min_drop: float = Field(0.08, ge=0, description="minimum NDVI drop below the expected value")
+    sigma_floor: float = Field(0.02, gt=0, description="lower bound on the residual spread (NDVI)")
+    confirm_obs: int = Field(2, ge=1, description="consecutive clear drops that confirm a disturbance")
+    min_patch_m2: float = Field(150.0, ge=0, description="smaller patches are discarded, m2")
+    harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
+
+
+class ClassifySettings(_Settings):
+    """Thresholds of the rule-based first classifier (see gmsense.detect.classify)."""
+
+    linear_min_elongation: float = Field(3.0, gt=1, description="length / width above which a patch is linear")
+    linear_max_width_m: float = Field(25.0, gt=0, description="widest patch still called linear, metres")
+    trench_max_curvature: float = Field(0.25, ge=0, description="max sideways spread / length for a straight line")
+    pad_max_area_m2: float = Field(2500.0, gt=0, description="largest compact patch still called a pad")
+    natural_min_area_m2: float = Field(50_000.0, gt=0, description="compact patches above this are natural")
+    dark_after_nir_ratio: float = Field(0.7, gt=0, description="NIR after/before below this with no bright soil = burn/flood")
+
+
+class RecoverySettings(_Settings):
+    recovered_ratio: float = Field(0.8, gt=0, le=1, description="recovery ratio at which a patch is recovered")
+    recovering_ratio: float = Field(0.25, ge=0, lt=1, description="recovery ratio above which a patch is recovering")
+
+
+class SyntheticSettings(_Settings):
+    start: str = Field("2019-04-01", description="first acquisition date of synthetic scenes")
+    end: str = Field("2022-10-31", description="last acquisition date of synthetic scenes")
+    resolution_m: float = Field(10.0, gt=0)
+    seed: int = 0
+
+
+class LocalSettings(_Settings):
+    dn_scale: float | Literal["auto"] = Field(
+        "auto",
+        description="multiply band values by this; 'auto' treats integer-like values above 2 as DN x 1e-4",
+    )
+
+
+class ScanSettings(_Settings):
+    retries: int = Field(1, ge=0, description="retries of a failed licence before it is recorded as failed")
+
+
+class Settings(_Settings):
+    season: SeasonSettings = SeasonSettings()
+    sites: SitesSettings = SitesSettings()
+    detect: DetectSettings = DetectSettings()
+    classify: ClassifySettings = ClassifySettings()
+    recovery: RecoverySettings = RecoverySettings()
+    synthetic: SyntheticSettings = SyntheticSettings()
+    local: LocalSettings = LocalSettings()
+    scan: ScanSettings = ScanSettings()
+
+    def config_hash(self) -> str:
+        """A short stable hash of every setting: two scans with the same hash used the same settings."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+        """Apply dotted overrides such as ``{"sites.buffer_m": 250}``."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        return _validate(data, "command-line overrides")
+
+
+def _validate(data: dict[str, Any], origin: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings in {origin}: {problems}") from None
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from the defaults, then ``path`` (YAML) if given, then ``overrides``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"settings file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"settings file {path} must hold a mapping of sections")
+        data = loaded
+    settings = _validate(data, str(path) if path else "defaults")
+    return settings.with_overrides(overrides or {})

@@ -1,0 +1,182 @@
+"""Per-pixel disturbance detection against each pixel's own same-season history.
+
+For every growing season ``Y`` a small harmonic model of the index (default: NDVI) is fitted per
+pixel on the clear observations of the ``baseline_seasons`` seasons before ``Y`` (robustly: one
+refit without outliers); its residual spread (1.4826 x MAD) scales the drop of each observation in
+``Y`` below the model into a robust z-score. An observation is a *drop* when it is more than
+``z_threshold`` spreads and ``min_drop`` below the model. A disturbance is *confirmed* when
+``confirm_obs`` consecutive clear observations are drops (across season ends too); the first of
+them is ``first_detected``, the last ``confirmed_on``.
+
+Before fitting, the per-date median of the scene is removed, which cancels atmospheric gain,
+drought years and the common phenology; it is taken on a fixed pixel subsample so the result is
+the same however the data is chunked.
+
+Works on numpy- and dask-backed DataArrays (dask chunks may split y and x, not time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from gmsense.config import DetectSettings
+
+NO_BREAK = -1
+_SCENE_SAMPLE_PIXELS = 250_000  # per-date subsample for the scene median
+_DAYS_PER_YEAR = 365.25
+
+
+def design_matrix(doy: np.ndarray, harmonics: int) -> np.ndarray:
+    """Columns ``1, cos(2 pi k doy / 365.25), sin(...)`` for k = 1..harmonics; shape (T, 1 + 2h)."""
+    cols = [np.ones_like(doy, dtype="float64")]
+    for k in range(1, harmonics + 1):
+        angle = 2 * np.pi * k * doy / _DAYS_PER_YEAR
+        cols += [np.cos(angle), np.sin(angle)]
+    return np.stack(cols, axis=1)
+
+
+def _fit(design: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least squares per pixel. design (T, k); values, weights (T, P) -> coefficients (P, k)."""
+    filled = np.where(weights, values, 0.0)
+    normal = np.einsum("tk,tl,tp->pkl", design, design, weights.astype("float64"))
+    normal += 1e-6 * np.eye(design.shape[1])
+    rhs = np.einsum("tk,tp->pk", design, filled)
+    return np.linalg.solve(normal, rhs[..., None])[..., 0]
+
+
+def _spread(residuals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """1.4826 x median absolute residual per pixel over the weighted observations; (T, P) -> (P,)."""
+    masked = np.where(weights, np.abs(residuals), np.nan)
+    counts = weights.sum(axis=0)
+    out = np.full(residuals.shape[1], np.inf)
+    ok = counts > 0
+    if ok.any():
+        out[ok] = 1.4826 * np.nanmedian(masked[:, ok], axis=0)
+    return out
+
+
+def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Drop below the own-history model and the drop threshold, per observation.
+
+    ``values`` (T, P) index values, NaN where not clear. Returns ``drop`` (T, P; NaN where the
+    observation is missing or the pixel has too little history) and ``threshold`` (T, P).
+    """
+    n_time, n_pix = values.shape
+    design = design_matrix(doy, settings.harmonics)
+    drop = np.full((n_time, n_pix), np.nan)
+    threshold = np.full((n_time, n_pix), np.nan)
+    observed = np.isfinite(values)
+    for season in np.unique(year):
+        base_t = np.flatnonzero((year < season) & (year >= season - settings.baseline_seasons))
+        this_t = np.flatnonzero(year == season)
+        if base_t.size == 0:
+            continue
+        xb, yb, wb = design[base_t], values[base_t], observed[base_t]
+        coef = _fit(xb, yb, wb)
+        resid = yb - (xb @ coef.T)
+        sigma = np.maximum(_spread(resid, wb), settings.sigma_floor)
+        inliers = wb & (np.abs(np.nan_to_num(resid)) <= 3 * sigma)
+        coef = _fit(xb, yb, inliers)
+        resid = yb - (xb @ coef.T)
+        sigma = np.maximum(_spread(resid, inliers), settings.sigma_floor)
+        enough = inliers.sum(axis=0) >= settings.min_baseline_obs
+        expected = design[this_t] @ coef.T
+        season_drop = expected - values[this_t]
+        drop[this_t] = np.where(enough, season_drop, np.nan)
+        threshold[this_t] = np.maximum(settings.min_drop, settings.z_threshold * sigma)[None, :]
+    return drop, threshold
+
+
+def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """First confirmed run of drops per pixel.
+
+    Walks the observations in time order; missing ones (NaN ``drop``) neither extend nor break a
+    run. Returns ``first`` and ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop
+    of the confirming run, and ``probable``: the start of an unconfirmed run still open at the
+    end of the series (``NO_BREAK`` if none).
+    """
+    n_time, n_pix = drop.shape
+    first = np.full(n_pix, NO_BREAK, dtype="int32")
+    confirmed = np.full(n_pix, NO_BREAK, dtype="int32")
+    magnitude = np.full(n_pix, np.nan, dtype="float32")
+    run_len = np.zeros(n_pix, dtype="int32")
+    run_start = np.full(n_pix, NO_BREAK, dtype="int32")
+    run_sum = np.zeros(n_pix)
+    for t in range(n_time):
+        seen = np.isfinite(drop[t])
+        is_drop = seen & (np.nan_to_num(drop[t]) > threshold[t])
+        starts = is_drop & (run_len == 0)
+        run_start[starts] = t
+        run_len = np.where(is_drop, run_len + 1, np.where(seen, 0, run_len))
+        run_sum = np.where(is_drop, run_sum + np.nan_to_num(drop[t]), np.where(seen, 0.0, run_sum))
+        newly = (run_len == confirm_obs) & (first == NO_BREAK)
+        first[newly] = run_start[newly]
+        confirmed[newly] = t
+        magnitude[newly] = run_sum[newly] / confirm_obs
+    probable = np.where((first == NO_BREAK) & (run_len > 0), run_start, NO_BREAK).astype("int32")
+    return first, confirmed, magnitude, probable
+
+
+def _breaks_block(values: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings) -> np.ndarray:
+    """(y, x, T) block -> (y, x, 4) float32: first, confirmed, magnitude, probable."""
+    ny, nx, n_time = values.shape
+    flat = values.reshape(ny * nx, n_time).T.astype("float64")
+    drop, threshold = season_drops(flat, doy, year, settings)
+    first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs)
+    out = np.stack([first, confirmed, magnitude, probable], axis=-1).astype("float32")
+    return out.reshape(ny, nx, 4)
+
+
+def scene_offset(index: xr.DataArray) -> np.ndarray:
+    """Per-date median of the index over a fixed subsample of pixels (NaN-aware); shape (T,)."""
+    step = max(1, int(np.ceil(np.sqrt(index.sizes["y"] * index.sizes["x"] / _SCENE_SAMPLE_PIXELS))))
+    sample = np.asarray(index.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
+    flat = sample.reshape(sample.shape[0], -1)
+    offset = np.zeros(flat.shape[0])
+    has_data = np.isfinite(flat).any(axis=1)
+    offset[has_data] = np.nanmedian(flat[has_data], axis=1)
+    return offset
+
+
+def detect_breaks(index: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
+    """Confirmed disturbances per pixel from a growing-season index stack.
+
+    ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
+    Dataset over (y, x): ``first_detected`` and ``confirmed_on`` (datetime64, NaT where nothing
+    was confirmed), ``probable_since`` (an unconfirmed drop still open at the end), and
+    ``magnitude`` (mean index drop of the confirming run, index units).
+    """
+    times = index["time"].values.astype("datetime64[ns]")
+    year = times.astype("datetime64[Y]").astype(int) + 1970
+    doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
+    anomaly = index - xr.DataArray(scene_offset(index), dims="time", coords={"time": index["time"]})
+    if anomaly.chunks is not None:
+        anomaly = anomaly.chunk({"time": -1})
+    packed = xr.apply_ufunc(
+        _breaks_block,
+        anomaly,
+        input_core_dims=[["time"]],
+        output_core_dims=[["output"]],
+        kwargs={"doy": doy, "year": year, "settings": settings},
+        dask="parallelized",
+        output_dtypes=["float32"],
+        dask_gufunc_kwargs={"output_sizes": {"output": 4}},
+    )
+
+    def to_dates(idx: np.ndarray) -> np.ndarray:
+        picked = times[np.clip(idx, 0, None).astype("int64")]
+        return np.where(idx >= 0, picked, np.datetime64("NaT", "ns"))
+
+    def as_dates(k: int) -> xr.DataArray:
+        return xr.apply_ufunc(to_dates, packed.isel(output=k), dask="parallelized",
+                              output_dtypes=["datetime64[ns]"])
+
+    return xr.Dataset(
+        {
+            "first_detected": as_dates(0),
+            "confirmed_on": as_dates(1),
+            "magnitude": packed.isel(output=2),
+            "probable_since": as_dates(3),
+        }
+    ).drop_vars("output", errors="ignore")

@@ -1,0 +1,85 @@
+"""Exports of the store for GIS and analysis: GeoJSON (EPSG:4326), GeoPackage, CSV.
+
+Files are written to a temporary name beside the target and renamed into place, so a failed
+export never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+from shapely import wkt
+
+from gmsense.errors import InputError
+from gmsense.store import Store
+
+FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv"}
+PATCH_FIELDS = ["patch_id", "site_id", "disturbance_class", "confidence", "first_detected", "confirmed_on",
+                "last_seen", "area_m2", "inside_licence", "area_outside_m2", "recovery_status", "recovery_ratio",
+                "created_scan_id", "updated_scan_id"]
+
+
+def patches_frame(store: Store) -> gpd.GeoDataFrame:
+    """Every stored patch with the fields of DESIGN.md, geometry in EPSG:4326."""
+    rows = store.patch_rows()
+    data = [{**{f: getattr(r, f) for f in PATCH_FIELDS}, "geometry": wkt.loads(r.geometry_wkt)} for r in rows]
+    return gpd.GeoDataFrame(data, columns=[*PATCH_FIELDS, "geometry"], geometry="geometry", crs="EPSG:4326")
+
+
+def flags_frame(store: Store) -> gpd.GeoDataFrame:
+    """Every flag with its patch geometry (or the licence's, for licence-level flags), EPSG:4326."""
+    patches = {r.patch_id: r.geometry_wkt for r in store.patch_rows()}
+    sites = {r.site_id: r.geometry_wkt for r in store.site_rows()}
+    fields = ["flag_id", "site_id", "patch_id", "rule", "severity", "status", "message", "created_scan_id"]
+    data = [
+        {"flag_id": f.id, "site_id": f.site_id, "patch_id": f.patch_id, "rule": f.rule, "severity": f.severity,
+         "status": f.status, "message": f.message, "created_scan_id": f.created_scan_id,
+         "geometry": wkt.loads(patches[f.patch_id] if f.patch_id else sites[f.site_id])}
+        for f in store.flag_rows()
+    ]
+    return gpd.GeoDataFrame(data, columns=[*fields, "geometry"], geometry="geometry", crs="EPSG:4326")
+
+
+def recovery_frame(store: Store) -> pd.DataFrame:
+    """Per-patch, per-season recovery observations (no geometry)."""
+    fields = ["patch_id", "season", "index_name", "n_obs", "patch_value", "ring_value", "relative"]
+    return pd.DataFrame([{f: getattr(r, f) for f in fields} for r in store.recovery_rows()], columns=fields)
+
+
+def sites_frame(store: Store) -> gpd.GeoDataFrame:
+    rows = store.site_rows()
+    data = [{"site_id": r.site_id, **{k: v for k, v in r.attrs.items() if not isinstance(v, dict | list)},
+             "geometry": wkt.loads(r.geometry_wkt)} for r in rows]
+    return gpd.GeoDataFrame(data, geometry="geometry", crs="EPSG:4326")
+
+
+def write_frame(frame: pd.DataFrame, out: Path, fmt: str, layer: str) -> Path:
+    """Write ``frame`` as ``fmt`` to ``out`` atomically."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=FORMATS[fmt], dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        if fmt == "csv":
+            table = pd.DataFrame(frame)
+            if isinstance(frame, gpd.GeoDataFrame):
+                table["geometry"] = frame.geometry.to_wkt()
+            table.to_csv(tmp, index=False)
+        elif not isinstance(frame, gpd.GeoDataFrame):
+            raise InputError(f"{layer} have no geometry; export them as csv")
+        elif fmt == "geojson":
+            frame.to_file(tmp, driver="GeoJSON", engine="pyogrio")
+        else:
+            frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

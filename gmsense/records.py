@@ -1,0 +1,65 @@
+"""Plain result records that travel from workers to the store (picklable, no database objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RecoveryObservation:
+    """One growing season of a patch's trajectory against its reference ring (index units)."""
+
+    season: int
+    index: str
+    n_obs: int
+    patch_value: float
+    ring_value: float
+    relative: float  # patch_value - ring_value
+
+
+@dataclass
+class PatchRecord:
+    """A detected patch, before the store gives it an id.
+
+    ``geometry_wkt`` is EPSG:4326 (lon, lat); ``local_wkt`` is in ``local_crs`` (metres), the
+    CRS the imagery was analysed in. Dates are ISO strings ``YYYY-MM-DD``.
+    """
+
+    site_id: str
+    geometry_wkt: str
+    local_wkt: str
+    local_crs: str
+    disturbance_class: str
+    confidence: float
+    first_detected: str
+    confirmed_on: str
+    last_seen: str
+    area_m2: float
+    inside_licence: bool
+    area_outside_m2: float
+    recovery_status: str
+    recovery_ratio: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recovery: list[RecoveryObservation] = field(default_factory=list)
+
+
+@dataclass
+class FlagRecord:
+    """A finding a regulator must look at. ``patch_index`` points into ``SiteResult.patches``."""
+
+    rule: str
+    severity: str  # info | warning | critical
+    message: str
+    patch_index: int | None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SiteResult:
+    """Everything one licence's scan produced."""
+
+    site_id: str
+    patches: list[PatchRecord]
+    flags: list[FlagRecord]
+    stats: dict[str, Any] = field(default_factory=dict)

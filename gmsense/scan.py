@@ -1,0 +1,125 @@
+"""The batch scan: one dask task per licence, results written to the store as they arrive.
+
+Workers compute and return :class:`~gmsense.records.SiteResult` objects; only this process
+writes the store, one transaction per licence. A licence that fails (after retries) is recorded
+with its error and the scan goes on; the status says ``partial``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import Client, LocalCluster, as_completed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gmsense import __version__
+from gmsense.config import Settings
+from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError
+from gmsense.pipeline import analyse_site
+from gmsense.sites import Site
+from gmsense.sources import Source
+from gmsense.store import Store
+
+
+@dataclass
+class ScanSummary:
+    scan_id: int
+    status: str  # completed | partial | failed
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return {k: v["error"] for k, v in self.sites.items() if v.get("error")}
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FAILED)
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+    """A dask.distributed client.
+
+    ``scheduler``: connect to an existing cluster; ``workers``: a LocalCluster of that many
+    single-threaded worker processes; neither: threads in this process.
+    """
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise GmsenseError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+        with client:
+            yield client
+        return
+    if workers:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    else:
+        cluster = LocalCluster(n_workers=1, threads_per_worker=min(4, os.cpu_count() or 1), processes=False,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, GmsenseError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store, *,
+             start: str | None = None, end: str | None = None, workers: int | None = None,
+             scheduler: str | None = None, params: dict[str, Any] | None = None,
+             console: Console | None = None, show_progress: bool = True) -> ScanSummary:
+    """Scan every licence and store the results; returns the summary (also stored with the scan)."""
+    console = console or Console(stderr=True)
+    store.upsert_sites(sites)
+    scan_id = store.begin_scan(source=source.name, detector="rules", config_hash=settings.config_hash(),
+                               gmsense_version=__version__,
+                               params={"start": start, "end": end, "n_sites": len(sites), **(params or {})})
+    summary = ScanSummary(scan_id, "running")
+    try:
+        with dask_client(workers, scheduler) as client:
+            futures = {
+                client.submit(analyse_site, site, source, settings, start, end,
+                              key=f"site-{scan_id}-{site.site_id}", retries=settings.scan.retries, pure=False): site.site_id
+                for site in sites
+            }
+            columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=console, disable=not show_progress) as progress:
+                task = progress.add_task("licences", total=len(futures), scan=scan_id, failed=0)
+                for future in as_completed(futures):
+                    site_id = futures[future]
+                    try:
+                        result = future.result()
+                        counts = store.save_site_result(scan_id, result)
+                        classes = Counter(p.disturbance_class for p in result.patches)
+                        summary.sites[site_id] = {
+                            "patches": len(result.patches), "by_class": dict(sorted(classes.items())),
+                            "area_m2": round(sum(p.area_m2 for p in result.patches), 1),
+                            "flags": len(result.flags), **counts,
+                        }
+                    except Exception as exc:  # one licence's failure must not stop the scan
+                        message = _describe(exc)
+                        store.record_failure(scan_id, site_id, message)
+                        summary.sites[site_id] = {"error": message}
+                    finally:
+                        future.release()
+                    progress.update(task, advance=1, failed=len(summary.failures))
+    except BaseException:
+        store.finish_scan(scan_id, "failed", {"sites": summary.sites, "error": "scan interrupted"})
+        raise
+    n_failed = len(summary.failures)
+    summary.status = "completed" if n_failed == 0 else ("failed" if n_failed == len(sites) else "partial")
+    store.finish_scan(scan_id, summary.status, {"sites": summary.sites})
+    return summary

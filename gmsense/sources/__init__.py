@@ -1,0 +1,73 @@
+"""Imagery sources. Each returns the cube contract of DESIGN.md for one licence's monitoring area.
+
+A source is anything with a ``name`` and ``load(site, region, start, end) -> xarray.Dataset``
+(see :class:`Source`); :func:`get_source` builds one by name. Sources must be picklable: they
+travel to dask workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import xarray as xr
+from shapely.geometry.base import BaseGeometry
+
+from gmsense.config import Settings
+from gmsense.errors import InputError
+from gmsense.sites import Site
+
+SOURCE_NAMES = ("synthetic", "local")
+
+
+class Source(Protocol):
+    name: str
+
+    def load(self, site: Site, region: BaseGeometry, start: str | None, end: str | None) -> xr.Dataset:
+        """The cube over ``region`` (in ``site.crs``), dates within ``start..end`` (inclusive)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """The embedded default: a seeded synthetic world (see gmsense.sources.synthetic)."""
+
+    settings: Settings
+    name: str = "synthetic"
+
+    def load(self, site: Site, region: BaseGeometry, start: str | None, end: str | None) -> xr.Dataset:
+        from gmsense.sources.synthetic import synthesize
+
+        cube, _truth = synthesize(site, region, self.settings.synthetic)
+        return cube.sel(time=slice(start, end))
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A folder of dated GeoTIFFs, or a NetCDF/Zarr cube (see gmsense.sources.local)."""
+
+    path: Path
+    settings: Settings
+    name: str = "local"
+
+    def load(self, site: Site, region: BaseGeometry, start: str | None, end: str | None) -> xr.Dataset:
+        from gmsense.sources.local import read_local_cube
+
+        return read_local_cube(self.path, region, site.crs, start=start, end=end,
+                               dn_scale=self.settings.local.dn_scale, site_id=site.site_id)
+
+
+def get_source(name: str, settings: Settings, imagery: Path | None = None) -> Source:
+    """A source by name; ``imagery`` is required for ``local``."""
+    if name == "synthetic":
+        return SyntheticSource(settings)
+    if name == "local":
+        if imagery is None:
+            raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+        if not Path(imagery).exists():
+            raise InputError(f"imagery path {imagery} does not exist")
+        return LocalSource(Path(imagery), settings)
+    if name == "earthengine":
+        raise InputError("--source earthengine is not available yet; use --source local or synthetic")
+    raise InputError(f"unknown source {name!r}; choose one of: {', '.join(SOURCE_NAMES)}")
