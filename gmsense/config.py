@@ -72,7 +72,7 @@ class ClassifySettings(_Settings):
 
     linear_min_elongation: float = Field(3.0, gt=1, description="length / width above which a patch is linear")
     linear_max_width_m: float = Field(25.0, gt=0, description="widest patch still called linear, metres")
-    trench_max_curvature: float = Field(0.25, ge=0, description="max sideways spread / length for a straight line")
+    trench_max_curvature: float = Field(0.15, ge=0, description="max sideways spread / length for a straight line")
     pad_max_area_m2: float = Field(2500.0, gt=0, description="largest compact patch still called a pad")
     natural_min_area_m2: float = Field(50_000.0, gt=0, description="compact patches above this are natural")
     dark_after_nir_ratio: float = Field(0.7, gt=0, description="NIR after/before below this with no bright soil = burn/flood")

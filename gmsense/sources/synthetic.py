@@ -201,7 +201,7 @@ def _grid(region: BaseGeometry, resolution: float) -> tuple[np.ndarray, np.ndarr
 def _fraction(geom: BaseGeometry, shape: tuple[int, int], transform: Affine) -> np.ndarray:
     """Share of each pixel covered by ``geom``, from a rasterisation at 1/SUBPIXEL of the pixel."""
     fine_shape = (shape[0] * SUBPIXEL, shape[1] * SUBPIXEL)
-    fine = rasterize([(geom, 1)], out_shape=fine_shape, transform=transform * Affine.scale(1 / SUBPIXEL),
+    fine = rasterize([(geom, 1)], out_shape=fine_shape, transform=transform @ Affine.scale(1 / SUBPIXEL),
                      dtype="uint8")
     return fine.reshape(shape[0], SUBPIXEL, shape[1], SUBPIXEL).mean(axis=(1, 3))
 

@@ -1,0 +1,82 @@
+"""Test factories shipped with the package: small cubes with known disturbances.
+
+Used by gmsense's own tests and available to anyone testing code that speaks the cube contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyproj
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from affine import Affine
+from shapely.geometry import box
+
+from gmsense.sites import Site
+
+VEGETATION = np.array([0.03, 0.06, 0.03, 0.40, 0.18, 0.08], dtype="float32")
+SOIL = np.array([0.12, 0.16, 0.20, 0.26, 0.36, 0.30], dtype="float32")
+BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
+
+
+@dataclass(frozen=True)
+class PlantedBreak:
+    """A block of pixels (row and column slices) losing ``fraction`` of its vegetation on ``date``."""
+
+    rows: slice
+    cols: slice
+    date: str
+    fraction: float = 0.8
+
+
+def make_cube(
+    ny: int = 24,
+    nx: int = 24,
+    years: tuple[int, ...] = (2019, 2020, 2021),
+    every_days: int = 8,
+    breaks: tuple[PlantedBreak, ...] = (),
+    noise: float = 0.004,
+    cloud_share: float = 0.1,
+    seed: int = 0,
+    resolution: float = 10.0,
+    origin: tuple[float, float] = (600_000.0, 5_290_000.0),
+    epsg: int = 32652,
+) -> xr.Dataset:
+    """A cube (the DESIGN.md contract) of forest with phenology, clouds and planted breaks.
+
+    Acquisitions every ``every_days`` days from April to October of each year. Cloudy pixels
+    (a random ``cloud_share`` per date) are bright and not ``clear``.
+    """
+    rng = np.random.default_rng(seed)
+    times = np.concatenate([
+        np.arange(np.datetime64(f"{y}-04-01"), np.datetime64(f"{y}-10-31"), np.timedelta64(every_days, "D"))
+        for y in years
+    ]).astype("datetime64[ns]")
+    doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
+    green = 0.3 + 0.65 / (1 + np.exp(-(doy - 130) / 8)) * (1 - 1 / (1 + np.exp(-(doy - 265) / 10)))
+    veg = np.broadcast_to(green[:, None, None], (times.size, ny, nx)).copy()
+    for b in breaks:
+        after = times >= np.datetime64(b.date)
+        veg[after, b.rows, b.cols] *= 1 - b.fraction
+    refl = veg[:, None] * VEGETATION[None, :, None, None] + (1 - veg[:, None]) * SOIL[None, :, None, None]
+    refl = refl + rng.normal(0, noise, refl.shape)
+    clear = rng.random((times.size, ny, nx)) >= cloud_share
+    refl = np.where(clear[:, None], refl, 0.6).astype("float32")
+    xs = origin[0] + (np.arange(nx) + 0.5) * resolution
+    ys = origin[1] - (np.arange(ny) + 0.5) * resolution
+    data = {band: (("time", "y", "x"), refl[:, k]) for k, band in enumerate(BANDS)}
+    data["clear"] = (("time", "y", "x"), clear)
+    cube = xr.Dataset(data, coords={"time": times, "y": ys, "x": xs},
+                      attrs={"source": "testutils", "platform": "test", "resolution_m": resolution})
+    transform = Affine(resolution, 0, origin[0], 0, -resolution, origin[1])
+    return cube.rio.write_crs(f"EPSG:{epsg}").rio.write_transform(transform)
+
+
+def cube_site(cube: xr.Dataset, site_id: str = "T-1", inset_m: float = 0.0, **attrs: object) -> Site:
+    """A licence covering the cube's extent (shrunk by ``inset_m``), in the cube's CRS."""
+    x, y = cube["x"].values, cube["y"].values
+    half = float(abs(x[1] - x[0])) / 2
+    geom = box(x.min() - half + inset_m, y.min() - half + inset_m, x.max() + half - inset_m, y.max() + half - inset_m)
+    return Site(site_id, geom, pyproj.CRS.from_user_input(cube.rio.crs), dict(attrs))

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine: a virtual environment in .venv with gmsense, its
+# dependencies (pinned by constraints.txt) and its test tools. A second run reuses it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.gmsense-setup
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import gmsense" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,91 @@
+"""Per-pixel change detection: planted breaks found on time, nothing on stable pixels, numpy == dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gmsense import cube as cubeops
+from gmsense.config import DetectSettings, SeasonSettings
+from gmsense.detect.change import NO_BREAK, confirm_runs, design_matrix, detect_breaks
+from gmsense.testutils import PlantedBreak, make_cube
+
+SEASON = SeasonSettings()
+DETECT = DetectSettings()
+BREAK = PlantedBreak(slice(5, 9), slice(5, 12), "2021-06-15")
+
+
+def _ndvi(cube: xr.Dataset, backend: str) -> xr.DataArray:
+    ndvi = cubeops.index(cubeops.growing_season(cubeops.masked(cube), SEASON), "ndvi")
+    return ndvi.chunk({"y": 7, "x": 10}) if backend == "dask" else ndvi
+
+
+def test_planted_break_found_on_first_clear_observation(backend: str) -> None:
+    cube = make_cube(breaks=(BREAK,), seed=1)
+    result = detect_breaks(_ndvi(cube, backend), DETECT).compute()
+    disturbed = np.zeros((24, 24), dtype=bool)
+    disturbed[BREAK.rows, BREAK.cols] = True
+    first = result["first_detected"].values
+    assert (~np.isnat(first[disturbed])).all(), "every planted pixel is confirmed"
+    assert np.isnat(first[~disturbed]).all(), "no stable pixel is confirmed"
+    # The first clear growing-season observation on or after the break date, per pixel.
+    clear = cube["clear"].sel(time=slice(BREAK.date, "2021-09-30")).values
+    times = cube["time"].sel(time=slice(BREAK.date, "2021-09-30")).values
+    expected = times[np.argmax(clear, axis=0)]
+    assert (first[disturbed] == expected[disturbed]).all()
+    confirmed = result["confirmed_on"].values[disturbed]
+    assert (confirmed > first[disturbed]).all()
+    magnitude = result["magnitude"].values[disturbed]
+    assert np.all(magnitude > 0.3)
+
+
+def test_seasonal_cycle_and_winter_are_not_change(backend: str) -> None:
+    cube = make_cube(seed=2, years=(2018, 2019, 2020, 2021))
+    result = detect_breaks(_ndvi(cube, backend), DETECT).compute()
+    assert result["first_detected"].isnull().all()
+
+
+def test_no_history_means_no_detection() -> None:
+    cube = make_cube(years=(2021,), breaks=(PlantedBreak(slice(0, 5), slice(0, 5), "2021-07-01"),))
+    result = detect_breaks(_ndvi(cube, "numpy"), DETECT)
+    assert result["first_detected"].isnull().all(), "a pixel is only judged against its own earlier seasons"
+
+
+def test_single_cloud_like_drop_is_not_confirmed() -> None:
+    drop = np.array([[0.0], [0.5], [0.0], [0.0]])
+    threshold = np.full_like(drop, 0.1)
+    first, confirmed, _, probable = confirm_runs(drop, threshold, confirm_obs=2)
+    assert first[0] == NO_BREAK and confirmed[0] == NO_BREAK and probable[0] == NO_BREAK
+
+
+def test_missing_observations_do_not_break_a_run() -> None:
+    drop = np.array([[0.0], [0.5], [np.nan], [0.4], [0.0]])
+    first, confirmed, magnitude, _ = confirm_runs(drop, np.full_like(drop, 0.1), confirm_obs=2)
+    assert (first[0], confirmed[0]) == (1, 3)
+    assert magnitude[0] == pytest.approx(0.45)
+
+
+def test_open_run_at_the_end_is_probable() -> None:
+    drop = np.array([[0.0], [0.0], [0.6]])
+    first, _, _, probable = confirm_runs(drop, np.full_like(drop, 0.1), confirm_obs=2)
+    assert first[0] == NO_BREAK and probable[0] == 2
+
+
+def test_design_matrix_columns() -> None:
+    x = design_matrix(np.array([0.0, 91.3125]), harmonics=1)
+    assert x.shape == (2, 3)
+    np.testing.assert_allclose(x[0], [1, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(x[1], [1, 0, 1], atol=1e-3)
+
+
+@settings(max_examples=8, deadline=None)
+@given(cy=st.integers(1, 24), cx=st.integers(1, 24))
+def test_result_independent_of_chunking(cy: int, cx: int) -> None:
+    cube = make_cube(ny=16, nx=16, breaks=(PlantedBreak(slice(3, 7), slice(2, 9), "2020-07-01"),), seed=5)
+    ndvi = _ndvi(cube, "numpy")
+    reference = detect_breaks(ndvi, DETECT)
+    chunked = detect_breaks(ndvi.chunk({"y": cy, "x": cx}), DETECT).compute()
+    xr.testing.assert_identical(reference, chunked)

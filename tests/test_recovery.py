@@ -1,0 +1,67 @@
+"""Recovery against a reference ring: trajectory, ratio, status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from shapely.geometry import box
+
+from gmsense.config import RecoverySettings
+from gmsense.recovery import recovery_status, ring_mask, trajectory
+
+
+def _series(patch_by_year: dict[int, float], ring: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    times = np.array([f"{y}-{m:02d}-15" for y in patch_by_year for m in (6, 7, 8)], dtype="datetime64[ns]")
+    index = np.full((times.size, 30, 30), ring)
+    pmask = np.zeros((30, 30), dtype=bool)
+    pmask[12:18, 12:18] = True
+    years = times.astype("datetime64[Y]").astype(int) + 1970
+    for y, value in patch_by_year.items():
+        index[np.ix_(years == y, np.arange(30), np.arange(30))] = np.where(pmask, value, ring)
+    ring_px = ~pmask
+    return index, times, pmask, ring_px
+
+
+@pytest.mark.parametrize(
+    ("trajectory_values", "expected_status", "expected_ratio"),
+    [
+        ({2019: 0.8, 2020: 0.3, 2021: 0.35, 2022: 0.4}, "not_recovering", 0.2),
+        ({2019: 0.8, 2020: 0.3, 2021: 0.45, 2022: 0.55}, "recovering", 0.5),
+        ({2019: 0.8, 2020: 0.3, 2021: 0.6, 2022: 0.78}, "recovered", 0.96),
+    ],
+)
+def test_status_from_ratio(trajectory_values: dict[int, float], expected_status: str, expected_ratio: float) -> None:
+    index, times, pmask, ring = _series(trajectory_values)
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
+    assert [o.season for o in obs] == [2019, 2020, 2021, 2022]
+    assert obs[0].relative == pytest.approx(0.0)
+    status, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings())
+    assert status == expected_status
+    assert ratio == pytest.approx(expected_ratio, abs=0.01)
+
+
+def test_detected_this_season_is_active() -> None:
+    index, times, pmask, ring = _series({2021: 0.8, 2022: 0.3})
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2022-06-15"), "ndvi")
+    assert recovery_status(obs, np.datetime64("2022-06-15"), 2022, RecoverySettings()) == ("active", 0.0)
+
+
+def test_ring_cancels_a_drought_year() -> None:
+    index, times, pmask, ring = _series({2019: 0.8, 2020: 0.3, 2021: 0.55})
+    years = times.astype("datetime64[Y]").astype(int) + 1970
+    index[years == 2021] -= 0.2  # drought hits patch and ring alike
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
+    _, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2021, RecoverySettings())
+    assert ratio == pytest.approx(0.5, abs=0.01)
+
+
+def test_ring_excludes_patches() -> None:
+    transform = Affine(10, 0, 0, 0, -10, 300)
+    patch = box(100, 100, 150, 150)
+    other = box(180, 100, 200, 150)
+    mask = ring_mask(patch, [patch, other], (30, 30), transform)
+    assert mask.any()
+    row, col = 30 - 12, 19  # a pixel inside `other`
+    assert not mask[row, col]
+    assert not mask[30 - 12, 12], "the patch itself is not in its ring"
