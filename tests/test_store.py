@@ -1,0 +1,95 @@
+"""The store: identity of patches across scans, idempotent re-runs, one transaction per licence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from shapely.geometry import box
+from sqlalchemy import func, select
+
+from gmsense.records import FlagRecord, PatchRecord, RecoveryObservation, SiteResult
+from gmsense.sites import WGS84, reproject_geometry
+from gmsense.store import FlagRow, PatchRow, RecoveryRow, Store, resolve_db_url
+from gmsense.testutils import make_cube
+from gmsense.testutils import cube_site as _cube_site
+
+SITE = _cube_site(make_cube(ny=4, nx=4), "S-1")
+
+
+def _record(geom, first: str = "2020-06-01", last: str = "2020-09-01", klass: str = "trench") -> PatchRecord:
+    return PatchRecord(
+        site_id="S-1", geometry_wkt=reproject_geometry(geom, SITE.crs, WGS84).wkt, local_wkt=geom.wkt,
+        local_crs=SITE.crs.to_string(), disturbance_class=klass, confidence=0.8, first_detected=first,
+        confirmed_on=first, last_seen=last, area_m2=geom.area, inside_licence=True, area_outside_m2=0.0,
+        recovery_status="active", recovery_ratio=0.0, metrics={"n_pixels": 3},
+        recovery=[RecoveryObservation(2020, "ndvi", 3, 0.3, 0.8, -0.5)],
+    )
+
+
+def _result(*records: PatchRecord) -> SiteResult:
+    flags = [FlagRecord("new_disturbance", "warning", f"patch {i}", i, {}) for i in range(len(records))]
+    return SiteResult("S-1", list(records), flags, {})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(str(tmp_path / "store.db"))
+    s.upsert_sites([SITE])
+    return s
+
+
+def _scan(store: Store) -> int:
+    return store.begin_scan(source="test", detector="rules", config_hash="x", gmsense_version="0", params={})
+
+
+def _count(store: Store, table: type) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(table))
+
+
+def test_rerun_changes_nothing(store: Store) -> None:
+    x0, y0 = 600_010, 5_289_990
+    result = _result(_record(box(x0, y0 - 20, x0 + 30, y0)))
+    first = store.save_site_result(_scan(store), result)
+    again = store.save_site_result(_scan(store), result)
+    assert first == {"new_patches": 1, "updated_patches": 0, "new_flags": 1}
+    assert again == {"new_patches": 0, "updated_patches": 0, "new_flags": 0}
+    assert (_count(store, PatchRow), _count(store, FlagRow), _count(store, RecoveryRow)) == (1, 1, 1)
+
+
+def test_overlapping_detection_extends_the_stored_patch(store: Store) -> None:
+    x0, y0 = 600_010, 5_289_990
+    store.save_site_result(_scan(store), _result(_record(box(x0, y0 - 20, x0 + 30, y0))))
+    grown = _record(box(x0 + 20, y0 - 20, x0 + 60, y0), first="2021-06-01", last="2021-09-01")
+    counts = store.save_site_result(_scan(store), _result(grown))
+    assert counts["new_patches"] == 0 and counts["updated_patches"] == 1
+    [row] = store.patch_rows()
+    assert row.patch_id == "S-1-P0001"
+    assert row.first_detected == "2020-06-01" and row.last_seen == "2021-09-01"
+    assert row.area_m2 == pytest.approx(60 * 20)
+
+
+def test_separate_detection_gets_a_new_id(store: Store) -> None:
+    x0, y0 = 600_010, 5_289_990
+    store.save_site_result(_scan(store), _result(_record(box(x0, y0 - 20, x0 + 30, y0))))
+    store.save_site_result(_scan(store), _result(_record(box(x0 + 200, y0 - 20, x0 + 230, y0))))
+    assert [r.patch_id for r in store.patch_rows()] == ["S-1-P0001", "S-1-P0002"]
+
+
+def test_a_failing_write_leaves_nothing_of_that_licence(store: Store) -> None:
+    x0, y0 = 600_010, 5_289_990
+    bad = _result(_record(box(x0, y0 - 20, x0 + 30, y0)))
+    bad.flags.append(FlagRecord("broken", "warning", "points at a patch that does not exist", 5, {}))
+    with pytest.raises(IndexError):
+        store.save_site_result(_scan(store), bad)
+    assert (_count(store, PatchRow), _count(store, FlagRow), _count(store, RecoveryRow)) == (0, 0, 0)
+
+
+def test_db_url_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GMSENSE_DB", str(tmp_path / "env.db"))
+    assert resolve_db_url(None) == f"sqlite:///{tmp_path / 'env.db'}"
+    assert resolve_db_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    monkeypatch.delenv("GMSENSE_DB")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_db_url(None) == f"sqlite:///{tmp_path / 'gmsense.db'}"
