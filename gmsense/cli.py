@@ -15,7 +15,7 @@ from rich.table import Table
 
 from gmsense import __version__
 from gmsense.config import configs_dir, load_settings
-from gmsense.errors import EXIT_BAD_INPUT, EXIT_OK, GmsenseError
+from gmsense.errors import EXIT_OK, GmsenseError
 
 app = typer.Typer(help="gmsense: vegetation damage on mining and exploration licences, from satellite imagery.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

@@ -58,7 +58,9 @@ def test_single_cloud_like_drop_is_not_confirmed() -> None:
     drop = np.array([[0.0], [0.5], [0.0], [0.0]])
     threshold = np.full_like(drop, 0.1)
     first, confirmed, _, probable = confirm_runs(drop, threshold, confirm_obs=2)
-    assert first[0] == NO_BREAK and confirmed[0] == NO_BREAK and probable[0] == NO_BREAK
+    assert first[0] == NO_BREAK
+    assert confirmed[0] == NO_BREAK
+    assert probable[0] == NO_BREAK
 
 
 def test_missing_observations_do_not_break_a_run() -> None:
@@ -71,7 +73,8 @@ def test_missing_observations_do_not_break_a_run() -> None:
 def test_open_run_at_the_end_is_probable() -> None:
     drop = np.array([[0.0], [0.0], [0.6]])
     first, _, _, probable = confirm_runs(drop, np.full_like(drop, 0.1), confirm_obs=2)
-    assert first[0] == NO_BREAK and probable[0] == 2
+    assert first[0] == NO_BREAK
+    assert probable[0] == 2
 
 
 def test_design_matrix_columns() -> None:

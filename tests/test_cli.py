@@ -79,9 +79,11 @@ def test_rescan_of_the_same_dates_changes_nothing(demo: Path) -> None:
     assert after == before
     assert len(Store(str(db)).flag_rows()) == n_flags
     code, output = invoke("scans", "list", "--db", db)
-    assert code == 0 and "completed" in output
+    assert code == 0
+    assert "completed" in output
     code, output = invoke("scans", "show", "2", "--db", db)
-    assert code == 0 and "HLJ-MIN-003" in output
+    assert code == 0
+    assert "HLJ-MIN-003" in output
 
 
 @pytest.mark.slow
@@ -112,7 +114,8 @@ def test_one_failing_licence_gives_partial_and_keeps_the_others(tmp_path: Path) 
     db = tmp_path / "g.db"
     code, output = invoke("scan", "--sites", path, "--db", db, "--no-progress")
     assert code == 3, output
-    assert "BROKEN-1" in output and "volcano" in output
+    assert "BROKEN-1" in output
+    assert "volcano" in output
     store = Store(str(db))
     [scan] = store.scans()
     assert scan.status == "partial"

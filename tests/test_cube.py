@@ -38,5 +38,6 @@ def test_masking_and_season() -> None:
     assert np.isfinite(masked["red"].values[cube["clear"].values]).all()
     season = cubeops.growing_season(masked, SeasonSettings(start_month=6, end_month=8))
     months = season["time"].dt.month.values
-    assert months.min() == 6 and months.max() == 8
+    assert months.min() == 6
+    assert months.max() == 8
     assert isinstance(season, xr.Dataset)

@@ -59,7 +59,8 @@ def test_shape_metrics_line_versus_arc_versus_square() -> None:
     square = np.zeros((60, 60), dtype=bool)
     square[10:14, 10:14] = True
     s_line, s_arc, s_square = (shape_metrics(m, 10.0) for m in (straight, arc, square))
-    assert s_line["elongation"] > 8 and s_line["curvature"] < 0.1
+    assert s_line["elongation"] > 8
+    assert s_line["curvature"] < 0.1
     assert s_line["width_m"] < 25
     assert s_arc["curvature"] > 0.25  # sagitta / arc length of a half circle is 0.32, less the width
     assert s_square["elongation"] < 2

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from gmsense.records import FlagRecord, PatchRecord, RecoveryObservation, SiteResult
 from gmsense.sites import WGS84, reproject_geometry
 from gmsense.store import FlagRow, PatchRow, RecoveryRow, Store, resolve_db_url
-from gmsense.testutils import make_cube
 from gmsense.testutils import cube_site as _cube_site
+from gmsense.testutils import make_cube
 
 SITE = _cube_site(make_cube(ny=4, nx=4), "S-1")
 
@@ -63,10 +63,12 @@ def test_overlapping_detection_extends_the_stored_patch(store: Store) -> None:
     store.save_site_result(_scan(store), _result(_record(box(x0, y0 - 20, x0 + 30, y0))))
     grown = _record(box(x0 + 20, y0 - 20, x0 + 60, y0), first="2021-06-01", last="2021-09-01")
     counts = store.save_site_result(_scan(store), _result(grown))
-    assert counts["new_patches"] == 0 and counts["updated_patches"] == 1
+    assert counts["new_patches"] == 0
+    assert counts["updated_patches"] == 1
     [row] = store.patch_rows()
     assert row.patch_id == "S-1-P0001"
-    assert row.first_detected == "2020-06-01" and row.last_seen == "2021-09-01"
+    assert row.first_detected == "2020-06-01"
+    assert row.last_seen == "2021-09-01"
     assert row.area_m2 == pytest.approx(60 * 20)
 
 

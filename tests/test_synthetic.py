@@ -29,7 +29,7 @@ def _scene(site_id: str, seed: int = 0):
 def test_same_seed_same_scene_other_seed_other_scene() -> None:
     a, truth_a = _scene("HLJ-EXP-001")
     b, truth_b = _scene("HLJ-EXP-001")
-    c, truth_c = _scene("HLJ-EXP-001", seed=1)
+    _c, truth_c = _scene("HLJ-EXP-001", seed=1)
     assert a.identical(b)
     assert truth_a.equals(truth_b)
     assert not truth_a.geometry.geom_equals(truth_c.geometry).all()
