@@ -1,0 +1,738 @@
+"""Local imagery -> the cube contract (DESIGN.md, "Imagery cube" and "Local imagery").
+
+Two layouts are read by :func:`read_local_cube`:
+
+1. a folder of per-acquisition GeoTIFF/COG files whose names start with an ISO date
+   (``2021-06-14_S2L2A.tif``). Band descriptions name the bands (see
+   :mod:`gmsense.sources._bands`), GDAL scale/offset and nodata are honoured, a mask band
+   (``SCL``, ``QA_PIXEL``, ``clear`` or ``cloud``) gives ``clear``. Files of the same date are
+   merged (first file, by name, with a valid pixel wins). The grid is the first file's (by date,
+   then name; the first of the whole folder, so the grid does not depend on ``start``/``end``);
+   files on another grid or CRS are warped onto it (bilinear for reflectance, nearest for masks).
+   Pixels are read lazily, one dask task per date, and only the window of the region.
+2. a NetCDF (``.nc``) or Zarr (``.zarr``) store already shaped like a cube (dims ``time, y, x``),
+   opened lazily with its CRS from the grid-mapping variable.
+
+In both, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
+plus one pixel, extended with NaN where the imagery does not reach; imagery in a geographic CRS is
+reprojected (nearest) onto a grid in the region's CRS.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pyproj
+import rasterio
+import rasterio.errors
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import shapely
+import xarray as xr
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, reproject
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from gmsense.cube_contract import validate_cube
+from gmsense.errors import ImageryError
+from gmsense.sources._bands import (
+    REQUIRED_BANDS,
+    BandPlan,
+    accepted_names,
+    decode_clear,
+    default_dn_scaling,
+    looks_like_dn,
+    missing_required,
+    plan_bands,
+)
+
+#: File names the folder layout reads: an ISO date first, a GeoTIFF suffix.
+DATED_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+TIFF_SUFFIXES = (".tif", ".tiff")
+STORE_SUFFIXES = (".nc", ".nc4", ".netcdf", ".zarr")
+#: How many acquisitions are sampled (eagerly, region window only) to decide ``dn_scale="auto"``.
+DN_SAMPLE_DATES = 8
+
+DnScale = float | Literal["auto"]
+
+
+class MissingMaskWarning(UserWarning):
+    """Imagery without a mask band: ``clear`` only means "all bands observed"."""
+
+
+# --------------------------------------------------------------------------------------------
+# small pure helpers: CRS, grid, dates, messages
+
+
+def normalise_crs(crs: Any) -> pyproj.CRS:
+    """``crs`` (anything pyproj/rasterio understands) as a pyproj CRS, by EPSG code when it has one.
+
+    A CRS bound to WGS 84 by a null TOWGS84 (GDAL's way of writing ETRS89-based CRSs) is unwrapped,
+    and an explicit ``AUTHORITY["EPSG", code]`` in the WKT is honoured, so the Romania cubes'
+    "ETRS89 / LAEA Europe" comes out as EPSG:3035.
+    """
+    wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    pc = pyproj.CRS.from_user_input(wkt)
+    if pc.is_bound:
+        params = [p.value for p in (pc.coordinate_operation.params if pc.coordinate_operation else [])]
+        if all(v == 0 for v in params):
+            pc = pc.source_crs
+    code = pc.to_epsg()
+    if code is None:
+        ident = pc.to_json_dict().get("id") or {}
+        if ident.get("authority") == "EPSG":
+            code = int(ident["code"])
+    return pyproj.CRS.from_epsg(code) if code else pc
+
+
+def _crs_name(crs: pyproj.CRS) -> str:
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else crs.name
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up (or south-up) pixel grid: ``transform`` maps (col, row) to CRS metres."""
+
+    crs: pyproj.CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(minx, miny, maxx, maxy)`` of the pixel edges, CRS units."""
+        t = self.transform
+        xs = (t.c, t.c + t.a * self.width)
+        ys = (t.f, t.f + t.e * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def xs(self) -> np.ndarray:
+        """Pixel-centre x coordinates (CRS units)."""
+        return self.transform.c + self.transform.a * (np.arange(self.width) + 0.5)
+
+    def ys(self) -> np.ndarray:
+        """Pixel-centre y coordinates (CRS units)."""
+        return self.transform.f + self.transform.e * (np.arange(self.height) + 0.5)
+
+
+def crop_grid(crs: pyproj.CRS, transform: Affine, bounds: Sequence[float], pad: int = 1) -> Grid:
+    """The part of the lattice of ``transform`` covering ``bounds`` (minx, miny, maxx, maxy) plus ``pad`` pixels.
+
+    The result may extend beyond any image on that lattice (those pixels are NaN in the cube).
+    """
+    if transform.b != 0 or transform.d != 0:
+        raise ImageryError(
+            "imagery grid is rotated; warp it to a north-up grid first (gdalwarp -t_srs <its CRS>)"
+        )
+    minx, miny, maxx, maxy = bounds
+    cols = [(x - transform.c) / transform.a for x in (minx, maxx)]
+    rows = [(y - transform.f) / transform.e for y in (miny, maxy)]
+    col0, col1 = math.floor(min(cols) + 1e-9) - pad, math.ceil(max(cols) - 1e-9) + pad
+    row0, row1 = math.floor(min(rows) + 1e-9) - pad, math.ceil(max(rows) - 1e-9) + pad
+    return Grid(crs, transform * Affine.translation(col0, row0), col1 - col0, row1 - row0)
+
+
+def _geographic_target(src_crs: pyproj.CRS, src_grid: tuple[Affine, int, int], region_bounds: Sequence[float],
+                       region_crs: pyproj.CRS) -> Grid:
+    """A square-pixel grid in ``region_crs`` over ``region_bounds`` for imagery in a geographic CRS."""
+    transform, width, height = src_grid
+    left, top = transform.c, transform.f
+    right, bottom = left + transform.a * width, top + transform.e * height
+    dst, _, _ = calculate_default_transform(
+        src_crs.to_wkt(), region_crs.to_wkt(), width, height,
+        left=min(left, right), bottom=min(top, bottom), right=max(left, right), top=max(top, bottom),
+    )
+    res = abs(dst.a)
+    res = float(f"{res:.2g}") if res > 0 else 10.0  # 8.98e-5 deg at 47 N -> ~6.8 m -> 6.8
+    origin = Affine(res, 0.0, 0.0, 0.0, -res, 0.0)
+    return crop_grid(region_crs, origin, region_bounds)
+
+
+def _transform_bounds(bounds: Sequence[float], src: pyproj.CRS, dst: pyproj.CRS) -> tuple[float, ...]:
+    if src == dst:
+        return tuple(bounds)
+    transformer = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    return tuple(transformer.transform_bounds(*bounds, densify_pts=21))
+
+
+def _to_crs(geom: BaseGeometry, src: pyproj.CRS, dst: pyproj.CRS) -> BaseGeometry:
+    if src == dst:
+        return geom
+    minx, miny, maxx, maxy = geom.bounds
+    step = max(maxx - minx, maxy - miny, 1e-9) / 20
+    transformer = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(shapely.segmentize(geom, step), transformer.transform, interleaved=False)
+
+
+def _lonlat(bounds: Sequence[float], crs: pyproj.CRS) -> str:
+    w, s, e, n = _transform_bounds(bounds, crs, pyproj.CRS.from_epsg(4326))
+    return f"lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f} (EPSG:4326)"
+
+
+def _who(site_id: str | None) -> str:
+    return f"licence {site_id}" if site_id else "the region"
+
+
+def _not_covered(path: Path, footprint: Sequence[float], crs: pyproj.CRS, region: BaseGeometry,
+                 region_crs: pyproj.CRS, site_id: str | None) -> ImageryError:
+    return ImageryError(
+        f"imagery {path} does not cover {_who(site_id)}; it covers {_lonlat(footprint, crs)}, "
+        f"{'the licence' if site_id else 'the region'} is at {_lonlat(region.bounds, region_crs)}; "
+        "point --imagery at imagery of that area or check the licence CRS"
+    )
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Inclusive date filter; a bare date as ``end`` includes that whole day."""
+
+    start: np.datetime64 | None
+    end_exclusive: np.datetime64 | None
+
+    def keep(self, times: np.ndarray) -> np.ndarray:
+        """Boolean: which of ``times`` (datetime64) are inside the range."""
+        times = np.asarray(times, dtype="datetime64[ns]")
+        ok = np.ones(times.shape, bool)
+        if self.start is not None:
+            ok &= times >= self.start
+        if self.end_exclusive is not None:
+            ok &= times < self.end_exclusive
+        return ok
+
+
+def parse_range(start: str | None, end: str | None) -> DateRange:
+    """:class:`DateRange` from ISO strings; raises :class:`ImageryError` on a bad date."""
+    def parse(value: str | None, what: str) -> pd.Timestamp | None:
+        if value is None or value == "":
+            return None
+        try:
+            return pd.Timestamp(value)
+        except (ValueError, TypeError) as exc:
+            raise ImageryError(f"{what} date {value!r} is not an ISO date (YYYY-MM-DD)") from exc
+
+    t0, t1 = parse(start, "start"), parse(end, "end")
+    if t1 is not None:
+        t1 = t1 + pd.Timedelta(days=1) if t1 == t1.normalize() else t1 + pd.Timedelta(nanoseconds=1)
+    to64 = (lambda t: None if t is None else np.datetime64(t.tz_localize(None) if t.tzinfo else t, "ns"))
+    return DateRange(to64(t0), to64(t1))
+
+
+def _range_text(start: str | None, end: str | None) -> str:
+    return f"{start or '...'}..{end or '...'}"
+
+
+def _no_dates(path: Path, available: np.ndarray, start: str | None, end: str | None,
+              site_id: str | None) -> ImageryError:
+    days = np.asarray(available, dtype="datetime64[D]")
+    have = f"{days.min()}..{days.max()}" if days.size else "none"
+    return ImageryError(
+        f"imagery {path} has no acquisition within {_range_text(start, end)} for {_who(site_id)}; "
+        f"it has {have}; widen --start/--end"
+    )
+
+
+def _missing_bands(path: Path, missing: list[str], found: Sequence[str], where: str = "") -> ImageryError:
+    return ImageryError(
+        f"imagery {path}{where} lacks band(s) {', '.join(missing)} (found: {', '.join(found) or 'none'}); "
+        f"required {', '.join(REQUIRED_BANDS)}; accepted names: {accepted_names()}; "
+        "name the bands in the band descriptions or variable names"
+    )
+
+
+def _finish(ds: xr.Dataset, crs: pyproj.CRS, transform: Affine, *, platform: str, path: Path,
+            extra: dict[str, Any]) -> xr.Dataset:
+    ds.x.attrs.update(units="metre", long_name="x (pixel centre)")
+    ds.y.attrs.update(units="metre", long_name="y (pixel centre)")
+    ds = ds.rio.write_crs(crs).rio.write_transform(transform)
+    ds.attrs.update(source="local", platform=platform,
+                    resolution_m=float((abs(transform.a) + abs(transform.e)) / 2), path=str(path), **extra)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# layout (a): a folder of dated GeoTIFFs
+
+
+@dataclass(frozen=True)
+class TiffInfo:
+    """What the header of one dated GeoTIFF says. Band indexes are 1-based."""
+
+    path: Path
+    day: np.datetime64
+    crs: pyproj.CRS
+    transform: Affine
+    width: int
+    height: int
+    plan: BandPlan
+    index: dict[str, int]  # source band name -> band index
+    nodata: dict[int, float | None]
+    scaling: dict[int, tuple[float, float]] = field(default_factory=dict)  # from metadata, where given
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return Grid(self.crs, self.transform, self.width, self.height).bounds
+
+
+def dated_files(folder: Path) -> list[tuple[np.datetime64, Path]]:
+    """``(day, path)`` of the GeoTIFFs in ``folder`` whose names start with a valid ISO date, sorted."""
+    found = []
+    for p in folder.iterdir():
+        m = DATED_FILE.match(p.name)
+        if not (m and p.is_file() and p.suffix.lower() in TIFF_SUFFIXES):
+            continue
+        try:
+            day = np.datetime64(m.group(1), "D")
+        except ValueError:
+            continue
+        found.append((day, p))
+    return sorted(found, key=lambda dp: (dp[0], dp[1].name))
+
+
+def _band_scaling(src: rasterio.io.DatasetReader, idx: int) -> tuple[float, float] | None:
+    """``(scale, offset)`` of band ``idx`` from GDAL metadata, or None when the file names none."""
+    scale, offset = src.scales[idx - 1], src.offsets[idx - 1]
+    if (scale, offset) == (1.0, 0.0):
+        tags = {k.lower(): v for k, v in src.tags(idx).items()}
+        try:
+            scale = float(tags.get("scale_factor", tags.get("scale", 1.0)))
+            offset = float(tags.get("add_offset", tags.get("offset", 0.0)))
+        except ValueError:
+            return None
+    return None if (scale, offset) == (1.0, 0.0) else (float(scale), float(offset))
+
+
+def read_tiff_header(path: Path, day: np.datetime64) -> TiffInfo:
+    """Open ``path`` and describe it; corrupt files and files without a CRS raise :class:`ImageryError`."""
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise ImageryError(
+                    f"imagery file {path} has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32652 {path.name})"
+                )
+            names = list(src.descriptions)
+            plan = plan_bands(names)
+            index = {name: i + 1 for i, name in reversed(list(enumerate(names))) if name}
+            used = [*plan.bands.values(), *([plan.mask[1]] if plan.mask else [])]
+            scaling = {}
+            for name in plan.bands.values():
+                s = _band_scaling(src, index[name])
+                if s is not None:
+                    scaling[index[name]] = s
+            return TiffInfo(
+                path=path, day=day, crs=normalise_crs(src.crs), transform=src.transform,
+                width=src.width, height=src.height, plan=plan, index=index,
+                nodata={index[n]: src.nodatavals[index[n] - 1] for n in used}, scaling=scaling,
+            )
+    except ImageryError:
+        raise
+    except Exception as exc:  # rasterio raises several types for bad files
+        raise ImageryError(
+            f"imagery file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "replace or remove it"
+        ) from exc
+
+
+def _aligned(info: TiffInfo, grid: Grid) -> tuple[int, int] | None:
+    """``(col, row)`` of the grid origin in the file's pixels when both share one lattice, else None."""
+    t, g = info.transform, grid.transform
+    if info.crs != grid.crs or not (math.isclose(t.a, g.a) and math.isclose(t.e, g.e)) or t.b or t.d:
+        return None
+    col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(col), round(row)
+
+
+def _read_band(src: rasterio.io.DatasetReader, info: TiffInfo, idx: int, grid: Grid,
+               resampling: Resampling) -> np.ndarray:
+    """Band ``idx`` of ``src`` on ``grid`` as float32, NaN where nodata or outside the file."""
+    out = np.full((grid.height, grid.width), np.nan, dtype="float32")
+    offset = _aligned(info, grid)
+    if offset is not None:
+        col, row = offset
+        c0, r0 = max(col, 0), max(row, 0)
+        c1, r1 = min(col + grid.width, info.width), min(row + grid.height, info.height)
+        if c1 <= c0 or r1 <= r0:
+            return out
+        data = src.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        out[r0 - row:r1 - row, c0 - col:c1 - col] = data.astype("float32").filled(np.nan)
+        return out
+    nodata = info.nodata.get(idx)
+    reproject(
+        source=rasterio.band(src, idx), destination=out,
+        src_crs=src.crs, src_transform=src.transform, src_nodata=nodata,
+        dst_crs=grid.crs.to_wkt(), dst_transform=grid.transform, dst_nodata=np.nan,
+        resampling=resampling,
+    )
+    if nodata is not None and not np.isnan(nodata):
+        out[out == nodata] = np.nan
+    return out
+
+
+def read_tiff_on_grid(info: TiffInfo, grid: Grid, bands: Sequence[str],
+                      fallback: tuple[float, float]) -> np.ndarray:
+    """One file on ``grid``: float32 ``(len(bands) + 1, y, x)``: reflectance bands, then clear (0/1).
+
+    Bands without a metadata scale/offset get ``fallback`` (scale, offset). A pixel with any band
+    NaN is not clear; without a mask band clear means "all bands observed".
+    """
+    out = np.empty((len(bands) + 1, grid.height, grid.width), dtype="float32")
+    try:
+        with rasterio.open(info.path) as src:
+            for k, band in enumerate(bands):
+                idx = info.index[info.plan.bands[band]]
+                scale, offset = info.scaling.get(idx, fallback)
+                values = _read_band(src, info, idx, grid, Resampling.bilinear)
+                out[k] = values * np.float32(scale) + np.float32(offset) if (scale, offset) != (1.0, 0.0) else values
+            valid = np.all(np.isfinite(out[: len(bands)]), axis=0)
+            if info.plan.mask is None:
+                clear = valid
+            else:
+                kind, name = info.plan.mask
+                clear = decode_clear(kind, _read_band(src, info, info.index[name], grid, Resampling.nearest)) & valid
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise ImageryError(f"imagery file {info.path} cannot be read ({exc}); replace or remove it") from exc
+    out[len(bands)] = clear
+    return out
+
+
+def merge_first_valid(layers: Sequence[np.ndarray]) -> np.ndarray:
+    """Merge same-date ``(bands + 1, y, x)`` stacks: per pixel the first with all bands finite wins."""
+    out = np.full_like(layers[0], np.nan)
+    out[-1] = 0.0
+    filled = np.zeros(layers[0].shape[1:], dtype=bool)
+    for layer in layers:
+        take = np.all(np.isfinite(layer[:-1]), axis=0) & ~filled
+        out[:, take] = layer[:, take]
+        filled |= take
+    return out
+
+
+def _read_date(infos: Sequence[TiffInfo], grid: Grid, bands: Sequence[str],
+               fallback: tuple[float, float]) -> np.ndarray:
+    layers = [read_tiff_on_grid(info, grid, bands, fallback) for info in infos]
+    return layers[0] if len(layers) == 1 else merge_first_valid(layers)
+
+
+def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
+                 start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None) -> xr.Dataset:
+    files = dated_files(folder)
+    if not files:
+        raise ImageryError(
+            f"imagery folder {folder} has no GeoTIFF named YYYY-MM-DD*.tif; "
+            "name each acquisition by its date (e.g. 2021-06-14_S2L2A.tif)"
+        )
+    days = np.array([d for d, _ in files], dtype="datetime64[ns]")
+    keep = dates.keep(days)
+    if not keep.any():
+        raise _no_dates(folder, days, start, end, site_id)
+    reference = read_tiff_header(files[0][1], files[0][0])
+    infos = [read_tiff_header(p, d) for (d, p), k in zip(files, keep, strict=True) if k]
+
+    if reference.crs.is_geographic:
+        if not region_crs.is_projected:
+            raise ImageryError(f"imagery {folder} and {_who(site_id)} are both in a geographic CRS; "
+                               "give the licence areas a projected CRS (metres)")
+        grid = _geographic_target(reference.crs, (reference.transform, reference.width, reference.height),
+                                  region.bounds, region_crs)
+    else:
+        grid = crop_grid(reference.crs, reference.transform,
+                         _transform_bounds(region.bounds, region_crs, reference.crs))
+
+    # keep files whose footprint meets the region (in the grid CRS)
+    region_g = _to_crs(region, region_crs, grid.crs)
+    grid_box = box(*grid.bounds)
+    used = [i for i in infos if box(*_transform_bounds(i.bounds, i.crs, grid.crs)).intersects(grid_box)]
+    if not used or not any(box(*_transform_bounds(i.bounds, i.crs, grid.crs)).intersects(region_g) for i in used):
+        fp = [_transform_bounds(i.bounds, i.crs, reference.crs) for i in infos]
+        footprint = (min(b[0] for b in fp), min(b[1] for b in fp), max(b[2] for b in fp), max(b[3] for b in fp))
+        raise _not_covered(folder, footprint, reference.crs, region, region_crs, site_id)
+
+    # bands present in every file used
+    common = [b for b in used[0].plan.bands if all(b in i.plan.bands for i in used)]
+    missing = missing_required(common)
+    if missing:
+        lacking = next(i for i in used if missing_required(i.plan.bands))
+        raise _missing_bands(folder, missing_required(lacking.plan.bands), list(lacking.plan.bands),
+                             f" ({lacking.path.name})")
+    dropped = sorted({b for i in used for b in i.plan.bands} - set(common))
+    if dropped:
+        warnings.warn(f"imagery {folder}: band(s) {', '.join(dropped)} are not in every file and are left out",
+                      UserWarning, stacklevel=3)
+    no_mask = [i.path.name for i in used if i.plan.mask is None]
+    if no_mask:
+        warnings.warn(
+            f"imagery {folder}: {len(no_mask)} file(s) without a mask band (SCL, QA_PIXEL, clear, cloud), "
+            f"e.g. {no_mask[0]}; clear = all bands observed, clouds are not masked",
+            MissingMaskWarning, stacklevel=3,
+        )
+    platforms = {i.plan.platform for i in used}
+    platform = platforms.pop() if len(platforms) == 1 else "unknown"
+
+    by_day: dict[np.datetime64, list[TiffInfo]] = {}
+    for info in used:
+        by_day.setdefault(info.day, []).append(info)
+    fallback, extra = _folder_scaling(by_day, grid, common, dn_scale, platform)
+
+    h, w, nb = grid.height, grid.width, len(common)
+    stacks = [
+        da.from_delayed(dask.delayed(_read_date)(group, grid, common, fallback), shape=(nb + 1, h, w), dtype="float32")
+        for group in by_day.values()
+    ]
+    cube = da.stack(stacks)
+    data_vars: dict[str, Any] = {b: (("time", "y", "x"), cube[:, k]) for k, b in enumerate(common)}
+    data_vars["clear"] = (("time", "y", "x"), cube[:, nb] > 0.5)
+    times = np.array(list(by_day), dtype="datetime64[ns]")
+    ds = xr.Dataset(data_vars, coords={"time": times, "y": grid.ys(), "x": grid.xs()})
+    return _finish(ds, grid.crs, grid.transform, platform=platform, path=folder, extra=extra)
+
+
+def _folder_scaling(by_day: dict[np.datetime64, list[TiffInfo]], grid: Grid, bands: Sequence[str],
+                    dn_scale: DnScale, platform: str) -> tuple[tuple[float, float], dict[str, Any]]:
+    """``(scale, offset)`` for bands without metadata scaling, and the attrs recording it."""
+    if dn_scale != "auto":
+        return (float(dn_scale), 0.0), {"dn_scale_applied": float(dn_scale)}
+    checked = [b for b in ("red", "nir") if b in bands]
+    unscaled = [i for group in by_day.values() for i in group
+                if any(i.index[i.plan.bands[b]] not in i.scaling for b in checked)]
+    if not unscaled:
+        return (1.0, 0.0), {}
+    step = max(1, len(unscaled) // DN_SAMPLE_DATES)
+    dn = False
+    for info in unscaled[::step][:DN_SAMPLE_DATES]:
+        sample = read_tiff_on_grid(info, grid, checked, (1.0, 0.0))[: len(checked)]
+        if np.isfinite(sample).any():
+            dn = looks_like_dn(sample)
+            break
+    if not dn:
+        return (1.0, 0.0), {}
+    scale, offset = default_dn_scaling(platform)
+    extra: dict[str, Any] = {"dn_scale_applied": scale}
+    if offset:
+        extra["dn_offset_applied"] = offset
+    return (scale, offset), extra
+
+
+# --------------------------------------------------------------------------------------------
+# layout (b): a NetCDF / Zarr cube
+
+_DIM_ALIASES = {"lon": "x", "longitude": "x", "easting": "x", "lat": "y", "latitude": "y", "northing": "y",
+                "date": "time", "t": "time"}
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (path.is_dir() and any(
+        (path / marker).exists() for marker in (".zgroup", ".zmetadata", "zarr.json")))
+
+
+def _open_store(path: Path) -> xr.Dataset:
+    try:
+        if _is_zarr(path):
+            return xr.open_dataset(path, engine="zarr", chunks={}, decode_coords="all")
+        return xr.open_dataset(path, chunks={}, decode_coords="all")
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ImageryError(
+            f"imagery store {path} cannot be opened ({type(exc).__name__}: {first}); "
+            "it must be a NetCDF (.nc) or Zarr (.zarr) cube with dims time, y, x"
+        ) from exc
+
+
+def _store_crs(ds: xr.Dataset) -> pyproj.CRS | None:
+    crs = ds.rio.crs
+    if crs is None:
+        for name in ("spatial_ref", "crs"):
+            if name in ds.variables:
+                attrs = ds[name].attrs
+                try:
+                    crs = pyproj.CRS.from_cf(attrs) if "grid_mapping_name" in attrs else pyproj.CRS.from_user_input(
+                        attrs.get("crs_wkt") or attrs.get("spatial_ref") or attrs["epsg_code"])
+                except (KeyError, pyproj.exceptions.CRSError):
+                    continue
+                break
+    return None if crs is None else normalise_crs(crs)
+
+
+def _store_transform(ds: xr.Dataset, path: Path) -> Affine:
+    xs, ys = np.asarray(ds.x.values, "float64"), np.asarray(ds.y.values, "float64")
+    if xs.size < 2 or ys.size < 2:
+        raise ImageryError(f"imagery store {path} has fewer than 2 pixels along x or y; cannot tell its resolution")
+    dx, dy = (xs[-1] - xs[0]) / (xs.size - 1), (ys[-1] - ys[0]) / (ys.size - 1)
+    if not (np.allclose(np.diff(xs), dx, rtol=1e-6) and np.allclose(np.diff(ys), dy, rtol=1e-6)):
+        raise ImageryError(f"imagery store {path} has irregular x/y spacing; regrid it to a regular grid")
+    return Affine(dx, 0.0, xs[0] - dx / 2, 0.0, dy, ys[0] - dy / 2)
+
+
+def _on_lattice(ds: xr.Dataset, grid: Grid) -> xr.Dataset:
+    """``ds`` reindexed (lazily) onto ``grid`` (same lattice), NaN where it has no pixel."""
+    xs, ys = grid.xs(), grid.ys()
+    tol_x, tol_y = abs(grid.transform.a) / 4, abs(grid.transform.e) / 4
+    return ds.reindex(x=xs, y=ys, method="nearest", tolerance={"x": tol_x, "y": tol_y}.get, fill_value=np.nan) \
+        if False else ds.reindex(x=xs, method="nearest", tolerance=tol_x).reindex(y=ys, method="nearest", tolerance=tol_y)
+
+
+def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
+                start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None) -> xr.Dataset:
+    ds = _open_store(path)
+    ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
+    if not {"time", "y", "x"} <= set(ds.dims):
+        raise ImageryError(f"imagery store {path} has dims {tuple(ds.dims)}; a cube needs time, y, x")
+    plan = plan_bands(str(v) for v in ds.data_vars)
+    missing = missing_required(plan.bands)
+    if missing:
+        raise _missing_bands(path, missing, [str(v) for v in ds.data_vars])
+    crs = _store_crs(ds)
+    if crs is None:
+        raise ImageryError(
+            f"imagery store {path} has no CRS; add a grid-mapping variable (ds.rio.write_crs(crs)) and save again"
+        )
+    if not np.issubdtype(ds.time.dtype, np.datetime64):
+        raise ImageryError(f"imagery store {path}: time is {ds.time.dtype}, not dates; encode time as CF dates")
+    order = np.argsort(ds.time.values, kind="stable")
+    ds = ds.isel(time=order)
+    times = ds.time.values
+    unique = np.concatenate([[True], times[1:] != times[:-1]]) if times.size else np.ones(0, bool)
+    if not unique.all():
+        warnings.warn(f"imagery store {path}: {int((~unique).sum())} duplicate time(s); the first is kept",
+                      UserWarning, stacklevel=3)
+    keep = dates.keep(times) & unique
+    if not keep.any():
+        raise _no_dates(path, times, start, end, site_id)
+    ds = ds.isel(time=np.flatnonzero(keep))
+    names = [*plan.bands.values(), *([plan.mask[1]] if plan.mask else [])]
+    ds = ds[names]
+    for name in names:
+        ds[name] = ds[name].transpose("time", "y", "x")
+
+    transform = _store_transform(ds, path)
+    footprint = Grid(crs, transform, ds.sizes["x"], ds.sizes["y"]).bounds
+    region_s = _to_crs(region, region_crs, crs)
+    if not box(*footprint).intersects(region_s):
+        raise _not_covered(path, footprint, crs, region, region_crs, site_id)
+
+    if crs.is_geographic:
+        if not region_crs.is_projected:
+            raise ImageryError(f"imagery {path} and {_who(site_id)} are both in a geographic CRS; "
+                               "give the licence areas a projected CRS (metres)")
+        grid = _geographic_target(crs, (transform, ds.sizes["x"], ds.sizes["y"]), region.bounds, region_crs)
+        ds = _reproject_store(ds, crs, grid)
+    else:
+        grid = crop_grid(crs, transform, _transform_bounds(region.bounds, region_crs, crs))
+        ds = _on_lattice(ds, grid)
+
+    bands = {common: ds[src].astype("float32") for common, src in plan.bands.items()}
+    scaled_in_file = any("scale_factor" in ds[src].encoding or "add_offset" in ds[src].encoding
+                         for src in plan.bands.values())
+    scale, offset, extra = _store_scaling(bands, dn_scale, plan.platform, scaled_in_file)
+    if (scale, offset) != (1.0, 0.0):
+        bands = {k: (v * np.float32(scale) + np.float32(offset)).astype("float32") for k, v in bands.items()}
+    valid = None
+    for v in bands.values():
+        finite = np.isfinite(v)
+        valid = finite if valid is None else valid & finite
+    if plan.mask is None:
+        warnings.warn(f"imagery store {path} has no mask variable (SCL, QA_PIXEL, clear, cloud); "
+                      "clear = all bands observed, clouds are not masked", MissingMaskWarning, stacklevel=3)
+        clear = valid
+    else:
+        kind, name = plan.mask
+        clear = xr.apply_ufunc(partial(decode_clear, kind), ds[name], dask="parallelized",
+                               output_dtypes=[bool]) & valid
+    out = xr.Dataset({**bands, "clear": clear.astype(bool)})
+    out = out.drop_vars([c for c in out.coords if c not in ("time", "y", "x")])
+    return _finish(out, grid.crs, grid.transform, platform=plan.platform, path=path, extra=extra)
+
+
+def _reproject_store(ds: xr.Dataset, crs: pyproj.CRS, grid: Grid) -> xr.Dataset:
+    """A geographic store reprojected (nearest) onto ``grid``; only the part around the grid is read."""
+    w, s, e, n = _transform_bounds(grid.bounds, grid.crs, crs)
+    xs, ys = ds.x.values, ds.y.values
+    dx, dy = abs(xs[1] - xs[0]), abs(ys[1] - ys[0])
+    sub = ds.sel(x=slice(*sorted((w - 2 * dx, e + 2 * dx))[:: 1 if xs[1] > xs[0] else -1]),
+                 y=slice(*sorted((s - 2 * dy, n + 2 * dy))[:: 1 if ys[1] > ys[0] else -1]))
+    out = {}
+    for name, var in sub.data_vars.items():
+        values = var.astype("float32").compute()
+        values = values.rio.write_crs(crs).rio.write_nodata(np.nan)
+        out[name] = values.rio.reproject(grid.crs, transform=grid.transform, shape=(grid.height, grid.width),
+                                         resampling=Resampling.nearest, nodata=np.nan)
+    res = xr.Dataset(out)
+    return res.assign_coords(x=grid.xs(), y=grid.ys()).chunk({"time": 1})
+
+
+def _store_scaling(bands: dict[str, xr.DataArray], dn_scale: DnScale, platform: str,
+                   scaled_in_file: bool) -> tuple[float, float, dict[str, Any]]:
+    if dn_scale != "auto":
+        return float(dn_scale), 0.0, {"dn_scale_applied": float(dn_scale)}
+    if scaled_in_file:
+        return 1.0, 0.0, {}
+    n = bands["red"].sizes["time"]
+    pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
+    sample = np.concatenate([bands[b].isel(time=pick).values.ravel() for b in ("red", "nir")])
+    if not looks_like_dn(sample):
+        return 1.0, 0.0, {}
+    scale, offset = default_dn_scaling(platform)
+    extra: dict[str, Any] = {"dn_scale_applied": scale}
+    if offset:
+        extra["dn_offset_applied"] = offset
+    return scale, offset, extra
+
+
+# --------------------------------------------------------------------------------------------
+# public entry point
+
+
+def read_local_cube(
+    path: Path,
+    region: BaseGeometry,
+    region_crs: pyproj.CRS,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    dn_scale: DnScale = "auto",
+    site_id: str | None = None,
+) -> xr.Dataset:
+    """Read local imagery over ``region`` into the cube contract (see the module docstring).
+
+    ``region``: the monitoring area (licence + buffer) in ``region_crs`` (projected, metres).
+    ``start``/``end``: inclusive ISO dates. ``dn_scale``: ``"auto"`` multiplies band values that
+    look like digital numbers (99th percentile of red/nir > 2) and carry no metadata scale by 1e-4
+    (Sentinel-2; Landsat C2 ``SR_B*`` get 2.75e-5 and -0.2) and records ``attrs["dn_scale_applied"]``;
+    a number multiplies bands without a metadata scale as is. ``site_id`` is named in errors.
+
+    Returns a dataset with dims ``(time, y, x)``, float32 reflectance bands under their common
+    names (NaN = not observed), boolean ``clear``, ``x``/``y`` pixel centres in metres of the
+    imagery's projected CRS (``ds.rio.crs``), and attrs ``source="local"``, ``platform``,
+    ``resolution_m``, ``path``. Raises :class:`~gmsense.errors.ImageryError` with a one-line
+    message for everything the user can fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageryError(f"imagery path {path} does not exist; check --imagery"
+                           + (f" for licence {site_id}" if site_id else ""))
+    region_crs = normalise_crs(region_crs)
+    dates = parse_range(start, end)
+    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+        cube = _read_store(path, region, region_crs, dates, start, end, dn_scale, site_id)
+    elif path.is_dir():
+        cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id)
+    else:
+        raise ImageryError(
+            f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
+            "point --imagery at one of those"
+        )
+    return validate_cube(cube, where=f"imagery {path}")
