@@ -143,7 +143,7 @@ def crop_grid(crs: pyproj.CRS, transform: Affine, bounds: Sequence[float], pad: 
     rows = [(y - transform.f) / transform.e for y in (miny, maxy)]
     col0, col1 = math.floor(min(cols) + 1e-9) - pad, math.ceil(max(cols) - 1e-9) + pad
     row0, row1 = math.floor(min(rows) + 1e-9) - pad, math.ceil(max(rows) - 1e-9) + pad
-    return Grid(crs, transform * Affine.translation(col0, row0), col1 - col0, row1 - row0)
+    return Grid(crs, transform @ Affine.translation(col0, row0), col1 - col0, row1 - row0)
 
 
 def _geographic_target(src_crs: pyproj.CRS, src_grid: tuple[Affine, int, int], region_bounds: Sequence[float],
@@ -227,7 +227,9 @@ def parse_range(start: str | None, end: str | None) -> DateRange:
     t0, t1 = parse(start, "start"), parse(end, "end")
     if t1 is not None:
         t1 = t1 + pd.Timedelta(days=1) if t1 == t1.normalize() else t1 + pd.Timedelta(nanoseconds=1)
-    to64 = (lambda t: None if t is None else np.datetime64(t.tz_localize(None) if t.tzinfo else t, "ns"))
+    def to64(t: pd.Timestamp | None) -> np.datetime64 | None:
+        return None if t is None else np.datetime64(t.tz_localize(None) if t.tzinfo else t, "ns")
+
     return DateRange(to64(t0), to64(t1))
 
 
@@ -581,8 +583,8 @@ def _on_lattice(ds: xr.Dataset, grid: Grid) -> xr.Dataset:
     """``ds`` reindexed (lazily) onto ``grid`` (same lattice), NaN where it has no pixel."""
     xs, ys = grid.xs(), grid.ys()
     tol_x, tol_y = abs(grid.transform.a) / 4, abs(grid.transform.e) / 4
-    return ds.reindex(x=xs, y=ys, method="nearest", tolerance={"x": tol_x, "y": tol_y}.get, fill_value=np.nan) \
-        if False else ds.reindex(x=xs, method="nearest", tolerance=tol_x).reindex(y=ys, method="nearest", tolerance=tol_y)
+    out = ds.reindex(y=ys, method="nearest", tolerance=tol_y).reindex(x=xs, method="nearest", tolerance=tol_x)
+    return out.assign_coords(y=ys, x=xs)
 
 
 def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
