@@ -49,6 +49,16 @@ class SeasonSettings(_Settings):
         return self
 
 
+class MaskSettings(_Settings):
+    """Refinements of the source's clear mask: scene classifications miss cloud edges and haze."""
+
+    cloud_buffer_m: float = Field(60.0, ge=0, description="also mask observations this close to cloud or shadow, metres")
+    haze_hot_threshold: float | None = Field(
+        0.0, description="mask where blue - 0.5 red - 0.08 exceeds this (haze optimised transform); null disables")
+    max_scene_dip: float | None = Field(
+        0.1, ge=0, description="drop dates whose scene-median NDVI dips this far below their neighbours; null disables")
+
+
 class SitesSettings(_Settings):
     buffer_m: float = Field(500.0, ge=0, description="monitoring buffer around each licence, metres")
     repair_invalid: bool = Field(True, description="repair invalid polygons with make_valid (warns)")
@@ -61,9 +71,11 @@ class DetectSettings(_Settings):
     min_baseline_obs: int = Field(4, ge=2, description="clear baseline observations a pixel needs")
     z_threshold: float = Field(4.0, gt=0, description="robust z-score below which an observation is a drop")
     min_drop: float = Field(0.08, ge=0, description="minimum NDVI drop below the expected value")
-    sigma_floor: float = Field(0.02, gt=0, description="lower bound on the residual spread (NDVI)")
+    sigma_floor: float = Field(0.04, gt=0, description="lower bound on the residual spread (NDVI)")
     confirm_obs: int = Field(2, ge=1, description="consecutive clear drops that confirm a disturbance")
-    min_patch_m2: float = Field(150.0, ge=0, description="smaller patches are discarded, m2")
+    min_persistence: float = Field(
+        0.6, ge=0, le=1, description="share of the season's observations from the break on that must still be drops")
+    min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")
     harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
 
 
@@ -103,6 +115,7 @@ class ScanSettings(_Settings):
 
 class Settings(_Settings):
     season: SeasonSettings = SeasonSettings()
+    mask: MaskSettings = MaskSettings()
     sites: SitesSettings = SitesSettings()
     detect: DetectSettings = DetectSettings()
     classify: ClassifySettings = ClassifySettings()

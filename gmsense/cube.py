@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
-from gmsense.config import SeasonSettings
+from gmsense.config import MaskSettings, SeasonSettings
 
 BANDS = ("blue", "green", "red", "nir", "swir1", "swir2", "rededge1", "rededge2", "rededge3")
 
@@ -20,6 +21,41 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
     "ndmi": ("nir", "swir1"),
     "bsi": ("swir1", "red", "nir", "blue"),
 }
+
+
+def _grow_masks(not_clear: np.ndarray, radius_px: int) -> np.ndarray:
+    """Per date (axis 0), dilate a boolean mask by a disk of ``radius_px`` pixels."""
+    yy, xx = np.mgrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
+    disk = (yy**2 + xx**2) <= radius_px**2
+    return ndimage.binary_dilation(not_clear, structure=disk[None, :, :])
+
+
+def refine_clear(cube: xr.Dataset, settings: MaskSettings) -> xr.Dataset:
+    """The cube with a stricter ``clear``: observations within ``cloud_buffer_m`` of an observed
+    but not-clear pixel (cloud, shadow, snow), and hazy ones (HOT test, needs blue and red), are
+    no longer clear. Pixels never observed (outside the image) do not grow.
+    """
+    clear = cube["clear"]
+    observed = cube["red"].notnull() if "red" in cube else xr.ones_like(clear)
+    radius = int(round(settings.cloud_buffer_m / float(cube.attrs.get("resolution_m") or _pixel_size(cube))))
+    if radius > 0:
+        bad = (observed & ~clear).transpose("time", "y", "x")
+        if bad.chunks is not None:
+            import dask.array as dsa
+
+            grown = dsa.map_overlap(_grow_masks, bad.data, depth={0: 0, 1: radius, 2: radius},
+                                    boundary="none", dtype=bool, radius_px=radius)
+        else:
+            grown = _grow_masks(bad.values, radius)
+        clear = clear & ~xr.DataArray(grown, dims=bad.dims, coords=bad.coords)
+    if settings.haze_hot_threshold is not None and "blue" in cube and "red" in cube:
+        hot = cube["blue"] - 0.5 * cube["red"] - 0.08
+        clear = clear & ~(hot > settings.haze_hot_threshold)
+    return cube.assign(clear=clear.transpose(*cube["clear"].dims))
+
+
+def _pixel_size(cube: xr.Dataset) -> float:
+    return float(abs(cube["x"].values[1] - cube["x"].values[0]))
 
 
 def masked(cube: xr.Dataset) -> xr.Dataset:

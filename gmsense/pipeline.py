@@ -42,6 +42,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings) -> SiteResult
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)
+    cube = cubeops.refine_clear(cube, settings.mask)
     season = cubeops.growing_season(cubeops.masked(cube), settings.season)
     if season.sizes["time"] == 0:
         raise ImageryError(
@@ -52,7 +53,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings) -> SiteResult
     clear_share = float(np.isfinite(ndvi.values).mean())
     if clear_share == 0:
         raise ImageryError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
-    breaks = detect_breaks(ndvi, settings.detect).load()
+    breaks = detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip).load()
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
     add_patch_spectra(patches, labels, season)
 

@@ -293,7 +293,9 @@ class Store:
     @staticmethod
     def _match(stored: list[PatchRow], record: PatchRecord) -> PatchRow | None:
         geom = wkt.loads(record.geometry_wkt)
-        hits = [row for row in stored if wkt.loads(row.geometry_wkt).intersects(geom)]
+        # Overlap, not mere touching: patches sharing only an edge stay separate.
+        hits = [row for row in stored
+                if (other := wkt.loads(row.geometry_wkt)).intersects(geom) and other.intersection(geom).area > 0]
         return min(hits, key=lambda r: r.first_detected) if hits else None
 
     @staticmethod

@@ -10,7 +10,9 @@ them is ``first_detected``, the last ``confirmed_on``.
 
 Before fitting, the per-date median of the scene is removed, which cancels atmospheric gain,
 drought years and the common phenology; it is taken on a fixed pixel subsample so the result is
-the same however the data is chunked.
+the same however the data is chunked. Dates whose scene median dips alone below their
+neighbours (haze) are dropped, and a confirmed drop that does not persist through the rest of
+its season (cloud, late leaf-out) is withdrawn.
 
 Works on numpy- and dask-backed DataArrays (dask chunks may split y and x, not time).
 """
@@ -88,13 +90,16 @@ def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray, settings
     return drop, threshold
 
 
-def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year: np.ndarray | None = None,
+                 min_persistence: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """First confirmed run of drops per pixel.
 
     Walks the observations in time order; missing ones (NaN ``drop``) neither extend nor break a
-    run. Returns ``first`` and ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop
-    of the confirming run, and ``probable``: the start of an unconfirmed run still open at the
-    end of the series (``NO_BREAK`` if none).
+    run. A confirmed run is kept only if at least ``min_persistence`` of the pixel's observations
+    from its start to the end of that season (``year``) are drops: vegetation that is back
+    within weeks was cloud, haze or late leaf-out, not damage. Returns ``first`` and
+    ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
+    ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
     n_time, n_pix = drop.shape
     first = np.full(n_pix, NO_BREAK, dtype="int32")
@@ -115,6 +120,18 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int) -> t
         confirmed[newly] = t
         magnitude[newly] = run_sum[newly] / confirm_obs
     probable = np.where((first == NO_BREAK) & (run_len > 0), run_start, NO_BREAK).astype("int32")
+    if min_persistence > 0 and year is not None:
+        broken = first != NO_BREAK
+        t_index = np.arange(n_time)[:, None]
+        start_year = year[np.clip(first, 0, None)]
+        window = (t_index >= first[None, :]) & (year[:, None] == start_year[None, :]) & broken[None, :]
+        seen = window & np.isfinite(drop)
+        drops = seen & (np.nan_to_num(drop) > threshold)
+        share = drops.sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
+        transient = broken & (share < min_persistence)
+        first[transient] = NO_BREAK
+        confirmed[transient] = NO_BREAK
+        magnitude[transient] = np.nan
     return first, confirmed, magnitude, probable
 
 
@@ -123,23 +140,42 @@ def _breaks_block(values: np.ndarray, doy: np.ndarray, year: np.ndarray, setting
     ny, nx, n_time = values.shape
     flat = values.reshape(ny * nx, n_time).T.astype("float64")
     drop, threshold = season_drops(flat, doy, year, settings)
-    first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs)
+    first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
+                                                         settings.min_persistence)
     out = np.stack([first, confirmed, magnitude, probable], axis=-1).astype("float32")
     return out.reshape(ny, nx, 4)
 
 
-def scene_offset(index: xr.DataArray) -> np.ndarray:
-    """Per-date median of the index over a fixed subsample of pixels (NaN-aware); shape (T,)."""
+def scene_offset(index: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-date median of the index over a fixed subsample of pixels (NaN-aware; 0 where the
+    sample has no data) and whether the sample had data, both shape (T,)."""
     step = max(1, int(np.ceil(np.sqrt(index.sizes["y"] * index.sizes["x"] / _SCENE_SAMPLE_PIXELS))))
     sample = np.asarray(index.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
     flat = sample.reshape(sample.shape[0], -1)
     offset = np.zeros(flat.shape[0])
     has_data = np.isfinite(flat).any(axis=1)
     offset[has_data] = np.nanmedian(flat[has_data], axis=1)
-    return offset
+    return offset, has_data
 
 
-def detect_breaks(index: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
+def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.ndarray:
+    """Dates whose scene median falls ``max_dip`` below the centred median of 5 observed dates.
+
+    Such isolated dips are haze or unflagged cloud over much of the scene; a lasting change
+    moves the neighbours too and is kept.
+    """
+    observed = np.flatnonzero(has_data)
+    dips = np.zeros(offset.shape, dtype=bool)
+    if observed.size == 0:
+        return dips
+    values = offset[observed]
+    padded = np.pad(values, 2, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 5)
+    dips[observed] = values < np.median(windows, axis=1) - max_dip
+    return dips
+
+
+def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None) -> xr.Dataset:
     """Confirmed disturbances per pixel from a growing-season index stack.
 
     ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
@@ -150,7 +186,11 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
     times = index["time"].values.astype("datetime64[ns]")
     year = times.astype("datetime64[Y]").astype(int) + 1970
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
-    anomaly = index - xr.DataArray(scene_offset(index), dims="time", coords={"time": index["time"]})
+    offset, has_data = scene_offset(index)
+    anomaly = index - xr.DataArray(offset, dims="time", coords={"time": index["time"]})
+    if max_scene_dip is not None:
+        keep = ~scene_dips(offset, has_data, max_scene_dip)
+        anomaly = anomaly.where(xr.DataArray(keep, dims="time", coords={"time": index["time"]}))
     if anomaly.chunks is not None:
         anomaly = anomaly.chunk({"time": -1})
     packed = xr.apply_ufunc(
