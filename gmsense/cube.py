@@ -37,7 +37,7 @@ def refine_clear(cube: xr.Dataset, settings: MaskSettings) -> xr.Dataset:
     """
     clear = cube["clear"]
     observed = cube["red"].notnull() if "red" in cube else xr.ones_like(clear)
-    radius = int(round(settings.cloud_buffer_m / float(cube.attrs.get("resolution_m") or _pixel_size(cube))))
+    radius = round(settings.cloud_buffer_m / float(cube.attrs.get("resolution_m") or _pixel_size(cube)))
     if radius > 0:
         bad = (observed & ~clear).transpose("time", "y", "x")
         if bad.chunks is not None:

@@ -92,3 +92,45 @@ def test_result_independent_of_chunking(cy: int, cx: int) -> None:
     reference = detect_breaks(ndvi, DETECT)
     chunked = detect_breaks(ndvi.chunk({"y": cy, "x": cx}), DETECT).compute()
     xr.testing.assert_identical(reference, chunked)
+
+
+def test_transient_drop_is_withdrawn() -> None:
+    # Two drops, then the pixel is back for the rest of the season: late leaf-out or haze.
+    drop = np.array([[0.0], [0.5], [0.5], [0.0], [0.0], [0.0], [0.0]])
+    year = np.array([2020] * 7)
+    first, *_ = confirm_runs(drop, np.full_like(drop, 0.1), 2, year, min_persistence=0.6)
+    assert first[0] == NO_BREAK
+    lasting = np.array([[0.0], [0.5], [0.5], [0.4], [0.0], [0.3], [0.5]])
+    first, *_ = confirm_runs(lasting, np.full_like(drop, 0.1), 2, year, min_persistence=0.6)
+    assert first[0] == 1
+
+
+def test_isolated_scene_dip_is_dropped_but_a_lasting_step_is_not() -> None:
+    from gmsense.detect.change import scene_dips
+
+    offset = np.array([0.85, 0.86, 0.60, 0.85, 0.84, 0.0, 0.86, 0.5, 0.5, 0.5, 0.5])
+    has_data = np.array([True] * 5 + [False] + [True] * 5)
+    dips = scene_dips(offset, has_data, 0.1)
+    assert dips.tolist() == [False, False, True] + [False] * 8
+
+
+def test_cloud_edges_and_haze_are_masked(backend: str) -> None:
+    from gmsense.config import MaskSettings
+
+    cube = make_cube(ny=30, nx=30, years=(2020,), cloud_share=0.0)
+    cube["clear"][3, 10:12, 10:12] = False
+    cube["blue"][5, 0, 0] = 0.3  # hazy: bright blue
+    if backend == "dask":
+        cube = cube.chunk({"time": 4, "y": 8, "x": 9})
+    refined = cubeops.refine_clear(cube, MaskSettings(cloud_buffer_m=30)).compute()
+    clear = refined["clear"].values
+    assert not clear[3, 10, 13], "within 30 m of the cloud"
+    assert not clear[3, 8, 10], "within 30 m of the cloud"
+    assert clear[3, 10, 15], "farther away stays clear"
+    assert clear[3, 5, 10], "farther away stays clear"
+    assert clear[4, 10, 13], "other dates untouched"
+    assert not clear[5, 0, 0]
+    assert clear[5, 0, 1]
+    reference = cubeops.refine_clear(make_cube(ny=30, nx=30, years=(2020,), cloud_share=0.0).assign(
+        clear=cube["clear"].compute(), blue=cube["blue"].compute()), MaskSettings(cloud_buffer_m=30))
+    np.testing.assert_array_equal(reference["clear"].values, clear)

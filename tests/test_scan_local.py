@@ -1,0 +1,89 @@
+"""`gmsense scan --source local` on a GeoTIFF folder written with rasterio and on the real Romania cubes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from shapely.geometry import box
+from typer.testing import CliRunner
+
+from gmsense.cli import app
+from gmsense.config import Settings, configs_dir
+from gmsense.sites import read_sites, write_sites
+from gmsense.sources.synthetic_io import write_scene
+from gmsense.store import Store
+
+runner = CliRunner()
+ROMANIA_10M_BOUNDS = (5_271_983, 2_532_005, 5_272_983, 2_533_005)  # EPSG:3035, from the file's coordinates
+
+
+def _scan(*args: object) -> tuple[int, str]:
+    result = runner.invoke(app, ["scan", "--no-progress", *[str(a) for a in args]])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+@pytest.mark.slow
+def test_scan_of_a_geotiff_folder_finds_the_planted_trenches(tmp_path: Path) -> None:
+    site = next(s for s in read_sites(configs_dir() / "demo_sites.geojson") if s.site_id == "HLJ-EXP-001")
+    folder = write_scene(site, Settings(), tmp_path / "scene")
+    sites_file = write_sites([site], tmp_path / "site.gpkg")
+    db = tmp_path / "local.db"
+    code, output = _scan("--sites", sites_file, "--source", "local", "--imagery", folder, "--db", db)
+    assert code == 0, output
+    truth = gpd.read_file(folder / "truth.geojson").to_crs(site.crs)
+    patches = gpd.GeoDataFrame(
+        [{"klass": r.disturbance_class, "geometry": r.geometry_wkt} for r in Store(str(db)).patch_rows()],
+        geometry=gpd.GeoSeries.from_wkt([r.geometry_wkt for r in Store(str(db)).patch_rows()], crs=4326),
+    ).to_crs(site.crs)
+    for _, trench in truth[truth.kind == "trench"].iterrows():
+        assert patches.intersects(trench.geometry.buffer(15)).any(), f"trench {trench.event_id} missed"
+
+
+def _romania_sites(tmp_path: Path, half_size_m: float = 300) -> Path:
+    minx, miny, maxx, maxy = ROMANIA_10M_BOUNDS
+    cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
+    frame = gpd.GeoDataFrame({"site_id": ["RO-1"], "licence_type": ["exploration"]},
+                             geometry=[box(cx - half_size_m, cy - half_size_m, cx + half_size_m, cy + half_size_m)],
+                             crs=3035)
+    path = tmp_path / "romania.gpkg"
+    frame.to_file(path)
+    return path
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("cube_name", ["sentinel2_cube_subset_romania_10m.nc", "sentinel2_cube_subset_romania_20m.nc"])
+def test_real_romania_forest_cube(real_data: Path, tmp_path: Path, cube_name: str) -> None:
+    imagery = real_data / "nrt_romania_s2" / cube_name
+    db = tmp_path / "ro.db"
+    code, output = _scan("--sites", _romania_sites(tmp_path), "--source", "local", "--imagery", imagery, "--db", db)
+    assert code == 0, output
+    store = Store(str(db))
+    [unit] = store.scan(1)[1]
+    assert unit.status == "done"
+    assert unit.stats["n_dates"] == 140
+    assert unit.stats["crs"] == "EPSG:3035"
+    patches = store.patch_rows()
+    imagery_area = (ROMANIA_10M_BOUNDS[2] - ROMANIA_10M_BOUNDS[0]) * (ROMANIA_10M_BOUNDS[3] - ROMANIA_10M_BOUNDS[1])
+    disturbed = sum(p.area_m2 for p in patches)
+    # Mostly stable forest: the patches (including a real 2017 disturbance in the north) cover
+    # a small share of the 1 km2 the imagery covers.
+    assert disturbed < 0.15 * imagery_area, f"{disturbed / 1e4:.1f} ha flagged"
+    largest = max(patches, key=lambda p: p.area_m2)
+    assert largest.first_detected.startswith("2017"), "the largest change is the known 2017 disturbance"
+
+
+@pytest.mark.realdata
+def test_licence_outside_the_real_imagery_fails_clearly(real_data: Path, tmp_path: Path) -> None:
+    sites = read_sites(configs_dir() / "demo_sites.geojson")[:1]  # in Heilongjiang, far from Romania
+    path = write_sites(sites, tmp_path / "far.geojson")
+    imagery = real_data / "nrt_romania_s2" / "sentinel2_cube_subset_romania_10m.nc"
+    code, output = _scan("--sites", path, "--source", "local", "--imagery", imagery, "--db", tmp_path / "x.db")
+    assert code == 1, output  # every licence failed
+    assert "HLJ-EXP-001" in output
+    assert "does not cover" in output
+    assert Store(str(tmp_path / "x.db")).patch_rows() == []
