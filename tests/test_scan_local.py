@@ -87,3 +87,33 @@ def test_licence_outside_the_real_imagery_fails_clearly(real_data: Path, tmp_pat
     assert "HLJ-EXP-001" in output
     assert "does not cover" in output
     assert Store(str(tmp_path / "x.db")).patch_rows() == []
+
+
+def test_corrupt_file_in_the_folder_stops_the_scan_before_anything_is_written(tmp_path: Path) -> None:
+    site = read_sites(configs_dir() / "demo_sites.geojson")[2]
+    settings = Settings.model_validate({"synthetic": {"start": "2021-05-01", "end": "2022-07-01"}})
+    folder = write_scene(site, settings, tmp_path / "scene")
+    (folder / "2022-06-30_BROKEN.tif").write_bytes(b"not a tiff at all" * 100)
+    sites_file = write_sites([site], tmp_path / "site.geojson")
+    db = tmp_path / "x.db"
+    code, output = _scan("--sites", sites_file, "--source", "local", "--imagery", folder, "--db", db)
+    assert code == 2, output
+    assert "2022-06-30_BROKEN.tif" in output
+    assert "Traceback" not in output
+    assert not db.exists()
+
+
+def test_all_cloudy_imagery_is_a_clear_licence_failure(tmp_path: Path) -> None:
+    import rasterio
+
+    site = read_sites(configs_dir() / "demo_sites.geojson")[2]
+    settings = Settings.model_validate({"synthetic": {"start": "2021-05-01", "end": "2022-07-01"}})
+    folder = write_scene(site, settings, tmp_path / "scene")
+    for tif in folder.glob("*.tif"):
+        with rasterio.open(tif, "r+") as dst:
+            dst.write(dst.read(7) * 0 + 9, 7)  # SCL 9: cloud, high probability, everywhere
+    sites_file = write_sites([site], tmp_path / "site.geojson")
+    code, output = _scan("--sites", sites_file, "--source", "local", "--imagery", folder, "--db", tmp_path / "c.db")
+    assert code == 1, output
+    assert "cloudy" in output
+    assert "HLJ-MIN-003" in output

@@ -59,14 +59,16 @@ class LocalSource:
 
 
 def get_source(name: str, settings: Settings, imagery: Path | None = None) -> Source:
-    """A source by name; ``imagery`` is required for ``local``."""
+    """A source by name; ``imagery`` is required for ``local`` and checked (headers only) here,
+    so a corrupt file or a wrong path stops the scan before anything is written."""
     if name == "synthetic":
         return SyntheticSource(settings)
     if name == "local":
         if imagery is None:
             raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
-        if not Path(imagery).exists():
-            raise InputError(f"imagery path {imagery} does not exist")
+        from gmsense.sources.local import check_imagery
+
+        check_imagery(Path(imagery))
         return LocalSource(Path(imagery), settings)
     if name == "earthengine":
         raise InputError("--source earthengine is not available yet; use --source local or synthetic")

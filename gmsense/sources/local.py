@@ -430,14 +430,37 @@ def _read_date(infos: Sequence[TiffInfo], grid: Grid, bands: Sequence[str],
     return layers[0] if len(layers) == 1 else merge_first_valid(layers)
 
 
-def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
-                 start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None) -> xr.Dataset:
+def _require_dated_files(folder: Path) -> list[tuple[np.datetime64, Path]]:
     files = dated_files(folder)
     if not files:
         raise ImageryError(
             f"imagery folder {folder} has no GeoTIFF named YYYY-MM-DD*.tif; "
             "name each acquisition by its date (e.g. 2021-06-14_S2L2A.tif)"
         )
+    return files
+
+
+def check_imagery(path: Path) -> None:
+    """A cheap check before a scan starts (headers only, no pixels): the path exists, is a
+    folder of readable dated GeoTIFFs or an openable NetCDF/Zarr cube. Raises ImageryError."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageryError(f"imagery path {path} does not exist; check --imagery")
+    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+        _open_store(path).close()
+    elif path.is_dir():
+        for day, file in _require_dated_files(path):
+            read_tiff_header(file, day)
+    else:
+        raise ImageryError(
+            f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
+            "point --imagery at one of those"
+        )
+
+
+def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
+                 start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None) -> xr.Dataset:
+    files = _require_dated_files(folder)
     days = np.array([d for d, _ in files], dtype="datetime64[ns]")
     keep = dates.keep(days)
     if not keep.any():
