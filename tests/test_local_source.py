@@ -2,7 +2,7 @@
 
 Synthetic files are written with rasterio into ``tmp_path`` (UTM 52N near 128 E, 47 N; 30 x 30
 pixels at 10 m). The real Sentinel-2 cubes over Romania (EPSG:3035) come from
-``/work/shared/data/real/nrt_romania_s2`` (see its README.txt) and are read in place.
+``../shared/data/real/nrt_romania_s2`` (the ``real_data`` fixture) (see its README.txt) and are read in place.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ S2_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 COMMON = ("blue", "green", "red", "nir", "swir1", "swir2")
 BASE_DN = {"B02": 300, "B03": 500, "B04": 400, "B08": 3000, "B11": 1800, "B12": 900}
 
-REAL = Path("/work/shared/data/real/nrt_romania_s2")
 
 
 def dn_field(band: str, shift: int = 0) -> np.ndarray:
@@ -428,7 +427,7 @@ def test_zarr_round_trip(tmp_path: Path) -> None:
     folder = s2_folder(tmp_path / "imagery", scaled=True)
     ds = read_local_cube(folder, FULL, UTM52).compute()
     store = tmp_path / "cube.zarr"
-    ds.to_zarr(store)
+    ds.to_zarr(store, consolidated=False)
     back = read_local_cube(store, FULL, UTM52).compute()
     assert back.rio.crs.to_epsg() == 32652
     assert back.sizes == ds.sizes
@@ -475,8 +474,8 @@ def _centre_region(path: Path, half: float) -> tuple[xr.Dataset, object]:
      ("sentinel2_cube_subset_romania_20m.nc", 20.0, ["green", "red", "nir", "swir1"])],
     ids=["10m", "20m"],
 )
-def test_real_romania_cube(name: str, res: float, bands: list[str]) -> None:
-    path = REAL / name
+def test_real_romania_cube(real_data: Path, name: str, res: float, bands: list[str]) -> None:
+    path = real_data / "nrt_romania_s2" / name
     raw = xr.open_dataset(path, decode_coords="all")
     n = raw.sizes["x"]
     region = box(*raw.rio.bounds()).buffer(-1.0)  # the whole image, EPSG:3035
@@ -523,8 +522,8 @@ def test_real_romania_cube(name: str, res: float, bands: list[str]) -> None:
 
 
 @pytest.mark.realdata
-def test_real_cube_date_filter_and_outside_region() -> None:
-    path = REAL / "sentinel2_cube_subset_romania_20m.nc"
+def test_real_cube_date_filter_and_outside_region(real_data: Path) -> None:
+    path = real_data / "nrt_romania_s2" / "sentinel2_cube_subset_romania_20m.nc"
     raw, region = _centre_region(path, 200.0)  # 400 m square around the centre, EPSG:3035
     ds = read_local_cube(path, region, LAEA, start="2016-01-01", end="2016-12-31")
     assert 20 + 2 <= ds.sizes["x"] <= 20 + 3
