@@ -423,11 +423,13 @@ def test_decode_clear_scl_and_qa() -> None:
 # NetCDF / Zarr cubes
 
 
-def test_zarr_round_trip(tmp_path: Path) -> None:
+@pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
+@pytest.mark.parametrize("consolidated", [True, False])
+def test_zarr_round_trip(tmp_path: Path, consolidated: bool) -> None:
     folder = s2_folder(tmp_path / "imagery", scaled=True)
     ds = read_local_cube(folder, FULL, UTM52).compute()
     store = tmp_path / "cube.zarr"
-    ds.to_zarr(store, consolidated=False)
+    ds.to_zarr(store, consolidated=consolidated)
     back = read_local_cube(store, FULL, UTM52).compute()
     assert back.rio.crs.to_epsg() == 32652
     assert back.sizes == ds.sizes

@@ -567,7 +567,11 @@ def _is_zarr(path: Path) -> bool:
 def _open_store(path: Path) -> xr.Dataset:
     try:
         if _is_zarr(path):
-            return xr.open_dataset(path, engine="zarr", chunks={}, decode_coords="all")
+            # Stores written without consolidated metadata are read from their array metadata.
+            has_consolidated = (path / ".zmetadata").exists() or (
+                (path / "zarr.json").exists() and '"consolidated_metadata"' in (path / "zarr.json").read_text())
+            return xr.open_dataset(path, engine="zarr", chunks={}, decode_coords="all",
+                                   consolidated=has_consolidated)
         return xr.open_dataset(path, chunks={}, decode_coords="all")
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
