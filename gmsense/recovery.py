@@ -70,21 +70,78 @@ def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, rin
     return out
 
 
+def recovery_metrics(seasons: np.ndarray, relative: np.ndarray, disturbance_season: int,
+                     reference_seasons: tuple[int, ...] | None = None, absolute: np.ndarray | None = None,
+                     target: float = 0.8) -> dict[str, float | None]:
+    """Recovery metrics of one patch from its per-season trajectory (index units, per season).
+
+    ``relative`` is the patch minus its reference ring per season (``absolute``, optional, the
+    patch alone). Definitions (after Frazier et al. 2018, Remote Sens. Environ. 205:32-45, and
+    the spectral-recovery package):
+
+    - ``baseline``: mean of ``relative`` over ``reference_seasons`` (default: the season before
+      ``disturbance_season``);
+    - ``trough``: the lowest ``relative`` in the disturbance season or the one after, at
+      ``trough_season``; ``magnitude`` = baseline - trough (the index lost);
+    - ``recovery_ratio``: (latest - trough) / magnitude, the share of the loss regained by the
+      latest season; ``y2r``: seasons from the trough to the first season whose ratio reaches
+      ``target`` (None if not yet);
+    - ``rri``: (max relative 4-5 seasons after the trough - trough) / magnitude (Frazier's RRI);
+    - ``yryr``: (relative 5 seasons after the trough - trough) / 5, index units per season;
+    - ``r80p``: max ``absolute`` 4-5 seasons after the trough / (0.8 x mean absolute over the
+      reference seasons) (Frazier's R80P; needs ``absolute``);
+    - ``slope``: least-squares slope of ``relative`` from the trough on, index units per season.
+    """
+    seasons = np.asarray(seasons, dtype=int)
+    relative = np.asarray(relative, dtype=float)
+    reference = reference_seasons or (disturbance_season - 1,)
+    ref_mask = np.isin(seasons, reference) & np.isfinite(relative)
+    window = np.isin(seasons, (disturbance_season, disturbance_season + 1)) & np.isfinite(relative)
+    out: dict[str, float | None] = dict.fromkeys(
+        ("baseline", "trough", "trough_season", "magnitude", "recovery_ratio", "y2r", "rri", "yryr", "r80p", "slope"))
+    if not ref_mask.any() or not window.any():
+        return out
+    baseline = float(relative[ref_mask].mean())
+    trough_i = int(np.flatnonzero(window)[np.argmin(relative[window])])
+    trough, trough_season = float(relative[trough_i]), int(seasons[trough_i])
+    magnitude = baseline - trough
+    out.update(baseline=baseline, trough=trough, trough_season=trough_season, magnitude=magnitude)
+    after = (seasons >= trough_season) & np.isfinite(relative)
+    if magnitude <= 0:
+        return out
+    ratios = (relative - trough) / magnitude
+    out["recovery_ratio"] = float(ratios[after][-1])
+    reached = np.flatnonzero(after & (ratios >= target))
+    out["y2r"] = float(seasons[reached[0]] - trough_season) if reached.size else None
+    late = after & np.isin(seasons, (trough_season + 4, trough_season + 5))
+    if late.any():
+        out["rri"] = float((relative[late].max() - trough) / magnitude)
+        if absolute is not None:
+            absolute = np.asarray(absolute, dtype=float)
+            pre = absolute[ref_mask].mean()
+            out["r80p"] = float(absolute[late].max() / (0.8 * pre)) if pre else None
+    five = after & (seasons == trough_season + 5)
+    if five.any():
+        out["yryr"] = float((relative[five][0] - trough) / 5)
+    if after.sum() >= 2:
+        out["slope"] = float(np.polyfit(seasons[after], relative[after], 1)[0])
+    return out
+
+
 def recovery_status(observations: list[RecoveryObservation], first_detected: np.datetime64,
                     latest_season: int, settings: RecoverySettings) -> tuple[str, float | None]:
     """Status and recovery ratio from a trajectory (see module docstring)."""
     detected_year = int(first_detected.astype("datetime64[Y]").astype(int) + 1970)
     if detected_year >= latest_season:
         return "active", 0.0
-    baseline = [o.relative for o in observations if o.season == detected_year - 1]
-    since = [o for o in observations if o.season >= detected_year]
-    if not baseline or not since:
+    seasons = np.array([o.season for o in observations])
+    relative = np.array([o.relative for o in observations])
+    metrics = recovery_metrics(seasons, relative, detected_year)
+    if metrics["baseline"] is None:
         return "not_recovering", None
-    trough = min(o.relative for o in since)
-    loss = baseline[0] - trough
-    if loss < MIN_LOSS:
+    if metrics["magnitude"] < MIN_LOSS:
         return "recovered", 1.0
-    ratio = (since[-1].relative - trough) / loss
+    ratio = metrics["recovery_ratio"]
     if ratio >= settings.recovered_ratio:
         status = "recovered"
     elif ratio >= settings.recovering_ratio:

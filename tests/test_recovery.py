@@ -65,3 +65,20 @@ def test_ring_excludes_patches() -> None:
     row, col = 30 - 12, 19  # a pixel inside `other`
     assert not mask[row, col]
     assert not mask[30 - 12, 12], "the patch itself is not in its ring"
+
+
+def test_recovery_metrics_on_a_known_trajectory() -> None:
+    from gmsense.recovery import recovery_metrics
+
+    seasons = np.arange(2015, 2026)
+    # Baseline 0 before 2017, loss of 0.5 in 2017, linear regrowth of 0.05 per season.
+    relative = np.where(seasons < 2017, 0.0, -0.5 + 0.05 * (seasons - 2017))
+    m = recovery_metrics(seasons, relative, 2017, reference_seasons=(2015, 2016), absolute=relative + 0.8)
+    assert m["trough_season"] == 2017
+    assert m["magnitude"] == pytest.approx(0.5)
+    assert m["recovery_ratio"] == pytest.approx(0.8)
+    assert m["y2r"] == 8
+    assert m["rri"] == pytest.approx((0.05 * 5) / 0.5)
+    assert m["yryr"] == pytest.approx(0.05)
+    assert m["slope"] == pytest.approx(0.05)
+    assert m["r80p"] == pytest.approx((0.8 - 0.25) / (0.8 * 0.8))
