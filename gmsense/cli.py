@@ -77,19 +77,22 @@ def _summary_table(summary: Any, title: str) -> Table:
 
 def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None,
           db: str | None, workers: int | None, scheduler: str | None, config: Path | None,
-          buffer_m: float | None, show_progress: bool = True) -> Any:
+          buffer_m: float | None, show_progress: bool = True, works_file: Path | None = None,
+          rules_file: Path | None = None) -> Any:
     from gmsense.scan import run_scan
-    from gmsense.sites import read_sites
+    from gmsense.sites import read_sites, read_works
     from gmsense.sources import get_source
     from gmsense.store import Store
 
-    settings = load_settings(config, {"sites.buffer_m": buffer_m})
+    settings = load_settings(config, {"sites.buffer_m": buffer_m}, rules_path=rules_file)
     sites = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid)
+    works = read_works(works_file) if works_file else None
     source = get_source(source_name, settings, imagery)
     store = Store(db)
     summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
-                       params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None},
-                       console=err, show_progress=show_progress)
+                       params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None,
+                               "works_file": str(works_file) if works_file else None},
+                       works=works, console=err, show_progress=show_progress)
     return summary, store
 
 
@@ -106,10 +109,13 @@ def scan(
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="address of an existing dask scheduler")] = None,
     buffer: Annotated[float | None, typer.Option("--buffer", help="monitoring buffer around each licence, metres")] = None,
     config: ConfigOption = None,
+    works: Annotated[Path | None, typer.Option("--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="flag rules YAML replacing configs/rules.yaml")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Scan licence areas for vegetation damage and store patches and flags."""
-    summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress)
+    summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
+                           works, rules)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))

@@ -95,6 +95,68 @@ class RecoverySettings(_Settings):
     recovering_ratio: float = Field(0.25, ge=0, lt=1, description="recovery ratio above which a patch is recovering")
 
 
+Severity = Literal["info", "warning", "critical"]
+LICENCE_TYPES = ("exploration", "mining")
+MINERAL_CLASSES = ("energy", "metal", "non_metal", "water_gas")
+
+
+class RuleSettings(_Settings):
+    enabled: bool = True
+    severity: Severity = "warning"
+
+
+class RulesSettings(_Settings):
+    """Flag rules (configs/rules.yaml). Severities per rule, optionally per mineral class."""
+
+    outside_licence: RuleSettings = RuleSettings(severity="critical")
+    after_licence_end: RuleSettings = RuleSettings(severity="critical")
+    while_suspended: RuleSettings = RuleSettings(severity="critical")
+    permitted_area_exceeded: RuleSettings = RuleSettings(severity="critical")
+    outside_work_programme: RuleSettings = RuleSettings(severity="warning")
+    approved_work_not_observed: RuleSettings = RuleSettings(severity="info")
+    reclamation_overdue: RuleSettings = RuleSettings(severity="warning")
+    recovery_reversed: RuleSettings = RuleSettings(severity="warning")
+    new_disturbance: RuleSettings = RuleSettings(severity="info")
+    outside_min_area_m2: float = Field(100.0, ge=0, description="disturbed area outside the licence that counts, m2")
+    work_tolerance_m: float = Field(30.0, ge=0, description="a patch this close to an approved work is covered by it, m")
+    reversal_drop: float = Field(0.2, gt=0, description="fall of the recovery ratio from its best season that is a reversal")
+    reclamation_seasons: dict[str, int] = Field(
+        default_factory=lambda: {"default": 3, "exploration": 2, "mining": 3},
+        description="growing seasons after disturbance by which reclamation must be under way; keys: "
+                    "'default', a licence type, a mineral class, or 'licence_type/mineral_class'")
+    severity_by_mineral_class: dict[str, dict[str, Severity]] = Field(
+        default_factory=dict, description="per mineral class, rule -> severity overrides")
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> RulesSettings:
+        rule_names = {n for n, f in type(self).model_fields.items() if f.annotation in (RuleSettings, "RuleSettings")}
+        allowed = {"default", *LICENCE_TYPES, *MINERAL_CLASSES,
+                   *(f"{t}/{m}" for t in LICENCE_TYPES for m in MINERAL_CLASSES)}
+        unknown = set(self.reclamation_seasons) - allowed
+        if unknown:
+            raise ValueError(f"reclamation_seasons: unknown keys {sorted(unknown)}; use {sorted(allowed)}")
+        if "default" not in self.reclamation_seasons:
+            raise ValueError("reclamation_seasons needs a 'default'")
+        for mineral, overrides in self.severity_by_mineral_class.items():
+            if mineral not in MINERAL_CLASSES:
+                raise ValueError(f"severity_by_mineral_class: unknown mineral class {mineral!r}; use {MINERAL_CLASSES}")
+            bad = set(overrides) - rule_names
+            if bad:
+                raise ValueError(f"severity_by_mineral_class.{mineral}: unknown rules {sorted(bad)}")
+        return self
+
+    def severity(self, rule: str, mineral_class: str | None) -> str:
+        override = self.severity_by_mineral_class.get(mineral_class or "", {}).get(rule)
+        return override or getattr(self, rule).severity
+
+    def seasons_to_reclaim(self, licence_type: str | None, mineral_class: str | None) -> int:
+        table = self.reclamation_seasons
+        for key in (f"{licence_type}/{mineral_class}", mineral_class, licence_type):
+            if key and key in table:
+                return table[key]
+        return table["default"]
+
+
 class SyntheticSettings(_Settings):
     start: str = Field("2019-04-01", description="first acquisition date of synthetic scenes")
     end: str = Field("2022-10-31", description="last acquisition date of synthetic scenes")
@@ -123,6 +185,7 @@ class Settings(_Settings):
     synthetic: SyntheticSettings = SyntheticSettings()
     local: LocalSettings = LocalSettings()
     scan: ScanSettings = ScanSettings()
+    rules: RulesSettings = RulesSettings()
 
     def config_hash(self) -> str:
         """A short stable hash of every setting: two scans with the same hash used the same settings."""
@@ -153,19 +216,32 @@ def _validate(data: dict[str, Any], origin: str) -> Settings:
         raise ConfigError(f"invalid settings in {origin}: {problems}") from None
 
 
-def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from the defaults, then ``path`` (YAML) if given, then ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"settings file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"settings file {path} must hold a mapping of sections")
-        data = loaded
-    settings = _validate(data, str(path) if path else "defaults")
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} file {path} must hold a mapping of sections")
+    return loaded
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                  rules_path: Path | None = None) -> Settings:
+    """Settings from the defaults, then ``path`` (YAML) if given, then ``overrides``.
+
+    The flag rules come from ``rules_path``, else ``configs/rules.yaml``, unless ``path``
+    has a ``rules`` section of its own.
+    """
+    data: dict[str, Any] = _read_yaml(path, "settings") if path is not None else {}
+    if "rules" not in data or rules_path is not None:
+        rules_file = Path(rules_path) if rules_path is not None else configs_dir() / "rules.yaml"
+        data = {**data, "rules": _read_yaml(rules_file, "rules")}
+        origin = f"{path or 'defaults'} and {rules_file}"
+    else:
+        origin = str(path)
+    settings = _validate(data, origin)
     return settings.with_overrides(overrides or {})

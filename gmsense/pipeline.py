@@ -19,8 +19,8 @@ from gmsense.detect.patches import extract_patches, grid_transform
 from gmsense.errors import ImageryError
 from gmsense.records import PatchRecord, SiteResult
 from gmsense.recovery import recovery_status, ring_mask, trajectory
-from gmsense.rules import flags_for
-from gmsense.sites import WGS84, Site, reproject_geometry
+from gmsense.rules import evaluate
+from gmsense.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.sources import Source
 
 DETECTION_INDEX = "ndvi"
@@ -37,8 +37,12 @@ def _cube_crs(cube: xr.Dataset, site_id: str) -> pyproj.CRS:
     return pyproj.CRS.from_user_input(crs)
 
 
-def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings) -> SiteResult:
-    """Detect, classify and follow the disturbances of one licence in its cube."""
+def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
+                 works: list[ApprovedWork] | None = None) -> SiteResult:
+    """Detect, classify and follow the disturbances of one licence in its cube.
+
+    ``works``: the licence's approved work programme (None when it has none).
+    """
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)
@@ -64,6 +68,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings) -> SiteResult
     values = np.asarray(ndvi.values)
     all_geoms = [p.geometry for p in patches]
     records: list[PatchRecord] = []
+    geometries = []
     for patch in patches:
         geom = patch.geometry.intersection(region)
         if geom.is_empty or geom.area < settings.detect.min_patch_m2:
@@ -95,18 +100,21 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings) -> SiteResult
                      **{k: round(float(v), 4) for k, v in patch.spectral.items() if np.isfinite(v)}},
             recovery=obs,
         ))
+        geometries.append(geom)
     stats = {"n_dates": int(cube.sizes["time"]), "n_season_dates": int(season.sizes["time"]),
              "clear_share": round(clear_share, 3), "crs": crs.to_string(),
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
-    return SiteResult(site.site_id, records, flags_for(site.site_id, records), stats)
+    local_works = [w.to_crs(crs) for w in works] if works is not None else None
+    flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)
+    return SiteResult(site.site_id, records, flags, stats)
 
 
 def analyse_site(site: Site, source: Source, settings: Settings, start: str | None = None,
-                 end: str | None = None) -> SiteResult:
+                 end: str | None = None, works: list[ApprovedWork] | None = None) -> SiteResult:
     """Load the licence's cube from ``source`` and analyse it."""
     region = site.buffered(settings.sites.buffer_m)
     cube = source.load(site, region, start, end)
     if cube.sizes.get("time", 0) == 0:
         raise ImageryError(f"licence {site.site_id}: no acquisitions between {start or 'the start'} and {end or 'the end'}")
-    return analyse_cube(site, cube, settings)
+    return analyse_cube(site, cube, settings, works)

@@ -53,6 +53,7 @@ class FlagRecord:
     message: str
     patch_index: int | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # tells apart several licence-level flags of one rule (e.g. one per approved work)
 
 
 @dataclass

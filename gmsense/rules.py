@@ -1,14 +1,29 @@
-"""Flags from patches and licence attributes.
+"""Flags: findings a regulator must act on, from patches, licence attributes and the rules.
 
-First rules (the full, configurable set in configs/rules.yaml is a later step):
-``outside_licence`` (critical): human-made disturbance reaching outside the licence boundary;
-``new_disturbance`` (warning): human-made disturbance inside the licence, for review.
-Natural change is not flagged.
+The rules and their severities are data (``configs/rules.yaml``, :class:`RulesSettings`). Each
+flag names its rule, a severity, the evidence (patch, areas, dates, values) and a sentence a
+regulator can paste into a letter. Natural change is never flagged.
+
+Rules per human-made patch: ``outside_licence``, ``after_licence_end``, ``while_suspended``,
+``outside_work_programme`` (when the licence has an approved work programme),
+``reclamation_overdue`` (``reclamation_due`` passed, or the configured number of growing
+seasons since the disturbance, and the patch is neither recovering nor recovered),
+``recovery_reversed`` (the recovery ratio fell ``reversal_drop`` below its best season), and
+``new_disturbance`` for a human-made patch no other rule flagged. Per licence:
+``permitted_area_exceeded`` and ``approved_work_not_observed`` (one flag per work).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+from shapely.geometry.base import BaseGeometry
+
+from gmsense.config import RulesSettings
 from gmsense.records import FlagRecord, PatchRecord
+from gmsense.recovery import recovery_metrics
+from gmsense.sites import ApprovedWork, Site
 
 HUMAN_MADE = ("trench", "pad", "track", "clearing")
 
@@ -17,25 +32,114 @@ def _ha(m2: float) -> str:
     return f"{m2 / 10_000:.2f} ha"
 
 
-def flags_for(site_id: str, patches: list[PatchRecord]) -> list[FlagRecord]:
-    """The flags one licence's patches raise."""
-    flags = []
-    for i, p in enumerate(patches):
-        if p.disturbance_class not in HUMAN_MADE:
-            continue
+def _year(iso: str) -> int:
+    return int(iso[:4])
+
+
+def _ratio_history(patch: PatchRecord) -> list[tuple[int, float]]:
+    """(season, recovery ratio) for every season from the trough on."""
+    if not patch.recovery or not patch.first_detected:
+        return []
+    seasons = np.array([o.season for o in patch.recovery])
+    relative = np.array([o.relative for o in patch.recovery])
+    m = recovery_metrics(seasons, relative, _year(patch.first_detected))
+    if not m["magnitude"] or m["magnitude"] <= 0:
+        return []
+    return [(int(s), float((r - m["trough"]) / m["magnitude"]))
+            for s, r in zip(seasons, relative, strict=True) if s >= m["trough_season"]]
+
+
+class _Flagger:
+    def __init__(self, site: Site, rules: RulesSettings) -> None:
+        self.site, self.rules = site, rules
+        self.mineral = site.attrs.get("mineral_class")
+        self.flags: list[FlagRecord] = []
+
+    def add(self, rule: str, message: str, patch_index: int | None, evidence: dict, key: str = "") -> None:
+        if getattr(self.rules, rule).enabled:
+            self.flags.append(FlagRecord(rule, self.rules.severity(rule, self.mineral), message, patch_index,
+                                         evidence, key))
+
+
+def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[BaseGeometry], latest_date: str,
+             rules: RulesSettings, works: Sequence[ApprovedWork] | None = None) -> list[FlagRecord]:
+    """The flags one licence raises.
+
+    ``site`` and ``geometries`` (one per patch) and ``works`` share one projected CRS (metres).
+    ``latest_date`` is the ISO date of the scan's last observation. ``works`` is None when the
+    licence has no approved work programme.
+    """
+    f = _Flagger(site, rules)
+    attrs, sid = site.attrs, site.site_id
+    latest_year = _year(latest_date)
+    reclaim_seasons = rules.seasons_to_reclaim(attrs.get("licence_type"), f.mineral)
+    human = [i for i, p in enumerate(patches) if p.disturbance_class in HUMAN_MADE]
+    for i in human:
+        p, geom = patches[i], geometries[i]
+        what = f"A {p.disturbance_class} of {_ha(p.area_m2)} first seen on {p.first_detected}"
         evidence = {"area_m2": round(p.area_m2, 1), "area_outside_m2": round(p.area_outside_m2, 1),
-                    "first_detected": p.first_detected, "confirmed_on": p.confirmed_on,
-                    "disturbance_class": p.disturbance_class, "confidence": p.confidence}
-        if p.area_outside_m2 > 0:
-            flags.append(FlagRecord(
-                "outside_licence", "critical",
-                f"A {p.disturbance_class} of {_ha(p.area_m2)} first seen on {p.first_detected} lies "
-                f"{_ha(p.area_outside_m2)} outside the boundary of licence {site_id}.",
-                i, evidence))
-        else:
-            flags.append(FlagRecord(
-                "new_disturbance", "warning",
-                f"A {p.disturbance_class} of {_ha(p.area_m2)} was first seen on {p.first_detected} "
-                f"inside licence {site_id}; check it against the approved work programme.",
-                i, evidence))
-    return flags
+                    "first_detected": p.first_detected, "confirmed_on": p.confirmed_on, "last_seen": p.last_seen,
+                    "disturbance_class": p.disturbance_class, "confidence": p.confidence,
+                    "recovery_status": p.recovery_status, "recovery_ratio": p.recovery_ratio}
+        before = len(f.flags)
+        if p.area_outside_m2 >= rules.outside_min_area_m2:
+            f.add("outside_licence", f"{what} lies {_ha(p.area_outside_m2)} outside the boundary of licence {sid}.",
+                  i, evidence)
+        end = attrs.get("licence_end")
+        if end and p.first_detected > str(end):
+            f.add("after_licence_end", f"{what} appeared after licence {sid} ended on {end}.", i,
+                  {**evidence, "licence_end": end})
+        if str(attrs.get("status", "")).lower() == "suspended":
+            since = attrs.get("suspended_since")
+            if not since or p.first_detected >= str(since):
+                f.add("while_suspended", f"{what} appeared while licence {sid} is suspended"
+                      + (f" (since {since})." if since else "."), i, {**evidence, "suspended_since": since})
+        if works is not None:
+            year = _year(p.first_detected)
+            near = [w for w in works if w.geometry.distance(geom) <= rules.work_tolerance_m
+                    and (w.year is None or abs(w.year - year) <= 1)]
+            if not near:
+                f.add("outside_work_programme",
+                      f"{what} on licence {sid} matches no approved work of its programme "
+                      f"(none within {rules.work_tolerance_m:.0f} m for {year}).", i, evidence)
+        due = attrs.get("reclamation_due")
+        seasons_since = latest_year - _year(p.first_detected)
+        overdue_by_date = bool(due) and latest_date > str(due)
+        if (overdue_by_date or seasons_since >= reclaim_seasons) and p.recovery_status not in ("recovering", "recovered"):
+            deadline = (f"the reclamation due date {due}" if overdue_by_date
+                        else f"{reclaim_seasons} growing seasons")
+            f.add("reclamation_overdue",
+                  f"{what} on licence {sid} is {p.recovery_status.replace('_', ' ')} after {deadline}; "
+                  f"reclamation is overdue.", i, {**evidence, "reclamation_due": due, "seasons_allowed": reclaim_seasons})
+        history = _ratio_history(p)
+        if len(history) >= 2:
+            best_season, best = max(history, key=lambda sr: sr[1])
+            last_season, last = history[-1]
+            if last_season > best_season and best - last >= rules.reversal_drop:
+                f.add("recovery_reversed",
+                      f"Regrowth on the {p.disturbance_class} first seen on {p.first_detected} (licence {sid}) fell "
+                      f"from {best:.0%} of the loss regained in {best_season} to {last:.0%} in {last_season}: "
+                      "it was disturbed again or the reclamation failed.",
+                      i, {**evidence, "best_season": best_season, "best_ratio": round(best, 3),
+                          "latest_season": last_season, "latest_ratio": round(last, 3)})
+        if len(f.flags) == before:
+            f.add("new_disturbance", f"{what} inside licence {sid}; check it against the approved work programme.",
+                  i, evidence)
+
+    permitted_ha = attrs.get("permitted_disturbance_ha")
+    inside_m2 = sum(patches[i].area_m2 - patches[i].area_outside_m2 for i in human)
+    if permitted_ha is not None and inside_m2 > float(permitted_ha) * 10_000:
+        f.add("permitted_area_exceeded",
+              f"Licence {sid} has {_ha(inside_m2)} of disturbed ground, above the {float(permitted_ha):.2f} ha "
+              "it is permitted to disturb.", None,
+              {"disturbed_m2": round(inside_m2, 1), "permitted_ha": float(permitted_ha),
+               "patches": len(human)})
+    for work in works or ():
+        if work.year is not None and work.year > latest_year:
+            continue
+        if not any(work.geometry.distance(geometries[i]) <= rules.work_tolerance_m for i in human):
+            f.add("approved_work_not_observed",
+                  f"The approved {work.work_type} {work.work_id} of licence {sid}"
+                  + (f" ({work.year})" if work.year else "") + " has not been observed.",
+                  None, {"work_id": work.work_id, "work_type": work.work_type, "year": work.year}, key=work.work_id)
+    return f.flags

@@ -30,7 +30,7 @@ from gmsense import __version__
 from gmsense.config import Settings
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError
 from gmsense.pipeline import analyse_site
-from gmsense.sites import Site
+from gmsense.sites import ApprovedWork, Site
 from gmsense.sources import Source
 from gmsense.store import Store
 
@@ -86,8 +86,12 @@ def _describe(exc: BaseException) -> str:
 def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store, *,
              start: str | None = None, end: str | None = None, workers: int | None = None,
              scheduler: str | None = None, params: dict[str, Any] | None = None,
+             works: dict[str, list[ApprovedWork]] | None = None,
              console: Console | None = None, show_progress: bool = True) -> ScanSummary:
-    """Scan every licence and store the results; returns the summary (also stored with the scan)."""
+    """Scan every licence and store the results; returns the summary (also stored with the scan).
+
+    ``works``: approved work programmes per licence id (see :func:`gmsense.sites.read_works`).
+    """
     console = console or Console(stderr=True)
     store.upsert_sites(sites)
     scan_id = store.begin_scan(source=source.name, detector="rules", config_hash=settings.config_hash(),
@@ -98,6 +102,7 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         with dask_client(workers, scheduler) as client:
             futures = {
                 client.submit(analyse_site, site, source, settings, start, end,
+                              works.get(site.site_id) if works else None,
                               key=f"site-{scan_id}-{site.site_id}", retries=settings.scan.retries, pure=False): site.site_id
                 for site in sites
             }

@@ -695,3 +695,68 @@ def _format_problems(label: str, problems: Sequence[str]) -> str:
     hidden = len(problems) - MAX_LISTED_PROBLEMS
     more = f"; and {hidden} more problem{'s' if hidden > 1 else ''}" if hidden > 0 else ""
     return f"{label}: {shown}{more}"
+
+
+# --- approved work programmes -----------------------------------------------------------------
+WORK_TYPES = ("trench", "pad", "track", "clearing")
+
+
+@dataclass(frozen=True)
+class ApprovedWork:
+    """One approved work of a licence's work programme: a planned trench line, pad, track or
+    clearing (any geometry type) in ``crs`` (metres), with the year it is approved for."""
+
+    work_id: str
+    site_id: str
+    work_type: str
+    year: int | None
+    geometry: BaseGeometry
+    crs: pyproj.CRS
+
+    def to_crs(self, crs: pyproj.CRS) -> ApprovedWork:
+        return ApprovedWork(self.work_id, self.site_id, self.work_type, self.year,
+                            reproject_geometry(self.geometry, self.crs, crs), pyproj.CRS(crs))
+
+
+def read_works(path: str | os.PathLike[str]) -> dict[str, list[ApprovedWork]]:
+    """Approved work programmes: a vector file with ``site_id``, ``work_type`` (trench, pad,
+    track or clearing), optional ``year`` and ``work_id``, any geometry, any CRS. Returns the
+    works per licence, each in the UTM zone of its licence's area (see :func:`utm_crs_for`).
+    A licence that appears in this file has a programme; one that does not, has none.
+    """
+    path = Path(path)
+    frame = _read_frame(path, None)
+    problems = [f"column {column!r} is missing" for column in ("site_id", "work_type") if column not in frame.columns]
+    if frame.crs is None:
+        problems.append("no CRS (set one, e.g. ogr2ogr -a_srs EPSG:4326)")
+    if problems:
+        raise SitesError(f"{path}: " + "; ".join(problems))
+    frame = frame.to_crs(WGS84)
+    works: dict[str, list[ApprovedWork]] = {}
+    for i, row in enumerate(frame.itertuples(index=False), start=1):
+        site_id = _coerce_site_id(row.site_id)
+        work_type = str(row.work_type).strip().lower() if not _is_null(row.work_type) else ""
+        geom = row.geometry
+        if site_id is None:
+            problems.append(f"feature {i}: site_id is missing")
+        if work_type not in WORK_TYPES:
+            problems.append(f"feature {i}: work_type {row.work_type!r} is not one of {', '.join(WORK_TYPES)}")
+        if geom is None or geom.is_empty:
+            problems.append(f"feature {i}: geometry is empty")
+        year = getattr(row, "year", None)
+        try:
+            year = None if _is_null(year) else int(year)
+        except (TypeError, ValueError):
+            problems.append(f"feature {i}: year {year!r} is not a year")
+            year = None
+        if problems and problems[-1].startswith(f"feature {i}:"):
+            continue
+        centroid = geom.centroid
+        crs = utm_crs_for(centroid.x, centroid.y)
+        work_id = getattr(row, "work_id", None)
+        work_id = str(work_id) if not _is_null(work_id) else f"{site_id}-W{i:03d}"
+        works.setdefault(site_id, []).append(
+            ApprovedWork(work_id, site_id, work_type, year, reproject_geometry(geom, WGS84, crs), crs))
+    if problems:
+        raise SitesError(f"{path}: " + "; ".join(problems))
+    return works

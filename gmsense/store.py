@@ -136,11 +136,12 @@ class RecoveryRow(Base):
 
 class FlagRow(Base):
     __tablename__ = "flags"
-    __table_args__ = (UniqueConstraint("rule", "patch_id", "site_id"),)
+    __table_args__ = (UniqueConstraint("rule", "site_id", "patch_id", "flag_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"), index=True)
     patch_id: Mapped[str | None] = mapped_column(ForeignKey("patches.patch_id"), nullable=True)
     rule: Mapped[str] = mapped_column(String(60))
+    flag_key: Mapped[str] = mapped_column(String(200), default="")
     severity: Mapped[str] = mapped_column(String(20))
     message: Mapped[str] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -271,10 +272,10 @@ class Store:
             for flag in result.flags:
                 patch_id = patch_ids[flag.patch_index] if flag.patch_index is not None else None
                 existing = s.scalar(select(FlagRow).where(
-                    FlagRow.rule == flag.rule, FlagRow.site_id == result.site_id,
+                    FlagRow.rule == flag.rule, FlagRow.site_id == result.site_id, FlagRow.flag_key == flag.key,
                     FlagRow.patch_id.is_(None) if patch_id is None else FlagRow.patch_id == patch_id))
                 if existing is None:
-                    s.add(FlagRow(site_id=result.site_id, patch_id=patch_id, rule=flag.rule,
+                    s.add(FlagRow(site_id=result.site_id, patch_id=patch_id, rule=flag.rule, flag_key=flag.key,
                                   severity=flag.severity, message=flag.message, evidence=flag.evidence,
                                   created_scan_id=scan_id, updated_scan_id=scan_id))
                     counts["new_flags"] += 1

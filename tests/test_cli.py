@@ -166,3 +166,29 @@ def test_duplicate_site_ids_rejected_before_anything_is_written(tmp_path: Path) 
     assert code == 2
     assert "HLJ-EXP-001" in _one_line_error(output)
     assert not (tmp_path / "d.db").exists()
+
+
+@pytest.mark.slow
+def test_scan_with_a_work_programme_and_custom_rules(tmp_path: Path) -> None:
+    site = read_sites(DEMO_SITES)[0]
+    settings = Settings()
+    _, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic)
+    approved = truth[truth.kind == "trench"].iloc[[0]].copy()
+    approved["site_id"], approved["work_type"], approved["year"] = site.site_id, "trench", int(approved.start.iloc[0][:4])
+    works = tmp_path / "works.geojson"
+    approved[["site_id", "work_type", "year", "geometry"]].to_crs(4326).to_file(works)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("outside_work_programme: {severity: critical}\n")
+    sites_file = write_sites([site], tmp_path / "one.geojson")
+    db = tmp_path / "w.db"
+    code, output = invoke("scan", "--sites", sites_file, "--works", works, "--rules", rules, "--db", db, "--no-progress")
+    assert code == 0, output
+    flags = Store(str(db)).flag_rows()
+    outside_programme = [f for f in flags if f.rule == "outside_work_programme"]
+    assert outside_programme, "the other trenches, pads and track are not in the programme"
+    assert {f.severity for f in outside_programme} == {"critical"}
+    patches = {p.patch_id: p for p in Store(str(db)).patch_rows()}
+    approved_utm = approved.to_crs(site.crs).geometry.iloc[0]
+    for f in outside_programme:
+        patch_geom = gpd.GeoSeries.from_wkt([patches[f.patch_id].geometry_wkt], crs=4326).to_crs(site.crs).iloc[0]
+        assert patch_geom.distance(approved_utm) > 30, "the approved trench itself is covered"
