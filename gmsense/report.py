@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from gmsense.records import RecoveryObservation
 from gmsense.recovery import recovery_metrics
@@ -41,7 +42,7 @@ def trajectory_figure(observations: Sequence[RecoveryObservation], *, title: str
     ax.axvline(disturbance_season, color="0.6", linewidth=0.8)
     ax.set_xlabel("growing season")
     ax.set_ylabel(f"median {index_name}")
-    ax.set_xticks(seasons)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
     ratio = metrics["recovery_ratio"]
     subtitle = f"status: {status}" if status else ""
     if ratio is not None:
