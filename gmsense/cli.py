@@ -71,14 +71,15 @@ def _summary_table(summary: Any, title: str) -> Table:
             table.add_row(site_id, "-", "-", "-", "-", f"[red]failed: {row['error']}")
             continue
         classes = ", ".join(f"{k} {v}" for k, v in row["by_class"].items()) or "-"
-        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]), "ok")
+        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]),
+                      row.get("skipped", "ok"))
     return table
 
 
 def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None,
           db: str | None, workers: int | None, scheduler: str | None, config: Path | None,
           buffer_m: float | None, show_progress: bool = True, works_file: Path | None = None,
-          rules_file: Path | None = None) -> Any:
+          rules_file: Path | None = None, resume: bool = False, force: bool = False) -> Any:
     from gmsense.scan import run_scan
     from gmsense.sites import read_sites, read_works
     from gmsense.sources import get_source
@@ -92,7 +93,7 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
     summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
                        params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None,
                                "works_file": str(works_file) if works_file else None},
-                       works=works, console=err, show_progress=show_progress)
+                       works=works, resume=resume, force=force, console=err, show_progress=show_progress)
     return summary, store
 
 
@@ -111,11 +112,17 @@ def scan(
     config: ConfigOption = None,
     works: Annotated[Path | None, typer.Option("--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="flag rules YAML replacing configs/rules.yaml")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the newest scan that did not complete")] = False,
+    force: Annotated[bool, typer.Option("--force", help="rescan licences that have no new acquisitions too")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Scan licence areas for vegetation damage and store patches and flags."""
+    """Scan licence areas for vegetation damage and store patches and flags.
+
+    Incremental: licences with no acquisition newer than the last one analysed (same settings)
+    are skipped. After a crash, `--resume` finishes the interrupted scan.
+    """
     summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
-                           works, rules)
+                           works, rules, resume, force)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))

@@ -104,6 +104,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     stats = {"n_dates": int(cube.sizes["time"]), "n_season_dates": int(season.sizes["time"]),
              "clear_share": round(clear_share, 3), "crs": crs.to_string(),
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
+             "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)

@@ -7,8 +7,11 @@ with its error and the scan goes on; the status says ``partial``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +31,7 @@ from rich.progress import (
 
 from gmsense import __version__
 from gmsense.config import Settings
-from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError
+from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
 from gmsense.pipeline import analyse_site
 from gmsense.sites import ApprovedWork, Site
 from gmsense.sources import Source
@@ -83,38 +86,91 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def unit_key(site: Site, source: Source, settings: Settings, start: str | None, detector: str = "rules",
+             model_version: str | None = None) -> str:
+    """What makes two units the same work: licence, source, settings, detector and model, start.
+
+    The end date is not part of it: a later periodic scan of the same licence continues the
+    same series, and only dates newer than the last analysed one make it worth scanning again.
+    """
+    blob = json.dumps([site.site_id, source.name, settings.config_hash(), detector, model_version, start or ""])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _up_to_date(sites: list[Site], source: Source, keys: dict[str, str], store: Store,
+                start: str | None, end: str | None) -> dict[str, str]:
+    """Licences whose newest available acquisition was already analysed: id -> that date."""
+    analysed = store.last_analysed(keys)
+    skip = {}
+    for site in sites:
+        if site.site_id not in analysed:
+            continue
+        latest = source.latest_date(site, start, end)
+        if latest is not None and latest <= analysed[site.site_id]:
+            skip[site.site_id] = analysed[site.site_id]
+    return skip
+
+
 def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store, *,
              start: str | None = None, end: str | None = None, workers: int | None = None,
              scheduler: str | None = None, params: dict[str, Any] | None = None,
-             works: dict[str, list[ApprovedWork]] | None = None,
+             works: dict[str, list[ApprovedWork]] | None = None, resume: bool = False, force: bool = False,
              console: Console | None = None, show_progress: bool = True) -> ScanSummary:
     """Scan every licence and store the results; returns the summary (also stored with the scan).
 
+    Incremental: a licence whose newest available acquisition was already analysed with the
+    same settings is skipped (``force`` scans it anyway). ``resume`` continues the newest scan
+    that did not complete: licences it already stored are kept, the rest are scanned.
     ``works``: approved work programmes per licence id (see :func:`gmsense.sites.read_works`).
     """
     console = console or Console(stderr=True)
     store.upsert_sites(sites)
-    scan_id = store.begin_scan(source=source.name, detector="rules", config_hash=settings.config_hash(),
-                               gmsense_version=__version__,
-                               params={"start": start, "end": end, "n_sites": len(sites), **(params or {})})
-    summary = ScanSummary(scan_id, "running")
+    keys = {site.site_id: unit_key(site, source, settings, start) for site in sites}
+    if resume:
+        previous = store.resumable_scan()
+        if previous is None:
+            raise InputError("there is no interrupted, failed or partial scan to resume; run without --resume")
+        if previous.config_hash != settings.config_hash() or previous.source != source.name:
+            raise InputError(
+                f"scan {previous.id} ran with other settings or another source "
+                f"({previous.source}, config {previous.config_hash}); resume it with the same --config and --source")
+        scan_id = store.reopen_scan(previous.id).id
+        done = store.done_sites(scan_id)
+        summary = ScanSummary(scan_id, "running", dict((previous.summary or {}).get("sites", {})))
+        for site_id in list(summary.sites):
+            if site_id not in done:
+                del summary.sites[site_id]
+    else:
+        scan_id = store.begin_scan(source=source.name, detector="rules", config_hash=settings.config_hash(),
+                                   gmsense_version=__version__,
+                                   params={"start": start, "end": end, "n_sites": len(sites), **(params or {})})
+        done = set()
+        summary = ScanSummary(scan_id, "running")
+    skipped = {} if force else _up_to_date([s for s in sites if s.site_id not in done], source, keys, store,
+                                           start, end)
+    for site_id, last in skipped.items():
+        summary.sites[site_id] = {"patches": 0, "by_class": {}, "area_m2": 0.0, "flags": 0,
+                                  "skipped": f"up to date (analysed through {last})"}
+    todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
     try:
         with dask_client(workers, scheduler) as client:
             futures = {
                 client.submit(analyse_site, site, source, settings, start, end,
                               works.get(site.site_id) if works else None,
-                              key=f"site-{scan_id}-{site.site_id}", retries=settings.scan.retries, pure=False): site.site_id
-                for site in sites
+                              key=f"site-{scan_id}-{site.site_id}-{uuid.uuid4().hex[:8]}",
+                              retries=settings.scan.retries, pure=False): site.site_id
+                for site in todo
             }
             columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(), TimeRemainingColumn())
             with Progress(*columns, console=console, disable=not show_progress) as progress:
-                task = progress.add_task("licences", total=len(futures), scan=scan_id, failed=0)
+                task = progress.add_task("licences", total=len(sites), completed=len(sites) - len(todo),
+                                         scan=scan_id, failed=0)
                 for future in as_completed(futures):
                     site_id = futures[future]
                     try:
                         result = future.result()
-                        counts = store.save_site_result(scan_id, result)
+                        counts = store.save_site_result(scan_id, result, keys[site_id])
                         classes = Counter(p.disturbance_class for p in result.patches)
                         summary.sites[site_id] = {
                             "patches": len(result.patches), "by_class": dict(sorted(classes.items())),
@@ -123,7 +179,7 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
                         }
                     except Exception as exc:  # one licence's failure must not stop the scan
                         message = _describe(exc)
-                        store.record_failure(scan_id, site_id, message)
+                        store.record_failure(scan_id, site_id, message, keys[site_id])
                         summary.sites[site_id] = {"error": message}
                     finally:
                         future.release()

@@ -41,6 +41,7 @@ from gmsense.records import PatchRecord, SiteResult
 from gmsense.sites import WGS84, Site, reproject_geometry
 
 DEFAULT_DB_FILE = "gmsense.db"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def resolve_db_url(db: str | None) -> str:
@@ -92,6 +93,8 @@ class ScanUnitRow(Base):
     scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
     site_id: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20))  # done|failed
+    unit_key: Mapped[str] = mapped_column(String(64), default="", index=True)
+    last_date: Mapped[str | None] = mapped_column(String(10), nullable=True)  # newest acquisition analysed
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     n_patches: Mapped[int] = mapped_column(Integer, default=0)
     n_flags: Mapped[int] = mapped_column(Integer, default=0)
@@ -180,11 +183,22 @@ class Store:
         self.create()
 
     def create(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create or upgrade the schema to the newest migration (idempotent, never drops data)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
         try:
-            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create the schema in {self.url}: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from None
+            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+            raise StoreError(f"cannot create or upgrade the schema in {self._safe_url()}: {reason}") from None
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
 
     def session(self) -> Session:
         return self._sessions()
@@ -204,9 +218,43 @@ class Store:
             row = s.get(ScanRow, scan_id)
             row.status, row.summary, row.finished_at = status, summary, _now()
 
-    def record_failure(self, scan_id: int, site_id: str, error: str) -> None:
+    def record_failure(self, scan_id: int, site_id: str, error: str, unit_key: str = "") -> None:
         with self.session() as s, s.begin():
-            s.add(ScanUnitRow(scan_id=scan_id, site_id=site_id, status="failed", error=error))
+            unit = s.scalar(select(ScanUnitRow).where(ScanUnitRow.scan_id == scan_id, ScanUnitRow.site_id == site_id))
+            unit = unit or ScanUnitRow(scan_id=scan_id, site_id=site_id)
+            unit.status, unit.error, unit.unit_key, unit.finished_at = "failed", error, unit_key, _now()
+            s.add(unit)
+
+    def resumable_scan(self) -> ScanRow | None:
+        """The newest scan that did not complete (killed, failed or partial), if any."""
+        with self.session() as s:
+            return s.scalar(select(ScanRow).where(ScanRow.status.in_(("running", "failed", "partial")))
+                            .order_by(ScanRow.id.desc()).limit(1))
+
+    def reopen_scan(self, scan_id: int) -> ScanRow:
+        with self.session() as s, s.begin():
+            row = s.get(ScanRow, scan_id)
+            row.status, row.finished_at = "running", None
+            return row
+
+    def done_sites(self, scan_id: int) -> set[str]:
+        """Licences whose results this scan has already stored."""
+        with self.session() as s:
+            return set(s.scalars(select(ScanUnitRow.site_id).where(ScanUnitRow.scan_id == scan_id,
+                                                                   ScanUnitRow.status == "done")))
+
+    def last_analysed(self, unit_keys: dict[str, str]) -> dict[str, str]:
+        """Per licence, the newest acquisition date analysed by any done unit with its key."""
+        if not unit_keys:
+            return {}
+        with self.session() as s:
+            rows = s.execute(select(ScanUnitRow.site_id, ScanUnitRow.unit_key, ScanUnitRow.last_date).where(
+                ScanUnitRow.status == "done", ScanUnitRow.unit_key.in_(set(unit_keys.values()))))
+            out: dict[str, str] = {}
+            for site_id, key, last in rows:
+                if last and unit_keys.get(site_id) == key and last > out.get(site_id, ""):
+                    out[site_id] = last
+            return out
 
     def scans(self) -> list[ScanRow]:
         with self.session() as s:
@@ -232,7 +280,7 @@ class Store:
             return list(s.scalars(select(SiteRow).order_by(SiteRow.site_id)))
 
     # --- results -----------------------------------------------------------------------------
-    def save_site_result(self, scan_id: int, result: SiteResult) -> dict[str, int]:
+    def save_site_result(self, scan_id: int, result: SiteResult, unit_key: str = "") -> dict[str, int]:
         """Write one licence's patches, recovery and flags in one transaction.
 
         Returns counts of ``new_patches``, ``updated_patches`` and ``new_flags``.
@@ -285,7 +333,8 @@ class Store:
             unit = s.scalar(select(ScanUnitRow).where(ScanUnitRow.scan_id == scan_id,
                                                       ScanUnitRow.site_id == result.site_id))
             unit = unit or ScanUnitRow(scan_id=scan_id, site_id=result.site_id)
-            unit.status, unit.error = "done", None
+            unit.status, unit.error, unit.unit_key = "done", None, unit_key
+            unit.last_date = result.stats.get("last_acquisition")
             unit.n_patches, unit.n_flags = len(result.patches), len(result.flags)
             unit.stats, unit.finished_at = result.stats, _now()
             s.add(unit)

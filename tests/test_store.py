@@ -32,9 +32,11 @@ def _result(*records: PatchRecord) -> SiteResult:
     return SiteResult("S-1", list(records), flags, {})
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(str(tmp_path / "store.db"))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The same tests on a SQLite file and on a real PostgreSQL server."""
+    url = str(tmp_path / "store.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = Store(url)
     s.upsert_sites([SITE])
     return s
 

@@ -28,6 +28,11 @@ class Source(Protocol):
         """The cube over ``region`` (in ``site.crs``), dates within ``start..end`` (inclusive)."""
         ...
 
+    def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
+        """The newest acquisition date available for ``site`` within ``start..end`` (ISO), cheaply;
+        None when the source cannot tell without loading (then the licence is always scanned)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SyntheticSource:
@@ -41,6 +46,9 @@ class SyntheticSource:
 
         cube, _truth = synthesize(site, region, self.settings.synthetic)
         return cube.sel(time=slice(start, end))
+
+    def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,11 @@ class LocalSource:
 
         return read_local_cube(self.path, region, site.crs, start=start, end=end,
                                dn_scale=self.settings.local.dn_scale, site_id=site.site_id)
+
+    def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
+        from gmsense.sources.local import latest_date
+
+        return latest_date(self.path, start, end)
 
 
 def get_source(name: str, settings: Settings, imagery: Path | None = None) -> Source:

@@ -458,6 +458,19 @@ def check_imagery(path: Path) -> None:
         )
 
 
+def latest_date(path: Path, start: str | None = None, end: str | None = None) -> str | None:
+    """The newest acquisition date of the imagery within ``start..end`` (ISO), from file names
+    or the store's time coordinate; None when there is none."""
+    path = Path(path)
+    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+        with _open_store(path) as ds:
+            days = np.asarray(ds["time"].values, dtype="datetime64[ns]")
+    else:
+        days = np.array([d for d, _ in dated_files(path)], dtype="datetime64[ns]")
+    days = days[parse_range(start, end).keep(days)] if days.size else days
+    return str(days.max().astype("datetime64[D]")) if days.size else None
+
+
 def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
                  start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None) -> xr.Dataset:
     files = _require_dated_files(folder)

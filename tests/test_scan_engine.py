@@ -1,0 +1,136 @@
+"""The scan engine: kill -9 then --resume, incremental rescans, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gmsense.cli import app
+from gmsense.config import Settings, configs_dir
+from gmsense.sites import read_sites, write_sites
+from gmsense.sources.synthetic_io import write_scene
+from gmsense.store import Store
+
+runner = CliRunner()
+DEMO_SITES = configs_dir() / "demo_sites.geojson"
+GMSENSE = Path(sys.executable).parent / "gmsense"
+
+
+def _scan(*args: object) -> tuple[int, str]:
+    result = runner.invoke(app, ["scan", "--no-progress", *[str(a) for a in args]])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def _content(db: str) -> tuple[list, list, list]:
+    store = Store(db)
+    patches = sorted((p.patch_id, p.geometry_wkt, p.disturbance_class, p.first_detected, p.last_seen)
+                     for p in store.patch_rows())
+    flags = sorted((f.rule, f.site_id, f.patch_id or "", f.flag_key, f.message) for f in store.flag_rows())
+    recovery = sorted((r.patch_id, r.season, round(r.relative, 6)) for r in store.recovery_rows())
+    return patches, flags, recovery
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_ends_like_an_uninterrupted_scan(tmp_path: Path) -> None:
+    reference = str(tmp_path / "reference.db")
+    code, output = _scan("--sites", DEMO_SITES, "--db", reference)
+    assert code == 0, output
+
+    killed = tmp_path / "killed.db"
+    proc = subprocess.Popen([str(GMSENSE), "scan", "--sites", str(DEMO_SITES), "--db", str(killed), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if killed.exists() and Store(str(killed)).scans() and Store(str(killed)).done_sites(1):
+            break
+        assert proc.poll() is None, "the scan ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = Store(str(killed))
+    [scan] = store.scans()
+    assert scan.status == "running", "a killed scan is left visibly unfinished"
+    assert 1 <= len(store.done_sites(scan.id)) < 3
+
+    code, output = _scan("--sites", DEMO_SITES, "--db", killed, "--resume")
+    assert code == 0, output
+    [scan] = Store(str(killed)).scans()
+    assert scan.status == "completed"
+    assert _content(str(killed)) == _content(reference)
+
+
+def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path: Path) -> None:
+    code, output = _scan("--sites", DEMO_SITES, "--db", tmp_path / "n.db", "--resume")
+    assert code == 2
+    assert "no interrupted" in output
+
+
+@pytest.mark.slow
+def test_incremental_rescan_processes_only_licences_with_new_dates(tmp_path: Path) -> None:
+    site = read_sites(DEMO_SITES)[0]
+    folder = write_scene(site, Settings(), tmp_path / "scene")
+    newest = sorted(folder.glob("*.tif"))[-1]
+    held_back = newest.rename(tmp_path / newest.name)  # not delivered yet
+    sites_file = write_sites([site], tmp_path / "site.geojson")
+    db = tmp_path / "inc.db"
+    args = ("--sites", sites_file, "--source", "local", "--imagery", folder, "--db", db)
+    assert _scan(*args)[0] == 0
+    first = _content(str(db))
+
+    code, output = _scan(*args)
+    assert code == 0
+    assert "up to date" in output, "nothing new: the licence is skipped"
+    assert _content(str(db)) == first
+
+    held_back.rename(newest)  # the next acquisition arrives
+    code, output = _scan(*args)
+    assert code == 0
+    assert "up to date" not in output
+    store = Store(str(db))
+    units = store.scan(3)[1]
+    assert [u.last_date for u in units] == [newest.name[:10]]
+    patches_after = _content(str(db))[0]
+    assert {p[0] for p in first[0]} <= {p[0] for p in patches_after}, "patch ids are kept across scans"
+
+    code, output = _scan(*args, "--force")
+    assert code == 0
+    assert _content(str(db))[0] == patches_after, "re-running over the same dates changes nothing"
+
+
+def test_schema_is_managed_by_migrations(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from gmsense.store import Base
+
+    store = Store(str(tmp_path / "m.db"))
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert context.get_current_revision() is not None
+        assert compare_metadata(context, Base.metadata) == [], "the migrations build exactly the models' schema"
+    Store(str(tmp_path / "m.db"))  # upgrading an up-to-date store is a no-op
+
+
+@pytest.mark.postgres
+def test_scan_into_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    site = read_sites(DEMO_SITES)[1]
+    sites_file = write_sites([site], tmp_path / "one.geojson")
+    code, output = _scan("--sites", sites_file, "--db", postgres_url, "--workers", "2")
+    assert code == 0, output
+    store = Store(postgres_url)
+    assert store.engine.dialect.name == "postgresql"
+    patches = store.patch_rows()
+    assert patches
+    assert any(not p.inside_licence for p in patches)
+    code, output = _scan("--sites", sites_file, "--db", postgres_url, "--force")
+    assert code == 0
+    assert len(Store(postgres_url).patch_rows()) == len(patches), "idempotent on PostgreSQL too"
