@@ -70,9 +70,11 @@ def _summary_table(summary: Any, title: str) -> Table:
         if row.get("error"):
             table.add_row(site_id, "-", "-", "-", "-", f"[red]failed: {row['error']}")
             continue
+        if row.get("skipped"):
+            table.add_row(site_id, "-", "-", "-", "-", row["skipped"])
+            continue
         classes = ", ".join(f"{k} {v}" for k, v in row["by_class"].items()) or "-"
-        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]),
-                      row.get("skipped", "ok"))
+        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]), "ok")
     return table
 
 
