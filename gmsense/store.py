@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from gmsense.sites import WGS84, Site, reproject_geometry
 
 DEFAULT_DB_FILE = "gmsense.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_ATTEMPTS = 5
 
 
 def resolve_db_url(db: str | None) -> str:
@@ -189,13 +191,32 @@ class Store:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
+        for attempt in range(_MIGRATION_ATTEMPTS):
+            try:
+                with self.engine.begin() as connection:
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                return
+            except SQLAlchemyError as exc:
+                # Another process may be creating the same schema right now: wait for it.
+                if self._at_head(config):
+                    return
+                if attempt == _MIGRATION_ATTEMPTS - 1:
+                    reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+                    raise StoreError(
+                        f"cannot create or upgrade the schema in {self._safe_url()}: {reason}") from None
+                time.sleep(0.5 * (attempt + 1))
+
+    def _at_head(self, config: Any) -> bool:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-        except SQLAlchemyError as exc:
-            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
-            raise StoreError(f"cannot create or upgrade the schema in {self._safe_url()}: {reason}") from None
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except SQLAlchemyError:
+            return False
+        return current == ScriptDirectory.from_config(config).get_current_head()
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)

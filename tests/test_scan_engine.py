@@ -134,3 +134,13 @@ def test_scan_into_postgresql(postgres_url: str, tmp_path: Path) -> None:
     code, output = _scan("--sites", sites_file, "--db", postgres_url, "--force")
     assert code == 0
     assert len(Store(postgres_url).patch_rows()) == len(patches), "idempotent on PostgreSQL too"
+
+
+def test_two_processes_creating_one_store_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "race.db"
+    code = "import sys; from gmsense.store import Store; Store(sys.argv[1]); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-300:] for o in outputs]
+    assert Store(str(db)).scans() == []
