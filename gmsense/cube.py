@@ -24,16 +24,17 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
 
 
 def _grow_masks(not_clear: np.ndarray, radius_px: int) -> np.ndarray:
-    """Per date (axis 0), dilate a boolean mask by a disk of ``radius_px`` pixels."""
-    yy, xx = np.mgrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
-    disk = (yy**2 + xx**2) <= radius_px**2
-    return ndimage.binary_dilation(not_clear, structure=disk[None, :, :])
+    """Per date (axis 0), grow a boolean mask by ``radius_px`` pixels (a square window: a
+    separable maximum filter, much faster than a disk)."""
+    size = (1, 2 * radius_px + 1, 2 * radius_px + 1)
+    return ndimage.maximum_filter(not_clear, size=size, mode="constant", cval=False)
 
 
 def refine_clear(cube: xr.Dataset, settings: MaskSettings) -> xr.Dataset:
-    """The cube with a stricter ``clear``: observations within ``cloud_buffer_m`` of an observed
-    but not-clear pixel (cloud, shadow, snow), and hazy ones (HOT test, needs blue and red), are
-    no longer clear. Pixels never observed (outside the image) do not grow.
+    """The cube with a stricter ``clear``: observations within ``cloud_buffer_m`` (a square
+    window) of an observed but not-clear pixel (cloud, shadow, snow), and hazy ones (HOT test,
+    needs blue and red), are no longer clear. Pixels never observed (outside the image) do not
+    grow.
     """
     clear = cube["clear"]
     observed = cube["red"].notnull() if "red" in cube else xr.ones_like(clear)

@@ -46,8 +46,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)
-    cube = cubeops.refine_clear(cube, settings.mask)
-    season = cubeops.growing_season(cubeops.masked(cube), settings.season)
+    season = cubeops.growing_season(cube, settings.season)
+    season = cubeops.masked(cubeops.refine_clear(season, settings.mask))
     if season.sizes["time"] == 0:
         raise ImageryError(
             f"licence {site.site_id}: no acquisitions fall in the growing season "
