@@ -23,11 +23,24 @@ PATCH_FIELDS = ["patch_id", "site_id", "disturbance_class", "confidence", "first
                 "created_scan_id", "updated_scan_id"]
 
 
+EVIDENCE_FIELDS = ["before_date", "before_image", "after_date", "after_image", "confirm_image"]
+PROVENANCE_FIELDS = ["source", "config_hash", "detector", "model_version", "gmsense_version"]
+
+
 def patches_frame(store: Store) -> gpd.GeoDataFrame:
-    """Every stored patch with the fields of DESIGN.md, geometry in EPSG:4326."""
-    rows = store.patch_rows()
-    data = [{**{f: getattr(r, f) for f in PATCH_FIELDS}, "geometry": wkt.loads(r.geometry_wkt)} for r in rows]
-    return gpd.GeoDataFrame(data, columns=[*PATCH_FIELDS, "geometry"], geometry="geometry", crs="EPSG:4326")
+    """Every stored patch with the fields of DESIGN.md and its provenance (the images it rests
+    on, the scan that last updated it and that scan's settings), geometry in EPSG:4326."""
+    scans = {s.id: s for s in store.scans()}
+    data = []
+    for r in store.patch_rows():
+        scan = scans.get(r.updated_scan_id)
+        evidence = (r.metrics or {}).get("evidence", {})
+        data.append({**{f: getattr(r, f) for f in PATCH_FIELDS},
+                     **{f: evidence.get(f) for f in EVIDENCE_FIELDS},
+                     **{f: getattr(scan, f, None) for f in PROVENANCE_FIELDS},
+                     "geometry": wkt.loads(r.geometry_wkt)})
+    columns = [*PATCH_FIELDS, *EVIDENCE_FIELDS, *PROVENANCE_FIELDS, "geometry"]
+    return gpd.GeoDataFrame(data, columns=columns, geometry="geometry", crs="EPSG:4326")
 
 
 def flags_frame(store: Store) -> gpd.GeoDataFrame:

@@ -15,7 +15,7 @@ from gmsense.config import Settings
 from gmsense.detect.change import detect_breaks
 from gmsense.detect.classify import classify_patch
 from gmsense.detect.features import add_patch_spectra
-from gmsense.detect.patches import extract_patches, grid_transform
+from gmsense.detect.patches import Patch, extract_patches, grid_transform
 from gmsense.errors import ImageryError
 from gmsense.records import PatchRecord, SiteResult
 from gmsense.recovery import recovery_status, ring_mask, trajectory
@@ -35,6 +35,30 @@ def _cube_crs(cube: xr.Dataset, site_id: str) -> pyproj.CRS:
     if crs is None:
         raise ImageryError(f"imagery for licence {site_id} has no CRS; write one (rioxarray: ds.rio.write_crs)")
     return pyproj.CRS.from_user_input(crs)
+
+
+def _image_ids(season: xr.Dataset, attrs: dict) -> list[str]:
+    """An identifier per acquisition: the file(s) it came from, else source and date."""
+    if "image_id" in season.coords:
+        return [str(v) for v in season["image_id"].values]
+    prefix = attrs.get("source", "imagery")
+    if prefix == "synthetic":
+        prefix = f"synthetic:seed{attrs.get('seed', 0)}"
+    return [f"{prefix}:{_iso(t)}" for t in season["time"].values]
+
+
+def _evidence(times: np.ndarray, clear_share: np.ndarray, patch: Patch, image_ids: list[str]) -> dict:
+    """The observations a patch rests on: the last mostly clear one before it, the first that
+    showed it and the one that confirmed it (dates and image identifiers)."""
+    before = np.flatnonzero((times < patch.first_detected) & (clear_share >= 0.5))
+    out: dict[str, str] = {}
+    if before.size:
+        out["before_date"], out["before_image"] = _iso(times[before[-1]]), image_ids[before[-1]]
+    for name, when in (("after", patch.first_detected), ("confirm", patch.confirmed_on)):
+        hit = np.flatnonzero(times == when)
+        if hit.size:
+            out[f"{name}_date"], out[f"{name}_image"] = _iso(when), image_ids[hit[0]]
+    return out
 
 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
@@ -67,6 +91,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     transform = grid_transform(ndvi)
     values = np.asarray(ndvi.values)
     all_geoms = [p.geometry for p in patches]
+    image_ids = _image_ids(season, cube.attrs)
     records: list[PatchRecord] = []
     geometries = []
     for patch in patches:
@@ -79,6 +104,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX)
         status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery)
         seen = np.isfinite(values[:, pmask]).any(axis=1)
+        evidence = _evidence(times, np.isfinite(values[:, pmask]).mean(axis=1), patch, image_ids)
         outside = geom.difference(local.geometry).area
         records.append(PatchRecord(
             site_id=site.site_id,
@@ -95,7 +121,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             area_outside_m2=round(float(outside), 1),
             recovery_status=status,
             recovery_ratio=ratio,
-            metrics={"n_pixels": patch.n_pixels, "magnitude": round(patch.magnitude, 4),
+            metrics={"n_pixels": patch.n_pixels, "magnitude": round(patch.magnitude, 4), "evidence": evidence,
                      **{k: round(float(v), 4) for k, v in patch.shape.items()},
                      **{k: round(float(v), 4) for k, v in patch.spectral.items() if np.isfinite(v)}},
             recovery=obs,

@@ -66,6 +66,13 @@ def test_demo_finds_planted_trenches_boundary_damage_and_nothing_in_control(demo
 
     assert (patches.site_id == "HLJ-MIN-003").sum() == 0, "the quiet control has no patches"
 
+    # Provenance: the images each patch rests on and the settings that found it.
+    assert patches.after_image.str.startswith("synthetic:seed0:").all()
+    assert (patches.before_date < patches.first_detected).all()
+    assert (patches.after_date == patches.first_detected).all()
+    assert patches.config_hash.notna().all()
+    assert (patches.source == "synthetic").all()
+
 
 @pytest.mark.slow
 @pytest.mark.cluster

@@ -41,6 +41,9 @@ def test_scan_of_a_geotiff_folder_finds_the_planted_trenches(tmp_path: Path) -> 
     ).to_crs(site.crs)
     for _, trench in truth[truth.kind == "trench"].iterrows():
         assert patches.intersects(trench.geometry.buffer(15)).any(), f"trench {trench.event_id} missed"
+    evidence = [r.metrics["evidence"] for r in Store(str(db)).patch_rows()]
+    assert all(e["after_image"] == f"{e['after_date']}_SYNTH.tif" for e in evidence), "file names as image ids"
+    assert all((folder / e["before_image"]).exists() for e in evidence)
 
 
 def _romania_sites(tmp_path: Path, half_size_m: float = 300) -> Path:

@@ -535,7 +535,9 @@ def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dat
     data_vars: dict[str, Any] = {b: (("time", "y", "x"), cube[:, k]) for k, b in enumerate(common)}
     data_vars["clear"] = (("time", "y", "x"), cube[:, nb] > 0.5)
     times = np.array(list(by_day), dtype="datetime64[ns]")
-    ds = xr.Dataset(data_vars, coords={"time": times, "y": grid.ys(), "x": grid.xs()})
+    image_ids = ["+".join(i.path.name for i in group) for group in by_day.values()]
+    ds = xr.Dataset(data_vars, coords={"time": times, "y": grid.ys(), "x": grid.xs(),
+                                       "image_id": ("time", image_ids)})
     return _finish(ds, grid.crs, grid.transform, platform=platform, path=folder, extra=extra)
 
 
