@@ -171,6 +171,40 @@ def export(
     out.print(f"wrote {len(frame)} {what} to {path}")
 
 
+report_app = typer.Typer(help="Documents for inspectors and programme managers.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("site")
+@user_errors
+def report_site(
+    site_id: Annotated[str, typer.Argument(help="the licence's site_id")],
+    out_file: Annotated[Path, typer.Option("--out", help="PDF to write")],
+    db: DbOption = None,
+) -> None:
+    """Per-licence inspection report (PDF): map, flagged patches with evidence, recovery, coordinates."""
+    from gmsense.report_site import write_site_report
+    from gmsense.store import Store
+
+    path = write_site_report(Store(db), site_id, out_file)
+    out.print(f"wrote {path}")
+
+
+@report_app.command("summary")
+@user_errors
+def report_summary(
+    out_file: Annotated[Path, typer.Option("--out", help=".pdf or .html to write")],
+    by: Annotated[str, typer.Option("--by", help="county | city | mineral_class | province")] = "county",
+    db: DbOption = None,
+) -> None:
+    """Programme summary: disturbed and reclaimed area, flags, overdue reclamation, worst licences."""
+    from gmsense.report_summary import write_summary_report
+    from gmsense.store import Store
+
+    path = write_summary_report(Store(db), out_file, by)
+    out.print(f"wrote {path}")
+
+
 @scans_app.command("list")
 @user_errors
 def scans_list(db: DbOption = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -61,3 +62,140 @@ def save_figure(fig: Figure, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# --- evidence images ------------------------------------------------------------------------
+
+def true_colour(cube_at_date: Any, stretch: tuple[float, float] = (0.0, 0.15)) -> np.ndarray:
+    """An (y, x, 3) RGB image in 0..1 from red/green/blue reflectance, linearly stretched."""
+    bands = [np.asarray(cube_at_date[b].values, dtype="float64") for b in ("red", "green", "blue")]
+    rgb = np.clip((np.dstack(bands) - stretch[0]) / (stretch[1] - stretch[0]), 0, 1)
+    return np.nan_to_num(rgb, nan=1.0)
+
+
+def scene_for(store: Any, site_id: str) -> tuple[Any, Any] | None:
+    """The cube a licence was last scanned from, re-made from the scan's recorded source and
+    settings, and the licence in the cube's CRS; None when the imagery is not available."""
+    import pyproj
+    from shapely import wkt
+
+    from gmsense.config import Settings
+    from gmsense.errors import GmsenseError
+    from gmsense.sites import WGS84, Site, reproject_geometry, utm_crs_for
+    from gmsense.sources import get_source
+
+    site_row = next((r for r in store.site_rows() if r.site_id == site_id), None)
+    units = [(scan, u) for scan in store.scans() for u in store.scan(scan.id)[1]
+             if u.site_id == site_id and u.status == "done"]
+    if site_row is None or not units:
+        return None
+    scan, _ = units[-1]
+    params = scan.params or {}
+    settings = Settings.model_validate(params.get("settings", {}))
+    geom_wgs84 = wkt.loads(site_row.geometry_wkt)
+    crs = utm_crs_for(geom_wgs84.centroid.x, geom_wgs84.centroid.y)
+    site = Site(site_id, reproject_geometry(geom_wgs84, WGS84, crs), crs, dict(site_row.attrs))
+    try:
+        source = get_source(scan.source, settings, Path(params["imagery"]) if params.get("imagery") else None)
+        cube = source.load(site, site.buffered(settings.sites.buffer_m), params.get("start"), params.get("end"))
+    except (GmsenseError, OSError, KeyError):
+        return None
+    cube_crs = pyproj.CRS.from_user_input(cube.rio.crs)
+    return cube, site.to_crs(cube_crs)
+
+
+def _clear_date_near(cube: Any, geometry: Any, when: str, direction: int) -> Any | None:
+    """The mostly clear acquisition closest to ``when`` before (-1) or from (+1) it, over ``geometry``."""
+    from rasterio.features import geometry_mask
+
+    from gmsense.detect.patches import grid_transform
+
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    inside = geometry_mask([geometry.buffer(50)], shape, grid_transform(cube), invert=True)
+    times = cube["time"].values
+    clear = np.asarray(cube["clear"].values)[:, inside].mean(axis=1) if inside.any() else np.zeros(times.size)
+    target = np.datetime64(when)
+    candidates = np.flatnonzero((clear >= 0.8) & ((times < target) if direction < 0 else (times >= target)))
+    if candidates.size == 0:
+        return None
+    return candidates[-1] if direction < 0 else candidates[0]
+
+
+def chips_figure(cube: Any, licence: Any, patch_geom: Any, first_detected: str, *, title: str,
+                 margin_m: float = 150.0) -> Figure:
+    """Before/after chips of one patch: true colour and NDVI, licence and patch outlines."""
+    from gmsense import cube as cubeops
+
+    minx, miny, maxx, maxy = patch_geom.buffer(margin_m).bounds
+    window = cube.sel(x=slice(minx, maxx), y=slice(maxy, miny))
+    before_i = _clear_date_near(window, patch_geom, first_detected, -1)
+    after_i = _clear_date_near(window, patch_geom, first_detected, +1)
+    fig, axes = plt.subplots(2, 2, figsize=(6.4, 6.0), dpi=120)
+    extent = (float(window.x.min()), float(window.x.max()), float(window.y.min()), float(window.y.max()))
+    for col, (label, index) in enumerate((("before", before_i), ("after", after_i))):
+        for row, kind in enumerate(("true colour", "NDVI")):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if index is None:
+                ax.text(0.5, 0.5, "no clear image", ha="center", va="center", transform=ax.transAxes)
+                continue
+            scene = window.isel(time=int(index))
+            date = str(np.datetime64(scene["time"].values, "D"))
+            if kind == "true colour":
+                ax.imshow(true_colour(scene), extent=extent, origin="upper")
+            else:
+                ndvi = cubeops.index(scene, "ndvi").values
+                ax.imshow(ndvi, extent=extent, origin="upper", cmap="Greys_r", vmin=0, vmax=0.9)
+            _outline(ax, licence, linestyle="--", color="white" if kind == "true colour" else "black")
+            _outline(ax, patch_geom, linestyle="-", color="yellow" if kind == "true colour" else "black")
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+            ax.set_title(f"{label} {date} ({kind})", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _outline(ax: Any, geometry: Any, **style: Any) -> None:
+    for part in getattr(geometry, "geoms", [geometry]):
+        if hasattr(part, "exterior"):
+            xs, ys = part.exterior.xy
+            ax.plot(xs, ys, linewidth=1.2, **style)
+
+
+def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Sequence[tuple[Any, str]], *,
+                    title: str) -> Figure:
+    """The licence, its buffer and every patch (hatched by class) on a recent clear composite."""
+    fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=120)
+    region = licence.buffer(buffer_m)
+    if cube is not None:
+        recent = cube.isel(time=slice(-12, None))
+        composite = recent[["red", "green", "blue"]].where(recent["clear"]).median("time")
+        extent = (float(cube.x.min()), float(cube.x.max()), float(cube.y.min()), float(cube.y.max()))
+        ax.imshow(true_colour(composite), extent=extent, origin="upper")
+    _outline(ax, licence, linestyle="-", color="black")
+    _outline(ax, region, linestyle=":", color="black")
+    hatches = {"trench": "////", "track": "\\\\\\\\", "pad": "xxxx", "clearing": "....", "natural": "oo"}
+    from matplotlib.patches import Polygon as MplPolygon
+
+    seen: set[str] = set()
+    for geom, klass in patches:
+        for part in getattr(geom, "geoms", [geom]):
+            ax.add_patch(MplPolygon(np.asarray(part.exterior.coords), closed=True, fill=False,
+                                    hatch=hatches.get(klass, "++"), edgecolor="red",
+                                    label=None if klass in seen else klass))
+            seen.add(klass)
+    minx, miny, maxx, maxy = region.bounds
+    ax.set_xlim(minx, maxx)
+    ax.set_ylim(miny, maxy)
+    ax.set_aspect("equal")
+    ax.set_xlabel("easting (m)")
+    ax.set_ylabel("northing (m)")
+    ax.ticklabel_format(style="plain", useOffset=False)
+    ax.tick_params(labelsize=6)
+    if seen:
+        ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -143,7 +143,8 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
     else:
         scan_id = store.begin_scan(source=source.name, detector="rules", config_hash=settings.config_hash(),
                                    gmsense_version=__version__,
-                                   params={"start": start, "end": end, "n_sites": len(sites), **(params or {})})
+                                   params={"start": start, "end": end, "n_sites": len(sites), **(params or {}),
+                                           "settings": settings.model_dump(mode="json")})
         done = set()
         summary = ScanSummary(scan_id, "running")
     skipped = {} if force else _up_to_date([s for s in sites if s.site_id not in done], source, keys, store,

@@ -1,0 +1,189 @@
+"""`gmsense report site`: the per-licence inspection report (PDF, A4, readable in black and white).
+
+Pages: the licence and what was found (attributes, counts, provenance); a map of the licence,
+its buffer and every patch on a recent composite; one page per flagged patch (before/after
+chips, trajectory against the reference ring, class, area, dates, images, the rules' sentences);
+the recovery table; a coordinates table an inspector can type into a GPS.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pyproj
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+from shapely import wkt
+
+from gmsense import __version__
+from gmsense.errors import InputError
+from gmsense.records import RecoveryObservation
+from gmsense.report import chips_figure, scene_for, site_map_figure, trajectory_figure
+from gmsense.sites import WGS84, reproject_geometry
+from gmsense.store import Store
+
+A4 = (8.27, 11.69)
+HUMAN_MADE = ("trench", "pad", "track", "clearing")
+
+
+def _text_page(title: str, blocks: list[tuple[str, list[str]]]) -> Figure:
+    fig = plt.figure(figsize=A4)
+    fig.text(0.08, 0.95, title, fontsize=15, weight="bold", va="top")
+    y = 0.90
+    for heading, lines in blocks:
+        fig.text(0.08, y, heading, fontsize=11, weight="bold", va="top")
+        y -= 0.025
+        for line in lines:
+            for wrapped in textwrap.wrap(line, 100) or [""]:
+                fig.text(0.10, y, wrapped, fontsize=8.5, va="top", family="DejaVu Sans")
+                y -= 0.018
+        y -= 0.015
+    return fig
+
+
+def _table_page(title: str, header: list[str], rows: list[list[str]], note: str = "") -> Figure:
+    fig = plt.figure(figsize=A4)
+    fig.text(0.08, 0.95, title, fontsize=13, weight="bold", va="top")
+    if note:
+        fig.text(0.08, 0.925, note, fontsize=8, va="top")
+    ax = fig.add_axes((0.05, 0.05, 0.9, 0.85))
+    ax.axis("off")
+    if rows:
+        table = ax.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+        table.scale(1, 1.3)
+    else:
+        ax.text(0.0, 1.0, "none", va="top")
+    return fig
+
+
+def _paste(fig_sub: Figure, target: Figure, rect: tuple[float, float, float, float]) -> None:
+    """Draw a finished figure into a rectangle of an A4 page (as an image)."""
+    fig_sub.canvas.draw()
+    image = np.asarray(fig_sub.canvas.buffer_rgba())
+    ax = target.add_axes(rect)
+    ax.imshow(image)
+    ax.axis("off")
+    plt.close(fig_sub)
+
+
+def _lonlat(geom: Any, crs: str) -> Any:
+    return reproject_geometry(geom, pyproj.CRS.from_user_input(crs), WGS84)
+
+
+def write_site_report(store: Store, site_id: str, out: Path) -> Path:
+    """Write the inspection report of ``site_id`` to ``out`` (PDF); returns the path."""
+    site_row = next((r for r in store.site_rows() if r.site_id == site_id), None)
+    if site_row is None:
+        known = ", ".join(r.site_id for r in store.site_rows()[:10])
+        raise InputError(f"licence {site_id!r} is not in the store; known licences include: {known}")
+    patches = [p for p in store.patch_rows() if p.site_id == site_id]
+    flags = [f for f in store.flag_rows() if f.site_id == site_id]
+    recovery = [r for r in store.recovery_rows() if r.patch_id in {p.patch_id for p in patches}]
+    scans = [s for s in store.scans() if any(u.site_id == site_id for u in store.scan(s.id)[1])]
+    scene = scene_for(store, site_id)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    with PdfPages(tmp) as pdf:
+        attrs = site_row.attrs or {}
+        flagged = sorted({f.patch_id for f in flags if f.patch_id})
+        human = [p for p in patches if p.disturbance_class in HUMAN_MADE]
+        summary = [
+            f"Patches: {len(patches)} ({', '.join(sorted({p.disturbance_class for p in patches})) or 'none'}); "
+            f"human-made disturbance {sum(p.area_m2 for p in human) / 1e4:.2f} ha, of which "
+            f"{sum(p.area_outside_m2 for p in human) / 1e4:.2f} ha outside the licence; natural change "
+            f"{sum(p.area_m2 for p in patches if p not in human) / 1e4:.2f} ha.",
+            f"Flags: {len(flags)} ({sum(f.severity == 'critical' for f in flags)} critical), "
+            f"open {sum(f.status == 'open' for f in flags)}; flagged patches: {len(flagged)}.",
+        ]
+        provenance = [f"scan {s.id} on {s.started_at:%Y-%m-%d %H:%M} UTC: source {s.source}, detector {s.detector}"
+                      f"{', model ' + s.model_version if s.model_version else ''}, settings {s.config_hash}, "
+                      f"gmsense {s.gmsense_version}, status {s.status}" for s in scans]
+        provenance.append(f"report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by gmsense {__version__}")
+        pdf.savefig(_text_page(f"Inspection report: licence {site_id}", [
+            ("Licence", [f"{k}: {v}" for k, v in sorted(attrs.items())] or ["no attributes"]),
+            ("Findings", summary),
+            ("Flags", [f"[{f.severity}] {f.rule}: {f.message}" for f in flags] or ["none"]),
+            ("Provenance", provenance),
+        ]))
+        plt.close("all")
+        cube, licence = scene if scene else (None, None)
+        if licence is None:
+            from gmsense.sites import utm_crs_for
+
+            g = wkt.loads(site_row.geometry_wkt)
+            crs = utm_crs_for(g.centroid.x, g.centroid.y)
+            licence_geom = reproject_geometry(g, WGS84, crs)
+            local_crs = crs.to_string()
+        else:
+            licence_geom, local_crs = licence.geometry, licence.crs.to_string()
+        local_patches = [(reproject_geometry(wkt.loads(p.geometry_wkt), WGS84, pyproj.CRS.from_user_input(local_crs)),
+                          p) for p in patches]
+        page = plt.figure(figsize=A4)
+        page.text(0.08, 0.95, f"Map of licence {site_id}", fontsize=13, weight="bold", va="top")
+        page.text(0.08, 0.925, "solid: licence boundary; dotted: monitoring buffer; hatched: patches by class"
+                  + ("" if cube is not None else "; imagery not available for a background"), fontsize=8, va="top")
+        _paste(site_map_figure(cube, licence_geom, 500.0, [(g, p.disturbance_class) for g, p in local_patches],
+                               title=f"{site_id} ({local_crs})"), page, (0.05, 0.25, 0.9, 0.65))
+        pdf.savefig(page)
+        plt.close(page)
+        by_patch = {p.patch_id: (g, p) for g, p in local_patches}
+        for patch_id in flagged:
+            geom, p = by_patch[patch_id]
+            page = plt.figure(figsize=A4)
+            page.text(0.08, 0.96, f"Patch {patch_id}: {p.disturbance_class}", fontsize=13, weight="bold", va="top")
+            evidence = (p.metrics or {}).get("evidence", {})
+            lines = [
+                f"confidence {p.confidence:.2f}; area {p.area_m2 / 1e4:.3f} ha ({p.area_outside_m2 / 1e4:.3f} ha outside "
+                f"the licence); first seen {p.first_detected}, confirmed {p.confirmed_on}, last seen {p.last_seen}; "
+                f"recovery {p.recovery_status}"
+                + (f" (ratio {p.recovery_ratio:.2f})" if p.recovery_ratio is not None else ""),
+                "images: before " + str(evidence.get("before_image", "-")) + "; after "
+                + str(evidence.get("after_image", "-")) + "; confirming " + str(evidence.get("confirm_image", "-")),
+                *[f"[{f.severity}] {f.message}" for f in flags if f.patch_id == patch_id],
+            ]
+            y = 0.935
+            for line in lines:
+                for wrapped in textwrap.wrap(line, 110):
+                    page.text(0.08, y, wrapped, fontsize=8, va="top")
+                    y -= 0.016
+            if cube is not None:
+                _paste(chips_figure(cube, licence_geom, geom, p.first_detected, title="before / after"), page,
+                       (0.1, 0.42, 0.8, 0.42))
+            else:
+                page.text(0.1, 0.6, "imagery not available: no chips", fontsize=9)
+            obs = [RecoveryObservation(r.season, r.index_name, r.n_obs, r.patch_value, r.ring_value, r.relative)
+                   for r in recovery if r.patch_id == patch_id]
+            if obs:
+                _paste(trajectory_figure(obs, title="recovery against the reference ring",
+                                         disturbance_season=int(p.first_detected[:4]), status=p.recovery_status),
+                       page, (0.08, 0.05, 0.84, 0.36))
+            pdf.savefig(page)
+            plt.close(page)
+        rows = [[p.patch_id, p.disturbance_class, f"{p.area_m2 / 1e4:.3f}", p.first_detected, p.recovery_status,
+                 "-" if p.recovery_ratio is None else f"{p.recovery_ratio:.2f}"] for p in patches]
+        pdf.savefig(_table_page("Recovery", ["patch", "class", "area (ha)", "first seen", "status", "ratio"], rows,
+                                "ratio: share of the index lost that has been regained, against the reference ring"))
+        plt.close("all")
+        coords = []
+        for geom, p in local_patches:
+            ll = _lonlat(geom, local_crs)
+            c = ll.centroid
+            minx, miny, maxx, maxy = ll.bounds
+            coords.append([p.patch_id, f"{c.y:.6f}", f"{c.x:.6f}", f"{miny:.6f}, {minx:.6f}", f"{maxy:.6f}, {maxx:.6f}"])
+        pdf.savefig(_table_page("Coordinates (WGS 84, decimal degrees)",
+                                ["patch", "centroid lat", "centroid lon", "SW corner lat, lon", "NE corner lat, lon"],
+                                coords))
+        plt.close("all")
+        info = pdf.infodict()
+        info["Title"] = f"gmsense inspection report {site_id}"
+        info["Creator"] = f"gmsense {__version__}"
+    tmp.replace(out)
+    return out

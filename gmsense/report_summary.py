@@ -1,0 +1,200 @@
+"""`gmsense report summary`: the programme view for green-mine managers (PDF or HTML).
+
+Per group (county, city or mineral class): licences scanned, human-made disturbed area, patches
+by class, open / confirmed / dismissed flags, share of the disturbed area reclaimed (recovered)
+and recovering, patches with overdue reclamation; the trend across scans; the worst licences.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from gmsense import __version__
+from gmsense.errors import InputError
+from gmsense.store import Store
+
+GROUPINGS = ("county", "city", "mineral_class", "province")
+HUMAN_MADE = ("trench", "pad", "track", "clearing")
+A4_LANDSCAPE = (11.69, 8.27)
+
+
+def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
+    """The figures of the report as plain data (also used by tests and the web dashboard)."""
+    if by not in GROUPINGS:
+        raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
+    sites = {s.site_id: s for s in store.site_rows()}
+    patches = [p for p in store.patch_rows() if p.disturbance_class in HUMAN_MADE]
+    flags = store.flag_rows()
+    scanned = {u.site_id for scan in store.scans() for u in store.scan(scan.id)[1] if u.status == "done"}
+    groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
+        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter(),
+        "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
+    for site_id in scanned:
+        groups[str((sites[site_id].attrs or {}).get(by) or "unknown")]["licences"] += 1
+    group_of = {sid: str((s.attrs or {}).get(by) or "unknown") for sid, s in sites.items()}
+    for p in patches:
+        g = groups[group_of.get(p.site_id, "unknown")]
+        g["area_ha"] += p.area_m2 / 1e4
+        g["reclaimed_ha"] += p.area_m2 / 1e4 if p.recovery_status == "recovered" else 0.0
+        g["recovering_ha"] += p.area_m2 / 1e4 if p.recovery_status == "recovering" else 0.0
+        g["patches"][p.disturbance_class] += 1
+    for f in flags:
+        g = groups[group_of.get(f.site_id, "unknown")]
+        if f.status == "open":
+            g["open"] += 1
+        elif f.status in ("confirmed", "dismissed"):
+            g[f.status] += 1
+        if f.rule == "reclamation_overdue":
+            g["overdue"] += 1
+    rows = []
+    for name, g in sorted(groups.items()):
+        area = g["area_ha"]
+        rows.append({by: name, "licences": g["licences"], "disturbed_ha": round(area, 2),
+                     "reclaimed_share": round(g["reclaimed_ha"] / area, 3) if area else None,
+                     "recovering_share": round(g["recovering_ha"] / area, 3) if area else None,
+                     "patches": dict(sorted(g["patches"].items())), "open_flags": g["open"],
+                     "confirmed_flags": g["confirmed"], "dismissed_flags": g["dismissed"],
+                     "overdue_reclamation": g["overdue"]})
+    severity = {"critical": 3, "warning": 2, "info": 1}
+    score: Counter[str] = Counter()
+    for f in flags:
+        if f.status in ("open", "confirmed"):
+            score[f.site_id] += severity.get(f.severity, 0)
+    worst = [{"site_id": sid, "score": s, "name": (sites[sid].attrs or {}).get("name", ""),
+              "open_flags": sum(1 for f in flags if f.site_id == sid and f.status == "open")}
+             for sid, s in score.most_common(10)]
+    trend = [{"scan": s.id, "date": f"{s.started_at:%Y-%m-%d}", "status": s.status,
+              "patches_new": sum(v.get("new_patches", 0) for v in (s.summary or {}).get("sites", {}).values()),
+              "flags_new": sum(v.get("new_flags", 0) for v in (s.summary or {}).get("sites", {}).values())}
+             for s in store.scans()]
+    return {"by": by, "groups": rows, "worst": worst, "trend": trend,
+            "totals": {"licences": len(scanned), "disturbed_ha": round(sum(p.area_m2 for p in patches) / 1e4, 2),
+                       "open_flags": sum(f.status == "open" for f in flags), "flags": len(flags)}}
+
+
+def _charts(t: dict[str, Any]) -> Figure:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 3.6), dpi=110)
+    names = [str(r[t["by"]]) for r in t["groups"]]
+    y = np.arange(len(names))
+    area = np.array([r["disturbed_ha"] for r in t["groups"]])
+    reclaimed = np.array([(r["reclaimed_share"] or 0) * r["disturbed_ha"] for r in t["groups"]])
+    recovering = np.array([(r["recovering_share"] or 0) * r["disturbed_ha"] for r in t["groups"]])
+    left.barh(y, area, color="white", edgecolor="black", label="disturbed")
+    left.barh(y, reclaimed, color="0.3", edgecolor="black", label="reclaimed (recovered)")
+    left.barh(y, recovering, left=reclaimed, color="0.7", edgecolor="black", hatch="//", label="recovering")
+    left.set_yticks(y, names, fontsize=8)
+    left.set_xlabel("hectares")
+    left.set_title(f"Disturbed area and reclamation by {t['by'].replace('_', ' ')}", fontsize=9)
+    left.legend(fontsize=7, frameon=False)
+    width = 0.27
+    for k, (key, style) in enumerate((("open_flags", {"color": "white", "hatch": ".."}),
+                                      ("confirmed_flags", {"color": "0.2"}),
+                                      ("dismissed_flags", {"color": "0.7", "hatch": "//"}))):
+        right.barh(y + (k - 1) * width, [r[key] for r in t["groups"]], height=width, edgecolor="black",
+                   label=key.replace("_", " "), **style)
+    right.set_yticks(y, names, fontsize=8)
+    right.set_xlabel("flags")
+    right.set_title("Flags by review status", fontsize=9)
+    right.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _rows(t: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = [t["by"].replace("_", " "), "licences", "disturbed ha", "reclaimed", "recovering", "patches",
+              "open", "confirmed", "dismissed", "overdue"]
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0%}"
+    rows = [[str(r[t["by"]]), str(r["licences"]), f"{r['disturbed_ha']:.2f}", pct(r["reclaimed_share"]),
+             pct(r["recovering_share"]), ", ".join(f"{k} {v}" for k, v in r["patches"].items()) or "-",
+             str(r["open_flags"]), str(r["confirmed_flags"]), str(r["dismissed_flags"]), str(r["overdue_reclamation"])]
+            for r in t["groups"]]
+    return header, rows
+
+
+def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
+    """Write the programme summary to ``out`` (.pdf or .html)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".pdf", ".html", ".htm"):
+        raise InputError(f"summary report {out} must end in .pdf or .html")
+    t = summary_tables(store, by)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    header, rows = _rows(t)
+    stamp = f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by gmsense {__version__}"
+    totals = t["totals"]
+    headline = (f"{totals['licences']} licences scanned; {totals['disturbed_ha']:.2f} ha of human-made disturbance; "
+                f"{totals['open_flags']} of {totals['flags']} flags open")
+    worst = [[w["site_id"], str(w["name"]), str(w["score"]), str(w["open_flags"])] for w in t["worst"]]
+    trend = [[str(r["scan"]), r["date"], r["status"], str(r["patches_new"]), str(r["flags_new"])] for r in t["trend"]]
+    if out.suffix.lower() == ".pdf":
+        with PdfPages(tmp) as pdf:
+            fig = plt.figure(figsize=A4_LANDSCAPE)
+            fig.text(0.05, 0.95, "Green-mine programme summary", fontsize=15, weight="bold", va="top")
+            fig.text(0.05, 0.91, headline, fontsize=9, va="top")
+            fig.text(0.05, 0.89, stamp, fontsize=7, va="top")
+            chart = _charts(t)
+            chart.canvas.draw()
+            ax = fig.add_axes((0.03, 0.42, 0.94, 0.45))
+            ax.imshow(np.asarray(chart.canvas.buffer_rgba()))
+            ax.axis("off")
+            plt.close(chart)
+            for rect, head, body in (((0.03, 0.03, 0.94, 0.36), header, rows),):
+                table_ax = fig.add_axes(rect)
+                table_ax.axis("off")
+                if body:
+                    table = table_ax.table(cellText=body, colLabels=head, loc="upper center", cellLoc="left")
+                    table.auto_set_font_size(False)
+                    table.set_fontsize(7)
+            pdf.savefig(fig)
+            plt.close(fig)
+            fig = plt.figure(figsize=A4_LANDSCAPE)
+            for (x, title, head, body) in ((0.03, "Worst licences (open and confirmed flags, weighted by severity)",
+                                            ["licence", "name", "score", "open flags"], worst),
+                                           (0.52, "Trend across scans", ["scan", "date", "status", "new patches",
+                                                                         "new flags"], trend)):
+                fig.text(x, 0.95, title, fontsize=10, weight="bold", va="top")
+                table_ax = fig.add_axes((x, 0.05, 0.45, 0.85))
+                table_ax.axis("off")
+                if body:
+                    table = table_ax.table(cellText=body, colLabels=head, loc="upper center", cellLoc="left")
+                    table.auto_set_font_size(False)
+                    table.set_fontsize(7)
+            pdf.savefig(fig)
+            plt.close(fig)
+            pdf.infodict()["Title"] = "gmsense programme summary"
+    else:
+        buffer = io.BytesIO()
+        chart = _charts(t)
+        chart.savefig(buffer, format="png")
+        plt.close(chart)
+        image = base64.b64encode(buffer.getvalue()).decode()
+
+        def table(head: list[str], body: list[list[str]]) -> str:
+            th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+            return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+        tmp.write_text(
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>gmsense programme summary</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #444;padding:3px 6px;font-size:13px;text-align:left}</style></head><body>"
+            f"<h1>Green-mine programme summary</h1><p>{html.escape(headline)}</p><p><small>{html.escape(stamp)}"
+            f"</small></p><img alt='disturbed area and flags by {html.escape(by)}' src='data:image/png;base64,{image}'>"
+            f"<h2>By {html.escape(by.replace('_', ' '))}</h2>{table(header, rows)}"
+            f"<h2>Worst licences</h2>{table(['licence', 'name', 'score', 'open flags'], worst)}"
+            f"<h2>Trend across scans</h2>{table(['scan', 'date', 'status', 'new patches', 'new flags'], trend)}"
+            "</body></html>", encoding="utf-8")
+    tmp.replace(out)
+    return out
