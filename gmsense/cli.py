@@ -154,9 +154,10 @@ def demo(
 @user_errors
 def export(
     what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites")],
-    fmt: Annotated[str, typer.Option("--format", help="geojson | gpkg | csv")] = "geojson",
+    fmt: Annotated[str, typer.Option("--format", help="geojson | gpkg | csv | corner-table")] = "geojson",
     out_file: Annotated[Path, typer.Option("--out", help="file to write")] = Path("patches.geojson"),
     db: DbOption = None,
+    crs: Annotated[str | None, typer.Option("--crs", help="for corner-table: EPSG:4490 or a CGCS2000 zone")] = None,
 ) -> None:
     """Write stored results for GIS (EPSG:4326) or analysis."""
     from gmsense import export as ex
@@ -167,6 +168,14 @@ def export(
     if what not in makers:
         raise InputError(f"cannot export {what!r}; choose one of: {', '.join(makers)}")
     frame = makers[what](Store(db))
+    if fmt == "corner-table":
+        from gmsense.corner_table import write_corner_table
+
+        if not crs or what not in ("patches", "sites"):
+            raise InputError("--format corner-table needs --crs (e.g. EPSG:4552) and exports patches or sites")
+        path = write_corner_table(frame, out_file, crs, "patch_id" if what == "patches" else "site_id")
+        out.print(f"wrote {len(frame)} {what} to {path}")
+        return
     path = ex.write_frame(frame, out_file, fmt, what)
     out.print(f"wrote {len(frame)} {what} to {path}")
 
@@ -203,6 +212,48 @@ def report_summary(
 
     path = write_summary_report(Store(db), out_file, by)
     out.print(f"wrote {path}")
+
+
+sites_app = typer.Typer(help="Licence areas: import registers, export corner tables.", no_args_is_help=True)
+app.add_typer(sites_app, name="sites")
+
+
+@sites_app.command("import")
+@user_errors
+def sites_import(
+    table: Annotated[Path, typer.Argument(help="corner-point table, CSV or XLSX")],
+    out_file: Annotated[Path, typer.Option("--out", help="licence areas to write (.gpkg or .geojson)")],
+    fmt: Annotated[str, typer.Option("--format", help="corner-table")] = "corner-table",
+    crs: Annotated[str | None, typer.Option("--crs", help="EPSG:4490, 4513-4533 or 4534-4554; inferred if possible")] = None,
+    attributes: Annotated[Path | None, typer.Option("--attributes", help="second table of licence attributes")] = None,
+) -> None:
+    """Import a CGCS2000 corner-point table (X northing, Y easting) as licence polygons."""
+    from gmsense.corner_table import read_corner_table
+    from gmsense.errors import InputError
+    from gmsense.sites import read_sites
+
+    if fmt != "corner-table":
+        raise InputError(f"unknown import format {fmt!r}; choose corner-table")
+    frame = read_corner_table(table, crs=crs, attributes=attributes)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_file(out_file, engine="pyogrio")
+    sites = read_sites(out_file)
+    out.print(f"wrote {len(sites)} licences to {out_file} (from {frame['source_crs'].iloc[0]})")
+
+
+@sites_app.command("export-table")
+@user_errors
+def sites_export_table(
+    sites_file: Annotated[Path, typer.Argument(help="licence areas (GeoJSON, GeoPackage, Shapefile)")],
+    out_file: Annotated[Path, typer.Option("--out", help="corner table to write (.csv)")],
+    crs: Annotated[str, typer.Option("--crs", help="EPSG:4490 or a CGCS2000 Gauss-Kruger zone, e.g. EPSG:4552")],
+) -> None:
+    """Write licence areas back as a corner-point table for the bureau's own systems."""
+    from gmsense.corner_table import write_corner_table
+    from gmsense.sites import read_sites, sites_frame
+
+    frame = sites_frame(read_sites(sites_file))
+    out.print(f"wrote {write_corner_table(frame, out_file, crs)}")
 
 
 @scans_app.command("list")
