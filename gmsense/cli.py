@@ -190,12 +190,16 @@ def report_site(
     site_id: Annotated[str, typer.Argument(help="the licence's site_id")],
     out_file: Annotated[Path, typer.Option("--out", help="PDF to write")],
     db: DbOption = None,
+    lang: Annotated[str, typer.Option("--lang", help="en | zh (Simplified Chinese)")] = "en",
+    unit: Annotated[str, typer.Option("--area-unit", help="ha | mu (1 mu = 666.67 m2)")] = "ha",
 ) -> None:
     """Per-licence inspection report (PDF): map, flagged patches with evidence, recovery, coordinates."""
+    from gmsense.i18n import catalog
     from gmsense.report_site import write_site_report
     from gmsense.store import Store
 
-    path = write_site_report(Store(db), site_id, out_file)
+    catalog(lang)  # an unknown language is a clear error before any work
+    path = write_site_report(Store(db), site_id, out_file, lang, unit)
     out.print(f"wrote {path}")
 
 

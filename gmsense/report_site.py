@@ -9,6 +9,8 @@ the recovery table; a coordinates table an inspector can type into a GPS.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,19 +18,23 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pyproj
+from matplotlib import font_manager
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from shapely import wkt
 
 from gmsense import __version__
-from gmsense.errors import InputError
+from gmsense.errors import GmsenseError, InputError
+from gmsense.i18n import area, rule_message, t
 from gmsense.records import RecoveryObservation
 from gmsense.report import chips_figure, scene_for, site_map_figure, trajectory_figure
 from gmsense.sites import WGS84, reproject_geometry
 from gmsense.store import Store
 
 A4 = (8.27, 11.69)
+_WRAP = [100]  # characters per line; CJK glyphs are twice as wide, see report_style
 HUMAN_MADE = ("trench", "pad", "track", "clearing")
+CJK_FONT = "Noto Sans CJK SC"
 
 
 def _text_page(title: str, blocks: list[tuple[str, list[str]]]) -> Figure:
@@ -39,8 +45,8 @@ def _text_page(title: str, blocks: list[tuple[str, list[str]]]) -> Figure:
         fig.text(0.08, y, heading, fontsize=11, weight="bold", va="top")
         y -= 0.025
         for line in lines:
-            for wrapped in textwrap.wrap(line, 100) or [""]:
-                fig.text(0.10, y, wrapped, fontsize=8.5, va="top", family="DejaVu Sans")
+            for wrapped in textwrap.wrap(line, _WRAP[0]) or [""]:
+                fig.text(0.10, y, wrapped, fontsize=8.5, va="top")
                 y -= 0.018
         y -= 0.015
     return fig
@@ -73,12 +79,52 @@ def _paste(fig_sub: Figure, target: Figure, rect: tuple[float, float, float, flo
     plt.close(fig_sub)
 
 
+def _sentence(flag: Any, lang: str, unit: str) -> str:
+    """A flag's sentence in ``lang``: re-rendered from its parameters when it has them."""
+    params = (flag.evidence or {}).get("message_params")
+    return rule_message(flag.rule, params, lang, unit) if params else flag.message
+
+
+def _has_font(family: str) -> bool:
+    try:
+        font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def report_style(lang: str) -> Iterator[None]:
+    """Matplotlib settings for a report in ``lang``: a CJK font for Chinese, checked to exist
+    (never boxes instead of characters), embedded in the PDF."""
+    style: dict[str, Any] = {"pdf.fonttype": 3}  # Type 3 subsets embed any outline (CFF CJK fonts too)
+    if lang == "zh":
+        if not _has_font(CJK_FONT):
+            # Installed after matplotlib cached its font list: register Debian's files directly.
+            for path in sorted(Path("/usr/share/fonts").glob("**/NotoSansCJK*.ttc")):
+                font_manager.fontManager.addfont(str(path))
+        if not _has_font(CJK_FONT):
+            raise GmsenseError(
+                f"Chinese reports need the font {CJK_FONT!r}, which is not installed; install it with "
+                "'apt-get install fonts-noto-cjk' (scripts/setup.sh does this)")
+        style["font.family"] = [CJK_FONT, "DejaVu Sans"]
+    with plt.rc_context(style):
+        yield
+
+
 def _lonlat(geom: Any, crs: str) -> Any:
     return reproject_geometry(geom, pyproj.CRS.from_user_input(crs), WGS84)
 
 
-def write_site_report(store: Store, site_id: str, out: Path) -> Path:
-    """Write the inspection report of ``site_id`` to ``out`` (PDF); returns the path."""
+def write_site_report(store: Store, site_id: str, out: Path, lang: str = "en", unit: str = "ha") -> Path:
+    """Write the inspection report of ``site_id`` to ``out`` (PDF) in ``lang`` (en, zh) with
+    areas in ``unit`` (ha, mu); returns the path."""
+    with report_style(lang):
+        _WRAP[0] = 100 if lang == "en" else 52
+        return _write_site_report(store, site_id, Path(out), lang, unit)
+
+
+def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: str) -> Path:
     site_row = next((r for r in store.site_rows() if r.site_id == site_id), None)
     if site_row is None:
         known = ", ".join(r.site_id for r in store.site_rows()[:10])
@@ -96,22 +142,25 @@ def write_site_report(store: Store, site_id: str, out: Path) -> Path:
         flagged = sorted({f.patch_id for f in flags if f.patch_id})
         human = [p for p in patches if p.disturbance_class in HUMAN_MADE]
         summary = [
-            f"Patches: {len(patches)} ({', '.join(sorted({p.disturbance_class for p in patches})) or 'none'}); "
-            f"human-made disturbance {sum(p.area_m2 for p in human) / 1e4:.2f} ha, of which "
-            f"{sum(p.area_outside_m2 for p in human) / 1e4:.2f} ha outside the licence; natural change "
-            f"{sum(p.area_m2 for p in patches if p not in human) / 1e4:.2f} ha.",
-            f"Flags: {len(flags)} ({sum(f.severity == 'critical' for f in flags)} critical), "
-            f"open {sum(f.status == 'open' for f in flags)}; flagged patches: {len(flagged)}.",
+            t("report.findings_patches", lang, n=len(patches),
+              classes=", ".join(t(f"class.{c}", lang) for c in sorted({p.disturbance_class for p in patches}))
+              or t("report.none", lang),
+              human=area(sum(p.area_m2 for p in human), lang, unit),
+              outside=area(sum(p.area_outside_m2 for p in human), lang, unit),
+              natural=area(sum(p.area_m2 for p in patches if p not in human), lang, unit)),
+            t("report.findings_flags", lang, n=len(flags), critical=sum(f.severity == "critical" for f in flags),
+              open=sum(f.status == "open" for f in flags), flagged=len(flagged)),
         ]
         provenance = [f"scan {s.id} on {s.started_at:%Y-%m-%d %H:%M} UTC: source {s.source}, detector {s.detector}"
                       f"{', model ' + s.model_version if s.model_version else ''}, settings {s.config_hash}, "
                       f"gmsense {s.gmsense_version}, status {s.status}" for s in scans]
         provenance.append(f"report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by gmsense {__version__}")
-        pdf.savefig(_text_page(f"Inspection report: licence {site_id}", [
-            ("Licence", [f"{k}: {v}" for k, v in sorted(attrs.items())] or ["no attributes"]),
-            ("Findings", summary),
-            ("Flags", [f"[{f.severity}] {f.rule}: {f.message}" for f in flags] or ["none"]),
-            ("Provenance", provenance),
+        pdf.savefig(_text_page(t("report.title", lang, site_id=site_id), [
+            (t("report.licence", lang), [f"{k}: {v}" for k, v in sorted(attrs.items())] or [t("report.none", lang)]),
+            (t("report.findings", lang), summary),
+            (t("report.flags", lang), [f"[{t('severity.' + f.severity, lang)}] {_sentence(f, lang, unit)}"
+                                       for f in flags] or [t("report.none", lang)]),
+            (t("report.provenance", lang), provenance),
         ]))
         plt.close("all")
         cube, licence = scene if scene else (None, None)
@@ -127,8 +176,8 @@ def write_site_report(store: Store, site_id: str, out: Path) -> Path:
         local_patches = [(reproject_geometry(wkt.loads(p.geometry_wkt), WGS84, pyproj.CRS.from_user_input(local_crs)),
                           p) for p in patches]
         page = plt.figure(figsize=A4)
-        page.text(0.08, 0.95, f"Map of licence {site_id}", fontsize=13, weight="bold", va="top")
-        page.text(0.08, 0.925, "solid: licence boundary; dotted: monitoring buffer; hatched: patches by class"
+        page.text(0.08, 0.95, t("report.map", lang, site_id=site_id), fontsize=13, weight="bold", va="top")
+        page.text(0.08, 0.925, t("report.map_legend", lang)
                   + ("" if cube is not None else "; imagery not available for a background"), fontsize=8, va="top")
         _paste(site_map_figure(cube, licence_geom, 500.0, [(g, p.disturbance_class) for g, p in local_patches],
                                title=f"{site_id} ({local_crs})"), page, (0.05, 0.25, 0.9, 0.65))
@@ -138,7 +187,8 @@ def write_site_report(store: Store, site_id: str, out: Path) -> Path:
         for patch_id in flagged:
             geom, p = by_patch[patch_id]
             page = plt.figure(figsize=A4)
-            page.text(0.08, 0.96, f"Patch {patch_id}: {p.disturbance_class}", fontsize=13, weight="bold", va="top")
+            page.text(0.08, 0.96, t("report.patch", lang, patch_id=patch_id, klass=t(f"class.{p.disturbance_class}", lang)),
+                      fontsize=13, weight="bold", va="top")
             evidence = (p.metrics or {}).get("evidence", {})
             lines = [
                 f"confidence {p.confidence:.2f}; area {p.area_m2 / 1e4:.3f} ha ({p.area_outside_m2 / 1e4:.3f} ha outside "
@@ -147,11 +197,12 @@ def write_site_report(store: Store, site_id: str, out: Path) -> Path:
                 + (f" (ratio {p.recovery_ratio:.2f})" if p.recovery_ratio is not None else ""),
                 "images: before " + str(evidence.get("before_image", "-")) + "; after "
                 + str(evidence.get("after_image", "-")) + "; confirming " + str(evidence.get("confirm_image", "-")),
-                *[f"[{f.severity}] {f.message}" for f in flags if f.patch_id == patch_id],
+                *[f"[{t('severity.' + f.severity, lang)}] {_sentence(f, lang, unit)}"
+                  for f in flags if f.patch_id == patch_id],
             ]
             y = 0.935
             for line in lines:
-                for wrapped in textwrap.wrap(line, 110):
+                for wrapped in textwrap.wrap(line, _WRAP[0] + 10):
                     page.text(0.08, y, wrapped, fontsize=8, va="top")
                     y -= 0.016
             if cube is not None:
@@ -167,9 +218,10 @@ def write_site_report(store: Store, site_id: str, out: Path) -> Path:
                        page, (0.08, 0.05, 0.84, 0.36))
             pdf.savefig(page)
             plt.close(page)
-        rows = [[p.patch_id, p.disturbance_class, f"{p.area_m2 / 1e4:.3f}", p.first_detected, p.recovery_status,
+        rows = [[p.patch_id, t(f"class.{p.disturbance_class}", lang), area(p.area_m2, lang, unit), p.first_detected,
+                 t(f"status.{p.recovery_status}", lang),
                  "-" if p.recovery_ratio is None else f"{p.recovery_ratio:.2f}"] for p in patches]
-        pdf.savefig(_table_page("Recovery", ["patch", "class", "area (ha)", "first seen", "status", "ratio"], rows,
+        pdf.savefig(_table_page(t("report.recovery", lang), ["patch", "class", "area", "first seen", "status", "ratio"], rows,
                                 "ratio: share of the index lost that has been regained, against the reference ring"))
         plt.close("all")
         coords = []
@@ -178,7 +230,7 @@ def write_site_report(store: Store, site_id: str, out: Path) -> Path:
             c = ll.centroid
             minx, miny, maxx, maxy = ll.bounds
             coords.append([p.patch_id, f"{c.y:.6f}", f"{c.x:.6f}", f"{miny:.6f}, {minx:.6f}", f"{maxy:.6f}, {maxx:.6f}"])
-        pdf.savefig(_table_page("Coordinates (WGS 84, decimal degrees)",
+        pdf.savefig(_table_page(t("report.coordinates", lang),
                                 ["patch", "centroid lat", "centroid lon", "SW corner lat, lon", "NE corner lat, lon"],
                                 coords))
         plt.close("all")

@@ -21,15 +21,12 @@ import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import RulesSettings
+from gmsense.i18n import rule_message
 from gmsense.records import FlagRecord, PatchRecord
 from gmsense.recovery import recovery_metrics
 from gmsense.sites import ApprovedWork, Site
 
 HUMAN_MADE = ("trench", "pad", "track", "clearing")
-
-
-def _ha(m2: float) -> str:
-    return f"{m2 / 10_000:.2f} ha"
 
 
 def _year(iso: str) -> int:
@@ -55,10 +52,13 @@ class _Flagger:
         self.mineral = site.attrs.get("mineral_class")
         self.flags: list[FlagRecord] = []
 
-    def add(self, rule: str, message: str, patch_index: int | None, evidence: dict, key: str = "") -> None:
+    def add(self, rule: str, params: dict, patch_index: int | None, evidence: dict, key: str = "") -> None:
+        """Raise ``rule``; its sentence is rendered from ``params`` (kept in the evidence, so it can
+        be rendered again in another language: gmsense.i18n.rule_message)."""
         if getattr(self.rules, rule).enabled:
-            self.flags.append(FlagRecord(rule, self.rules.severity(rule, self.mineral), message, patch_index,
-                                         evidence, key))
+            params = {"site_id": self.site.site_id, **params}
+            self.flags.append(FlagRecord(rule, self.rules.severity(rule, self.mineral), rule_message(rule, params),
+                                         patch_index, {**evidence, "message_params": params}, key))
 
 
 def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[BaseGeometry], latest_date: str,
@@ -70,76 +70,66 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
     licence has no approved work programme.
     """
     f = _Flagger(site, rules)
-    attrs, sid = site.attrs, site.site_id
+    attrs = site.attrs
     latest_year = _year(latest_date)
     reclaim_seasons = rules.seasons_to_reclaim(attrs.get("licence_type"), f.mineral)
     human = [i for i, p in enumerate(patches) if p.disturbance_class in HUMAN_MADE]
     for i in human:
         p, geom = patches[i], geometries[i]
-        what = f"A {p.disturbance_class} of {_ha(p.area_m2)} first seen on {p.first_detected}"
+        what = {"klass": p.disturbance_class, "area_m2": round(p.area_m2, 1), "first_detected": p.first_detected}
         evidence = {"area_m2": round(p.area_m2, 1), "area_outside_m2": round(p.area_outside_m2, 1),
                     "first_detected": p.first_detected, "confirmed_on": p.confirmed_on, "last_seen": p.last_seen,
                     "disturbance_class": p.disturbance_class, "confidence": p.confidence,
                     "recovery_status": p.recovery_status, "recovery_ratio": p.recovery_ratio}
         before = len(f.flags)
         if p.area_outside_m2 >= rules.outside_min_area_m2:
-            f.add("outside_licence", f"{what} lies {_ha(p.area_outside_m2)} outside the boundary of licence {sid}.",
-                  i, evidence)
+            f.add("outside_licence", {**what, "area_outside_m2": round(p.area_outside_m2, 1)}, i, evidence)
         end = attrs.get("licence_end")
         if end and p.first_detected > str(end):
-            f.add("after_licence_end", f"{what} appeared after licence {sid} ended on {end}.", i,
-                  {**evidence, "licence_end": end})
+            f.add("after_licence_end", {**what, "licence_end": end}, i, {**evidence, "licence_end": end})
         if str(attrs.get("status", "")).lower() == "suspended":
             since = attrs.get("suspended_since")
             if not since or p.first_detected >= str(since):
-                f.add("while_suspended", f"{what} appeared while licence {sid} is suspended"
-                      + (f" (since {since})." if since else "."), i, {**evidence, "suspended_since": since})
+                f.add("while_suspended", {**what, "suspended_since": since}, i, {**evidence, "suspended_since": since})
         if works is not None:
             year = _year(p.first_detected)
             near = [w for w in works if w.geometry.distance(geom) <= rules.work_tolerance_m
                     and (w.year is None or abs(w.year - year) <= 1)]
             if not near:
-                f.add("outside_work_programme",
-                      f"{what} on licence {sid} matches no approved work of its programme "
-                      f"(none within {rules.work_tolerance_m:.0f} m for {year}).", i, evidence)
+                f.add("outside_work_programme", {**what, "tolerance_m": f"{rules.work_tolerance_m:.0f}", "year": year},
+                      i, evidence)
         due = attrs.get("reclamation_due")
         seasons_since = latest_year - _year(p.first_detected)
         overdue_by_date = bool(due) and latest_date > str(due)
         if (overdue_by_date or seasons_since >= reclaim_seasons) and p.recovery_status not in ("recovering", "recovered"):
-            deadline = (f"the reclamation due date {due}" if overdue_by_date
-                        else f"{reclaim_seasons} growing seasons")
             f.add("reclamation_overdue",
-                  f"{what} on licence {sid} is {p.recovery_status.replace('_', ' ')} after {deadline}; "
-                  f"reclamation is overdue.", i, {**evidence, "reclamation_due": due, "seasons_allowed": reclaim_seasons})
+                  {**what, "status": p.recovery_status, "deadline_kind": "due" if overdue_by_date else "seasons",
+                   "reclamation_due": due, "seasons": reclaim_seasons},
+                  i, {**evidence, "reclamation_due": due, "seasons_allowed": reclaim_seasons})
         history = _ratio_history(p)
         if len(history) >= 2:
             best_season, best = max(history, key=lambda sr: sr[1])
             last_season, last = history[-1]
             if last_season > best_season and best - last >= rules.reversal_drop:
                 f.add("recovery_reversed",
-                      f"Regrowth on the {p.disturbance_class} first seen on {p.first_detected} (licence {sid}) fell "
-                      f"from {best:.0%} of the loss regained in {best_season} to {last:.0%} in {last_season}: "
-                      "it was disturbed again or the reclamation failed.",
+                      {**what, "best": round(best, 3), "best_season": best_season, "latest": round(last, 3),
+                       "latest_season": last_season},
                       i, {**evidence, "best_season": best_season, "best_ratio": round(best, 3),
                           "latest_season": last_season, "latest_ratio": round(last, 3)})
         if len(f.flags) == before:
-            f.add("new_disturbance", f"{what} inside licence {sid}; check it against the approved work programme.",
-                  i, evidence)
+            f.add("new_disturbance", what, i, evidence)
 
     permitted_ha = attrs.get("permitted_disturbance_ha")
     inside_m2 = sum(patches[i].area_m2 - patches[i].area_outside_m2 for i in human)
     if permitted_ha is not None and inside_m2 > float(permitted_ha) * 10_000:
         f.add("permitted_area_exceeded",
-              f"Licence {sid} has {_ha(inside_m2)} of disturbed ground, above the {float(permitted_ha):.2f} ha "
-              "it is permitted to disturb.", None,
-              {"disturbed_m2": round(inside_m2, 1), "permitted_ha": float(permitted_ha),
-               "patches": len(human)})
+              {"disturbed_m2": round(inside_m2, 1), "permitted_m2": float(permitted_ha) * 10_000}, None,
+              {"disturbed_m2": round(inside_m2, 1), "permitted_ha": float(permitted_ha), "patches": len(human)})
     for work in works or ():
         if work.year is not None and work.year > latest_year:
             continue
         if not any(work.geometry.distance(geometries[i]) <= rules.work_tolerance_m for i in human):
             f.add("approved_work_not_observed",
-                  f"The approved {work.work_type} {work.work_id} of licence {sid}"
-                  + (f" ({work.year})" if work.year else "") + " has not been observed.",
+                  {"work_type": work.work_type, "work_id": work.work_id, "year_planned": work.year},
                   None, {"work_id": work.work_id, "work_type": work.work_type, "year": work.year}, key=work.work_id)
     return f.flags

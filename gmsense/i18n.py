@@ -1,0 +1,65 @@
+"""Messages in Simplified Chinese and English, and areas in hectares or mu.
+
+Catalogs are YAML files in ``gmsense/locale/`` (``en.yaml`` is the reference; every language
+has the same keys). Flag sentences are stored in English with their parameters, so any report
+or page can render them again in the reader's language.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gmsense.errors import InputError
+
+LANGUAGES = ("en", "zh")
+M2_PER_HA = 10_000.0
+M2_PER_MU = 10_000.0 / 15  # 1 mu = 666.67 m2
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+
+
+@cache
+def catalog(lang: str) -> dict[str, str]:
+    """The message catalog of ``lang``."""
+    if lang not in LANGUAGES:
+        raise InputError(f"unknown language {lang!r}; choose one of: {', '.join(LANGUAGES)}")
+    return yaml.safe_load((LOCALE_DIR / f"{lang}.yaml").read_text(encoding="utf-8"))
+
+
+def t(key: str, lang: str = "en", **params: Any) -> str:
+    """The message ``key`` in ``lang`` with ``params`` filled in (English if the key is missing)."""
+    text = catalog(lang).get(key) or catalog("en")[key]
+    return text.format(**params) if params else text
+
+
+def area(m2: float, lang: str = "en", unit: str = "ha") -> str:
+    """An area in ``unit`` (ha or mu) with its unit name in ``lang``."""
+    if unit not in ("ha", "mu"):
+        raise InputError(f"unknown area unit {unit!r}; choose ha or mu")
+    value = m2 / (M2_PER_HA if unit == "ha" else M2_PER_MU)
+    sep = " " if lang == "en" else ""
+    return f"{value:.2f}{sep}{t('unit.' + unit, lang)}"
+
+
+def rule_message(rule: str, params: dict[str, Any], lang: str = "en", unit: str = "ha") -> str:
+    """A flag's sentence from its rule and parameters (see gmsense.rules)."""
+    p = dict(params)
+    for key in ("area", "area_outside", "disturbed", "permitted"):
+        if f"{key}_m2" in p:
+            p[key] = area(float(p[f"{key}_m2"]), lang, unit)
+    if "klass" in p:
+        p["klass"] = t(f"class.{p['klass']}", lang)
+    if "status" in p:
+        p["status"] = t(f"status.{p['status']}", lang)
+    if "work_type" in p:
+        p["work_type"] = t(f"class.{p['work_type']}", lang)
+    p["work_year"] = f" ({p['year_planned']})" if p.get("year_planned") else ""
+    p["since"] = t("rule.while_suspended.since", lang, **p) if p.get("suspended_since") else ""
+    if "deadline_kind" in p:
+        p["deadline"] = t(f"rule.reclamation_overdue.{p['deadline_kind']}", lang, **p)
+    if {"klass", "area", "first_detected"} <= p.keys():
+        p["what"] = t("what", lang, **p)
+    return t(f"rule.{rule}", lang, **p)
