@@ -81,7 +81,8 @@ def _summary_table(summary: Any, title: str) -> Table:
 def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None,
           db: str | None, workers: int | None, scheduler: str | None, config: Path | None,
           buffer_m: float | None, show_progress: bool = True, works_file: Path | None = None,
-          rules_file: Path | None = None, resume: bool = False, force: bool = False) -> Any:
+          rules_file: Path | None = None, resume: bool = False, force: bool = False,
+          classifier: Any = None) -> Any:
     from gmsense.scan import run_scan
     from gmsense.sites import read_sites, read_works
     from gmsense.sources import get_source
@@ -95,7 +96,8 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
     summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
                        params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None,
                                "works_file": str(works_file) if works_file else None},
-                       works=works, resume=resume, force=force, console=err, show_progress=show_progress)
+                       works=works, resume=resume, force=force, classifier=classifier, console=err,
+                       show_progress=show_progress)
     return summary, store
 
 
@@ -114,6 +116,8 @@ def scan(
     config: ConfigOption = None,
     works: Annotated[Path | None, typer.Option("--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="flag rules YAML replacing configs/rules.yaml")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="a trained model folder (gmsense train) to label patches")] = None,
+    detector: Annotated[str, typer.Option("--detector", help="rules | model (model needs --model)")] = "rules",
     resume: Annotated[bool, typer.Option("--resume", help="continue the newest scan that did not complete")] = False,
     force: Annotated[bool, typer.Option("--force", help="rescan licences that have no new acquisitions too")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -124,11 +128,110 @@ def scan(
     are skipped. After a crash, `--resume` finishes the interrupted scan.
     """
     summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
-                           works, rules, resume, force)
+                           works, rules, resume, force, _classifier(detector, model))
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))
     raise typer.Exit(summary.exit_code)
+
+
+def _classifier(detector: str, model: Path | None) -> Any:
+    from gmsense.errors import InputError
+
+    if detector not in ("rules", "model"):
+        raise InputError(f"unknown detector {detector!r}; choose rules or model")
+    if model is not None and detector == "rules":
+        detector = "model"
+    if detector == "model":
+        if model is None:
+            raise InputError("--detector model needs --model PATH (a folder made by 'gmsense train')")
+        from gmsense.train import load_model
+
+        return load_model(model)
+    return None
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from '1-8', '1,3,5' or '1-4,10'."""
+    from gmsense.errors import InputError
+
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise InputError(f"seeds {text!r} are not a list or range of whole numbers (e.g. 1-8 or 1,3,5)") from None
+    if not seeds:
+        raise InputError("no seeds given")
+    return seeds
+
+
+@app.command()
+@user_errors
+def train(
+    synthetic_seeds: Annotated[str, typer.Option("--synthetic-seeds", help="e.g. 101-140 (keep 1-8 for the benchmark)")],
+    name: Annotated[str, typer.Option("--name", help="model name: the folder under --models-dir")],
+    sites_per_seed: Annotated[int, typer.Option("--sites-per-seed", min=1)] = 2,
+    models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models"),
+    seed: Annotated[int, typer.Option("--seed", help="random seed of the estimator")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Train the patch classifier on synthetic scenes; scene-grouped CV; save model and model card."""
+    from gmsense.train import confusion_png
+    from gmsense.train import train as train_model
+
+    settings = load_settings(config)
+    folder = models_dir / name
+    command = "gmsense " + " ".join(sys.argv[1:]) if sys.argv and "gmsense" in sys.argv[0] else ""
+    card = train_model(parse_seeds(synthetic_seeds), folder, sites_per_seed=sites_per_seed, seed=seed,
+                       settings=settings, command=command)
+    confusion_png(card["cv_metrics"], folder / "confusion.png")
+    table = Table(title=f"{name}: scene-grouped CV, accuracy {card['cv_metrics']['accuracy']:.3f}")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col)
+    for klass, m in card["cv_metrics"]["per_class"].items():
+        table.add_row(klass, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", str(m["support"]))
+    out.print(table)
+    out.print(f"model: {folder}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="model folder")],
+    synthetic_seeds: Annotated[str, typer.Option("--synthetic-seeds", help="seeds not used in training, e.g. 1-8")],
+    sites_per_seed: Annotated[int, typer.Option("--sites-per-seed", min=1)] = 2,
+    config: ConfigOption = None,
+) -> None:
+    """Class accuracy of a model and of the rule baseline on the same proposed patches."""
+    from gmsense.train import evaluate_against_rules, load_model
+
+    result = evaluate_against_rules(load_model(model), parse_seeds(synthetic_seeds), sites_per_seed,
+                                    load_settings(config))
+    table = Table(title=f"{model.name} vs rules on seeds {synthetic_seeds} ({result['patches']} patches)")
+    for col in ("detector", "accuracy", "human-made F1 (macro)"):
+        table.add_column(col)
+    for key in ("model", "rules"):
+        table.add_row(key, f"{result[key]['accuracy']:.3f}", f"{result[key]['macro_f1']:.3f}")
+    out.print(table)
+
+
+@app.command("models")
+@user_errors
+def models_list(models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models")) -> None:
+    """Model folders with their version, training data and CV accuracy."""
+    import json
+
+    table = Table(title=f"models in {models_dir}")
+    for col in ("name", "version", "patches", "seeds", "CV accuracy"):
+        table.add_column(col)
+    for card_file in sorted(models_dir.glob("*/model_card.json")):
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        seeds = card["training_data"].get("seeds", [])
+        table.add_row(card["name"], card["version"], str(card["training_data"]["patches"]),
+                      f"{min(seeds)}-{max(seeds)}" if seeds else "-", f"{card['cv_metrics']['accuracy']:.3f}")
+    out.print(table)
 
 
 @app.command()

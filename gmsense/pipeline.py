@@ -22,6 +22,7 @@ from gmsense.recovery import recovery_status, ring_mask, trajectory
 from gmsense.rules import evaluate
 from gmsense.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.sources import Source
+from gmsense.train import PatchClassifier
 
 DETECTION_INDEX = "ndvi"
 
@@ -62,10 +63,11 @@ def _evidence(times: np.ndarray, clear_share: np.ndarray, patch: Patch, image_id
 
 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
-                 works: list[ApprovedWork] | None = None) -> SiteResult:
+                 works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
-    ``works``: the licence's approved work programme (None when it has none).
+    ``works``: the licence's approved work programme (None when it has none). ``classifier``:
+    a trained model (gmsense.train) that labels the patches; None uses the rule baseline.
     """
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
@@ -132,16 +134,21 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
+    if classifier is not None:
+        for record, (klass, confidence) in zip(records, classifier.predict([r.metrics for r in records]), strict=True):
+            record.metrics["rule_class"] = record.disturbance_class
+            record.disturbance_class, record.confidence = klass, confidence
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)
     return SiteResult(site.site_id, records, flags, stats)
 
 
 def analyse_site(site: Site, source: Source, settings: Settings, start: str | None = None,
-                 end: str | None = None, works: list[ApprovedWork] | None = None) -> SiteResult:
+                 end: str | None = None, works: list[ApprovedWork] | None = None,
+                 classifier: PatchClassifier | None = None) -> SiteResult:
     """Load the licence's cube from ``source`` and analyse it."""
     region = site.buffered(settings.sites.buffer_m)
     cube = source.load(site, region, start, end)
     if cube.sizes.get("time", 0) == 0:
         raise ImageryError(f"licence {site.site_id}: no acquisitions between {start or 'the start'} and {end or 'the end'}")
-    return analyse_cube(site, cube, settings, works)
+    return analyse_cube(site, cube, settings, works, classifier)

@@ -36,6 +36,7 @@ from gmsense.pipeline import analyse_site
 from gmsense.sites import ApprovedWork, Site
 from gmsense.sources import Source
 from gmsense.store import Store
+from gmsense.train import PatchClassifier
 
 
 @dataclass
@@ -115,6 +116,7 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
              start: str | None = None, end: str | None = None, workers: int | None = None,
              scheduler: str | None = None, params: dict[str, Any] | None = None,
              works: dict[str, list[ApprovedWork]] | None = None, resume: bool = False, force: bool = False,
+             classifier: PatchClassifier | None = None,
              console: Console | None = None, show_progress: bool = True) -> ScanSummary:
     """Scan every licence and store the results; returns the summary (also stored with the scan).
 
@@ -125,7 +127,9 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
     """
     console = console or Console(stderr=True)
     store.upsert_sites(sites)
-    keys = {site.site_id: unit_key(site, source, settings, start) for site in sites}
+    detector = "model" if classifier is not None else "rules"
+    model_version = classifier.version if classifier is not None else None
+    keys = {site.site_id: unit_key(site, source, settings, start, detector, model_version) for site in sites}
     if resume:
         previous = store.resumable_scan()
         if previous is None:
@@ -141,8 +145,8 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
             if site_id not in done:
                 del summary.sites[site_id]
     else:
-        scan_id = store.begin_scan(source=source.name, detector="rules", config_hash=settings.config_hash(),
-                                   gmsense_version=__version__,
+        scan_id = store.begin_scan(source=source.name, detector=detector, config_hash=settings.config_hash(),
+                                   gmsense_version=__version__, model_version=model_version,
                                    params={"start": start, "end": end, "n_sites": len(sites), **(params or {}),
                                            "settings": settings.model_dump(mode="json")})
         done = set()
@@ -157,7 +161,7 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         with dask_client(workers, scheduler) as client:
             futures = {
                 client.submit(analyse_site, site, source, settings, start, end,
-                              works.get(site.site_id) if works else None,
+                              works.get(site.site_id) if works else None, classifier,
                               key=f"site-{scan_id}-{site.site_id}-{uuid.uuid4().hex[:8]}",
                               retries=settings.scan.retries, pure=False): site.site_id
                 for site in todo

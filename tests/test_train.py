@@ -1,0 +1,130 @@
+"""The researchers' loop: training data, scene-grouped CV, safe model files, scanning with a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import LineString, box
+from typer.testing import CliRunner
+
+from gmsense.cli import app
+from gmsense.errors import InputError
+from gmsense.train import (
+    FEATURES,
+    cross_validate,
+    label_patches,
+    load_model,
+    save_model,
+    synthetic_training_set,
+    train,
+)
+
+runner = CliRunner()
+
+
+def test_patches_take_the_class_of_the_event_they_overlap_most() -> None:
+    truth = gpd.GeoDataFrame({"disturbance_class": ["trench", "pad"]},
+                             geometry=[LineString([(0, 0), (300, 0)]).buffer(3), box(500, 500, 530, 530)])
+    patches = [box(0, -10, 200, 10), box(495, 495, 540, 540), box(1000, 1000, 1100, 1100),
+               box(505, 500, 525, 560)]
+    assert label_patches(patches, truth) == ["trench", "pad", "natural", "pad"]
+    near = [box(0, 12, 100, 20)]  # 9 m beside the trench: within the 15 m tolerance
+    assert label_patches(near, truth) == ["trench"]
+
+
+def _table(n_scenes: int = 6, seed: int = 0) -> pd.DataFrame:
+    """A feature table with learnable classes: elongation and brightness separate them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for scene in range(n_scenes):
+        for label, elong, swir in (("trench", 15, 1.4), ("pad", 1.5, 1.5), ("clearing", 1.6, 1.1), ("natural", 2, 0.6)):
+            for _ in range(5):
+                f = dict.fromkeys(FEATURES, np.nan)
+                f.update(elongation=elong * rng.uniform(0.8, 1.2), swir1_ratio=swir * rng.uniform(0.9, 1.1),
+                         area_px_m2=rng.uniform(300, 20_000))
+                rows.append({"scene": f"s{scene}", "label": label, **f})
+    return pd.DataFrame(rows)
+
+
+def test_cross_validation_is_grouped_by_scene_and_reproducible() -> None:
+    table = _table()
+    a, b = cross_validate(table, seed=3), cross_validate(table, seed=3)
+    assert a == b
+    assert a["folds"] == 5
+    assert a["grouped_by"] == "scene"
+    assert a["accuracy"] > 0.8, "the classes in this table are separable"
+    assert sum(map(sum, a["confusion"]["matrix"])) == len(table)
+    with pytest.raises(InputError, match="two scenes"):
+        cross_validate(table[table.scene == "s0"])
+
+
+def test_model_folder_round_trip_and_safety(tmp_path: Path) -> None:
+    card = train([], tmp_path / "m1", table=_table(), command="test")
+    assert set(json.loads((tmp_path / "m1" / "model_card.json").read_text())) >= {
+        "version", "created", "features", "classes", "training_data", "cv_metrics", "libraries", "command"}
+    assert card["training_data"]["content_hash"]
+    model = load_model(tmp_path / "m1")
+    metrics = {"elongation": 14.0, "swir1_ratio": 1.4, "area_px_m2": 2000.0}
+    [(klass, confidence)] = model.predict([metrics])
+    assert klass == "trench"
+    assert 0 < confidence <= 1
+
+    card_file = tmp_path / "m1" / "model_card.json"
+    stale = json.loads(card_file.read_text())
+    stale["features"] = stale["features"][:-1]
+    card_file.write_text(json.dumps(stale))
+    with pytest.raises(InputError, match="retrain"):
+        load_model(tmp_path / "m1")
+
+    save_model({"estimator": Path("/etc/passwd")}, tmp_path / "evil", {"features": list(FEATURES)})
+    with pytest.raises(InputError, match="will not load"):
+        load_model(tmp_path / "evil")
+    with pytest.raises(InputError, match="not a model folder"):
+        load_model(tmp_path)
+
+
+@pytest.mark.slow
+def test_train_on_synthetic_scenes_then_scan_with_the_model(tmp_path: Path) -> None:
+    table = synthetic_training_set([101, 102, 103, 104], sites_per_seed=1)
+    assert len(table) > 5
+    assert set(table.label) <= {"trench", "pad", "track", "clearing", "natural"}
+    result = runner.invoke(app, ["train", "--synthetic-seeds", "101-104", "--sites-per-seed", "1", "--name", "tiny",
+                                 "--models-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tiny" / "confusion.png").stat().st_size > 1000
+    result = runner.invoke(app, ["models", "--models-dir", str(tmp_path)])
+    assert "tiny" in result.output
+
+    from gmsense.config import configs_dir
+    from gmsense.sites import read_sites, write_sites
+    from gmsense.store import Store
+
+    sites_file = write_sites(read_sites(configs_dir() / "demo_sites.geojson")[:1], tmp_path / "one.geojson")
+    db = tmp_path / "m.db"
+    result = runner.invoke(app, ["scan", "--sites", str(sites_file), "--model", str(tmp_path / "tiny"),
+                                 "--db", str(db), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    store = Store(str(db))
+    [scan] = store.scans()
+    assert scan.detector == "model"
+    assert scan.model_version.startswith("tiny@")
+    assert all("rule_class" in p.metrics for p in store.patch_rows())
+
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "tiny"), "--synthetic-seeds", "105",
+                                 "--sites-per-seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "rules" in result.output
+
+
+def test_bad_seeds_and_detector(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--synthetic-seeds", "one-two", "--name", "x", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "whole numbers" in result.output
+    result = runner.invoke(app, ["scan", "--sites", "x.geojson", "--detector", "model"])
+    assert result.exit_code == 2
+    assert "--model PATH" in result.output
