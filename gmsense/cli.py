@@ -234,6 +234,54 @@ def models_list(models_dir: Annotated[Path, typer.Option("--models-dir")] = Path
     out.print(table)
 
 
+bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic truth, speed.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("accuracy")
+@user_errors
+def bench_accuracy(
+    seeds: Annotated[str, typer.Option("--seeds", help="test seeds, e.g. 1-8 (never used for training)")] = "1-8",
+    sites_per_seed: Annotated[int, typer.Option("--sites-per-seed", min=1)] = 3,
+    out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
+        "bench-results/accuracy.json"),
+    model: Annotated[Path | None, typer.Option("--model", help="score a trained model")] = None,
+    baseline: Annotated[bool, typer.Option("--baseline", help="with --model: run the rule detector too, side by side")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Scan synthetic scenes as a user would and score the patches against their truth."""
+    from gmsense.bench.accuracy import run_accuracy, write_results
+
+    settings = load_settings(config)
+    seed_list = parse_seeds(seeds)
+    runs = []
+    classifier = _classifier("model", model) if model else None
+    if classifier is None or baseline:
+        runs.append(run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings, workers=workers))
+    if classifier is not None:
+        runs.insert(0, run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
+                                    classifier=classifier))
+    write_results(runs, out_file)
+    out.print(out_file.with_suffix(".md").read_text())
+    out.print(f"results: {out_file}")
+
+
+@bench_app.command("speed")
+@user_errors
+def bench_speed(
+    out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
+        "bench-results/speed.json"),
+    end_to_end: Annotated[bool, typer.Option(help="also time a full scan of the scene as a GeoTIFF folder")] = True,
+) -> None:
+    """Detection throughput against one memory pass and against nrt's EWMA."""
+    from gmsense.bench.speed import run_speed
+
+    run_speed(out_file, load_settings(), end_to_end)
+    out.print(out_file.with_suffix(".md").read_text())
+    out.print(f"results: {out_file}")
+
+
 @app.command()
 @user_errors
 def demo(
