@@ -91,3 +91,34 @@ def test_written_scene_is_a_local_geotiff_folder(tmp_path: Path) -> None:
     written_truth = gpd.read_file(folder / "truth.geojson")
     assert len(written_truth) == len(truth)
     assert written_truth.crs.to_epsg() == 4326
+
+
+def test_every_confounder_occurs_across_the_benchmark_seeds() -> None:
+    from gmsense.sources.synthetic import _rng_for, acquisition_dates, plan_events
+    from gmsense.train import random_licences
+
+    kinds: set[str] = set()
+    for seed in range(1, 9):
+        for site in random_licences(seed, 3):
+            rng = _rng_for(site.site_id, seed)
+            acquisition_dates(SETTINGS.synthetic, rng)  # the same draws synthesize makes first
+            kinds |= {e.kind for e in plan_events(site, site.buffered(500), SETTINGS.synthetic, "mixed", rng)}
+    assert kinds >= {"trench", "pad", "track", "clearing", "fire", "windthrow", "flood"}
+
+
+def test_fields_misregistration_and_an_imperfect_cloud_mask() -> None:
+    from gmsense.train import random_licences
+
+    site = random_licences(2, 1)[0]
+    cube, truth = synthesize(site, site.buffered(500), SETTINGS.synthetic, seed=2)
+    assert (truth.kind == "harvest").any(), "crop fields with their harvest are in the truth"
+    clear = cube["clear"].values
+    scl = cube["scl"].values
+    blue = cube["blue"].values
+    from scipy import ndimage
+
+    rims = [ndimage.binary_dilation(scl[t] == 9, iterations=2) & (scl[t] != 9) for t in range(scl.shape[0])]
+    rim = np.stack(rims)
+    assert clear[rim].mean() > 0.5, "cloud edges pass the scene classification as clear"
+    median_clear_blue = np.median(blue[clear & ~rim])
+    assert np.median(blue[rim & clear]) > median_clear_blue + 0.02, "and they are hazy"

@@ -42,7 +42,12 @@ ENDMEMBERS: dict[str, np.ndarray] = {
     "char": np.array([0.030, 0.035, 0.035, 0.060, 0.090, 0.080]),
     "snow": np.array([0.850, 0.830, 0.800, 0.700, 0.100, 0.080]),
     "cloud": np.array([0.550, 0.550, 0.560, 0.600, 0.500, 0.400]),
+    "water": np.array([0.050, 0.060, 0.040, 0.020, 0.010, 0.005]),
 }
+
+MISREGISTRATION_PX = (0.3, 0.6)  # per-date shift between acquisitions, pixels
+CLOUD_RIM_PX = 2  # thin cloud edge left unflagged by the scene classification
+MISSED_SHADOW_SHARE = 0.25  # dates whose cloud shadows the scene classification misses
 
 #: Sentinel-2 L2A scene classification values used by the synthetic SCL band.
 SCL_SHADOW, SCL_VEG, SCL_BARE, SCL_CLOUD_HIGH, SCL_SNOW = 3, 4, 5, 9, 11
@@ -50,6 +55,8 @@ SCL_SHADOW, SCL_VEG, SCL_BARE, SCL_CLOUD_HIGH, SCL_SNOW = 3, 4, 5, 9, 11
 SUBPIXEL = 5  # disturbances are rasterised at resolution / SUBPIXEL (2 m at 10 m)
 
 ANTHROPOGENIC = ("trench", "pad", "track", "clearing")
+SURFACE = {"trench": "spoil", "pad": "gravel", "track": "gravel", "clearing": "dark_soil", "fire": "char",
+           "windthrow": "dry_veg", "flood": "water"}
 SCENARIOS = ("mixed", "exploration", "boundary", "quiet")
 
 
@@ -62,6 +69,7 @@ class Event:
     geometry: BaseGeometry
     start: np.datetime64
     regrowth_years: float  # 0 = no reclamation; years from start to full regrowth otherwise
+    duration_days: int = 0  # > 0: the change goes away after this many days (a flood)
 
     @property
     def disturbance_class(self) -> str:
@@ -134,7 +142,23 @@ def _fire(centre: Point, rng: np.random.Generator) -> BaseGeometry:
     return Polygon(np.c_[centre.x + radii * np.cos(angles), centre.y + radii * np.sin(angles)]).buffer(0)
 
 
-_SHAPES = {"trench": _trench, "pad": _pad, "track": _track, "clearing": _clearing, "fire": _fire}
+def _blob(centre: Point, rng: np.random.Generator, radius: tuple[float, float]) -> BaseGeometry:
+    r = rng.uniform(*radius)
+    angles = np.linspace(0, 2 * np.pi, 18, endpoint=False)
+    radii = r * rng.uniform(0.5, 1.4, angles.size)
+    return Polygon(np.c_[centre.x + radii * np.cos(angles), centre.y + radii * np.sin(angles)]).buffer(0)
+
+
+def _windthrow(centre: Point, rng: np.random.Generator) -> BaseGeometry:
+    return _blob(centre, rng, (50, 110))
+
+
+def _flood(centre: Point, rng: np.random.Generator) -> BaseGeometry:
+    return _blob(centre, rng, (80, 160))
+
+
+_SHAPES = {"trench": _trench, "pad": _pad, "track": _track, "clearing": _clearing, "fire": _fire,
+           "windthrow": _windthrow, "flood": _flood}
 
 
 def _event_start(years: np.ndarray, rng: np.random.Generator) -> np.datetime64:
@@ -167,8 +191,9 @@ def plan_events(site: Site, region: BaseGeometry, settings: SyntheticSettings, s
     elif scenario == "boundary":
         plan = [("clearing", boundary_zone), ("track", boundary_zone), ("pad", outside)]
     elif scenario == "mixed":
-        n = int(rng.integers(2, 6))
-        kinds = rng.choice(["trench", "pad", "track", "clearing", "fire"], size=n, p=[0.3, 0.2, 0.2, 0.15, 0.15])
+        n = int(rng.integers(3, 7))
+        kinds = rng.choice(["trench", "pad", "track", "clearing", "fire", "windthrow", "flood"], size=n,
+                           p=[0.25, 0.17, 0.17, 0.13, 0.1, 0.1, 0.08])
         plan = [(str(k), inner if rng.random() < 0.7 else outside) for k in kinds]
     events: list[Event] = []
     placed: list[BaseGeometry] = []
@@ -183,8 +208,10 @@ def plan_events(site: Site, region: BaseGeometry, settings: SyntheticSettings, s
         else:
             continue
         placed.append(geom)
-        regrowth = 0.0 if kind != "fire" and rng.random() < 0.5 else float(rng.uniform(1.5, 5.0))
-        events.append(Event(f"{site.site_id}-E{len(events) + 1:02d}", kind, geom, _event_start(years, rng), regrowth))
+        regrowth = 0.0 if kind not in ("fire", "windthrow") and rng.random() < 0.5 else float(rng.uniform(1.5, 5.0))
+        duration = int(rng.integers(20, 45)) if kind == "flood" else 0
+        events.append(Event(f"{site.site_id}-E{len(events) + 1:02d}", kind, geom, _event_start(years, rng), regrowth,
+                            duration))
     return events
 
 
@@ -214,6 +241,34 @@ def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator
 def _phenology(doy: np.ndarray, greenup: float, senescence: float) -> np.ndarray:
     """Green share of peak: logistic green-up and senescence around the given day-of-year."""
     return 1 / (1 + np.exp(-(doy - greenup) / 8)) * (1 - 1 / (1 + np.exp(-(doy - senescence) / 10)))
+
+
+def _crop_cover(doy: int, sow: float, harvest: float) -> float:
+    """Green share of a crop field: bare until sowing, green-up over ~40 days, cut at harvest."""
+    if doy < sow or doy > harvest:
+        return 0.0
+    return float(0.85 * min((doy - sow) / 40.0, 1.0))
+
+
+def _landscape(site: Site, region: BaseGeometry, scenario: str, rng: np.random.Generator) -> dict:
+    """What does not change: an existing road and a lake in every scene; crop fields (sowing and
+    harvest day-of-year per field) outside the licence in the ``mixed`` scenario."""
+    minx, miny, maxx, maxy = region.bounds
+    yy = rng.uniform(miny + 0.2 * (maxy - miny), miny + 0.8 * (maxy - miny))
+    road = LineString([(minx, yy), ((minx + maxx) / 2, yy + rng.uniform(-150, 150)), (maxx, yy)]).buffer(3)
+    outside = region.buffer(-60).difference(site.geometry.buffer(80))
+    lake = None
+    if not outside.is_empty:
+        lake = Point(*_random_point_in(outside, rng).coords[0]).buffer(rng.uniform(40, 90)).intersection(outside)
+    fields = []
+    if scenario == "mixed" and not outside.is_empty:
+        for _ in range(int(rng.integers(2, 4))):
+            c = _random_point_in(outside, rng)
+            w, h = rng.uniform(150, 350), rng.uniform(100, 250)
+            g = box(c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2).intersection(outside)
+            if g.area > 5_000 and (lake is None or not g.intersects(lake)):
+                fields.append((g, float(rng.uniform(125, 145)), float(rng.uniform(228, 255))))
+    return {"road": road.intersection(region), "lake": lake, "fields": fields}
 
 
 def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *, seed: int | None = None,
@@ -246,6 +301,10 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
     year_vigour[drought_year] -= 0.05
 
     fractions = [(_fraction(e.geometry, shape, transform), e) for e in events]
+    landscape = _landscape(site, region, scenario, rng)
+    road = _fraction(landscape["road"], shape, transform) if landscape["road"] is not None else np.zeros(shape)
+    lake = _fraction(landscape["lake"], shape, transform) if landscape["lake"] is not None else np.zeros(shape)
+    fields = [(_fraction(g, shape, transform), sow, harvest) for g, sow, harvest in landscape["fields"]]
     n = times.size
     refl = np.empty((n, len(BAND_NAMES), *shape), dtype="float32")
     scl = np.full((n, *shape), SCL_VEG, dtype="uint8")
@@ -255,8 +314,21 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
         green_share = evergreen + (1 - evergreen) * _phenology(np.full(shape, doy), greenup, senescence)
         veg = np.clip(veg_max * green_share + year_vigour[year], 0, 1)
         w = {"green_veg": veg, "dry_veg": (1 - veg) * 0.6, "dark_soil": (1 - veg) * 0.4}
+        for frac, sow, harvest in fields:
+            jitter = int(((year * 7919 + int(sow)) % 13) - 6)  # the harvest moves a few days year to year
+            crop = _crop_cover(doy, sow + jitter, harvest + jitter)
+            for name in w:
+                w[name] = w[name] * (1 - frac)
+            w["green_veg"] = w["green_veg"] + frac * crop
+            stubble = 0.6 if doy > harvest + jitter else 0.0
+            w["dry_veg"] = w["dry_veg"] + frac * (1 - crop) * stubble
+            w["dark_soil"] = w["dark_soil"] + frac * (1 - crop) * (1 - stubble)
+        for frac, surface in ((road, "gravel"), (lake, "water")):
+            for name in w:
+                w[name] = w[name] * (1 - frac)
+            w[surface] = w.get(surface, 0) + frac
         for frac, e in fractions:
-            if t < e.start:
+            if t < e.start or (e.duration_days and t > e.start + np.timedelta64(e.duration_days, "D")):
                 continue
             age_years = (t - e.start) / np.timedelta64(365, "D")
             regrown = min(age_years / e.regrowth_years, 1.0) if e.regrowth_years > 0 else 0.0
@@ -266,9 +338,7 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
             # Regrowth starts as grass: green in season, dry outside it.
             w["green_veg"] = w["green_veg"] + frac * regrown * 0.8 * green_share
             w["dry_veg"] = w["dry_veg"] + frac * regrown * (1 - 0.8 * green_share)
-            surface = {"trench": "spoil", "pad": "gravel", "track": "gravel", "clearing": "dark_soil",
-                       "fire": "char"}[e.kind]
-            w[surface] = w.get(surface, 0) + hit
+            w[SURFACE[e.kind]] = w.get(SURFACE[e.kind], 0) + hit
         # Snow in early April and late October.
         snow_prob = 0.9 if doy < 105 or doy > 295 else (0.3 if doy < 115 or doy > 285 else 0.0)
         snow = np.zeros(shape)
@@ -283,13 +353,21 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
         if rng.random() < 0.45:
             cloud = _smooth_noise(shape, rng.uniform(4, 10), rng) > rng.uniform(0.8, 2.0)
         shadow = np.roll(cloud, (int(rng.integers(3, 8)), int(rng.integers(3, 8))), axis=(0, 1)) & ~cloud
+        # Thin cloud at the edges: partly cloudy, and the scene classification misses it.
+        rim = ndimage.binary_dilation(cloud, iterations=CLOUD_RIM_PX) & ~cloud
+        surface_refl = np.where(rim[..., None], 0.7 * surface_refl + 0.3 * em["cloud"], surface_refl)
         surface_refl = np.where(cloud[..., None], em["cloud"], surface_refl)
         surface_refl = np.where(shadow[..., None], surface_refl * 0.35, surface_refl)
         gain = 1 + rng.normal(0, 0.015)
         noisy = surface_refl * gain + rng.normal(0, 0.004, surface_refl.shape)
+        # Misregistration: the whole acquisition sits a fraction of a pixel off.
+        angle, size = rng.uniform(0, 2 * np.pi), rng.uniform(*MISREGISTRATION_PX)
+        offset = (size * np.sin(angle), size * np.cos(angle), 0)
+        noisy = ndimage.shift(noisy, offset, order=1, mode="nearest")
         refl[i] = np.moveaxis(noisy, -1, 0).astype("float32")
         scl[i] = np.where(snow > 0.3, SCL_SNOW, np.where(veg > 0.3, SCL_VEG, SCL_BARE))
-        scl[i][shadow] = SCL_SHADOW
+        if rng.random() >= MISSED_SHADOW_SHARE:
+            scl[i][shadow] = SCL_SHADOW
         scl[i][cloud] = SCL_CLOUD_HIGH
 
     clear = ~np.isin(scl, [SCL_SHADOW, SCL_CLOUD_HIGH, SCL_SNOW])
@@ -300,7 +378,10 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
                       attrs={"source": "synthetic", "platform": "sentinel-2-like", "resolution_m": res,
                              "seed": seed, "scenario": scenario, "drought_year": drought_year})
     cube = cube.rio.write_crs(site.crs).rio.write_transform(transform)
-    truth = truth_frame(events, site)
+    harvest_events = [Event(f"{site.site_id}-F{k + 1:02d}", "harvest", g,
+                            np.datetime64(f"{int(years.min()) + 1}-01-01") + np.timedelta64(int(h) - 1, "D"), 1.0)
+                      for k, (g, _sow, h) in enumerate(landscape["fields"])]
+    truth = truth_frame(events + harvest_events, site)
     return cube, truth
 
 
