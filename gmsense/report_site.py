@@ -45,7 +45,7 @@ def _text_page(title: str, blocks: list[tuple[str, list[str]]]) -> Figure:
         fig.text(0.08, y, heading, fontsize=11, weight="bold", va="top")
         y -= 0.025
         for line in lines:
-            for wrapped in textwrap.wrap(line, _WRAP[0]) or [""]:
+            for wrapped in textwrap.wrap(line, _WRAP[0], break_on_hyphens=False) or [""]:
                 fig.text(0.10, y, wrapped, fontsize=8.5, va="top")
                 y -= 0.018
         y -= 0.015
@@ -202,7 +202,7 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
             ]
             y = 0.935
             for line in lines:
-                for wrapped in textwrap.wrap(line, _WRAP[0] + 10):
+                for wrapped in textwrap.wrap(line, _WRAP[0] + 10, break_on_hyphens=False):
                     page.text(0.08, y, wrapped, fontsize=8, va="top")
                     y -= 0.016
             if cube is not None:

@@ -123,6 +123,16 @@ def _rows(t: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _table(fig: Figure, rect: tuple[float, float, float, float], head: list[str], body: list[list[str]]) -> None:
+    """A table of text in ``rect`` of ``fig`` (nothing when ``body`` is empty)."""
+    ax = fig.add_axes(rect)
+    ax.axis("off")
+    if body:
+        table = ax.table(cellText=body, colLabels=head, loc="upper center", cellLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+
+
 def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
     """Write the programme summary to ``out`` (.pdf or .html)."""
     out = Path(out)
@@ -150,13 +160,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
             ax.imshow(np.asarray(chart.canvas.buffer_rgba()))
             ax.axis("off")
             plt.close(chart)
-            for rect, head, body in (((0.03, 0.03, 0.94, 0.36), header, rows),):
-                table_ax = fig.add_axes(rect)
-                table_ax.axis("off")
-                if body:
-                    table = table_ax.table(cellText=body, colLabels=head, loc="upper center", cellLoc="left")
-                    table.auto_set_font_size(False)
-                    table.set_fontsize(7)
+            _table(fig, (0.03, 0.03, 0.94, 0.36), header, rows)
             pdf.savefig(fig)
             plt.close(fig)
             fig = plt.figure(figsize=A4_LANDSCAPE)
@@ -165,12 +169,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
                                            (0.52, "Trend across scans", ["scan", "date", "status", "new patches",
                                                                          "new flags"], trend)):
                 fig.text(x, 0.95, title, fontsize=10, weight="bold", va="top")
-                table_ax = fig.add_axes((x, 0.05, 0.45, 0.85))
-                table_ax.axis("off")
-                if body:
-                    table = table_ax.table(cellText=body, colLabels=head, loc="upper center", cellLoc="left")
-                    table.auto_set_font_size(False)
-                    table.set_fontsize(7)
+                _table(fig, (x, 0.05, 0.45, 0.85), head, body)
             pdf.savefig(fig)
             plt.close(fig)
             pdf.infodict()["Title"] = "gmsense programme summary"

@@ -73,10 +73,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
     if workers:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
     else:
         cluster = LocalCluster(n_workers=1, threads_per_worker=min(4, os.cpu_count() or 1), processes=False,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         yield client
 

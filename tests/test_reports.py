@@ -39,7 +39,7 @@ def test_site_report_pdf(demo_db: Path, tmp_path: Path) -> None:
     store = Store(str(demo_db))
     flagged = {f.patch_id for f in store.flag_rows() if f.site_id == "HLJ-EXP-002" and f.patch_id}
     assert len(reader.pages) == 2 + len(flagged) + 2, "summary, map, one page per flagged patch, recovery, coordinates"
-    text = "\n".join(page.extract_text() for page in reader.pages)
+    text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())  # lines wrap anywhere
     assert "Inspection report: licence HLJ-EXP-002" in text
     assert "outside the boundary of licence HLJ-EXP-002" in text
     for patch_id in flagged:
