@@ -9,7 +9,8 @@ Rules (both frames in one projected CRS, metres):
   as "on natural change";
 - *lag* is ``first_detected - first_observed`` in days (the event's first clear growing-season
   observation; its start date when that is unknown);
-- *recovery-status* and *inside-licence* accuracy compare the matched patch with the event.
+- *recovery-status* and *inside-licence* accuracy compare the matched patch with the event, over
+  detected human-made events (reclamation is owed for those; a crop field "recovers" every year).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
     detected = human[human.detected] if len(human) else human
     detected_all = events[events.detected] if len(events) else events
     lags = pd.to_numeric(detected.lag_days, errors="coerce").dropna().to_numpy() if len(detected) else np.array([])
-    status = detected_all.status_ok.dropna() if len(detected_all) else pd.Series(dtype=bool)
+    status = detected.status_ok.dropna() if len(detected) else pd.Series(dtype=bool)
     inside = detected.inside_ok.dropna() if len(detected) else pd.Series(dtype=bool)
     return {
         "events_human": len(human), "events_natural": int((~events.human).sum()) if len(events) else 0,
