@@ -455,6 +455,7 @@ def synth(
     sites: Annotated[Path, typer.Option("--sites", help="licence areas")],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder (GeoTIFF per date + truth.geojson)")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    preview: Annotated[bool, typer.Option("--preview", help="also write preview.png per licence")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Write synthetic scenes as a local GeoTIFF folder per licence, with their truth."""
@@ -463,7 +464,7 @@ def synth(
 
     settings = load_settings(config)
     for site in read_sites(sites):
-        folder = write_scene(site, settings, out_dir / site.site_id, seed=seed)
+        folder = write_scene(site, settings, out_dir / site.site_id, seed=seed, preview=preview)
         out.print(f"{site.site_id}: {folder}")
 
 

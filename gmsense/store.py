@@ -396,7 +396,11 @@ class Store:
         row.area_outside_m2 = max(row.area_outside_m2, r.area_outside_m2)
         row.inside_licence = row.inside_licence and r.inside_licence
         row.disturbance_class, row.confidence = r.disturbance_class, r.confidence
-        row.recovery_status, row.recovery_ratio, row.metrics = r.recovery_status, r.recovery_ratio, r.metrics
+        # The evidence (before/after images) belongs to the first detection, whichever record that was.
+        earliest = r if r.first_detected and r.first_detected < before["first_detected"] else None
+        evidence = (earliest.metrics if earliest else (row.metrics or {})).get("evidence")
+        row.recovery_status, row.recovery_ratio = r.recovery_status, r.recovery_ratio
+        row.metrics = {**r.metrics, **({"evidence": evidence} if evidence is not None else {})}
         return any(getattr(row, k) != v for k, v in before.items())
 
     # --- reading -----------------------------------------------------------------------------

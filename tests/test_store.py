@@ -97,3 +97,17 @@ def test_db_url_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("GMSENSE_DB")
     monkeypatch.chdir(tmp_path)
     assert resolve_db_url(None) == f"sqlite:///{tmp_path / 'gmsense.db'}"
+
+
+def test_extending_keeps_the_evidence_of_the_first_detection(store: Store) -> None:
+    x0, y0 = 600_010, 5_289_990
+    first = _record(box(x0, y0 - 20, x0 + 30, y0), first="2020-06-01")
+    first.metrics = {"evidence": {"before_date": "2020-05-20", "after_date": "2020-06-01"}}
+    store.save_site_result(_scan(store), _result(first))
+    later = _record(box(x0 + 20, y0 - 20, x0 + 60, y0), first="2021-06-01")
+    later.metrics = {"evidence": {"before_date": "2021-05-20", "after_date": "2021-06-01"}, "n_pixels": 4}
+    store.save_site_result(_scan(store), _result(later))
+    [row] = store.patch_rows()
+    assert row.first_detected == "2020-06-01"
+    assert row.metrics["evidence"]["after_date"] == "2020-06-01"
+    assert row.metrics["n_pixels"] == 4

@@ -2,7 +2,8 @@
 
 One file per acquisition, ``YYYY-MM-DD_SYNTH.tif``: Sentinel-2 band names ``B02 B03 B04 B08 B11
 B12`` as uint16 DN with scale 1e-4 in the GDAL metadata, nodata 0, and an ``SCL`` band; plus
-``truth.geojson`` (EPSG:4326) with one feature per event.
+``truth.geojson`` (EPSG:4326) with one feature per event (the columns of
+:data:`gmsense.sources.synthetic.TRUTH_COLUMNS`), and optionally ``preview.png``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ S2_NAMES = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir1": 
 DN_SCALE = 1e-4
 
 
-def write_scene(site: Site, settings: Settings, folder: Path, *, seed: int | None = None) -> Path:
-    """Synthesize the scene of ``site`` and write it to ``folder``; returns the folder."""
+def write_scene(site: Site, settings: Settings, folder: Path, *, seed: int | None = None,
+                preview: bool = False) -> Path:
+    """Synthesize the scene of ``site`` and write it to ``folder`` (with ``preview.png`` if
+    ``preview``); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
@@ -45,4 +48,8 @@ def write_scene(site: Site, settings: Settings, folder: Path, *, seed: int | Non
             dst.scales = [DN_SCALE] * len(bands) + [1.0]
             dst.update_tags(DATE=day, SOURCE="gmsense synthetic", SEED=str(cube.attrs["seed"]))
     truth.to_crs(4326).to_file(folder / "truth.geojson", driver="GeoJSON", engine="pyogrio")
+    if preview:
+        from gmsense.sources.synthetic_preview import write_preview
+
+        write_preview(cube, truth, site.geometry, folder / "preview.png")
     return folder
