@@ -38,6 +38,9 @@ def user_errors(func: F) -> F:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default", UserWarning)
+                # rasterio warns about a missing geotransform when rasterising in dask worker threads,
+                # although every call passes an explicit transform: noise for a user.
+                warnings.filterwarnings("ignore", message="Dataset has no geotransform")
                 warnings.showwarning = _show_warning
                 return func(*args, **kwargs)
         except GmsenseError as exc:
