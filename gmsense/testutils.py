@@ -80,3 +80,15 @@ def cube_site(cube: xr.Dataset, site_id: str = "T-1", inset_m: float = 0.0, **at
     half = float(abs(x[1] - x[0])) / 2
     geom = box(x.min() - half + inset_m, y.min() - half + inset_m, x.max() + half - inset_m, y.max() + half - inset_m)
     return Site(site_id, geom, pyproj.CRS.from_user_input(cube.rio.crs), dict(attrs))
+
+
+def run_cli(*args: object) -> tuple[int, str]:
+    """Run ``gmsense ARGS`` in this process; (exit code, output). Unexpected exceptions propagate."""
+    from typer.testing import CliRunner
+
+    from gmsense.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output

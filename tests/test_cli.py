@@ -11,21 +11,17 @@ import pytest
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from gmsense.cli import app
 from gmsense.config import Settings, configs_dir
 from gmsense.sites import Site, read_sites, write_sites
 from gmsense.sources.synthetic import synthesize
 from gmsense.store import Store
+from gmsense.testutils import run_cli
 
 runner = CliRunner()
 DEMO_SITES = configs_dir() / "demo_sites.geojson"
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+invoke = run_cli
 
 
 @pytest.fixture(scope="module")

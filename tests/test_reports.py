@@ -8,18 +8,14 @@ import pytest
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
-from gmsense.cli import app
 from gmsense.report_summary import summary_tables
 from gmsense.store import Store
+from gmsense.testutils import run_cli
 
 runner = CliRunner()
 
 
-def invoke(*args: object) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+invoke = run_cli
 
 
 @pytest.fixture(scope="module")
