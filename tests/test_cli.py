@@ -9,7 +9,6 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 from shapely.geometry import box
-from typer.testing import CliRunner
 
 from gmsense.config import Settings, configs_dir
 from gmsense.sites import Site, read_sites, write_sites
@@ -17,7 +16,6 @@ from gmsense.sources.synthetic import synthesize
 from gmsense.store import Store
 from gmsense.testutils import run_cli
 
-runner = CliRunner()
 DEMO_SITES = configs_dir() / "demo_sites.geojson"
 
 

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
-from typer.testing import CliRunner
 
 from gmsense.report_summary import summary_tables
 from gmsense.store import Store
 from gmsense.testutils import run_cli
-
-runner = CliRunner()
-
 
 invoke = run_cli
 
