@@ -95,3 +95,10 @@ def test_small_accuracy_run_writes_json_and_markdown(tmp_path: Path) -> None:
     table = out.with_suffix(".md").read_text()
     assert "| recall | >= 0.9 |" in table
     assert "recall trench" in table
+
+
+def test_missing_first_observation_falls_back_to_the_start_date() -> None:
+    truth = _truth().iloc[[0]].copy()
+    truth["first_observed"] = [float("nan")]
+    patch = _patches([("trench", "2021-06-05", True, box(0, -5, 300, 5))])
+    assert score(truth, patch, area_km2=1, years=1)["median_lag_days"] == 4.0

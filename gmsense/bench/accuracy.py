@@ -142,7 +142,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             [f"{fmt(r['overall'][key])} ({_met(r['overall'][key], op, target)})" for r in results])
     for klass in ("trench", "pad", "track", "clearing"):
         row(f"recall {klass}", f">= {RECALL_PER_TYPE_TARGET}",
-            [fmt(r["overall"]["recall_by_type"][klass]) for r in results])
+            [f"{fmt(r['overall']['recall_by_type'][klass])} "
+             f"({_met(r['overall']['recall_by_type'][klass], '>=', RECALL_PER_TYPE_TARGET)})" for r in results])
     row("inside-licence accuracy", "-", [fmt(r["overall"]["inside_licence_accuracy"]) for r in results])
     row("false alarms (on natural change)", "-",
         [f"{r['overall']['false_alarms']} ({sum(r['overall']['false_alarms_on_natural'].values())})" for r in results])

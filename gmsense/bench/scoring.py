@@ -49,7 +49,7 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd
             elif on_natural[i] is None:
                 on_natural[i] = str(ev.get("kind", "natural"))
         best = patches.iloc[max(overlaps)[1]] if overlaps else None
-        observed = ev.get("first_observed") or ev.get("start")
+        observed = next((d for d in (ev.get("first_observed"), ev.get("start")) if isinstance(d, str) and d), None)
         truth_status = ev.get("recovery_status")
         events.append({
             "kind": ev.get("kind", ev.disturbance_class), "truth_class": ev.disturbance_class, "human": human,
