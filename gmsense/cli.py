@@ -108,7 +108,7 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
 @user_errors
 def scan(
     sites: Annotated[Path, typer.Option("--sites", help="licence areas: GeoJSON, GeoPackage or Shapefile, any CRS")],
-    source: Annotated[str, typer.Option("--source", help="synthetic | local")] = "synthetic",
+    source: Annotated[str, typer.Option("--source", help="synthetic | local | earthengine (docs/earthengine.md)")] = "synthetic",
     imagery: Annotated[Path | None, typer.Option("--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube")] = None,
     start: Annotated[str | None, typer.Option("--start", help="first date, YYYY-MM-DD")] = None,
     end: Annotated[str | None, typer.Option("--end", help="last date, YYYY-MM-DD")] = None,
@@ -469,6 +469,26 @@ def synth(
     for site in read_sites(sites):
         folder = write_scene(site, settings, out_dir / site.site_id, seed=seed, preview=preview)
         out.print(f"{site.site_id}: {folder}")
+
+
+sources_app = typer.Typer(help="Imagery sources: are they reachable?", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.command("check")
+@user_errors
+def sources_check(
+    name: Annotated[str, typer.Argument(help="earthengine")],
+    config: ConfigOption = None,
+) -> None:
+    """Say whether a source works from here: for earthengine, credentials, project and network."""
+    from gmsense.errors import InputError
+
+    if name != "earthengine":
+        raise InputError(f"cannot check source {name!r}; only earthengine needs a check (synthetic and local are offline)")
+    from gmsense.sources.earthengine import check
+
+    out.print(check(load_settings(config).earthengine), highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console script shim

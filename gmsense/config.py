@@ -175,6 +175,32 @@ class ScanSettings(_Settings):
     retries: int = Field(1, ge=0, description="retries of a failed licence before it is recorded as failed")
 
 
+class EarthEngineSettings(_Settings):
+    """Google Earth Engine source (``--source earthengine``); see docs/earthengine.md.
+
+    Quotas (developers.google.com/earth-engine/guides/usage): 40 concurrent requests and
+    100 requests/s per Cloud project; the limits here are per process and should stay well under.
+    """
+
+    collection: Literal["sentinel-2", "landsat"] = Field(
+        "sentinel-2", description="sentinel-2 (S2 SR harmonized + Cloud Score+, 10 m) or landsat (8/9 C2 L2, 30 m)")
+    cs_cdf_threshold: float = Field(
+        0.60, ge=0, le=1, description="Sentinel-2: a pixel is clear when Cloud Score+ cs_cdf >= this")
+    min_clear_fraction: float = Field(
+        0.0, ge=0, lt=1, description="skip images whose clear share of the area is not above this (0: skip only all-cloud images)")
+    max_concurrent: int = Field(10, ge=1, le=40, description="requests in flight at once per process (project quota: 40)")
+    max_rps: float = Field(10.0, gt=0, le=100, description="requests started per second per process (project quota: 100)")
+    retries: int = Field(5, ge=0, le=20, description="retries of a request after HTTP 429, 5xx or a timeout (exponential back-off)")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout, seconds")
+    high_volume: bool = Field(False, description="use the high-volume endpoint earthengine-highvolume.googleapis.com")
+    project: str | None = Field(
+        None, description="Cloud project; null: $GMSENSE_EE_PROJECT, $GOOGLE_CLOUD_PROJECT, then the credentials' project")
+    credentials: str | None = Field(
+        None, description="service-account JSON key file; null: $GMSENSE_EE_CREDENTIALS, else application default credentials")
+    cache_dir: str | None = Field(
+        None, description="Zarr pixel cache folder; null: $GMSENSE_EE_CACHE, else ~/.cache/gmsense/earthengine")
+
+
 class Settings(_Settings):
     season: SeasonSettings = SeasonSettings()
     mask: MaskSettings = MaskSettings()
@@ -185,6 +211,7 @@ class Settings(_Settings):
     synthetic: SyntheticSettings = SyntheticSettings()
     local: LocalSettings = LocalSettings()
     scan: ScanSettings = ScanSettings()
+    earthengine: EarthEngineSettings = EarthEngineSettings()
     rules: RulesSettings = RulesSettings()
 
     def config_hash(self) -> str:

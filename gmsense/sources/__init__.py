@@ -18,7 +18,7 @@ from gmsense.config import Settings
 from gmsense.errors import InputError
 from gmsense.sites import Site
 
-SOURCE_NAMES = ("synthetic", "local")
+SOURCE_NAMES = ("synthetic", "local", "earthengine")
 
 
 class Source(Protocol):
@@ -71,6 +71,26 @@ class LocalSource:
         return latest_date(self.path, start, end)
 
 
+@dataclass(frozen=True)
+class EarthEngineSource:
+    """Google Earth Engine: Sentinel-2 + Cloud Score+ or Landsat 8/9 C2 L2, fetched by computePixels
+    into a Zarr cache (see gmsense.sources.earthengine and docs/earthengine.md)."""
+
+    settings: Settings
+    name: str = "earthengine"
+
+    def load(self, site: Site, region: BaseGeometry, start: str | None, end: str | None) -> xr.Dataset:
+        from gmsense.sources.earthengine import load_cube
+
+        return load_cube(self.settings.earthengine, region, site.crs, start, end, site_id=site.site_id).cube
+
+    def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
+        from gmsense.sources.earthengine import latest_date
+
+        region = site.buffered(self.settings.sites.buffer_m)
+        return latest_date(self.settings.earthengine, region, site.crs, start, end, site_id=site.site_id)
+
+
 def get_source(name: str, settings: Settings, imagery: Path | None = None) -> Source:
     """A source by name; ``imagery`` is required for ``local`` and checked (headers only) here,
     so a corrupt file or a wrong path stops the scan before anything is written."""
@@ -84,5 +104,8 @@ def get_source(name: str, settings: Settings, imagery: Path | None = None) -> So
         check_imagery(Path(imagery))
         return LocalSource(Path(imagery), settings)
     if name == "earthengine":
-        raise InputError("--source earthengine is not available yet; use --source local or synthetic")
+        from gmsense.sources.earthengine import connect
+
+        connect(settings.earthengine)  # credentials, project and network, before anything is written
+        return EarthEngineSource(settings)
     raise InputError(f"unknown source {name!r}; choose one of: {', '.join(SOURCE_NAMES)}")

@@ -1,0 +1,571 @@
+"""The pixel fetcher behind the ``earthengine`` source (private): tiling, rate limits, retries, cache.
+
+Nothing here imports ``ee``: a *client* (anything with ``compute_pixels(expression, grid)``, see
+:class:`PixelClient`) does the talking, so the fetcher is tested against fakes and measured by
+:func:`gmsense.sources.earthengine.measure_throughput`.
+
+* :func:`plan_tiles` splits a licence's grid into requests under the computePixels limits;
+* :class:`RequestLimiter` bounds requests in flight and requests started per second, shared by
+  every thread of the process (:func:`shared_limiter`);
+* :func:`call_with_retries` retries HTTP 429, 5xx and timeouts with exponential back-off and
+  jitter, and fails at once (with the server's message) on anything else, e.g. a 400;
+* :class:`PixelCache` keeps fetched images in a Zarr store keyed by (collection, licence, grid,
+  bands, image id), so a rescan fetches only new images and an interrupted fetch resumes;
+* :func:`fetch_to_cache` puts it together for a list of images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import numpy as np
+from affine import Affine
+
+from gmsense.errors import GmsenseError
+
+# --------------------------------------------------------------------------------------------
+# limits (https://developers.google.com/earth-engine/reference/rest/v1/projects.image/computePixels:
+# "Requests are limited to 48MB in uncompressed data per request, computed as the product of the
+# request dimensions in pixels, the number of image bands requested, and the number of bytes per
+# pixel for each band. Requests are also limited to at most 32K pixels in either dimension and at
+# most 1024 bands. Requests exceeding these limits will result in an error code of 400.")
+
+#: Uncompressed bytes one computePixels request may return (48 MB; the server counts 48 x 2**20).
+REQUEST_BYTE_LIMIT = 48 * 2**20
+#: Widest / tallest grid one computePixels request may ask for, pixels ("32K").
+MAX_GRID_SIDE_PX = 32_768
+#: Bands one request may ask for.
+MAX_BANDS = 1024
+#: Project quotas (https://developers.google.com/earth-engine/guides/usage, "Adjustable quota
+#: limits"): 40 concurrent interactive requests and 100 requests/s per project. The settings
+#: ``earthengine.max_concurrent`` / ``max_rps`` are per process and must stay under them.
+PROJECT_MAX_CONCURRENT = 40
+PROJECT_MAX_RPS = 100.0
+#: Seconds a failed fetch waits for the other running requests / cache writes before it raises.
+FAIL_GRACE_S = 2.0
+#: HTTP statuses worth retrying: too many requests, and server-side failures.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+T = TypeVar("T")
+
+
+class EarthEngineError(GmsenseError):
+    """Earth Engine cannot be used or refused a request; the message says what to fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# tiling
+
+
+@dataclass(frozen=True)
+class Window:
+    """A block of the licence grid: offsets and size in pixels."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+
+def plan_tiles(width: int, height: int, bytes_per_pixel: int, *, byte_limit: int = REQUEST_BYTE_LIMIT,
+               max_side: int = MAX_GRID_SIDE_PX) -> list[Window]:
+    """Windows covering a ``width`` x ``height`` grid, each under ``byte_limit`` bytes and ``max_side``.
+
+    One window when the whole grid fits (the usual case for a licence); otherwise the fewest
+    columns of tiles that respect ``max_side``, then as few rows as the byte limit allows, sizes
+    balanced so the last tile is not a sliver. Tiles are row-major and never overlap.
+    """
+    if width < 1 or height < 1 or bytes_per_pixel < 1:
+        raise ValueError("grid and pixel size must be positive")
+    max_pixels = byte_limit // bytes_per_pixel
+    if max_pixels < 1:
+        raise ValueError(f"one pixel ({bytes_per_pixel} bytes) exceeds the request limit of {byte_limit} bytes")
+    if width * height <= max_pixels and width <= max_side and height <= max_side:
+        return [Window(0, 0, width, height)]
+    n_cols = math.ceil(width / max_side)
+    while True:
+        tile_w = math.ceil(width / n_cols)
+        tile_h = min(max_side, max_pixels // tile_w, height)
+        if tile_h >= 1:
+            break
+        n_cols += 1
+    n_rows = math.ceil(height / tile_h)
+    tile_h = math.ceil(height / n_rows)
+    return [Window(c, r, min(tile_w, width - c), min(tile_h, height - r))
+            for r in range(0, height, tile_h) for c in range(0, width, tile_w)]
+
+
+@dataclass(frozen=True)
+class PixelGrid:
+    """The licence's pixel grid: ``transform`` maps (col, row) to metres of ``crs_code`` (e.g. EPSG:32650)."""
+
+    crs_code: str
+    transform: Affine
+    width: int
+    height: int
+
+    def request(self, window: Window) -> dict[str, Any]:
+        """The computePixels ``grid`` (PixelGrid JSON) of ``window``."""
+        t = self.transform * Affine.translation(window.col_off, window.row_off)
+        return {
+            "dimensions": {"width": window.width, "height": window.height},
+            "affineTransform": {"scaleX": t.a, "shearX": t.b, "translateX": t.c,
+                                "shearY": t.d, "scaleY": t.e, "translateY": t.f},
+            "crsCode": self.crs_code,
+        }
+
+    def key(self) -> str:
+        """A stable text naming the grid (for cache keys)."""
+        t = self.transform
+        return f"{self.crs_code}|{t.a!r},{t.b!r},{t.c!r},{t.d!r},{t.e!r},{t.f!r}|{self.width}x{self.height}"
+
+
+# --------------------------------------------------------------------------------------------
+# rate and concurrency limits
+
+
+class RequestLimiter:
+    """At most ``max_concurrent`` requests in flight and ``max_rps`` started per second (token
+    bucket holding one second's worth), across every thread that uses this object.
+
+    Also measures: ``peak`` requests in flight, ``started`` requests, and the busy integral from
+    which :meth:`utilisation` (mean in-flight / ``max_concurrent``) is computed.
+    """
+
+    def __init__(self, max_concurrent: int, max_rps: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.max_concurrent = max_concurrent
+        self.max_rps = max_rps
+        self._clock, self._sleep = clock, sleep
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self._capacity = max(1.0, float(max_rps)) if max_rps else 0.0
+        self._tokens = self._capacity
+        self._refilled = clock()
+        self.in_flight = 0
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Start measuring afresh (peak, started, utilisation)."""
+        with self._lock:
+            self.peak = self.in_flight
+            self.started = 0
+            self._area = 0.0
+            self._since = self._last = self._clock()
+
+    def _account(self, now: float) -> None:
+        self._area += self.in_flight * (now - self._last)
+        self._last = now
+
+    def _take_token(self) -> None:
+        if not self.max_rps:
+            return
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self._capacity, self._tokens + (now - self._refilled) * self.max_rps)
+                self._refilled = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait_s = (1.0 - self._tokens) / self.max_rps
+            self._sleep(wait_s)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one request slot (waiting for a free slot, then for a rate token)."""
+        self._slots.acquire()
+        try:
+            self._take_token()
+            with self._lock:
+                self._account(self._clock())
+                self.in_flight += 1
+                self.started += 1
+                self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._account(self._clock())
+                    self.in_flight -= 1
+        finally:
+            self._slots.release()
+
+    def utilisation(self) -> float:
+        """Mean requests in flight since :meth:`reset_stats`, as a share of ``max_concurrent``."""
+        with self._lock:
+            now = self._clock()
+            self._account(now)
+            elapsed = now - self._since
+            return self._area / (self.max_concurrent * elapsed) if elapsed > 0 else 0.0
+
+
+_LIMITERS: dict[tuple[int, float | None], RequestLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def shared_limiter(max_concurrent: int, max_rps: float | None) -> RequestLimiter:
+    """The process-wide limiter for these limits: every licence loaded in this process (any thread)
+    shares it, so concurrent licences together stay within ``max_concurrent`` and ``max_rps``."""
+    with _LIMITERS_LOCK:
+        key = (int(max_concurrent), float(max_rps) if max_rps else None)
+        if key not in _LIMITERS:
+            _LIMITERS[key] = RequestLimiter(*key)
+        return _LIMITERS[key]
+
+
+# --------------------------------------------------------------------------------------------
+# errors and retries
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, *(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))]
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind ``exc``: ee raises ``EEException(reason)`` while handling the
+    googleapiclient ``HttpError`` (``.resp.status``), so the status is found on the chain."""
+    for e in _chain(exc):
+        for value in (getattr(getattr(e, "resp", None), "status", None), getattr(e, "status_code", None)):
+            with contextlib.suppress(TypeError, ValueError):
+                if value is not None:
+                    return int(value)
+    return None
+
+
+def _is_instance(exc: BaseException, module: str, name: str) -> bool:
+    return any(type(e).__name__ == name and type(e).__module__.startswith(module) for e in _chain(exc))
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """A request that timed out (socket, requests or httplib2 timeouts; ee maps them to TimeoutError)."""
+    return any(isinstance(e, TimeoutError) for e in _chain(exc)) or _is_instance(exc, "requests", "Timeout") \
+        or _is_instance(exc, "requests", "ReadTimeout") or _is_instance(exc, "requests", "ConnectTimeout")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The network is unreachable (DNS, refused, no route, proxy) or the token server is."""
+    return any(isinstance(e, ConnectionError) for e in _chain(exc)) or _is_instance(
+        exc, "requests", "ConnectionError") or _is_instance(exc, "google.auth", "TransportError") or _is_instance(
+        exc, "httplib2", "ServerNotFoundError")
+
+
+def server_message(exc: BaseException) -> str:
+    """One line: the server's message (ee puts it in the exception text)."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def classify_error(exc: BaseException) -> str:
+    """``"retry"`` for HTTP 429 / 5xx / timeouts, ``"network"`` for an unreachable server, ``"fatal"`` otherwise."""
+    status = http_status(exc)
+    if status is not None:
+        return "retry" if status in RETRY_STATUSES or 500 <= status < 600 else "fatal"
+    if is_timeout(exc):
+        return "retry"
+    if is_connection_error(exc):
+        return "network"
+    return "fatal"
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, jitter: float) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): ``base_s * 2**attempt`` capped at
+    ``max_s``, scaled by ``0.5 + jitter / 2`` (``jitter`` in [0, 1)) so threads do not retry in step."""
+    return min(max_s, base_s * 2.0**attempt) * (0.5 + 0.5 * jitter)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry; the defaults suit the real service."""
+
+    retries: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+
+@dataclass
+class CallStats:
+    """Counts shared by the calls of one fetch (thread-safe increments)."""
+
+    requests: int = 0
+    retries: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, requests: int = 0, retries: int = 0) -> None:
+        with self.lock:
+            self.requests += requests
+            self.retries += retries
+
+
+def describe_failure(exc: BaseException, what: str) -> str:
+    """The one-line message for a request that failed for good."""
+    status = http_status(exc)
+    message = server_message(exc)
+    if status in (401, 403):
+        return (f"Earth Engine refused {what} (HTTP {status}): {message}; check the credentials and that the "
+                "Cloud project is registered for Earth Engine (earthengine.project)")
+    if status is not None:
+        return f"Earth Engine refused {what} (HTTP {status}): {message}"
+    if is_timeout(exc):
+        return f"Earth Engine did not answer {what} in time ({message}); raise earthengine.timeout_s or retry later"
+    if is_connection_error(exc):
+        return (f"cannot reach Earth Engine for {what} ({message}); check the network, proxy (HTTPS_PROXY) "
+                "and firewall")
+    return f"Earth Engine failed {what}: {message}"
+
+
+def call_with_retries(fn: Callable[[], T], *, limiter: RequestLimiter, policy: RetryPolicy, what: str,
+                      stats: CallStats | None = None, sleep: Callable[[float], None] = time.sleep,
+                      rng: Callable[[], float] = random.random) -> T:
+    """``fn()`` inside a limiter slot; retried on 429, 5xx and timeouts (the slot is released while
+    backing off), failing at once on anything else. Raises :class:`EarthEngineError`."""
+    for attempt in range(policy.retries + 1):
+        try:
+            if stats is not None:
+                stats.add(requests=1)
+            with limiter.slot():
+                return fn()
+        except EarthEngineError:
+            raise
+        except Exception as exc:
+            if classify_error(exc) != "retry" or attempt == policy.retries:
+                suffix = f" (after {attempt} retries)" if attempt else ""
+                raise EarthEngineError(describe_failure(exc, what) + suffix) from exc
+            if stats is not None:
+                stats.add(retries=1)
+            sleep(backoff_delay(attempt, policy.base_delay_s, policy.max_delay_s, rng()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# cache
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:120] or "_"
+
+
+class PixelCache:
+    """Fetched images of one (collection, licence, grid, bands, mask) in one Zarr store.
+
+    One group per image (named after the image id) holding ``bands`` (float32, ``(band, y, x)``,
+    reflectance, NaN = not observed) and ``qa`` (uint8, ``(y, x)``: 0 no data, 1 cloudy, 2 clear),
+    with attrs ``image_id``, ``time_ms`` and ``complete``. ``complete`` is written last, so an image
+    interrupted half-way is fetched again.
+    """
+
+    _locks: ClassVar[dict[str, threading.Lock]] = {}
+    _locks_guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_key(cls, root: Path, collection: str, site_id: str, grid: PixelGrid,
+                bands: Sequence[str], extra: dict[str, Any]) -> PixelCache:
+        """The cache of one licence: ``root/<collection>/<site_id>-<digest>.zarr``; the digest covers
+        the grid, the bands and ``extra`` (collection ids, mask threshold, scale factors)."""
+        blob = json.dumps({"grid": grid.key(), "bands": list(bands), **extra}, sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cls(Path(root).expanduser() / _safe(collection) / f"{_safe(site_id)}-{digest}.zarr")
+
+    @property
+    def _lock(self) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(str(self.path.resolve()), threading.Lock())
+
+    @staticmethod
+    def node(image_id: str) -> str:
+        """The group name of an image id (ids hold slashes)."""
+        return _safe(image_id.replace("/", "~"))
+
+    def complete_ids(self) -> set[str]:
+        """Ids of the images fully stored."""
+        import zarr
+
+        if not self.path.exists():
+            return set()
+        group = zarr.open_group(str(self.path), mode="r")
+        done = set()
+        for _name, sub in group.groups():
+            attrs = sub.attrs
+            if attrs.get("complete") and attrs.get("image_id"):
+                done.add(str(attrs["image_id"]))
+        return done
+
+    def ensure(self) -> None:
+        """Create the store (its root group) if it does not exist yet."""
+        import zarr
+
+        with self._lock:
+            if not (self.path / "zarr.json").exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                zarr.open_group(str(self.path), mode="a")
+
+    def write(self, image_id: str, time_ms: int, bands: np.ndarray, qa: np.ndarray) -> None:
+        """Store one image (``bands`` float32 ``(band, y, x)``, ``qa`` uint8 ``(y, x)``); marks it complete last.
+
+        Images live in separate groups, so threads may write different images at once (Zarr v3
+        writes no parent listing); the same image is written by one thread only.
+        """
+        import zarr
+
+        self.ensure()
+        root = zarr.open_group(str(self.path), mode="a")
+        sub = root.create_group(self.node(image_id), overwrite=True)
+        chunk = (bands.shape[0], min(bands.shape[1], 2048), min(bands.shape[2], 2048))
+        sub.create_array("bands", data=np.asarray(bands, "float32"), chunks=chunk)
+        sub.create_array("qa", data=np.asarray(qa, "uint8"), chunks=chunk[1:])
+        sub.attrs.update({"image_id": image_id, "time_ms": int(time_ms), "complete": True})
+
+    def read(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(bands, qa)`` of a stored image."""
+        import zarr
+
+        sub = zarr.open_group(str(self.path), mode="r")[self.node(image_id)]
+        return np.asarray(sub["bands"][...]), np.asarray(sub["qa"][...])
+
+
+# --------------------------------------------------------------------------------------------
+# the fetch
+
+
+class PixelClient(Protocol):
+    def compute_pixels(self, expression: Any, grid: dict[str, Any]) -> np.ndarray:
+        """A structured array ``(height, width)`` with one field per band (computePixels, NUMPY_NDARRAY)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of the listing: its ``system:id``, acquisition time (ms since 1970, UTC) and the
+    clear share of the licence rectangle (0..1; None if the server could not tell)."""
+
+    image_id: str
+    time_ms: int
+    clear_share: float | None = None
+
+
+@dataclass
+class FetchStats:
+    """What one fetch did."""
+
+    images_cached: int = 0
+    images_fetched: int = 0
+    requests: int = 0
+    retries: int = 0
+    tiles_per_image: int = 0
+    seconds: float = 0.0
+    peak_in_flight: int = 0
+    utilisation: float = 0.0
+
+
+def _split_fields(block: np.ndarray, bands: Sequence[str], qa_band: str) -> tuple[np.ndarray, np.ndarray]:
+    names = block.dtype.names or ()
+    missing = [b for b in (*bands, qa_band) if b not in names]
+    if missing:
+        raise EarthEngineError(f"Earth Engine returned bands {', '.join(names) or 'none'}; missing {', '.join(missing)}")
+    qa = np.asarray(block[qa_band], "uint8")
+    values = np.stack([np.asarray(block[b], "float32") for b in bands])
+    values[:, qa == 0] = np.nan
+    return values, qa
+
+
+def fetch_to_cache(images: Sequence[ImageRef], *, grid: PixelGrid, bands: Sequence[str], qa_band: str,
+                   bytes_per_pixel: int, expression_for: Callable[[str], Any], client: PixelClient,
+                   cache: PixelCache, limiter: RequestLimiter, policy: RetryPolicy,
+                   byte_limit: int = REQUEST_BYTE_LIMIT, max_side: int = MAX_GRID_SIDE_PX,
+                   sleep: Callable[[float], None] = time.sleep, what: str = "") -> FetchStats:
+    """Fetch every image of ``images`` not yet in ``cache`` into it; returns what was done.
+
+    Each image is one multi-band request per tile of :func:`plan_tiles`; all tiles of all images
+    go through one thread pool (the limiter bounds requests for the process as a whole). The first request that fails for good cancels the rest and raises
+    :class:`EarthEngineError`; images completed before it stay cached.
+    """
+    t0 = time.perf_counter()
+    stats = FetchStats()
+    done = cache.complete_ids()
+    todo = [ref for ref in images if ref.image_id not in done]
+    stats.images_cached = len(images) - len(todo)
+    tiles = plan_tiles(grid.width, grid.height, bytes_per_pixel, byte_limit=byte_limit, max_side=max_side)
+    stats.tiles_per_image = len(tiles)
+    if not todo:
+        return stats
+    calls = CallStats()
+    limiter.reset_stats()
+    lock = threading.Lock()
+    partial: dict[str, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+
+    def fetch_tile(ref: ImageRef, window: Window) -> None:
+        expression = expression_for(ref.image_id)
+        label = f"the pixels of {ref.image_id}{what}"
+        block = call_with_retries(lambda: client.compute_pixels(expression, grid.request(window)),
+                                  limiter=limiter, policy=policy, what=label, stats=calls, sleep=sleep)
+        if block.shape != (window.height, window.width):
+            raise EarthEngineError(f"Earth Engine returned {block.shape} pixels for {label}; asked for "
+                                   f"{(window.height, window.width)}")
+        values, qa = _split_fields(block, bands, qa_band)
+        with lock:
+            if ref.image_id not in partial:
+                partial[ref.image_id] = (np.full((len(bands), grid.height, grid.width), np.nan, "float32"),
+                                         np.zeros((grid.height, grid.width), "uint8"), [0])
+            full, full_qa, count = partial[ref.image_id]
+            rows = slice(window.row_off, window.row_off + window.height)
+            cols = slice(window.col_off, window.col_off + window.width)
+            full[:, rows, cols] = values
+            full_qa[rows, cols] = qa
+            count[0] += 1
+            finished = count[0] == len(tiles)
+            if finished:
+                del partial[ref.image_id]
+        if finished:
+            cache.write(ref.image_id, ref.time_ms, full, full_qa)
+            with lock:
+                stats.images_fetched += 1
+
+    # Twice as many threads as request slots: while some threads decode and write finished images
+    # to the cache, others hold every slot (the limiter, not the pool, bounds requests).
+    cache.ensure()
+    pool = ThreadPoolExecutor(max_workers=2 * limiter.max_concurrent, thread_name_prefix="gmsense-ee")
+    futures: list[Future[None]] = [pool.submit(fetch_tile, ref, w) for ref in todo for w in tiles]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
+        if failed is not None:
+            for f in futures:
+                f.cancel()
+            # let images already fetched finish their cache write (bounded), so a rerun resumes there
+            wait([f for f in futures if not f.done()], timeout=FAIL_GRACE_S)
+            exc = failed.exception()
+            if isinstance(exc, EarthEngineError):
+                raise exc
+            raise EarthEngineError(f"fetching pixels{what} failed: {server_message(exc)}") from exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    stats.requests, stats.retries = calls.requests, calls.retries
+    stats.seconds = time.perf_counter() - t0
+    stats.peak_in_flight = limiter.peak
+    stats.utilisation = limiter.utilisation()
+    return stats
