@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -102,3 +103,46 @@ def test_missing_first_observation_falls_back_to_the_start_date() -> None:
     truth["first_observed"] = [float("nan")]
     patch = _patches([("trench", "2021-06-05", True, box(0, -5, 300, 5))])
     assert score(truth, patch, area_km2=1, years=1)["median_lag_days"] == 4.0
+
+
+def _failing_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(site: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"imagery for {site.site_id} is corrupt")
+
+    monkeypatch.setattr("gmsense.scan.analyse_site", broken)
+
+
+@pytest.mark.slow
+def test_a_failed_licence_counts_its_events_as_misses_and_is_reported(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    _failing_scan(monkeypatch)
+    out = tmp_path / "acc.json"
+    results = run_accuracy([3], sites_per_seed=1, out=out)
+    overall = results["overall"]
+    assert overall["failed_sites"] == 1
+    assert overall["events_human"] > 0
+    assert overall["events_human_on_failed_sites"] == overall["events_human"]
+    assert overall["recall"] == 0.0, "the failed licence's events are misses, not left out"
+    assert overall["false_alarms_per_km2_year"] is None, "no area was scanned"
+    [failed] = results["failed_sites"]
+    assert failed["site_id"] == "S003-1"
+    assert "corrupt" in failed["error"]
+    assert json.loads(out.read_text())["failed_sites"][0]["site_id"] == "S003-1"
+    table = out.with_suffix(".md").read_text()
+    assert "| failed licences (their events scored as misses) | 0 | 1 (" in table
+    assert "licence S003-1: " in table
+    assert "corrupt" in table
+
+
+def test_a_failed_licence_without_truth_is_still_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing_scan(monkeypatch)
+
+    def no_scene(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("gmsense.bench.accuracy.synthesize", no_scene)
+    results = run_accuracy([3], sites_per_seed=2)
+    assert [f["site_id"] for f in results["failed_sites"]] == ["S003-1", "S003-2"]
+    assert all(f["events_human"] is None and "disk full" in f["truth_error"] for f in results["failed_sites"])
+    assert results["overall"]["failed_sites"] == 2
+    assert results["overall"]["recall"] is None

@@ -21,7 +21,7 @@ from rasterio.features import geometry_mask
 from rich.console import Console
 
 from gmsense import __version__
-from gmsense.bench.scoring import match_scene, summarise
+from gmsense.bench.scoring import EVENT_COLUMNS, match_scene, summarise
 from gmsense.config import Settings
 from gmsense.detect.patches import grid_transform
 from gmsense.export import patches_frame
@@ -48,17 +48,29 @@ def truth_status(start: str, regrowth_years: float, end: np.datetime64, recovere
 
 
 def complete_truth(truth: Any, cube: Any, settings: Settings) -> Any:
-    """Add ``first_observed`` and ``recovery_status`` where the simulator does not give them."""
+    """Add ``first_observed`` and ``recovery_status`` where the simulator does not give them.
+
+    ``first_observed`` (blank or missing) is computed as the simulator does: the first growing-season
+    acquisition on or after the start date on which at least half of the footprint's pixels are clear
+    by the cube's ``clear`` mask (the SCL-derived mask a user's scan sees). It stays blank when there
+    is none; the scorer then measures the lag from the start date (see :mod:`gmsense.bench.scoring`).
+    """
     truth = truth.copy()
     times = cube["time"].values
     end = times.max()
     months = cube["time"].dt.month.values
     in_season = (months >= settings.season.start_month) & (months <= settings.season.end_month)
     shape = (cube.sizes["y"], cube.sizes["x"])
-    clear = np.asarray(cube["clear"].values)
     if "first_observed" not in truth.columns:
+        truth["first_observed"] = ""
+    blank = [not isinstance(v, str) or not v.strip() for v in truth["first_observed"]]
+    if any(blank):
+        clear = np.asarray(cube["clear"].values)
         observed = []
-        for geom, start in zip(truth.geometry, truth.start, strict=True):
+        for geom, start, todo, known in zip(truth.geometry, truth.start, blank, truth["first_observed"], strict=True):
+            if not todo:
+                observed.append(known)
+                continue
             inside = geometry_mask([geom], shape, grid_transform(cube), invert=True, all_touched=True)
             share = clear[:, inside].mean(axis=1) if inside.any() else np.zeros(times.size)
             hits = np.flatnonzero((times >= np.datetime64(start)) & in_season & (share >= 0.5))
@@ -71,52 +83,98 @@ def complete_truth(truth: Any, cube: Any, settings: Settings) -> Any:
     return truth
 
 
+def scan_failures(store: Store, summary: Any, sites: list[Any]) -> dict[str, str]:
+    """Licences of the scan with no stored result, with their errors: the summary's failures, the
+    store's failed units, and any licence with no ``done`` unit at all."""
+    failures = dict(summary.failures)
+    _, units = store.scan(summary.scan_id)
+    done = {u.site_id for u in units if u.status == "done"}
+    for unit in units:
+        if unit.status != "done":
+            failures.setdefault(unit.site_id, unit.error or f"scan unit {unit.status}")
+    for site in sites:
+        if site.site_id not in done:
+            failures.setdefault(site.site_id, "no result stored for this licence")
+    return failures
+
+
 def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Settings | None = None,
                  workers: int | None = None, classifier: PatchClassifier | None = None,
                  out: Path | None = None) -> dict[str, Any]:
-    """Scan and score every scene; write ``out`` (JSON) and a sibling ``.md`` table if given."""
+    """Scan and score every scene; write ``out`` (JSON) and a sibling ``.md`` table if given.
+
+    A licence whose scan failed is not dropped: its truth events are scored as misses (recall counts
+    them) and it is listed under ``failed_sites`` with its error. Its area is left out of the
+    false-alarm rate (no patch could be found there). If even its truth cannot be generated, its
+    events are unknown: it is listed with ``events_human`` None.
+    """
     settings = settings or Settings()
     t0 = time.perf_counter()
-    all_events, all_false, n_patches, area_km2, years, per_seed = [], [], 0, 0.0, 0.0, []
+    all_events, all_false, n_patches, area_km2, exposure, per_seed, failed = [], [], 0, 0.0, 0.0, [], []
+    empty = pd.DataFrame(columns=EVENT_COLUMNS)
     for seed in seeds:
         seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
         sites = random_licences(seed, sites_per_seed)
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(str(Path(tmp) / "bench.db"))
-            run_scan(sites, SyntheticSource(seeded), seeded, store, workers=workers, classifier=classifier,
-                     console=Console(quiet=True), show_progress=False)
+            summary = run_scan(sites, SyntheticSource(seeded), seeded, store, workers=workers,
+                               classifier=classifier, console=Console(quiet=True), show_progress=False)
+            failures = scan_failures(store, summary, sites)
             exported = patches_frame(store)
-        seed_events, seed_false, seed_patches, seed_area = [], [], 0, 0.0
+        seed_events, seed_false, seed_patches, seed_area, seed_exposure, seed_failed = [], [], 0, 0.0, 0.0, []
         for site in sites:
             region = site.buffered(seeded.sites.buffer_m)
-            cube, truth = synthesize(site, region, seeded.synthetic)
+            try:
+                cube, truth = synthesize(site, region, seeded.synthetic)
+            except Exception as exc:  # the scan failed the same way: nothing to score, say so
+                if site.site_id not in failures:
+                    raise
+                failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
+                               "events_human": None, "truth_error": f"{type(exc).__name__}: {exc}"})
+                seed_failed.append(failed[-1])
+                continue
             truth = complete_truth(truth, cube, seeded)
+            scene_years = len(np.unique(cube["time"].dt.year.values)) - 1  # the first season is history only
             patches = exported[exported.site_id == site.site_id].to_crs(site.crs)
             events, false_alarms = match_scene(truth, patches)
             seed_events.append(events)
-            seed_false += false_alarms
             seed_patches += len(patches)
+            if site.site_id in failures:
+                failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
+                               "events_human": int(events.human.astype(bool).sum())})
+                seed_failed.append(failed[-1])
+                continue
+            seed_false += false_alarms
             seed_area += region.area / 1e6
-            scene_years = len(np.unique(cube["time"].dt.year.values)) - 1  # the first season is history only
-        events = pd.concat(seed_events, ignore_index=True)
-        per_seed.append({"seed": seed, **summarise(events, seed_false, seed_patches, area_km2=seed_area,
-                                                   years=scene_years)})
+            seed_exposure += region.area / 1e6 * scene_years
+        events = pd.concat(seed_events, ignore_index=True) if seed_events else empty
+        per_seed.append({"seed": seed, "failed_sites": len(seed_failed),
+                         **summarise(events, seed_false, seed_patches, area_km2=seed_area,
+                                     years=_years(seed_exposure, seed_area))})
         all_events.append(events)
         all_false += seed_false
         n_patches += seed_patches
         area_km2 += seed_area
-        years = scene_years
-    pooled = summarise(pd.concat(all_events, ignore_index=True), all_false, n_patches, area_km2=area_km2,
-                       years=years)
+        exposure += seed_exposure
+    pooled = summarise(pd.concat([e for e in all_events if len(e)] or [empty], ignore_index=True), all_false,
+                       n_patches, area_km2=area_km2, years=_years(exposure, area_km2))
+    pooled["failed_sites"] = len(failed)
+    pooled["events_human_on_failed_sites"] = sum(f["events_human"] or 0 for f in failed)
     results = {"detector": "model" if classifier else "rules",
                "model_version": classifier.version if classifier else None,
                "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": pooled, "per_seed": per_seed,
+               "failed_sites": failed,
                "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
                "config_hash": settings.config_hash(), "gmsense_version": __version__,
                "runtime_s": round(time.perf_counter() - t0, 1)}
     if out is not None:
         write_results(results, Path(out))
     return results
+
+
+def _years(exposure_km2_years: float, area_km2: float) -> float:
+    """Mean scene years weighted by area (the false-alarm rate's denominator is their product)."""
+    return round(exposure_km2_years / area_km2, 4) if area_km2 else 0.0
 
 
 def _met(value: float | None, op: str, target: float) -> str:
@@ -144,13 +202,25 @@ def markdown(results: list[dict[str, Any]]) -> str:
         row(f"recall {klass}", f">= {RECALL_PER_TYPE_TARGET}",
             [f"{fmt(r['overall']['recall_by_type'][klass])} "
              f"({_met(r['overall']['recall_by_type'][klass], '>=', RECALL_PER_TYPE_TARGET)})" for r in results])
+    row("median lag to first_detected (days)", "-",
+        [fmt(r["overall"].get("median_first_detected_lag_days")) for r in results])
     row("inside-licence accuracy", "-", [fmt(r["overall"]["inside_licence_accuracy"]) for r in results])
     row("false alarms (on natural change)", "-",
         [f"{r['overall']['false_alarms']} ({sum(r['overall']['false_alarms_on_natural'].values())})" for r in results])
     row("human-made events / patches", "-", [f"{r['overall']['events_human']} / {r['overall']['patches']}"
                                             for r in results])
+    row("failed licences (their events scored as misses)", "0",
+        [f"{r['overall'].get('failed_sites', 0)} ({r['overall'].get('events_human_on_failed_sites', 0)})"
+         for r in results])
     seeds = results[0]["seeds"]
-    return "\n".join(lines) + f"\n\nSeeds {min(seeds)}-{max(seeds)}, {results[0]['sites_per_seed']} licences each.\n"
+    text = "\n".join(lines) + f"\n\nSeeds {min(seeds)}-{max(seeds)}, {results[0]['sites_per_seed']} licences each.\n"
+    text += ("Lag: days from the event's first clear growing-season observation (>= half its footprint clear by "
+             "the scene's SCL mask; its start date when there is none) to the patch's `confirmed_on`.\n")
+    for r in results:
+        for f in r.get("failed_sites", []):
+            text += (f"\nFailed ({r['detector']}): seed {f['seed']} licence {f['site_id']}: {f['error']}"
+                     + (f" (truth unavailable: {f['truth_error']})" if f.get("truth_error") else "") + "\n")
+    return text
 
 
 def write_results(results: dict[str, Any] | list[dict[str, Any]], out: Path) -> Path:

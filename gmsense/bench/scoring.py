@@ -2,13 +2,31 @@
 
 Rules (both frames in one projected CRS, metres):
 
-- a truth event is *detected* when a patch intersects its footprint buffered by ``tolerance_m``
-  (misregistration); its *predicted class* is that of the matched patch with the largest overlap;
+- a truth event is *detected* when a patch overlaps its footprint buffered by ``tolerance_m``
+  (misregistration); its *predicted class* is that of the matched patch with the largest overlap.
+  An event split into several patches is one hit, and none of its pieces is a false alarm; one
+  patch covering several events is a hit for each of them;
 - a patch overlapping no buffered human-made event is a *false alarm* unless it is classified
-  ``natural``; a false alarm overlapping a natural event (fire, flood, windthrow, harvest) counts
-  as "on natural change";
-- *lag* is ``first_detected - first_observed`` in days (the event's first clear growing-season
-  observation; its start date when that is unknown);
+  ``natural``; a false alarm overlapping a buffered natural event (fire, flood, windthrow,
+  harvest) counts as "on natural change";
+- *lag* (days) runs from the event's first clear observation to its detection:
+
+  - the first clear observation is the truth's ``first_observed``: the first growing-season
+    acquisition on or after the start date on which at least half of the footprint is clear by
+    the scene's own mask (the synthetic SCL, imperfect as a user's would be; see
+    :func:`gmsense.sources.synthetic.first_observed` and
+    :func:`gmsense.bench.accuracy.complete_truth`). Fallback, when the footprint was never that
+    clear (or the truth has no such column): the event's start date. ``lag_basis`` records
+    which one was used (``first_observed`` | ``start``);
+  - the detection date is the patch's ``confirmed_on``: the observation that confirmed the
+    change, i.e. the day the system could flag it (``lag_days``, the benchmark's lag). The
+    patch's ``first_detected`` (the first clear observation showing the change, a date the
+    system only knows afterwards) gives ``first_detected_lag_days``. Fallback: a patch frame
+    without ``confirmed_on`` uses ``first_detected`` for both;
+  - of the event's matched patches only those confirmed on or after its start date can be its
+    detection (the store merges a later detection into an earlier overlapping patch and keeps
+    the earlier dates); of those the earliest counts (a split event is known once its first
+    piece is confirmed). With none, the lag is unknown (``lag_basis`` ``predates_event``);
 - *recovery-status* and *inside-licence* accuracy compare the matched patch with the event, over
   detected human-made events (reclamation is owed for those; a crop field "recovers" every year).
 """
@@ -29,7 +47,43 @@ def _safe_ratio(num: float, den: float) -> float | None:
     return round(num / den, 4) if den else None
 
 
-EVENT_COLUMNS = ["kind", "truth_class", "human", "detected", "predicted", "lag_days", "status_ok", "inside_ok"]
+EVENT_COLUMNS = ["event_id", "kind", "truth_class", "human", "detected", "n_patches", "predicted", "lag_days",
+                 "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok"]
+
+
+def _iso(value: Any) -> str | None:
+    """An ISO date (YYYY-MM-DD) from a string, date, Timestamp or datetime64; None when blank/NaT/NaN."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    return None if pd.isna(stamp) else stamp.date().isoformat()
+
+
+def _days(later: str, earlier: str) -> int:
+    return int((np.datetime64(later, "D") - np.datetime64(earlier, "D")) / np.timedelta64(1, "D"))
+
+
+def _as_bool(value: Any) -> bool:
+    """``inside_licence`` as read back from GeoJSON/CSV may be a string: "false" is False."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "t")
+    return bool(value) and not (isinstance(value, float) and np.isnan(value))
+
+
+def _detection(ev: Any, matched: pd.DataFrame) -> tuple[str | None, str | None]:
+    """(confirmed, first detected) dates of the event's detection among its matched patches; see the
+    module docstring. (None, None) when every matched patch was confirmed before the event began."""
+    first = [_iso(d) for d in matched.first_detected] if "first_detected" in matched else [None] * len(matched)
+    confirmed = ([_iso(d) for d in matched.confirmed_on] if "confirmed_on" in matched else first)
+    confirmed = [c or f for c, f in zip(confirmed, first, strict=True)]
+    start = _iso(ev.get("start"))
+    usable = [(c, f or c) for c, f in zip(confirmed, first, strict=True) if c and (start is None or c >= start)]
+    if not usable:
+        return None, None
+    return min(c for c, _ in usable), min(f for _, f in usable)
 
 
 def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd.DataFrame, list[str | None]]:
@@ -49,16 +103,26 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd
             elif on_natural[i] is None:
                 on_natural[i] = str(ev.get("kind", "natural"))
         best = patches.iloc[max(overlaps)[1]] if overlaps else None
-        observed = next((d for d in (ev.get("first_observed"), ev.get("start")) if isinstance(d, str) and d), None)
+        observed, basis = _iso(ev.get("first_observed")), "first_observed"
+        if observed is None:
+            observed, basis = _iso(ev.get("start")), "start"
+        lag = first_lag = None
+        if best is not None:
+            confirmed, first = _detection(ev, patches.iloc[[i for _, i in overlaps]])
+            if confirmed is None:
+                basis = "predates_event"
+            elif observed is not None:
+                lag, first_lag = _days(confirmed, observed), _days(first, observed)
         truth_status = ev.get("recovery_status")
         events.append({
-            "kind": ev.get("kind", ev.disturbance_class), "truth_class": ev.disturbance_class, "human": human,
-            "detected": best is not None,
-            "predicted": None if best is None else best.disturbance_class,
-            "lag_days": None if best is None or not observed else
-            int((np.datetime64(best.first_detected) - np.datetime64(observed)) / np.timedelta64(1, "D")),
-            "status_ok": None if best is None or not truth_status else best.recovery_status == truth_status,
-            "inside_ok": None if best is None else bool(best.inside_licence) == bool(ev.inside_licence),
+            "event_id": ev.get("event_id"), "kind": ev.get("kind", ev.disturbance_class),
+            "truth_class": ev.disturbance_class, "human": human, "detected": best is not None,
+            "n_patches": len(overlaps), "predicted": None if best is None else best.disturbance_class,
+            "lag_days": lag, "first_detected_lag_days": first_lag,
+            "lag_basis": None if best is None or observed is None else basis,
+            "status_ok": None if best is None or not isinstance(truth_status, str) or not truth_status
+            else best.recovery_status == truth_status,
+            "inside_ok": None if best is None else _as_bool(best.inside_licence) == _as_bool(ev.inside_licence),
         })
     false_alarms = [on_natural[i] for i in range(len(geoms))
                     if not used_by_human[i] and patches.iloc[i].disturbance_class != "natural"]
@@ -73,6 +137,9 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
     detected = human[human.detected] if len(human) else human
     detected_all = events[events.detected] if len(events) else events
     lags = pd.to_numeric(detected.lag_days, errors="coerce").dropna().to_numpy() if len(detected) else np.array([])
+    first_lags = (pd.to_numeric(detected.first_detected_lag_days, errors="coerce").dropna().to_numpy()
+                  if len(detected) else np.array([]))
+    basis = Counter(detected.lag_basis.dropna()) if len(detected) else Counter()
     status = detected.status_ok.dropna() if len(detected) else pd.Series(dtype=bool)
     inside = detected.inside_ok.dropna() if len(detected) else pd.Series(dtype=bool)
     return {
@@ -88,6 +155,10 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
         "false_alarms_per_km2_year": round(len(false_alarms) / (area_km2 * years), 4) if area_km2 and years else None,
         "median_lag_days": float(np.median(lags)) if lags.size else None,
         "p90_lag_days": float(np.percentile(lags, 90)) if lags.size else None,
+        "median_first_detected_lag_days": float(np.median(first_lags)) if first_lags.size else None,
+        "lag_events": int(lags.size),
+        "lag_from_start_date": basis.get("start", 0),
+        "lag_unknown_patch_predates_event": basis.get("predates_event", 0),
         "recovery_status_accuracy": _safe_ratio(int(status.sum()), len(status)),
         "inside_licence_accuracy": _safe_ratio(int(inside.sum()), len(inside)),
         "confusion": {t: dict(Counter(detected_all[detected_all.truth_class == t].predicted)) if len(detected_all)
