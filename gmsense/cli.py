@@ -2,56 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from gmsense import __version__
+from gmsense import __version__, cli_review
+from gmsense._cli_common import ConfigOption, DbOption, err, out, user_errors
 from gmsense.config import configs_dir, load_settings
-from gmsense.errors import EXIT_OK, GmsenseError
+from gmsense.errors import EXIT_OK
 
 app = typer.Typer(help="gmsense: vegetation damage on mining and exploration licences, from satellite imagery.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 scans_app = typer.Typer(help="Past scans and their status.", no_args_is_help=True)
 app.add_typer(scans_app, name="scans")
-
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-DbOption = Annotated[str | None, typer.Option("--db", help="store URL or SQLite path; default $GMSENSE_DB, else ./gmsense.db")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="settings YAML overriding configs/default.yaml")]
-
-
-def user_errors(func: F) -> F:
-    """Turn GmsenseError into one line on stderr and its exit code (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("default", UserWarning)
-                # rasterio warns about a missing geotransform when rasterising in dask worker threads,
-                # although every call passes an explicit transform: noise for a user.
-                warnings.filterwarnings("ignore", message="Dataset has no geotransform")
-                warnings.showwarning = _show_warning
-                return func(*args, **kwargs)
-        except GmsenseError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -489,6 +455,11 @@ def sources_check(
     from gmsense.sources.earthengine import check
 
     out.print(check(load_settings(config).earthengine), highlight=False)
+
+
+app.add_typer(cli_review.review_app, name="review")
+app.add_typer(cli_review.users_app, name="users")
+app.add_typer(cli_review.labels_app, name="labels")
 
 
 def run() -> None:  # pragma: no cover - console script shim

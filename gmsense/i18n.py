@@ -63,3 +63,10 @@ def rule_message(rule: str, params: dict[str, Any], lang: str = "en", unit: str 
     if {"klass", "area", "first_detected"} <= p.keys():
         p["what"] = t("what", lang, **p)
     return t(f"rule.{rule}", lang, **p)
+
+
+def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:
+    """A stored flag's sentence in ``lang``: re-rendered from the parameters kept in its evidence
+    (``message_params``), else the stored English sentence."""
+    params = (getattr(flag, "evidence", None) or {}).get("message_params")
+    return rule_message(flag.rule, params, lang, unit) if params else flag.message

@@ -25,7 +25,7 @@ from shapely import wkt
 
 from gmsense import __version__
 from gmsense.errors import GmsenseError, InputError
-from gmsense.i18n import area, rule_message, t
+from gmsense.i18n import area, flag_sentence, t
 from gmsense.records import RecoveryObservation
 from gmsense.report import chips_figure, scene_for, site_map_figure, trajectory_figure
 from gmsense.sites import WGS84, reproject_geometry
@@ -80,9 +80,7 @@ def _paste(fig_sub: Figure, target: Figure, rect: tuple[float, float, float, flo
 
 
 def _sentence(flag: Any, lang: str, unit: str) -> str:
-    """A flag's sentence in ``lang``: re-rendered from its parameters when it has them."""
-    params = (flag.evidence or {}).get("message_params")
-    return rule_message(flag.rule, params, lang, unit) if params else flag.message
+    return flag_sentence(flag, lang, unit)
 
 
 def _has_font(family: str) -> bool:

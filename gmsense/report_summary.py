@@ -83,7 +83,7 @@ def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
                        "open_flags": sum(f.status == "open" for f in flags), "flags": len(flags)}}
 
 
-def _charts(t: dict[str, Any]) -> Figure:
+def summary_charts(t: dict[str, Any]) -> Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 3.6), dpi=110)
     names = [str(r[t["by"]]) for r in t["groups"]]
     y = np.arange(len(names))
@@ -154,7 +154,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
             fig.text(0.05, 0.95, "Green-mine programme summary", fontsize=15, weight="bold", va="top")
             fig.text(0.05, 0.91, headline, fontsize=9, va="top")
             fig.text(0.05, 0.89, stamp, fontsize=7, va="top")
-            chart = _charts(t)
+            chart = summary_charts(t)
             chart.canvas.draw()
             ax = fig.add_axes((0.03, 0.42, 0.94, 0.45))
             ax.imshow(np.asarray(chart.canvas.buffer_rgba()))
@@ -175,7 +175,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
             pdf.infodict()["Title"] = "gmsense programme summary"
     else:
         buffer = io.BytesIO()
-        chart = _charts(t)
+        chart = summary_charts(t)
         chart.savefig(buffer, format="png")
         plt.close(chart)
         image = base64.b64encode(buffer.getvalue()).decode()

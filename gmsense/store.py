@@ -156,6 +156,59 @@ class FlagRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
+class UserRow(Base):
+    """A person who may use the review app; ``role`` is viewer < reviewer < admin."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    lang: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class SessionRow(Base):
+    """A logged-in browser: the cookie holds a random token, the table only its SHA-256."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LoginAttemptRow(Base):
+    """Every login attempt, for rate limiting (per user name and per client address)."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(80), index=True)
+    client: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=_now, index=True)
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+class ReviewRow(Base):
+    """The audit log of decisions on flags: append-only (database triggers refuse UPDATE and
+    DELETE); a changed decision is a new row whose ``previous_status`` is the flag's status then."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flag_id: Mapped[int] = mapped_column(ForeignKey("flags.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    decision: Mapped[str] = mapped_column(String(20))  # confirmed|dismissed|field_visit
+    reason: Mapped[str] = mapped_column(String(40))  # a code of gmsense.review.service.REASONS
+    comment: Mapped[str] = mapped_column(Text)
+    corrected_class: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    previous_status: Mapped[str] = mapped_column(String(20))
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# Chinese reports need a CJK font (Debian's fonts-noto-cjk); installed when we may (root).
-if [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] && [ "$(id -u)" = 0 ] \
-   && command -v apt-get >/dev/null; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null
+# Chinese reports need a CJK font (Debian's fonts-noto-cjk); the review app's browser tests need
+# Debian's chromium. Installed when we may (root).
+debs=()
+[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || debs+=(fonts-noto-cjk)
+[ -x /usr/bin/chromium ] || debs+=(chromium)
+if [ ${#debs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debs[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

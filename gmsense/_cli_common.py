@@ -1,0 +1,45 @@
+"""What every command module shares: consoles, common options, and the user-error wrapper."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from gmsense.errors import GmsenseError
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[str | None, typer.Option("--db", help="store URL or SQLite path; default $GMSENSE_DB, else ./gmsense.db")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="settings YAML overriding configs/default.yaml")]
+
+
+def user_errors(func: F) -> F:
+    """Turn GmsenseError into one line on stderr and its exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", UserWarning)
+                # rasterio warns about a missing geotransform when rasterising in dask worker threads,
+                # although every call passes an explicit transform: noise for a user.
+                warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
+        except GmsenseError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)

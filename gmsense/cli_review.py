@@ -1,0 +1,141 @@
+"""Commands of the regulators' side: ``review serve``, ``users ...`` and ``labels export``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gmsense._cli_common import DbOption, err, out, user_errors
+from gmsense.errors import InputError
+
+review_app = typer.Typer(help="The regulators' review web app.", no_args_is_help=True)
+users_app = typer.Typer(help="Users of the review app and their roles (viewer, reviewer, admin).", no_args_is_help=True)
+labels_app = typer.Typer(help="Reviewers' decisions as training labels.", no_args_is_help=True)
+
+
+def _store(db: str | None):
+    from gmsense.store import Store
+
+    return Store(db)
+
+
+@review_app.command("serve")
+@user_errors
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 exposes the app to the network")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="picture cache; default: beside a SQLite "
+                                                   "store, else ~/.cache/gmsense/review")] = None,
+    secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="mark cookies Secure (behind HTTPS)")] = False,
+) -> None:
+    """Serve the review app (queue, flag pages with before/after images, decisions, dashboard)."""
+    import uvicorn
+
+    from gmsense.review.app import create_app
+    from gmsense.review.auth import list_users
+
+    store = _store(db)
+    if not list_users(store):
+        err.print("[yellow]warning:[/] no users yet; add one with `gmsense users add NAME --role admin`",
+                  highlight=False)
+    if cache_dir is None:
+        database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
+        cache_dir = (Path(database).resolve().parent / ".gmsense-review-cache" if database and database != ":memory:"
+                     else Path.home() / ".cache" / "gmsense" / "review")
+    app = create_app(store, cache_dir=cache_dir, secure_cookies=secure_cookies)
+    out.print(f"review app on http://{host}:{port}/ (store {store._safe_url()}); Ctrl-C stops it", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = typer.prompt("password", hide_input=True)
+    second = typer.prompt("password again", hide_input=True)
+    if first != second:
+        raise InputError("the two passwords differ")
+    return first
+
+
+@users_app.command("add")
+@user_errors
+def users_add(
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Option(help="viewer | reviewer | admin")] = "viewer",
+    lang: Annotated[str | None, typer.Option(help="interface language: en | zh (default: the browser's)")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from the first line "
+                                                 "of stdin instead of a prompt")] = False,
+    db: DbOption = None,
+) -> None:
+    """Add a user. The password is asked for (or read from stdin), never taken as an argument."""
+    from gmsense.review.auth import add_user
+
+    store = _store(db)
+    user = add_user(store, name, _read_password(password_stdin), role, lang)
+    out.print(f"added {user.username} ({user.role})", highlight=False)
+
+
+@users_app.command("list")
+@user_errors
+def users_list(db: DbOption = None) -> None:
+    """List users, their roles and whether they are active."""
+    from gmsense.review.auth import list_users
+
+    table = Table(title="users")
+    for column in ("user", "role", "language", "active", "created (UTC)"):
+        table.add_column(column)
+    for u in list_users(_store(db)):
+        table.add_row(u.username, u.role, u.lang or "-", "yes" if u.active else "no", f"{u.created_at:%Y-%m-%d %H:%M}")
+    out.print(table)
+
+
+@users_app.command("disable")
+@user_errors
+def users_disable(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
+    """Disable a user and end their sessions (their decisions stay in the audit log)."""
+    from gmsense.review.auth import set_active
+
+    set_active(_store(db), name, False)
+    out.print(f"disabled {name}", highlight=False)
+
+
+@users_app.command("enable")
+@user_errors
+def users_enable(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
+    """Enable a disabled user again."""
+    from gmsense.review.auth import set_active
+
+    set_active(_store(db), name, True)
+    out.print(f"enabled {name}", highlight=False)
+
+
+@users_app.command("passwd")
+@user_errors
+def users_passwd(
+    name: Annotated[str, typer.Argument()],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    db: DbOption = None,
+) -> None:
+    """Set a user's password (asked for, or read from stdin); ends their sessions."""
+    from gmsense.review.auth import set_password
+
+    set_password(_store(db), name, _read_password(password_stdin))
+    out.print(f"password of {name} changed", highlight=False)
+
+
+@labels_app.command("export")
+@user_errors
+def labels_export(
+    out_file: Annotated[Path, typer.Option("--out", help="GeoPackage, GeoJSON or CSV (by suffix)")],
+    db: DbOption = None,
+) -> None:
+    """Write reviewers' latest decision per patch as labels (disturbance_class, date, decision...)."""
+    from gmsense.labels import write_labels
+
+    path, n = write_labels(_store(db), out_file)
+    out.print(f"{n} labels -> {path}", highlight=False)

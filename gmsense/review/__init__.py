@@ -1,0 +1,1 @@
+"""The regulators\x27 review app (see gmsense.review.app)."""

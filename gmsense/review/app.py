@@ -1,0 +1,459 @@
+"""The regulators' review app: FastAPI, server-rendered Jinja2 pages, a JSON API under /api.
+
+Everything it serves comes from the app itself (no CDN), so it works on an offline network.
+Pages need a logged-in user (anonymous visitors are sent to /login); the API answers 401. Every
+form carries the session's CSRF token and every state-changing API call its ``X-CSRF-Token``
+header. Only reviewers and admins decide; only admins manage users; a viewer sees everything.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gmsense import __version__
+from gmsense.errors import InputError
+from gmsense.i18n import LANGUAGES, area, catalog, flag_sentence, t
+from gmsense.review import auth, service
+from gmsense.review.figures import Pictures
+from gmsense.store import ReviewRow, Store, UserRow
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "gmsense_session"
+LOGIN_CSRF_COOKIE = "gmsense_login_csrf"
+LANG_COOKIE = "gmsense_lang"
+EXPORT_FORMATS = {"geojson": "application/geo+json", "gpkg": "application/geopackage+sqlite3", "csv": "text/csv"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class LoginRequiredError(Exception):
+    """A page asked for by an anonymous visitor: redirect to /login."""
+
+
+class Decision(BaseModel):
+    """A reviewer's decision on a flag (JSON API)."""
+
+    decision: str = Field(description="confirm | dismiss | field_visit")
+    reason: str = Field(description="confirm: violation; dismiss: natural_change, cloud_shadow, approved_work, "
+                                    "misregistration, other; field_visit: needs_field_visit")
+    comment: str = Field(description="what the images show; required", max_length=service.MAX_COMMENT)
+    corrected_class: str | None = Field(None, description="the disturbance class the reviewer saw, if different")
+
+
+def _current(request: Request) -> tuple[UserRow, Any] | None:
+    return auth.session_user(request.app.state.store, request.cookies.get(SESSION_COOKIE))
+
+
+def _page_user(request: Request) -> tuple[UserRow, Any]:
+    found = _current(request)
+    if found is None:
+        raise LoginRequiredError()
+    return found
+
+
+def _api_user(request: Request) -> tuple[UserRow, Any]:
+    found = _current(request)
+    if found is None:
+        raise HTTPException(401, "log in first (POST /login)")
+    return found
+
+
+#: The logged-in user and session of a page (anonymous visitors go to /login) or an API call (401).
+PageUser = Annotated[tuple[UserRow, Any], Depends(_page_user)]
+ApiUser = Annotated[tuple[UserRow, Any], Depends(_api_user)]
+
+
+def pick_language(request: Request, user: UserRow | None = None) -> str:
+    """``?lang=``, then the user's setting, then the language cookie, then Accept-Language."""
+    asked = request.query_params.get("lang")
+    if asked in LANGUAGES:
+        return asked
+    if user is not None and user.lang in LANGUAGES:
+        return user.lang
+    cookie = request.cookies.get(LANG_COOKIE)
+    if cookie in LANGUAGES:
+        return cookie
+    for part in request.headers.get("accept-language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    return "en"
+
+
+def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: bool = False) -> FastAPI:
+    """The app over ``store``; pictures are cached in ``cache_dir`` (a temporary folder if None).
+    ``secure_cookies``: mark cookies Secure (set it when served over HTTPS behind a proxy)."""
+    app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
+    pictures = Pictures(store, cache)
+    app.state.store, app.state.pictures = store, pictures
+    import swagger_ui_bundle
+
+    # The more specific mount first: Starlette takes the first matching prefix.
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    # --- plumbing --------------------------------------------------------------------------
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if not request.url.path.startswith("/static"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def current(request: Request) -> tuple[UserRow, Any] | None:
+        return _current(request)
+
+
+    def render(request: Request, name: str, user: UserRow | None, status_code: int = 200,
+               session: Any = None, **context: Any) -> HTMLResponse:
+        lang = pick_language(request, user)
+        unit = request.query_params.get("unit") if request.query_params.get("unit") in ("ha", "mu") else (
+            "mu" if lang == "zh" else "ha")
+
+        def tr(key: str, **params: Any) -> str:
+            return t(key, lang, **params)
+
+        def url_lang(target: str) -> str:
+            query = dict(request.query_params)
+            query["lang"] = target
+            return f"{request.url.path}?{urlencode(query)}"
+
+        response = templates.TemplateResponse(request, name, {
+            "user": user, "lang": lang, "unit": unit, "t": tr, "csrf": session.csrf_token if session else "",
+            "can_decide": auth.can(user, "decide"), "can_manage": auth.can(user, "manage_users"),
+            "area": lambda m2: area(m2, lang, unit) if m2 is not None else "-",
+            "sentence": lambda flag: flag_sentence(flag, lang, unit), "url_lang": url_lang,
+            "field_label": lambda key: t(f"field.{key}", lang) if f"field.{key}" in catalog("en") else key,
+            "version": __version__, **context}, status_code=status_code)
+        if request.query_params.get("lang") in LANGUAGES:
+            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax",
+                                secure=secure_cookies)
+        return response
+
+    def check_csrf(session: Any, token: str | None) -> None:
+        if not auth.csrf_ok(session.csrf_token, token):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+
+    @app.exception_handler(LoginRequiredError)
+    async def _to_login(request: Request, _exc: LoginRequiredError) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/") or request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        found = current(request)
+        return render(request, "error.html", found[0] if found else None, status_code=exc.status_code,
+                      session=found[1] if found else None, status=exc.status_code, detail=exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if any(e.get("loc", ("",))[0] == "path" for e in exc.errors()):
+            return await _http_error(request, HTTPException(404, "no such page: the id is not valid"))
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors())
+        return await _http_error(request, HTTPException(422, detail))
+
+    @app.exception_handler(service.NotFoundError)
+    async def _not_found(request: Request, exc: service.NotFoundError) -> Response:
+        return await _http_error(request, HTTPException(404, str(exc)))
+
+    @app.exception_handler(InputError)
+    async def _bad_input(request: Request, exc: InputError) -> Response:
+        return await _http_error(request, HTTPException(400, str(exc)))
+
+    @app.exception_handler(PermissionError)
+    async def _forbidden(request: Request, exc: PermissionError) -> Response:
+        return await _http_error(request, HTTPException(403, str(exc)))
+
+    def queue_filter(request: Request) -> service.QueueFilter:
+        names = {f.name for f in fields(service.QueueFilter)}
+        given = {k: v.strip() for k, v in request.query_params.items() if k in names and v.strip()}
+        return service.QueueFilter(**given)
+
+    # --- login ------------------------------------------------------------------------------
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request, next: str = "/flags", error: str = "") -> HTMLResponse:
+        import secrets
+
+        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+        response = render(request, "login.html", None, login_csrf=token, next=_safe_next(next), error=error)
+        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies)
+        return response
+
+    @app.post("/login", include_in_schema=False)
+    def login(request: Request, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+              csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/flags") -> Response:
+        if not auth.csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE) or "", csrf_token):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the login page and try again")
+        client = request.client.host if request.client else "unknown"
+        try:
+            token, _ = auth.login(store, username, password, client)
+        except auth.LoginRefusedError as exc:
+            lang = pick_language(request)
+            key = "ui.login_throttled" if exc.throttled else "ui.login_failed"
+            return render(request, "login.html", None, status_code=429 if exc.throttled else 401,
+                          login_csrf=request.cookies.get(LOGIN_CSRF_COOKIE), next=_safe_next(next),
+                          error=t(key, lang))
+        response = RedirectResponse(_safe_next(next), status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, max_age=auth.SESSION_HOURS * 3600, httponly=True,
+                            samesite="lax", secure=secure_cookies)
+        response.delete_cookie(LOGIN_CSRF_COOKIE)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, who: PageUser, csrf_token: Annotated[str, Form()] = "") -> Response:
+        check_csrf(who[1], csrf_token)
+        auth.logout(store, request.cookies.get(SESSION_COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.post("/language", include_in_schema=False)
+    def language(request: Request, who: PageUser, lang: Annotated[str, Form()],
+                 csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/flags") -> Response:
+        check_csrf(who[1], csrf_token)
+        auth.set_language(store, who[0].id, lang)
+        return RedirectResponse(_safe_next(next), status_code=303)
+
+    # --- pages ------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/flags", status_code=303)
+
+    @app.get("/flags", response_class=HTMLResponse, include_in_schema=False)
+    def flags_page(request: Request, who: PageUser, page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> HTMLResponse:
+        flt = queue_filter(request)
+        result = service.queue(store, flt, page)
+        params = flt.as_params()
+        return render(request, "flags.html", who[0], session=who[1], queue=result, filter=flt,
+                      choices=service.filter_choices(store), params=params,
+                      page_url=lambda p: "/flags?" + urlencode({**params, "page": p}),
+                      export_query=urlencode(params))
+
+    @app.get("/flags/{flag_id}", response_class=HTMLResponse, include_in_schema=False)
+    def flag_page(request: Request, flag_id: int, who: PageUser, error: str = "") -> HTMLResponse:
+        flag, site, patch = service.get_flag(store, flag_id)
+        scans = _scans(store, {flag.created_scan_id, flag.updated_scan_id})
+        return render(request, "flag.html", who[0], session=who[1], flag=flag, site=site, patch=patch,
+                      history=service.history(store, flag_id), scans=scans, reasons=service.REASONS,
+                      classes=service.CLASSES, evidence=(patch.metrics or {}).get("evidence", {}) if patch else {},
+                      error=error)
+
+    @app.post("/flags/{flag_id}/decision", include_in_schema=False)
+    def decide_form(request: Request, flag_id: int, who: PageUser, csrf_token: Annotated[str, Form()] = "",
+                    decision: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
+                    comment: Annotated[str, Form()] = "", corrected_class: Annotated[str, Form()] = "") -> Response:
+        user, session = who
+        check_csrf(session, csrf_token)
+        if not auth.can(user, "decide"):
+            raise HTTPException(403, t("ui.viewer_cannot_decide", pick_language(request, user)))
+        service.get_flag(store, flag_id)  # 404 before anything else
+        try:
+            service.decide(store, flag_id, user, decision, reason, comment, corrected_class or None)
+        except InputError as exc:
+            return RedirectResponse(f"/flags/{flag_id}?error={quote(str(exc))}", status_code=303)
+        return RedirectResponse(f"/flags/{flag_id}", status_code=303)
+
+    @app.get("/flags/{flag_id}/chips.png", include_in_schema=False)
+    def chips_png(request: Request, flag_id: int, who: PageUser) -> Response:
+        return _png(pictures.chips(flag_id, pick_language(request, who[0])))
+
+    @app.get("/flags/{flag_id}/trajectory.png", include_in_schema=False)
+    def trajectory_png(request: Request, flag_id: int, who: PageUser) -> Response:
+        data = pictures.trajectory(flag_id, pick_language(request, who[0]))
+        if data is None:
+            raise HTTPException(404, f"flag {flag_id} has no patch, so no trajectory")
+        return _png(data)
+
+    @app.get("/sites/{site_id}", response_class=HTMLResponse, include_in_schema=False)
+    def site_page(request: Request, site_id: str, who: PageUser) -> HTMLResponse:
+        site, patches, flags = service.get_site(store, site_id)
+        return render(request, "site.html", who[0], session=who[1], site=site, patches=patches, flags=flags)
+
+    @app.get("/sites/{site_id}/map.png", include_in_schema=False)
+    def site_map_png(request: Request, site_id: str, who: PageUser) -> Response:
+        return _png(pictures.site_map(site_id, pick_language(request, who[0])))
+
+    @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
+        from gmsense.report_summary import GROUPINGS, summary_tables
+
+        if by not in GROUPINGS:
+            raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
+        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by), by=by,
+                      groupings=GROUPINGS)
+
+    @app.get("/dashboard/{by}.png", include_in_schema=False)
+    def dashboard_png(request: Request, by: str, who: PageUser) -> Response:
+        from gmsense.report_summary import GROUPINGS
+
+        if by not in GROUPINGS:
+            raise HTTPException(404, f"no grouping {by!r}")
+        return _png(pictures.dashboard(by, pick_language(request, who[0])))
+
+    @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    def audit_page(request: Request, who: PageUser) -> HTMLResponse:
+        return render(request, "audit.html", who[0], session=who[1], entries=list(reversed(service.history(store))))
+
+    @app.get("/export/{what}.{fmt}", include_in_schema=False)
+    def export(request: Request, what: str, fmt: str, who: PageUser) -> Response:
+        return _export(request, what, fmt)
+
+    # --- users (admins) ---------------------------------------------------------------------
+    def admin(who: tuple[UserRow, Any]) -> None:
+        if not auth.can(who[0], "manage_users"):
+            raise HTTPException(403, "only admins manage users")
+
+    @app.get("/admin/users", response_class=HTMLResponse, include_in_schema=False)
+    def users_page(request: Request, who: PageUser, error: str = "") -> HTMLResponse:
+        admin(who)
+        return render(request, "users.html", who[0], session=who[1], users=auth.list_users(store), roles=auth.ROLES,
+                      error=error)
+
+    @app.post("/admin/users", include_in_schema=False)
+    def users_add(request: Request, who: PageUser, csrf_token: Annotated[str, Form()] = "",
+                  username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+                  role: Annotated[str, Form()] = "viewer") -> Response:
+        check_csrf(who[1], csrf_token)
+        admin(who)
+        try:
+            auth.add_user(store, username, password, role)
+        except InputError as exc:
+            return RedirectResponse(f"/admin/users?error={quote(str(exc))}", status_code=303)
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.post("/admin/users/{username}/active", include_in_schema=False)
+    def users_active(request: Request, username: str, who: PageUser, csrf_token: Annotated[str, Form()] = "",
+                     active: Annotated[str, Form()] = "0") -> Response:
+        check_csrf(who[1], csrf_token)
+        admin(who)
+        if username == who[0].username and active != "1":
+            return RedirectResponse(f"/admin/users?error={quote('you cannot disable yourself')}", status_code=303)
+        auth.set_active(store, username, active == "1")
+        return RedirectResponse("/admin/users", status_code=303)
+
+    # --- JSON API ---------------------------------------------------------------------------
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="gmsense review API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get("/api/me", tags=["users"])
+    def api_me(who: ApiUser) -> dict[str, Any]:
+        """The logged-in user, their role and the CSRF token to send as ``X-CSRF-Token``."""
+        user, session = who
+        return {"username": user.username, "role": user.role, "lang": user.lang, "csrf_token": session.csrf_token}
+
+    @app.get("/api/flags", tags=["flags"])
+    def api_flags(request: Request, who: ApiUser, page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+                  page_size: Annotated[int, Query(ge=1, le=500)] = service.PAGE_SIZE,
+                  status: str = "pending", rule: str = "", severity: str = "", province: str = "", city: str = "",
+                  county: str = "", mineral_class: str = "", licence_type: str = "", site_id: str = "",
+                  date_from: str = "", date_to: str = "") -> dict[str, Any]:
+        """The queue: flags most severe first, then oldest; filters as on the /flags page."""
+        result = service.queue(store, queue_filter(request), page, page_size)
+        return {"items": result.items, "total": result.total, "page": result.page, "pages": result.pages,
+                "counts": result.counts}
+
+    @app.get("/api/flags/{flag_id}", tags=["flags"])
+    def api_flag(flag_id: int, who: ApiUser) -> dict[str, Any]:
+        """One flag with its evidence, its patch and its decision history."""
+        flag, site, patch = service.get_flag(store, flag_id)
+        out = service.flag_summary(flag, site, patch)
+        out["evidence"] = flag.evidence
+        out["patch"] = None if patch is None else {
+            k: getattr(patch, k) for k in ("patch_id", "disturbance_class", "confidence", "first_detected",
+                                           "confirmed_on", "last_seen", "area_m2", "inside_licence",
+                                           "area_outside_m2", "recovery_status", "recovery_ratio", "geometry_wkt")}
+        out["history"] = [_review_json(r) for r in service.history(store, flag_id)]
+        return out
+
+    @app.post("/api/flags/{flag_id}/decision", tags=["flags"])
+    def api_decide(flag_id: int, body: Decision, who: ApiUser,
+                   x_csrf_token: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Decide a flag (reviewers and admins); needs the ``X-CSRF-Token`` header from /api/me."""
+        user, session = who
+        check_csrf(session, x_csrf_token)
+        service.get_flag(store, flag_id)
+        row = service.decide(store, flag_id, user, body.decision, body.reason, body.comment, body.corrected_class)
+        return _review_json(row)
+
+    @app.get("/api/sites/{site_id}", tags=["sites"])
+    def api_site(site_id: str, who: ApiUser) -> dict[str, Any]:
+        """A licence: its attributes, patches and flags."""
+        site, patches, flags = service.get_site(store, site_id)
+        return {"site_id": site.site_id, "attrs": site.attrs,
+                "patches": [{k: getattr(p, k) for k in ("patch_id", "disturbance_class", "area_m2", "first_detected",
+                                                        "recovery_status", "recovery_ratio")} for p in patches],
+                "flags": [{"id": f.id, "rule": f.rule, "severity": f.severity, "status": f.status} for f in flags]}
+
+    @app.get("/api/audit", tags=["flags"])
+    def api_audit(who: ApiUser, flag_id: int | None = None) -> list[dict[str, Any]]:
+        """The decision log, oldest first (append-only)."""
+        return [_review_json(r) for r in service.history(store, flag_id)]
+
+    @app.get("/api/export/{what}.{fmt}", tags=["exports"])
+    def api_export(request: Request, what: str, fmt: str, who: ApiUser) -> Response:
+        """Flags or patches matching the queue filters, as GeoJSON, GeoPackage or CSV."""
+        return _export(request, what, fmt)
+
+    def _export(request: Request, what: str, fmt: str) -> Response:
+        from gmsense.review.exports import export_bytes
+
+        if what not in ("flags", "patches") or fmt not in EXPORT_FORMATS:
+            raise HTTPException(404, "exports: /export/flags|patches.geojson|gpkg|csv")
+        data = export_bytes(store, what, fmt, queue_filter(request))
+        return Response(data, media_type=EXPORT_FORMATS[fmt],
+                        headers={"Content-Disposition": f'attachment; filename="gmsense-{what}.{fmt}"'})
+
+    return app
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+def _safe_next(target: str) -> str:
+    """Only local paths: never redirect a user to another site after login."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/flags"
+    return target
+
+
+def _scans(store: Store, ids: set[int]) -> list[Any]:
+    return [s for s in store.scans() if s.id in ids]
+
+
+def _review_json(r: ReviewRow) -> dict[str, Any]:
+    return {"id": r.id, "flag_id": r.flag_id, "username": r.username, "at": r.at.isoformat(timespec="seconds"),
+            "decision": r.decision, "reason": r.reason, "comment": r.comment, "corrected_class": r.corrected_class,
+            "previous_status": r.previous_status}

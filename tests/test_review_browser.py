@@ -1,0 +1,137 @@
+"""The review app end to end in a real browser: Debian's chromium driven by Playwright against the
+app served by uvicorn over the demo's store. Screenshots go to ``$GMSENSE_ARTIFACTS`` (default
+``test-artifacts/``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from gmsense.review import auth, service
+from gmsense.review.app import create_app
+from gmsense.store import Store
+from gmsense.testutils import run_cli
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("GMSENSE_ARTIFACTS", "test-artifacts"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("browser-demo")
+    code, output = run_cli("demo", "--out", out)
+    assert code == 0, output
+    return out / "gmsense.db"
+
+
+@pytest.fixture
+def served(demo_db: Path, tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    """The app on a free local port over a private copy of the demo store, with a reviewer."""
+    db = tmp_path / "review.db"
+    with sqlite3.connect(demo_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)
+    store = Store(str(db))
+    auth.add_user(store, "rita", "reviewer-password-1", "reviewer")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(store, cache_dir=tmp_path / "pictures"), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", store
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "Debian's chromium is missing: scripts/setup.sh installs it (apt-get install chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _images_loaded(page: object, selector: str) -> bool:
+    return page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 100")
+
+
+def test_a_reviewer_decides_the_top_flag_in_a_browser(served: tuple[str, Store], browser: object) -> None:
+    url, store = served
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    page.goto(f"{url}/flags")
+    assert "/login" in page.url
+    page.fill("input[name=username]", "rita")
+    page.fill("input[name=password]", "reviewer-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/flags")
+    before = service.queue(store)
+    assert page.locator("a.flag-link").count() == min(before.total, service.PAGE_SIZE)
+    top_id = before.items[0]["id"]
+    page.locator("a.flag-link").first.click()
+    page.wait_for_url(f"{url}/flags/{top_id}")
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=120_000)
+    assert _images_loaded(page, "#chips")
+    assert _images_loaded(page, "#trajectory")
+    page.screenshot(path=str(ARTIFACTS / "review-flag.png"), full_page=True)
+    page.check("input[name=decision][value=dismiss]")
+    page.select_option("select[name=reason]", "natural_change")
+    page.fill("textarea[name=comment]", "Windthrow: fallen trees, no spoil or tracks")
+    page.click("#decision-form button[type=submit]")
+    page.wait_for_url(f"{url}/flags/{top_id}")
+    assert "dismissed" in page.inner_text("#flag-status")
+    assert "Windthrow: fallen trees" in page.inner_text("#history")
+    page.goto(f"{url}/flags")
+    assert page.locator(f'a.flag-link[href="/flags/{top_id}"]').count() == 0  # left the queue
+    page.goto(f"{url}/audit")
+    row = page.locator("#audit tbody tr").first.inner_text()
+    assert "rita" in row
+    assert "Windthrow" in row
+    page.screenshot(path=str(ARTIFACTS / "review-audit.png"), full_page=True)
+    log = service.history(store, top_id)
+    assert [(r.decision, r.reason, r.username) for r in log] == [("dismissed", "natural_change", "rita")]
+
+
+def test_the_app_in_chinese(served: tuple[str, Store], browser: object) -> None:
+    url, _ = served
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
+                            extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    page.goto(f"{url}/login")
+    assert page.inner_text("h1") == "登录"
+    page.fill("input[name=username]", "rita")
+    page.fill("input[name=password]", "reviewer-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/flags")
+    assert page.inner_text("h1") == "待审核清单"
+    assert "亩" in page.inner_text("table.queue")  # areas in mu
+    page.locator("a.flag-link").first.click()
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=120_000)
+    assert "审核结论" in page.inner_text("body")
+    assert _images_loaded(page, "#chips")
+    page.screenshot(path=str(ARTIFACTS / "review-flag-zh.png"), full_page=True)
+    page.goto(f"{url}/dashboard")
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
+    assert "统计看板" in page.inner_text("h1")
+    assert _images_loaded(page, "#dashboard-chart")
