@@ -139,22 +139,35 @@ def parse_seeds(text: str) -> list[int]:
 @app.command()
 @user_errors
 def train(
-    synthetic_seeds: Annotated[str, typer.Option("--synthetic-seeds", help="e.g. 101-140 (keep 1-8 for the benchmark)")],
     name: Annotated[str, typer.Option("--name", help="model name: the folder under --models-dir")],
+    synthetic_seeds: Annotated[str | None, typer.Option("--synthetic-seeds",
+                                                        help="e.g. 101-140 (keep 1-8 for the benchmark)")] = None,
+    labels: Annotated[list[Path] | None, typer.Option("--labels", help="labels file, repeatable: a `gmsense labels "
+                                                      "export` (features included), or polygons with a "
+                                                      "disturbance_class over --imagery")] = None,
+    imagery: Annotated[Path | None, typer.Option("--imagery", help="local imagery the polygon labels lie on")] = None,
+    unlabelled: Annotated[str, typer.Option("--unlabelled", help="patches no polygon covers: skip | natural")] = "skip",
     sites_per_seed: Annotated[int, typer.Option("--sites-per-seed", min=1)] = 2,
     models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models"),
     seed: Annotated[int, typer.Option("--seed", help="random seed of the estimator")] = 0,
     config: ConfigOption = None,
 ) -> None:
-    """Train the patch classifier on synthetic scenes; scene-grouped CV; save model and model card."""
+    """Train the patch classifier on synthetic scenes and/or labels; scene-grouped CV; save model and card."""
+    from gmsense.errors import InputError
     from gmsense.train import confusion_png
     from gmsense.train import train as train_model
 
+    if not synthetic_seeds and not labels:
+        raise InputError("give --synthetic-seeds, --labels, or both")
+    if unlabelled not in ("skip", "natural"):
+        raise InputError("--unlabelled is skip or natural")
     settings = load_settings(config)
+    labelled = _labelled_tables(labels or [], imagery, settings, unlabelled)
     folder = models_dir / name
     command = "gmsense " + " ".join(sys.argv[1:]) if sys.argv and "gmsense" in sys.argv[0] else ""
-    card = train_model(parse_seeds(synthetic_seeds), folder, sites_per_seed=sites_per_seed, seed=seed,
-                       settings=settings, command=command)
+    card = train_model(parse_seeds(synthetic_seeds) if synthetic_seeds else [], folder,
+                       sites_per_seed=sites_per_seed, seed=seed, settings=settings, command=command,
+                       labelled=labelled)
     confusion_png(card["cv_metrics"], folder / "confusion.png")
     table = Table(title=f"{name}: scene-grouped CV, accuracy {card['cv_metrics']['accuracy']:.3f}")
     for col in ("class", "precision", "recall", "F1", "support"):
@@ -163,6 +176,22 @@ def train(
         table.add_row(klass, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", str(m["support"]))
     out.print(table)
     out.print(f"model: {folder}")
+
+
+def _labelled_tables(paths: list[Path], imagery: Path | None, settings: Any, unlabelled: str) -> list[Any]:
+    from gmsense.errors import InputError
+    from gmsense.labels import has_features, polygon_training_rows, reviewed_training_rows
+
+    tables = []
+    for path in paths:
+        if has_features(path):
+            tables.append((f"reviewers' decisions ({path.name}, gmsense labels export)", reviewed_training_rows(path)))
+        elif imagery is None:
+            raise InputError(f"{path} holds polygons without features: give the imagery they lie on with --imagery")
+        else:
+            rows = polygon_training_rows(path, imagery, settings, unlabelled=unlabelled)  # type: ignore[arg-type]
+            tables.append((f"researcher polygons ({path.name}) over {imagery.name}, unlabelled: {unlabelled}", rows))
+    return tables
 
 
 @app.command()

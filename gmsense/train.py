@@ -154,12 +154,27 @@ def save_model(estimator: Any, folder: Path, card: dict[str, Any]) -> Path:
 
 
 def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int = 0, command: str = "",
-          settings: Settings | None = None, table: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Train on synthetic scenes of ``seeds`` (or on ``table``), cross-validate, save model and card."""
+          settings: Settings | None = None, table: pd.DataFrame | None = None,
+          labelled: list[tuple[str, pd.DataFrame]] | None = None) -> dict[str, Any]:
+    """Train on synthetic scenes of ``seeds`` (or on ``table``) plus ``labelled`` tables (a
+    description of where they came from, and rows of scene, label, features: reviewers' labels or
+    researchers' polygons, see gmsense.labels); cross-validate grouped by scene; save model and card."""
     settings = settings or Settings()
-    table = synthetic_training_set(seeds, sites_per_seed, settings) if table is None else table
+    if table is None:
+        table = synthetic_training_set(seeds, sites_per_seed, settings) if seeds else pd.DataFrame(
+            columns=["scene", "label", *FEATURES])
+    sources: list[dict[str, Any]] = []
+    if seeds:
+        sources.append({"source": "synthetic scenes (gmsense.sources.synthetic), patches labelled by truth overlap",
+                        "seeds": seeds, "sites_per_seed": sites_per_seed, **_counts(table)})
+    parts = [table]
+    for description, rows in labelled or []:
+        sources.append({"source": description, **_counts(rows), "content_hash": _table_hash(rows)})
+        parts.append(rows)
+    table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else table
     if table.empty or table["label"].nunique() < 2:
         raise InputError("the training data hold fewer than two classes; add seeds or labels")
+    table = table.astype(dict.fromkeys(FEATURES, float))
     metrics = cross_validate(table, seed)
     estimator = _estimator(seed).fit(table[list(FEATURES)].to_numpy(), table["label"].to_numpy())
     folder = Path(folder)
@@ -167,14 +182,17 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
         "name": folder.name, "version": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "estimator": type(estimator).__name__,
         "features": list(FEATURES), "classes": [str(c) for c in estimator.classes_],
-        "training_data": {"source": "synthetic scenes (gmsense.sources.synthetic), patches labelled by truth overlap",
-                          "seeds": seeds, "sites_per_seed": sites_per_seed, "patches": len(table),
-                          "class_counts": {str(k): int(v) for k, v in table["label"].value_counts().items()},
+        "training_data": {"sources": sources, "seeds": seeds, "sites_per_seed": sites_per_seed, **_counts(table),
                           "content_hash": _table_hash(table), "settings_hash": settings.config_hash()},
         "cv_metrics": metrics, "libraries": _versions(), "command": command, "random_seed": seed,
     }
     save_model(estimator, folder, card)
     return card
+
+
+def _counts(table: pd.DataFrame) -> dict[str, Any]:
+    return {"patches": len(table), "scenes": int(table["scene"].nunique()) if len(table) else 0,
+            "class_counts": {str(k): int(v) for k, v in table["label"].value_counts().items()}}
 
 
 @dataclass(frozen=True)

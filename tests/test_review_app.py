@@ -292,11 +292,13 @@ def test_labels_export_reads_the_decisions(client: TestClient, store: Store, tmp
     assert code == 0, output
     labels = gpd.read_file(out).set_index("patch_id")
     assert labels.loc[first["patch_id"], "disturbance_class"] == first["disturbance_class"]
-    assert labels.loc[first["patch_id"], "label_use"] == "positive"
     assert labels.loc[second["patch_id"], "disturbance_class"] == "natural"
-    assert labels.loc[third["patch_id"], "label_use"] == "negative"
+    assert labels.loc[third["patch_id"], "disturbance_class"] == "natural"  # not damage: an artefact
     assert set(labels["reviewer"]) == {"rita"}
     assert len(labels) == 3
+    decide(client, first["id"], decision="field_visit", reason="needs_field_visit", comment="go and look")
+    code, output = run_cli("labels", "export", "--out", out, "--db", store.url)
+    assert len(gpd.read_file(out)) == 2  # the latest decision counts: a field visit gives no label
 
 
 def test_users_cli_reads_the_password_from_stdin_never_an_argument(store: Store) -> None:

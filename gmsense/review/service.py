@@ -216,10 +216,16 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
 
 
 def labels(store: Store) -> list[dict[str, Any]]:
-    """Reviewers' latest decision per patch-level flag, as training labels: confirmed flags keep the
-    patch's class (or the reviewer's correction), dismissals for natural change become ``natural``;
-    other dismissals (cloud, misregistration, approved work, other) say the detection was not a
-    disturbance of that class and are kept with ``label_use = negative``."""
+    """Reviewers' latest decision on each patch, as a training label (one per patch, from its
+    most recent decision; field visits give none):
+
+    - confirmed: the reviewer's ``corrected_class``, else the detected class;
+    - dismissed as approved work: real human-made work, so the same as confirmed;
+    - dismissed as natural change, cloud/shadow or misregistration: ``natural`` (not damage);
+    - dismissed for another reason: the ``corrected_class`` if the reviewer gave one, else none.
+
+    Each label carries the patch's stored ``metrics`` (its classifier features).
+    """
     with store.session() as s:
         latest: dict[int, ReviewRow] = {}
         for r in s.scalars(select(ReviewRow).order_by(ReviewRow.id)):
@@ -235,16 +241,24 @@ def labels(store: Store) -> list[dict[str, Any]]:
         if patch is None or review.decision == "field_visit" or patch.patch_id in seen:
             continue
         seen.add(patch.patch_id)
-        if review.decision == "confirmed":
-            klass, use = review.corrected_class or patch.disturbance_class, "positive"
-        elif review.reason == "natural_change" or review.corrected_class == "natural":
-            klass, use = "natural", "positive"
-        else:
-            klass, use = patch.disturbance_class, "negative"
+        klass = _label_class(review, patch.disturbance_class)
+        if klass is None:
+            continue
         out.append({"patch_id": patch.patch_id, "site_id": patch.site_id, "disturbance_class": klass,
-                    "label_use": use, "detected_class": patch.disturbance_class, "date": patch.first_detected,
+                    "detected_class": patch.disturbance_class, "date": patch.first_detected,
                     "flag_id": flag_id, "rule": flag.rule, "decision": review.decision, "reason": review.reason,
                     "comment": review.comment, "reviewer": review.username,
                     "decided_at": review.at.isoformat(timespec="seconds"), "review_id": review.id,
-                    "geometry_wkt": patch.geometry_wkt})
+                    "geometry_wkt": patch.geometry_wkt, "metrics": patch.metrics or {}})
     return sorted(out, key=lambda r: r["patch_id"])
+
+
+NOT_DAMAGE_REASONS = ("natural_change", "cloud_shadow", "misregistration")
+
+
+def _label_class(review: ReviewRow, detected: str) -> str | None:
+    if review.decision == "confirmed" or review.reason == "approved_work":
+        return review.corrected_class or detected
+    if review.reason in NOT_DAMAGE_REASONS:
+        return "natural"
+    return review.corrected_class
