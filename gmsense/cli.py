@@ -296,6 +296,8 @@ def demo(
     geojson = write_frame(patches_frame(store), out_dir / "patches.geojson", "geojson", "patches")
     out.print(_summary_table(summary, f"gmsense demo: scan {summary.scan_id} {summary.status}"))
     out.print(f"store: {db_file}\npatches: {geojson}")
+    out.print(f"review the flags in a browser: gmsense users add NAME --role reviewer --db {db_file}; "
+              f"gmsense review serve --db {db_file}", highlight=False)
     raise typer.Exit(summary.exit_code)
 
 

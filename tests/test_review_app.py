@@ -341,3 +341,33 @@ def test_decisions_and_the_append_only_log_on_postgresql(postgres_url: str) -> N
         connection.execute(text("DELETE FROM reviews"))
     assert len(service.history(store, flag_id)) == 1
     store.engine.dispose()
+
+
+def test_review_serve_starts_on_localhost_and_serves_the_login_page(store: Store) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = Path(sys.executable).with_name("gmsense")
+    process = subprocess.Popen([str(cli), "review", "serve", "--db", store.url, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, body = time.monotonic() + 60, ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as response:
+                    body = response.read().decode()
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()
+                time.sleep(0.3)
+        assert 'name="password"' in body
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert f"http://127.0.0.1:{port}/" in output
