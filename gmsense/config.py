@@ -172,7 +172,11 @@ class LocalSettings(_Settings):
 
 
 class ScanSettings(_Settings):
-    retries: int = Field(1, ge=0, description="retries of a failed licence before it is recorded as failed")
+    retries: int = Field(1, ge=0, description="retries of a licence after a transient error (I/O, network, "
+                                             "service) before it is recorded as failed; input errors fail at once")
+    retry_base_delay_s: float = Field(2.0, ge=0, description="back-off before the first retry, seconds; doubles "
+                                                            "with each retry, with full jitter")
+    retry_max_delay_s: float = Field(60.0, ge=0, description="longest back-off between retries, seconds")
 
 
 class EarthEngineSettings(_Settings):
@@ -201,6 +205,15 @@ class EarthEngineSettings(_Settings):
         None, description="Zarr pixel cache folder; null: $GMSENSE_EE_CACHE, else ~/.cache/gmsense/earthengine")
 
 
+#: Settings of how a scan runs, not of what it finds: not part of :meth:`Settings.config_hash`
+#: (an empty tuple: the whole section).
+OPERATIONAL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "scan": (),
+    "earthengine": ("max_concurrent", "max_rps", "retries", "timeout_s", "high_volume", "project", "credentials",
+                    "cache_dir"),
+}
+
+
 class Settings(_Settings):
     season: SeasonSettings = SeasonSettings()
     mask: MaskSettings = MaskSettings()
@@ -215,8 +228,14 @@ class Settings(_Settings):
     rules: RulesSettings = RulesSettings()
 
     def config_hash(self) -> str:
-        """A short stable hash of every setting: two scans with the same hash used the same settings."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A short stable hash of every setting that can change a result: two scans with the same
+        hash used the same science. How a scan runs (retries, request quotas, credentials, cache
+        folders) is left out, so changing it never forces a rescan."""
+        data = self.model_dump(mode="json")
+        for section, keys in OPERATIONAL_SETTINGS.items():
+            for key in keys or list(data.get(section, {})):
+                data.get(section, {}).pop(key, None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:

@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import os
+import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -87,6 +89,38 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may go away on its own (I/O, network, a busy service), so a retry can help.
+
+    Input errors (a corrupt or missing file, a wrong setting) fail at once: retrying cannot fix
+    them. A :class:`GmsenseError` may say otherwise with a ``transient = True`` attribute.
+    """
+    if isinstance(exc, GmsenseError):
+        return bool(getattr(exc, "transient", False))
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        return False
+    return isinstance(exc, OSError | TimeoutError | ConnectionError | MemoryError)
+
+
+def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``retry`` (0-based): exponential with full jitter."""
+    return rng.uniform(0.0, min(max_s, base_s * 2.0**retry))
+
+
+def analyse_with_retries(site: Site, source: Source, settings: Settings, start: str | None, end: str | None,
+                         works: list[ApprovedWork] | None, classifier: PatchClassifier | None) -> Any:
+    """One licence's analysis, retried with back-off after transient errors (see is_transient)."""
+    rng = random.Random()
+    for retry in range(settings.scan.retries + 1):
+        try:
+            return analyse_site(site, source, settings, start, end, works, classifier)
+        except Exception as exc:
+            if retry == settings.scan.retries or not is_transient(exc):
+                raise
+            time.sleep(backoff_delay(retry, settings.scan.retry_base_delay_s, settings.scan.retry_max_delay_s, rng))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def unit_key(site: Site, source: Source, settings: Settings, start: str | None, detector: str = "rules",
              model_version: str | None = None) -> str:
     """What makes two units the same work: licence, source, settings, detector and model, start.
@@ -160,10 +194,9 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
     try:
         with dask_client(workers, scheduler) as client:
             futures = {
-                client.submit(analyse_site, site, source, settings, start, end,
+                client.submit(analyse_with_retries, site, source, settings, start, end,
                               works.get(site.site_id) if works else None, classifier,
-                              key=f"site-{scan_id}-{site.site_id}-{uuid.uuid4().hex[:8]}",
-                              retries=settings.scan.retries, pure=False): site.site_id
+                              key=f"site-{scan_id}-{site.site_id}-{uuid.uuid4().hex[:8]}", pure=False): site.site_id
                 for site in todo
             }
             columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),

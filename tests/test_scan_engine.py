@@ -144,3 +144,96 @@ def test_two_processes_creating_one_store_at_once(tmp_path: Path) -> None:
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-300:] for o in outputs]
     assert Store(str(db)).scans() == []
+
+
+_LOADS: dict[str, int] = {}  # calls per source token; the scan may hand workers a copy of the source
+
+
+class _FlakySource:
+    """A real synthetic source whose first ``failures`` loads raise ``error``."""
+
+    name = "synthetic"
+
+    def __init__(self, settings: Settings, error: Exception, failures: int) -> None:
+        from gmsense.sources import SyntheticSource
+
+        self.inner, self.error, self.failures = SyntheticSource(settings), error, failures
+        self.token = f"{id(self)}-{time.monotonic_ns()}"
+        _LOADS[self.token] = 0
+
+    @property
+    def calls(self) -> int:
+        return _LOADS[self.token]
+
+    def load(self, site, region, start, end):
+        _LOADS[self.token] += 1
+        if _LOADS[self.token] <= self.failures:
+            raise self.error
+        return self.inner.load(site, region, start, end)
+
+    def latest_date(self, site, start, end):
+        return self.inner.latest_date(site, start, end)
+
+
+@pytest.mark.parametrize(("error", "retried", "status"), [
+    (ConnectionResetError("connection reset by peer"), True, "completed"),
+    (TimeoutError("read timed out"), True, "completed"),
+    (FileNotFoundError("no such file"), False, "failed"),
+])
+def test_transient_errors_are_retried_with_back_off_input_errors_fail_at_once(
+        tmp_path: Path, error: Exception, retried: bool, status: str) -> None:
+    from rich.console import Console
+
+    from gmsense.scan import run_scan
+
+    settings = Settings().with_overrides({"scan.retries": 2, "scan.retry_base_delay_s": 0.01,
+                                          "synthetic.start": "2020-04-01", "synthetic.end": "2021-10-31"})
+    site = [s for s in read_sites(DEMO_SITES) if s.site_id == "HLJ-MIN-003"]
+    source = _FlakySource(settings, error, failures=1)
+    summary = run_scan(site, source, settings, Store(str(tmp_path / "s.db")), console=Console(quiet=True),
+                       show_progress=False)
+    assert summary.status == status
+    assert source.calls == (2 if retried else 1)
+    if not retried:
+        assert "no such file" in summary.failures["HLJ-MIN-003"]
+
+
+def test_a_licence_that_keeps_failing_is_recorded_after_the_retries(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from gmsense.errors import ImageryError
+    from gmsense.scan import run_scan
+
+    settings = Settings().with_overrides({"scan.retries": 2, "scan.retry_base_delay_s": 0.01})
+    sites = read_sites(DEMO_SITES)[:1]
+    source = _FlakySource(settings, OSError("the NFS server is not responding"), failures=99)
+    summary = run_scan(sites, source, settings, Store(str(tmp_path / "s.db")), console=Console(quiet=True),
+                       show_progress=False)
+    assert source.calls == 3
+    assert summary.status == "failed"
+    assert "NFS" in summary.failures[sites[0].site_id]
+    bad = _FlakySource(settings, ImageryError("band B04 is missing"), failures=99)
+    summary = run_scan(sites, bad, settings, Store(str(tmp_path / "t.db")), console=Console(quiet=True),
+                       show_progress=False)
+    assert bad.calls == 1
+
+
+def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
+    import random
+
+    from gmsense.scan import backoff_delay
+
+    rng = random.Random(1)
+    for retry in range(10):
+        delays = [backoff_delay(retry, 2.0, 60.0, rng) for _ in range(200)]
+        assert min(delays) >= 0.0
+        assert max(delays) <= min(60.0, 2.0 * 2**retry)
+        assert max(delays) > 0.5 * min(60.0, 2.0 * 2**retry)
+
+
+def test_how_a_scan_runs_does_not_change_the_config_hash() -> None:
+    base = Settings()
+    assert base.with_overrides({"scan.retries": 5, "earthengine.max_concurrent": 20,
+                                "earthengine.cache_dir": "/elsewhere"}).config_hash() == base.config_hash()
+    assert base.with_overrides({"earthengine.cs_cdf_threshold": 0.7}).config_hash() != base.config_hash()
+    assert base.with_overrides({"sites.buffer_m": 250}).config_hash() != base.config_hash()
