@@ -360,12 +360,16 @@ def report_summary(
     out_file: Annotated[Path, typer.Option("--out", help=".pdf or .html to write")],
     by: Annotated[str, typer.Option("--by", help="county | city | mineral_class | province")] = "county",
     db: DbOption = None,
+    lang: Annotated[str, typer.Option("--lang", help="en | zh (Simplified Chinese)")] = "en",
+    unit: Annotated[str, typer.Option("--area-unit", help="ha | mu (1 mu = 666.67 m2)")] = "ha",
 ) -> None:
     """Programme summary: disturbed and reclaimed area, flags, overdue reclamation, worst licences."""
+    from gmsense.i18n import catalog
     from gmsense.report_summary import write_summary_report
     from gmsense.store import Store
 
-    path = write_summary_report(Store(db), out_file, by)
+    catalog(lang)  # an unknown language is a clear error before any work
+    path = write_summary_report(Store(db), out_file, by, lang, unit)
     out.print(f"wrote {path}")
 
 

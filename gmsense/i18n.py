@@ -70,3 +70,12 @@ def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:
     (``message_params``), else the stored English sentence."""
     params = (getattr(flag, "evidence", None) or {}).get("message_params")
     return rule_message(flag.rule, params, lang, unit) if params else flag.message
+
+
+def attr_value(key: str, value: Any, lang: str = "en") -> Any:
+    """A licence attribute's value in ``lang`` (``value.<key>.<value>`` in the catalog, e.g.
+    ``licence_type`` ``exploration`` -> 勘查), else ``value`` unchanged (names, dates, numbers)."""
+    if not isinstance(value, str):
+        return value
+    name = f"value.{key}.{value.strip().lower()}"
+    return t(name, lang) if name in catalog("en") else value

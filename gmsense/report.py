@@ -19,35 +19,37 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gmsense.i18n import catalog, t
 from gmsense.records import RecoveryObservation
 from gmsense.recovery import recovery_metrics
 
 
 def trajectory_figure(observations: Sequence[RecoveryObservation], *, title: str, disturbance_season: int,
-                      status: str | None = None, target: float = 0.8) -> Figure:
-    """Patch vs reference ring per season, with the baseline and the 80 % recovery level."""
+                      status: str | None = None, target: float = 0.8, lang: str = "en") -> Figure:
+    """Patch vs reference ring per season, with the baseline and the 80 % recovery level; labels
+    in ``lang`` (``status`` is shown as given)."""
     seasons = np.array([o.season for o in observations])
     patch = np.array([o.patch_value for o in observations])
     ring = np.array([o.ring_value for o in observations])
     relative = patch - ring
     index_name = observations[0].index.upper() if observations else "INDEX"
     fig, ax = plt.subplots(figsize=(6.0, 3.2), dpi=120)
-    ax.plot(seasons, ring, linestyle="--", marker="s", color="0.45", label="reference ring")
-    ax.plot(seasons, patch, linestyle="-", marker="o", color="black", label="patch")
+    ax.plot(seasons, ring, linestyle="--", marker="s", color="0.45", label=t("fig.reference_ring", lang))
+    ax.plot(seasons, patch, linestyle="-", marker="o", color="black", label=t("fig.patch", lang))
     metrics = recovery_metrics(seasons, relative, disturbance_season)
     if metrics["baseline"] is not None:
         # Levels in patch terms: the ring of each season plus the baseline / 80 % relative offset.
-        ax.plot(seasons, ring + metrics["baseline"], linestyle=":", color="black", label="pre-disturbance level")
+        ax.plot(seasons, ring + metrics["baseline"], linestyle=":", color="black", label=t("fig.pre_disturbance", lang))
         level80 = metrics["trough"] + target * metrics["magnitude"]
-        ax.plot(seasons, ring + level80, linestyle="-.", color="0.3", label=f"{target:.0%} recovered")
+        ax.plot(seasons, ring + level80, linestyle="-.", color="0.3", label=t("fig.recovered_level", lang, target=target))
     ax.axvline(disturbance_season, color="0.6", linewidth=0.8)
-    ax.set_xlabel("growing season")
-    ax.set_ylabel(f"median {index_name}")
+    ax.set_xlabel(t("fig.growing_season", lang))
+    ax.set_ylabel(t("fig.median_index", lang, index=index_name))
     ax.xaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
     ratio = metrics["recovery_ratio"]
-    subtitle = f"status: {status}" if status else ""
+    subtitle = t("fig.status", lang, status=status) if status else ""
     if ratio is not None:
-        subtitle += f"   recovery ratio {ratio:.2f}"
+        subtitle += "   " + t("fig.recovery_ratio", lang, ratio=ratio)
     ax.set_title(f"{title}\n{subtitle}".strip(), fontsize=9)
     ax.legend(fontsize=7, loc="lower right", frameon=False)
     ax.grid(alpha=0.3)
@@ -122,8 +124,8 @@ def _clear_date_near(cube: Any, geometry: Any, when: str, direction: int) -> Any
 
 
 def chips_figure(cube: Any, licence: Any, patch_geom: Any, first_detected: str, *, title: str,
-                 margin_m: float = 150.0) -> Figure:
-    """Before/after chips of one patch: true colour and NDVI, licence and patch outlines."""
+                 margin_m: float = 150.0, lang: str = "en") -> Figure:
+    """Before/after chips of one patch: true colour and NDVI, licence and patch outlines; labels in ``lang``."""
     from gmsense import cube as cubeops
 
     minx, miny, maxx, maxy = patch_geom.buffer(margin_m).bounds
@@ -132,13 +134,13 @@ def chips_figure(cube: Any, licence: Any, patch_geom: Any, first_detected: str, 
     after_i = _clear_date_near(window, patch_geom, first_detected, +1)
     fig, axes = plt.subplots(2, 2, figsize=(6.4, 6.0), dpi=120)
     extent = (float(window.x.min()), float(window.x.max()), float(window.y.min()), float(window.y.max()))
-    for col, (label, index) in enumerate((("before", before_i), ("after", after_i))):
-        for row, kind in enumerate(("true colour", "NDVI")):
+    for col, (label, index) in enumerate(((t("fig.before", lang), before_i), (t("fig.after", lang), after_i))):
+        for row, (kind, name) in enumerate((("true colour", t("fig.true_colour", lang)), ("NDVI", "NDVI"))):
             ax = axes[row, col]
             ax.set_xticks([])
             ax.set_yticks([])
             if index is None:
-                ax.text(0.5, 0.5, "no clear image", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, t("fig.no_clear_image", lang), ha="center", va="center", transform=ax.transAxes)
                 continue
             scene = window.isel(time=int(index))
             date = str(np.datetime64(scene["time"].values, "D"))
@@ -151,7 +153,7 @@ def chips_figure(cube: Any, licence: Any, patch_geom: Any, first_detected: str, 
             _outline(ax, patch_geom, linestyle="-", color="yellow" if kind == "true colour" else "black")
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
-            ax.set_title(f"{label} {date} ({kind})", fontsize=8)
+            ax.set_title(t("fig.chip_title", lang, when=label, date=date, kind=name), fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -165,8 +167,9 @@ def _outline(ax: Any, geometry: Any, **style: Any) -> None:
 
 
 def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Sequence[tuple[Any, str]], *,
-                    title: str) -> Figure:
-    """The licence, its buffer and every patch (hatched by class) on a recent clear composite."""
+                    title: str, lang: str = "en") -> Figure:
+    """The licence, its buffer and every patch (hatched by class) on a recent clear composite;
+    labels and class names in ``lang``."""
     fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=120)
     region = licence.buffer(buffer_m)
     if cube is not None:
@@ -184,14 +187,14 @@ def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Se
         for part in getattr(geom, "geoms", [geom]):
             ax.add_patch(MplPolygon(np.asarray(part.exterior.coords), closed=True, fill=False,
                                     hatch=hatches.get(klass, "++"), edgecolor="red",
-                                    label=None if klass in seen else klass))
+                                    label=None if klass in seen else class_name(klass, lang)))
             seen.add(klass)
     minx, miny, maxx, maxy = region.bounds
     ax.set_xlim(minx, maxx)
     ax.set_ylim(miny, maxy)
     ax.set_aspect("equal")
-    ax.set_xlabel("easting (m)")
-    ax.set_ylabel("northing (m)")
+    ax.set_xlabel(t("fig.easting", lang))
+    ax.set_ylabel(t("fig.northing", lang))
     ax.ticklabel_format(style="plain", useOffset=False)
     ax.tick_params(labelsize=6)
     if seen:
@@ -199,3 +202,8 @@ def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Se
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def class_name(klass: str, lang: str) -> str:
+    """A disturbance class's name in ``lang`` (the code itself when the catalog has none)."""
+    return t(f"class.{klass}", lang) if f"class.{klass}" in catalog("en") else klass

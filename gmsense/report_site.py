@@ -25,10 +25,10 @@ from shapely import wkt
 
 from gmsense import __version__
 from gmsense.errors import GmsenseError, InputError
-from gmsense.i18n import area, flag_sentence, t
+from gmsense.i18n import area, attr_value, catalog, flag_sentence, t
 from gmsense.records import RecoveryObservation
 from gmsense.report import chips_figure, scene_for, site_map_figure, trajectory_figure
-from gmsense.sites import WGS84, reproject_geometry
+from gmsense.sites import CONTRACT_FIELDS, WGS84, reproject_geometry
 from gmsense.store import Store
 
 A4 = (8.27, 11.69)
@@ -52,7 +52,7 @@ def _text_page(title: str, blocks: list[tuple[str, list[str]]]) -> Figure:
     return fig
 
 
-def _table_page(title: str, header: list[str], rows: list[list[str]], note: str = "") -> Figure:
+def _table_page(title: str, header: list[str], rows: list[list[str]], note: str = "", none: str = "none") -> Figure:
     fig = plt.figure(figsize=A4)
     fig.text(0.08, 0.95, title, fontsize=13, weight="bold", va="top")
     if note:
@@ -65,7 +65,7 @@ def _table_page(title: str, header: list[str], rows: list[list[str]], note: str 
         table.set_fontsize(7)
         table.scale(1, 1.3)
     else:
-        ax.text(0.0, 1.0, "none", va="top")
+        ax.text(0.0, 1.0, none, va="top")
     return fig
 
 
@@ -110,6 +110,22 @@ def report_style(lang: str) -> Iterator[None]:
         yield
 
 
+def _field(key: str, lang: str) -> str:
+    """A licence attribute's label in ``lang`` (the key itself for attributes outside the contract)."""
+    return t(f"field.{key}", lang) if f"field.{key}" in catalog("en") else key
+
+
+def _ordered(attrs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Licence attributes in the order of the data contract, then any others by name."""
+    known = [(k, attrs[k]) for k in CONTRACT_FIELDS if k in attrs]
+    return known + sorted((k, v) for k, v in attrs.items() if k not in CONTRACT_FIELDS)
+
+
+def _scan_status(status: str, lang: str) -> str:
+    key = f"summary.scan_status.{status}"
+    return t(key, lang) if key in catalog("en") else status
+
+
 def _lonlat(geom: Any, crs: str) -> Any:
     return reproject_geometry(geom, pyproj.CRS.from_user_input(crs), WGS84)
 
@@ -149,12 +165,15 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
             t("report.findings_flags", lang, n=len(flags), critical=sum(f.severity == "critical" for f in flags),
               open=sum(f.status == "open" for f in flags), flagged=len(flagged)),
         ]
-        provenance = [f"scan {s.id} on {s.started_at:%Y-%m-%d %H:%M} UTC: source {s.source}, detector {s.detector}"
-                      f"{', model ' + s.model_version if s.model_version else ''}, settings {s.config_hash}, "
-                      f"gmsense {s.gmsense_version}, status {s.status}" for s in scans]
-        provenance.append(f"report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by gmsense {__version__}")
+        provenance = [t("report.scan_line", lang, id=s.id, when=f"{s.started_at:%Y-%m-%d %H:%M}", source=s.source,
+                        detector=s.detector,
+                        model=t("report.scan_model", lang, model=s.model_version) if s.model_version else "",
+                        settings=s.config_hash, version=s.gmsense_version, status=_scan_status(s.status, lang))
+                      for s in scans]
+        provenance.append(t("report.generated", lang, when=f"{datetime.now(UTC):%Y-%m-%d %H:%M}", version=__version__))
         pdf.savefig(_text_page(t("report.title", lang, site_id=site_id), [
-            (t("report.licence", lang), [f"{k}: {v}" for k, v in sorted(attrs.items())] or [t("report.none", lang)]),
+            (t("report.licence", lang), [f"{_field(k, lang)}{'：' if lang == 'zh' else ': '}{attr_value(k, v, lang)}"
+                                         for k, v in _ordered(attrs)] or [t("report.none", lang)]),
             (t("report.findings", lang), summary),
             (t("report.flags", lang), [f"[{t('severity.' + f.severity, lang)}] {_sentence(f, lang, unit)}"
                                        for f in flags] or [t("report.none", lang)]),
@@ -176,9 +195,9 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
         page = plt.figure(figsize=A4)
         page.text(0.08, 0.95, t("report.map", lang, site_id=site_id), fontsize=13, weight="bold", va="top")
         page.text(0.08, 0.925, t("report.map_legend", lang)
-                  + ("" if cube is not None else "; imagery not available for a background"), fontsize=8, va="top")
+                  + ("" if cube is not None else t("report.no_background", lang)), fontsize=8, va="top")
         _paste(site_map_figure(cube, licence_geom, 500.0, [(g, p.disturbance_class) for g, p in local_patches],
-                               title=f"{site_id} ({local_crs})"), page, (0.05, 0.25, 0.9, 0.65))
+                               title=f"{site_id} ({local_crs})", lang=lang), page, (0.05, 0.25, 0.9, 0.65))
         pdf.savefig(page)
         plt.close(page)
         by_patch = {p.patch_id: (g, p) for g, p in local_patches}
@@ -189,12 +208,12 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
                       fontsize=13, weight="bold", va="top")
             evidence = (p.metrics or {}).get("evidence", {})
             lines = [
-                f"confidence {p.confidence:.2f}; area {p.area_m2 / 1e4:.3f} ha ({p.area_outside_m2 / 1e4:.3f} ha outside "
-                f"the licence); first seen {p.first_detected}, confirmed {p.confirmed_on}, last seen {p.last_seen}; "
-                f"recovery {p.recovery_status}"
-                + (f" (ratio {p.recovery_ratio:.2f})" if p.recovery_ratio is not None else ""),
-                "images: before " + str(evidence.get("before_image", "-")) + "; after "
-                + str(evidence.get("after_image", "-")) + "; confirming " + str(evidence.get("confirm_image", "-")),
+                t("report.patch_facts", lang, confidence=p.confidence, area=area(p.area_m2, lang, unit),
+                  outside=area(p.area_outside_m2, lang, unit), first_detected=p.first_detected,
+                  confirmed_on=p.confirmed_on, last_seen=p.last_seen, status=t(f"status.{p.recovery_status}", lang),
+                  ratio="" if p.recovery_ratio is None else t("report.patch_ratio", lang, ratio=p.recovery_ratio)),
+                t("report.patch_images", lang, before=evidence.get("before_image", "-"),
+                  after=evidence.get("after_image", "-"), confirm=evidence.get("confirm_image", "-")),
                 *[f"[{t('severity.' + f.severity, lang)}] {_sentence(f, lang, unit)}"
                   for f in flags if f.patch_id == patch_id],
             ]
@@ -204,23 +223,25 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
                     page.text(0.08, y, wrapped, fontsize=8, va="top")
                     y -= 0.016
             if cube is not None:
-                _paste(chips_figure(cube, licence_geom, geom, p.first_detected, title="before / after"), page,
+                _paste(chips_figure(cube, licence_geom, geom, p.first_detected, title=t("fig.before_after", lang),
+                                    lang=lang), page,
                        (0.1, 0.42, 0.8, 0.42))
             else:
-                page.text(0.1, 0.6, "imagery not available: no chips", fontsize=9)
+                page.text(0.1, 0.6, t("report.no_chips", lang), fontsize=9)
             obs = [RecoveryObservation(r.season, r.index_name, r.n_obs, r.patch_value, r.ring_value, r.relative)
                    for r in recovery if r.patch_id == patch_id]
             if obs:
-                _paste(trajectory_figure(obs, title="recovery against the reference ring",
-                                         disturbance_season=int(p.first_detected[:4]), status=p.recovery_status),
+                _paste(trajectory_figure(obs, title=t("ui.trajectory", lang), disturbance_season=int(p.first_detected[:4]),
+                                         status=t(f"status.{p.recovery_status}", lang), lang=lang),
                        page, (0.08, 0.05, 0.84, 0.36))
             pdf.savefig(page)
             plt.close(page)
         rows = [[p.patch_id, t(f"class.{p.disturbance_class}", lang), area(p.area_m2, lang, unit), p.first_detected,
                  t(f"status.{p.recovery_status}", lang),
                  "-" if p.recovery_ratio is None else f"{p.recovery_ratio:.2f}"] for p in patches]
-        pdf.savefig(_table_page(t("report.recovery", lang), ["patch", "class", "area", "first seen", "status", "ratio"], rows,
-                                "ratio: share of the index lost that has been regained, against the reference ring"))
+        header = [t(f"report.col.{c}", lang) for c in ("patch", "class", "area", "first_seen", "status", "ratio")]
+        pdf.savefig(_table_page(t("report.recovery", lang), header, rows, t("report.ratio_note", lang),
+                                t("report.none", lang)))
         plt.close("all")
         coords = []
         for geom, p in local_patches:
@@ -228,9 +249,8 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
             c = ll.centroid
             minx, miny, maxx, maxy = ll.bounds
             coords.append([p.patch_id, f"{c.y:.6f}", f"{c.x:.6f}", f"{miny:.6f}, {minx:.6f}", f"{maxy:.6f}, {maxx:.6f}"])
-        pdf.savefig(_table_page(t("report.coordinates", lang),
-                                ["patch", "centroid lat", "centroid lon", "SW corner lat, lon", "NE corner lat, lon"],
-                                coords))
+        header = [t(f"report.col.{c}", lang) for c in ("patch", "centroid_lat", "centroid_lon", "sw_corner", "ne_corner")]
+        pdf.savefig(_table_page(t("report.coordinates", lang), header, coords, none=t("report.none", lang)))
         plt.close("all")
         info = pdf.infodict()
         info["Title"] = f"gmsense inspection report {site_id}"

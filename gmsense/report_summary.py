@@ -3,6 +3,7 @@
 Per group (county, city or mineral class): licences scanned, human-made disturbed area, patches
 by class, open / confirmed / dismissed flags, share of the disturbed area reclaimed (recovered)
 and recovering, patches with overdue reclamation; the trend across scans; the worst licences.
+In English or Simplified Chinese (``lang``), with areas in hectares or mu (``unit``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ from matplotlib.figure import Figure
 
 from gmsense import __version__
 from gmsense.errors import InputError
+from gmsense.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
+from gmsense.i18n import area as format_area
+from gmsense.i18n import t as tr
+from gmsense.report import class_name
+from gmsense.report_site import report_style
 from gmsense.store import Store
 
 GROUPINGS = ("county", "city", "mineral_class", "province")
 HUMAN_MADE = ("trench", "pad", "track", "clearing")
 A4_LANDSCAPE = (11.69, 8.27)
+HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
 
 def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
@@ -83,44 +90,76 @@ def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
                        "open_flags": sum(f.status == "open" for f in flags), "flags": len(flags)}}
 
 
-def summary_charts(t: dict[str, Any]) -> Figure:
+def _unit_value(ha: float, unit: str) -> float:
+    """Hectares in ``unit`` (ha or mu)."""
+    return ha * M2_PER_HA / (M2_PER_HA if unit == "ha" else M2_PER_MU)
+
+
+def _group_name(name: str, by: str, lang: str) -> str:
+    """A group's name as a reader sees it (mineral classes and 'unknown' translated)."""
+    return tr("summary.unknown", lang) if name == "unknown" else str(attr_value(by, name, lang))
+
+
+def summary_charts(t: dict[str, Any], lang: str = "en", unit: str = "ha") -> Figure:
+    """Disturbed and reclaimed area, and flags by review status, per group of ``t`` (from
+    ``summary_tables``), labelled in ``lang`` with areas in ``unit`` (ha, mu). Draw it inside
+    ``report_style(lang)`` for Chinese."""
+    if unit not in ("ha", "mu"):
+        raise InputError(f"unknown area unit {unit!r}; choose ha or mu")
+    group = tr(f"summary.group.{t['by']}", lang)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 3.6), dpi=110)
-    names = [str(r[t["by"]]) for r in t["groups"]]
+    names = [_group_name(str(r[t["by"]]), t["by"], lang) for r in t["groups"]]
     y = np.arange(len(names))
-    area = np.array([r["disturbed_ha"] for r in t["groups"]])
-    reclaimed = np.array([(r["reclaimed_share"] or 0) * r["disturbed_ha"] for r in t["groups"]])
-    recovering = np.array([(r["recovering_share"] or 0) * r["disturbed_ha"] for r in t["groups"]])
-    left.barh(y, area, color="white", edgecolor="black", label="disturbed")
-    left.barh(y, reclaimed, color="0.3", edgecolor="black", label="reclaimed (recovered)")
-    left.barh(y, recovering, left=reclaimed, color="0.7", edgecolor="black", hatch="//", label="recovering")
+    area = np.array([_unit_value(r["disturbed_ha"], unit) for r in t["groups"]])
+    reclaimed = np.array([(r["reclaimed_share"] or 0) * a for r, a in zip(t["groups"], area, strict=True)])
+    recovering = np.array([(r["recovering_share"] or 0) * a for r, a in zip(t["groups"], area, strict=True)])
+    left.barh(y, area, color="white", edgecolor="black", label=tr("summary.chart.disturbed", lang))
+    left.barh(y, reclaimed, color="0.3", edgecolor="black", label=tr("summary.chart.reclaimed", lang))
+    left.barh(y, recovering, left=reclaimed, color="0.7", edgecolor="black", hatch="//",
+              label=tr("summary.chart.recovering", lang))
     left.set_yticks(y, names, fontsize=8)
-    left.set_xlabel("hectares")
-    left.set_title(f"Disturbed area and reclamation by {t['by'].replace('_', ' ')}", fontsize=9)
+    left.set_xlabel(tr("summary.chart.area_axis", lang, unit=tr(f"summary.chart.unit.{unit}", lang)))
+    left.set_title(tr("summary.chart.area_title", lang, group=group), fontsize=9)
     left.legend(fontsize=7, frameon=False)
     width = 0.27
     for k, (key, style) in enumerate((("open_flags", {"color": "white", "hatch": ".."}),
                                       ("confirmed_flags", {"color": "0.2"}),
                                       ("dismissed_flags", {"color": "0.7", "hatch": "//"}))):
         right.barh(y + (k - 1) * width, [r[key] for r in t["groups"]], height=width, edgecolor="black",
-                   label=key.replace("_", " "), **style)
+                   label=tr(f"summary.chart.{key}", lang), **style)
     right.set_yticks(y, names, fontsize=8)
-    right.set_xlabel("flags")
-    right.set_title("Flags by review status", fontsize=9)
+    right.set_xlabel(tr("summary.chart.flags_axis", lang))
+    right.set_title(tr("summary.chart.flags_title", lang), fontsize=9)
     right.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
 
-def _rows(t: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = [t["by"].replace("_", " "), "licences", "disturbed ha", "reclaimed", "recovering", "patches",
-              "open", "confirmed", "dismissed", "overdue"]
+def _rows(t: dict[str, Any], lang: str = "en", unit: str = "ha") -> tuple[list[str], list[list[str]]]:
+    """The per-group table: header and rows of text in ``lang``, areas in ``unit``."""
+    header = [tr(f"summary.group.{t['by']}", lang), tr("summary.col.licences", lang),
+              tr("summary.col.disturbed", lang, unit=tr(f"unit.{unit}", lang)),
+              *(tr(f"summary.col.{c}", lang) for c in ("reclaimed", "recovering", "patches", "open", "confirmed",
+                                                       "dismissed", "overdue"))]
+    sep = "、" if lang == "zh" else ", "
+
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.0%}"
-    rows = [[str(r[t["by"]]), str(r["licences"]), f"{r['disturbed_ha']:.2f}", pct(r["reclaimed_share"]),
-             pct(r["recovering_share"]), ", ".join(f"{k} {v}" for k, v in r["patches"].items()) or "-",
-             str(r["open_flags"]), str(r["confirmed_flags"]), str(r["dismissed_flags"]), str(r["overdue_reclamation"])]
+
+    def patches(counts: dict[str, int]) -> str:
+        return sep.join(f"{class_name(k, lang)} {v}" for k, v in counts.items()) or "-"
+
+    rows = [[_group_name(str(r[t["by"]]), t["by"], lang), str(r["licences"]),
+             f"{_unit_value(r['disturbed_ha'], unit):.2f}", pct(r["reclaimed_share"]), pct(r["recovering_share"]),
+             patches(r["patches"]), str(r["open_flags"]), str(r["confirmed_flags"]), str(r["dismissed_flags"]),
+             str(r["overdue_reclamation"])]
             for r in t["groups"]]
     return header, rows
+
+
+def _scan_status(status: str, lang: str) -> str:
+    key = f"summary.scan_status.{status}"
+    return tr(key, lang) if key in catalog("en") else status
 
 
 def _table(fig: Figure, rect: tuple[float, float, float, float], head: list[str], body: list[list[str]]) -> None:
@@ -133,67 +172,78 @@ def _table(fig: Figure, rect: tuple[float, float, float, float], head: list[str]
         table.set_fontsize(7)
 
 
-def write_summary_report(store: Store, out: Path, by: str = "county") -> Path:
-    """Write the programme summary to ``out`` (.pdf or .html)."""
+def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha") -> Path:
+    """Write the programme summary to ``out`` (.pdf or .html) in ``lang`` (en, zh) with areas in
+    ``unit`` (ha, mu)."""
     out = Path(out)
     if out.suffix.lower() not in (".pdf", ".html", ".htm"):
         raise InputError(f"summary report {out} must end in .pdf or .html")
+    catalog(lang)  # an unknown language is a clear error before any work
+    if unit not in ("ha", "mu"):
+        raise InputError(f"unknown area unit {unit!r}; choose ha or mu")
     t = summary_tables(store, by)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
-    header, rows = _rows(t)
-    stamp = f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by gmsense {__version__}"
+    header, rows = _rows(t, lang, unit)
+    stamp = tr("summary.generated", lang, when=f"{datetime.now(UTC):%Y-%m-%d %H:%M}", version=__version__)
     totals = t["totals"]
-    headline = (f"{totals['licences']} licences scanned; {totals['disturbed_ha']:.2f} ha of human-made disturbance; "
-                f"{totals['open_flags']} of {totals['flags']} flags open")
+    headline = tr("summary.headline", lang, licences=totals["licences"],
+                  disturbed=format_area(totals["disturbed_ha"] * M2_PER_HA, lang, unit),
+                  open=totals["open_flags"], flags=totals["flags"])
+    title = tr("summary.title", lang)
+    group = tr(f"summary.group.{by}", lang)
+    worst_head = [tr(f"summary.col.{c}", lang) for c in ("licence", "name", "score", "open_flags")]
+    trend_head = [tr(f"summary.col.{c}", lang) for c in ("scan", "date", "status", "new_patches", "new_flags")]
     worst = [[w["site_id"], str(w["name"]), str(w["score"]), str(w["open_flags"])] for w in t["worst"]]
-    trend = [[str(r["scan"]), r["date"], r["status"], str(r["patches_new"]), str(r["flags_new"])] for r in t["trend"]]
-    if out.suffix.lower() == ".pdf":
-        with PdfPages(tmp) as pdf:
-            fig = plt.figure(figsize=A4_LANDSCAPE)
-            fig.text(0.05, 0.95, "Green-mine programme summary", fontsize=15, weight="bold", va="top")
-            fig.text(0.05, 0.91, headline, fontsize=9, va="top")
-            fig.text(0.05, 0.89, stamp, fontsize=7, va="top")
-            chart = summary_charts(t)
-            chart.canvas.draw()
-            ax = fig.add_axes((0.03, 0.42, 0.94, 0.45))
-            ax.imshow(np.asarray(chart.canvas.buffer_rgba()))
-            ax.axis("off")
+    trend = [[str(r["scan"]), r["date"], _scan_status(r["status"], lang), str(r["patches_new"]), str(r["flags_new"])]
+             for r in t["trend"]]
+    with report_style(lang):
+        if out.suffix.lower() == ".pdf":
+            with PdfPages(tmp) as pdf:
+                fig = plt.figure(figsize=A4_LANDSCAPE)
+                fig.text(0.05, 0.95, title, fontsize=15, weight="bold", va="top")
+                fig.text(0.05, 0.91, headline, fontsize=9, va="top")
+                fig.text(0.05, 0.89, stamp, fontsize=7, va="top")
+                chart = summary_charts(t, lang, unit)
+                chart.canvas.draw()
+                ax = fig.add_axes((0.03, 0.42, 0.94, 0.45))
+                ax.imshow(np.asarray(chart.canvas.buffer_rgba()))
+                ax.axis("off")
+                plt.close(chart)
+                _table(fig, (0.03, 0.03, 0.94, 0.36), header, rows)
+                pdf.savefig(fig)
+                plt.close(fig)
+                fig = plt.figure(figsize=A4_LANDSCAPE)
+                for (x, heading, head, body) in ((0.03, tr("summary.worst_note", lang), worst_head, worst),
+                                                 (0.52, tr("summary.trend", lang), trend_head, trend)):
+                    fig.text(x, 0.95, heading, fontsize=10, weight="bold", va="top")
+                    _table(fig, (x, 0.05, 0.45, 0.85), head, body)
+                pdf.savefig(fig)
+                plt.close(fig)
+                pdf.infodict()["Title"] = tr("summary.doc_title", lang)
+        else:
+            buffer = io.BytesIO()
+            chart = summary_charts(t, lang, unit)
+            chart.savefig(buffer, format="png")
             plt.close(chart)
-            _table(fig, (0.03, 0.03, 0.94, 0.36), header, rows)
-            pdf.savefig(fig)
-            plt.close(fig)
-            fig = plt.figure(figsize=A4_LANDSCAPE)
-            for (x, title, head, body) in ((0.03, "Worst licences (open and confirmed flags, weighted by severity)",
-                                            ["licence", "name", "score", "open flags"], worst),
-                                           (0.52, "Trend across scans", ["scan", "date", "status", "new patches",
-                                                                         "new flags"], trend)):
-                fig.text(x, 0.95, title, fontsize=10, weight="bold", va="top")
-                _table(fig, (x, 0.05, 0.45, 0.85), head, body)
-            pdf.savefig(fig)
-            plt.close(fig)
-            pdf.infodict()["Title"] = "gmsense programme summary"
-    else:
-        buffer = io.BytesIO()
-        chart = summary_charts(t)
-        chart.savefig(buffer, format="png")
-        plt.close(chart)
-        image = base64.b64encode(buffer.getvalue()).decode()
+            image = base64.b64encode(buffer.getvalue()).decode()
 
-        def table(head: list[str], body: list[list[str]]) -> str:
-            th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-            return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+            def table(head: list[str], body: list[list[str]]) -> str:
+                th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+                return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
-        tmp.write_text(
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>gmsense programme summary</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-            "td,th{border:1px solid #444;padding:3px 6px;font-size:13px;text-align:left}</style></head><body>"
-            f"<h1>Green-mine programme summary</h1><p>{html.escape(headline)}</p><p><small>{html.escape(stamp)}"
-            f"</small></p><img alt='disturbed area and flags by {html.escape(by)}' src='data:image/png;base64,{image}'>"
-            f"<h2>By {html.escape(by.replace('_', ' '))}</h2>{table(header, rows)}"
-            f"<h2>Worst licences</h2>{table(['licence', 'name', 'score', 'open flags'], worst)}"
-            f"<h2>Trend across scans</h2>{table(['scan', 'date', 'status', 'new patches', 'new flags'], trend)}"
-            "</body></html>", encoding="utf-8")
+            esc = html.escape
+            tmp.write_text(
+                f"<!doctype html><html lang='{HTML_LANG[lang]}'><head><meta charset='utf-8'>"
+                f"<title>{esc(tr('summary.doc_title', lang))}</title>"
+                "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+                "td,th{border:1px solid #444;padding:3px 6px;font-size:13px;text-align:left}</style></head><body>"
+                f"<h1>{esc(title)}</h1><p>{esc(headline)}</p><p><small>{esc(stamp)}</small></p>"
+                f"<img alt='{esc(tr('summary.chart.alt', lang, group=group))}' src='data:image/png;base64,{image}'>"
+                f"<h2>{esc(tr('summary.by', lang, group=group))}</h2>{table(header, rows)}"
+                f"<h2>{esc(tr('summary.worst', lang))}</h2>{table(worst_head, worst)}"
+                f"<h2>{esc(tr('summary.trend', lang))}</h2>{table(trend_head, trend)}"
+                "</body></html>", encoding="utf-8")
     tmp.replace(out)
     return out

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from gmsense.cli import app
 from gmsense.errors import InputError
-from gmsense.i18n import LOCALE_DIR, area, rule_message, t
+from gmsense.i18n import LOCALE_DIR, area, attr_value, rule_message, t
+from gmsense.report_site import report_style
 
 runner = CliRunner()
 
@@ -70,3 +71,64 @@ def test_unknown_language_is_a_clear_error(tmp_path: Path) -> None:
                                  "--db", str(tmp_path / "x.db")])
     assert result.exit_code == 2
     assert "unknown language 'fr'" in result.output
+
+
+def test_licence_attribute_values() -> None:
+    from gmsense.sites import LICENCE_TYPES, MINERAL_CLASSES
+
+    assert attr_value("licence_type", "exploration", "zh") == "勘查"
+    assert attr_value("licence_type", "Mining", "zh") == "采矿"
+    assert attr_value("mineral_class", "non_metal", "zh") == "非金属矿产"
+    assert attr_value("status", "suspended", "zh") == "暂停"
+    assert attr_value("status", "suspended", "en") == "suspended"
+    assert attr_value("county", "嘉荫县", "zh") == "嘉荫县", "names pass unchanged"
+    assert attr_value("licence_type", "prospecting", "zh") == "prospecting", "unknown values pass unchanged"
+    assert attr_value("permitted_disturbance_ha", 2.0, "zh") == 2.0
+    en = yaml.safe_load((LOCALE_DIR / "en.yaml").read_text(encoding="utf-8"))
+    assert all(f"value.licence_type.{v}" in en for v in LICENCE_TYPES)
+    assert all(f"value.mineral_class.{v}" in en for v in MINERAL_CLASSES)
+
+
+@pytest.mark.filterwarnings("error:Glyph:UserWarning")  # drawn with the CJK font, never boxes
+def test_figures_in_chinese() -> None:
+    with report_style("zh"):
+        _figures_in_chinese()
+
+
+def _figures_in_chinese() -> None:
+    import matplotlib.pyplot as plt
+    from shapely.geometry import box
+
+    from gmsense.records import RecoveryObservation
+    from gmsense.report import site_map_figure, trajectory_figure
+    from gmsense.report_summary import summary_charts
+
+    obs = [RecoveryObservation(season, "ndvi", 5, patch, 0.8, patch - 0.8)
+           for season, patch in ((2018, 0.8), (2019, 0.78), (2020, 0.3), (2021, 0.5), (2022, 0.7))]
+    fig = trajectory_figure(obs, title="x", disturbance_season=2020, status="恢复中", lang="zh")
+    ax = fig.axes[0]
+    assert [h.get_text() for h in ax.get_legend().get_texts()] == ["参照环带", "图斑", "扰动前水平", "恢复80%水平"]
+    assert ax.get_xlabel() == "生长季"
+    assert ax.get_ylabel() == "NDVI中位数"
+    plt.close(fig)
+    fig = site_map_figure(None, box(0, 0, 100, 100), 50.0, [(box(10, 10, 20, 20), "trench")], title="x", lang="zh")
+    ax = fig.axes[0]
+    assert [h.get_text() for h in ax.get_legend().get_texts()] == ["探槽"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("东坐标（米）", "北坐标（米）")
+    plt.close(fig)
+    tables = {"by": "mineral_class", "groups": [
+        {"mineral_class": "metal", "licences": 1, "disturbed_ha": 2.0, "reclaimed_share": 0.5,
+         "recovering_share": 0.25, "patches": {"trench": 2}, "open_flags": 1, "confirmed_flags": 0,
+         "dismissed_flags": 0, "overdue_reclamation": 0}]}
+    fig = summary_charts(tables, "zh", "mu")
+    left, right = fig.axes[:2]
+    assert left.get_title() == "各矿种类别扰动面积与复垦情况"
+    assert left.get_xlabel() == "面积（亩）"
+    assert [tick.get_text() for tick in left.get_yticklabels()] == ["金属矿产"]
+    assert left.patches[0].get_width() == pytest.approx(30.0), "2 ha = 30 mu"
+    assert [h.get_text() for h in right.get_legend().get_texts()] == ["待处理", "已确认", "已排除"]
+    plt.close(fig)
+    fig = summary_charts(tables)  # the old call: English, hectares
+    assert fig.axes[0].get_xlabel() == "hectares"
+    assert fig.axes[0].patches[0].get_width() == pytest.approx(2.0)
+    plt.close(fig)

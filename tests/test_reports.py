@@ -74,8 +74,74 @@ def test_summary_report_pdf_and_html(demo_db: Path, tmp_path: Path) -> None:
     assert code == 0, output
     page = (tmp_path / "s.html").read_text()
     assert "<h2>By mineral class</h2>" in page
+    assert "<html lang='en'>" in page
+    assert "<th>disturbed ha</th>" in page
     assert "data:image/png;base64," in page
-    assert "non_metal" in page
+    assert "non-metallic minerals" in page, "mineral classes by their names, not their codes"
     code, output = invoke("report", "summary", "--by", "planet", "--out", tmp_path / "p.pdf", "--db", demo_db)
     assert code == 2
     assert "planet" in output
+
+
+@pytest.mark.slow
+def test_chinese_summary_report_pdf_and_html(demo_db: Path, tmp_path: Path) -> None:
+    code, output = invoke("report", "summary", "--lang", "zh", "--area-unit", "mu", "--out", tmp_path / "s.pdf",
+                          "--db", demo_db)
+    assert code == 0, output
+    reader = PdfReader(tmp_path / "s.pdf")
+    assert len(reader.pages) == 2
+    text = reader.pages[0].extract_text()
+    for expected in ("绿色矿山工作汇总", "已扫描许可证3个", "亩", "县（区）", "扰动面积（亩）", "逾期未复垦", "Xinqing"):
+        assert expected in text, expected
+    assert "探槽" in text, "patch classes by their Chinese names"
+    assert "licences" not in text
+    assert "问题突出的许可证" in reader.pages[1].extract_text()
+    fonts = {str(font.get_object().get("/BaseFont")) for page in reader.pages
+             for font in (page["/Resources"].get("/Font") or {}).values()}
+    assert any("NotoSansCJK" in f for f in fonts), fonts
+
+    code, output = invoke("report", "summary", "--by", "mineral_class", "--lang", "zh", "--area-unit", "mu",
+                          "--out", tmp_path / "s.html", "--db", demo_db)
+    assert code == 0, output
+    page = (tmp_path / "s.html").read_text(encoding="utf-8")
+    assert "<html lang='zh-CN'>" in page
+    assert "<h1>绿色矿山工作汇总</h1>" in page
+    assert "<h2>按矿种类别统计</h2>" in page
+    for header in ("矿种类别", "许可证数", "扰动面积（亩）", "已复垦", "恢复中", "待处理", "逾期未复垦"):
+        assert f"<th>{header}</th>" in page, header
+    assert "<td>非金属矿产</td>" in page
+    totals = summary_tables(Store(str(demo_db)), "mineral_class")["totals"]
+    assert f"人为扰动面积{totals['disturbed_ha'] * 15:.2f}亩" in page
+    assert "<h2>历次扫描趋势</h2>" in page
+    assert "non_metal" not in page
+    assert "licences" not in page
+
+    code, output = invoke("report", "summary", "--lang", "fr", "--out", tmp_path / "f.html", "--db", demo_db)
+    assert code == 2
+    assert "unknown language 'fr'" in output
+
+
+def test_licence_attributes_in_chinese_in_the_review_app(demo_db: Path, tmp_path: Path) -> None:
+    import re
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from gmsense.review import auth
+    from gmsense.review.app import create_app
+
+    db = tmp_path / "review.db"
+    with sqlite3.connect(demo_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)
+    store = Store(str(db))
+    auth.add_user(store, "vic", "viewer-password-1", "viewer")
+    with TestClient(create_app(store, cache_dir=tmp_path / "pictures")) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"username": "vic", "password": "viewer-password-1", "csrf_token": token,
+                                    "next": "/flags"}, follow_redirects=False)
+        page = client.get("/sites/HLJ-EXP-002?lang=zh").text
+        assert "<dd>勘查</dd>" in page
+        assert "<dd>非金属矿产</dd>" in page
+        flag = next(f for f in store.flag_rows() if f.site_id == "HLJ-EXP-002")
+        assert "<dd>勘查</dd>" in client.get(f"/flags/{flag.id}?lang=zh").text
+        assert "<dd>exploration</dd>" in client.get("/sites/HLJ-EXP-002?lang=en").text

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gmsense import __version__
 from gmsense.errors import InputError
-from gmsense.i18n import LANGUAGES, area, catalog, flag_sentence, t
+from gmsense.i18n import LANGUAGES, area, attr_value, catalog, flag_sentence, t
 from gmsense.review import auth, service
 from gmsense.review.figures import Pictures
 from gmsense.store import ReviewRow, Store, UserRow
@@ -149,6 +149,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
             "area": lambda m2: area(m2, lang, unit) if m2 is not None else "-",
             "sentence": lambda flag: flag_sentence(flag, lang, unit), "url_lang": url_lang,
             "field_label": lambda key: t(f"field.{key}", lang) if f"field.{key}" in catalog("en") else key,
+            "attr": lambda k, v: attr_value(k, v, lang),
             "version": __version__, **context}, status_code=status_code)
         if request.query_params.get("lang") in LANGUAGES:
             response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax",

@@ -100,7 +100,7 @@ class Pictures:
                 when = patch.first_detected
             else:
                 geom, when = licence.geometry, str(cube.time.values[len(cube.time) // 2])[:10]
-            return chips_figure(cube, licence.geometry, geom, when, title=t("ui.before_after", lang))
+            return chips_figure(cube, licence.geometry, geom, when, title=t("ui.before_after", lang), lang=lang)
 
         return self._cached(key, render, lang)
 
@@ -121,7 +121,7 @@ class Pictures:
             obs = [RecoveryObservation(r.season, r.index_name, r.n_obs, r.patch_value, r.ring_value, r.relative)
                    for r in rows if r.index_name == index]
             return trajectory_figure(obs, title=t("ui.trajectory", lang), disturbance_season=int(patch.first_detected[:4]),
-                                     status=t(f"status.{patch.recovery_status}", lang))
+                                     status=t(f"status.{patch.recovery_status}", lang), lang=lang)
 
         return self._cached(key, render, lang)
 
@@ -140,16 +140,18 @@ class Pictures:
                 cube, crs = None, utm_crs_for(geom.centroid.x, geom.centroid.y)
                 licence_geom = reproject_geometry(geom, WGS84, crs)
             local = [(reproject_geometry(wkt.loads(p.geometry_wkt), WGS84, crs), p.disturbance_class) for p in patches]
-            return site_map_figure(cube, licence_geom, 500.0, local, title=f"{site_id} ({crs.to_string()})")
+            return site_map_figure(cube, licence_geom, 500.0, local, title=f"{site_id} ({crs.to_string()})", lang=lang)
 
         return self._cached(key, render, lang)
 
-    def dashboard(self, by: str, lang: str = "en") -> bytes:
+    def dashboard(self, by: str, lang: str = "en", unit: str | None = None) -> bytes:
+        """The programme charts by ``by``, in ``lang``, areas in ``unit`` (default: mu in Chinese, else ha)."""
         from gmsense.report_summary import summary_charts, summary_tables
 
+        unit = unit or ("mu" if lang == "zh" else "ha")
         tables = summary_tables(self.store, by)
-        key = f"dashboard|{by}|{lang}|{hashlib.sha256(repr(tables).encode()).hexdigest()}"
-        return self._cached(key, lambda: summary_charts(tables), lang)
+        key = f"dashboard|{by}|{lang}|{unit}|{hashlib.sha256(repr(tables).encode()).hexdigest()}"
+        return self._cached(key, lambda: summary_charts(tables, lang, unit), lang)
 
 
 def _message_figure(text: str) -> Any:
