@@ -86,7 +86,8 @@ def scan(
     works: Annotated[Path | None, typer.Option("--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="flag rules YAML replacing configs/rules.yaml")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="a trained model folder (gmsense train) to label patches")] = None,
-    detector: Annotated[str, typer.Option("--detector", help="rules | model (model needs --model)")] = "rules",
+    detector: Annotated[str | None, typer.Option("--detector", help="rules | model; default: model when --model or "
+                                                  "the setting classify.model names one, else rules")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the newest scan that did not complete")] = False,
     force: Annotated[bool, typer.Option("--force", help="rescan licences that have no new acquisitions too")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -97,27 +98,46 @@ def scan(
     are skipped. After a crash, `--resume` finishes the interrupted scan.
     """
     summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
-                           works, rules, resume, force, _classifier(detector, model))
+                           works, rules, resume, force,
+                           _classifier(detector, model, load_settings(config).classify.model))
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))
     raise typer.Exit(summary.exit_code)
 
 
-def _classifier(detector: str, model: Path | None) -> Any:
+def _classifier(detector: str | None, model: Path | None, configured: str | None = None) -> Any:
+    """The trained model to label patches with, or None for the rule baseline."""
     from gmsense.errors import InputError
 
-    if detector not in ("rules", "model"):
+    if detector not in (None, "rules", "model"):
         raise InputError(f"unknown detector {detector!r}; choose rules or model")
-    if model is not None and detector == "rules":
-        detector = "model"
-    if detector == "model":
-        if model is None:
-            raise InputError("--detector model needs --model PATH (a folder made by 'gmsense train')")
-        from gmsense.train import load_model
+    if detector == "rules":
+        if model is not None:
+            raise InputError("--detector rules and --model contradict each other; drop one")
+        return None
+    if model is None and configured:
+        model = resolve_model(configured)
+    if model is None:
+        if detector == "model":
+            raise InputError("--detector model needs --model PATH (a folder made by 'gmsense train') "
+                             "or the setting classify.model")
+        return None
+    from gmsense.train import load_model
 
-        return load_model(model)
-    return None
+    return load_model(model)
+
+
+def resolve_model(name: str) -> Path:
+    """A model folder from a path, or from a name under the shipped models/ folder."""
+    from gmsense.config import models_dir
+    from gmsense.errors import InputError
+
+    for candidate in (Path(name), models_dir() / name):
+        if candidate.is_dir():
+            return candidate
+    known = sorted(p.name for p in models_dir().glob("*") if p.is_dir())
+    raise InputError(f"no model {name!r}: not a folder, nor one of the shipped models ({', '.join(known) or 'none'})")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -20,6 +20,14 @@ from gmsense.errors import ConfigError
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def models_dir() -> Path:
+    """The shipped models: ``models/`` beside the package in a checkout, ``_models`` in a wheel."""
+    for candidate in (PACKAGE_DIR.parent / "models", PACKAGE_DIR / "_models"):
+        if candidate.is_dir():
+            return candidate
+    return PACKAGE_DIR.parent / "models"
+
+
 def configs_dir() -> Path:
     """The folder holding ``default.yaml``, ``rules.yaml`` and the demo licences.
 
@@ -80,7 +88,11 @@ class DetectSettings(_Settings):
 
 
 class ClassifySettings(_Settings):
-    """Thresholds of the rule-based first classifier (see gmsense.detect.classify)."""
+    """The patch classifier: a trained model (gmsense.train), and the thresholds of the rule-based
+    baseline (gmsense.detect.classify), used with ``--detector rules`` or when no model is named."""
+
+    model: str | None = Field(None, description="trained model: a folder made by `gmsense train`, or the name of "
+                                                "one under models/ (e.g. default); null: the rule baseline")
 
     linear_min_elongation: float = Field(3.0, gt=1, description="length / width above which a patch is linear")
     linear_max_width_m: float = Field(25.0, gt=0, description="widest patch still called linear, metres")
@@ -232,6 +244,7 @@ class Settings(_Settings):
         hash used the same science. How a scan runs (retries, request quotas, credentials, cache
         folders) is left out, so changing it never forces a rescan."""
         data = self.model_dump(mode="json")
+        data["classify"].pop("model", None)  # the model is keyed by its own version (see gmsense.scan.unit_key)
         for section, keys in OPERATIONAL_SETTINGS.items():
             for key in keys or list(data.get(section, {})):
                 data.get(section, {}).pop(key, None)

@@ -193,3 +193,29 @@ def test_scan_with_a_work_programme_and_custom_rules(tmp_path: Path) -> None:
     for f in outside_programme:
         patch_geom = gpd.GeoSeries.from_wkt([patches[f.patch_id].geometry_wkt], crs=4326).to_crs(site.crs).iloc[0]
         assert patch_geom.distance(approved_utm) > 30, "the approved trench itself is covered"
+
+
+def test_the_model_named_in_the_settings_labels_the_patches(tmp_path: Path) -> None:
+    site = next(s for s in read_sites(DEMO_SITES) if s.site_id == "HLJ-EXP-002")
+    sites_file = write_sites([site], tmp_path / "one.geojson")
+    config = tmp_path / "settings.yaml"
+    config.write_text("classify:\n  model: default\nsynthetic:\n  start: '2019-04-01'\n  end: '2021-10-31'\n")
+    db = tmp_path / "m.db"
+    code, output = invoke("scan", "--sites", sites_file, "--config", config, "--db", db, "--no-progress")
+    assert code == 0, output
+    scan = Store(str(db)).scans()[-1]
+    assert scan.detector == "model"
+    assert scan.model_version.startswith("default@")
+    assert all("rule_class" in p.metrics for p in Store(str(db)).patch_rows())
+    code, output = invoke("scan", "--sites", sites_file, "--config", config, "--db", db, "--detector", "rules",
+                          "--no-progress", "--force")
+    assert code == 0, output
+    assert Store(str(db)).scans()[-1].detector == "rules"
+    config.write_text("classify:\n  model: no-such-model\n")
+    code, output = invoke("scan", "--sites", sites_file, "--config", config, "--db", db)
+    assert code == 2
+    assert "no model 'no-such-model'" in output
+    assert "default" in output
+    code, output = invoke("scan", "--sites", sites_file, "--db", db, "--detector", "rules", "--model", "models/default")
+    assert code == 2
+    assert "contradict" in output
