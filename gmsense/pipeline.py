@@ -18,7 +18,7 @@ from gmsense.detect.features import add_patch_spectra
 from gmsense.detect.patches import Patch, extract_patches, grid_transform
 from gmsense.errors import ImageryError
 from gmsense.records import PatchRecord, SiteResult
-from gmsense.recovery import recovery_status, ring_mask, trajectory
+from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, trajectory
 from gmsense.rules import evaluate
 from gmsense.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.sources import Source
@@ -62,6 +62,14 @@ def _evidence(times: np.ndarray, clear_share: np.ndarray, patch: Patch, image_id
     return out
 
 
+def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.ndarray | slice]:
+    """Where to read the growing season from, and its dates there: a numpy-backed cube as it is
+    (nothing copied); a lazy (dask) one loaded once, growing-season dates only."""
+    if any(cube[v].chunks is not None for v in cube.data_vars):
+        return cube.isel(time=dates).load(), slice(None)
+    return cube, dates
+
+
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
                  works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
@@ -72,20 +80,27 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)
-    season = cubeops.growing_season(cube, settings.season)
-    season = cubeops.masked(cubeops.refine_clear(season, settings.mask))
-    if season.sizes["time"] == 0:
+    dates = np.flatnonzero(cubeops.in_season(cube["time"], settings.season))
+    if dates.size == 0:
         raise ImageryError(
             f"licence {site.site_id}: no acquisitions fall in the growing season "
             f"(months {settings.season.start_month}-{settings.season.end_month}); widen --start/--end or the season")
-    season = season.load()
-    ndvi = cubeops.index(season, DETECTION_INDEX).load()
+    bands = [b for b in cubeops.BANDS if b in cube]
+    source, dates = _season_source(cube[[*bands, "clear"]], dates)
+    # Only the bands masking and the detection index need are copied for the season; the
+    # patches' spectra are read from ``source`` patch by patch.
+    needed = {"red", "blue", *cubeops.INDEX_BANDS[DETECTION_INDEX]}
+    season = source[[b for b in bands if b in needed] + ["clear"]].isel(time=dates)
+    season = cubeops.refine_clear(season, settings.mask)
+    ndvi = cubeops.masked_index(season, DETECTION_INDEX).load()
     clear_share = float(np.isfinite(ndvi.values).mean())
     if clear_share == 0:
         raise ImageryError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     breaks = detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip).load()
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
-    add_patch_spectra(patches, labels, season)
+    if patches:
+        add_patch_spectra(patches, labels, source[bands], clear=np.asarray(season["clear"].transpose(
+            "time", "y", "x").values), time_index=dates)
 
     times = ndvi["time"].values.astype("datetime64[ns]")
     years = times.astype("datetime64[Y]").astype(int) + 1970
@@ -93,6 +108,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     transform = grid_transform(ndvi)
     values = np.asarray(ndvi.values)
     all_geoms = [p.geometry for p in patches]
+    exclusion = ring_exclusion(all_geoms) if patches else None
     image_ids = _image_ids(season, cube.attrs)
     records: list[PatchRecord] = []
     geometries = []
@@ -102,7 +118,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             continue
         pmask = labels == patch.label
         klass, confidence = classify_patch(patch, settings.classify)
-        ring = ring_mask(patch.geometry, all_geoms, pmask.shape, transform)
+        ring = ring_mask(patch.geometry, all_geoms, pmask.shape, transform, exclusion)
         obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX)
         status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery)
         seen = np.isfinite(values[:, pmask]).any(axis=1)

@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from gmsense.config import RecoverySettings
+from gmsense.detect.change import masked_median
 from gmsense.records import RecoveryObservation
 
 RING_INNER_M = 20.0
@@ -29,21 +30,30 @@ RING_OUTER_M = 100.0
 MIN_LOSS = 0.03  # below this baseline-trough gap (index units) there is nothing to recover
 
 
+def ring_exclusion(all_patches: list[BaseGeometry]) -> BaseGeometry:
+    """Everything within 20 m of a patch: no ring reaches into it (compute once per scene)."""
+    return unary_union([g.buffer(RING_INNER_M) for g in all_patches])
+
+
 def ring_mask(geometry: BaseGeometry, all_patches: list[BaseGeometry], shape: tuple[int, int],
-              transform: Affine) -> np.ndarray:
-    """Pixels 20-100 m around ``geometry``, not within 20 m of any patch."""
-    ring = geometry.buffer(RING_OUTER_M).difference(unary_union([g.buffer(RING_INNER_M) for g in all_patches]))
+              transform: Affine, exclusion: BaseGeometry | None = None) -> np.ndarray:
+    """Pixels 20-100 m around ``geometry``, not within 20 m of any patch (``exclusion``: the
+    :func:`ring_exclusion` of ``all_patches``, when already computed)."""
+    if exclusion is None:
+        exclusion = ring_exclusion(all_patches)
+    ring = geometry.buffer(RING_OUTER_M).difference(exclusion)
     if ring.is_empty:
         return np.zeros(shape, dtype=bool)
     return geometry_mask([ring], out_shape=shape, transform=transform, invert=True)
 
 
 def _daily_median(values: np.ndarray) -> np.ndarray:
-    """(T, P) -> (T,) median over pixels per date, NaN where none is clear."""
+    """(T, P) -> (T,) median over pixels per date (equal to ``np.nanmedian``), NaN where none is clear."""
     out = np.full(values.shape[0], np.nan)
-    seen = np.isfinite(values).any(axis=1)
+    finite = np.isfinite(values)
+    seen = finite.any(axis=1)
     if seen.any():
-        out[seen] = np.nanmedian(values[seen], axis=1)
+        out[seen] = masked_median(np.where(finite[seen], values[seen], 0).T, finite[seen].T)
     return out
 
 

@@ -134,3 +134,83 @@ def test_cloud_edges_and_haze_are_masked(backend: str) -> None:
     reference = cubeops.refine_clear(make_cube(ny=30, nx=30, years=(2020,), cloud_share=0.0).assign(
         clear=cube["clear"].compute(), blue=cube["blue"].compute()), MaskSettings(cloud_buffer_m=30))
     np.testing.assert_array_equal(reference["clear"].values, clear)
+
+
+def _random_anomaly(rng: np.random.Generator, n_pix: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three to four seasons of NaN-holed anomalies with noise, outliers, seasonal shapes, steps and dips."""
+    years = rng.integers(3, 5)
+    per_year = rng.integers(6, 20)
+    doy = np.concatenate([np.sort(rng.uniform(121, 273, per_year)) for _ in range(years)])
+    year = np.repeat(np.arange(2018, 2018 + years), per_year)
+    n_time = doy.size
+    shape = rng.normal(0, 0.15, (1, n_pix)) * np.cos(2 * np.pi * doy / 365.25)[:, None]
+    values = rng.normal(0, rng.choice([0.01, 0.03, 0.06]), (n_time, n_pix)) + shape
+    values += np.where(rng.random((n_time, n_pix)) < 0.05, -rng.uniform(0, 0.6, (n_time, n_pix)), 0)  # cloud, haze
+    step = rng.random(n_pix) < 0.3
+    start = rng.integers(0, n_time, n_pix)
+    depth = rng.uniform(0.05, 0.4, n_pix)
+    values -= (step & (np.arange(n_time)[:, None] >= start))[...] * depth
+    values[rng.random((n_time, n_pix)) < rng.uniform(0, 0.6)] = np.nan
+    return values.astype("float32"), doy, year
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_screen_never_drops_a_pixel_the_full_detector_flags(seed: int) -> None:
+    from gmsense.detect.change import screen_pixels, season_drops
+
+    rng = np.random.default_rng(seed)
+    settings = DetectSettings(harmonics=int(rng.integers(0, 4)), confirm_obs=int(rng.integers(1, 4)),
+                              min_baseline_obs=int(rng.integers(2, 8)), sigma_floor=float(rng.choice([0.01, 0.04])),
+                              baseline_seasons=int(rng.integers(1, 4)))
+    values, doy, year = _random_anomaly(rng)
+    drop, threshold = season_drops(values.astype("float64"), doy, year, settings)
+    first, _, _, probable = confirm_runs(drop, threshold, settings.confirm_obs, year, settings.min_persistence)
+    flagged = (first != NO_BREAK) | (probable != NO_BREAK)
+    candidates = screen_pixels(values, doy, year, settings)
+    assert flagged.any()
+    assert not (flagged & ~candidates).any(), "the screen passed over a pixel the detector flags"
+
+
+@pytest.mark.parametrize("noise", [0.004, 0.03])
+def test_screened_detection_equals_the_full_detector(backend: str, noise: float) -> None:
+    breaks = (PlantedBreak(slice(2, 6), slice(3, 12), "2020-06-20"), PlantedBreak(slice(10, 14), slice(0, 20), "2021-07-10", 0.3),
+              PlantedBreak(slice(16, 20), slice(5, 9), "2021-08-20", 0.15), PlantedBreak(slice(20, 24), slice(10, 24), "2021-09-20"))
+    cube = make_cube(breaks=breaks, seed=3, noise=noise, cloud_share=0.2)
+    ndvi = _ndvi(cube, backend)
+    full = detect_breaks(ndvi, DETECT, 0.1, screen=False).compute()
+    screened = detect_breaks(ndvi, DETECT, 0.1).compute()
+    xr.testing.assert_identical(full, screened)
+    assert full["first_detected"].notnull().sum() > 0
+
+
+def test_screen_passes_over_stable_pixels() -> None:
+    from gmsense.detect.change import scene_offset, screen_pixels
+
+    cube = make_cube(breaks=(BREAK,), seed=4, noise=0.01, cloud_share=0.2)
+    ndvi = _ndvi(cube, "numpy")
+    times = ndvi["time"].values
+    year = times.astype("datetime64[Y]").astype(int) + 1970
+    doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
+    offset, _ = scene_offset(ndvi)
+    anomaly = (ndvi.values - offset[:, None, None].astype("float32")).reshape(times.size, -1)
+    candidates = screen_pixels(anomaly, doy, year, DETECT).reshape(ndvi.shape[1:])
+    planted = np.zeros(candidates.shape, dtype=bool)
+    planted[BREAK.rows, BREAK.cols] = True
+    assert candidates[planted].all()
+    assert candidates[~planted].mean() < 0.05
+
+
+def test_scene_offset_is_the_nan_median_per_date() -> None:
+    from gmsense.detect.change import _row_medians
+
+    rng = np.random.default_rng(2)
+    values = rng.normal(0.5, 0.2, (30, 101)).astype("float32")
+    values[rng.random(values.shape) < 0.4] = np.nan
+    values[3] = np.nan
+    values[5, :-2] = np.nan  # two values: their mean
+    offset, has_data = _row_medians(values)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(values, axis=1)
+    np.testing.assert_array_equal(has_data, np.isfinite(expected))
+    np.testing.assert_array_equal(offset[has_data], expected[has_data].astype("float64"))
+    assert offset[3] == 0.0

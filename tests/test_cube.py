@@ -41,3 +41,29 @@ def test_masking_and_season() -> None:
     assert months.min() == 6
     assert months.max() == 8
     assert isinstance(season, xr.Dataset)
+
+
+def test_grown_masks_equal_a_maximum_filter() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        shape = tuple(int(n) for n in rng.integers(1, 30, 3))
+        mask = rng.random(shape) < rng.choice([0.0, 0.01, 0.1, 0.5])
+        radius = int(rng.integers(0, 9))
+        expected = ndimage.maximum_filter(mask, size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant", cval=False)
+        np.testing.assert_array_equal(cubeops._grow_masks(mask, radius), expected)
+
+
+def test_masked_index_equals_the_index_of_masked_reflectance(backend: str) -> None:
+    cube = make_cube(ny=9, nx=7, years=(2020,), cloud_share=0.3)
+    cube["red"][3, 2, 2] = np.nan  # never observed
+    cube["nir"][4, 1, 1] = cube["red"][4, 1, 1] = 0.0  # nir + red == 0
+    if backend == "dask":
+        cube = cube.chunk({"time": 5, "y": 4})
+    for name in ("ndvi", "nbr"):
+        got = cubeops.masked_index(cube, name).compute()
+        expected = cubeops.index(cubeops.masked(cube), name).compute()
+        assert got.dtype == expected.dtype
+        xr.testing.assert_identical(got.drop_vars("spatial_ref", errors="ignore"),
+                                    expected.drop_vars("spatial_ref", errors="ignore"))

@@ -14,6 +14,15 @@ the same however the data is chunked. Dates whose scene median dips alone below 
 neighbours (haze) are dropped, and a confirmed drop that does not persist through the rest of
 its season (cloud, late leaf-out) is withdrawn.
 
+Screening first (:func:`screen_pixels`): the robust fit above costs two weighted medians per
+pixel and season, so every pixel is first screened by the same model computed cheaply (float32
+in a well-conditioned basis, the median only for pixels with a large residual, the drop
+threshold at its floor ``max(min_drop, z_threshold x sigma_floor)`` less a tolerance). Only
+pixels with a run of possible drops long enough to confirm (or open at the end of the series),
+and those whose fit float32 cannot stand in for, go through the exact float64 detector (1-3 %
+of a scene); the others cannot be flagged by it and get no break. The result is the one the
+exact detector gives on every pixel (``detect_breaks(..., screen=False)``).
+
 Works on numpy- and dask-backed DataArrays (dask chunks may split y and x, not time).
 """
 
@@ -27,6 +36,10 @@ from gmsense.config import DetectSettings
 NO_BREAK = -1
 _SCENE_SAMPLE_PIXELS = 250_000  # per-date subsample for the scene median
 _DAYS_PER_YEAR = 365.25
+#: NDVI units the float32 screen's expected value may differ from the exact float64 detector's
+#: before a pixel it passes over could be flagged (the arithmetic differs by ~1e-5).
+SCREEN_TOLERANCE = 0.02
+_SCREEN_MIN_CONDITIONING = 1e-2  # fits worse conditioned than this go to the exact detector
 
 
 def design_matrix(doy: np.ndarray, harmonics: int) -> np.ndarray:
@@ -151,15 +164,186 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     return first, confirmed, magnitude, probable
 
 
-def _breaks_block(values: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings) -> np.ndarray:
-    """(y, x, T) block -> (y, x, 4) float32: first, confirmed, magnitude, probable."""
+def _positions(mask: np.ndarray) -> slice | np.ndarray:
+    """Indices where ``mask`` holds, as a slice when they are contiguous (indexing then copies nothing)."""
+    idx = np.flatnonzero(mask)
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _solve_batched(normal: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve ``normal[:, :, p] @ x = rhs[:, p]`` for every p; normal (k, k, P) symmetric positive
+    semi-definite, rhs (k, P) -> x (k, P) and the smallest pivot relative to its diagonal entry
+    (P,), a conditioning measure: near 0 when a column is (almost) a combination of the others.
+    Gaussian elimination vectorised over p (k <= 7), far cheaper than a batched LAPACK call on
+    many tiny systems. Overwrites ``normal`` and ``rhs``."""
+    k = rhs.shape[0]
+    a, b = normal, rhs
+    diagonal = np.diagonal(a).T.copy()  # (k, P)
+    for i in range(k):
+        for j in range(i + 1, k):
+            factor = a[j, i] / a[i, i]
+            a[j, i + 1:] -= factor * a[i, i + 1:]
+            b[j] -= factor * b[i]
+    x = np.empty_like(b)
+    for i in range(k - 1, -1, -1):
+        acc = b[i].copy()
+        for j in range(i + 1, k):
+            acc -= a[i, j] * x[j]
+        x[i] = acc / a[i, i]
+    return x, (np.diagonal(a).T / diagonal).min(axis=0)
+
+
+def _fit_screen(basis: np.ndarray, ridge: np.ndarray, filled: np.ndarray,
+                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_fit` for the screen: ``basis`` (T, k) spanning the design's columns, its columns
+    orthogonal over all dates, and ``ridge`` (k, k) :func:`_fit`'s regularisation in that basis;
+    ``filled`` (T, P) values, 0 where the ``weights`` (0/1) are 0, all of one float dtype ->
+    coefficients (k, P) of that dtype, the weight count per pixel and the conditioning of each
+    fit (see :func:`_solve_batched`). Sums in that dtype, solved in float64."""
+    n_time, k = basis.shape
+    products = (basis[:, :, None] * basis[:, None, :]).reshape(n_time, k * k).T
+    normal = (products @ weights).astype("float64").reshape(k, k, -1)
+    count = weights.sum(axis=0).astype("int64")
+    normal += ridge[:, :, None]
+    coef, conditioning = _solve_batched(normal, (basis.T @ filled).astype("float64"))
+    return coef.astype(basis.dtype), count, conditioning
+
+
+def _median_screen(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`masked_median` keeping the dtype of ``values`` (T, P) -> (P,)."""
+    real = values.dtype.type
+    counts = weights.sum(axis=0)
+    ordered = np.sort(np.where(weights, values, real(np.inf)), axis=0)
+    lo = np.clip((counts - 1) // 2, 0, None)[None, :]
+    hi = np.clip(counts // 2, 0, None)[None, :]
+    mid = real(0.5) * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
+    return np.where(counts > 0, mid, real(np.nan))
+
+
+def _unstable(count: np.ndarray, conditioning: np.ndarray, n_terms: int) -> np.ndarray:
+    """Fits the float32 screen cannot stand in for: no more observations than terms, or badly
+    conditioned (bunched observations)."""
+    return (count <= n_terms) | (conditioning < _SCREEN_MIN_CONDITIONING)
+
+
+def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings,
+                  tolerance: float = SCREEN_TOLERANCE) -> np.ndarray:
+    """Pixels the exact detector could flag, bool (P,), from the anomaly (T, P) float32 (NaN where
+    missing), cheaply.
+
+    The same robust seasonal model as :func:`season_drops`, in float32 (float64 with more than one
+    harmonic) and an orthogonal basis; the first fit's residual median is only taken for pixels
+    with a residual beyond ``3 x sigma_floor`` (for the others every observation is an inlier
+    whatever the median, so the refit is the fit). An observation is a *possible drop* when it
+    falls more than ``max(min_drop, z_threshold x sigma_floor)`` less ``tolerance`` below the
+    model (the exact threshold is never lower). A pixel is a candidate when its possible drops,
+    walked like :func:`confirm_runs` walks drops, make a run of ``confirm_obs`` or leave one open
+    at the end; when a fit has no more observations than terms or is badly conditioned; or when
+    its count of baseline inliers sits at ``min_baseline_obs`` (where the screen's and the exact
+    counts might disagree).
+    """
+    n_time, n_pix = anomaly.shape
+    # The same model in an orthogonal basis of the design's columns (design = basis @ r), with
+    # _fit's ridge carried over (1e-6 |coef|^2 = 1e-6 |inv(r) @ basis_coef|^2): the same fitted
+    # values from far better conditioned normal equations. Float32 for up to one harmonic; more
+    # terms fit the few observations of a season too closely for float32 to follow.
+    design = design_matrix(doy, settings.harmonics)
+    n_terms = design.shape[1]
+    q, r = np.linalg.qr(design)
+    if n_time <= n_terms or np.linalg.cond(r) > 1e12:
+        return np.ones(n_pix, dtype=bool)  # too few dates to screen: every pixel is exact
+    real = np.float32 if n_terms <= 3 else np.float64
+    anomaly = anomaly.astype(real, copy=False)
+    basis = (q * np.sqrt(n_time)).astype(real)
+    inverse = np.linalg.inv(r / np.sqrt(n_time))
+    ridge = 1e-6 * inverse.T @ inverse
+    observed = ~np.isnan(anomaly)
+    filled = np.where(observed, anomaly, real(0))
+    weights = observed.astype(real)
+    floor_threshold = real(max(settings.min_drop, settings.z_threshold * settings.sigma_floor) - tolerance)
+    surely_inlier = real(3 * settings.sigma_floor - 1e-3)
+    sigma_floor = real(settings.sigma_floor)
+    seen = np.zeros((n_time, n_pix), dtype=bool)
+    maybe = np.zeros((n_time, n_pix), dtype=bool)
+    candidate = np.zeros(n_pix, dtype=bool)
+    for season in np.unique(year):
+        base_mask = (year < season) & (year >= season - settings.baseline_seasons)
+        if not base_mask.any():
+            continue
+        base, this = _positions(base_mask), _positions(year == season)
+        xb = basis[base]
+        coef, count, conditioning = _fit_screen(xb, ridge, filled[base], weights[base])
+        # A nearly singular fit (as few observations as terms, or bunched ones) is not reproduced
+        # in float32, nor then are the inliers of the refit.
+        candidate |= (count >= settings.min_baseline_obs) & _unstable(count, conditioning, n_terms)
+        resid = anomaly[base] - xb @ coef
+        with np.errstate(invalid="ignore"):
+            dirty = np.flatnonzero((np.abs(resid) > surely_inlier).any(axis=0))
+        if dirty.size:
+            w = observed[base][:, dirty]
+            spread = np.abs(resid[:, dirty])
+            sigma = np.maximum(real(1.4826) * _median_screen(spread, w), sigma_floor)
+            with np.errstate(invalid="ignore"):
+                inliers = w & (spread <= 3 * sigma)
+            coef[:, dirty], count[dirty], conditioning[dirty] = _fit_screen(
+                xb, ridge, filled[base][:, dirty] * inliers, inliers.astype(real))
+            candidate[dirty[np.abs(count[dirty] - settings.min_baseline_obs) <= 1]] = True
+        enough = count >= settings.min_baseline_obs
+        candidate |= enough & _unstable(count, conditioning, n_terms)
+        seen[this] = observed[this] & enough
+        with np.errstate(invalid="ignore"):
+            maybe[this] = seen[this] & (basis[this] @ coef - anomaly[this] > floor_threshold)
+    active = np.flatnonzero(maybe.any(axis=0))
+    maybe, seen = maybe[:, active], seen[:, active]
+    run = np.zeros(active.size, dtype="int32")
+    confirmable = np.zeros(active.size, dtype=bool)
+    for t in range(n_time):
+        run = np.where(maybe[t], run + 1, np.where(seen[t], 0, run))
+        confirmable |= run >= settings.confirm_obs
+    candidate[active[confirmable | (run > 0)]] = True
+    return candidate
+
+
+def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy: np.ndarray, year: np.ndarray,
+                  settings: DetectSettings, screen: bool = True) -> np.ndarray:
+    """(y, x, T) block of the index -> (y, x, 4) float32: first, confirmed, magnitude, probable.
+
+    The anomaly is the index less the per-date scene ``offset``, NaN on dates not to ``keep``.
+    With ``screen`` only the pixels :func:`screen_pixels` passes are run through the exact detector.
+    """
     ny, nx, n_time = values.shape
-    flat = values.reshape(ny * nx, n_time).T.astype("float64")
-    drop, threshold = season_drops(flat, doy, year, settings)
-    first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
-                                                         settings.min_persistence)
-    out = np.stack([first, confirmed, magnitude, probable], axis=-1).astype("float32")
+    stack = np.moveaxis(values, -1, 0).reshape(n_time, ny * nx)  # a view when the block is time-major
+    out = np.empty((ny * nx, 4), dtype="float32")
+    out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK)
+    if screen:
+        real = "float32" if settings.harmonics <= 1 else "float64"  # as screen_pixels computes
+        anomaly = np.subtract(stack, offset.astype(real)[:, None], dtype=real)
+        anomaly[~keep] = np.nan
+        pixels = np.flatnonzero(screen_pixels(anomaly, doy, year, settings))
+    else:
+        pixels = np.arange(ny * nx)
+    if pixels.size:
+        flat = stack[:, pixels].astype("float64") - offset[:, None]
+        flat[~keep] = np.nan
+        drop, threshold = season_drops(flat, doy, year, settings)
+        first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
+                                                             settings.min_persistence)
+        out[pixels] = np.stack([first, confirmed, magnitude, probable], axis=-1)
     return out.reshape(ny, nx, 4)
+
+
+def _row_medians(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median of the non-NaN values of each row of ``flat`` (T, N) as float64 (0 where a row has
+    none) and whether it has any. Equal to ``np.nanmedian(flat, axis=1)``, one partition per row."""
+    counts = np.count_nonzero(~np.isnan(flat), axis=1)
+    out = np.zeros(flat.shape[0])
+    for i in np.flatnonzero(counts):
+        k = int(counts[i]) // 2
+        part = np.partition(flat[i], k)  # NaN sort to the end
+        out[i] = part[k] if counts[i] % 2 else 0.5 * (part[:k].max() + part[k])
+    return out, counts > 0
 
 
 def scene_offset(index: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +351,7 @@ def scene_offset(index: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     sample has no data) and whether the sample had data, both shape (T,)."""
     step = max(1, int(np.ceil(np.sqrt(index.sizes["y"] * index.sizes["x"] / _SCENE_SAMPLE_PIXELS))))
     sample = np.asarray(index.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
-    flat = sample.reshape(sample.shape[0], -1)
-    offset = np.zeros(flat.shape[0])
-    has_data = np.isfinite(flat).any(axis=1)
-    offset[has_data] = np.nanmedian(flat[has_data], axis=1)
-    return offset, has_data
+    return _row_medians(sample.reshape(sample.shape[0], -1))
 
 
 def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.ndarray:
@@ -191,30 +371,31 @@ def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.n
     return dips
 
 
-def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None) -> xr.Dataset:
+def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None,
+                  screen: bool = True) -> xr.Dataset:
     """Confirmed disturbances per pixel from a growing-season index stack.
 
     ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
     Dataset over (y, x): ``first_detected`` and ``confirmed_on`` (datetime64, NaT where nothing
     was confirmed), ``probable_since`` (an unconfirmed drop still open at the end), and
-    ``magnitude`` (mean index drop of the confirming run, index units).
+    ``magnitude`` (mean index drop of the confirming run, index units). ``screen=False`` runs
+    the exact detector on every pixel (same result, slower; for tests and checks).
     """
     times = index["time"].values.astype("datetime64[ns]")
     year = times.astype("datetime64[Y]").astype(int) + 1970
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
     offset, has_data = scene_offset(index)
-    anomaly = index - xr.DataArray(offset, dims="time", coords={"time": index["time"]})
+    keep = np.ones(offset.shape, dtype=bool)
     if max_scene_dip is not None:
         keep = ~scene_dips(offset, has_data, max_scene_dip)
-        anomaly = anomaly.where(xr.DataArray(keep, dims="time", coords={"time": index["time"]}))
-    if anomaly.chunks is not None:
-        anomaly = anomaly.chunk({"time": -1})
+    if index.chunks is not None:
+        index = index.chunk({"time": -1})
     packed = xr.apply_ufunc(
         _breaks_block,
-        anomaly,
+        index,
         input_core_dims=[["time"]],
         output_core_dims=[["output"]],
-        kwargs={"doy": doy, "year": year, "settings": settings},
+        kwargs={"offset": offset, "keep": keep, "doy": doy, "year": year, "settings": settings, "screen": screen},
         dask="parallelized",
         output_dtypes=["float32"],
         dask_gufunc_kwargs={"output_sizes": {"output": 4}},

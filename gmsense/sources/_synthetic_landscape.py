@@ -212,7 +212,9 @@ def build_landscape(region: BaseGeometry, licence: BaseGeometry, shape: tuple[in
     wet = blob(Point(lx, ly), rng.uniform(150, 200), rng, roughness=0.3).difference(licence.buffer(30))
     wetland = wet.difference(lake)
     direction = np.arctan2((miny + maxy) / 2 - ly, (minx + maxx) / 2 - lx) + rng.uniform(-0.8, 0.8)
-    reach = wet.exterior.distance(Point(lx, ly)) if hasattr(wet, "exterior") else 150.0
+    # A licence can cover the whole wetland (then ``wet`` is empty): place the low area as if
+    # the wetland had a typical 150 m reach.
+    reach = wet.exterior.distance(Point(lx, ly)) if hasattr(wet, "exterior") and not wet.is_empty else 150.0
     low_centre = Point(lx + (reach + 50) * np.cos(direction), ly + (reach + 50) * np.sin(direction))
     low_area = blob(low_centre, rng.uniform(60, 90), rng).difference(wet).difference(licence.buffer(20))
     road = _road(region, rng).difference(wet)
