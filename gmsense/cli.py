@@ -51,12 +51,18 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
           db: str | None, workers: int | None, scheduler: str | None, config: Path | None,
           buffer_m: float | None, show_progress: bool = True, works_file: Path | None = None,
           rules_file: Path | None = None, resume: bool = False, force: bool = False,
-          classifier: Any = None) -> Any:
+          classifier: Any = None, memory_limit: str | None = None) -> Any:
+    from gmsense.errors import InputError
+    from gmsense.planner import parse_memory
     from gmsense.scan import run_scan
     from gmsense.sites import read_sites, read_works
     from gmsense.sources import get_source
     from gmsense.store import Store
 
+    try:
+        limit = parse_memory(memory_limit) if memory_limit else None
+    except ValueError as exc:
+        raise InputError(f"--memory-limit: {exc}") from None
     settings = load_settings(config, {"sites.buffer_m": buffer_m}, rules_path=rules_file)
     sites = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid)
     works = read_works(works_file) if works_file else None
@@ -65,8 +71,8 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
     summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
                        params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None,
                                "works_file": str(works_file) if works_file else None},
-                       works=works, resume=resume, force=force, classifier=classifier, console=err,
-                       show_progress=show_progress)
+                       works=works, resume=resume, force=force, classifier=classifier, memory_limit=limit,
+                       console=err, show_progress=show_progress)
     return summary, store
 
 
@@ -91,6 +97,9 @@ def scan(
     resume: Annotated[bool, typer.Option("--resume", help="continue the newest scan that did not complete")] = False,
     force: Annotated[bool, typer.Option("--force", help="rescan licences that have no new acquisitions too")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    memory_limit: Annotated[str | None, typer.Option("--memory-limit", help="memory one task may use, e.g. 4GB "
+                                                     "(default: half the machine's over the workers); larger "
+                                                     "licences are scanned in tiles")] = None,
 ) -> None:
     """Scan licence areas for vegetation damage and store patches and flags.
 
@@ -99,7 +108,7 @@ def scan(
     """
     summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
                            works, rules, resume, force,
-                           _classifier(detector, model, load_settings(config).classify.model))
+                           _classifier(detector, model, load_settings(config).classify.model), memory_limit)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))

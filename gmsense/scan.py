@@ -1,8 +1,10 @@
-"""The batch scan: one dask task per licence, results written to the store as they arrive.
+"""The batch scan: work units as dask tasks, results written to the store as they arrive.
 
-Workers compute and return :class:`~gmsense.records.SiteResult` objects; only this process
-writes the store, one transaction per licence. A licence that fails (after retries) is recorded
-with its error and the scan goes on; the status says ``partial``.
+The planner (gmsense.planner) turns licences into units: one licence, a group of small ones, or
+a tile of a large one. Workers compute and return results; only this process writes the store,
+one transaction per licence (a tiled licence once all its tiles are back, joined by
+gmsense.tiles). A licence that fails (after retries of transient errors) is recorded with its
+error and the scan goes on; the status says ``partial``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from gmsense import __version__
 from gmsense.config import Settings
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
 from gmsense.pipeline import analyse_site
+from gmsense.planner import Tile, WorkUnit, default_memory_limit, plan
 from gmsense.sites import ApprovedWork, Site
 from gmsense.sources import Source
 from gmsense.store import Store
+from gmsense.tiles import TileResult, analyse_tile, merge_tiles
 from gmsense.train import PatchClassifier
 
 
@@ -107,18 +111,57 @@ def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -
     return rng.uniform(0.0, min(max_s, base_s * 2.0**retry))
 
 
-def analyse_with_retries(site: Site, source: Source, settings: Settings, start: str | None, end: str | None,
-                         works: list[ApprovedWork] | None, classifier: PatchClassifier | None) -> Any:
-    """One licence's analysis, retried with back-off after transient errors (see is_transient)."""
+def _with_retries(settings: Settings, func: Any, *args: Any) -> Any:
+    """``func(*args)``, retried with back-off after transient errors (see is_transient)."""
     rng = random.Random()
     for retry in range(settings.scan.retries + 1):
         try:
-            return analyse_site(site, source, settings, start, end, works, classifier)
+            return func(*args)
         except Exception as exc:
             if retry == settings.scan.retries or not is_transient(exc):
                 raise
             time.sleep(backoff_delay(retry, settings.scan.retry_base_delay_s, settings.scan.retry_max_delay_s, rng))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def analyse_with_retries(site: Site, source: Source, settings: Settings, start: str | None, end: str | None,
+                         works: list[ApprovedWork] | None, classifier: PatchClassifier | None) -> Any:
+    """One licence's analysis, retried with back-off after transient errors."""
+    return _with_retries(settings, analyse_site, site, source, settings, start, end, works, classifier)
+
+
+def analyse_group(sites: tuple[Site, ...], source: Source, settings: Settings, start: str | None, end: str | None,
+                  works: dict[str, list[ApprovedWork]] | None,
+                  classifier: PatchClassifier | None) -> list[tuple[str, Any, str | None]]:
+    """Several small licences in one task: (licence id, result or None, error or None) each; one
+    licence's failure does not stop the others."""
+    out: list[tuple[str, Any, str | None]] = []
+    for site in sites:
+        try:
+            result = analyse_with_retries(site, source, settings, start, end,
+                                          works.get(site.site_id) if works else None, classifier)
+            out.append((site.site_id, result, None))
+        except Exception as exc:  # recorded per licence
+            out.append((site.site_id, None, _describe(exc)))
+    return out
+
+
+def analyse_tile_with_retries(site: Site, tile: Tile, source: Source, settings: Settings, start: str | None,
+                              end: str | None, classifier: PatchClassifier | None) -> TileResult:
+    """One tile of a large licence, retried with back-off after transient errors."""
+    return _with_retries(settings, analyse_tile, site, tile, source, settings, start, end, classifier)
+
+
+def _task(unit: WorkUnit, source: Source, settings: Settings, start: str | None, end: str | None,
+          works: dict[str, list[ApprovedWork]] | None, classifier: PatchClassifier | None) -> tuple[Any, ...]:
+    """The function and arguments that run ``unit`` on a worker."""
+    if unit.tile is not None:
+        return (analyse_tile_with_retries, unit.sites[0], unit.tile, source, settings, start, end, classifier)
+    if len(unit.sites) > 1:
+        return (analyse_group, unit.sites, source, settings, start, end, works, classifier)
+    site = unit.sites[0]
+    return (analyse_with_retries, site, source, settings, start, end, works.get(site.site_id) if works else None,
+            classifier)
 
 
 def unit_key(site: Site, source: Source, settings: Settings, start: str | None, detector: str = "rules",
@@ -150,7 +193,7 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
              start: str | None = None, end: str | None = None, workers: int | None = None,
              scheduler: str | None = None, params: dict[str, Any] | None = None,
              works: dict[str, list[ApprovedWork]] | None = None, resume: bool = False, force: bool = False,
-             classifier: PatchClassifier | None = None,
+             classifier: PatchClassifier | None = None, memory_limit: int | None = None,
              console: Console | None = None, show_progress: bool = True) -> ScanSummary:
     """Scan every licence and store the results; returns the summary (also stored with the scan).
 
@@ -158,6 +201,8 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
     same settings is skipped (``force`` scans it anyway). ``resume`` continues the newest scan
     that did not complete: licences it already stored are kept, the rest are scanned.
     ``works``: approved work programmes per licence id (see :func:`gmsense.sites.read_works`).
+    ``memory_limit``: bytes one task may use (default: half the machine's memory over the
+    workers); licences above it are scanned in tiles, small ones in groups (gmsense.planner).
     """
     console = console or Console(stderr=True)
     store.upsert_sites(sites)
@@ -191,37 +236,70 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         summary.sites[site_id] = {"patches": 0, "by_class": {}, "area_m2": 0.0, "flags": 0,
                                   "skipped": f"up to date (analysed through {last})"}
     todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
+    units = plan(todo, settings, memory_limit or default_memory_limit(workers), start=start, end=end)
+    by_id = {s.site_id: s for s in todo}
+    tiles_back: dict[str, list[TileResult]] = {}
+    finished: set[str] = set()
+
+    def save(site_id: str, result: Any) -> None:
+        counts = store.save_site_result(scan_id, result, keys[site_id])
+        classes = Counter(p.disturbance_class for p in result.patches)
+        summary.sites[site_id] = {
+            "patches": len(result.patches), "by_class": dict(sorted(classes.items())),
+            "area_m2": round(sum(p.area_m2 for p in result.patches), 1), "flags": len(result.flags), **counts,
+            **({"tiles": result.stats["tiles"]} if "tiles" in result.stats else {}),
+        }
+        finished.add(site_id)
+
+    def fail(site_id: str, message: str) -> None:
+        if site_id in finished:
+            return
+        store.record_failure(scan_id, site_id, message, keys[site_id])
+        summary.sites[site_id] = {"error": message}
+        finished.add(site_id)
+
+    def handle(unit: WorkUnit, value: Any) -> None:
+        if unit.tile is not None:
+            site_id = unit.sites[0].site_id
+            if site_id in finished:
+                return
+            tiles_back.setdefault(site_id, []).append(value)
+            if len(tiles_back[site_id]) == unit.tile.count:
+                site = by_id[site_id]
+                save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings,
+                                          works.get(site_id) if works else None))
+        elif len(unit.sites) > 1:
+            for site_id, result, error in value:
+                if error is not None:
+                    fail(site_id, error)
+                else:
+                    save(site_id, result)
+        else:
+            save(unit.sites[0].site_id, value)
+
     try:
         with dask_client(workers, scheduler) as client:
-            futures = {
-                client.submit(analyse_with_retries, site, source, settings, start, end,
-                              works.get(site.site_id) if works else None, classifier,
-                              key=f"site-{scan_id}-{site.site_id}-{uuid.uuid4().hex[:8]}", pure=False): site.site_id
-                for site in todo
-            }
+            futures = {client.submit(*_task(unit, source, settings, start, end, works, classifier),
+                                     key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
+                       for unit in units}
             columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(), TimeRemainingColumn())
+                       TextColumn("failed {task.fields[failed]}"), TextColumn("units {task.fields[units]}"),
+                       TimeElapsedColumn(), TimeRemainingColumn())
             with Progress(*columns, console=console, disable=not show_progress) as progress:
                 task = progress.add_task("licences", total=len(sites), completed=len(sites) - len(todo),
-                                         scan=scan_id, failed=0)
-                for future in as_completed(futures):
-                    site_id = futures[future]
+                                         scan=scan_id, failed=0, units=f"0/{len(units)}")
+                for n_done, future in enumerate(as_completed(futures), start=1):
+                    unit = futures[future]
+                    before = len(finished)
                     try:
-                        result = future.result()
-                        counts = store.save_site_result(scan_id, result, keys[site_id])
-                        classes = Counter(p.disturbance_class for p in result.patches)
-                        summary.sites[site_id] = {
-                            "patches": len(result.patches), "by_class": dict(sorted(classes.items())),
-                            "area_m2": round(sum(p.area_m2 for p in result.patches), 1),
-                            "flags": len(result.flags), **counts,
-                        }
+                        handle(unit, future.result())
                     except Exception as exc:  # one licence's failure must not stop the scan
-                        message = _describe(exc)
-                        store.record_failure(scan_id, site_id, message, keys[site_id])
-                        summary.sites[site_id] = {"error": message}
+                        for site in unit.sites:
+                            fail(site.site_id, _describe(exc))
                     finally:
                         future.release()
-                    progress.update(task, advance=1, failed=len(summary.failures))
+                    progress.update(task, advance=len(finished) - before, failed=len(summary.failures),
+                                    units=f"{n_done}/{len(units)}")
     except BaseException:
         store.finish_scan(scan_id, "failed", {"sites": summary.sites, "error": "scan interrupted"})
         raise

@@ -42,10 +42,18 @@ class SyntheticSource:
     name: str = "synthetic"
 
     def load(self, site: Site, region: BaseGeometry, start: str | None, end: str | None) -> xr.Dataset:
+        """The world is made for the licence's whole monitoring area (its layout, events and sky
+        depend on it) and cut to ``region``'s bounds, so a tile sees the same world as the whole."""
         from gmsense.sources.synthetic import synthesize
 
-        cube, _truth = synthesize(site, region, self.settings.synthetic)
-        return cube.sel(time=slice(start, end))
+        whole = site.buffered(self.settings.sites.buffer_m)
+        cube, _truth = synthesize(site, whole.union(region), self.settings.synthetic)
+        cube = cube.sel(time=slice(start, end))
+        if region.covers(whole):
+            return cube
+        minx, miny, maxx, maxy = region.bounds
+        half = self.settings.synthetic.resolution_m / 2
+        return cube.sel(x=slice(minx - half, maxx + half), y=slice(maxy + half, miny - half))
 
     def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
         return None

@@ -1,0 +1,121 @@
+"""Large licences in tiles: a tiled scan finds what the whole scan finds, pieces of a patch cut by
+a tile edge are joined, distinct patches are not, and a failing tile fails only its licence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyproj
+import pytest
+from rich.console import Console
+from shapely import wkt
+from shapely.geometry import box
+
+from gmsense.config import Settings, configs_dir
+from gmsense.planner import Tile, estimate_bytes, period_years
+from gmsense.records import PatchRecord
+from gmsense.scan import run_scan
+from gmsense.sites import WGS84, Site, read_sites, reproject_geometry
+from gmsense.sources import get_source
+from gmsense.store import Store
+from gmsense.tiles import TileResult, merge_tiles
+
+UTM = pyproj.CRS.from_epsg(32652)
+SETTINGS = Settings()
+
+
+def _scan(site: Site, db: Path, memory_limit: int | None, source: object | None = None) -> object:
+    return run_scan([site], source or get_source("synthetic", SETTINGS), SETTINGS, Store(str(db)),
+                    memory_limit=memory_limit, console=Console(quiet=True), show_progress=False)
+
+
+@pytest.mark.slow
+def test_a_tiled_scan_finds_what_the_whole_scan_finds(tmp_path: Path) -> None:
+    site = next(s for s in read_sites(configs_dir() / "demo_sites.geojson") if s.site_id == "HLJ-EXP-001")
+    need = estimate_bytes(site.buffered(SETTINGS.sites.buffer_m), 10.0, period_years(SETTINGS, None, None))
+    whole = _scan(site, tmp_path / "whole.db", None)
+    tiled = _scan(site, tmp_path / "tiled.db", need // 2)
+    assert whole.status == tiled.status == "completed"
+    assert "tiles" not in whole.sites[site.site_id]
+    assert tiled.sites[site.site_id]["tiles"] == 4
+    a, b = Store(str(tmp_path / "whole.db")).patch_rows(), Store(str(tmp_path / "tiled.db")).patch_rows()
+    for p in a:
+        g = wkt.loads(p.local_wkt)
+        best = max(b, key=lambda q: wkt.loads(q.local_wkt).intersection(g).area)
+        q = wkt.loads(best.local_wkt)
+        assert q.intersection(g).area / q.union(g).area > 0.75, p.patch_id
+        assert best.disturbance_class == p.disturbance_class
+    assert abs(sum(p.area_m2 for p in b) - sum(p.area_m2 for p in a)) < 0.1 * sum(p.area_m2 for p in a)
+    whole_rules = {f.rule for f in Store(str(tmp_path / "whole.db")).flag_rows()}
+    assert whole_rules <= {f.rule for f in Store(str(tmp_path / "tiled.db")).flag_rows()}
+
+
+def _record(geom: object, klass: str = "trench", first: str = "2021-06-01") -> PatchRecord:
+    return PatchRecord(site_id="T", geometry_wkt=reproject_geometry(geom, UTM, WGS84).wkt, local_wkt=geom.wkt,
+                       local_crs=UTM.to_string(), disturbance_class=klass, confidence=0.9, first_detected=first,
+                       confirmed_on=first, last_seen="2021-09-01", area_m2=geom.area, inside_licence=True,
+                       area_outside_m2=0.0, recovery_status="active", recovery_ratio=None)
+
+
+def _stats() -> dict:
+    return {"n_dates": 50, "n_season_dates": 40, "clear_share": 0.8, "crs": UTM.to_string(),
+            "first_date": "2019-05-01", "last_date": "2021-09-30", "last_acquisition": "2021-10-01",
+            "tile_area_m2": 1e6}
+
+
+def test_pieces_cut_by_a_tile_edge_are_joined_and_neighbours_are_not() -> None:
+    site = Site("T", box(0, 0, 2000, 1000), UTM, {})
+    left = Tile(0, 2, box(-500, -500, 1000, 1500), box(-500, -500, 1300, 1500))
+    right = Tile(1, 2, box(1000, -500, 2500, 1500), box(700, -500, 2500, 1500))
+    # A trench 800 m long across the edge at x = 1000, longer than the margin: each tile kept a piece.
+    piece_left, piece_right = box(500, 500, 1300, 508), box(700, 500, 1600, 508)
+    # Two distinct pads 8 m apart inside the left tile.
+    pad_a, pad_b = box(100, 100, 130, 130), box(138, 100, 168, 130)
+    tiles = [TileResult("T", left, [_record(piece_left, first="2021-06-11"), _record(pad_a, "pad"),
+                                    _record(pad_b, "pad")], _stats()),
+             TileResult("T", right, [_record(piece_right, first="2021-06-01")], _stats())]
+    result = merge_tiles(site, tiles, SETTINGS)
+    assert len(result.patches) == 3
+    trench = next(p for p in result.patches if p.disturbance_class == "trench")
+    assert wkt.loads(trench.local_wkt).bounds == pytest.approx((500, 500, 1600, 508))
+    assert trench.first_detected == "2021-06-01"
+    assert trench.metrics["joined_from_tiles"] == 2
+    assert sum(p.disturbance_class == "pad" for p in result.patches) == 2
+    assert result.stats["tiles"] == 2
+    assert {f.rule for f in result.flags} >= {"new_disturbance"}
+
+
+class _TileBreaker:
+    """The synthetic source, but loads that cover the given point fail with a corrupt-file error."""
+
+    name = "synthetic"
+
+    def __init__(self, bad_x: float, bad_y: float) -> None:
+        self.inner, self.x, self.y = get_source("synthetic", SETTINGS), bad_x, bad_y
+
+    def load(self, site, region, start, end):
+        from shapely.geometry import Point
+
+        from gmsense.errors import ImageryError
+
+        if region.contains(Point(self.x, self.y)) and not region.covers(site.buffered(SETTINGS.sites.buffer_m)):
+            raise ImageryError("2020-06-13_S2L2A.tif is corrupt")
+        return self.inner.load(site, region, start, end)
+
+    def latest_date(self, site, start, end):
+        return None
+
+
+@pytest.mark.slow
+def test_a_failing_tile_fails_its_licence_and_not_the_others(tmp_path: Path) -> None:
+    sites = [s for s in read_sites(configs_dir() / "demo_sites.geojson") if s.site_id in ("HLJ-EXP-001", "HLJ-MIN-003")]
+    big = sites[0]
+    need = estimate_bytes(big.buffered(SETTINGS.sites.buffer_m), 10.0, period_years(SETTINGS, None, None))
+    centre = big.geometry.centroid
+    source = _TileBreaker(centre.x, centre.y)
+    summary = run_scan(sites, source, SETTINGS, Store(str(tmp_path / "s.db")), memory_limit=need // 2,
+                       console=Console(quiet=True), show_progress=False)
+    assert summary.status == "partial"
+    assert "corrupt" in summary.failures["HLJ-EXP-001"]
+    assert "HLJ-MIN-003" not in summary.failures
+    assert not [p for p in Store(str(tmp_path / "s.db")).patch_rows() if p.site_id == "HLJ-EXP-001"]
