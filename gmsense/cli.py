@@ -294,6 +294,23 @@ def bench_accuracy(
     out.print(f"results: {out_file}")
 
 
+@bench_app.command("scale")
+@user_errors
+def bench_scale(
+    out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
+        "bench-results/scale.json"),
+    small: Annotated[int, typer.Option("--small", min=2, help="small licences scanned with 1 and 2 workers")] = 120,
+    large_km: Annotated[float, typer.Option("--large-km", min=0, help="side of the large licence, km (0: skip)")] = 8.0,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="budget per task for the large licence")] = "1GB",
+) -> None:
+    """Scaling: many small licences with 1 vs 2 workers; one large licence in tiles (peak memory)."""
+    from gmsense.bench.scale import run_scale, scale_markdown
+
+    results = run_scale(out_file, small=small, large_km=large_km or None, memory_limit=memory_limit)
+    out.print(scale_markdown(results))
+    out.print(f"results: {out_file}")
+
+
 @bench_app.command("speed")
 @user_errors
 def bench_speed(

@@ -66,11 +66,11 @@ class WorkUnit:
         return self.sites[0].site_id if len(self.sites) == 1 else f"{self.sites[0].site_id}+{len(self.sites) - 1}"
 
 
-def default_memory_limit(workers: int | None = None) -> int:
-    """Bytes per worker: half of the machine's memory shared by the workers (threads count as one)."""
+def default_memory_limit(concurrent_tasks: int = 1) -> int:
+    """Bytes per task: half of the machine's memory shared by the tasks that run at once."""
     import psutil
 
-    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, workers or 1))
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, concurrent_tasks))
 
 
 def parse_memory(text: str) -> int:

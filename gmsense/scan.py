@@ -60,6 +60,11 @@ class ScanSummary:
         return {"completed": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FAILED)
 
 
+def _threads() -> int:
+    """Threads of the in-process cluster (no --workers, no --scheduler)."""
+    return min(4, os.cpu_count() or 1)
+
+
 @contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
     """A dask.distributed client.
@@ -81,7 +86,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR)
     else:
-        cluster = LocalCluster(n_workers=1, threads_per_worker=min(4, os.cpu_count() or 1), processes=False,
+        cluster = LocalCluster(n_workers=1, threads_per_worker=_threads(), processes=False,
                                dashboard_address=":0", silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         yield client
@@ -201,8 +206,9 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
     same settings is skipped (``force`` scans it anyway). ``resume`` continues the newest scan
     that did not complete: licences it already stored are kept, the rest are scanned.
     ``works``: approved work programmes per licence id (see :func:`gmsense.sites.read_works`).
-    ``memory_limit``: bytes one task may use (default: half the machine's memory over the
-    workers); licences above it are scanned in tiles, small ones in groups (gmsense.planner).
+    ``memory_limit``: bytes one task may use (default: half the machine's memory over the tasks
+    that run at once); licences above it are scanned in tiles, small ones in groups
+    (gmsense.planner). Peak memory is about the number of concurrent tasks times this.
     """
     console = console or Console(stderr=True)
     store.upsert_sites(sites)
@@ -236,7 +242,8 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         summary.sites[site_id] = {"patches": 0, "by_class": {}, "area_m2": 0.0, "flags": 0,
                                   "skipped": f"up to date (analysed through {last})"}
     todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
-    units = plan(todo, settings, memory_limit or default_memory_limit(workers), start=start, end=end)
+    concurrent = workers or (1 if scheduler else _threads())
+    units = plan(todo, settings, memory_limit or default_memory_limit(concurrent), start=start, end=end)
     by_id = {s.site_id: s for s in todo}
     tiles_back: dict[str, list[TileResult]] = {}
     finished: set[str] = set()
