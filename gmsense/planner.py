@@ -11,6 +11,7 @@ falls in its core. All pure functions: the scan engine (gmsense.scan) runs the u
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from datetime import date
 
@@ -29,6 +30,8 @@ DATES_PER_YEAR = 75
 #: A tile is read this far beyond its core, metres: larger than the longest patch we expect to be
 #: cut (trenches up to 500 m) halves, and than the reference ring of recovery (100 m).
 TILE_MARGIN_M = 300.0
+#: The smallest tile core, metres: a tile is never mostly margin.
+MIN_CORE_M = 2 * TILE_MARGIN_M
 #: Licences smaller than this share of the budget are grouped into one task, up to the budget.
 GROUP_SHARE = 0.05
 #: At most this many licences in one grouped task (a failure re-runs the group's licences).
@@ -106,7 +109,13 @@ def tile_area(area: BaseGeometry, n_tiles: int) -> list[Tile]:
     minx, miny, maxx, maxy = area.bounds
     width, height = maxx - minx, maxy - miny
     cols = max(1, round(math.sqrt(n_tiles * width / max(height, 1e-9))))
-    rows = max(1, math.ceil(n_tiles / cols))
+    return tile_grid(area, cols, max(1, math.ceil(n_tiles / cols)))
+
+
+def tile_grid(area: BaseGeometry, cols: int, rows: int) -> list[Tile]:
+    """``cols`` x ``rows`` cores over ``area``'s bounding box (those that touch ``area``)."""
+    minx, miny, maxx, maxy = area.bounds
+    width, height = maxx - minx, maxy - miny
     xs = [minx + width * c / cols for c in range(cols)] + [maxx]
     ys = [miny + height * r / rows for r in range(rows)] + [maxy]
     cores = []
@@ -117,6 +126,14 @@ def tile_area(area: BaseGeometry, n_tiles: int) -> list[Tile]:
                 cores.append(core)
     return [Tile(k, len(cores), core, core.buffer(TILE_MARGIN_M, join_style="mitre").intersection(area))
             for k, core in enumerate(cores)]
+
+
+def core_side_m(memory_limit: int, resolution_m: float, years: float) -> float:
+    """The side of a square tile core whose read (core plus margins) fits ``memory_limit``;
+    never below MIN_CORE_M (below that the margins cost more than the core: the budget is then
+    exceeded rather than the licence cut into thousands of tiles)."""
+    pixels = memory_limit / (DATES_PER_YEAR * years * BYTES_PER_PIXEL_OBS)
+    return max(math.sqrt(pixels) * resolution_m - 2 * TILE_MARGIN_M, MIN_CORE_M)
 
 
 def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str | None = None,
@@ -139,14 +156,15 @@ def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str
         need = estimate_bytes(area, resolution_m, years)
         if need > memory_limit:
             flush()
-            # Tiles read a margin too: size the cores so that core + margin fits the budget.
-            n_tiles = math.ceil(need / memory_limit)
-            while True:
-                tiles = tile_area(area, n_tiles)
-                biggest = max(estimate_bytes(t.read, resolution_m, years) for t in tiles)
-                if biggest <= memory_limit or n_tiles > 10_000:
-                    break
-                n_tiles = math.ceil(n_tiles * 1.5)
+            # Tiles read a margin too: size the cores so that core + margins fit the budget.
+            core = core_side_m(memory_limit, resolution_m, years)
+            minx, miny, maxx, maxy = area.bounds
+            tiles = tile_grid(area, max(1, math.ceil((maxx - minx) / core)), max(1, math.ceil((maxy - miny) / core)))
+            biggest = max(estimate_bytes(t.read, resolution_m, years) for t in tiles)
+            if biggest > memory_limit:
+                warnings.warn(f"licence {site.site_id}: a tile of {MIN_CORE_M:.0f} m with its {TILE_MARGIN_M:.0f} m "
+                              f"margins needs about {biggest / 1e6:.0f} MB, above the memory limit of "
+                              f"{memory_limit / 1e6:.0f} MB; raise --memory-limit", UserWarning, stacklevel=2)
             units.extend(WorkUnit((site,), tile, estimate_bytes(tile.read, resolution_m, years)) for tile in tiles)
         elif need < GROUP_SHARE * memory_limit:
             if group_bytes + need > memory_limit or len(group) >= MAX_GROUP:

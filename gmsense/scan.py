@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster, as_completed
 from rich.console import Console
 from rich.progress import (
@@ -85,10 +86,14 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     if workers:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR)
-    else:
-        cluster = LocalCluster(n_workers=1, threads_per_worker=_threads(), processes=False,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-    with cluster, Client(cluster) as client:
+        with cluster, Client(cluster) as client:
+            yield client
+        return
+    cluster = LocalCluster(n_workers=1, threads_per_worker=_threads(), processes=False,
+                           dashboard_address=":0", silence_logs=logging.ERROR)
+    # In-process workers share this process's dask config: units set the local threaded
+    # scheduler (see _with_retries); restore the caller's afterwards.
+    with dask.config.set({"scheduler": dask.config.get("scheduler", None)}), cluster, Client(cluster) as client:
         yield client
 
 
@@ -117,7 +122,13 @@ def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -
 
 
 def _with_retries(settings: Settings, func: Any, *args: Any) -> Any:
-    """``func(*args)``, retried with back-off after transient errors (see is_transient)."""
+    """``func(*args)``, retried with back-off after transient errors (see is_transient).
+
+    Runs on a worker. Lazy (dask) imagery inside a unit is computed with the worker's local
+    threads, never sent back to the cluster: a unit waiting for sub-tasks that need the thread
+    it holds would deadlock once every thread runs a unit.
+    """
+    dask.config.set({"scheduler": "threads"})
     rng = random.Random()
     for retry in range(settings.scan.retries + 1):
         try:
