@@ -92,8 +92,8 @@ def scan(
     works: Annotated[Path | None, typer.Option("--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="flag rules YAML replacing configs/rules.yaml")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="a trained model folder (gmsense train) to label patches")] = None,
-    detector: Annotated[str | None, typer.Option("--detector", help="rules | model; default: model when --model or "
-                                                  "the setting classify.model names one, else rules")] = None,
+    detector: Annotated[str | None, typer.Option("--detector", help="rules | model; default: model (--model, else "
+                                                  "the setting classify.model: the shipped models/default)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the newest scan that did not complete")] = False,
     force: Annotated[bool, typer.Option("--force", help="rescan licences that have no new acquisitions too")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -338,7 +338,8 @@ def demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     db_file = out_dir / "gmsense.db"
     summary, store = _scan(configs_dir() / "demo_sites.geojson", "synthetic", None, None, None,
-                           str(db_file), workers, None, None, None)
+                           str(db_file), workers, None, None, None,
+                           classifier=_classifier(None, None, load_settings(None).classify.model))
     geojson = write_frame(patches_frame(store), out_dir / "patches.geojson", "geojson", "patches")
     out.print(_summary_table(summary, f"gmsense demo: scan {summary.scan_id} {summary.status}"))
     out.print(f"store: {db_file}\npatches: {geojson}")

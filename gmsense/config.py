@@ -91,8 +91,8 @@ class ClassifySettings(_Settings):
     """The patch classifier: a trained model (gmsense.train), and the thresholds of the rule-based
     baseline (gmsense.detect.classify), used with ``--detector rules`` or when no model is named."""
 
-    model: str | None = Field(None, description="trained model: a folder made by `gmsense train`, or the name of "
-                                                "one under models/ (e.g. default); null: the rule baseline")
+    model: str | None = Field("default", description="trained model: a folder made by `gmsense train`, or the "
+                                                     "name of one under models/; null: the rule baseline")
 
     linear_min_elongation: float = Field(3.0, gt=1, description="length / width above which a patch is linear")
     linear_max_width_m: float = Field(25.0, gt=0, description="widest patch still called linear, metres")

@@ -125,6 +125,8 @@ def test_bad_seeds_and_detector(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--synthetic-seeds", "one-two", "--name", "x", "--models-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "whole numbers" in result.output
-    result = runner.invoke(app, ["scan", "--sites", "x.geojson", "--detector", "model"])
+    no_model = tmp_path / "rules-only.yaml"
+    no_model.write_text("classify:\n  model: null\n")
+    result = runner.invoke(app, ["scan", "--sites", "x.geojson", "--detector", "model", "--config", str(no_model)])
     assert result.exit_code == 2
     assert "--model PATH" in result.output
