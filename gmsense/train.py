@@ -100,24 +100,73 @@ def _table_hash(table: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).values.tobytes()).hexdigest()[:16]
 
 
-def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> dict[str, Any]:
-    """Per-class precision, recall and F1 and a confusion matrix from scene-grouped folds."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+def _grouped_splits(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import GroupKFold
 
+    n = min(folds, len(np.unique(groups)))
+    return list(GroupKFold(n_splits=n).split(x, y, groups)) if n >= 2 else []
+
+
+def expected_calibration_error(proba: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """ECE of the top-class probability: the mean |accuracy - confidence| over equal-width
+    confidence bins, weighted by their share of the predictions."""
+    top = proba.max(axis=1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(top, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - top[inside].mean())
+    return float(error)
+
+
+def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> dict[str, Any]:
+    """Per-class precision, recall and F1, a confusion matrix and the calibration of the
+    confidence (ECE, before and after calibration) from scene-grouped folds."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     x, y, groups = table[list(FEATURES)].to_numpy(), table["label"].to_numpy(), table["scene"].to_numpy()
-    n_folds = min(folds, len(np.unique(groups)))
-    if n_folds < 2:
+    splits = _grouped_splits(x, y, groups, folds)
+    if not splits:
         raise InputError("cross-validation needs patches from at least two scenes; add seeds")
-    predicted = np.empty_like(y)
-    for train, test in GroupKFold(n_splits=n_folds).split(x, y, groups):
-        predicted[test] = _estimator(seed).fit(x[train], y[train]).predict(x[test])
+    predicted_raw, predicted_cal = np.empty_like(y), np.empty_like(y)
+    top_raw, top_cal = np.zeros(len(y)), np.zeros(len(y))
+    for train, test in splits:
+        raw = _estimator(seed).fit(x[train], y[train])
+        calibrated = fit_calibrated(x[train], y[train], groups[train], seed)
+        p_raw, p_cal = raw.predict_proba(x[test]), calibrated.predict_proba(x[test])
+        predicted_raw[test], predicted_cal[test] = raw.classes_[p_raw.argmax(axis=1)], calibrated.classes_[
+            p_cal.argmax(axis=1)]
+        top_raw[test], top_cal[test] = p_raw.max(axis=1), p_cal.max(axis=1)
+    ece_raw = expected_calibration_error(top_raw[:, None], predicted_raw == y)
+    ece_cal = expected_calibration_error(top_cal[:, None], predicted_cal == y)
+    use_calibration = ece_cal < ece_raw
+    predicted = predicted_cal if use_calibration else predicted_raw
     labels = [c for c in CLASSES if c in set(y) | set(predicted)]
     p, r, f, support = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
-    return {"folds": n_folds, "grouped_by": "scene", "accuracy": float((predicted == y).mean()),
+    return {"folds": len(splits), "grouped_by": "scene", "accuracy": float((predicted == y).mean()),
             "per_class": {c: {"precision": round(float(p[i]), 3), "recall": round(float(r[i]), 3),
                               "f1": round(float(f[i]), 3), "support": int(support[i])} for i, c in enumerate(labels)},
-            "confusion": {"labels": labels, "matrix": confusion_matrix(y, predicted, labels=labels).tolist()}}
+            "confusion": {"labels": labels, "matrix": confusion_matrix(y, predicted, labels=labels).tolist()},
+            "calibration": {"ece_uncalibrated": round(ece_raw, 4), "ece_sigmoid": round(ece_cal, 4),
+                            "used": bool(use_calibration),
+                            "method": "Platt (sigmoid) on scene-grouped inner folds, kept only if it lowers the "
+                                      "cross-validated ECE of the confidence"}}
+
+
+def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> Any:
+    """The estimator with its probabilities calibrated (Platt scaling, one-vs-rest) on
+    scene-grouped inner folds; the uncalibrated estimator when there are too few scenes."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    splits = _grouped_splits(x, y, groups, 3)
+    # Each inner training part must hold every class, or calibration cannot be fitted.
+    if not splits or any(len(np.unique(y[train])) < len(np.unique(y)) for train, _ in splits):
+        return _estimator(seed).fit(x, y)
+    calibrated = CalibratedClassifierCV(_estimator(seed), method="sigmoid", cv=splits).fit(x, y)
+    calibrated.cv = len(splits)  # the fitted model need not carry the row indices of its folds
+    return calibrated
 
 
 MISSING = -999.0  # stands for a feature the imagery could not give (e.g. no SWIR band)
@@ -176,7 +225,9 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
         raise InputError("the training data hold fewer than two classes; add seeds or labels")
     table = table.astype(dict.fromkeys(FEATURES, float))
     metrics = cross_validate(table, seed)
-    estimator = _estimator(seed).fit(table[list(FEATURES)].to_numpy(), table["label"].to_numpy())
+    x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
+    estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed) if metrics["calibration"]["used"]
+                 else _estimator(seed).fit(x, y))
     folder = Path(folder)
     card = {
         "name": folder.name, "version": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),

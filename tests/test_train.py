@@ -68,7 +68,11 @@ def test_model_folder_round_trip_and_safety(tmp_path: Path) -> None:
     assert set(json.loads((tmp_path / "m1" / "model_card.json").read_text())) >= {
         "version", "created", "features", "classes", "training_data", "cv_metrics", "libraries", "command"}
     assert card["training_data"]["content_hash"]
+    calibration = card["cv_metrics"]["calibration"]
+    assert 0 <= calibration["ece_uncalibrated"] <= 1
     model = load_model(tmp_path / "m1")
+    calibrated = type(model.estimator).__name__ == "CalibratedClassifierCV"
+    assert calibrated == calibration["used"] == (calibration["ece_sigmoid"] < calibration["ece_uncalibrated"])
     metrics = {"elongation": 14.0, "swir1_ratio": 1.4, "area_px_m2": 2000.0}
     [(klass, confidence)] = model.predict([metrics])
     assert klass == "trench"
@@ -130,3 +134,28 @@ def test_bad_seeds_and_detector(tmp_path: Path) -> None:
     result = runner.invoke(app, ["scan", "--sites", "x.geojson", "--detector", "model", "--config", str(no_model)])
     assert result.exit_code == 2
     assert "--model PATH" in result.output
+
+
+def test_expected_calibration_error() -> None:
+    from gmsense.train import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 20_000)  # the first class is the top one
+    honest = rng.uniform(size=confidence.size) < confidence
+    proba = np.column_stack([confidence, 1 - confidence])
+    assert expected_calibration_error(proba, honest) < 0.02
+    overconfident = rng.uniform(size=confidence.size) < confidence - 0.3
+    assert expected_calibration_error(proba, overconfident) > 0.2
+
+
+def test_a_calibrated_model_saves_and_loads_safely(tmp_path: Path) -> None:
+    from gmsense.train import FEATURES, fit_calibrated, save_model
+
+    table = _table()
+    estimator = fit_calibrated(table[list(FEATURES)].to_numpy(), table["label"].to_numpy(),
+                               table["scene"].to_numpy(), 0)
+    assert type(estimator).__name__ == "CalibratedClassifierCV"
+    save_model(estimator, tmp_path / "cal", {"name": "cal", "version": "1", "features": list(FEATURES)})
+    model = load_model(tmp_path / "cal")
+    proba = model.estimator.predict_proba(table[list(FEATURES)].to_numpy())
+    assert np.allclose(proba.sum(axis=1), 1.0)
