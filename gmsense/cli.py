@@ -208,19 +208,9 @@ def train(
 
 
 def _labelled_tables(paths: list[Path], imagery: Path | None, settings: Any, unlabelled: str) -> list[Any]:
-    from gmsense.errors import InputError
-    from gmsense.labels import has_features, polygon_training_rows, reviewed_training_rows
+    from gmsense.labels import training_rows
 
-    tables = []
-    for path in paths:
-        if has_features(path):
-            tables.append((f"reviewers' decisions ({path.name}, gmsense labels export)", reviewed_training_rows(path)))
-        elif imagery is None:
-            raise InputError(f"{path} holds polygons without features: give the imagery they lie on with --imagery")
-        else:
-            rows = polygon_training_rows(path, imagery, settings, unlabelled=unlabelled)  # type: ignore[arg-type]
-            tables.append((f"researcher polygons ({path.name}) over {imagery.name}, unlabelled: {unlabelled}", rows))
-    return tables
+    return [training_rows(path, imagery, settings, unlabelled=unlabelled) for path in paths]  # type: ignore[arg-type]
 
 
 @app.command()

@@ -27,7 +27,7 @@ from gmsense.errors import InputError
 from gmsense.export import write_frame
 from gmsense.review.service import labels
 from gmsense.store import Store
-from gmsense.train import CLASSES, FEATURES, features_of, label_patches
+from gmsense.train import CLASSES, FEATURES, MATCH_TOLERANCE_M, features_of, label_patches
 
 SUFFIX_FORMATS = {".gpkg": "gpkg", ".geojson": "geojson", ".json": "geojson", ".csv": "csv"}
 LABEL_COLUMNS = ["patch_id", "site_id", "disturbance_class", "detected_class", "date", "flag_id", "rule", "decision",
@@ -72,14 +72,25 @@ def _read(path: Path) -> pd.DataFrame:
     return frame
 
 
-def has_features(path: Path) -> bool:
-    """Whether a labels file carries classifier features (a ``labels export``)."""
-    return set(FEATURES) <= set(_read(path).columns)
+def training_rows(path: Path, imagery: Path | None, settings: Settings | None = None, *,
+                  unlabelled: Literal["skip", "natural"] = "skip") -> tuple[str, pd.DataFrame]:
+    """Training rows from any labels file, read once, with a description of where they came
+    from: a ``labels export`` (it carries the features) or polygons over ``imagery``."""
+    frame = _read(path)
+    if set(FEATURES) <= set(frame.columns):
+        return f"reviewers' decisions ({Path(path).name}, gmsense labels export)", _reviewed_rows(frame, path)
+    if imagery is None:
+        raise InputError(f"{path} holds polygons without features: give the imagery they lie on with --imagery")
+    rows = _polygon_rows(frame, path, imagery, settings or Settings(), unlabelled)
+    return f"researcher polygons ({Path(path).name}) over {Path(imagery).name}, unlabelled: {unlabelled}", rows
 
 
 def reviewed_training_rows(path: Path) -> pd.DataFrame:
     """Training rows from a ``gmsense labels export`` file, grouped by licence."""
-    frame = _read(path)
+    return _reviewed_rows(_read(path), path)
+
+
+def _reviewed_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     missing = [f for f in FEATURES if f not in frame.columns]
     if missing:
         raise InputError(f"labels file {path} lacks the feature columns {missing[:4]}...: it is not a "
@@ -102,12 +113,15 @@ def polygon_training_rows(path: Path, imagery: Path, settings: Settings | None =
     is not the same as natural) or labelled ``natural`` when the polygons are known to list every
     disturbance in the area.
     """
+    return _polygon_rows(_read(path), path, imagery, settings or Settings(), unlabelled)
+
+
+def _polygon_rows(polygons: pd.DataFrame, path: Path, imagery: Path, settings: Settings,
+                  unlabelled: str) -> pd.DataFrame:
     from gmsense.pipeline import analyse_cube
     from gmsense.sites import Site, utm_crs_for
     from gmsense.sources.local import read_local_cube
 
-    settings = settings or Settings()
-    polygons = _read(path)
     if not isinstance(polygons, gpd.GeoDataFrame) or polygons.crs is None:
         raise InputError(f"labels file {path} has no geometry or no CRS; polygons need both")
     polygons = polygons[polygons.geometry.notna() & ~polygons.geometry.is_empty]
@@ -124,7 +138,7 @@ def polygon_training_rows(path: Path, imagery: Path, settings: Settings | None =
     truth = local.to_crs(cube_crs)
     geoms = [wkt.loads(p.local_wkt) for p in result.patches]
     assigned = label_patches(geoms, truth)
-    overlapping = [any(g.intersects(t.buffer(15.0)) for t in truth.geometry) for g in geoms]
+    overlapping = [any(g.intersects(t.buffer(MATCH_TOLERANCE_M)) for t in truth.geometry) for g in geoms]
     rows = []
     for record, label, hit in zip(result.patches, assigned, overlapping, strict=True):
         if not hit and unlabelled == "skip":

@@ -79,10 +79,6 @@ def _paste(fig_sub: Figure, target: Figure, rect: tuple[float, float, float, flo
     plt.close(fig_sub)
 
 
-def _sentence(flag: Any, lang: str, unit: str) -> str:
-    return flag_sentence(flag, lang, unit)
-
-
 def _has_font(family: str) -> bool:
     try:
         font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
@@ -175,7 +171,7 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
             (t("report.licence", lang), [f"{_field(k, lang)}{'：' if lang == 'zh' else ': '}{attr_value(k, v, lang)}"
                                          for k, v in _ordered(attrs)] or [t("report.none", lang)]),
             (t("report.findings", lang), summary),
-            (t("report.flags", lang), [f"[{t('severity.' + f.severity, lang)}] {_sentence(f, lang, unit)}"
+            (t("report.flags", lang), [f"[{t('severity.' + f.severity, lang)}] {flag_sentence(f, lang, unit)}"
                                        for f in flags] or [t("report.none", lang)]),
             (t("report.provenance", lang), provenance),
         ]))
@@ -214,7 +210,7 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
                   ratio="" if p.recovery_ratio is None else t("report.patch_ratio", lang, ratio=p.recovery_ratio)),
                 t("report.patch_images", lang, before=evidence.get("before_image", "-"),
                   after=evidence.get("after_image", "-"), confirm=evidence.get("confirm_image", "-")),
-                *[f"[{t('severity.' + f.severity, lang)}] {_sentence(f, lang, unit)}"
+                *[f"[{t('severity.' + f.severity, lang)}] {flag_sentence(f, lang, unit)}"
                   for f in flags if f.patch_id == patch_id],
             ]
             y = 0.935

@@ -9,7 +9,6 @@ the detector and the classifier are tuned and trained on other seeds (101+).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from rasterio.features import geometry_mask
 from rich.console import Console
 
 from gmsense import __version__
+from gmsense.bench import write_json_and_markdown
 from gmsense.bench.scoring import EVENT_COLUMNS, match_scene, summarise
 from gmsense.config import Settings
 from gmsense.detect.patches import grid_transform
@@ -225,7 +225,4 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def write_results(results: dict[str, Any] | list[dict[str, Any]], out: Path) -> Path:
     runs = results if isinstance(results, list) else [results]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(runs if len(runs) > 1 else runs[0], indent=2, default=str))
-    out.with_suffix(".md").write_text(markdown(runs))
-    return out
+    return write_json_and_markdown(runs if len(runs) > 1 else runs[0], out, markdown(runs))

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pyproj
 from shapely.geometry import box
 
 from gmsense import __version__
+from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
 from gmsense.sites import Site
 
@@ -183,10 +183,7 @@ def run_scale(out: Path | None = None, *, small: int = 120, large_km: float | No
                           "cpus": __import__("os").cpu_count()}
     results["gmsense_version"] = __version__
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-        out.with_suffix(".md").write_text(scale_markdown(results))
+        write_json_and_markdown(results, out, scale_markdown(results))
     return results
 
 

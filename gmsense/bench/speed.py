@@ -17,7 +17,6 @@ seasons) is made once and held in memory. Measured in the same run:
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import tempfile
 import time
@@ -30,6 +29,7 @@ from shapely.geometry import box
 
 from gmsense import __version__
 from gmsense import cube as cubeops
+from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
 from gmsense.pipeline import analyse_cube
 from gmsense.sites import Site
@@ -124,10 +124,7 @@ def run_speed(out: Path | None = None, settings: Settings | None = None, end_to_
         results["end_to_end_s"] = round(_end_to_end_seconds(site, settings), 2)
     results["earthengine_fetch"] = earthengine_fetch_utilisation()
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-        out.with_suffix(".md").write_text(speed_markdown(results))
+        write_json_and_markdown(results, out, speed_markdown(results))
     return results
 
 

@@ -125,9 +125,6 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    def current(request: Request) -> tuple[UserRow, Any] | None:
-        return _current(request)
-
 
     def render(request: Request, name: str, user: UserRow | None, status_code: int = 200,
                session: Any = None, **context: Any) -> HTMLResponse:
@@ -169,7 +166,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api/") or request.headers.get("accept", "").startswith("application/json"):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        found = current(request)
+        found = _current(request)
         return render(request, "error.html", found[0] if found else None, status_code=exc.status_code,
                       session=found[1] if found else None, status=exc.status_code, detail=exc.detail)
 
