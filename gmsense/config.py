@@ -85,6 +85,22 @@ class DetectSettings(_Settings):
         0.6, ge=0, le=1, description="share of the season's observations from the break on that must still be drops")
     min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")
     harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
+    # The line pass (gmsense.detect.lines): narrower than a pixel, trenches and tracks drop the
+    # index too little for the per-pixel test; a weaker test plus the evidence of a new line.
+    line_pass: bool = Field(True, description="also look for new narrow lines (sub-pixel trenches, tracks)")
+    line_min_drop: float = Field(0.06, ge=0, description="line pass: minimum NDVI drop of a weak drop")
+    line_z: float = Field(1.5, gt=0, description="line pass: robust z-score of a weak drop")
+    line_confirm_obs: int = Field(3, ge=1, description="line pass: consecutive clear weak drops a pixel needs")
+    line_min_ridge: float = Field(0.02, gt=0, description="line pass: Sato ridge response of the weak-drop image (NDVI)")
+    line_min_length_m: float = Field(80.0, gt=0, description="line pass: shortest line kept, metres")
+    line_min_elongation: float = Field(4.0, gt=1, description="line pass: length / width of a line at least")
+    line_clearance_m: float = Field(30.0, ge=0, description="line pass: lines this close to a patch are left to it, metres")
+    line_max_ring_share: float = Field(
+        0.1, ge=0, le=1, description="line pass: share of pixels 20-40 m around a line with weak drops of their own, at most")
+    line_max_ring_drop: float = Field(
+        0.6, ge=0, description="line pass: drop of the surroundings (upper quartile) over the line's drop, at most")
+    line_max_prior_ridge: float = Field(
+        0.03, ge=0, description="line pass: a dark line in the season before (road, ditch) this strong rejects it")
 
 
 class ClassifySettings(_Settings):

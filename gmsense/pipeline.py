@@ -14,7 +14,8 @@ from gmsense import cube as cubeops
 from gmsense.config import Settings
 from gmsense.detect.change import detect_breaks
 from gmsense.detect.classify import classify_patch
-from gmsense.detect.features import add_patch_spectra
+from gmsense.detect.features import add_patch_context, add_patch_spectra
+from gmsense.detect.lines import add_line_breaks
 from gmsense.detect.patches import Patch, extract_patches, grid_transform
 from gmsense.errors import ImageryError
 from gmsense.records import PatchRecord, SiteResult
@@ -96,17 +97,19 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     clear_share = float(np.isfinite(ndvi.values).mean())
     if clear_share == 0:
         raise ImageryError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
-    breaks = detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip).load()
+    breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip).load(), ndvi,
+                             settings.detect)
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
+    times = ndvi["time"].values.astype("datetime64[ns]")
+    values = np.asarray(ndvi.transpose("time", "y", "x").values)
     if patches:
         add_patch_spectra(patches, labels, source[bands], clear=np.asarray(season["clear"].transpose(
             "time", "y", "x").values), time_index=dates)
+        add_patch_context(patches, labels, values, times, np.asarray(breaks["magnitude"].values))
 
-    times = ndvi["time"].values.astype("datetime64[ns]")
     years = times.astype("datetime64[Y]").astype(int) + 1970
     latest_season = int(years.max())
     transform = grid_transform(ndvi)
-    values = np.asarray(ndvi.values)
     all_geoms = [p.geometry for p in patches]
     exclusion = ring_exclusion(all_geoms) if patches else None
     image_ids = _image_ids(season, cube.attrs)
@@ -141,7 +144,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             recovery_ratio=ratio,
             metrics={"n_pixels": patch.n_pixels, "magnitude": round(patch.magnitude, 4), "evidence": evidence,
                      **{k: round(float(v), 4) for k, v in patch.shape.items()},
-                     **{k: round(float(v), 4) for k, v in patch.spectral.items() if np.isfinite(v)}},
+                     **{k: round(float(v), 4) for k, v in (patch.spectral | patch.context).items()
+                        if np.isfinite(v)}},
             recovery=obs,
         ))
         geometries.append(geom)

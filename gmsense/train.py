@@ -32,6 +32,8 @@ FEATURES = (
     "n_pixels", "magnitude", "area_px_m2", "length_m", "width_m", "elongation", "curvature", "solidity",
     "blue_ratio", "green_ratio", "red_ratio", "nir_ratio", "swir1_ratio", "swir2_ratio",
     "red_after", "nir_after", "swir1_after", "swir2_after",
+    "z_ndvi", "z_nbr", "z_ndmi", "z_bsi", "persistence",
+    "line_share", "ridge", "ring_drop_near", "ring_drop_far", "contrast_after", "ring_ndvi_before",
 )
 MATCH_TOLERANCE_M = 15.0
 MODEL_FILE = "model.skops"

@@ -40,6 +40,7 @@ _DAYS_PER_YEAR = 365.25
 #: before a pixel it passes over could be flagged (the arithmetic differs by ~1e-5).
 SCREEN_TOLERANCE = 0.02
 _SCREEN_MIN_CONDITIONING = 1e-2  # fits worse conditioned than this go to the exact detector
+N_OUTPUTS = 7  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude
 
 
 def design_matrix(doy: np.ndarray, harmonics: int) -> np.ndarray:
@@ -231,7 +232,18 @@ def _unstable(count: np.ndarray, conditioning: np.ndarray, n_terms: int) -> np.n
 def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings,
                   tolerance: float = SCREEN_TOLERANCE) -> np.ndarray:
     """Pixels the exact detector could flag, bool (P,), from the anomaly (T, P) float32 (NaN where
-    missing), cheaply.
+    missing), cheaply. See :func:`_screen`."""
+    return _screen(anomaly, doy, year, settings, tolerance)[0]
+
+
+def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings,
+            tolerance: float = SCREEN_TOLERANCE, weak: bool = False) -> tuple[np.ndarray, np.ndarray | None,
+                                                                             np.ndarray | None]:
+    """The screen's candidates (P,) and, with ``weak``, the line pass's drops below the screen's
+    model (T, P; NaN where missing or the pixel has too little history) and weak-drop thresholds
+    (T, P): ``max(line_min_drop, line_z x spread)``, the spread robust where the screen computed
+    it and the residuals' root mean square where every residual is small; (None, None) when there
+    are too few dates to screen.
 
     The same robust seasonal model as :func:`season_drops`, in float32 (float64 with more than one
     harmonic) and an orthogonal basis; the first fit's residual median is only taken for pixels
@@ -253,7 +265,7 @@ def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settin
     n_terms = design.shape[1]
     q, r = np.linalg.qr(design)
     if n_time <= n_terms or np.linalg.cond(r) > 1e12:
-        return np.ones(n_pix, dtype=bool)  # too few dates to screen: every pixel is exact
+        return np.ones(n_pix, dtype=bool), None, None  # too few dates to screen: every pixel is exact
     real = np.float32 if n_terms <= 3 else np.float64
     anomaly = anomaly.astype(real, copy=False)
     basis = (q * np.sqrt(n_time)).astype(real)
@@ -268,6 +280,8 @@ def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settin
     seen = np.zeros((n_time, n_pix), dtype=bool)
     maybe = np.zeros((n_time, n_pix), dtype=bool)
     candidate = np.zeros(n_pix, dtype=bool)
+    drops = np.full((n_time, n_pix), np.nan, dtype=real) if weak else None
+    weak_threshold = np.full((n_time, n_pix), np.inf, dtype=real) if weak else None
     for season in np.unique(year):
         base_mask = (year < season) & (year >= season - settings.baseline_seasons)
         if not base_mask.any():
@@ -281,6 +295,9 @@ def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settin
         resid = anomaly[base] - xb @ coef
         with np.errstate(invalid="ignore"):
             dirty = np.flatnonzero((np.abs(resid) > surely_inlier).any(axis=0))
+        if weak:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                noise = np.sqrt(np.nansum(resid**2, axis=0) / np.maximum(count, 1)).astype(real)
         if dirty.size:
             w = observed[base][:, dirty]
             spread = np.abs(resid[:, dirty])
@@ -289,12 +306,19 @@ def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settin
                 inliers = w & (spread <= 3 * sigma)
             coef[:, dirty], count[dirty], conditioning[dirty] = _fit_screen(
                 xb, ridge, filled[base][:, dirty] * inliers, inliers.astype(real))
+            if weak:
+                noise[dirty] = sigma
             candidate[dirty[np.abs(count[dirty] - settings.min_baseline_obs) <= 1]] = True
         enough = count >= settings.min_baseline_obs
         candidate |= enough & _unstable(count, conditioning, n_terms)
         seen[this] = observed[this] & enough
+        below = basis[this] @ coef - anomaly[this]
         with np.errstate(invalid="ignore"):
-            maybe[this] = seen[this] & (basis[this] @ coef - anomaly[this] > floor_threshold)
+            maybe[this] = seen[this] & (below > floor_threshold)
+        if weak:
+            drops[this] = np.where(seen[this], below, real(np.nan))
+            weak_threshold[this] = np.maximum(settings.line_min_drop,
+                                              settings.line_z * np.maximum(noise, sigma_floor))[None, :]
     active = np.flatnonzero(maybe.any(axis=0))
     maybe, seen = maybe[:, active], seen[:, active]
     run = np.zeros(active.size, dtype="int32")
@@ -303,35 +327,59 @@ def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settin
         run = np.where(maybe[t], run + 1, np.where(seen[t], 0, run))
         confirmable |= run >= settings.confirm_obs
     candidate[active[confirmable | (run > 0)]] = True
-    return candidate
+    return candidate, drops, weak_threshold
+
+
+def weak_runs(drops: np.ndarray, weak_threshold: np.ndarray, year: np.ndarray,
+              settings: DetectSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The line pass's per-pixel test: :func:`confirm_runs` with the weak thresholds and
+    ``line_confirm_obs`` observations, over the pixels with that many weak drops at all.
+    Returns first and confirmed time indices (``NO_BREAK`` if none) and the run's mean drop."""
+    n_pix = drops.shape[1]
+    first = np.full(n_pix, NO_BREAK, dtype="int32")
+    confirmed = np.full(n_pix, NO_BREAK, dtype="int32")
+    magnitude = np.full(n_pix, np.nan, dtype="float32")
+    with np.errstate(invalid="ignore"):
+        active = np.flatnonzero((drops > weak_threshold).sum(axis=0) >= settings.line_confirm_obs)
+    if active.size:
+        f, c, m, _ = confirm_runs(drops[:, active], weak_threshold[:, active], settings.line_confirm_obs, year,
+                                  settings.min_persistence)
+        first[active], confirmed[active], magnitude[active] = f, c, m
+    return first, confirmed, magnitude
 
 
 def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy: np.ndarray, year: np.ndarray,
                   settings: DetectSettings, screen: bool = True) -> np.ndarray:
-    """(y, x, T) block of the index -> (y, x, 4) float32: first, confirmed, magnitude, probable.
+    """(y, x, T) block of the index -> (y, x, 7) float32: first, confirmed, magnitude, probable, and
+    the line pass's weak first, confirmed and magnitude (:func:`weak_runs`; none without ``line_pass``).
 
     The anomaly is the index less the per-date scene ``offset``, NaN on dates not to ``keep``.
     With ``screen`` only the pixels :func:`screen_pixels` passes are run through the exact detector.
     """
     ny, nx, n_time = values.shape
     stack = np.moveaxis(values, -1, 0).reshape(n_time, ny * nx)  # a view when the block is time-major
-    out = np.empty((ny * nx, 4), dtype="float32")
-    out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK)
-    if screen:
+    out = np.empty((ny * nx, N_OUTPUTS), dtype="float32")
+    out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, NO_BREAK, np.nan)
+    pixels = np.arange(ny * nx)
+    if screen or settings.line_pass:
         real = "float32" if settings.harmonics <= 1 else "float64"  # as screen_pixels computes
         anomaly = np.subtract(stack, offset.astype(real)[:, None], dtype=real)
         anomaly[~keep] = np.nan
-        pixels = np.flatnonzero(screen_pixels(anomaly, doy, year, settings))
-    else:
-        pixels = np.arange(ny * nx)
+        candidate, drops, weak_threshold = _screen(anomaly, doy, year, settings, weak=settings.line_pass)
+        del anomaly
+        if drops is not None:
+            out[:, 4:] = np.stack(weak_runs(drops, weak_threshold, year, settings), axis=-1)
+            del drops, weak_threshold
+        if screen:
+            pixels = np.flatnonzero(candidate)
     if pixels.size:
         flat = stack[:, pixels].astype("float64") - offset[:, None]
         flat[~keep] = np.nan
         drop, threshold = season_drops(flat, doy, year, settings)
         first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
                                                              settings.min_persistence)
-        out[pixels] = np.stack([first, confirmed, magnitude, probable], axis=-1)
-    return out.reshape(ny, nx, 4)
+        out[pixels, :4] = np.stack([first, confirmed, magnitude, probable], axis=-1)
+    return out.reshape(ny, nx, N_OUTPUTS)
 
 
 def _row_medians(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +426,10 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
     Dataset over (y, x): ``first_detected`` and ``confirmed_on`` (datetime64, NaT where nothing
     was confirmed), ``probable_since`` (an unconfirmed drop still open at the end), and
-    ``magnitude`` (mean index drop of the confirming run, index units). ``screen=False`` runs
+    ``magnitude`` (mean index drop of the confirming run, index units); and the line pass's
+    per-pixel weak runs, ``weak_first``, ``weak_confirmed``, ``weak_magnitude`` (all NaT/NaN
+    without ``settings.line_pass``; :mod:`gmsense.detect.lines` keeps those that draw a new
+    line). The weak runs come from the screen's float32 model, either way. ``screen=False`` runs
     the exact detector on every pixel (same result, slower; for tests and checks).
     """
     times = index["time"].values.astype("datetime64[ns]")
@@ -398,7 +449,7 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
         kwargs={"offset": offset, "keep": keep, "doy": doy, "year": year, "settings": settings, "screen": screen},
         dask="parallelized",
         output_dtypes=["float32"],
-        dask_gufunc_kwargs={"output_sizes": {"output": 4}},
+        dask_gufunc_kwargs={"output_sizes": {"output": N_OUTPUTS}},
     )
 
     def to_dates(idx: np.ndarray) -> np.ndarray:
@@ -415,5 +466,8 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
             "confirmed_on": as_dates(1),
             "magnitude": packed.isel(output=2),
             "probable_since": as_dates(3),
+            "weak_first": as_dates(4),
+            "weak_confirmed": as_dates(5),
+            "weak_magnitude": packed.isel(output=6),
         }
     ).drop_vars("output", errors="ignore")

@@ -1,19 +1,43 @@
-"""Per-patch spectral features: the patch's reflectance before and after the change.
+"""Per-patch features: the patch's reflectance and indices before and after the change, and the
+patch against its surroundings.
 
-``before`` is the per-pixel median over the clear growing-season observations of the season
-before the patch was first detected; ``after`` the median from ``first_detected`` to the end of
-that season. Both are averaged over the patch's pixels. Reflectance is unitless.
+Spectra (:func:`add_patch_spectra`): ``before`` is the per-pixel median over the clear
+growing-season observations of the season before the patch was first detected; ``after`` the
+median from ``first_detected`` to the end of that season. Both are averaged over the patch's
+pixels. Reflectance is unitless. From the patch's mean reflectance per date, for NDVI, NBR, NDMI
+and BSI: ``z_<index>``, the change of the median after against the median before in robust
+z-scores (scaled by 1.4826 x the MAD before, at least ``Z_SPREAD_FLOOR``), and
+``persistence``: the share of the clear observations after ``confirmed_on`` (every later season)
+on which NDVI is still below the midpoint of before and after.
+
+Context (:func:`add_patch_context`), from the detection index (NDVI): ``ridge``, the median Sato
+ridge response of the break-magnitude image over the patch (narrow lines stand out);
+``ring_drop_near`` and ``ring_drop_far``, the drop (before less after, per pixel, medians as
+above) of the surroundings 10-30 m and 30-100 m out (other patches excluded) as a share of the
+patch's own drop: near 0 for work in quiet land, near 1 where everything around changed too
+(fire, flood, harvest, a dry year); ``contrast_after``, the patch's NDVI after less that of the
+near ring; ``ring_ndvi_before``, the far ring's NDVI before (land-cover context: forest, grass,
+crop).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 from scipy import ndimage
+from skimage.filters import sato
 
+from gmsense import cube as cubeops
 from gmsense.cube import BANDS
 from gmsense.detect.change import masked_median
 from gmsense.detect.patches import Patch
+
+Z_SPREAD_FLOOR = 0.01  # index units: a perfectly steady history must not make every change infinite
+FEATURE_INDICES = ("ndvi", "nbr", "ndmi", "bsi")
+NEAR_RING_PX, FAR_RING_PX = (1, 3), (3, 10)  # 10-30 m and 30-100 m at 10 m
+RIDGE_SIGMAS_PX = (1.0, 1.5, 2.0)
 
 
 def _median_over_time(values: np.ndarray) -> np.ndarray:
@@ -53,13 +77,98 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
         after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))
         window = (slice(None), *box)
         visible = clear[window] if clear is not None else None
+        series = {}
         for b in bands:
             values = arrays[b][select][window] if isinstance(select, slice) else arrays[b][(select, *box)]
             if visible is not None:
                 values = np.where(visible, values, np.nan)
             pixels = values[:, mask]
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # dates with no clear pixel: NaN
+                series[b] = np.nanmean(pixels, axis=1)
             before = _mean(_median_over_time(pixels[before_t]))
             after = _mean(_median_over_time(pixels[after_t]))
             patch.spectral[f"{b}_before"] = before
             patch.spectral[f"{b}_after"] = after
             patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
+        patch.spectral.update(_index_changes(series, times, before_t, after_t, patch.confirmed_on))
+
+
+def _robust_z(values: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> float:
+    before, after = values[before_t], values[after_t]
+    before, after = before[np.isfinite(before)], after[np.isfinite(after)]
+    if before.size < 2 or after.size == 0:
+        return float("nan")
+    centre = np.median(before)
+    spread = max(1.4826 * float(np.median(np.abs(before - centre))), Z_SPREAD_FLOOR)
+    return float((np.median(after) - centre) / spread)
+
+
+def _index_changes(series: dict[str, np.ndarray], times: np.ndarray, before_t: np.ndarray, after_t: np.ndarray,
+                   confirmed_on: np.datetime64) -> dict[str, float]:
+    """``z_<index>`` and ``persistence`` (module docstring) from the patch's mean band values per date."""
+    out: dict[str, float] = {}
+    per_date = xr.Dataset({b: ("time", v) for b, v in series.items()})
+    for name in FEATURE_INDICES:
+        if all(b in series for b in cubeops.INDEX_BANDS[name]):
+            out[f"z_{name}"] = _robust_z(cubeops.index(per_date, name).values, before_t, after_t)
+    if all(b in series for b in cubeops.INDEX_BANDS["ndvi"]):
+        ndvi = cubeops.index(per_date, "ndvi").values
+        before, after = ndvi[before_t], ndvi[after_t]
+        later = ndvi[times > confirmed_on]
+        later = later[np.isfinite(later)]
+        if np.isfinite(before).any() and np.isfinite(after).any() and later.size:
+            midpoint = 0.5 * (np.nanmedian(before) + np.nanmedian(after))
+            out["persistence"] = float((later < midpoint).mean())
+    return out
+
+
+def _ring(mask: np.ndarray, px: tuple[int, int]) -> np.ndarray:
+    return ndimage.binary_dilation(mask, iterations=px[1]) & ~ndimage.binary_dilation(mask, iterations=px[0])
+
+
+def _pixel_medians(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """(T, y, x) -> (y, x) NaN-aware median over ``dates``; NaN where never clear."""
+    picked = values[dates]
+    flat = picked.reshape(picked.shape[0], -1)
+    return _median_over_time(flat).reshape(picked.shape[1:])
+
+
+def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,
+                      magnitude: np.ndarray) -> None:
+    """Fill ``patch.context`` with ``ridge``, ``ring_drop_near``, ``ring_drop_far``,
+    ``contrast_after`` and ``ring_ndvi_before`` (module docstring). ``index`` (T, y, x) NDVI, NaN
+    where not clear, on the growing-season dates ``times``; ``magnitude`` (y, x) the breaks' drop
+    (NaN where none)."""
+    times = np.asarray(times).astype("datetime64[ns]")
+    years = times.astype("datetime64[Y]").astype(int) + 1970
+    ridge = sato(np.nan_to_num(magnitude), sigmas=RIDGE_SIGMAS_PX, black_ridges=False, mode="reflect")
+    boxes = ndimage.find_objects(labels)
+    pad = FAR_RING_PX[1]
+    for patch in patches:
+        box = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
+                    for s, n in zip(boxes[patch.label - 1], labels.shape, strict=True))
+        here = labels[box]
+        mask = here == patch.label
+        others = (here > 0) & ~mask
+        patch.context["ridge"] = float(np.median(ridge[box][mask]))
+        year = int(patch.first_detected.astype("datetime64[Y]").astype(int) + 1970)
+        before_t = np.flatnonzero(years == year - 1)
+        after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))
+        if before_t.size == 0 or after_t.size == 0:
+            continue
+        window = index[(slice(None), *box)]
+        before, after = _pixel_medians(window, before_t), _pixel_medians(window, after_t)
+        drop = before - after
+        own = _nanmedian(drop[mask])
+        near, far = _ring(mask, NEAR_RING_PX) & ~others, _ring(mask, FAR_RING_PX) & ~others
+        if np.isfinite(own) and own > 0:
+            patch.context["ring_drop_near"] = _nanmedian(drop[near]) / own
+            patch.context["ring_drop_far"] = _nanmedian(drop[far]) / own
+        patch.context["contrast_after"] = _nanmedian(after[mask]) - _nanmedian(after[near])
+        patch.context["ring_ndvi_before"] = _nanmedian(before[far])
+
+
+def _nanmedian(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")

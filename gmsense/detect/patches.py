@@ -34,6 +34,7 @@ class Patch:
     magnitude: float  # mean index drop of the confirming runs
     shape: dict[str, float] = field(default_factory=dict)
     spectral: dict[str, float] = field(default_factory=dict)
+    context: dict[str, float] = field(default_factory=dict)  # the patch against its surroundings
 
 
 def grid_transform(da: xr.DataArray | xr.Dataset) -> Affine:
@@ -109,11 +110,13 @@ def extract_patches(breaks: xr.Dataset, min_area_m2: float) -> tuple[list[Patch]
     """Patches from the output of :func:`gmsense.detect.change.detect_breaks` (loaded in memory).
 
     Returns the patches (smaller than ``min_area_m2`` dropped) and the label image they came
-    from (dropped components set to 0).
+    from (dropped components set to 0). ``context["line_share"]``: the share of a patch's pixels
+    the line pass (:mod:`gmsense.detect.lines`) added.
     """
     first = np.asarray(breaks["first_detected"].values)
     confirmed = np.asarray(breaks["confirmed_on"].values)
     magnitude = np.asarray(breaks["magnitude"].values)
+    line = np.asarray(breaks["line"].values) if "line" in breaks else np.zeros(first.shape, dtype=bool)
     transform = grid_transform(breaks)
     pixel_size = abs(transform.a)
     labels = label_breaks(first)
@@ -140,6 +143,7 @@ def extract_patches(breaks: xr.Dataset, min_area_m2: float) -> tuple[list[Patch]
                 n_pixels=int(mask.sum()),
                 magnitude=float(np.nanmean(magnitude[full])),
                 shape=shape_metrics(mask, pixel_size),
+                context={"line_share": float(line[full].mean())},
             )
         )
     return patches, labels

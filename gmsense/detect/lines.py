@@ -1,0 +1,140 @@
+"""The line pass: new narrow lines (sub-pixel trenches, access tracks) from weak per-pixel drops.
+
+A trench 2-4 m wide covers a third of a 10 m pixel, or less of two, so the index of its pixels
+falls too little for the per-pixel test of :mod:`gmsense.detect.change`. That module also
+reports *weak runs* (``weak_first``, ``weak_confirmed``, ``weak_magnitude``: ``line_confirm_obs``
+consecutive clear drops of at least ``max(line_min_drop, line_z x spread)``), which alone are
+noise. This pass keeps the weak runs that draw a new line:
+
+1. the Sato ridge filter (``skimage.filters.sato``, bright ridges, sigmas 1-2 pixels) of the
+   weak-run magnitude image is at least ``line_min_ridge`` (NDVI units);
+2. the connected ridge component is at least ``line_min_length_m`` long, ``line_min_elongation``
+   times longer than wide, most of its pixels have a weak run, and it does not enclose weak runs
+   (the outline of a patch);
+3. it keeps ``line_clearance_m`` from the confirmed breaks (an edge of a patch is the patch's);
+4. its surroundings (10-40 m out) are quiet: at most ``line_max_ring_share`` of them have weak
+   runs of their own, and their drop over the same dates (upper quartile) is at most
+   ``line_max_ring_drop`` times the line's: a line, not the edge of a wider change (a harvest,
+   a dry year);
+5. the same weeks of the season before show no dark line there (Sato dark-ridge response of the
+   median index at most ``line_max_prior_ridge``): not an existing road or ditch answering a
+   dry year.
+
+The kept pixels become breaks with their weak run's dates and magnitude; ``line`` marks them.
+Lengths in metres of the cube's projected CRS; drops in index (NDVI) units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+from skimage.filters import sato
+
+from gmsense.config import DetectSettings
+from gmsense.detect.patches import grid_transform, shape_metrics
+
+RIDGE_SIGMAS_PX = (1.0, 1.5, 2.0)  # a 2-9 m wide line blurred over one or two 10 m pixels
+RING_PX = (1, 4)  # the surroundings: from 1 to 4 pixels out
+_EIGHT = np.ones((3, 3), dtype=bool)
+_MIN_PIXELS = 3
+
+
+def _doy(times: np.ndarray) -> np.ndarray:
+    return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
+
+
+def _median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """NaN-aware median of ``index`` (T, y, x) over ``dates`` inside ``box``; NaN where never clear."""
+    window = index[(dates, *box)]
+    out = np.full(window.shape[1:], np.nan)
+    seen = np.isfinite(window).any(axis=0)
+    if seen.any():
+        out[seen] = np.nanmedian(window[:, seen], axis=0)
+    return out
+
+
+def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray, first: np.ndarray,
+                        has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
+                        settings: DetectSettings) -> bool:
+    """Tests 4 and 5 of the module docstring for one candidate ``line`` (bool, in ``box``)."""
+    ring = ndimage.binary_dilation(line, iterations=RING_PX[1]) & ~ndimage.binary_dilation(line, iterations=RING_PX[0])
+    if not ring.any() or has_weak[box][ring].mean() > settings.line_max_ring_share:
+        return False
+    start = int(np.median(first[box][line & has_weak[box]]))
+    year = years[start]
+    after = np.flatnonzero((np.arange(times.size) >= start) & (years == year))
+    doy = _doy(times)
+    before = np.flatnonzero((years == year - 1) & (doy >= doy[start]) & (doy <= doy[after[-1]]))
+    if before.size == 0:
+        return False
+    prior = _median_over(index, before, box)
+    drop = prior - _median_over(index, after, box)
+    line_drop = np.nanmedian(drop[line & has_weak[box]]) if np.isfinite(drop[line]).any() else np.nan
+    ring_drop = np.nanquantile(drop[ring], 0.75) if np.isfinite(drop[ring]).any() else np.nan
+    if not (line_drop > 0 and ring_drop <= settings.line_max_ring_drop * line_drop):
+        return False
+    filled = np.where(np.isfinite(prior), prior, np.nanmedian(prior))
+    prior_ridge = sato(filled, sigmas=RIDGE_SIGMAS_PX, black_ridges=True, mode="reflect")
+    near = ndimage.binary_dilation(line, iterations=2)
+    return bool(prior_ridge[near].max() <= settings.line_max_prior_ridge)
+
+
+def _padded(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, shape, strict=True))
+
+
+def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, settings: DetectSettings) -> np.ndarray:
+    """Pixels (bool, y x) of the new lines the weak runs of ``breaks`` draw (see the module
+    docstring). ``breaks`` from :func:`gmsense.detect.change.detect_breaks`, loaded; ``index`` the
+    (time, y, x) index it was computed from (NaN where not clear), as numpy, on dates ``times``."""
+    weak_first = np.asarray(breaks["weak_first"].values)
+    has_weak = ~np.isnat(weak_first)
+    found = np.zeros(has_weak.shape, dtype=bool)
+    if not has_weak.any():
+        return found
+    pixel = abs(grid_transform(breaks).a)
+    times = np.asarray(times).astype("datetime64[ns]")
+    years = times.astype("datetime64[Y]").astype(int) + 1970
+    first = np.searchsorted(times, np.where(has_weak, weak_first, times[0]))
+    magnitude = np.where(has_weak, np.nan_to_num(np.asarray(breaks["weak_magnitude"].values)), 0.0)
+    ridge = sato(magnitude, sigmas=RIDGE_SIGMAS_PX, black_ridges=False, mode="reflect")
+    candidate = ridge >= settings.line_min_ridge
+    confirmed = ~np.isnat(np.asarray(breaks["first_detected"].values))
+    clearance = int(np.ceil(settings.line_clearance_m / pixel))
+    if confirmed.any() and clearance:
+        candidate &= ~ndimage.binary_dilation(confirmed, iterations=clearance)
+    candidate &= ~confirmed
+    labels, _ = ndimage.label(candidate, structure=_EIGHT)
+    pad = RING_PX[1] + 2
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        part = labels[box] == label
+        if part.sum() < _MIN_PIXELS or has_weak[box][part].mean() <= 0.5:
+            continue
+        holes = ndimage.binary_fill_holes(part) & ~part
+        if holes.any() and has_weak[box][holes].mean() > 0.5:
+            continue  # the outline of a patch of weak drops
+        shape = shape_metrics(part, pixel)
+        if shape["length_m"] < settings.line_min_length_m or shape["elongation"] < settings.line_min_elongation:
+            continue
+        outer = _padded(box, pad, labels.shape)
+        line = labels[outer] == label
+        if _quiet_surroundings(index, times, years, first, has_weak, line, outer, settings):
+            found[outer] |= line & has_weak[outer]
+    return found
+
+
+def add_line_breaks(breaks: xr.Dataset, index: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
+    """``breaks`` with the pixels of :func:`find_lines` confirmed by their weak runs and a ``line``
+    mask (bool, y x). Without ``settings.line_pass`` the mask is all false and nothing changes."""
+    line = (find_lines(breaks, np.asarray(index.transpose("time", "y", "x").values), index["time"].values, settings)
+            if settings.line_pass else np.zeros((breaks.sizes["y"], breaks.sizes["x"]), dtype=bool))
+    out = breaks.copy()
+    mask = xr.DataArray(line, dims=("y", "x"))
+    out["first_detected"] = out["first_detected"].where(~mask, out["weak_first"])
+    out["confirmed_on"] = out["confirmed_on"].where(~mask, out["weak_confirmed"])
+    out["magnitude"] = out["magnitude"].where(~mask, out["weak_magnitude"])
+    out["line"] = mask
+    return out
