@@ -295,9 +295,9 @@ def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: De
         resid = anomaly[base] - xb @ coef
         with np.errstate(invalid="ignore"):
             dirty = np.flatnonzero((np.abs(resid) > surely_inlier).any(axis=0))
-        if weak:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                noise = np.sqrt(np.nansum(resid**2, axis=0) / np.maximum(count, 1)).astype(real)
+        if weak:  # the residuals' root mean square; missing observations count as 0 from here on
+            np.nan_to_num(resid, copy=False)
+            noise = np.sqrt(np.einsum("tp,tp->p", resid, resid) / np.maximum(count, 1)).astype(real)
         if dirty.size:
             w = observed[base][:, dirty]
             spread = np.abs(resid[:, dirty])

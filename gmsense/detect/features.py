@@ -11,7 +11,8 @@ z-scores (scaled by 1.4826 x the MAD before, at least ``Z_SPREAD_FLOOR``), and
 on which NDVI is still below the midpoint of before and after.
 
 Context (:func:`add_patch_context`), from the detection index (NDVI): ``ridge``, the median Sato
-ridge response of the break-magnitude image over the patch (narrow lines stand out);
+ridge response (:func:`gmsense.detect.lines.ridge_response`) of the break-magnitude image over
+the patch (narrow lines stand out);
 ``ring_drop_near`` and ``ring_drop_far``, the drop (before less after, per pixel, medians as
 above) of the surroundings 10-30 m and 30-100 m out (other patches excluded) as a share of the
 patch's own drop: near 0 for work in quiet land, near 1 where everything around changed too
@@ -27,17 +28,16 @@ import warnings
 import numpy as np
 import xarray as xr
 from scipy import ndimage
-from skimage.filters import sato
 
 from gmsense import cube as cubeops
 from gmsense.cube import BANDS
 from gmsense.detect.change import masked_median
+from gmsense.detect.lines import ridge_response
 from gmsense.detect.patches import Patch
 
 Z_SPREAD_FLOOR = 0.01  # index units: a perfectly steady history must not make every change infinite
 FEATURE_INDICES = ("ndvi", "nbr", "ndmi", "bsi")
 NEAR_RING_PX, FAR_RING_PX = (1, 3), (3, 10)  # 10-30 m and 30-100 m at 10 m
-RIDGE_SIGMAS_PX = (1.0, 1.5, 2.0)
 
 
 def _median_over_time(values: np.ndarray) -> np.ndarray:
@@ -104,16 +104,28 @@ def _robust_z(values: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> 
     return float((np.median(after) - centre) / spread)
 
 
+def _index_series(series: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    """The index ``name`` per date from band series (formulas of :func:`gmsense.cube.index`);
+    None when a band is missing."""
+    if not all(b in series for b in cubeops.INDEX_BANDS[name]):
+        return None
+    b = series
+    a, c = {"ndvi": (b.get("nir"), b.get("red")), "nbr": (b.get("nir"), b.get("swir2")),
+            "ndmi": (b.get("nir"), b.get("swir1"))}.get(name) or (b["swir1"] + b["red"], b["nir"] + b["blue"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a + c != 0, (a - c) / (a + c), np.nan)
+
+
 def _index_changes(series: dict[str, np.ndarray], times: np.ndarray, before_t: np.ndarray, after_t: np.ndarray,
                    confirmed_on: np.datetime64) -> dict[str, float]:
     """``z_<index>`` and ``persistence`` (module docstring) from the patch's mean band values per date."""
     out: dict[str, float] = {}
-    per_date = xr.Dataset({b: ("time", v) for b, v in series.items()})
     for name in FEATURE_INDICES:
-        if all(b in series for b in cubeops.INDEX_BANDS[name]):
-            out[f"z_{name}"] = _robust_z(cubeops.index(per_date, name).values, before_t, after_t)
-    if all(b in series for b in cubeops.INDEX_BANDS["ndvi"]):
-        ndvi = cubeops.index(per_date, "ndvi").values
+        values = _index_series(series, name)
+        if values is not None:
+            out[f"z_{name}"] = _robust_z(values, before_t, after_t)
+    ndvi = _index_series(series, "ndvi")
+    if ndvi is not None:
         before, after = ndvi[before_t], ndvi[after_t]
         later = ndvi[times > confirmed_on]
         later = later[np.isfinite(later)]
@@ -142,7 +154,7 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
     (NaN where none)."""
     times = np.asarray(times).astype("datetime64[ns]")
     years = times.astype("datetime64[Y]").astype(int) + 1970
-    ridge = sato(np.nan_to_num(magnitude), sigmas=RIDGE_SIGMAS_PX, black_ridges=False, mode="reflect")
+    ridge = ridge_response(np.nan_to_num(magnitude))
     boxes = ndimage.find_objects(labels)
     pad = FAR_RING_PX[1]
     for patch in patches:

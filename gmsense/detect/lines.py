@@ -6,7 +6,7 @@ reports *weak runs* (``weak_first``, ``weak_confirmed``, ``weak_magnitude``: ``l
 consecutive clear drops of at least ``max(line_min_drop, line_z x spread)``), which alone are
 noise. This pass keeps the weak runs that draw a new line:
 
-1. the Sato ridge filter (``skimage.filters.sato``, bright ridges, sigmas 1-2 pixels) of the
+1. the Sato ridge filter (:func:`ridge_response`, bright ridges, sigmas 1 and 2 pixels) of the
    weak-run magnitude image is at least ``line_min_ridge`` (NDVI units);
 2. the connected ridge component is at least ``line_min_length_m`` long, ``line_min_elongation``
    times longer than wide, most of its pixels have a weak run, and it does not enclose weak runs
@@ -29,15 +29,29 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 from scipy import ndimage
-from skimage.filters import sato
 
 from gmsense.config import DetectSettings
 from gmsense.detect.patches import grid_transform, shape_metrics
 
-RIDGE_SIGMAS_PX = (1.0, 1.5, 2.0)  # a 2-9 m wide line blurred over one or two 10 m pixels
+RIDGE_SIGMAS_PX = (1.0, 2.0)  # a 2-9 m wide line blurred over one or two 10 m pixels
+ARC_OVER_DIAGONAL = np.pi / 2  # an arc up to a half circle is at most this much longer than its box's diagonal
 RING_PX = (1, 4)  # the surroundings: from 1 to 4 pixels out
 _EIGHT = np.ones((3, 3), dtype=bool)
 _MIN_PIXELS = 3
+
+
+def ridge_response(image: np.ndarray, sigmas: tuple[float, ...] = RIDGE_SIGMAS_PX, bright: bool = True) -> np.ndarray:
+    """Sato's tubeness in 2-D (``skimage.filters.sato``): per pixel, the largest over ``sigmas`` of
+    sigma^2 x the larger Hessian eigenvalue of the (for bright ridges, negated) image, clipped at
+    0; the Hessian from Gaussian derivatives, three separable filters per sigma."""
+    image = np.asarray(-image if bright else image, dtype="float64")
+    best = np.zeros(image.shape)
+    for sigma in sigmas:
+        h_rr, h_rc, h_cc = (ndimage.gaussian_filter(image, sigma, order=order, mode="reflect")
+                            for order in ((2, 0), (1, 1), (0, 2)))
+        larger = 0.5 * (h_rr + h_cc) + np.sqrt((0.5 * (h_rr - h_cc)) ** 2 + h_rc**2)
+        best = np.maximum(best, sigma**2 * np.maximum(larger, 0))
+    return best
 
 
 def _doy(times: np.ndarray) -> np.ndarray:
@@ -75,7 +89,7 @@ def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray,
     if not (line_drop > 0 and ring_drop <= settings.line_max_ring_drop * line_drop):
         return False
     filled = np.where(np.isfinite(prior), prior, np.nanmedian(prior))
-    prior_ridge = sato(filled, sigmas=RIDGE_SIGMAS_PX, black_ridges=True, mode="reflect")
+    prior_ridge = ridge_response(filled, bright=False)
     near = ndimage.binary_dilation(line, iterations=2)
     return bool(prior_ridge[near].max() <= settings.line_max_prior_ridge)
 
@@ -98,13 +112,10 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     years = times.astype("datetime64[Y]").astype(int) + 1970
     first = np.searchsorted(times, np.where(has_weak, weak_first, times[0]))
     magnitude = np.where(has_weak, np.nan_to_num(np.asarray(breaks["weak_magnitude"].values)), 0.0)
-    ridge = sato(magnitude, sigmas=RIDGE_SIGMAS_PX, black_ridges=False, mode="reflect")
-    candidate = ridge >= settings.line_min_ridge
     confirmed = ~np.isnat(np.asarray(breaks["first_detected"].values))
     clearance = int(np.ceil(settings.line_clearance_m / pixel))
-    if confirmed.any() and clearance:
-        candidate &= ~ndimage.binary_dilation(confirmed, iterations=clearance)
-    candidate &= ~confirmed
+    free = ~(ndimage.binary_dilation(confirmed, iterations=clearance) if confirmed.any() and clearance else confirmed)
+    candidate = (ridge_response(magnitude) >= settings.line_min_ridge) & free
     labels, _ = ndimage.label(candidate, structure=_EIGHT)
     pad = RING_PX[1] + 2
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -116,6 +127,9 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
         holes = ndimage.binary_fill_holes(part) & ~part
         if holes.any() and has_weak[box][holes].mean() > 0.5:
             continue  # the outline of a patch of weak drops
+        reach = min(part.sum() * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(*part.shape)) * pixel
+        if reach < settings.line_min_length_m or reach**2 / (part.sum() * pixel**2) < settings.line_min_elongation:
+            continue  # cannot be long enough, or thin enough, for the shape test below
         shape = shape_metrics(part, pixel)
         if shape["length_m"] < settings.line_min_length_m or shape["elongation"] < settings.line_min_elongation:
             continue
