@@ -155,8 +155,11 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
     if classifier is not None:
-        for record, (klass, confidence) in zip(records, classifier.predict([r.metrics for r in records]), strict=True):
+        features = [r.metrics for r in records]
+        for record, (klass, confidence), why in zip(records, classifier.predict(features),
+                                                     classifier.explain(features), strict=True):
             record.metrics["rule_class"] = record.disturbance_class
+            record.metrics["explanation"] = why
             record.disturbance_class, record.confidence = klass, confidence
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)

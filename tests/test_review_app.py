@@ -371,3 +371,16 @@ def test_review_serve_starts_on_localhost_and_serves_the_login_page(store: Store
         process.terminate()
         output = process.communicate(timeout=20)[0]
     assert f"http://127.0.0.1:{port}/" in output
+
+
+def test_flag_page_says_why_the_model_chose_the_class(client: TestClient, store: Store) -> None:
+    login(client, "rita")
+    explained = {p.patch_id: p.metrics["explanation"] for p in store.patch_rows() if p.metrics.get("explanation")}
+    assert explained, "the demo's patches are labelled by the shipped model, with explanations"
+    flags = [f for f in client.get("/api/flags").json()["items"] if f.get("patch_id") in explained]
+    assert flags
+    page = client.get(f"/flags/{flags[0]['id']}").text
+    assert "Why this class" in page
+    for item in explained[flags[0]["patch_id"]]:
+        assert f"<code>{item['feature']}</code>" in page
+    assert "分类依据" in client.get(f"/flags/{flags[0]['id']}?lang=zh").text

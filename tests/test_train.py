@@ -159,3 +159,30 @@ def test_a_calibrated_model_saves_and_loads_safely(tmp_path: Path) -> None:
     model = load_model(tmp_path / "cal")
     proba = model.estimator.predict_proba(table[list(FEATURES)].to_numpy())
     assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_feature_importance_names_the_features_that_separate_the_classes() -> None:
+    importance = cross_validate(_table(), seed=1)["feature_importance"]
+    assert list(importance)[:2] == sorted(["elongation", "swir1_ratio"], key=lambda f: -importance[f])
+    assert set(importance) == set(FEATURES)
+    assert importance["elongation"] > 0.05
+    assert all(abs(importance[f]) < 1e-9 for f in FEATURES if f not in ("elongation", "swir1_ratio", "area_px_m2"))
+
+
+def test_each_prediction_is_explained_by_the_features_that_support_it(tmp_path: Path) -> None:
+    card = train([], tmp_path / "m", table=_table(), command="test")
+    assert card["feature_medians"]["elongation"] > 1
+    model = load_model(tmp_path / "m")
+    trench = {"elongation": 14.0, "swir1_ratio": 1.4, "area_px_m2": 2000.0}
+    [(klass, confidence)] = model.predict([trench])
+    [why] = model.explain([trench])
+    assert klass == "trench"
+    assert why, "a confident prediction has supporting features"
+    assert why[0]["feature"] == "elongation", "a trench is a trench because it is long and thin"
+    assert [w["effect"] for w in why] == sorted((w["effect"] for w in why), reverse=True)
+    # The effect is the fall in the class's probability with the feature at its typical value.
+    typical = dict(trench, elongation=card["feature_medians"]["elongation"])
+    proba = model.estimator.predict_proba(np.array([[typical.get(f, np.nan) for f in FEATURES]]))[0]
+    assert why[0]["effect"] == pytest.approx(confidence - proba[list(model.estimator.classes_).index("trench")],
+                                             abs=2e-3)
+    assert model.explain([]) == []

@@ -84,14 +84,19 @@ def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray,
         return False
     prior = _median_over(index, before, box)
     drop = prior - _median_over(index, after, box)
-    line_drop = np.nanmedian(drop[line & has_weak[box]]) if np.isfinite(drop[line]).any() else np.nan
-    ring_drop = np.nanquantile(drop[ring], 0.75) if np.isfinite(drop[ring]).any() else np.nan
+    line_drop = _finite_quantile(drop[line & has_weak[box]], 0.5)
+    ring_drop = _finite_quantile(drop[ring], 0.75)
     if not (line_drop > 0 and ring_drop <= settings.line_max_ring_drop * line_drop):
-        return False
-    filled = np.where(np.isfinite(prior), prior, np.nanmedian(prior))
+        return False  # (NaN compares false: no clear view before or after says nothing for it)
+    filled = np.where(np.isfinite(prior), prior, _finite_quantile(prior, 0.5))
     prior_ridge = ridge_response(filled, bright=False)
     near = ndimage.binary_dilation(line, iterations=2)
     return bool(prior_ridge[near].max() <= settings.line_max_prior_ridge)
+
+
+def _finite_quantile(values: np.ndarray, q: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.quantile(finite, q)) if finite.size else float("nan")
 
 
 def _padded(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
