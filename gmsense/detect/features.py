@@ -38,6 +38,9 @@ from gmsense.detect.patches import Patch
 Z_SPREAD_FLOOR = 0.01  # index units: a perfectly steady history must not make every change infinite
 FEATURE_INDICES = ("ndvi", "nbr", "ndmi", "bsi")
 NEAR_RING_PX, FAR_RING_PX = (1, 3), (3, 10)  # 10-30 m and 30-100 m at 10 m
+#: The ridge filter is run around each patch, this far out: beyond the reach of its widest kernel
+#: (4 sigma of 2 px, scipy's default truncation), so the result is the whole image's.
+RIDGE_PAD_PX = 10
 
 
 def _median_over_time(values: np.ndarray) -> np.ndarray:
@@ -154,16 +157,16 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
     (NaN where none)."""
     times = np.asarray(times).astype("datetime64[ns]")
     years = times.astype("datetime64[Y]").astype(int) + 1970
-    ridge = ridge_response(np.nan_to_num(magnitude))
     boxes = ndimage.find_objects(labels)
-    pad = FAR_RING_PX[1]
     for patch in patches:
-        box = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
-                    for s, n in zip(boxes[patch.label - 1], labels.shape, strict=True))
+        box, ridge_box = (tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
+                                for s, n in zip(boxes[patch.label - 1], labels.shape, strict=True))
+                          for pad in (FAR_RING_PX[1], RIDGE_PAD_PX))
         here = labels[box]
         mask = here == patch.label
         others = (here > 0) & ~mask
-        patch.context["ridge"] = float(np.median(ridge[box][mask]))
+        ridge = ridge_response(np.nan_to_num(magnitude[ridge_box]))
+        patch.context["ridge"] = float(np.median(ridge[labels[ridge_box] == patch.label]))
         year = int(patch.first_detected.astype("datetime64[Y]").astype(int) + 1970)
         before_t = np.flatnonzero(years == year - 1)
         after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))

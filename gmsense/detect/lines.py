@@ -68,13 +68,21 @@ def _median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, slice])
     return out
 
 
+def _ring(line: np.ndarray) -> np.ndarray:
+    return ndimage.binary_dilation(line, iterations=RING_PX[1]) & ~ndimage.binary_dilation(line, iterations=RING_PX[0])
+
+
+def _few_weak_around(has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice], settings: DetectSettings) -> bool:
+    """The first half of test 4 (module docstring), the cheap one."""
+    ring = _ring(line)
+    return bool(ring.any() and has_weak[box][ring].mean() <= settings.line_max_ring_share)
+
+
 def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray, first: np.ndarray,
                         has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
                         settings: DetectSettings) -> bool:
-    """Tests 4 and 5 of the module docstring for one candidate ``line`` (bool, in ``box``)."""
-    ring = ndimage.binary_dilation(line, iterations=RING_PX[1]) & ~ndimage.binary_dilation(line, iterations=RING_PX[0])
-    if not ring.any() or has_weak[box][ring].mean() > settings.line_max_ring_share:
-        return False
+    """The rest of test 4, and test 5 (module docstring), for one candidate ``line`` (bool, in ``box``)."""
+    ring = _ring(line)
     start = int(np.median(first[box][line & has_weak[box]]))
     year = years[start]
     after = np.flatnonzero((np.arange(times.size) >= start) & (years == year))
@@ -135,11 +143,13 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
         reach = min(part.sum() * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(*part.shape)) * pixel
         if reach < settings.line_min_length_m or reach**2 / (part.sum() * pixel**2) < settings.line_min_elongation:
             continue  # cannot be long enough, or thin enough, for the shape test below
+        outer = _padded(box, pad, labels.shape)
+        line = labels[outer] == label
+        if not _few_weak_around(has_weak, line, outer, settings):
+            continue
         shape = shape_metrics(part, pixel)
         if shape["length_m"] < settings.line_min_length_m or shape["elongation"] < settings.line_min_elongation:
             continue
-        outer = _padded(box, pad, labels.shape)
-        line = labels[outer] == label
         if _quiet_surroundings(index, times, years, first, has_weak, line, outer, settings):
             found[outer] |= line & has_weak[outer]
     return found
