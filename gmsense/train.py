@@ -35,11 +35,24 @@ FEATURES = (
     "z_ndvi", "z_nbr", "z_ndmi", "z_bsi", "persistence",
     "line_share", "ridge", "ring_drop_near", "ring_drop_far", "contrast_after", "ring_ndvi_before",
 )
+#: Features that need a shortwave-infrared band. Imagery without one (a 10 m band subset, some
+#: drones and cameras) leaves them missing; a second estimator trained without them labels those
+#: patches (:func:`without_swir`, ``MODEL_WITHOUT_SWIR_FILE``).
+SWIR_FEATURES = ("swir1_ratio", "swir2_ratio", "swir1_after", "swir2_after", "z_nbr", "z_ndmi", "z_bsi")
 MATCH_TOLERANCE_M = 15.0
 MODEL_FILE = "model.skops"
+MODEL_WITHOUT_SWIR_FILE = "model_without_swir.skops"
 CARD_FILE = "model_card.json"
 #: Types a model file may contain: scikit-learn estimators and numpy scalars, nothing else.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.")
+
+
+def without_swir(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its SWIR features missing: what a model for imagery without SWIR bands is
+    trained on (a model that saw SWIR everywhere would read "missing" as a class signal)."""
+    blind = table.copy()
+    blind.loc[:, list(SWIR_FEATURES)] = np.nan
+    return blind
 
 
 def features_of(metrics: dict[str, Any]) -> list[float]:
@@ -200,13 +213,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def save_model(estimator: Any, folder: Path, card: dict[str, Any]) -> Path:
-    """Write ``model.skops`` and ``model_card.json`` to ``folder``."""
+def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir: Any = None) -> Path:
+    """Write ``model.skops`` (and ``model_without_swir.skops`` if given) and ``model_card.json``."""
     import skops.io as sio
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sio.dump(estimator, folder / MODEL_FILE)
+    if without_swir is not None:
+        sio.dump(without_swir, folder / MODEL_WITHOUT_SWIR_FILE)
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
     return folder
 
@@ -237,6 +252,9 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
     estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed) if metrics["calibration"]["used"]
                  else _estimator(seed).fit(x, y))
+    blind = without_swir(table)
+    blind_metrics = cross_validate(blind, seed)
+    estimator_without_swir = _estimator(seed).fit(blind[list(FEATURES)].to_numpy(), y)
     folder = Path(folder)
     card = {
         "name": folder.name, "version": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
@@ -246,8 +264,11 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
                           "content_hash": _table_hash(table), "settings_hash": settings.config_hash()},
         "cv_metrics": metrics, "libraries": _versions(), "command": command, "random_seed": seed,
         "feature_medians": {f: _finite_median(x[:, j]) for j, f in enumerate(FEATURES)},
+        "without_swir": {"file": MODEL_WITHOUT_SWIR_FILE, "missing_features": list(SWIR_FEATURES),
+                         "used_for": "patches whose imagery has no SWIR band",
+                         "cv_accuracy": blind_metrics["accuracy"], "cv_per_class": blind_metrics["per_class"]},
     }
-    save_model(estimator, folder, card)
+    save_model(estimator, folder, card, without_swir=estimator_without_swir)
     return card
 
 
@@ -267,16 +288,31 @@ class PatchClassifier:
 
     estimator: Any
     card: dict[str, Any]
+    without_swir: Any = None  # the estimator for patches of imagery without SWIR bands, if the folder has one
 
     @property
     def version(self) -> str:
         return f"{self.card['name']}@{self.card['version']}"
 
+    def _blind(self, x: np.ndarray) -> np.ndarray:
+        """Rows (bool) the estimator without SWIR labels: no SWIR feature at all, and one exists."""
+        if self.without_swir is None:
+            return np.zeros(len(x), dtype=bool)
+        return np.isnan(x[:, [FEATURES.index(f) for f in SWIR_FEATURES]]).all(axis=1)
+
+    def _proba(self, x: np.ndarray, blind: np.ndarray) -> np.ndarray:
+        proba = np.empty((len(x), len(self.estimator.classes_)))
+        if (~blind).any():
+            proba[~blind] = self.estimator.predict_proba(x[~blind])
+        if blind.any():
+            proba[blind] = self.without_swir.predict_proba(x[blind])
+        return proba
+
     def predict(self, metrics: list[dict[str, Any]]) -> list[tuple[str, float]]:
         if not metrics:
             return []
         x = np.array([features_of(m) for m in metrics])
-        proba = self.estimator.predict_proba(x)
+        proba = self._proba(x, self._blind(x))
         best = proba.argmax(axis=1)
         return [(str(self.estimator.classes_[b]), round(float(proba[i, b]), 3)) for i, b in enumerate(best)]
 
@@ -289,14 +325,16 @@ class PatchClassifier:
         if not metrics or not medians:
             return [[] for _ in metrics]
         x = np.array([features_of(m) for m in metrics])
-        proba = self.estimator.predict_proba(x)
+        blind = self._blind(x)
+        proba = self._proba(x, blind)
         best = proba.argmax(axis=1)
         typical = np.array([np.nan if medians.get(f) is None else medians[f] for f in FEATURES])
         n, k = x.shape
         occluded = np.repeat(x, k, axis=0)
         columns = np.tile(np.arange(k), n)
         occluded[np.arange(n * k), columns] = typical[columns]
-        drop = proba[np.arange(n), best][:, None] - self.estimator.predict_proba(occluded).reshape(n, k, -1)[
+        # An occluded row keeps its patch's estimator (setting a SWIR feature must not switch it).
+        drop = proba[np.arange(n), best][:, None] - self._proba(occluded, np.repeat(blind, k)).reshape(n, k, -1)[
             np.arange(n), :, best]
         out = []
         for i in range(n):
@@ -320,12 +358,17 @@ def load_model(folder: Path) -> PatchClassifier:
         raise InputError(
             f"model {folder} was trained on features {card.get('features')} but this gmsense computes "
             f"{list(FEATURES)}; retrain it with 'gmsense train'")
-    untrusted = sio.get_untrusted_types(file=folder / MODEL_FILE)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if refused:
-        raise InputError(f"model {folder} contains types gmsense will not load: {refused}")
-    estimator = sio.load(folder / MODEL_FILE, trusted=untrusted)
-    return PatchClassifier(estimator, card)
+    estimators = []
+    for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE):
+        if not (folder / name).is_file():
+            estimators.append(None)
+            continue
+        untrusted = sio.get_untrusted_types(file=folder / name)
+        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        if refused:
+            raise InputError(f"model {folder} contains types gmsense will not load: {refused}")
+        estimators.append(sio.load(folder / name, trusted=untrusted))
+    return PatchClassifier(estimators[0], card, estimators[1])
 
 
 def confusion_png(metrics: dict[str, Any], path: Path) -> Path:

@@ -186,3 +186,28 @@ def test_each_prediction_is_explained_by_the_features_that_support_it(tmp_path: 
     assert why[0]["effect"] == pytest.approx(confidence - proba[list(model.estimator.classes_).index("trench")],
                                              abs=2e-3)
     assert model.explain([]) == []
+
+
+def test_patches_of_imagery_without_swir_go_to_the_model_trained_without_it(tmp_path: Path) -> None:
+    from gmsense.train import SWIR_FEATURES, without_swir
+
+    table = _table()
+    blind = without_swir(table)
+    assert blind[list(SWIR_FEATURES)].isna().all().all()
+    assert blind.drop(columns=list(SWIR_FEATURES)).equals(table.drop(columns=list(SWIR_FEATURES)))
+    card = train([], tmp_path / "m", table=table, command="test")
+    assert card["without_swir"]["missing_features"] == list(SWIR_FEATURES)
+    assert 0 <= card["without_swir"]["cv_accuracy"] <= 1
+    model = load_model(tmp_path / "m")
+    assert model.without_swir is not None
+    no_swir = {"elongation": 1.5, "area_px_m2": 2000.0}  # a compact patch, and no SWIR band
+    with_swir = {**no_swir, "swir1_ratio": 1.5}
+    x = np.array([[no_swir.get(f, np.nan) for f in FEATURES]])
+    [(klass, confidence)] = model.predict([no_swir])
+    assert confidence == pytest.approx(model.without_swir.predict_proba(x).max(), abs=1e-3)
+    assert klass == model.without_swir.classes_[model.without_swir.predict_proba(x).argmax()]
+    [(_, confidence_with)] = model.predict([with_swir])
+    x_with = np.array([[with_swir.get(f, np.nan) for f in FEATURES]])
+    assert confidence_with == pytest.approx(model.estimator.predict_proba(x_with).max(), abs=1e-3)
+    [why] = model.explain([no_swir])
+    assert all(w["feature"] not in SWIR_FEATURES for w in why)
