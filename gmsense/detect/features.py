@@ -32,7 +32,7 @@ from scipy import ndimage
 from gmsense import cube as cubeops
 from gmsense.cube import BANDS
 from gmsense.detect.change import masked_median
-from gmsense.detect.lines import ridge_response
+from gmsense.detect.lines import finite_quantile, median_over, ridge_response, ring
 from gmsense.detect.patches import Patch
 
 Z_SPREAD_FLOOR = 0.01  # index units: a perfectly steady history must not make every change infinite
@@ -138,15 +138,8 @@ def _index_changes(series: dict[str, np.ndarray], times: np.ndarray, before_t: n
     return out
 
 
-def _ring(mask: np.ndarray, px: tuple[int, int]) -> np.ndarray:
-    return ndimage.binary_dilation(mask, iterations=px[1]) & ~ndimage.binary_dilation(mask, iterations=px[0])
-
-
-def _pixel_medians(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
-    """(T, y, x) -> (y, x) NaN-aware median over ``dates``; NaN where never clear."""
-    picked = values[dates]
-    flat = picked.reshape(picked.shape[0], -1)
-    return _median_over_time(flat).reshape(picked.shape[1:])
+def _median(values: np.ndarray) -> float:
+    return finite_quantile(values, 0.5)
 
 
 def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,
@@ -173,17 +166,12 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
         if before_t.size == 0 or after_t.size == 0:
             continue
         window = index[(slice(None), *box)]
-        before, after = _pixel_medians(window, before_t), _pixel_medians(window, after_t)
+        before, after = median_over(window, before_t), median_over(window, after_t)
         drop = before - after
-        own = _nanmedian(drop[mask])
-        near, far = _ring(mask, NEAR_RING_PX) & ~others, _ring(mask, FAR_RING_PX) & ~others
+        own = _median(drop[mask])
+        near, far = ring(mask, NEAR_RING_PX) & ~others, ring(mask, FAR_RING_PX) & ~others
         if np.isfinite(own) and own > 0:
-            patch.context["ring_drop_near"] = _nanmedian(drop[near]) / own
-            patch.context["ring_drop_far"] = _nanmedian(drop[far]) / own
-        patch.context["contrast_after"] = _nanmedian(after[mask]) - _nanmedian(after[near])
-        patch.context["ring_ndvi_before"] = _nanmedian(before[far])
-
-
-def _nanmedian(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
+            patch.context["ring_drop_near"] = _median(drop[near]) / own
+            patch.context["ring_drop_far"] = _median(drop[far]) / own
+        patch.context["contrast_after"] = _median(after[mask]) - _median(after[near])
+        patch.context["ring_ndvi_before"] = _median(before[far])

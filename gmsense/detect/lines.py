@@ -58,8 +58,9 @@ def _doy(times: np.ndarray) -> np.ndarray:
     return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
 
 
-def _median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
-    """NaN-aware median of ``index`` (T, y, x) over ``dates`` inside ``box``; NaN where never clear."""
+def median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, ...] = ()) -> np.ndarray:
+    """NaN-aware median of ``index`` (T, y, x) over ``dates`` inside ``box`` (all of it when
+    empty) -> (y, x); NaN where never clear."""
     window = index[(dates, *box)]
     out = np.full(window.shape[1:], np.nan)
     seen = np.isfinite(window).any(axis=0)
@@ -68,21 +69,22 @@ def _median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, slice])
     return out
 
 
-def _ring(line: np.ndarray) -> np.ndarray:
-    return ndimage.binary_dilation(line, iterations=RING_PX[1]) & ~ndimage.binary_dilation(line, iterations=RING_PX[0])
+def ring(mask: np.ndarray, px: tuple[int, int] = RING_PX) -> np.ndarray:
+    """The pixels ``px[0]`` (exclusive) to ``px[1]`` (inclusive) dilation steps out of ``mask``."""
+    return ndimage.binary_dilation(mask, iterations=px[1]) & ~ndimage.binary_dilation(mask, iterations=px[0])
 
 
 def _few_weak_around(has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice], settings: DetectSettings) -> bool:
     """The first half of test 4 (module docstring), the cheap one."""
-    ring = _ring(line)
-    return bool(ring.any() and has_weak[box][ring].mean() <= settings.line_max_ring_share)
+    around = ring(line)
+    return bool(around.any() and has_weak[box][around].mean() <= settings.line_max_ring_share)
 
 
 def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray, first: np.ndarray,
                         has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
                         settings: DetectSettings) -> bool:
     """The rest of test 4, and test 5 (module docstring), for one candidate ``line`` (bool, in ``box``)."""
-    ring = _ring(line)
+    around = ring(line)
     start = int(np.median(first[box][line & has_weak[box]]))
     year = years[start]
     after = np.flatnonzero((np.arange(times.size) >= start) & (years == year))
@@ -90,19 +92,20 @@ def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray,
     before = np.flatnonzero((years == year - 1) & (doy >= doy[start]) & (doy <= doy[after[-1]]))
     if before.size == 0:
         return False
-    prior = _median_over(index, before, box)
-    drop = prior - _median_over(index, after, box)
-    line_drop = _finite_quantile(drop[line & has_weak[box]], 0.5)
-    ring_drop = _finite_quantile(drop[ring], 0.75)
+    prior = median_over(index, before, box)
+    drop = prior - median_over(index, after, box)
+    line_drop = finite_quantile(drop[line & has_weak[box]], 0.5)
+    ring_drop = finite_quantile(drop[around], 0.75)
     if not (line_drop > 0 and ring_drop <= settings.line_max_ring_drop * line_drop):
         return False  # (NaN compares false: no clear view before or after says nothing for it)
-    filled = np.where(np.isfinite(prior), prior, _finite_quantile(prior, 0.5))
+    filled = np.where(np.isfinite(prior), prior, finite_quantile(prior, 0.5))
     prior_ridge = ridge_response(filled, bright=False)
     near = ndimage.binary_dilation(line, iterations=2)
     return bool(prior_ridge[near].max() <= settings.line_max_prior_ridge)
 
 
-def _finite_quantile(values: np.ndarray, q: float) -> float:
+def finite_quantile(values: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of the finite ``values``; NaN (quietly) when there are none."""
     finite = values[np.isfinite(values)]
     return float(np.quantile(finite, q)) if finite.size else float("nan")
 
