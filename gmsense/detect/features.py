@@ -23,8 +23,6 @@ crop).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import xarray as xr
 from scipy import ndimage
@@ -50,6 +48,17 @@ def _median_over_time(values: np.ndarray) -> np.ndarray:
     if values.shape[0] and seen.any():
         out[:] = masked_median(np.where(seen, values, 0), seen)
     return out
+
+
+def _mean_per_date(pixels: np.ndarray) -> np.ndarray:
+    """(T, P) -> (T,) mean of the finite values per date; NaN on dates with none. (No
+    ``np.nanmean``: its warning would need ``warnings.catch_warnings``, which is not thread-safe
+    and the scan analyses licences in threads.)"""
+    seen = np.isfinite(pixels)
+    count = seen.sum(axis=1)
+    total = np.where(seen, pixels, 0.0).sum(axis=1)
+    return np.divide(total, count.astype(total.dtype), out=np.full(count.shape, np.nan, dtype=total.dtype),
+                     where=count > 0)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -86,9 +95,7 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
             if visible is not None:
                 values = np.where(visible, values, np.nan)
             pixels = values[:, mask]
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # dates with no clear pixel: NaN
-                series[b] = np.nanmean(pixels, axis=1)
+            series[b] = _mean_per_date(pixels)
             before = _mean(_median_over_time(pixels[before_t]))
             after = _mean(_median_over_time(pixels[after_t]))
             patch.spectral[f"{b}_before"] = before
