@@ -17,10 +17,12 @@ users_app = typer.Typer(help="Users of the review app and their roles (viewer, r
 labels_app = typer.Typer(help="Reviewers' decisions as training labels.", no_args_is_help=True)
 
 
-def _store(db: str | None):
+def _store(db: str | None, *, create: bool = True):
+    """The store; commands that only read pass ``create=False``: a missing store is then an error
+    (exit 2) naming where it was looked for, never a new empty one."""
     from gmsense.store import Store
 
-    return Store(db)
+    return Store(db, create=create)
 
 
 @review_app.command("serve")
@@ -32,6 +34,8 @@ def serve(
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="picture cache; default: beside a SQLite "
                                                    "store, else ~/.cache/gmsense/review")] = None,
     secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="mark cookies Secure (behind HTTPS)")] = False,
+    max_body_bytes: Annotated[int, typer.Option(
+        "--max-body-bytes", min=1024, help="larger request bodies are refused (413)")] = 1_000_000,
 ) -> None:
     """Serve the review app (queue, flag pages with before/after images, decisions, dashboard)."""
     import uvicorn
@@ -47,7 +51,8 @@ def serve(
         database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
         cache_dir = (Path(database).resolve().parent / ".gmsense-review-cache" if database and database != ":memory:"
                      else Path.home() / ".cache" / "gmsense" / "review")
-    app = create_app(store, cache_dir=cache_dir, secure_cookies=secure_cookies)
+    app = create_app(store, cache_dir=cache_dir, secure_cookies=secure_cookies,
+                     max_body_bytes=max_body_bytes)
     out.print(f"review app on http://{host}:{port}/ (store {store._safe_url()}); Ctrl-C stops it", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
@@ -89,7 +94,7 @@ def users_list(db: DbOption = None) -> None:
     table = Table(title="users")
     for column in ("user", "role", "language", "active", "created (UTC)"):
         table.add_column(column)
-    for u in list_users(_store(db)):
+    for u in list_users(_store(db, create=False)):
         table.add_row(u.username, u.role, u.lang or "-", "yes" if u.active else "no", f"{u.created_at:%Y-%m-%d %H:%M}")
     out.print(table)
 
@@ -128,6 +133,25 @@ def users_passwd(
     out.print(f"password of {name} changed", highlight=False)
 
 
+@users_app.command("unlock")
+@user_errors
+def users_unlock(
+    name: Annotated[str, typer.Argument(help="user name (any case)")],
+    address: Annotated[str | None, typer.Option(
+        "--address", help="also clear the failed logins from this client address (it is locked "
+                          "out too)")] = None,
+    db: DbOption = None,
+) -> None:
+    """Let a user locked out by failed logins log in again now (clears their failed logins)."""
+    from gmsense.review.auth import get_user, unlock
+
+    store = _store(db)
+    user = get_user(store, name)
+    cleared = unlock(store, user.username, address)
+    where = f" and from {address}" if address else ""
+    out.print(f"cleared {cleared} failed logins of {user.username}{where}", highlight=False)
+
+
 @labels_app.command("export")
 @user_errors
 def labels_export(
@@ -137,5 +161,5 @@ def labels_export(
     """Write reviewers' latest decision per patch as labels (disturbance_class, date, decision...)."""
     from gmsense.labels import write_labels
 
-    path, n = write_labels(_store(db), out_file)
+    path, n = write_labels(_store(db, create=False), out_file)
     out.print(f"{n} labels -> {path}", highlight=False)

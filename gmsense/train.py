@@ -44,7 +44,17 @@ MODEL_FILE = "model.skops"
 MODEL_WITHOUT_SWIR_FILE = "model_without_swir.skops"
 CARD_FILE = "model_card.json"
 #: Types a model file may contain: scikit-learn estimators and numpy scalars, nothing else.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.")
+#: The exact types (beyond those skops trusts by default) that gmsense's own models hold: the
+#: trees of HistGradientBoostingClassifier, numpy dtypes, and the parts of a Platt-calibrated
+#: CalibratedClassifierCV. Anything else in a model file is refused before loading, whatever its
+#: module: a prefix such as ``numpy.`` would also admit functions that run code (for example
+#: ``numpy.testing._private.utils.runstring``, which skops would call while loading).
+ALLOWED_MODEL_TYPES = frozenset({
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+})
 
 
 def without_swir(table: pd.DataFrame) -> pd.DataFrame:
@@ -346,10 +356,9 @@ class PatchClassifier:
 
 
 def load_model(folder: Path) -> PatchClassifier:
-    """Load a model folder safely: only scikit-learn and numpy types are accepted, and the card's
-    feature list must be the one this version of gmsense computes."""
-    import skops.io as sio
-
+    """Load a model folder safely: only the types gmsense's models hold are accepted (skops'
+    defaults plus ALLOWED_MODEL_TYPES), and the card's feature list must be the one this version of
+    gmsense computes."""
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file() or not (folder / CARD_FILE).is_file():
         raise InputError(f"{folder} is not a model folder: it needs {MODEL_FILE} and {CARD_FILE}")
@@ -358,17 +367,29 @@ def load_model(folder: Path) -> PatchClassifier:
         raise InputError(
             f"model {folder} was trained on features {card.get('features')} but this gmsense computes "
             f"{list(FEATURES)}; retrain it with 'gmsense train'")
-    estimators = []
-    for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE):
-        if not (folder / name).is_file():
-            estimators.append(None)
-            continue
-        untrusted = sio.get_untrusted_types(file=folder / name)
-        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-        if refused:
-            raise InputError(f"model {folder} contains types gmsense will not load: {refused}")
-        estimators.append(sio.load(folder / name, trusted=untrusted))
+    estimators = [_load_estimator(folder / name) if (folder / name).is_file() else None
+                  for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE)]
     return PatchClassifier(estimators[0], card, estimators[1])
+
+
+def _load_estimator(path: Path) -> Any:
+    """One skops file, after checking that every type it names that skops does not trust by
+    default is in ALLOWED_MODEL_TYPES; nothing in the file is imported or run before that."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # a corrupt zip or schema: say so rather than show a traceback
+        raise InputError(f"model file {path} cannot be read: {exc}") from exc
+    refused = sorted(set(untrusted) - ALLOWED_MODEL_TYPES)
+    if refused:
+        raise InputError(f"model file {path} contains types gmsense will not load: "
+                         f"{', '.join(refused)}; only models written by 'gmsense train' are "
+                         "accepted")
+    try:
+        return sio.load(path, trusted=sorted(untrusted))
+    except Exception as exc:  # allowed types but a broken file (or one from another scikit-learn)
+        raise InputError(f"model file {path} cannot be loaded: {exc}") from exc
 
 
 def confusion_png(metrics: dict[str, Any], path: Path) -> Path:

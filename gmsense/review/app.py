@@ -4,6 +4,9 @@ Everything it serves comes from the app itself (no CDN), so it works on an offli
 Pages need a logged-in user (anonymous visitors are sent to /login); the API answers 401. Every
 form carries the session's CSRF token and every state-changing API call its ``X-CSRF-Token``
 header. Only reviewers and admins decide; only admins manage users; a viewer sees everything.
+The API docs and schema need a login too. Every response carries the security headers (see
+gmsense.review.security), request bodies over the limit are refused with 413 before parsing, and
+an id no database integer can hold is a 404.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -28,6 +32,14 @@ from gmsense.errors import InputError
 from gmsense.i18n import LANGUAGES, area, attr_value, catalog, flag_sentence, t
 from gmsense.review import auth, service
 from gmsense.review.figures import Pictures
+from gmsense.review.security import (
+    MAX_BODY_BYTES,
+    SECURITY_HEADERS,
+    SecurityMiddleware,
+    add_nonce,
+    docs_csp,
+    new_nonce,
+)
 from gmsense.store import ReviewRow, Store, UserRow
 
 HERE = Path(__file__).resolve().parent
@@ -35,13 +47,10 @@ SESSION_COOKIE = "gmsense_session"
 LOGIN_CSRF_COOKIE = "gmsense_login_csrf"
 LANG_COOKIE = "gmsense_lang"
 EXPORT_FORMATS = {"geojson": "application/geo+json", "gpkg": "application/geopackage+sqlite3", "csv": "text/csv"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-                               "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
+#: The largest id a database integer holds; a larger one in a URL is a 404, not an overflow.
+MAX_ID = 2**63 - 1
+#: A flag id in a URL path.
+FlagId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 class LoginRequiredError(Exception):
@@ -100,11 +109,15 @@ def pick_language(request: Request, user: UserRow | None = None) -> str:
     return "en"
 
 
-def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: bool = False) -> FastAPI:
+def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: bool = False,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The app over ``store``; pictures are cached in ``cache_dir`` (a temporary folder if None).
-    ``secure_cookies``: mark cookies Secure (set it when served over HTTPS behind a proxy)."""
+    ``secure_cookies``: mark cookies Secure (set it when served over HTTPS behind a proxy);
+    ``max_body_bytes``: larger request bodies are refused (413) before they are parsed."""
     app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url="/api/openapi.json")
+                  openapi_url=None)
+    app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
+    app.add_middleware(SecurityMiddleware, max_body_bytes=max_body_bytes)
     templates = Jinja2Templates(directory=HERE / "templates")
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
     pictures = Pictures(store, cache)
@@ -116,16 +129,6 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     # --- plumbing --------------------------------------------------------------------------
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        if not request.url.path.startswith("/static"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
-
     def render(request: Request, name: str, user: UserRow | None, status_code: int = 200,
                session: Any = None, **context: Any) -> HTMLResponse:
         lang = pick_language(request, user)
@@ -161,6 +164,18 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     async def _to_login(request: Request, _exc: LoginRequiredError) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+    @app.exception_handler(Exception)
+    async def _crashed(request: Request, _exc: Exception) -> Response:
+        """An unexpected error: a short message, with the security headers, which this response
+        (sent by Starlette's outermost error middleware) must carry itself. Starlette raises the
+        exception again afterwards, so the server logs its traceback."""
+        headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+        detail = "internal error: the server log has the details"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, status_code=500, headers=headers)
+        page = f"<!doctype html><title>500</title><h1>500</h1><p>{detail}</p>"
+        return HTMLResponse(page, status_code=500, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -255,7 +270,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                       export_query=urlencode(params))
 
     @app.get("/flags/{flag_id}", response_class=HTMLResponse, include_in_schema=False)
-    def flag_page(request: Request, flag_id: int, who: PageUser, error: str = "") -> HTMLResponse:
+    def flag_page(request: Request, flag_id: FlagId, who: PageUser,
+                  error: str = "") -> HTMLResponse:
         flag, site, patch = service.get_flag(store, flag_id)
         scans = _scans(store, {flag.created_scan_id, flag.updated_scan_id})
         return render(request, "flag.html", who[0], session=who[1], flag=flag, site=site, patch=patch,
@@ -264,7 +280,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                       error=error)
 
     @app.post("/flags/{flag_id}/decision", include_in_schema=False)
-    def decide_form(request: Request, flag_id: int, who: PageUser, csrf_token: Annotated[str, Form()] = "",
+    def decide_form(request: Request, flag_id: FlagId, who: PageUser,
+                    csrf_token: Annotated[str, Form()] = "",
                     decision: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
                     comment: Annotated[str, Form()] = "", corrected_class: Annotated[str, Form()] = "") -> Response:
         user, session = who
@@ -279,11 +296,11 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         return RedirectResponse(f"/flags/{flag_id}", status_code=303)
 
     @app.get("/flags/{flag_id}/chips.png", include_in_schema=False)
-    def chips_png(request: Request, flag_id: int, who: PageUser) -> Response:
+    def chips_png(request: Request, flag_id: FlagId, who: PageUser) -> Response:
         return _png(pictures.chips(flag_id, pick_language(request, who[0])))
 
     @app.get("/flags/{flag_id}/trajectory.png", include_in_schema=False)
-    def trajectory_png(request: Request, flag_id: int, who: PageUser) -> Response:
+    def trajectory_png(request: Request, flag_id: FlagId, who: PageUser) -> Response:
         data = pictures.trajectory(flag_id, pick_language(request, who[0]))
         if data is None:
             raise HTTPException(404, f"flag {flag_id} has no patch, so no trajectory")
@@ -351,19 +368,29 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                      active: Annotated[str, Form()] = "0") -> Response:
         check_csrf(who[1], csrf_token)
         admin(who)
-        if username == who[0].username and active != "1":
+        yourself = auth.normalise_username(username) == auth.normalise_username(who[0].username)
+        if yourself and active != "1":
             return RedirectResponse(f"/admin/users?error={quote('you cannot disable yourself')}", status_code=303)
         auth.set_active(store, username, active == "1")
         return RedirectResponse("/admin/users", status_code=303)
 
     # --- JSON API ---------------------------------------------------------------------------
     @app.get("/api/docs", include_in_schema=False)
-    def api_docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="gmsense review API",
+    def api_docs(who: PageUser) -> HTMLResponse:
+        """Swagger UI (logged-in users); its inline start-up script runs by a per-response nonce."""
+        page = get_swagger_ui_html(openapi_url="/api/openapi.json", title="gmsense review API",
                                    swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger/swagger-ui.css",
                                    swagger_favicon_url="/static/swagger/favicon-32x32.png",
                                    swagger_ui_parameters={"validatorUrl": None})
+        nonce = new_nonce()
+        return HTMLResponse(add_nonce(page.body.decode(), nonce),
+                            headers={"Content-Security-Policy": docs_csp(nonce)})
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def api_schema(who: ApiUser) -> dict[str, Any]:
+        """The OpenAPI schema of the JSON API (logged-in users)."""
+        return app.openapi()
 
     @app.get("/api/me", tags=["users"])
     def api_me(who: ApiUser) -> dict[str, Any]:
@@ -383,7 +410,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                 "counts": result.counts}
 
     @app.get("/api/flags/{flag_id}", tags=["flags"])
-    def api_flag(flag_id: int, who: ApiUser) -> dict[str, Any]:
+    def api_flag(flag_id: FlagId, who: ApiUser) -> dict[str, Any]:
         """One flag with its evidence, its patch and its decision history."""
         flag, site, patch = service.get_flag(store, flag_id)
         out = service.flag_summary(flag, site, patch)
@@ -396,7 +423,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         return out
 
     @app.post("/api/flags/{flag_id}/decision", tags=["flags"])
-    def api_decide(flag_id: int, body: Decision, who: ApiUser,
+    def api_decide(flag_id: FlagId, body: Decision, who: ApiUser,
                    x_csrf_token: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         """Decide a flag (reviewers and admins); needs the ``X-CSRF-Token`` header from /api/me."""
         user, session = who
@@ -415,7 +442,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                 "flags": [{"id": f.id, "rule": f.rule, "severity": f.severity, "status": f.status} for f in flags]}
 
     @app.get("/api/audit", tags=["flags"])
-    def api_audit(who: ApiUser, flag_id: int | None = None) -> list[dict[str, Any]]:
+    def api_audit(who: ApiUser,
+                  flag_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[dict]:
         """The decision log, oldest first (append-only)."""
         return [_review_json(r) for r in service.history(store, flag_id)]
 
