@@ -1,7 +1,12 @@
 """The results store: the only module that writes the database.
 
 SQLAlchemy 2 over SQLite (default, a file) or PostgreSQL (by URL). The schema is created on first
-use. Each licence's results are written in one transaction, so a crash never leaves half of a
+use by the Alembic migrations, all of them and the version row in ONE transaction (on SQLite too,
+whose driver otherwise commits DDL as it goes), so a killed process or a full disk leaves either
+the old schema or the new one, never half of it; stores left half-built by older versions are
+repaired when that loses nothing (see :meth:`Store.create`). Read-only commands open the store
+with ``Store(url, create=False)``: a missing store is an error instead of a new empty file.
+Each licence's results are written in one transaction, so a crash never leaves half of a
 licence written. Patch identity: a detection that overlaps a stored patch of the same licence
 extends it (same ``patch_id``) instead of creating a second one, so re-running a scan over the
 same dates changes nothing.
@@ -9,6 +14,7 @@ same dates changes nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -33,17 +39,30 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    update,
 )
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import NullPool, StaticPool
 
-from gmsense.errors import StoreError
+from gmsense.errors import EXIT_BAD_INPUT, StoreError
 from gmsense.records import PatchRecord, SiteResult
 from gmsense.sites import WGS84, Site, reproject_geometry
 
 DEFAULT_DB_FILE = "gmsense.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_ATTEMPTS = 5
+#: For tests only: ``N`` makes a schema migration stop after its N-th DDL statement, say so on
+#: stderr and wait forever (to be killed), so a test can kill it at a known point.
+PAUSE_MIGRATION_ENV = "GMSENSE_TEST_PAUSE_MIGRATION"
+_PG_SCHEMA_LOCK = 72_011_905  # pg_advisory_xact_lock key: one schema migration at a time
+
+
+class NoStoreError(StoreError):
+    """A command that only reads was pointed at a store that does not exist."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 def resolve_db_url(db: str | None) -> str:
@@ -213,7 +232,119 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # REPLACE conflict resolution deletes rows; only with recursive triggers does that fire the
+    # DELETE triggers that keep the audit log (reviews) append-only.
+    cursor.execute("PRAGMA recursive_triggers=ON")
     cursor.close()
+
+
+def migration_engine(url: str, *, timeout: float = 30.0) -> Engine:
+    """An engine whose transactions really contain DDL, for schema migrations.
+
+    pysqlite (before Python 3.12) neither begins a transaction before CREATE TABLE nor lets SQLite
+    roll it back: each statement is committed as it runs. Here the driver's own transaction handling
+    is switched off and every transaction starts with ``BEGIN IMMEDIATE`` (which also makes
+    concurrent migrations of one file wait for each other). PostgreSQL DDL is transactional anyway;
+    an advisory lock, taken by :meth:`Store.create`, serialises concurrent migrations there.
+    """
+    if not url.startswith("sqlite"):
+        return create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": timeout})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record)
+        dbapi_connection.isolation_level = None  # no implicit BEGIN/COMMIT by the driver
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _install_pause_hook(engine: Engine) -> None:
+    """The test hook of :data:`PAUSE_MIGRATION_ENV` (does nothing unless it is set)."""
+    value = os.environ.get(PAUSE_MIGRATION_ENV, "")
+    if not value.isdigit():
+        return
+    limit, seen = int(value), [0]
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _pause(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("CREATE", "ALTER", "DROP"):
+            seen[0] += 1
+            if seen[0] == limit:
+                import sys
+                import threading
+
+                print(f"gmsense: migration paused after DDL statement {limit}", file=sys.stderr, flush=True)
+                threading.Event().wait()  # until killed
+
+
+def _migration_config() -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@functools.cache
+def _revision_chain() -> list[str | None]:
+    """Revisions from the empty schema (None) to the head, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_migration_config())
+    return [None, *reversed([rev.revision for rev in script.walk_revisions()])]
+
+
+def _schema_objects(connection: Connection, *, tables_only: bool = False) -> dict[str, tuple[Any, ...]]:
+    """The schema as ``{name: (kind, table, columns)}`` in creation order, without alembic_version.
+
+    On SQLite: tables (with their column names), indexes and triggers; elsewhere tables only.
+    """
+    out: dict[str, tuple[Any, ...]] = {}
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index', 'trigger') "
+            "AND name NOT LIKE 'sqlite_%' AND tbl_name != 'alembic_version' ORDER BY rowid").all()
+        for kind, name, table in rows:
+            if kind == "table":
+                columns = frozenset(r[1] for r in connection.exec_driver_sql(f'PRAGMA table_info("{name}")'))
+                out[name] = ("table", table, columns)
+            elif not tables_only:
+                out[name] = (kind, table, None)
+        return out
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    for name in inspector.get_table_names():
+        if name != "alembic_version":
+            out[name] = ("table", name, frozenset(c["name"] for c in inspector.get_columns(name)))
+    return out
+
+
+_KNOWN_SCHEMAS: dict[str | None, dict[str, tuple[Any, ...]]] = {}
+
+
+def _known_schemas() -> dict[str | None, dict[str, tuple[Any, ...]]]:
+    """The schema at each revision, built by the migrations in a scratch in-memory SQLite."""
+    if not _KNOWN_SCHEMAS:
+        from alembic import command
+
+        config = _migration_config()
+        scratch = create_engine("sqlite://", poolclass=StaticPool)
+        try:
+            for revision in _revision_chain():
+                with scratch.begin() as connection:
+                    if revision is not None:
+                        config.attributes["connection"] = connection
+                        command.upgrade(config, revision)
+                    _KNOWN_SCHEMAS[revision] = _schema_objects(connection)
+        finally:
+            scratch.dispose()
+    return _KNOWN_SCHEMAS
 
 
 def _merge_dates(a: str, b: str, pick: Any) -> str:
@@ -221,9 +352,16 @@ def _merge_dates(a: str, b: str, pick: Any) -> str:
 
 
 class Store:
-    """A connection to the results database. Create the schema with :meth:`create`."""
+    """A connection to the results database.
 
-    def __init__(self, url: str | None = None) -> None:
+    ``Store(url)`` creates the store (a SQLite file and its folder) if there is none, and brings
+    its schema to the newest migration. ``Store(url, create=False)``, for commands that only read,
+    never creates one: a missing SQLite file, or a database without gmsense's tables, raises
+    :class:`NoStoreError` (exit code 2) naming the store. An existing store at an older schema is
+    upgraded by both (one transaction: it never loses data), with a warning saying so.
+    """
+
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
         self.url = resolve_db_url(url)
         try:
             self.engine = create_engine(self.url)
@@ -232,44 +370,162 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             db_path = self.engine.url.database
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+                if not create and not Path(db_path).is_file():
+                    raise NoStoreError(f"no store at {Path(db_path).resolve()}: run a scan first, or pass --db / "
+                                       f"set GMSENSE_DB to an existing store")
+                if create:
+                    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if not create:
+            revision, has_tables = self._peek()
+            if revision is None and not has_tables:
+                raise NoStoreError(f"{self.location} holds no gmsense store: run a scan first, or pass --db / "
+                                   f"set GMSENSE_DB to an existing store")
         self.create()
 
+    @property
+    def location(self) -> str:
+        """The store for messages: a SQLite file's absolute path, else the URL with the password masked."""
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database and database != ":memory:" \
+                and not database.startswith("file:"):
+            return str(Path(database).resolve())
+        return self._safe_url()
+
     def create(self) -> None:
-        """Create or upgrade the schema to the newest migration (idempotent, never drops data)."""
-        from alembic import command
-        from alembic.config import Config
+        """Create or upgrade the schema to the newest migration (idempotent, never drops data).
 
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        for attempt in range(_MIGRATION_ATTEMPTS):
-            try:
-                with self.engine.begin() as connection:
-                    config.attributes["connection"] = connection
-                    command.upgrade(config, "head")
-                return
-            except SQLAlchemyError as exc:
-                # Another process may be creating the same schema right now: wait for it.
-                if self._at_head(config):
+        The whole upgrade, with the version row, is one transaction. A store that an older
+        gmsense left half-built (tables but no version row, or some tables of a newer revision)
+        is repaired when that loses nothing: its tables match a known revision exactly, and
+        any tables beyond it are empty. Otherwise a :class:`StoreError` says what is wrong.
+        """
+        head = _revision_chain()[-1]
+        revision, _ = self._peek()
+        if revision == head:
+            return
+        self._check_known(revision)
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and (not database or database == ":memory:"):
+            engine = self.engine  # an in-memory database lives in this engine's one connection only
+        else:
+            engine = migration_engine(self.url)
+            _install_pause_hook(engine)
+        try:
+            for attempt in range(_MIGRATION_ATTEMPTS):
+                try:
+                    self._migrate(engine)
                     return
-                if attempt == _MIGRATION_ATTEMPTS - 1:
-                    reason = exc.orig if getattr(exc, "orig", None) is not None else exc
-                    raise StoreError(
-                        f"cannot create or upgrade the schema in {self._safe_url()}: {reason}") from None
-                time.sleep(0.5 * (attempt + 1))
+                except SQLAlchemyError as exc:
+                    # Another process may be migrating the same store right now: wait for it.
+                    if self._peek()[0] == head:
+                        return
+                    if attempt == _MIGRATION_ATTEMPTS - 1:
+                        reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+                        raise StoreError(f"cannot create or upgrade the schema in {self.location}: {reason}") from None
+                    time.sleep(0.5 * (attempt + 1))
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
 
-    def _at_head(self, config: Any) -> bool:
+    def _migrate(self, engine: Engine) -> None:
+        import warnings
+
+        from alembic import command
         from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
+
+        config = _migration_config()
+        head = _revision_chain()[-1]
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
+            current = MigrationContext.configure(connection).get_current_revision()
+            if current == head:
+                return  # another process did it while this one waited for the lock
+            self._check_known(current)
+            notes = self._repair(connection, current)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        if notes:
+            warnings.warn(f"repaired the store {self.location}: {notes}", UserWarning, stacklevel=3)
+        elif current is not None:
+            warnings.warn(f"upgraded the store {self.location} from schema revision {current} to {head}",
+                          UserWarning, stacklevel=3)
+
+    def _check_known(self, revision: str | None) -> None:
+        if revision not in _revision_chain():
+            raise StoreError(f"the store {self.location} has schema revision {revision!r}, which this gmsense does "
+                             f"not know: it was written by a newer gmsense; upgrade gmsense to use it")
+
+    def _repair(self, connection: Connection, current: str | None) -> str:
+        """Make a half-migrated store consistent at a known revision (in the migration's
+        transaction), so that the upgrade can run; returns what was done ("" if nothing)."""
+        chain = _revision_chain()
+        sqlite = connection.dialect.name == "sqlite"
+        found = _schema_objects(connection, tables_only=not sqlite)
+        if current is None and not set(found) & set(Base.metadata.tables):
+            return ""  # a new store
+        known = {rev: {n: d for n, d in objs.items() if sqlite or d[0] == "table"}
+                 for rev, objs in _known_schemas().items()}
+        ours = {name for objs in known.values() for name in objs}
+        existing = {n: d for n, d in found.items() if n in ours}
+        later = chain[chain.index(current):]
+        matching = [rev for rev in later if all(existing.get(n) == d for n, d in known[rev].items())]
+        damaged = (f"the store {self.location} is damaged (perhaps an older gmsense was interrupted while "
+                   f"creating or upgrading it)")
+        advice = ("nothing was changed; keep a copy of it, then restore a backup, or move it away and run the "
+                  "scans again into a new store")
+        if not matching:
+            missing = sorted(n for n, d in known[current].items() if existing.get(n) != d)
+            raise StoreError(f"{damaged}: at schema revision {current or 'none'} it should have, but has not "
+                             f"(or not as expected): {', '.join(missing)}; {advice}")
+        base = matching[-1]
+        extra = {n: d for n, d in existing.items() if n not in known[base]}
+        if not extra and base == current:
+            return ""
+        if not sqlite:  # only SQLite stores were left half-built (by older versions); tables alone prove too little
+            raise StoreError(f"{damaged}: its tables ({', '.join(existing)}) do not match its schema version "
+                             f"({current or 'none'}); {advice}")
+        target = known[chain[-1]]
+        odd = sorted(n for n, d in extra.items() if target.get(n) != d)
+        if odd:
+            raise StoreError(f"{damaged}: {', '.join(odd)} do not match any schema revision; {advice}")
+        tables = [n for n, d in extra.items() if d[0] == "table"]
+        full = [n for n in tables if connection.exec_driver_sql(f'SELECT 1 FROM "{n}" LIMIT 1').first()]
+        if full:
+            raise StoreError(f"{damaged}: it has part of a schema newer than its version ({base or 'none'}), and "
+                             f"those unfinished tables already hold rows: {', '.join(full)}; {advice}")
+        for name in reversed([n for n in target if n in extra]):  # dependants first
+            connection.exec_driver_sql(f'DROP {extra[name][0].upper()} IF EXISTS "{name}"')
+        if base != current:
+            from alembic.runtime.migration import MigrationContext
+            from alembic.script import ScriptDirectory
+
+            MigrationContext.configure(connection).stamp(ScriptDirectory.from_config(_migration_config()), base)
+        parts = []
+        if base != current:
+            parts.append(f"its tables are exactly those of schema revision {base}, but the version row said "
+                         f"{current or 'none'}")
+        if extra:
+            parts.append(f"removed the empty, unfinished {', '.join(tables) or 'objects'} of an interrupted "
+                         f"migration")
+        return "; ".join(parts) + f"; then upgraded it to {chain[-1]}"
+
+    def _peek(self) -> tuple[str | None, bool]:
+        """(schema revision or None, whether any gmsense table exists), read without writing."""
+        from sqlalchemy import inspect
 
         try:
             with self.engine.connect() as connection:
-                current = MigrationContext.configure(connection).get_current_revision()
-        except SQLAlchemyError:
-            return False
-        return current == ScriptDirectory.from_config(config).get_current_head()
+                names = set(inspect(connection).get_table_names())
+                revision = None
+                if "alembic_version" in names:
+                    revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except SQLAlchemyError as exc:
+            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+            raise StoreError(f"cannot open the store {self.location}: {reason}") from None
+        return revision, bool(names & set(Base.metadata.tables))
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -468,3 +724,33 @@ class Store:
     def recovery_rows(self) -> list[RecoveryRow]:
         with self.session() as s:
             return list(s.scalars(select(RecoveryRow).order_by(RecoveryRow.patch_id, RecoveryRow.season)))
+
+    # --- resume: unfinished scans and the process that runs one (gmsense.scan) -------------------
+    # Added for the hardening issue (resume only the same request; never run one scan twice).
+    def unfinished_scans(self) -> list[ScanRow]:
+        """Scans that did not complete (running, failed or partial), newest first."""
+        with self.session() as s:
+            return list(s.scalars(select(ScanRow).where(ScanRow.status.in_(("running", "failed", "partial")))
+                                  .order_by(ScanRow.id.desc())))
+
+    def claim_scan(self, scan_id: int, owner: dict[str, Any], expected_token: str | None) -> ScanRow | None:
+        """Reopen a scan (status ``running``) as ``owner``'s, recorded in ``params["owner"]``, but only
+        if the owner recorded now is still the one with ``expected_token``; else None (someone else
+        claimed it first). The first statement takes the row's write lock, so two claims serialise."""
+        with self.session() as s, s.begin():
+            s.execute(update(ScanRow).where(ScanRow.id == scan_id).values(status=ScanRow.status))
+            row = s.scalar(select(ScanRow).where(ScanRow.id == scan_id).execution_options(populate_existing=True))
+            if row is None or ((row.params or {}).get("owner") or {}).get("token") != expected_token:
+                return None
+            row.params = {**(row.params or {}), "owner": owner}
+            row.status, row.finished_at = "running", None
+            return row
+
+    def touch_scan(self, scan_id: int, token: str, at: float) -> None:
+        """The heartbeat of a running scan: ``params["owner"]["heartbeat"] = at`` (seconds since
+        1970) if the scan's owner is still the one with ``token``."""
+        with self.session() as s, s.begin():
+            row = s.get(ScanRow, scan_id)
+            owner = ((row.params or {}).get("owner") or {}) if row is not None else {}
+            if row is not None and owner.get("token") == token:
+                row.params = {**row.params, "owner": {**owner, "heartbeat": at}}

@@ -211,6 +211,7 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
                         reason=reason, comment=comment, corrected_class=corrected_class or None,
                         previous_status=flag.status)
         s.add(row)
+        s.flush()  # the review row first: the database refuses a status change without one
         flag.status = DECISIONS[decision]
     return row
 
