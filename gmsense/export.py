@@ -1,13 +1,13 @@
 """Exports of the store for GIS and analysis: GeoJSON (EPSG:4326), GeoPackage, CSV.
 
-Files are written to a temporary name beside the target and renamed into place, so a failed
-export never leaves a half-written file.
+Files are written to a temporary name beside the target, flushed and renamed into place, so a
+failed export never leaves a half-written file (:mod:`gmsense.outputs_io`). In CSV, text cells a
+spreadsheet would run as formulas are defused (:func:`defuse_formulas`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,6 +15,7 @@ import pandas as pd
 from shapely import wkt
 
 from gmsense.errors import InputError
+from gmsense.outputs_io import check_target, write_bytes
 from gmsense.store import Store
 
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv"}
@@ -70,29 +71,38 @@ def sites_frame(store: Store) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry="geometry", crs="EPSG:4326")
 
 
+#: Cells a spreadsheet would read as a formula (OWASP "CSV injection"): = + - @, tab, CR.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula prefixed with a
+    single quote; only text columns are touched (numbers, including negative ones, stay numbers)."""
+    table = table.copy()
+    for column in table.columns:
+        if pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
+            continue
+        table[column] = table[column].map(
+            lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    return table
+
+
 def write_frame(frame: pd.DataFrame, out: Path, fmt: str, layer: str) -> Path:
-    """Write ``frame`` as ``fmt`` to ``out`` atomically."""
+    """Write ``frame`` as ``fmt`` to ``out`` atomically (see :mod:`gmsense.outputs_io`): an
+    ``out`` that exists and is not a regular file is refused; a failure leaves nothing behind."""
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=FORMATS[fmt], dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        if fmt == "csv":
-            table = pd.DataFrame(frame)
-            if isinstance(frame, gpd.GeoDataFrame):
-                table["geometry"] = frame.geometry.to_wkt()
-            table.to_csv(tmp, index=False)
-        elif not isinstance(frame, gpd.GeoDataFrame):
-            raise InputError(f"{layer} have no geometry; export them as csv")
-        elif fmt == "geojson":
-            frame.to_file(tmp, driver="GeoJSON", engine="pyogrio")
-        else:
-            frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    if fmt != "csv" and not isinstance(frame, gpd.GeoDataFrame):
+        raise InputError(f"{layer} have no geometry; export them as csv")
+    out = check_target(out)
+    # Written in memory first: GDAL drivers do not always report a full disk (a GeoJSON's last
+    # buffer, a GeoTIFF's blocks); Python's own file writes do, so the bytes land in one write.
+    buffer = io.BytesIO()
+    if fmt == "csv":
+        table = pd.DataFrame(frame)
+        if isinstance(frame, gpd.GeoDataFrame):
+            table["geometry"] = frame.geometry.to_wkt()
+        defuse_formulas(table).to_csv(buffer, index=False)
+    else:
+        frame.to_file(buffer, driver="GeoJSON" if fmt == "geojson" else "GPKG", layer=layer, engine="pyogrio")
+    return write_bytes(out, buffer.getvalue())

@@ -72,10 +72,33 @@ def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:
     return rule_message(flag.rule, params, lang, unit) if params else flag.message
 
 
+#: Fields whose values are codes named elsewhere in the catalog (evidence of flags, table columns).
+VALUE_PREFIX = {"disturbance_class": "class", "klass": "class", "work_type": "class", "corrected_class": "class",
+                "recovery_status": "status", "rule": "rule_name", "severity": "severity", "flag_status": "flag_status"}
+
+
 def attr_value(key: str, value: Any, lang: str = "en") -> Any:
-    """A licence attribute's value in ``lang`` (``value.<key>.<value>`` in the catalog, e.g.
-    ``licence_type`` ``exploration`` -> 勘查), else ``value`` unchanged (names, dates, numbers)."""
+    """A licence attribute's (or a flag's evidence) value in ``lang``: ``value.<key>.<value>`` in
+    the catalog (e.g. ``licence_type`` ``exploration`` -> 勘查), or the catalog's name of a code
+    (``disturbance_class`` ``trench`` -> 探槽, ``recovery_status`` ``not_recovering`` -> 未恢复),
+    else ``value`` unchanged (names, dates, numbers)."""
     if not isinstance(value, str):
         return value
-    name = f"value.{key}.{value.strip().lower()}"
-    return t(name, lang) if name in catalog("en") else value
+    code = value.strip().lower()
+    name = f"value.{key}.{code}"
+    if name in catalog("en"):
+        return t(name, lang)
+    if key in VALUE_PREFIX and f"{VALUE_PREFIX[key]}.{code}" in catalog("en"):
+        return t(f"{VALUE_PREFIX[key]}.{code}", lang)
+    return value
+
+
+def is_internal(key: str) -> bool:
+    """Whether a licence attribute is gmsense's own (``synthetic_*`` scene settings, ``_*``), not
+    the licence's: never shown to readers."""
+    return key.startswith(("synthetic_", "_"))
+
+
+def public_attrs(attrs: dict[str, Any] | None) -> dict[str, Any]:
+    """A licence's attributes without the internal ones (:func:`is_internal`)."""
+    return {k: v for k, v in (attrs or {}).items() if not is_internal(str(k))}

@@ -7,9 +7,12 @@ pre-disturbance baseline, the 80 % recovery line and the status. Readable in bla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -23,7 +26,35 @@ from gmsense.i18n import catalog, t
 from gmsense.records import RecoveryObservation
 from gmsense.recovery import recovery_metrics
 
+F = TypeVar("F", bound=Callable[..., Any])
+#: Text is shown as written: a licence named "Cost $5 to $10" is not mathematics.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
+
+def plain_text(func: F) -> F:
+    """Draw ``func``'s figure with math text off (matplotlib reads the setting when each text is made)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with plt.rc_context(PLAIN_TEXT):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A number for a reader: ``digits`` decimals, never "-0.00", and a tiny non-zero value with
+    two significant digits rather than as zero ("0.004", not "0.00")."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if value != 0 and abs(value) < 0.5 * 10 ** -digits:
+        return f"{value:.2g}"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+@plain_text
 def trajectory_figure(observations: Sequence[RecoveryObservation], *, title: str, disturbance_season: int,
                       status: str | None = None, target: float = 0.8, lang: str = "en") -> Figure:
     """Patch vs reference ring per season, with the baseline and the 80 % recovery level; labels
@@ -123,15 +154,33 @@ def _clear_date_near(cube: Any, geometry: Any, when: str, direction: int) -> Any
     return candidates[-1] if direction < 0 else candidates[0]
 
 
+def _date_index(cube: Any, day: str | None) -> int | None:
+    """The index of the acquisition on ``day`` (YYYY-MM-DD) in ``cube``, None when it has none."""
+    if not day:
+        return None
+    days = cube["time"].values.astype("datetime64[D]")
+    found = np.flatnonzero(days == np.datetime64(str(day)[:10], "D"))
+    return int(found[0]) if found.size else None
+
+
+@plain_text
 def chips_figure(cube: Any, licence: Any, patch_geom: Any, first_detected: str, *, title: str,
-                 margin_m: float = 150.0, lang: str = "en") -> Figure:
-    """Before/after chips of one patch: true colour and NDVI, licence and patch outlines; labels in ``lang``."""
+                 margin_m: float = 150.0, lang: str = "en", before_date: str | None = None,
+                 after_date: str | None = None) -> Figure:
+    """Before/after chips of one patch: true colour and NDVI, licence and patch outlines; labels in
+    ``lang``. ``before_date``/``after_date`` are the acquisitions the detection rests on (the
+    patch's evidence): shown when the cube has them, so the chips show the images the report
+    cites; else the clear acquisitions nearest ``first_detected``. Titles give the date shown."""
     from gmsense import cube as cubeops
 
     minx, miny, maxx, maxy = patch_geom.buffer(margin_m).bounds
     window = cube.sel(x=slice(minx, maxx), y=slice(maxy, miny))
-    before_i = _clear_date_near(window, patch_geom, first_detected, -1)
-    after_i = _clear_date_near(window, patch_geom, first_detected, +1)
+    before_i = _date_index(window, before_date)
+    if before_i is None:
+        before_i = _clear_date_near(window, patch_geom, first_detected, -1)
+    after_i = _date_index(window, after_date)
+    if after_i is None:
+        after_i = _clear_date_near(window, patch_geom, first_detected, +1)
     fig, axes = plt.subplots(2, 2, figsize=(6.4, 6.0), dpi=120)
     extent = (float(window.x.min()), float(window.x.max()), float(window.y.min()), float(window.y.max()))
     for col, (label, index) in enumerate(((t("fig.before", lang), before_i), (t("fig.after", lang), after_i))):
@@ -166,6 +215,7 @@ def _outline(ax: Any, geometry: Any, **style: Any) -> None:
             ax.plot(xs, ys, linewidth=1.2, **style)
 
 
+@plain_text
 def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Sequence[tuple[Any, str]], *,
                     title: str, lang: str = "en") -> Figure:
     """The licence, its buffer and every patch (hatched by class) on a recent clear composite;
@@ -207,3 +257,109 @@ def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Se
 def class_name(klass: str, lang: str) -> str:
     """A disturbance class's name in ``lang`` (the code itself when the catalog has none)."""
     return t(f"class.{klass}", lang) if f"class.{klass}" in catalog("en") else klass
+
+
+# --- tables that fit their content ----------------------------------------------------------
+
+CELL_PAD_UNITS = 0.8  # room between a cell's edge and its text, in Latin characters
+_BREAK = re.compile(r"(?<=[\s,;、，；])")
+
+
+def text_width(text: str) -> int:
+    """Width of ``text`` in Latin-character units (CJK characters count two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def wrap_cell(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` units: broken after spaces and list separators, long
+    words (and CJK runs) broken between characters; nothing is dropped."""
+    width = max(int(width), 2)
+    lines: list[str] = []
+    for para in str(text).split("\n"):
+        line = ""
+        for word in _BREAK.split(para):
+            if line and text_width(line + word.rstrip()) > width:
+                lines.append(line.rstrip())
+                line = word.lstrip()
+            else:
+                line += word
+            while text_width(line) > width:
+                cut, used = 0, 0
+                while cut < len(line) and used + text_width(line[cut]) <= width:
+                    used += text_width(line[cut])
+                    cut += 1
+                lines.append(line[:max(cut, 1)])
+                line = line[max(cut, 1):]
+        lines.append(line.rstrip())
+    return lines or [""]
+
+
+def table_layout(header: Sequence[str], rows: Sequence[Sequence[Any]], width_in: float,
+                 fontsize: float = 7.0) -> dict[str, Any]:
+    """Column widths from the content (the widest cell of each column, header included), the
+    widest columns narrowed and wrapped when the table would be wider than ``width_in`` inches;
+    the cells as lines. Feed to :func:`draw_table`."""
+    unit_in = fontsize * 0.62 / 72  # a Latin character, generously
+    total = width_in / unit_in
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    natural = [max(max(text_width(line) for line in cell.split("\n")) for cell in column) + 1
+               for column in zip(*cells, strict=True)]
+    need = [max(n, 3) + 2 * CELL_PAD_UNITS for n in natural]
+    if sum(need) > total:  # narrow the widest columns to a common cap
+        cap = total / len(need)
+        while True:
+            small = [n for n in need if n <= cap]
+            new_cap = (total - sum(small)) / max(len(need) - len(small), 1)
+            if new_cap <= cap + 1e-9:
+                break
+            cap = new_cap
+        need = [min(n, cap) for n in need]
+    widths = [n / sum(need) for n in need] if sum(need) > total else [n / total for n in need]
+    units = [w * total for w in widths]
+    lines = [[wrap_cell(cell, int(units[c] - 2 * CELL_PAD_UNITS)) for c, cell in enumerate(row)] for row in cells]
+    return {"widths": widths, "pads": [CELL_PAD_UNITS / u for u in units], "header": lines[0], "rows": lines[1:],
+            "fontsize": fontsize, "line_in": fontsize * 1.3 / 72}
+
+
+def row_height_in(layout: dict[str, Any], row: Sequence[list[str]]) -> float:
+    """Height of one laid-out row in inches."""
+    return (max(len(cell) for cell in row) + 0.6) * layout["line_in"]
+
+
+def split_rows(layout: dict[str, Any], first_in: float, rest_in: float | None = None) -> list[list[int]]:
+    """Indices of the rows of ``layout`` per page: ``first_in`` inches of table on the first page,
+    ``rest_in`` on the others (the header repeats on each)."""
+    rest_in = first_in if rest_in is None else rest_in
+    pages: list[list[int]] = [[]]
+    room = first_in - row_height_in(layout, layout["header"])
+    for i, row in enumerate(layout["rows"]):
+        h = row_height_in(layout, row)
+        if h > room and pages[-1]:
+            pages.append([])
+            room = rest_in - row_height_in(layout, layout["header"])
+        pages[-1].append(i)
+        room -= h
+    return pages
+
+
+def draw_table(ax: Any, layout: dict[str, Any], indices: Sequence[int] | None = None) -> Any:
+    """Draw the rows ``indices`` (all by default) of ``layout`` at the top of ``ax`` (axis off)."""
+    ax.axis("off")
+    indices = range(len(layout["rows"])) if indices is None else indices
+    rows = [layout["rows"][i] for i in indices]
+    if not rows:
+        return None
+    height_in = ax.get_position().height * ax.figure.get_size_inches()[1]
+    table = ax.table(cellText=[["\n".join(c) for c in row] for row in rows],
+                     colLabels=["\n".join(c) for c in layout["header"]], colWidths=layout["widths"],
+                     loc="upper left", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(layout["fontsize"])
+    for r, row in enumerate([layout["header"], *rows]):
+        h = row_height_in(layout, row) / height_in
+        for c in range(len(row)):
+            table[r, c].set_height(h)
+            table[r, c].PAD = layout["pads"][c]  # matplotlib's padding is a share of the cell's width
+            if r == 0:
+                table[r, c].get_text().set_weight("bold")
+    return table

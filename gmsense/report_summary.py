@@ -26,7 +26,8 @@ from gmsense.errors import InputError
 from gmsense.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
 from gmsense.i18n import area as format_area
 from gmsense.i18n import t as tr
-from gmsense.report import class_name
+from gmsense.outputs_io import atomic_file, check_target
+from gmsense.report import class_name, draw_table, plain_text, split_rows, table_layout
 from gmsense.report_site import report_style
 from gmsense.store import Store
 
@@ -100,6 +101,7 @@ def _group_name(name: str, by: str, lang: str) -> str:
     return tr("summary.unknown", lang) if name == "unknown" else str(attr_value(by, name, lang))
 
 
+@plain_text
 def summary_charts(t: dict[str, Any], lang: str = "en", unit: str = "ha") -> Figure:
     """Disturbed and reclaimed area, and flags by review status, per group of ``t`` (from
     ``summary_tables``), labelled in ``lang`` with areas in ``unit`` (ha, mu). Draw it inside
@@ -162,14 +164,22 @@ def _scan_status(status: str, lang: str) -> str:
     return tr(key, lang) if key in catalog("en") else status
 
 
-def _table(fig: Figure, rect: tuple[float, float, float, float], head: list[str], body: list[list[str]]) -> None:
-    """A table of text in ``rect`` of ``fig`` (nothing when ``body`` is empty)."""
-    ax = fig.add_axes(rect)
-    ax.axis("off")
-    if body:
-        table = ax.table(cellText=body, colLabels=head, loc="upper center", cellLoc="left")
-        table.auto_set_font_size(False)
-        table.set_fontsize(7)
+def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], head: list[str],
+                        body: list[list[str]], more_title: str) -> list[Figure]:
+    """The table ``head``/``body`` in ``rect`` of ``first``, continued on further landscape pages
+    when it is too long; columns as wide as their content (wrapped when too wide)."""
+    width_in, height_in = rect[2] * A4_LANDSCAPE[0], rect[3] * A4_LANDSCAPE[1]
+    layout = table_layout(head, body, width_in, fontsize=7)
+    full = (0.03, 0.06, 0.94, 0.84)
+    chunks = split_rows(layout, height_in, full[3] * A4_LANDSCAPE[1])
+    pages = [first]
+    draw_table(first.add_axes(rect), layout, chunks[0])
+    for k, chunk in enumerate(chunks[1:], start=2):
+        fig = plt.figure(figsize=A4_LANDSCAPE)
+        fig.text(0.03, 0.95, f"{more_title} ({k}/{len(chunks)})", fontsize=10, weight="bold", va="top")
+        draw_table(fig.add_axes(full), layout, chunk)
+        pages.append(fig)
+    return pages
 
 
 def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha") -> Path:
@@ -181,9 +191,8 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     catalog(lang)  # an unknown language is a clear error before any work
     if unit not in ("ha", "mu"):
         raise InputError(f"unknown area unit {unit!r}; choose ha or mu")
+    check_target(out)
     t = summary_tables(store, by)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
     header, rows = _rows(t, lang, unit)
     stamp = tr("summary.generated", lang, when=f"{datetime.now(UTC):%Y-%m-%d %H:%M}", version=__version__)
     totals = t["totals"]
@@ -197,9 +206,10 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     worst = [[w["site_id"], str(w["name"]), str(w["score"]), str(w["open_flags"])] for w in t["worst"]]
     trend = [[str(r["scan"]), r["date"], _scan_status(r["status"], lang), str(r["patches_new"]), str(r["flags_new"])]
              for r in t["trend"]]
-    with report_style(lang):
+    with report_style(lang), atomic_file(out) as tmp:
         if out.suffix.lower() == ".pdf":
-            with PdfPages(tmp) as pdf:
+            pages: list[Figure] = []
+            try:
                 fig = plt.figure(figsize=A4_LANDSCAPE)
                 fig.text(0.05, 0.95, title, fontsize=15, weight="bold", va="top")
                 fig.text(0.05, 0.91, headline, fontsize=9, va="top")
@@ -210,17 +220,24 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                 ax.imshow(np.asarray(chart.canvas.buffer_rgba()))
                 ax.axis("off")
                 plt.close(chart)
-                _table(fig, (0.03, 0.03, 0.94, 0.36), header, rows)
-                pdf.savefig(fig)
-                plt.close(fig)
+                by_title = tr("summary.by", lang, group=group)
+                pages += _table_figure_pages(fig, (0.03, 0.06, 0.94, 0.34), header, rows, by_title)
                 fig = plt.figure(figsize=A4_LANDSCAPE)
-                for (x, heading, head, body) in ((0.03, tr("summary.worst_note", lang), worst_head, worst),
-                                                 (0.52, tr("summary.trend", lang), trend_head, trend)):
+                for x, heading, head, body in ((0.03, tr("summary.worst_note", lang), worst_head, worst),
+                                               (0.52, tr("summary.trend", lang), trend_head, trend)):
                     fig.text(x, 0.95, heading, fontsize=10, weight="bold", va="top")
-                    _table(fig, (x, 0.05, 0.45, 0.85), head, body)
-                pdf.savefig(fig)
-                plt.close(fig)
-                pdf.infodict()["Title"] = tr("summary.doc_title", lang)
+                    pages += [p for p in _table_figure_pages(fig, (x, 0.06, 0.45, 0.84), head, body, heading)
+                              if p not in pages]
+                for n, page in enumerate(pages, start=1):
+                    page.text(0.5, 0.02, tr("report.page", lang, n=n, total=len(pages)), fontsize=7, ha="center",
+                              va="bottom")
+                with PdfPages(tmp) as pdf:
+                    for page in pages:
+                        pdf.savefig(page)
+                    pdf.infodict()["Title"] = tr("summary.doc_title", lang)
+            finally:
+                for page in pages:
+                    plt.close(page)
         else:
             buffer = io.BytesIO()
             chart = summary_charts(t, lang, unit)
@@ -245,5 +262,4 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                 f"<h2>{esc(tr('summary.worst', lang))}</h2>{table(worst_head, worst)}"
                 f"<h2>{esc(tr('summary.trend', lang))}</h2>{table(trend_head, trend)}"
                 "</body></html>", encoding="utf-8")
-    tmp.replace(out)
     return out
