@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,11 +55,12 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
           classifier: Any = None, memory_limit: str | None = None) -> Any:
     from gmsense.errors import InputError
     from gmsense.planner import parse_memory
-    from gmsense.scan import run_scan
+    from gmsense.scan import check_dates, run_scan
     from gmsense.sites import read_sites, read_works
     from gmsense.sources import get_source
     from gmsense.store import Store
 
+    check_dates(start, end, ("--start", "--end"))  # before the store exists: bad dates write nothing
     try:
         limit = parse_memory(memory_limit) if memory_limit else None
     except ValueError as exc:
@@ -69,7 +71,7 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
     source = get_source(source_name, settings, imagery)
     store = Store(db)
     summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
-                       params={"sites_file": str(sites_file), "imagery": str(imagery) if imagery else None,
+                       params={"sites_file": str(sites_file), "imagery": str(imagery.resolve()) if imagery else None,
                                "works_file": str(works_file) if works_file else None},
                        works=works, resume=resume, force=force, classifier=classifier, memory_limit=limit,
                        console=err, show_progress=show_progress)
@@ -94,7 +96,9 @@ def scan(
     model: Annotated[Path | None, typer.Option("--model", help="a trained model folder (gmsense train) to label patches")] = None,
     detector: Annotated[str | None, typer.Option("--detector", help="rules | model; default: model (--model, else "
                                                   "the setting classify.model: the shipped models/default)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the newest scan that did not complete")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the newest unfinished scan of the same licences, "
+                                         "imagery, dates and settings (exit 2 if there is none, or if its process "
+                                         "is still running)")] = False,
     force: Annotated[bool, typer.Option("--force", help="rescan licences that have no new acquisitions too")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     memory_limit: Annotated[str | None, typer.Option("--memory-limit", help="memory one task may use, e.g. 4GB "
@@ -104,8 +108,11 @@ def scan(
     """Scan licence areas for vegetation damage and store patches and flags.
 
     Incremental: licences with no acquisition newer than the last one analysed (same settings)
-    are skipped. After a crash, `--resume` finishes the interrupted scan.
+    are skipped. After a crash, `--resume` finishes the interrupted scan of the same request.
     """
+    from gmsense.scan import check_dates
+
+    check_dates(start, end, ("--start", "--end"))
     summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
                            works, rules, resume, force,
                            _classifier(detector, model, load_settings(config).classify.model), memory_limit)
@@ -332,9 +339,12 @@ def demo(
                            classifier=_classifier(None, None, load_settings(None).classify.model))
     geojson = write_frame(patches_frame(store), out_dir / "patches.geojson", "geojson", "patches")
     out.print(_summary_table(summary, f"gmsense demo: scan {summary.scan_id} {summary.status}"))
-    out.print(f"store: {db_file}\npatches: {geojson}")
-    out.print(f"review the flags in a browser: gmsense users add NAME --role reviewer --db {db_file}; "
-              f"gmsense review serve --db {db_file}", highlight=False)
+    out.print(f"store: {db_file}\npatches: {geojson}", highlight=False, soft_wrap=True)
+    # Commands on lines of their own, never wrapped at the terminal's width, so they can be pasted.
+    out.print("review the flags in a browser:", highlight=False)
+    for command in (f"gmsense users add NAME --role reviewer --db {shlex.quote(str(db_file))}",
+                    f"gmsense review serve --db {shlex.quote(str(db_file))}"):
+        out.print(f"  {command}", highlight=False, soft_wrap=True, markup=False)
     raise typer.Exit(summary.exit_code)
 
 
@@ -350,22 +360,33 @@ def export(
     """Write stored results for GIS (EPSG:4326) or analysis."""
     from gmsense import export as ex
     from gmsense.errors import InputError
+    from gmsense.outputs_io import check_target
     from gmsense.store import Store
 
     makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame, "sites": ex.sites_frame}
     if what not in makers:
         raise InputError(f"cannot export {what!r}; choose one of: {', '.join(makers)}")
-    frame = makers[what](Store(db))
+    check_target(out_file)  # a symlink, FIFO, device or folder is refused before any work
+    if fmt != "corner-table" and fmt not in ex.FORMATS:  # bad input is refused before the store is opened
+        raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join([*ex.FORMATS, 'corner-table'])}")
+    frame = makers[what](Store(db, create=False))  # reads only: never creates a store
+    nouns = {"patches": ("patch", "patches"), "flags": ("flag", "flags"),
+             "recovery": ("recovery observation", "recovery observations"), "sites": ("licence", "licences")}
     if fmt == "corner-table":
         from gmsense.corner_table import write_corner_table
 
         if not crs or what not in ("patches", "sites"):
             raise InputError("--format corner-table needs --crs (e.g. EPSG:4552) and exports patches or sites")
         path = write_corner_table(frame, out_file, crs, "patch_id" if what == "patches" else "site_id")
-        out.print(f"wrote {len(frame)} {what} to {path}")
+        out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}", highlight=False, soft_wrap=True)
         return
     path = ex.write_frame(frame, out_file, fmt, what)
-    out.print(f"wrote {len(frame)} {what} to {path}")
+    out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}", highlight=False, soft_wrap=True)
+
+
+def plural(n: int, singular: str, plural_form: str) -> str:
+    """``n`` and the noun in the right number: "1 patch", "31 patches", "0 patches"."""
+    return f"{n} {singular if n == 1 else plural_form}"
 
 
 report_app = typer.Typer(help="Documents for inspectors and programme managers.", no_args_is_help=True)
@@ -387,8 +408,10 @@ def report_site(
     from gmsense.store import Store
 
     catalog(lang)  # an unknown language is a clear error before any work
-    path = write_site_report(Store(db), site_id, out_file, lang, unit)
-    out.print(f"wrote {path}")
+    with err.status(f"report on {site_id}") as status:
+        path = write_site_report(Store(db, create=False), site_id, out_file, lang, unit,  # never creates a store
+                                 progress=lambda step: status.update(f"report on {site_id}: {step}"))
+    out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 @report_app.command("summary")
@@ -406,8 +429,8 @@ def report_summary(
     from gmsense.store import Store
 
     catalog(lang)  # an unknown language is a clear error before any work
-    path = write_summary_report(Store(db), out_file, by, lang, unit)
-    out.print(f"wrote {path}")
+    path = write_summary_report(Store(db, create=False), out_file, by, lang, unit)  # never creates a store
+    out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 sites_app = typer.Typer(help="Licence areas: import registers, export corner tables.", no_args_is_help=True)
@@ -435,6 +458,11 @@ def sites_import(
     frame.to_file(out_file, engine="pyogrio")
     sites = read_sites(out_file)
     out.print(f"wrote {len(sites)} licences to {out_file} (from {frame['source_crs'].iloc[0]})")
+    described = sum(1 for s in sites if any(k in s.attrs for k in ("mineral", "mineral_class", "licence_type",
+                                                                    "holder", "stated_area_m2")))
+    if attributes is not None or described:
+        out.print(f"attributes for {described} of {len(sites)} licences"
+                  + (f" (from {attributes})" if attributes is not None else ""))
 
 
 @sites_app.command("export-table")
@@ -458,10 +486,12 @@ def scans_list(db: DbOption = None) -> None:
     """Past scans, newest last."""
     from gmsense.store import Store
 
+    store = Store(db, create=False)  # reads only: a missing store is an error, never a new empty one
+    out.print(f"store: {store.location}", highlight=False, soft_wrap=True)
     table = Table(title="scans")
     for col in ("id", "started (UTC)", "status", "source", "licences", "failed", "config"):
         table.add_column(col)
-    for row in Store(db).scans():
+    for row in store.scans():
         sites = (row.summary or {}).get("sites", {})
         failed = sum(1 for v in sites.values() if v.get("error"))
         table.add_row(str(row.id), f"{row.started_at:%Y-%m-%d %H:%M:%S}", row.status, row.source,
@@ -476,9 +506,10 @@ def scans_show(scan_id: Annotated[int, typer.Argument()], db: DbOption = None) -
     from gmsense.errors import InputError
     from gmsense.store import Store
 
-    row, units = Store(db).scan(scan_id)
+    store = Store(db, create=False)  # reads only: a missing store is an error, never a new empty one
+    row, units = store.scan(scan_id)
     if row is None:
-        raise InputError(f"there is no scan {scan_id}; see 'gmsense scans list'")
+        raise InputError(f"there is no scan {scan_id} in the store {store.location}; see 'gmsense scans list'")
     out.print(f"scan {row.id}: {row.status}  source={row.source} detector={row.detector} config={row.config_hash} "
               f"gmsense={row.gmsense_version}\nstarted {row.started_at:%Y-%m-%d %H:%M:%S} finished "
               f"{row.finished_at:%Y-%m-%d %H:%M:%S}" if row.finished_at else f"scan {row.id}: {row.status} (not finished)")
@@ -500,13 +531,29 @@ def synth(
     config: ConfigOption = None,
 ) -> None:
     """Write synthetic scenes as a local GeoTIFF folder per licence, with their truth."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from gmsense.sites import read_sites
-    from gmsense.sources.synthetic_io import write_scene
+    from gmsense.sources.synthetic_io import write_scenes
 
     settings = load_settings(config)
-    for site in read_sites(sites):
-        folder = write_scene(site, settings, out_dir / site.site_id, seed=seed, preview=preview)
-        out.print(f"{site.site_id}: {folder}")
+    licences = read_sites(sites)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        tasks = {s.site_id: bar.add_task(f"synthesising {s.site_id}", total=None) for s in licences}
+
+        def progress(site: Any, done: int, total: int) -> None:
+            bar.update(tasks[site.site_id], completed=done, total=total)
+
+        folders = write_scenes(licences, settings, out_dir, seed=seed, preview=preview, progress=progress)
+    for site, folder in zip(licences, folders, strict=True):
+        out.print(f"{site.site_id}: {folder}", highlight=False, soft_wrap=True)
 
 
 sources_app = typer.Typer(help="Imagery sources: are they reachable?", no_args_is_help=True)

@@ -51,10 +51,12 @@ HEADERS: dict[str, tuple[str, ...]] = {
 ATTRIBUTE_HEADERS: dict[str, tuple[str, ...]] = {
     "licence_no": HEADERS["licence_no"],
     "name": ("name", "项目名称", "矿山名称", "勘查项目名称", "名称"),
-    "holder": ("holder", "矿业权人", "探矿权人", "采矿权人", "申请人"),
+    "holder": ("holder", "矿业权人", "探矿权人", "采矿权人", "申请人", "勘查单位", "开采单位", "exploration_unit"),
     "mineral": ("mineral", "矿种", "主矿种", "勘查矿种", "开采矿种"),
+    "mineral_class": ("mineral_class", "矿种类别", "矿产类别"),
     "licence_type": ("licence_type", "license_type", "type", "矿权类型", "类型", "权属类型"),
-    "area_km2": ("area_km2", "area", "面积", "面积(平方公里)", "面积(km2)", "面积（平方公里）"),
+    "area_km2": ("area_km2", "area", "面积", "面积(平方公里)", "面积(km2)", "面积（平方公里）", "面积(平方千米)",
+                 "area(km2)"),
     "area_ha": ("area_ha", "面积(公顷)", "面积（公顷）"),
     "licence_start": ("licence_start", "valid_from", "有效期起", "有效期始", "起始日期"),
     "licence_end": ("licence_end", "valid_to", "有效期止", "截止日期", "终止日期"),
@@ -73,7 +75,16 @@ MINERAL_CLASSES = {
     "石墨": "non_metal", "石灰岩": "non_metal", "水泥用石灰岩": "non_metal", "建筑用砂": "non_metal",
     "建筑石料用灰岩": "non_metal", "花岗岩": "non_metal", "萤石": "non_metal", "膨润土": "non_metal",
     "硅线石": "non_metal", "玄武岩": "non_metal", "砖瓦用粘土": "non_metal",
+    # English names (lower case) for registers kept in English
+    "coal": "energy", "oil": "energy", "petroleum": "energy", "natural gas": "energy", "oil shale": "energy",
+    "uranium": "energy", "geothermal": "water_gas", "mineral water": "water_gas", "carbon dioxide": "water_gas",
+    "gold": "metal", "placer gold": "metal", "silver": "metal", "copper": "metal", "iron": "metal", "lead": "metal",
+    "zinc": "metal", "lead-zinc": "metal", "molybdenum": "metal", "tungsten": "metal", "nickel": "metal",
+    "manganese": "metal", "graphite": "non_metal", "limestone": "non_metal", "construction sand": "non_metal",
+    "granite": "non_metal", "fluorite": "non_metal", "bentonite": "non_metal", "sillimanite": "non_metal",
+    "basalt": "non_metal", "brick clay": "non_metal",
 }
+MINERAL_CLASS_NAMES = ("energy", "metal", "non_metal", "water_gas")
 
 
 def _norm(text: Any) -> str:
@@ -202,9 +213,59 @@ def _area_m2(geom: BaseGeometry, crs: pyproj.CRS) -> float:
 
 
 def _attributes(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row of attributes per licence number (index): per field, the first value given in any
+    of the licence's rows (a corner table repeats attributes on its point rows, or gives them once).
+
+    When several headers map to one field (``面积`` and ``area_km2``), the first column wins.
+    """
     renamed = frame.rename(columns=_map_headers(frame.columns, ATTRIBUTE_HEADERS))
+    renamed = renamed.loc[:, ~renamed.columns.duplicated()]
     keep = [c for c in ATTRIBUTE_HEADERS if c in renamed.columns]
-    return renamed[keep].drop_duplicates("licence_no").set_index("licence_no") if "licence_no" in keep else pd.DataFrame()
+    if "licence_no" not in keep:
+        return pd.DataFrame(index=pd.Index([], name="licence_no"))
+    table = renamed[keep].copy()
+    table["licence_no"] = table["licence_no"].astype("string").str.strip()
+    table = table[table["licence_no"].notna() & (table["licence_no"] != "")]
+    for column in keep[1:]:
+        text = table[column].astype("string").str.strip()
+        table[column] = text.where(text != "")
+    return table.groupby("licence_no", sort=False).first()
+
+
+def _licence_attributes(raw: pd.DataFrame, licences: Iterable[str], attributes: Path | None) -> pd.DataFrame:
+    """Attributes per licence: those of the corner table, completed and overridden by the
+    ``attributes`` table (its licence numbers matched to the corner table's)."""
+    own = _attributes(raw)
+    if attributes is None:
+        return own
+    attributes = Path(attributes)
+    extra_raw = _read_table(attributes)
+    if not _map_headers(extra_raw.columns, {"licence_no": HEADERS["licence_no"]}):
+        raise SitesError(f"{attributes}: no licence number column; headers accepted include "
+                         f"{'/'.join(HEADERS['licence_no'][:2] + HEADERS['licence_no'][-4:])}")
+    extra = _attributes(extra_raw)
+    if len(extra.columns) == 0:
+        raise SitesError(f"{attributes}: no attribute column recognised among {', '.join(map(str, extra_raw.columns))}; "
+                         "headers accepted include " + "; ".join(
+                             f"{f}: {'/'.join(names[:3])}" for f, names in ATTRIBUTE_HEADERS.items() if f != "licence_no"))
+    known = set(licences)
+    unmatched = [str(n) for n in extra.index if n not in known]
+    if unmatched:
+        warnings.warn(f"{attributes}: licence numbers with no corner points: {', '.join(unmatched[:10])}"
+                      + (f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""), UserWarning, stacklevel=3)
+    return extra.combine_first(own)
+
+
+def _stated_area(value: Any, licence: str, path: Path) -> float:
+    text = str(value).replace(",", "").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise SitesError(f"{path}: licence {licence}: the stated area {value!r} is not a number (give km2 under "
+                         "面积(平方公里)/area_km2, or hectares under 面积(公顷)/area_ha)") from None
+    if not math.isfinite(number) or number <= 0:
+        raise SitesError(f"{path}: licence {licence}: the stated area {value!r} must be a positive number")
+    return number
 
 
 def _date(value: Any) -> str | None:
@@ -232,6 +293,7 @@ def read_corner_table(path: Path, *, crs: str | None = None, attributes: Path | 
         raise SitesError(f"{path}: no column for {', '.join(missing)}; headers accepted include "
                          + "; ".join(f"{f}: {'/'.join(HEADERS[f][:2] + HEADERS[f][-3:])}" for f in missing))
     table = table.dropna(subset=["licence_no", "x", "y"]).copy()
+    table["licence_no"] = table["licence_no"].astype(str).str.strip()
     table["x"], table["y"] = _numbers(table["x"], "X", path), _numbers(table["y"], "Y", path)
     table["part"] = pd.to_numeric(table["part"], errors="coerce").fillna(1) if "part" in table else 1
     table["ring"] = pd.to_numeric(table["ring"], errors="coerce").fillna(1) if "ring" in table else 1
@@ -247,29 +309,34 @@ def read_corner_table(path: Path, *, crs: str | None = None, attributes: Path | 
     else:
         table_crs = infer_crs(x, y, path)
     polygons = _polygons(table, table_crs, path)
-    attrs = _attributes(pd.concat([raw.rename(columns=_map_headers(raw.columns, {"licence_no": HEADERS["licence_no"]})),
-                                   _read_table(Path(attributes))] if attributes else [raw], ignore_index=True))
+    attrs = _licence_attributes(raw, polygons, attributes)
     rows = []
     for licence, geom in polygons.items():
-        a = attrs.loc[licence].to_dict() if licence in attrs.index else {}
+        a = {k: None if pd.isna(v) else v for k, v in attrs.loc[licence].items()} if licence in attrs.index else {}
         area = _area_m2(geom, table_crs)
         stated = None
-        if a.get("area_km2") not in (None, "") and not pd.isna(a.get("area_km2")):
-            stated = float(str(a["area_km2"]).replace(",", "")) * 1e6
-        elif a.get("area_ha") not in (None, "") and not pd.isna(a.get("area_ha")):
-            stated = float(str(a["area_ha"]).replace(",", "")) * 1e4
-        if stated and abs(area - stated) / stated > AREA_TOLERANCE:
-            warnings.warn(f"licence {licence}: the corner points enclose {area / 1e6:.4f} km2 but the table states "
-                          f"{stated / 1e6:.4f} km2 ({(area - stated) / stated:+.1%}); check the points",
-                          UserWarning, stacklevel=2)
+        if a.get("area_km2") is not None:
+            stated = _stated_area(a["area_km2"], licence, path) * 1e6
+        elif a.get("area_ha") is not None:
+            stated = _stated_area(a["area_ha"], licence, path) * 1e4
+        check = None
+        if stated:
+            difference = (area - stated) / stated
+            check = {"stated_area_check": "ok" if abs(difference) <= AREA_TOLERANCE else "differs",
+                     "stated_area_difference": round(difference, 4)}
+            if check["stated_area_check"] == "differs":
+                warnings.warn(f"licence {licence}: the corner points enclose {area / 1e6:.4f} km2 but the table "
+                              f"states {stated / 1e6:.4f} km2 ({difference:+.1%}); check the points",
+                              UserWarning, stacklevel=2)
         mineral = str(a.get("mineral") or "").strip()
+        stated_class = str(a.get("mineral_class") or "").strip().lower().replace("-", "_")
         rows.append({
             "site_id": licence, "name": a.get("name"), "holder": a.get("holder"), "mineral": mineral or None,
-            "mineral_class": MINERAL_CLASSES.get(mineral), "licence_type": LICENCE_TYPES.get(
-                str(a.get("licence_type") or "").strip().lower()),
+            "mineral_class": stated_class if stated_class in MINERAL_CLASS_NAMES else MINERAL_CLASSES.get(
+                mineral.lower()), "licence_type": LICENCE_TYPES.get(str(a.get("licence_type") or "").strip().lower()),
             "licence_start": _date(a.get("licence_start")), "licence_end": _date(a.get("licence_end")),
             "province": a.get("province"), "city": a.get("city"), "county": a.get("county"),
-            "area_m2": round(area, 1), "stated_area_m2": round(stated, 1) if stated else None,
+            "area_m2": round(area, 1), "stated_area_m2": round(stated, 1) if stated else None, **(check or {}),
             "source_crs": f"EPSG:{table_crs.to_epsg()}", "geometry": geom,
         })
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=table_crs).to_crs(4326)

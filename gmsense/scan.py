@@ -14,15 +14,20 @@ import json
 import logging
 import os
 import random
+import re
+import socket
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import dask
+import psutil
 from distributed import Client, LocalCluster, as_completed
 from rich.console import Console
 from rich.progress import (
@@ -44,6 +49,12 @@ from gmsense.sources import Source
 from gmsense.store import Store
 from gmsense.tiles import TileResult, analyse_tile, merge_tiles
 from gmsense.train import PatchClassifier
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: Seconds between two heartbeats of a running scan (``params["owner"]["heartbeat"]``).
+HEARTBEAT_S = 30.0
+#: A running scan whose process is on another host counts as gone this long after its last heartbeat.
+STALE_AFTER_S = 4 * HEARTBEAT_S
 
 
 @dataclass
@@ -205,6 +216,122 @@ def _up_to_date(sites: list[Site], source: Source, keys: dict[str, str], store: 
     return skip
 
 
+def check_dates(start: str | None, end: str | None, names: tuple[str, str] = ("start", "end")) -> None:
+    """Refuse dates that are not real ISO calendar dates (``YYYY-MM-DD``) or a start after the end.
+
+    Called before anything touches the store, so bad dates leave no scan or licence rows behind.
+    ``names``: what to call the two dates in the message (the command line passes its flags).
+    """
+    parsed: dict[str, date] = {}
+    for name, value in zip(names, (start, end), strict=True):
+        if value is None:
+            continue
+        if not _ISO_DATE.fullmatch(value.strip()):
+            raise InputError(f"{name} {value!r} is not a date in the form YYYY-MM-DD (e.g. 2021-05-01)")
+        try:
+            parsed[name] = date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise InputError(f"{name} {value!r} is not a real calendar date ({exc})") from None
+    if len(parsed) == 2 and parsed[names[0]] > parsed[names[1]]:
+        raise InputError(f"{names[0]} {start} is after {names[1]} {end}; the first date must not be after the last")
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def scan_request(sites: list[Site], source: Source, settings: Settings, start: str | None, end: str | None,
+                 detector: str, model_version: str | None, works: dict[str, list[ApprovedWork]] | None = None,
+                 imagery: str | None = None) -> dict[str, Any]:
+    """What a scan was asked to do, with its ``key``: only a scan of the same request is resumed.
+
+    The licences count by content (ids, polygons, attributes), not by file name; imagery is the
+    path as given (the command line resolves it); works by content.
+    """
+    licences = sorted([site.site_id, site.geometry_wgs84.wkb_hex, site.attrs] for site in sites)
+    programme = None
+    if works is not None:
+        programme = sorted([w.site_id, w.work_id, w.work_type, w.year, w.geometry.wkb_hex, w.crs.to_string()]
+                           for items in works.values() for w in items)
+    request = {"licences": _digest(licences), "n_sites": len(sites), "source": source.name, "imagery": imagery,
+               "start": start, "end": end, "config_hash": settings.config_hash(), "detector": detector,
+               "model_version": model_version, "works": _digest(programme) if programme is not None else None}
+    return {**request, "key": _digest(request)}
+
+
+def scan_owner() -> dict[str, Any]:
+    """This process as the owner of a scan (recorded in its params; see :func:`owner_alive`)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "heartbeat": time.time()}
+
+
+def owner_alive(owner: dict[str, Any] | None, now: float | None = None) -> bool:
+    """Whether the process that runs a scan may still be running it.
+
+    On this host the process table decides (a dead pid: killed; this process: not another one);
+    a live pid counts only with a recent heartbeat (pids are reused). On another host only the
+    heartbeat can tell: one newer than :data:`STALE_AFTER_S` seconds means alive.
+    """
+    if not owner:
+        return False
+    now = time.time() if now is None else now
+    fresh = now - float(owner.get("heartbeat") or 0.0) < STALE_AFTER_S
+    if owner.get("host") == socket.gethostname():
+        pid = owner.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid() or not psutil.pid_exists(pid):
+            return False
+    return fresh
+
+
+def _describe_request_difference(row: Any, request: dict[str, Any]) -> str:
+    theirs = (row.params or {}).get("request")
+    if not theirs:
+        return f"scan {row.id} ({row.status}) was started by an older gmsense that did not record what it scanned"
+    names = {"licences": "other licences", "imagery": "other imagery", "source": "another source",
+             "start": "another start date", "end": "another end date", "config_hash": "other settings",
+             "detector": "another detector", "model_version": "another model", "works": "other work programmes"}
+    diffs = [text for field_name, text in names.items() if theirs.get(field_name) != request.get(field_name)]
+    sites_file = (row.params or {}).get("sites_file")
+    return (f"scan {row.id} ({row.status}{', ' + sites_file if sites_file else ''}) had "
+            + (", ".join(diffs) or "another request"))
+
+
+def _resumable(store: Store, request: dict[str, Any]) -> Any:
+    """The newest unfinished scan of ``request`` that no live process is running; InputError if none."""
+    unfinished = store.unfinished_scans()
+    matching = [row for row in unfinished if ((row.params or {}).get("request") or {}).get("key") == request["key"]]
+    if not matching:
+        others = "; ".join(_describe_request_difference(row, request) for row in unfinished[:3])
+        raise InputError("there is no interrupted, failed or partial scan of these licences with these dates, "
+                         "imagery, source and settings to resume; run without --resume"
+                         + (f" (unfinished scans of other requests: {others})" if others else ""))
+    previous = matching[0]
+    owner = (previous.params or {}).get("owner")
+    if previous.status == "running" and owner_alive(owner):
+        age = time.time() - float(owner.get("heartbeat") or 0.0)
+        raise InputError(
+            f"scan {previous.id} of these licences is still running (process {owner.get('pid')} on "
+            f"{owner.get('host')}, alive {age:.0f} s ago); two processes must not run one scan: wait for it to "
+            f"finish, or stop it and resume (a scan whose process is gone on another host can be resumed "
+            f"{STALE_AFTER_S:.0f} s after its last sign of life)")
+    return previous
+
+
+def _heartbeat(store: Store, scan_id: int, token: str) -> tuple[threading.Thread, threading.Event]:
+    """A daemon thread recording, every :data:`HEARTBEAT_S` s, that this process still runs the scan."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                store.touch_scan(scan_id, token, time.time())
+            except Exception:  # a busy database delays one beat; the next one retries
+                logging.getLogger(__name__).debug("heartbeat of scan %s failed", scan_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"gmsense-scan-{scan_id}-heartbeat", daemon=True)
+    thread.start()
+    return thread, stop
+
+
 def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store, *,
              start: str | None = None, end: str | None = None, workers: int | None = None,
              scheduler: str | None = None, params: dict[str, Any] | None = None,
@@ -215,26 +342,33 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
 
     Incremental: a licence whose newest available acquisition was already analysed with the
     same settings is skipped (``force`` scans it anyway). ``resume`` continues the newest scan
-    that did not complete: licences it already stored are kept, the rest are scanned.
+    of the same request (licences by content, source, imagery, dates, settings, detector, model
+    and work programmes; see :func:`scan_request`) that did not complete: licences it already
+    stored are kept, the rest are scanned. Without such a scan, or when its process is still
+    alive (:func:`owner_alive`), it raises InputError and writes nothing.
     ``works``: approved work programmes per licence id (see :func:`gmsense.sites.read_works`).
     ``memory_limit``: bytes one task may use (default: half the machine's memory over the tasks
     that run at once); licences above it are scanned in tiles, small ones in groups
     (gmsense.planner). Peak memory is about the number of concurrent tasks times this.
+
+    Bad dates (:func:`check_dates`) raise InputError before anything is written. Once the scan
+    row exists, any error ends it as ``failed`` with the error; only a killed process leaves it
+    ``running`` (for ``resume``).
     """
+    check_dates(start, end)
     console = console or Console(stderr=True)
-    store.upsert_sites(sites)
     detector = "model" if classifier is not None else "rules"
     model_version = classifier.version if classifier is not None else None
     keys = {site.site_id: unit_key(site, source, settings, start, detector, model_version) for site in sites}
+    request = scan_request(sites, source, settings, start, end, detector, model_version, works,
+                           (params or {}).get("imagery"))
+    owner = scan_owner()
     if resume:
-        previous = store.resumable_scan()
-        if previous is None:
-            raise InputError("there is no interrupted, failed or partial scan to resume; run without --resume")
-        if previous.config_hash != settings.config_hash() or previous.source != source.name:
-            raise InputError(
-                f"scan {previous.id} ran with other settings or another source "
-                f"({previous.source}, config {previous.config_hash}); resume it with the same --config and --source")
-        scan_id = store.reopen_scan(previous.id).id
+        previous = _resumable(store, request)
+        claimed = store.claim_scan(previous.id, owner, ((previous.params or {}).get("owner") or {}).get("token"))
+        if claimed is None:
+            raise InputError(f"scan {previous.id} was just resumed by another process; leave it to that one")
+        scan_id = claimed.id
         done = store.done_sites(scan_id)
         summary = ScanSummary(scan_id, "running", dict((previous.summary or {}).get("sites", {})))
         for site_id in list(summary.sites):
@@ -244,9 +378,34 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         scan_id = store.begin_scan(source=source.name, detector=detector, config_hash=settings.config_hash(),
                                    gmsense_version=__version__, model_version=model_version,
                                    params={"start": start, "end": end, "n_sites": len(sites), **(params or {}),
-                                           "settings": settings.model_dump(mode="json")})
+                                           "settings": settings.model_dump(mode="json"), "request": request,
+                                           "owner": owner})
         done = set()
         summary = ScanSummary(scan_id, "running")
+    beat, stop_beat = _heartbeat(store, scan_id, owner["token"])
+    try:
+        return _run(scan_id, summary, done, sites, source, settings, store, keys, start=start, end=end,
+                    workers=workers, scheduler=scheduler, works=works, force=force, classifier=classifier,
+                    memory_limit=memory_limit, console=console, show_progress=show_progress)
+    except BaseException as exc:
+        error = "scan interrupted" if isinstance(exc, KeyboardInterrupt) else _describe(exc)
+        try:
+            store.finish_scan(scan_id, "failed", {"sites": summary.sites, "error": error})
+        except Exception:  # the store itself failing: the original error is the one to report
+            logging.getLogger(__name__).warning("could not mark scan %s failed", scan_id, exc_info=True)
+        raise
+    finally:
+        stop_beat.set()
+        beat.join(timeout=5)
+
+
+def _run(scan_id: int, summary: ScanSummary, done: set[str], sites: list[Site], source: Source,
+         settings: Settings, store: Store, keys: dict[str, str], *, start: str | None, end: str | None,
+         workers: int | None, scheduler: str | None, works: dict[str, list[ApprovedWork]] | None, force: bool,
+         classifier: PatchClassifier | None, memory_limit: int | None, console: Console,
+         show_progress: bool) -> ScanSummary:
+    """The body of :func:`run_scan` once its scan row exists."""
+    store.upsert_sites(sites)
     skipped = {} if force else _up_to_date([s for s in sites if s.site_id not in done], source, keys, store,
                                            start, end)
     for site_id, last in skipped.items():
@@ -295,32 +454,28 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         else:
             save(unit.sites[0].site_id, value)
 
-    try:
-        with dask_client(workers, scheduler) as client:
-            futures = {client.submit(*_task(unit, source, settings, start, end, works, classifier),
-                                     key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
-                       for unit in units}
-            columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("failed {task.fields[failed]}"), TextColumn("units {task.fields[units]}"),
-                       TimeElapsedColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=console, disable=not show_progress) as progress:
-                task = progress.add_task("licences", total=len(sites), completed=len(sites) - len(todo),
-                                         scan=scan_id, failed=0, units=f"0/{len(units)}")
-                for n_done, future in enumerate(as_completed(futures), start=1):
-                    unit = futures[future]
-                    before = len(finished)
-                    try:
-                        handle(unit, future.result())
-                    except Exception as exc:  # one licence's failure must not stop the scan
-                        for site in unit.sites:
-                            fail(site.site_id, _describe(exc))
-                    finally:
-                        future.release()
-                    progress.update(task, advance=len(finished) - before, failed=len(summary.failures),
-                                    units=f"{n_done}/{len(units)}")
-    except BaseException:
-        store.finish_scan(scan_id, "failed", {"sites": summary.sites, "error": "scan interrupted"})
-        raise
+    with dask_client(workers, scheduler) as client:
+        futures = {client.submit(*_task(unit, source, settings, start, end, works, classifier),
+                                 key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
+                   for unit in units}
+        columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("failed {task.fields[failed]}"), TextColumn("units {task.fields[units]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not show_progress) as progress:
+            task = progress.add_task("licences", total=len(sites), completed=len(sites) - len(todo),
+                                     scan=scan_id, failed=0, units=f"0/{len(units)}")
+            for n_done, future in enumerate(as_completed(futures), start=1):
+                unit = futures[future]
+                before = len(finished)
+                try:
+                    handle(unit, future.result())
+                except Exception as exc:  # one licence's failure must not stop the scan
+                    for site in unit.sites:
+                        fail(site.site_id, _describe(exc))
+                finally:
+                    future.release()
+                progress.update(task, advance=len(finished) - before, failed=len(summary.failures),
+                                units=f"{n_done}/{len(units)}")
     n_failed = len(summary.failures)
     summary.status = "completed" if n_failed == 0 else ("failed" if n_failed == len(sites) else "partial")
     store.finish_scan(scan_id, summary.status, {"sites": summary.sites})

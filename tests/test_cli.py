@@ -140,7 +140,8 @@ def _one_line_error(output: str) -> str:
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "radar"], "unknown source"),
         (lambda tmp: ["export", "patches", "--format", "kml", "--out", tmp / "x.kml", "--db", tmp / "e.db"], "unknown export format"),
         (lambda tmp: ["export", "things", "--db", tmp / "e.db"], "cannot export"),
-        (lambda tmp: ["scans", "show", "42", "--db", tmp / "e.db"], "no scan 42"),
+        (lambda tmp: ["scans", "show", "42", "--db", Store(str(tmp / "e.db")).engine.url.database], "no scan 42"),
+        (lambda tmp: ["scans", "show", "42", "--db", tmp / "none.db"], "no store at"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path: Path, make_args, expected: str) -> None:

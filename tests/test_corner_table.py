@@ -162,3 +162,62 @@ def test_write_patches_as_corner_table(tmp_path: Path) -> None:
     written = pd.read_csv(path, encoding="utf-8-sig")
     assert written["X"].tolist() == [47.0, 47.0, 47.001]
     assert written["Y"].tolist() == [129.0, 129.001, 129.001]
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"
+
+
+@pytest.mark.parametrize("attributes", ["register_attributes_zh.csv", "register_attributes_en.csv"])
+def test_sample_register_with_a_separate_attributes_table_reaches_the_store(tmp_path: Path, attributes: str) -> None:
+    from gmsense.store import Store
+
+    out = tmp_path / "licences.gpkg"
+    result = runner.invoke(app, ["sites", "import", str(SAMPLES / "register_corners.csv"), "--attributes",
+                                 str(SAMPLES / attributes), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "attributes for 3 of 3 licences" in result.output
+    assert "T2312202205007: the corner points enclose 1.3800 km2 but the table states 1.5000 km2" in " ".join(
+        result.output.split())
+    store = Store(str(tmp_path / "s.db"))
+    store.upsert_sites(read_sites(out))  # what a scan stores first
+    attrs = {row.site_id: row.attrs for row in store.site_rows()}
+    assert set(attrs) == {"T2312202104001", "C2300002019061002", "T2312202205007"}
+    graphite, limestone, gold = attrs["T2312202104001"], attrs["C2300002019061002"], attrs["T2312202205007"]
+    assert (graphite["mineral_class"], graphite["licence_type"]) == ("non_metal", "exploration")
+    assert (limestone["mineral_class"], limestone["licence_type"]) == ("non_metal", "mining")
+    assert (gold["mineral_class"], gold["licence_type"]) == ("metal", "exploration")
+    assert graphite["stated_area_m2"] == pytest.approx(800_000)
+    assert (graphite["stated_area_check"], limestone["stated_area_check"]) == ("ok", "ok")
+    assert gold["stated_area_m2"] == pytest.approx(1_500_000)
+    assert gold["stated_area_check"] == "differs"
+    assert gold["stated_area_difference"] == pytest.approx(-0.08, abs=1e-3)
+    assert (graphite["licence_start"], gold["licence_end"]) == ("2021-05-01", "2027-05-19")
+    assert graphite["holder"] in ("黑龙江省某地质勘查院", "Heilongjiang geological survey institute")
+    assert graphite["county"] in ("嘉荫县", "Jiayin")
+
+
+def test_attributes_table_overrides_and_completes_the_corner_table(tmp_path: Path) -> None:
+    rings = {("A1", 1, 1): _rect(5_290_000, 500_000, 800, 1000), ("A2", 1, 1): _rect(5_292_000, 501_000, 300, 300)}
+    table = _table(tmp_path / "t.csv", rings, chinese=True, extra={"A1": {"矿种": "煤"}})
+    attrs = tmp_path / "attrs.csv"
+    pd.DataFrame({"许可证号": [" A1 ", "A2"], "矿种": ["石墨", ""], "类型": ["采矿", "勘查"],
+                  "面积(公顷)": ["80", "9"]}).to_csv(attrs, index=False, encoding="utf-8-sig")
+    frame = read_corner_table(table, crs="EPSG:4552", attributes=attrs).set_index("site_id")
+    assert frame.loc["A1", "mineral_class"] == "non_metal", "the attributes table wins over the point rows"
+    assert frame.loc["A1", "licence_type"] == "mining"
+    assert pd.isna(frame.loc["A2", "mineral_class"])
+    assert frame.loc["A2", "licence_type"] == "exploration"
+    assert frame.loc["A2", "stated_area_check"] == "ok"
+
+
+def test_attributes_table_without_licence_numbers_is_refused(tmp_path: Path) -> None:
+    table = _table(tmp_path / "t.csv", {("A1", 1, 1): _rect(5_290_000, 500_000, 800, 1000)})
+    attrs = tmp_path / "attrs.csv"
+    pd.DataFrame({"编号": ["A1"], "矿种": ["煤"]}).to_csv(attrs, index=False)
+    with pytest.raises(SitesError, match="no licence number column"):
+        read_corner_table(table, crs="EPSG:4552", attributes=attrs)
+    result = runner.invoke(app, ["sites", "import", str(table), "--crs", "EPSG:4552", "--attributes", str(attrs),
+                                 "--out", str(tmp_path / "l.gpkg")])
+    assert result.exit_code == 2
+    assert "no licence number column" in result.output
+    assert not (tmp_path / "l.gpkg").exists()

@@ -15,13 +15,14 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import re
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from gmsense.config import EarthEngineSettings, Settings
 from gmsense.sites import Site
 from gmsense.sources import _ee_graph as graphs
 from gmsense.sources._ee_fetch import (
+    MAX_GRID_SIDE_PX,
     REQUEST_BYTE_LIMIT,
     EarthEngineError,
     PixelCache,
@@ -51,6 +53,7 @@ from gmsense.sources._ee_fetch import (
     backoff_delay,
     classify_error,
     plan_tiles,
+    request_bytes_per_pixel,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "earthengine"
@@ -78,15 +81,23 @@ class FakeServer:
     ``images``: image id -> (time ms, clear share, qa) where qa is 2 (clear), 1 (cloudy); pixels
     of column 0 of ``nodata_ids`` are not observed. Band values tell where they came from: ``blue``
     = x of the pixel centre, ``green`` = y (metres, UTM), ``red`` = the image's number in
-    ``images``. ``outcomes`` (a deque) scripts computePixels answers in order: an int status, or
-    ``"timeout"``; empty = 200.
+    ``images``. ``outcomes`` scripts the computePixels answers *per image id* (a deque each, in
+    order: an int status, or ``"timeout"``; empty = 200), so which thread asks first does not
+    matter. ``fail_ids``: image id -> a status it always gets.
+
+    Like the service, it refuses (HTTP 400 "Total request size (N bytes) must be less than or equal
+    to L bytes.") any request whose size by the service's rule (:func:`service_request_bytes`)
+    exceeds ``byte_limit``; refused requests are kept in ``rejected``.
     """
 
     def __init__(self) -> None:
         self.images: dict[str, tuple[int, float, int]] = {}
         self.nodata_ids: set[str] = set()
-        self.outcomes: deque[int | str] = deque()
+        self.outcomes: dict[str, deque[int | str]] = {}
         self.fail_ids: dict[str, int] = {}
+        self.byte_limit = REQUEST_BYTE_LIMIT
+        self.rejected: list[dict[str, Any]] = []
+        self.gate: Callable[[], None] | None = None
         self.latency_s = 0.0
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -117,16 +128,26 @@ class FakeServer:
                 {"result": result}).encode()
         if "image:computePixels" not in uri:
             return self._error(404, f"unexpected call {uri}")
+        image_id = re.search(r'"Image.load", "arguments": \{"id": \{"constantValue": "([^"]+)"',
+                             json.dumps(payload["expression"])).group(1)
+        dims = payload["grid"]["dimensions"]
+        size = service_request_bytes(dims["width"], dims["height"], PIXEL_DTYPE)
+        if size > self.byte_limit:
+            with self.lock:
+                self.rejected.append(payload)
+            return self._error(400, f"Total request size ({size} bytes) must be less than or equal to "
+                                    f"{self.byte_limit} bytes.")
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             self.pixel_calls.append(payload)
-            outcome = self.outcomes.popleft() if self.outcomes else 200
+            script = self.outcomes.get(image_id)
+            outcome = script.popleft() if script else 200
         try:
+            if self.gate is not None:
+                self.gate()
             if self.latency_s:
                 time.sleep(self.latency_s)
-            image_id = re.search(r'"Image.load", "arguments": \{"id": \{"constantValue": "([^"]+)"',
-                                 json.dumps(payload["expression"])).group(1)
             if image_id in self.fail_ids:
                 outcome = self.fail_ids[image_id]
             if outcome == "timeout":
@@ -146,8 +167,7 @@ class FakeServer:
         h, w = dims["height"], dims["width"]
         xs = t["translateX"] + t["scaleX"] * (np.arange(w) + 0.5)
         ys = t["translateY"] + t["scaleY"] * (np.arange(h) + 0.5)
-        names = ["blue", "green", "red", "nir", "swir1", "swir2"]
-        out = np.zeros((h, w), np.dtype([(n, "<f4") for n in names] + [("qa", "u1")]))
+        out = np.zeros((h, w), PIXEL_DTYPE)
         out["blue"] = xs[None, :]
         out["green"] = ys[:, None]
         out["red"] = list(self.images).index(image_id)
@@ -157,6 +177,18 @@ class FakeServer:
             out["qa"][:, 0] = 0
             out["blue"][:, 0] = 0
         return out
+
+
+#: What the fake server returns per pixel: the six float32 reflectance bands and the uint8 qa band.
+PIXEL_DTYPE = np.dtype([(n, "<f4") for n in ("blue", "green", "red", "nir", "swir1", "swir2")] + [("qa", "u1")])
+
+
+def service_request_bytes(width: int, height: int, dtype: np.dtype | list[str]) -> int:
+    """The size the service charges a computePixels request: every band is cast to the widest band
+    type and carries one mask byte (https://github.com/google/Xee/issues/209)."""
+    sizes = [dtype.fields[name][0].itemsize for name in dtype.names] if isinstance(dtype, np.dtype) else [
+        np.dtype(d).itemsize for d in dtype]
+    return width * height * len(sizes) * (max(sizes) + 1)
 
 
 def grid_origin_x() -> float:
@@ -213,6 +245,14 @@ def _cfg(tmp_path: Path, **kw: Any) -> EarthEngineSettings:
     return EarthEngineSettings(cache_dir=str(tmp_path / "cache"), **kw)
 
 
+def _join_fetch_threads() -> None:
+    """Wait for the fetcher's pool threads still finishing work after a failed fetch (they end once
+    their current image is written; the timeout only bounds a failing test)."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("gmsense-ee"):
+            thread.join(timeout=60)
+
+
 def _load(server: FakeServer, tmp_path: Path, **kw: Any) -> Any:
     from gmsense.sources.earthengine import clear_listing_memo, load_cube
 
@@ -250,6 +290,41 @@ def test_plan_tiles_cover_the_grid_once_within_limits(width: int, height: int, b
         assert t.height <= side
         cover[t.row_off:t.row_off + t.height, t.col_off:t.col_off + t.width] += 1
     assert (cover == 1).all()
+
+
+def test_request_size_follows_the_service_rule() -> None:
+    # Xee issue 209: "Total request size (57353670 bytes)" = 1845 x 1727 px x 2 float64 bands x (8 + 1).
+    assert service_request_bytes(1845, 1727, ["<f8", "<f8"]) == 57_353_670
+    assert request_bytes_per_pixel([8, 8]) * 1845 * 1727 == 57_353_670
+    # Mixed types are cast to the widest: a uint8 band costs as much as a float32 one.
+    assert request_bytes_per_pixel([4, 4, 4, 4, 4, 4, 1]) == 7 * 5
+    assert REQUEST_BYTE_LIMIT == 50_331_648
+    for spec in graphs.SPECS.values():
+        assert spec.bytes_per_pixel == 35
+        assert spec.bytes_per_pixel == service_request_bytes(1, 1, PIXEL_DTYPE)
+
+
+@pytest.mark.parametrize("resolution_m", [10.0, 30.0])
+@pytest.mark.parametrize("n_float_bands", [1, 3, 6, 10])
+@pytest.mark.parametrize("side_km", [(12.5, 11.0), (40.0, 25.0), (150.0, 90.0), (400.0, 30.0)])
+def test_tiles_of_large_licences_are_never_refused_by_the_service(resolution_m: float, n_float_bands: int,
+                                                                  side_km: tuple[float, float]) -> None:
+    dtypes = ["<f4"] * n_float_bands + ["u1"]
+    width, height = (math.ceil(km * 1000 / resolution_m) for km in side_km)
+    tiles = plan_tiles(width, height, request_bytes_per_pixel([np.dtype(d).itemsize for d in dtypes]))
+    for t in tiles:
+        assert service_request_bytes(t.width, t.height, dtypes) <= REQUEST_BYTE_LIMIT
+        assert t.width <= MAX_GRID_SIDE_PX
+        assert t.height <= MAX_GRID_SIDE_PX
+    assert sum(t.width * t.height for t in tiles) == width * height
+
+
+def test_the_old_estimate_sent_requests_the_service_refuses() -> None:
+    # One mask byte per pixel (6 x 4 + 1 = 25 B) let a 1300 x 1300 px Sentinel-2 licence go out as one
+    # request of 59 MB by the service's rule; the service's rule cuts it in two.
+    assert plan_tiles(1300, 1300, 25) == [Window(0, 0, 1300, 1300)]
+    assert service_request_bytes(1300, 1300, PIXEL_DTYPE) > REQUEST_BYTE_LIMIT
+    assert len(plan_tiles(1300, 1300, graphs.SPECS["sentinel-2"].bytes_per_pixel)) == 2
 
 
 def test_plan_tiles_respects_the_side_limit() -> None:
@@ -375,25 +450,116 @@ def test_cube_contract_values_and_same_day_merge(server: FakeServer, tmp_path: P
 
 
 def test_tiles_stay_under_the_byte_limit(server: FakeServer, tmp_path: Path) -> None:
-    limit = 25 * 200  # 200 pixels of 6 float32 bands + uint8 qa
+    limit = 35 * 200  # 200 pixels of 7 bands (6 float32 + the qa band cast to float32) x (4 + 1 mask byte)
+    server.byte_limit = limit  # the server refuses anything larger, by its own rule
     res = _load(server, tmp_path, byte_limit=limit)
     assert res.stats.tiles_per_image > 1
+    assert server.rejected == []
+    assert res.stats.size_splits == 0
     sizes = [c["grid"]["dimensions"] for c in server.pixel_calls]
     assert len(sizes) == 4 * res.stats.tiles_per_image
-    assert all(d["width"] * d["height"] * graphs.SPECS["sentinel-2"].bytes_per_pixel <= limit for d in sizes)
+    assert all(service_request_bytes(d["width"], d["height"], PIXEL_DTYPE) <= limit for d in sizes)
     loaded = res.cube.compute()
     np.testing.assert_array_equal(loaded.blue.values[0], np.broadcast_to(res.cube.x.values, (32, 42)))
     np.testing.assert_array_equal(loaded.green.values[3].T[0], res.cube.y.values)
 
 
+class FullHouseGate:
+    """Holds each request at the server until ``slots`` requests are in flight at once (or every
+    request still to come is): proves, without timing, that the fetcher keeps every allowed slot
+    busy. A request that waits ``patience_s`` without that happening is counted as starved (the
+    timeout only bounds a failing test)."""
+
+    def __init__(self, server: FakeServer, slots: int, total: int, patience_s: float = 60.0) -> None:
+        self.server, self.slots, self.total, self.patience_s = server, slots, total, patience_s
+        self.cond = threading.Condition()
+        self.answered = 0
+        self.round = 0
+        self.starved = 0
+
+    def _full(self) -> bool:
+        return self.server.in_flight >= min(self.slots, self.total - self.answered)
+
+    def __call__(self) -> None:
+        with self.cond:
+            my_round = self.round
+            if self._full():
+                self.round += 1
+                self.cond.notify_all()
+            elif not self.cond.wait_for(lambda: self.round > my_round or self._full(), timeout=self.patience_s):
+                self.starved += 1
+            self.answered += 1
+            self.cond.notify_all()  # fewer requests remain: the others may now have a full house
+
+
+@pytest.mark.parametrize(("collection", "resolution_m"), [("sentinel-2", 10.0), ("landsat", 30.0)])
+def test_a_large_licence_is_fetched_without_a_refused_request(server: FakeServer, tmp_path: Path, collection: str,
+                                                              resolution_m: float) -> None:
+    from gmsense.sources.earthengine import clear_listing_memo, load_cube
+
+    # 1300 x 1200 px: under the old estimate (25 B a pixel, 39 MB) one request; by the service's
+    # rule 54.6 MB, over the 48 MiB limit of the real service (which the fake server enforces).
+    first = next(iter(server.images))
+    server.images = {first: server.images[first]}
+    licence = box(500_000, 5_000_000, 500_000 + 1298 * resolution_m, 5_000_000 + 1198 * resolution_m)
+    clear_listing_memo()
+    res = load_cube(_cfg(tmp_path, collection=collection), licence, UTM50N, "2021-06-01", "2021-06-30",
+                    site_id="BIG", limiter=RequestLimiter(2), policy=FAST)
+    assert server.rejected == []
+    assert res.stats.tiles_per_image == 2
+    assert res.stats.size_splits == 0
+    dims = [c["grid"]["dimensions"] for c in server.pixel_calls]
+    n_pixels = res.cube.sizes["x"] * res.cube.sizes["y"]
+    assert sum(d["width"] * d["height"] for d in dims) == n_pixels
+    assert n_pixels * 25 <= REQUEST_BYTE_LIMIT < n_pixels * 35, "one request by the old estimate, too big really"
+    cube = res.cube.isel(time=0).compute()
+    np.testing.assert_array_equal(cube.blue.values[-1], cube.x.values.astype("float32"))
+    np.testing.assert_array_equal(cube.green.values[:, -1], cube.y.values.astype("float32"))
+
+
+def test_a_request_the_server_finds_too_large_is_halved_and_retried(server: FakeServer, tmp_path: Path) -> None:
+    server.byte_limit = 35 * 400  # stricter than the client's own plan (one request of 42 x 32 px)
+    res = _load(server, tmp_path)
+    assert res.stats.tiles_per_image == 1
+    assert len(server.rejected) == 4 * 3, "each image: the whole grid, then both halves, are refused"
+    assert res.stats.size_splits == 12
+    assert res.stats.images_fetched == 4
+    dims = [c["grid"]["dimensions"] for c in server.pixel_calls]
+    assert all(service_request_bytes(d["width"], d["height"], PIXEL_DTYPE) <= server.byte_limit for d in dims)
+    assert sum(d["width"] * d["height"] for d in dims) == 4 * 42 * 32
+    loaded = res.cube.compute()
+    for k in range(4):
+        np.testing.assert_array_equal(loaded.blue.values[k], np.broadcast_to(res.cube.x.values, (32, 42)))
+        np.testing.assert_array_equal(loaded.green.values[k].T[0], res.cube.y.values)
+
+
+def test_halving_a_refused_request_is_bounded(server: FakeServer, tmp_path: Path) -> None:
+    from gmsense.sources._ee_fetch import MAX_SIZE_SPLITS
+
+    server.byte_limit = 35 * 10  # 10 pixels: no piece of 1/16 of 42 x 32 px gets through
+    with pytest.raises(EarthEngineError, match=r"HTTP 400\): Total request size \(\d+ bytes\) must be less than "
+                                               r"or equal to 350 bytes.*halved 4 times"):
+        _load(server, tmp_path, cfg={"max_concurrent": 1})
+    _join_fetch_threads()
+    per_image = Counter(re.search(r'"constantValue": "([^"]+_T50TPT)"', json.dumps(c["expression"])).group(1)
+                        for c in server.rejected)
+    # The first failure cancels the rest; no image is tried more than a full halving tree allows.
+    assert max(per_image.values()) <= 2 ** (MAX_SIZE_SPLITS + 1) - 1
+    assert server.pixel_calls == []
+
+
 def test_never_more_than_max_concurrent_in_flight(server: FakeServer, tmp_path: Path) -> None:
-    server.latency_s = 0.02
     for i in range(12):
         server.images[f"{graphs.S2_COLLECTION}/202107{i:02d}_T50TPT"] = (T0_MS + (20 + i) * DAY_MS, 0.9, 2)
-    res = _load(server, tmp_path, cfg={"max_concurrent": 3}, byte_limit=25 * 400)
-    assert res.stats.requests == len(server.pixel_calls) > 16
-    assert server.peak == 3
-    assert res.stats.peak_in_flight <= 3
+    n_requests = 16 * 2  # 16 images, 2 tiles each
+    gate = FullHouseGate(server, 3, n_requests)
+    server.gate = gate
+    res = _load(server, tmp_path, cfg={"max_concurrent": 3}, byte_limit=35 * 800)
+    assert res.stats.tiles_per_image == 2
+    assert res.stats.requests == len(server.pixel_calls) == n_requests
+    assert server.peak == 3, "all three allowed requests were in flight together, never a fourth"
+    assert gate.starved == 0
+    assert res.stats.peak_in_flight == 3
 
 
 def test_shared_limiter_bounds_two_licences_at_once(server: FakeServer, tmp_path: Path) -> None:
@@ -417,11 +583,20 @@ def test_shared_limiter_bounds_two_licences_at_once(server: FakeServer, tmp_path
 
 
 def test_retries_on_429_5xx_and_timeouts(server: FakeServer, tmp_path: Path) -> None:
-    server.outcomes.extend([429, 503, 200, "timeout", 500])
-    res = _load(server, tmp_path, cfg={"max_concurrent": 1})
-    assert res.stats.retries == 4
+    # Scripted per image: whichever thread fetches which image, and in whatever order, each image
+    # meets exactly its own errors (FAST allows 3 retries, so none of them gives up).
+    ids = list(server.images)
+    server.outcomes = {ids[0]: deque([429, 503]), ids[1]: deque(["timeout"]), ids[2]: deque([500, 429, 503])}
+    res = _load(server, tmp_path, cfg={"max_concurrent": 2})
+    assert res.stats.retries == 6
     assert res.stats.images_fetched == 4
-    assert len(server.pixel_calls) == 8
+    assert len(server.pixel_calls) == 10
+    calls = Counter(re.search(r'"constantValue": "([^"]+_T50TPT)"', json.dumps(c["expression"])).group(1)
+                    for c in server.pixel_calls)
+    assert calls == {ids[0]: 3, ids[1]: 2, ids[2]: 4, ids[3]: 1}
+    assert all(not script for script in server.outcomes.values()), "every scripted error was served"
+    loaded = res.cube.compute()
+    np.testing.assert_array_equal(loaded.blue.values[0], np.broadcast_to(res.cube.x.values, (32, 42)))
 
 
 def test_gives_up_after_the_retries(server: FakeServer, tmp_path: Path) -> None:
@@ -433,10 +608,10 @@ def test_gives_up_after_the_retries(server: FakeServer, tmp_path: Path) -> None:
 def test_bad_request_fails_at_once_with_the_server_message(server: FakeServer, tmp_path: Path) -> None:
     bad = f"{graphs.S2_COLLECTION}/20210601_T50TPT"
     server.fail_ids[bad] = 400
-    t0 = time.perf_counter()
+    waits: list[float] = []
     with pytest.raises(EarthEngineError, match=r"HTTP 400\): User memory limit exceeded") as info:
-        _load(server, tmp_path, policy=RetryPolicy(retries=5, base_delay_s=1.0))
-    assert time.perf_counter() - t0 < 1.0, "a 400 must not be retried"
+        _load(server, tmp_path, policy=RetryPolicy(retries=5, base_delay_s=1.0), sleep=waits.append)
+    assert waits == [], "a 400 must not be retried (no back-off either)"
     assert "\n" not in str(info.value)
     assert bad in str(info.value)
     assert sum(bad in json.dumps(c["expression"]) for c in server.pixel_calls) == 1
@@ -462,17 +637,20 @@ def test_interrupted_fetch_resumes(server: FakeServer, tmp_path: Path) -> None:
     server.fail_ids[bad] = 400
     with pytest.raises(EarthEngineError):
         _load(server, tmp_path, cfg={"max_concurrent": 1})
+    _join_fetch_threads()  # images already being fetched when the 400 came finish their cache write
     cached = {p.name for p in (tmp_path / "cache" / "sentinel-2").iterdir()}
     assert len(cached) == 1
     store = PixelCache(tmp_path / "cache" / "sentinel-2" / cached.pop())
     done = store.complete_ids()
     assert bad not in done
-    assert len(done) == 3
+    # The bad image is the last one queued: it only starts once an earlier image is complete.
+    assert 1 <= len(done) <= 3
     del server.fail_ids[bad]
     server.reset_counts()
     res = _load(server, tmp_path)
-    assert len(server.pixel_calls) == 1
-    assert res.stats.images_cached == 3
+    assert len(server.pixel_calls) == 4 - len(done), "only the images not cached are fetched again"
+    assert res.stats.images_cached == len(done)
+    assert res.cube.sizes["time"] == 4
 
 
 def test_images_without_clear_pixels_are_not_fetched(server: FakeServer, tmp_path: Path) -> None:
@@ -499,17 +677,31 @@ def test_source_registry_load_and_latest_date(server: FakeServer, tmp_path: Path
     assert pickle.loads(pickle.dumps(source)) == source
 
 
-def test_throughput_keeps_the_allowed_requests_busy(tmp_path: Path) -> None:
+def test_throughput_keeps_the_allowed_requests_busy(server: FakeServer, tmp_path: Path) -> None:
+    # Not a stopwatch (a loaded machine makes any rate threshold flaky): every request is held at
+    # the server until all 8 allowed requests are in flight (or all that remain), so the fetch only
+    # completes without starving if the fetcher refills each freed slot while other threads decode
+    # and write finished images to the Zarr cache.
+    for i in range(44):
+        server.images[f"{graphs.S2_COLLECTION}/2021{7 + i // 28:02d}{1 + i % 28:02d}_T50TPT"] = (
+            T0_MS + (20 + i) * DAY_MS, 0.9, 2)
+    gate = FullHouseGate(server, 8, 48)
+    server.gate = gate
+    res = _load(server, tmp_path, cfg={"max_concurrent": 8, "min_clear_fraction": 0.0})
+    assert res.stats.images_fetched == 48
+    assert gate.starved == 0
+    assert server.peak == 8
+
+
+def test_measure_throughput_runs_the_real_fetcher(tmp_path: Path) -> None:
     from gmsense.sources.earthengine import measure_throughput
 
-    # Real computePixels answers take ~0.5-5 s; 0.15 s keeps the test short. (Below ~0.1 s the Zarr
-    # cache writes, ~15-18 ms an image, about 55 images/s, become the bottleneck instead.)
-    result = measure_throughput(48, latency_s=0.15, max_concurrent=8, size_px=32, cache_dir=tmp_path)
-    print(f"\nthroughput: {result['requests_per_s']:.0f} req/s of {result['ideal_requests_per_s']:.0f} ideal, "
-          f"utilisation {result['utilisation']:.0%}, peak {result['peak_in_flight']:.0f}")
-    assert result["peak_in_flight"] <= 8
-    assert result["utilisation"] > 0.7
-    assert result["efficiency"] > 0.7
+    # A smoke test of the benchmark helper; its rates are for `gmsense bench`, not asserted here
+    # (they depend on the machine's load).
+    result = measure_throughput(12, latency_s=0.01, max_concurrent=4, size_px=16, cache_dir=tmp_path)
+    assert result["requests"] == 12
+    assert 1 <= result["peak_in_flight"] <= 4
+    assert 0.0 < result["utilisation"] <= 1.0 + 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +714,7 @@ def test_no_credentials_fails_within_seconds(offline: None) -> None:
     t0 = time.perf_counter()
     with pytest.raises(EarthEngineError, match="no usable Earth Engine credentials"):
         get_source("earthengine", Settings())
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 30, "no hang (generous for a loaded machine)"
 
 
 def test_missing_key_file_says_so(offline: None, tmp_path: Path) -> None:
@@ -553,7 +745,8 @@ def test_no_network_fails_within_seconds_with_one_line(offline: None, tmp_path: 
     t0 = time.perf_counter()
     with pytest.raises(EarthEngineError) as info:
         connect(EarthEngineSettings(credentials=str(key)), deadline_s=10)
-    assert time.perf_counter() - t0 < 10
+    # The guard refuses at once; the bound only says "no hang" (generous for a loaded machine).
+    assert time.perf_counter() - t0 < 30
     message = str(info.value)
     assert "\n" not in message
     assert "cannot reach Earth Engine" in message or "no answer from Earth Engine" in message

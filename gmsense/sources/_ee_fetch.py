@@ -8,7 +8,9 @@ Nothing here imports ``ee``: a *client* (anything with ``compute_pixels(expressi
 * :class:`RequestLimiter` bounds requests in flight and requests started per second, shared by
   every thread of the process (:func:`shared_limiter`);
 * :func:`call_with_retries` retries HTTP 429, 5xx and timeouts with exponential back-off and
-  jitter, and fails at once (with the server's message) on anything else, e.g. a 400;
+  jitter, and fails at once (with the server's message) on anything else, e.g. a 400; a 400 for a
+  request over the size limit ("Total request size") is instead halved and retried by
+  :func:`fetch_to_cache` (at most :data:`MAX_SIZE_SPLITS` times deep);
 * :class:`PixelCache` keeps fetched images in a Zarr store keyed by (collection, licence, grid,
   bands, image id), so a rescan fetches only new images and an interrupted fetch resumes;
 * :func:`fetch_to_cache` puts it together for a list of images.
@@ -36,14 +38,27 @@ from affine import Affine
 from gmsense.errors import GmsenseError
 
 # --------------------------------------------------------------------------------------------
-# limits (https://developers.google.com/earth-engine/reference/rest/v1/projects.image/computePixels:
+# limits (https://developers.google.com/earth-engine/apidocs/ee-data-computepixels and
+# https://developers.google.com/earth-engine/reference/rest/v1/projects.image/computePixels:
 # "Requests are limited to 48MB in uncompressed data per request, computed as the product of the
 # request dimensions in pixels, the number of image bands requested, and the number of bytes per
 # pixel for each band. Requests are also limited to at most 32K pixels in either dimension and at
 # most 1024 bands. Requests exceeding these limits will result in an error code of 400.")
+#
+# What the service actually counts (https://github.com/google/Xee/issues/209, fixed in Xee the
+# same way): every band costs its data bytes *plus one mask byte*, and a multi-band request is
+# cast to the widest band type, so a pixel costs ``n_bands * (widest dtype size + 1)`` bytes. A
+# refusal logged there reads "Total request size (57353670 bytes) must be less than or equal to
+# 50331648 bytes" for 1845 x 1727 px x 2 float64 bands x (8 + 1). Our requests: 6 float32
+# reflectance bands + the uint8 qa band, cast to float32: 7 x (4 + 1) = 35 bytes a pixel.
 
-#: Uncompressed bytes one computePixels request may return (48 MB; the server counts 48 x 2**20).
+#: Uncompressed bytes one computePixels request may return (48 MiB = 50,331,648 bytes).
 REQUEST_BYTE_LIMIT = 48 * 2**20
+#: The mask byte the service counts per band and pixel, on top of the band's data bytes.
+MASK_BYTES_PER_BAND = 1
+#: How often a request the server still refuses as too large ("Total request size") is halved
+#: and retried before the licence fails (2**4 = 16 pieces of the planned tile at most).
+MAX_SIZE_SPLITS = 4
 #: Widest / tallest grid one computePixels request may ask for, pixels ("32K").
 MAX_GRID_SIDE_PX = 32_768
 #: Bands one request may ask for.
@@ -67,6 +82,35 @@ class EarthEngineError(GmsenseError):
 
 # --------------------------------------------------------------------------------------------
 # tiling
+
+
+def request_bytes_per_pixel(band_dtype_sizes: Sequence[int]) -> int:
+    """Bytes one pixel of a computePixels request costs against :data:`REQUEST_BYTE_LIMIT`, by the
+    service's rule: every band is cast to the widest band type and carries a mask byte, so
+    ``len(bands) * (max(sizes) + MASK_BYTES_PER_BAND)``. ``band_dtype_sizes``: bytes per value of
+    each band as requested (float32 4, uint8 1, float64 8, ...)."""
+    if not band_dtype_sizes or min(band_dtype_sizes) < 1:
+        raise ValueError("a request needs at least one band, each of at least one byte")
+    return len(band_dtype_sizes) * (max(band_dtype_sizes) + MASK_BYTES_PER_BAND)
+
+
+def is_request_too_large(exc: BaseException) -> bool:
+    """The server's 400 for a request over the byte limit ("Total request size (N bytes) must be
+    less than or equal to 50331648 bytes.")."""
+    return http_status(exc) == 400 and "total request size" in str(exc).lower()
+
+
+def halve(window: Window) -> tuple[Window, Window] | None:
+    """``window`` cut in two across its longer side; None for a single pixel."""
+    if window.width >= window.height and window.width > 1:
+        left = window.width // 2
+        return (Window(window.col_off, window.row_off, left, window.height),
+                Window(window.col_off + left, window.row_off, window.width - left, window.height))
+    if window.height > 1:
+        top = window.height // 2
+        return (Window(window.col_off, window.row_off, window.width, top),
+                Window(window.col_off, window.row_off + top, window.width, window.height - top))
+    return None
 
 
 @dataclass(frozen=True)
@@ -480,6 +524,7 @@ class FetchStats:
     seconds: float = 0.0
     peak_in_flight: int = 0
     utilisation: float = 0.0
+    size_splits: int = 0  # requests the server refused as too large, halved and retried
 
 
 def _split_fields(block: np.ndarray, bands: Sequence[str], qa_band: str) -> tuple[np.ndarray, np.ndarray]:
@@ -518,15 +563,33 @@ def fetch_to_cache(images: Sequence[ImageRef], *, grid: PixelGrid, bands: Sequen
     lock = threading.Lock()
     partial: dict[str, tuple[np.ndarray, np.ndarray, list[int]]] = {}
 
-    def fetch_tile(ref: ImageRef, window: Window) -> None:
-        expression = expression_for(ref.image_id)
-        label = f"the pixels of {ref.image_id}{what}"
-        block = call_with_retries(lambda: client.compute_pixels(expression, grid.request(window)),
-                                  limiter=limiter, policy=policy, what=label, stats=calls, sleep=sleep)
+    def fetch_window(expression: Any, label: str, window: Window, splits: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, qa)`` of ``window``; a request the server still finds too large is halved
+        and retried, at most :data:`MAX_SIZE_SPLITS` times deep."""
+        try:
+            block = call_with_retries(lambda: client.compute_pixels(expression, grid.request(window)),
+                                      limiter=limiter, policy=policy, what=label, stats=calls, sleep=sleep)
+        except EarthEngineError as exc:
+            halves = halve(window) if splits < MAX_SIZE_SPLITS and is_request_too_large(exc) else None
+            if halves is None:
+                if is_request_too_large(exc):
+                    raise EarthEngineError(f"{exc} (the request was halved {splits} times)") from exc
+                raise
+            with lock:
+                stats.size_splits += 1
+            parts = [fetch_window(expression, label, half, splits + 1) for half in halves]
+            axis = 1 if halves[0].row_off == halves[1].row_off else 0  # side by side: columns; else rows
+            return (np.concatenate([p[0] for p in parts], axis=axis + 1),
+                    np.concatenate([p[1] for p in parts], axis=axis))
         if block.shape != (window.height, window.width):
             raise EarthEngineError(f"Earth Engine returned {block.shape} pixels for {label}; asked for "
                                    f"{(window.height, window.width)}")
-        values, qa = _split_fields(block, bands, qa_band)
+        return _split_fields(block, bands, qa_band)
+
+    def fetch_tile(ref: ImageRef, window: Window) -> None:
+        expression = expression_for(ref.image_id)
+        label = f"the pixels of {ref.image_id}{what}"
+        values, qa = fetch_window(expression, label, window, 0)
         with lock:
             if ref.image_id not in partial:
                 partial[ref.image_id] = (np.full((len(bands), grid.height, grid.width), np.nan, "float32"),

@@ -33,6 +33,7 @@ from typing import Any
 import ee
 
 from gmsense.sources._bands import QA_NOT_CLEAR_BITS
+from gmsense.sources._ee_fetch import request_bytes_per_pixel
 
 S2_COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
 CLOUD_SCORE_PLUS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
@@ -44,6 +45,8 @@ S2_SCL_NOT_CLEAR = (1, 11)
 #: so "observed" must be its own value).
 QA_NO_DATA, QA_CLOUDY, QA_CLEAR = 0, 1, 2
 QA_BAND = "qa"
+#: Bytes per value of the reflectance bands (float32) and of the qa band (uint8) as :func:`image_graph` makes them.
+REFLECTANCE_BYTES, QA_BYTES = 4, 1
 #: Scale of the clear-share reduction in the listing, metres: coarse on purpose (cheap), the share
 #: only decides which images are worth fetching.
 LISTING_SCALE_M = 60.0
@@ -71,9 +74,17 @@ class CollectionSpec:
         return [source for _, source in self.bands]
 
     @property
+    def band_dtype_sizes(self) -> list[int]:
+        """Bytes per value of each band :func:`image_graph` returns: the float32 reflectance bands, then qa."""
+        return [REFLECTANCE_BYTES] * len(self.bands) + [QA_BYTES]
+
+    @property
     def bytes_per_pixel(self) -> int:
-        """Bytes one pixel of :func:`image_graph` costs against the request limit: float32 bands + uint8 qa."""
-        return 4 * len(self.bands) + 1
+        """Bytes one pixel of :func:`image_graph` costs against the computePixels request limit, by
+        the service's rule (:func:`gmsense.sources._ee_fetch.request_bytes_per_pixel`): the qa band
+        is cast to float32 with the others and every band carries a mask byte, 7 x (4 + 1) = 35.
+        (The cache stores 6 x 4 + 1 = 25 bytes a pixel: the service's rule is about the request.)"""
+        return request_bytes_per_pixel(self.band_dtype_sizes)
 
 
 SPECS: dict[str, CollectionSpec] = {

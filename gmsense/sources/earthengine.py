@@ -23,6 +23,7 @@ project, from settings (``earthengine.credentials``, ``earthengine.project``) or
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -218,13 +219,29 @@ def check(cfg: EarthEngineSettings, deadline_s: float = CONNECT_DEADLINE_S) -> s
     return f"Earth Engine reachable: project {project}, {endpoint} endpoint, credentials ok"
 
 
+#: One NPY decode at a time in this process: ``np.load`` parses the NPY header with
+#: ``ast.literal_eval``, and CPython 3.11's AST constructor keeps its recursion depth in state shared
+#: between threads, so two fetch threads decoding at once can fail with "SystemError: AST constructor
+#: recursion depth mismatch" (https://github.com/python/cpython/issues/106905). Seen on a loaded
+#: 2-core machine; decoding is cheap next to the request.
+_NPY_DECODE_LOCK = threading.Lock()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """The array of an NPY answer (computePixels ``fileFormat: NPY``), decoded one at a time."""
+    with _NPY_DECODE_LOCK:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 class EEClient:
     """The real client: ``ee.data.computePixels`` / ``computeValue`` (no retries of its own)."""
 
     def compute_pixels(self, expression: Any, grid: dict[str, Any]) -> np.ndarray:
         import ee
 
-        return ee.data.computePixels({"expression": expression, "fileFormat": "NUMPY_NDARRAY", "grid": grid})
+        # Raw NPY bytes (ee's NUMPY_NDARRAY converter would np.load them in this thread, unguarded).
+        data = ee.data.computePixels({"expression": expression, "fileFormat": "NPY", "grid": grid})
+        return decode_npy(data)
 
     def compute_value(self, obj: Any) -> Any:
         import ee
