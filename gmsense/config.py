@@ -104,8 +104,8 @@ class DetectSettings(_Settings):
 
 
 class ClassifySettings(_Settings):
-    """The patch classifier: a trained model (gmsense.train), and the thresholds of the rule-based
-    baseline (gmsense.detect.classify), used with ``--detector rules`` or when no model is named."""
+    """The patch classifier: a trained model (gmsense.classify.train), and the thresholds of the rule-based
+    baseline (gmsense.classify.baseline), used with ``--detector rules`` or when no model is named."""
 
     model: str | None = Field("default", description="trained model: a folder made by `gmsense train`, or the "
                                                      "name of one under models/; null: the rule baseline")
@@ -260,7 +260,7 @@ class Settings(_Settings):
         hash used the same science. How a scan runs (retries, request quotas, credentials, cache
         folders) is left out, so changing it never forces a rescan."""
         data = self.model_dump(mode="json")
-        data["classify"].pop("model", None)  # the model is keyed by its own version (see gmsense.scan.unit_key)
+        data["classify"].pop("model", None)  # the model is keyed by its own version (see gmsense.batch.scan.unit_key)
         for section, keys in OPERATIONAL_SETTINGS.items():
             for key in keys or list(data.get(section, {})):
                 data.get(section, {}).pop(key, None)

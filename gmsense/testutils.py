@@ -14,7 +14,7 @@ import xarray as xr
 from affine import Affine
 from shapely.geometry import box
 
-from gmsense.sites import Site
+from gmsense.geo.sites import Site
 
 VEGETATION = np.array([0.03, 0.06, 0.03, 0.40, 0.18, 0.08], dtype="float32")
 SOIL = np.array([0.12, 0.16, 0.20, 0.26, 0.36, 0.30], dtype="float32")

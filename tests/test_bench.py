@@ -109,7 +109,7 @@ def _failing_scan(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(site: Any, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"imagery for {site.site_id} is corrupt")
 
-    monkeypatch.setattr("gmsense.scan.analyse_site", broken)
+    monkeypatch.setattr("gmsense.batch.scan.analyse_site", broken)
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gmsense import cube as cubeops
 from gmsense.config import DetectSettings, SeasonSettings
+from gmsense.cube import ops as cubeops
 from gmsense.detect.change import NO_BREAK, confirm_runs, design_matrix, detect_breaks
 from gmsense.testutils import PlantedBreak, make_cube
 

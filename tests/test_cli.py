@@ -11,7 +11,7 @@ import pytest
 from shapely.geometry import box
 
 from gmsense.config import Settings, configs_dir
-from gmsense.sites import Site, read_sites, write_sites
+from gmsense.geo.sites import Site, read_sites, write_sites
 from gmsense.sources.synthetic import synthesize
 from gmsense.store import Store
 from gmsense.testutils import run_cli

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gmsense.cli import app
-from gmsense.corner_table import read_corner_table, write_corner_table
 from gmsense.errors import SitesError
-from gmsense.sites import read_sites
+from gmsense.geo.corner_table import read_corner_table, write_corner_table
+from gmsense.geo.sites import read_sites
 
 runner = CliRunner()
 GEOD = pyproj.Geod(ellps="GRS80")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gmsense import cube as cubeops
 from gmsense.config import SeasonSettings
+from gmsense.cube import ops as cubeops
 from gmsense.testutils import make_cube
 
 

@@ -39,9 +39,9 @@ from shapely.geometry import box
 from typer.testing import CliRunner
 
 from gmsense.config import EarthEngineSettings, Settings
-from gmsense.sites import Site
-from gmsense.sources import _ee_graph as graphs
-from gmsense.sources._ee_fetch import (
+from gmsense.geo.sites import Site
+from gmsense.sources.earthengine import _graph as graphs
+from gmsense.sources.earthengine._fetch import (
     MAX_GRID_SIDE_PX,
     REQUEST_BYTE_LIMIT,
     EarthEngineError,
@@ -534,7 +534,7 @@ def test_a_request_the_server_finds_too_large_is_halved_and_retried(server: Fake
 
 
 def test_halving_a_refused_request_is_bounded(server: FakeServer, tmp_path: Path) -> None:
-    from gmsense.sources._ee_fetch import MAX_SIZE_SPLITS
+    from gmsense.sources.earthengine._fetch import MAX_SIZE_SPLITS
 
     server.byte_limit = 35 * 10  # 10 pixels: no piece of 1/16 of 42 x 32 px gets through
     with pytest.raises(EarthEngineError, match=r"HTTP 400\): Total request size \(\d+ bytes\) must be less than "

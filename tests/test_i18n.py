@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from gmsense.cli import app
 from gmsense.errors import InputError
-from gmsense.i18n import LOCALE_DIR, area, attr_value, rule_message, t
-from gmsense.report_site import report_style
+from gmsense.outputs.i18n import LOCALE_DIR, area, attr_value, rule_message, t
+from gmsense.outputs.site_report import report_style
 
 runner = CliRunner()
 
@@ -74,7 +74,7 @@ def test_unknown_language_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_licence_attribute_values() -> None:
-    from gmsense.sites import LICENCE_TYPES, MINERAL_CLASSES
+    from gmsense.geo.sites import LICENCE_TYPES, MINERAL_CLASSES
 
     assert attr_value("licence_type", "exploration", "zh") == "勘查"
     assert attr_value("licence_type", "Mining", "zh") == "采矿"
@@ -99,9 +99,9 @@ def _figures_in_chinese() -> None:
     import matplotlib.pyplot as plt
     from shapely.geometry import box
 
+    from gmsense.outputs.report import site_map_figure, trajectory_figure
+    from gmsense.outputs.summary_report import summary_charts
     from gmsense.records import RecoveryObservation
-    from gmsense.report import site_map_figure, trajectory_figure
-    from gmsense.report_summary import summary_charts
 
     obs = [RecoveryObservation(season, "ndvi", 5, patch, 0.8, patch - 0.8)
            for season, patch in ((2018, 0.8), (2019, 0.78), (2020, 0.3), (2021, 0.5), (2022, 0.7))]

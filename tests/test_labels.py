@@ -9,12 +9,12 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 
+from gmsense.classify.labels import polygon_training_rows, reviewed_training_rows
+from gmsense.classify.model import FEATURES, load_model
 from gmsense.config import configs_dir
-from gmsense.labels import polygon_training_rows, reviewed_training_rows
 from gmsense.review import auth, service
 from gmsense.store import Store
 from gmsense.testutils import run_cli
-from gmsense.train import FEATURES, load_model
 
 pytestmark = pytest.mark.slow
 

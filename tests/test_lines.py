@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gmsense import cube as cubeops
 from gmsense.config import DetectSettings, SeasonSettings
+from gmsense.cube import ops as cubeops
 from gmsense.detect.change import detect_breaks
 from gmsense.detect.lines import add_line_breaks
 from gmsense.detect.patches import extract_patches

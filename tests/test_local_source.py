@@ -20,7 +20,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 from shapely.geometry import box
 
-from gmsense.cube_contract import validate_cube
+from gmsense.cube.contract import validate_cube
 from gmsense.errors import ImageryError
 from gmsense.sources._bands import (
     QA_CLOUD,

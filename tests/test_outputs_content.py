@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from gmsense.i18n import catalog
+from gmsense.outputs.i18n import catalog
 from gmsense.store import Store
 from gmsense.testutils import run_cli
 
@@ -158,7 +158,7 @@ def test_site_report_content(demo_db: Path, tmp_path: Path, lang: str, drawn_pag
 
 
 def test_numbers_never_show_negative_zero() -> None:
-    from gmsense.report import number
+    from gmsense.outputs.report import number
 
     assert number(-0.001) == "-0.001"
     assert number(-0.0) == "0.00"

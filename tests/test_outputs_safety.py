@@ -155,7 +155,7 @@ def test_export_to_a_full_disk(demo_db: Path, full_dir: Path, fmt: str) -> None:
 
 def test_export_full_disk_simulated(demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without root: the flush of the written file fails with ENOSPC, as on a full disk."""
-    import gmsense.outputs_io as outputs_io
+    import gmsense.files as outputs_io
 
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -214,7 +214,7 @@ def test_summary_report_to_a_full_disk_leaves_no_partial_file(demo_db: Path, ful
 
 
 def test_report_full_disk_simulated(demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gmsense.outputs_io as outputs_io
+    import gmsense.files as outputs_io
 
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -276,7 +276,7 @@ def test_synth_on_a_full_disk_fails_and_leaves_nothing(one_site: tuple[Path, Pat
 def test_synth_failure_keeps_the_previous_scene(one_site: tuple[Path, Path], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulated ENOSPC on a later image: the earlier, complete scene is left as it was."""
-    import gmsense.sources.synthetic_io as synthetic_io
+    import gmsense.sources.synthetic.io as synthetic_io
 
     sites, config = one_site
     out = tmp_path / "scenes"

@@ -7,8 +7,8 @@ import pytest
 import xarray as xr
 from skimage.draw import line
 
+from gmsense.classify.baseline import classify_patch
 from gmsense.config import ClassifySettings
-from gmsense.detect.classify import classify_patch
 from gmsense.detect.patches import Patch, extract_patches, label_breaks, shape_metrics
 
 NAT = np.datetime64("NaT", "ns")

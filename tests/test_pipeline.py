@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from gmsense import cube as cubeops
 from gmsense.config import Settings
+from gmsense.cube import ops as cubeops
 from gmsense.detect.features import add_patch_spectra
 from gmsense.detect.patches import Patch
 from gmsense.pipeline import analyse_cube

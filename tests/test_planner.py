@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 from shapely.ops import unary_union
 
-from gmsense.config import Settings
-from gmsense.planner import (
+from gmsense.batch.planner import (
     MAX_GROUP,
     TILE_MARGIN_M,
     estimate_bytes,
@@ -20,7 +19,8 @@ from gmsense.planner import (
     plan,
     tile_area,
 )
-from gmsense.sites import Site
+from gmsense.config import Settings
+from gmsense.geo.sites import Site
 
 UTM = pyproj.CRS.from_epsg(32652)
 SETTINGS = Settings()

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
+from gmsense.outputs.report import save_figure, trajectory_figure
 from gmsense.records import RecoveryObservation
-from gmsense.report import save_figure, trajectory_figure
 
 
 def test_trajectory_plot(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from gmsense.report_summary import summary_tables
+from gmsense.outputs.summary_report import summary_tables
 from gmsense.store import Store
 from gmsense.testutils import run_cli
 

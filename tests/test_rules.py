@@ -11,9 +11,9 @@ from shapely.geometry import LineString, Point, box
 
 from gmsense.config import RulesSettings, configs_dir, load_settings
 from gmsense.errors import ConfigError
+from gmsense.flags import evaluate
+from gmsense.geo.sites import ApprovedWork, Site, read_works
 from gmsense.records import PatchRecord, RecoveryObservation
-from gmsense.rules import evaluate
-from gmsense.sites import ApprovedWork, Site, read_works
 
 UTM = pyproj.CRS.from_epsg(32652)
 LICENCE = box(600_000, 5_290_000, 601_000, 5_291_000)

@@ -12,7 +12,7 @@ from shapely.geometry import box
 
 from gmsense.config import Settings
 from gmsense.errors import InputError
-from gmsense.sites import Site, write_sites
+from gmsense.geo.sites import Site, write_sites
 from gmsense.store import Store
 from gmsense.testutils import run_cli
 
@@ -56,7 +56,7 @@ def test_bad_dates_write_nothing_into_an_existing_store(sites_file: Path, tmp_pa
 
 
 def test_run_scan_checks_dates_before_writing(tmp_path: Path) -> None:
-    from gmsense.scan import run_scan
+    from gmsense.batch.scan import run_scan
     from gmsense.sources import SyntheticSource
 
     store = Store(str(tmp_path / "lib.db"))
@@ -68,16 +68,16 @@ def test_run_scan_checks_dates_before_writing(tmp_path: Path) -> None:
 
 
 def test_an_error_after_the_scan_row_exists_marks_it_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gmsense.scan
+    import gmsense.batch.scan
     from gmsense.sources import SyntheticSource
 
     def broken_plan(*_a: object, **_k: object) -> None:
         raise RuntimeError("the planner exploded")
 
-    monkeypatch.setattr(gmsense.scan, "plan", broken_plan)
+    monkeypatch.setattr(gmsense.batch.scan, "plan", broken_plan)
     store = Store(str(tmp_path / "f.db"))
     with pytest.raises(RuntimeError, match="planner exploded"):
-        gmsense.scan.run_scan([SITE], SyntheticSource(Settings()), Settings(), store,
+        gmsense.batch.scan.run_scan([SITE], SyntheticSource(Settings()), Settings(), store,
                               console=Console(quiet=True), show_progress=False)
     [scan] = store.scans()
     assert scan.status == "failed", "an error must not leave the scan 'running' forever"

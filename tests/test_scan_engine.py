@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from gmsense.cli import app
 from gmsense.config import Settings, configs_dir
-from gmsense.sites import read_sites, write_sites
-from gmsense.sources.synthetic_io import write_scene
+from gmsense.geo.sites import read_sites, write_sites
+from gmsense.sources.synthetic.io import write_scene
 from gmsense.store import Store
 
 runner = CliRunner()
@@ -184,7 +184,7 @@ def test_transient_errors_are_retried_with_back_off_input_errors_fail_at_once(
         tmp_path: Path, error: Exception, retried: bool, status: str) -> None:
     from rich.console import Console
 
-    from gmsense.scan import run_scan
+    from gmsense.batch.scan import run_scan
 
     settings = Settings().with_overrides({"scan.retries": 2, "scan.retry_base_delay_s": 0.01,
                                           "synthetic.start": "2020-04-01", "synthetic.end": "2021-10-31"})
@@ -201,8 +201,8 @@ def test_transient_errors_are_retried_with_back_off_input_errors_fail_at_once(
 def test_a_licence_that_keeps_failing_is_recorded_after_the_retries(tmp_path: Path) -> None:
     from rich.console import Console
 
+    from gmsense.batch.scan import run_scan
     from gmsense.errors import ImageryError
-    from gmsense.scan import run_scan
 
     settings = Settings().with_overrides({"scan.retries": 2, "scan.retry_base_delay_s": 0.01})
     sites = read_sites(DEMO_SITES)[:1]
@@ -221,7 +221,7 @@ def test_a_licence_that_keeps_failing_is_recorded_after_the_retries(tmp_path: Pa
 def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
     import random
 
-    from gmsense.scan import backoff_delay
+    from gmsense.batch.scan import backoff_delay
 
     rng = random.Random(1)
     for retry in range(10):

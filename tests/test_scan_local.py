@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from gmsense.cli import app
 from gmsense.config import Settings, configs_dir
-from gmsense.sites import read_sites, write_sites
-from gmsense.sources.synthetic_io import write_scene
+from gmsense.geo.sites import read_sites, write_sites
+from gmsense.sources.synthetic.io import write_scene
 from gmsense.store import Store
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ import pyproj
 import pytest
 from shapely.geometry import box
 
-from gmsense.sites import Site, write_sites
+from gmsense.geo.sites import Site, write_sites
 from gmsense.store import ScanRow, Store
 from gmsense.testutils import run_cli
 
@@ -125,7 +125,7 @@ def test_a_killed_process_on_this_host_is_resumed_at_once(two_killed: tuple[Path
 
 
 def test_owner_alive_rules() -> None:
-    from gmsense.scan import STALE_AFTER_S, owner_alive
+    from gmsense.batch.scan import STALE_AFTER_S, owner_alive
 
     now = 1_000_000.0
     here = socket.gethostname()

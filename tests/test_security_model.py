@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import skops.io as sio
 
-from gmsense.config import configs_dir
-from gmsense.errors import InputError
-from gmsense.testutils import run_cli
-from gmsense.train import (
+from gmsense.classify.model import (
     ALLOWED_MODEL_TYPES,
     MODEL_FILE,
     MODEL_WITHOUT_SWIR_FILE,
     load_model,
 )
+from gmsense.config import configs_dir
+from gmsense.errors import InputError
+from gmsense.testutils import run_cli
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default"
 DANGEROUS = "numpy.testing._private.utils.runstring"  # exec(string, namespace), under numpy.

@@ -28,7 +28,7 @@ from shapely.geometry import (
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.errors import EXIT_BAD_INPUT, SitesError
-from gmsense.sites import (
+from gmsense.geo.sites import (
     Site,
     SiteRepairWarning,
     read_sites,

@@ -8,8 +8,8 @@ import pytest
 from shapely.geometry import box
 from sqlalchemy import func, select
 
+from gmsense.geo.sites import WGS84, reproject_geometry
 from gmsense.records import FlagRecord, PatchRecord, RecoveryObservation, SiteResult
-from gmsense.sites import WGS84, reproject_geometry
 from gmsense.store import FlagRow, PatchRow, RecoveryRow, Store, resolve_db_url
 from gmsense.testutils import cube_site as _cube_site
 from gmsense.testutils import make_cube

@@ -13,14 +13,14 @@ import rasterio
 import xarray as xr
 from scipy import ndimage
 
-from gmsense import cube as cubeops
 from gmsense.config import Settings, configs_dir
-from gmsense.sites import read_sites
-from gmsense.sources._synthetic_events import Event, truth_status
-from gmsense.sources._synthetic_landscape import fraction
+from gmsense.cube import ops as cubeops
+from gmsense.geo.sites import read_sites
 from gmsense.sources.local import read_local_cube
 from gmsense.sources.synthetic import ANTHROPOGENIC, TRUTH_COLUMNS, synthesize
-from gmsense.sources.synthetic_io import write_scene
+from gmsense.sources.synthetic._events import Event, truth_status
+from gmsense.sources.synthetic._landscape import fraction
+from gmsense.sources.synthetic.io import write_scene
 
 SETTINGS = Settings()
 SITES = {s.site_id: s for s in read_sites(configs_dir() / "demo_sites.geojson")}

@@ -11,14 +11,14 @@ from rich.console import Console
 from shapely import wkt
 from shapely.geometry import box
 
+from gmsense.batch.planner import Tile, estimate_bytes, period_years
+from gmsense.batch.scan import run_scan
+from gmsense.batch.tiles import TileResult, merge_tiles
 from gmsense.config import Settings, configs_dir
-from gmsense.planner import Tile, estimate_bytes, period_years
+from gmsense.geo.sites import WGS84, Site, read_sites, reproject_geometry
 from gmsense.records import PatchRecord
-from gmsense.scan import run_scan
-from gmsense.sites import WGS84, Site, read_sites, reproject_geometry
 from gmsense.sources import get_source
 from gmsense.store import Store
-from gmsense.tiles import TileResult, merge_tiles
 
 UTM = pyproj.CRS.from_epsg(32652)
 SETTINGS = Settings()
@@ -129,7 +129,7 @@ def test_tiles_of_lazy_imagery_never_deadlock_the_workers(tmp_path: Path) -> Non
     import sys
 
     from gmsense.bench.scale import large_scene
-    from gmsense.sites import write_sites
+    from gmsense.geo.sites import write_sites
 
     site = large_scene(4, tmp_path / "cube.zarr")
     sites_file = write_sites([site], tmp_path / "large.geojson")

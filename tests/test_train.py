@@ -12,17 +12,16 @@ import pytest
 from shapely.geometry import LineString, box
 from typer.testing import CliRunner
 
-from gmsense.cli import app
-from gmsense.errors import InputError
-from gmsense.train import (
-    FEATURES,
+from gmsense.classify.model import FEATURES, load_model
+from gmsense.classify.train import (
     cross_validate,
     label_patches,
-    load_model,
     save_model,
     synthetic_training_set,
     train,
 )
+from gmsense.cli import app
+from gmsense.errors import InputError
 
 runner = CliRunner()
 
@@ -105,7 +104,7 @@ def test_train_on_synthetic_scenes_then_scan_with_the_model(tmp_path: Path) -> N
     assert "tiny" in result.output
 
     from gmsense.config import configs_dir
-    from gmsense.sites import read_sites, write_sites
+    from gmsense.geo.sites import read_sites, write_sites
     from gmsense.store import Store
 
     sites_file = write_sites(read_sites(configs_dir() / "demo_sites.geojson")[:1], tmp_path / "one.geojson")
@@ -137,7 +136,7 @@ def test_bad_seeds_and_detector(tmp_path: Path) -> None:
 
 
 def test_expected_calibration_error() -> None:
-    from gmsense.train import expected_calibration_error
+    from gmsense.classify.train import expected_calibration_error
 
     rng = np.random.default_rng(0)
     confidence = rng.uniform(0.5, 1.0, 20_000)  # the first class is the top one
@@ -149,7 +148,7 @@ def test_expected_calibration_error() -> None:
 
 
 def test_a_calibrated_model_saves_and_loads_safely(tmp_path: Path) -> None:
-    from gmsense.train import FEATURES, fit_calibrated, save_model
+    from gmsense.classify.train import fit_calibrated
 
     table = _table()
     estimator = fit_calibrated(table[list(FEATURES)].to_numpy(), table["label"].to_numpy(),
@@ -189,7 +188,8 @@ def test_each_prediction_is_explained_by_the_features_that_support_it(tmp_path: 
 
 
 def test_patches_of_imagery_without_swir_go_to_the_model_trained_without_it(tmp_path: Path) -> None:
-    from gmsense.train import SWIR_FEATURES, without_swir
+    from gmsense.classify.model import SWIR_FEATURES
+    from gmsense.classify.train import without_swir
 
     table = _table()
     blind = without_swir(table)

@@ -1,8 +1,8 @@
 """`gmsense bench accuracy`: the scan a user runs, scored against synthetic truth.
 
-For each seed, licences are drawn (:func:`gmsense.train.random_licences`, scenario ``mixed``),
-scanned with the synthetic source through :func:`gmsense.scan.run_scan` into a temporary store,
-exported with :func:`gmsense.export.patches_frame`, and scored against the scene's truth
+For each seed, licences are drawn (:func:`gmsense.classify.train.random_licences`, scenario ``mixed``),
+scanned with the synthetic source through :func:`gmsense.batch.scan.run_scan` into a temporary store,
+exported with :func:`gmsense.outputs.export.patches_frame`, and scored against the scene's truth
 (:mod:`gmsense.bench.scoring`). Events are pooled over all scenes. Seeds 1-8 are the test seeds:
 the detector and the classifier are tuned and trained on other seeds (101+).
 """
@@ -20,16 +20,17 @@ from rasterio.features import geometry_mask
 from rich.console import Console
 
 from gmsense import __version__
+from gmsense.batch.scan import run_scan
 from gmsense.bench import write_json_and_markdown
 from gmsense.bench.scoring import EVENT_COLUMNS, match_scene, summarise
+from gmsense.classify.model import PatchClassifier
+from gmsense.classify.train import random_licences
 from gmsense.config import Settings
 from gmsense.detect.patches import grid_transform
-from gmsense.export import patches_frame
-from gmsense.scan import run_scan
+from gmsense.outputs.export import patches_frame
 from gmsense.sources import SyntheticSource
 from gmsense.sources.synthetic import synthesize
 from gmsense.store import Store
-from gmsense.train import PatchClassifier, random_licences
 
 TARGETS = {"recall": (">=", 0.90), "class_accuracy": (">=", 0.85), "false_alarms_per_km2_year": ("<=", 0.2),
            "median_lag_days": ("<=", 30), "recovery_status_accuracy": (">=", 0.85)}

@@ -26,7 +26,7 @@ from shapely.geometry import box
 from gmsense import __version__
 from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
-from gmsense.sites import Site
+from gmsense.geo.sites import Site
 
 PERIOD = ("2020-04-01", "2021-10-31")
 ORIGIN = (600_000.0, 5_290_000.0)  # UTM 52N, Heilongjiang
@@ -54,7 +54,7 @@ def _settings() -> Settings:
 def _scan_seconds(sites: list[Site], settings: Settings, workers: int | None, db: Path) -> tuple[float, str]:
     from rich.console import Console
 
-    from gmsense.scan import run_scan
+    from gmsense.batch.scan import run_scan
     from gmsense.sources import get_source
     from gmsense.store import Store
 
@@ -151,8 +151,8 @@ def large_scene(side_km: float, path: Path) -> Site:
 def run_large(side_km: float, memory_limit: str) -> dict[str, Any]:
     """One ``side_km`` x ``side_km`` licence (local Zarr imagery, 3 seasons) scanned in a fresh
     subprocess with ``--memory-limit``; peak resident memory of that process and its workers."""
-    from gmsense.planner import parse_memory, plan
-    from gmsense.sites import write_sites
+    from gmsense.batch.planner import parse_memory, plan
+    from gmsense.geo.sites import write_sites
 
     with tempfile.TemporaryDirectory() as tmp:
         imagery = Path(tmp) / "large.zarr"

@@ -28,11 +28,11 @@ import pyproj
 from shapely.geometry import box
 
 from gmsense import __version__
-from gmsense import cube as cubeops
 from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
+from gmsense.cube import ops as cubeops
+from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_cube
-from gmsense.sites import Site
 
 SIDE_M = 4_000.0  # workload extent, metres (400 px at 10 m)
 ORIGIN = (600_000.0, 5_290_000.0)  # UTM 52N, Heilongjiang
@@ -141,9 +141,9 @@ def earthengine_fetch_utilisation() -> dict[str, float]:
 def _end_to_end_seconds(site: Site, settings: Settings) -> float:
     from rich.console import Console
 
-    from gmsense.scan import run_scan
+    from gmsense.batch.scan import run_scan
     from gmsense.sources import get_source
-    from gmsense.sources.synthetic_io import write_scene
+    from gmsense.sources.synthetic.io import write_scene
     from gmsense.store import Store
 
     synthetic = settings.synthetic.model_copy(update={"start": SEASONS[0], "end": SEASONS[1], "seed": 7})

@@ -27,8 +27,8 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from gmsense import cube as cubeops
-from gmsense.cube import BANDS
+from gmsense.cube import ops as cubeops
+from gmsense.cube.ops import BANDS
 from gmsense.detect.change import masked_median
 from gmsense.detect.lines import finite_quantile, median_over, ridge_response, ring
 from gmsense.detect.patches import Patch
@@ -115,7 +115,7 @@ def _robust_z(values: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> 
 
 
 def _index_series(series: dict[str, np.ndarray], name: str) -> np.ndarray | None:
-    """The index ``name`` per date from band series (formulas of :func:`gmsense.cube.index`);
+    """The index ``name`` per date from band series (formulas of :func:`gmsense.cube.ops.index`);
     None when a band is missing."""
     if not all(b in series for b in cubeops.INDEX_BANDS[name]):
         return None

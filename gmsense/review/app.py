@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gmsense import __version__
 from gmsense.errors import InputError
-from gmsense.i18n import LANGUAGES, area, attr_value, catalog, flag_sentence, t
+from gmsense.outputs.i18n import LANGUAGES, area, attr_value, catalog, flag_sentence, t
 from gmsense.review import auth, service
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
@@ -317,7 +317,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
-        from gmsense.report_summary import GROUPINGS, summary_tables
+        from gmsense.outputs.summary_report import GROUPINGS, summary_tables
 
         if by not in GROUPINGS:
             raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
@@ -326,7 +326,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/dashboard/{by}.png", include_in_schema=False)
     def dashboard_png(request: Request, by: str, who: PageUser) -> Response:
-        from gmsense.report_summary import GROUPINGS
+        from gmsense.outputs.summary_report import GROUPINGS
 
         if by not in GROUPINGS:
             raise HTTPException(404, f"no grouping {by!r}")

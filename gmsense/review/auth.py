@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gmsense.errors import InputError
-from gmsense.i18n import LANGUAGES
+from gmsense.outputs.i18n import LANGUAGES
 from gmsense.store import LoginAttemptRow, SessionRow, Store, UserRow
 
 ROLES = ("viewer", "reviewer", "admin")

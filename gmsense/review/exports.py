@@ -1,12 +1,12 @@
 """Downloads of the review app: the flags of the queue's filters, or the patches of the licences
-they select, as GeoJSON (EPSG:4326), GeoPackage or CSV, built by gmsense.export."""
+they select, as GeoJSON (EPSG:4326), GeoPackage or CSV, built by gmsense.outputs.export."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from gmsense.export import flags_frame, patches_frame, write_frame
+from gmsense.outputs.export import flags_frame, patches_frame, write_frame
 from gmsense.review import service
 from gmsense.store import Store
 

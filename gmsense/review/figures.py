@@ -1,7 +1,7 @@
 """PNG pictures for the review app, rendered by matplotlib and cached on disk.
 
 Before/after chips need the imagery: the cube is re-made from the source and settings recorded
-with the licence's last scan (``gmsense.report.scene_for``), kept in memory for the last few
+with the licence's last scan (``gmsense.outputs.report.scene_for``), kept in memory for the last few
 licences, and each picture is cached under ``cache_dir`` keyed by what it shows (patch, the scan
 that last updated it, language), so a new scan renders fresh pictures and nothing stale is served.
 """
@@ -25,12 +25,12 @@ import matplotlib.pyplot as plt
 import pyproj
 from shapely import wkt
 
-from gmsense.i18n import t
+from gmsense.geo.sites import WGS84, reproject_geometry, utm_crs_for
+from gmsense.outputs.i18n import t
+from gmsense.outputs.report import chips_figure, scene_for, site_map_figure, trajectory_figure
+from gmsense.outputs.site_report import report_style
 from gmsense.records import RecoveryObservation
-from gmsense.report import chips_figure, scene_for, site_map_figure, trajectory_figure
-from gmsense.report_site import report_style
 from gmsense.review import service
-from gmsense.sites import WGS84, reproject_geometry, utm_crs_for
 from gmsense.store import RecoveryRow, Store
 
 #: Licences whose cube stays in memory (a cube of a 1 km2 licence with its buffer over three
@@ -146,7 +146,7 @@ class Pictures:
 
     def dashboard(self, by: str, lang: str = "en", unit: str | None = None) -> bytes:
         """The programme charts by ``by``, in ``lang``, areas in ``unit`` (default: mu in Chinese, else ha)."""
-        from gmsense.report_summary import summary_charts, summary_tables
+        from gmsense.outputs.summary_report import summary_charts, summary_tables
 
         unit = unit or ("mu" if lang == "zh" else "ha")
         tables = summary_tables(self.store, by)

@@ -16,7 +16,7 @@ from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import Settings
 from gmsense.errors import InputError
-from gmsense.sites import Site
+from gmsense.geo.sites import Site
 
 SOURCE_NAMES = ("synthetic", "local", "earthengine")
 
@@ -106,7 +106,7 @@ def get_source(name: str, settings: Settings, imagery: Path | None = None) -> So
         return SyntheticSource(settings)
     if name == "local":
         if imagery is None:
-            raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
         from gmsense.sources.local import check_imagery
 
         check_imagery(Path(imagery))

@@ -33,7 +33,7 @@ from typing import Any
 import ee
 
 from gmsense.sources._bands import QA_NOT_CLEAR_BITS
-from gmsense.sources._ee_fetch import request_bytes_per_pixel
+from gmsense.sources.earthengine._fetch import request_bytes_per_pixel
 
 S2_COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
 CLOUD_SCORE_PLUS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
@@ -81,7 +81,7 @@ class CollectionSpec:
     @property
     def bytes_per_pixel(self) -> int:
         """Bytes one pixel of :func:`image_graph` costs against the computePixels request limit, by
-        the service's rule (:func:`gmsense.sources._ee_fetch.request_bytes_per_pixel`): the qa band
+        the service's rule (:func:`gmsense.sources.earthengine._fetch.request_bytes_per_pixel`): the qa band
         is cast to float32 with the others and every band carries a mask byte, 7 x (4 + 1) = 35.
         (The cache stores 6 x 4 + 1 = 25 bytes a pixel: the service's rule is about the request.)"""
         return request_bytes_per_pixel(self.band_dtype_sizes)

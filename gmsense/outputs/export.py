@@ -1,7 +1,7 @@
 """Exports of the store for GIS and analysis: GeoJSON (EPSG:4326), GeoPackage, CSV.
 
 Files are written to a temporary name beside the target, flushed and renamed into place, so a
-failed export never leaves a half-written file (:mod:`gmsense.outputs_io`). In CSV, text cells a
+failed export never leaves a half-written file (:mod:`gmsense.files`). In CSV, text cells a
 spreadsheet would run as formulas are defused (:func:`defuse_formulas`).
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 from shapely import wkt
 
 from gmsense.errors import InputError
-from gmsense.outputs_io import check_target, write_bytes
+from gmsense.files import check_target, write_bytes
 from gmsense.store import Store
 
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv"}
@@ -88,7 +88,7 @@ def defuse_formulas(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_frame(frame: pd.DataFrame, out: Path, fmt: str, layer: str) -> Path:
-    """Write ``frame`` as ``fmt`` to ``out`` atomically (see :mod:`gmsense.outputs_io`): an
+    """Write ``frame`` as ``fmt`` to ``out`` atomically (see :mod:`gmsense.files`): an
     ``out`` that exists and is not a regular file is refused; a failure leaves nothing behind."""
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")

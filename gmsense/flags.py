@@ -21,10 +21,10 @@ import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import RulesSettings
-from gmsense.i18n import rule_message
+from gmsense.geo.sites import ApprovedWork, Site
+from gmsense.outputs.i18n import rule_message
 from gmsense.records import FlagRecord, PatchRecord
 from gmsense.recovery import recovery_metrics
-from gmsense.sites import ApprovedWork, Site
 
 HUMAN_MADE = ("trench", "pad", "track", "clearing")
 
@@ -54,7 +54,7 @@ class _Flagger:
 
     def add(self, rule: str, params: dict, patch_index: int | None, evidence: dict, key: str = "") -> None:
         """Raise ``rule``; its sentence is rendered from ``params`` (kept in the evidence, so it can
-        be rendered again in another language: gmsense.i18n.rule_message)."""
+        be rendered again in another language: gmsense.outputs.i18n.rule_message)."""
         if getattr(self.rules, rule).enabled:
             params = {"site_id": self.site.site_id, **params}
             self.flags.append(FlagRecord(rule, self.rules.severity(rule, self.mineral), rule_message(rule, params),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gmsense._cli_common import DbOption, err, out, user_errors
+from gmsense.cli._common import DbOption, err, out, user_errors
 from gmsense.errors import InputError
 
 review_app = typer.Typer(help="The regulators' review web app.", no_args_is_help=True)
@@ -159,7 +159,7 @@ def labels_export(
     db: DbOption = None,
 ) -> None:
     """Write reviewers' latest decision per patch as labels (disturbance_class, date, decision...)."""
-    from gmsense.labels import write_labels
+    from gmsense.classify.labels import write_labels
 
     path, n = write_labels(_store(db, create=False), out_file)
     out.print(f"{n} labels -> {path}", highlight=False)

@@ -2,16 +2,16 @@
 
 A thin fetcher around ``ee.data.computePixels`` (no xee), per licence:
 
-1. the grid: the licence's own CRS (the local UTM zone after :func:`gmsense.sites.read_sites`) on
+1. the grid: the licence's own CRS (the local UTM zone after :func:`gmsense.geo.sites.read_sites`) on
    a lattice of 10 m (Sentinel-2) or 30 m (Landsat) anchored at the CRS origin, covering the
    monitoring area's bounding box plus one pixel (as the local source crops);
 2. one ``computeValue`` lists the images touching that rectangle in the date range, with their
-   time and clear share (:func:`gmsense.sources._ee_graph.listing_graph`); images whose clear
+   time and clear share (:func:`gmsense.sources.earthengine._graph.listing_graph`); images whose clear
    share is not above ``earthengine.min_clear_fraction`` are not fetched;
 3. each remaining image not yet in the Zarr cache is fetched by multi-band ``computePixels``
    requests (NUMPY_NDARRAY), tiled only when over the request limits, under a process-wide
    limit of requests in flight and per second, with retries on 429/5xx/timeouts
-   (:mod:`gmsense.sources._ee_fetch`);
+   (:mod:`gmsense.sources.earthengine._fetch`);
 4. the cube is read lazily (dask, one task per date) from the cache: float32 reflectance under
    the common names, ``clear``, datetime64 ``time`` (UTC day; images of the same day, e.g.
    overlapping Sentinel-2 tiles, are merged preferring clear, then observed pixels).
@@ -42,10 +42,10 @@ from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import EarthEngineSettings
-from gmsense.cube_contract import validate_cube
+from gmsense.cube.contract import validate_cube
 from gmsense.errors import ImageryError
-from gmsense.sources import _ee_graph as graphs
-from gmsense.sources._ee_fetch import (
+from gmsense.sources.earthengine import _graph as graphs
+from gmsense.sources.earthengine._fetch import (
     PROJECT_MAX_CONCURRENT,
     REQUEST_BYTE_LIMIT,
     EarthEngineError,
@@ -419,7 +419,7 @@ def load_cube(cfg: EarthEngineSettings, region: BaseGeometry, crs: Any, start: s
     if not images:
         raise ImageryError(
             f"Earth Engine has no {spec.key} image with a clear share above {cfg.min_clear_fraction:g} over "
-            f"licence {site_id} within {t0}..{end or 'today'}; widen --start/--end")
+            f"licence {site_id} within {t0}..{end or 'today'}; widen the date range (start/end)")
     extra = {"collections": list(spec.collections), "threshold": cfg.cs_cdf_threshold if spec.key == "sentinel-2"
              else None, "scale": spec.scale, "offset": spec.offset, "qa": "v1"}
     cache = PixelCache.for_key(cache_dir or cache_root(cfg), spec.key, site_id, grid, spec.common_names, extra)

@@ -45,7 +45,7 @@ def area(m2: float, lang: str = "en", unit: str = "ha") -> str:
 
 
 def rule_message(rule: str, params: dict[str, Any], lang: str = "en", unit: str = "ha") -> str:
-    """A flag's sentence from its rule and parameters (see gmsense.rules)."""
+    """A flag's sentence from its rule and parameters (see gmsense.flags)."""
     p = dict(params)
     for key in ("area", "area_outside", "disturbed", "permitted"):
         if f"{key}_m2" in p:

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gmsense import __version__, cli_review
-from gmsense._cli_common import ConfigOption, DbOption, err, out, user_errors
+from gmsense import __version__
+from gmsense.cli import review as cli_review
+from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
 from gmsense.config import configs_dir, load_settings
 from gmsense.errors import EXIT_OK
 
@@ -53,10 +54,10 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
           buffer_m: float | None, show_progress: bool = True, works_file: Path | None = None,
           rules_file: Path | None = None, resume: bool = False, force: bool = False,
           classifier: Any = None, memory_limit: str | None = None) -> Any:
+    from gmsense.batch.planner import parse_memory
+    from gmsense.batch.scan import check_dates, run_scan
     from gmsense.errors import InputError
-    from gmsense.planner import parse_memory
-    from gmsense.scan import check_dates, run_scan
-    from gmsense.sites import read_sites, read_works
+    from gmsense.geo.sites import read_sites, read_works
     from gmsense.sources import get_source
     from gmsense.store import Store
 
@@ -68,6 +69,8 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
     settings = load_settings(config, {"sites.buffer_m": buffer_m}, rules_path=rules_file)
     sites = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid)
     works = read_works(works_file) if works_file else None
+    if source_name == "local" and imagery is None:
+        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
     source = get_source(source_name, settings, imagery)
     store = Store(db)
     summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
@@ -110,7 +113,7 @@ def scan(
     Incremental: licences with no acquisition newer than the last one analysed (same settings)
     are skipped. After a crash, `--resume` finishes the interrupted scan of the same request.
     """
-    from gmsense.scan import check_dates
+    from gmsense.batch.scan import check_dates
 
     check_dates(start, end, ("--start", "--end"))
     summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
@@ -132,6 +135,8 @@ def _classifier(detector: str | None, model: Path | None, configured: str | None
         if model is not None:
             raise InputError("--detector rules and --model contradict each other; drop one")
         return None
+    from gmsense.classify.model import load_model, resolve_model
+
     if model is None and configured:
         model = resolve_model(configured)
     if model is None:
@@ -139,21 +144,7 @@ def _classifier(detector: str | None, model: Path | None, configured: str | None
             raise InputError("--detector model needs --model PATH (a folder made by 'gmsense train') "
                              "or the setting classify.model")
         return None
-    from gmsense.train import load_model
-
     return load_model(model)
-
-
-def resolve_model(name: str) -> Path:
-    """A model folder from a path, or from a name under the shipped models/ folder."""
-    from gmsense.config import models_dir
-    from gmsense.errors import InputError
-
-    for candidate in (Path(name), models_dir() / name):
-        if candidate.is_dir():
-            return candidate
-    known = sorted(p.name for p in models_dir().glob("*") if p.is_dir())
-    raise InputError(f"no model {name!r}: not a folder, nor one of the shipped models ({', '.join(known) or 'none'})")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -189,9 +180,9 @@ def train(
     config: ConfigOption = None,
 ) -> None:
     """Train the patch classifier on synthetic scenes and/or labels; scene-grouped CV; save model and card."""
+    from gmsense.classify.train import confusion_png
+    from gmsense.classify.train import train as train_model
     from gmsense.errors import InputError
-    from gmsense.train import confusion_png
-    from gmsense.train import train as train_model
 
     if not synthetic_seeds and not labels:
         raise InputError("give --synthetic-seeds, --labels, or both")
@@ -215,7 +206,7 @@ def train(
 
 
 def _labelled_tables(paths: list[Path], imagery: Path | None, settings: Any, unlabelled: str) -> list[Any]:
-    from gmsense.labels import training_rows
+    from gmsense.classify.labels import training_rows
 
     return [training_rows(path, imagery, settings, unlabelled=unlabelled) for path in paths]  # type: ignore[arg-type]
 
@@ -229,7 +220,7 @@ def evaluate(
     config: ConfigOption = None,
 ) -> None:
     """Class accuracy of a model and of the rule baseline on the same proposed patches."""
-    from gmsense.train import evaluate_against_rules, load_model
+    from gmsense.classify.train import evaluate_against_rules, load_model
 
     result = evaluate_against_rules(load_model(model), parse_seeds(synthetic_seeds), sites_per_seed,
                                     load_settings(config))
@@ -330,7 +321,7 @@ def demo(
     workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
 ) -> None:
     """The main job on the embedded default: synthetic imagery over the bundled demo licences."""
-    from gmsense.export import patches_frame, write_frame
+    from gmsense.outputs.export import patches_frame, write_frame
 
     out_dir.mkdir(parents=True, exist_ok=True)
     db_file = out_dir / "gmsense.db"
@@ -358,9 +349,9 @@ def export(
     crs: Annotated[str | None, typer.Option("--crs", help="for corner-table: EPSG:4490 or a CGCS2000 zone")] = None,
 ) -> None:
     """Write stored results for GIS (EPSG:4326) or analysis."""
-    from gmsense import export as ex
     from gmsense.errors import InputError
-    from gmsense.outputs_io import check_target
+    from gmsense.files import check_target
+    from gmsense.outputs import export as ex
     from gmsense.store import Store
 
     makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame, "sites": ex.sites_frame}
@@ -373,7 +364,7 @@ def export(
     nouns = {"patches": ("patch", "patches"), "flags": ("flag", "flags"),
              "recovery": ("recovery observation", "recovery observations"), "sites": ("licence", "licences")}
     if fmt == "corner-table":
-        from gmsense.corner_table import write_corner_table
+        from gmsense.geo.corner_table import write_corner_table
 
         if not crs or what not in ("patches", "sites"):
             raise InputError("--format corner-table needs --crs (e.g. EPSG:4552) and exports patches or sites")
@@ -403,8 +394,8 @@ def report_site(
     unit: Annotated[str, typer.Option("--area-unit", help="ha | mu (1 mu = 666.67 m2)")] = "ha",
 ) -> None:
     """Per-licence inspection report (PDF): map, flagged patches with evidence, recovery, coordinates."""
-    from gmsense.i18n import catalog
-    from gmsense.report_site import write_site_report
+    from gmsense.outputs.i18n import catalog
+    from gmsense.outputs.site_report import write_site_report
     from gmsense.store import Store
 
     catalog(lang)  # an unknown language is a clear error before any work
@@ -424,8 +415,8 @@ def report_summary(
     unit: Annotated[str, typer.Option("--area-unit", help="ha | mu (1 mu = 666.67 m2)")] = "ha",
 ) -> None:
     """Programme summary: disturbed and reclaimed area, flags, overdue reclamation, worst licences."""
-    from gmsense.i18n import catalog
-    from gmsense.report_summary import write_summary_report
+    from gmsense.outputs.i18n import catalog
+    from gmsense.outputs.summary_report import write_summary_report
     from gmsense.store import Store
 
     catalog(lang)  # an unknown language is a clear error before any work
@@ -447,9 +438,9 @@ def sites_import(
     attributes: Annotated[Path | None, typer.Option("--attributes", help="second table of licence attributes")] = None,
 ) -> None:
     """Import a CGCS2000 corner-point table (X northing, Y easting) as licence polygons."""
-    from gmsense.corner_table import read_corner_table
     from gmsense.errors import InputError
-    from gmsense.sites import read_sites
+    from gmsense.geo.corner_table import read_corner_table
+    from gmsense.geo.sites import read_sites
 
     if fmt != "corner-table":
         raise InputError(f"unknown import format {fmt!r}; choose corner-table")
@@ -473,8 +464,8 @@ def sites_export_table(
     crs: Annotated[str, typer.Option("--crs", help="EPSG:4490 or a CGCS2000 Gauss-Kruger zone, e.g. EPSG:4552")],
 ) -> None:
     """Write licence areas back as a corner-point table for the bureau's own systems."""
-    from gmsense.corner_table import write_corner_table
-    from gmsense.sites import read_sites, sites_frame
+    from gmsense.geo.corner_table import write_corner_table
+    from gmsense.geo.sites import read_sites, sites_frame
 
     frame = sites_frame(read_sites(sites_file))
     out.print(f"wrote {write_corner_table(frame, out_file, crs)}")
@@ -539,8 +530,8 @@ def synth(
         TimeRemainingColumn,
     )
 
-    from gmsense.sites import read_sites
-    from gmsense.sources.synthetic_io import write_scenes
+    from gmsense.geo.sites import read_sites
+    from gmsense.sources.synthetic.io import write_scenes
 
     settings = load_settings(config)
     licences = read_sites(sites)

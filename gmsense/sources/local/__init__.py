@@ -46,7 +46,7 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from gmsense.cube_contract import validate_cube
+from gmsense.cube.contract import validate_cube
 from gmsense.errors import ImageryError
 from gmsense.sources._bands import (
     REQUIRED_BANDS,
@@ -162,7 +162,8 @@ def _geographic_target(src_crs: pyproj.CRS, src_grid: tuple[Affine, int, int], r
     return crop_grid(region_crs, origin, region_bounds)
 
 
-def _transform_bounds(bounds: Sequence[float], src: pyproj.CRS, dst: pyproj.CRS) -> tuple[float, ...]:
+def transform_bounds(bounds: Sequence[float], src: pyproj.CRS, dst: pyproj.CRS) -> tuple[float, ...]:
+    """``(minx, miny, maxx, maxy)`` in ``src`` as the bounds of their reprojection to ``dst``."""
     if src == dst:
         return tuple(bounds)
     transformer = pyproj.Transformer.from_crs(src, dst, always_xy=True)
@@ -179,7 +180,7 @@ def _to_crs(geom: BaseGeometry, src: pyproj.CRS, dst: pyproj.CRS) -> BaseGeometr
 
 
 def _lonlat(bounds: Sequence[float], crs: pyproj.CRS) -> str:
-    w, s, e, n = _transform_bounds(bounds, crs, pyproj.CRS.from_epsg(4326))
+    w, s, e, n = transform_bounds(bounds, crs, pyproj.CRS.from_epsg(4326))
     return f"lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f} (EPSG:4326)"
 
 
@@ -192,7 +193,7 @@ def _not_covered(path: Path, footprint: Sequence[float], crs: pyproj.CRS, region
     return ImageryError(
         f"imagery {path} does not cover {_who(site_id)}; it covers {_lonlat(footprint, crs)}, "
         f"{'the licence' if site_id else 'the region'} is at {_lonlat(region.bounds, region_crs)}; "
-        "point --imagery at imagery of that area or check the licence CRS"
+        "point the imagery path at imagery of that area or check the licence CRS"
     )
 
 
@@ -243,7 +244,7 @@ def _no_dates(path: Path, available: np.ndarray, start: str | None, end: str | N
     have = f"{days.min()}..{days.max()}" if days.size else "none"
     return ImageryError(
         f"imagery {path} has no acquisition within {_range_text(start, end)} for {_who(site_id)}; "
-        f"it has {have}; widen --start/--end"
+        f"it has {have}; widen the date range (start/end)"
     )
 
 
@@ -445,7 +446,7 @@ def check_imagery(path: Path) -> None:
     folder of readable dated GeoTIFFs or an openable NetCDF/Zarr cube. Raises ImageryError."""
     path = Path(path)
     if not path.exists():
-        raise ImageryError(f"imagery path {path} does not exist; check --imagery")
+        raise ImageryError(f"imagery path {path} does not exist; check the imagery path")
     if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
         _open_store(path).close()
     elif path.is_dir():
@@ -454,8 +455,29 @@ def check_imagery(path: Path) -> None:
     else:
         raise ImageryError(
             f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
-            "point --imagery at one of those"
+            "point the imagery path at one of those"
         )
+
+
+def imagery_footprint(path: Path) -> tuple[BaseGeometry, pyproj.CRS]:
+    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' bounds in
+    the first file's CRS, or a NetCDF/Zarr cube's pixel-edge bounds in its CRS (metres)."""
+    from shapely.geometry import box
+
+    path = Path(path)
+    check_imagery(path)
+    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+        with _open_store(path) as ds:
+            ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
+            crs = _store_crs(ds)
+            if crs is None:
+                raise ImageryError(f"imagery store {path} has no CRS; record one (rioxarray: ds.rio.write_crs)")
+            t = _store_transform(ds, path)
+            width, height = ds.sizes["x"], ds.sizes["y"]
+        return box(*Grid(crs, t, width, height).bounds), crs
+    infos = [read_tiff_header(file, day) for day, file in _require_dated_files(path)]
+    crs = infos[0].crs
+    return shapely.union_all([box(*transform_bounds(i.bounds, i.crs, crs)) for i in infos]), crs
 
 
 def latest_date(path: Path, start: str | None = None, end: str | None = None) -> str | None:
@@ -489,14 +511,14 @@ def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dat
                                   region.bounds, region_crs)
     else:
         grid = crop_grid(reference.crs, reference.transform,
-                         _transform_bounds(region.bounds, region_crs, reference.crs))
+                         transform_bounds(region.bounds, region_crs, reference.crs))
 
     # keep files whose footprint meets the region (in the grid CRS)
     region_g = _to_crs(region, region_crs, grid.crs)
     grid_box = box(*grid.bounds)
-    used = [i for i in infos if box(*_transform_bounds(i.bounds, i.crs, grid.crs)).intersects(grid_box)]
-    if not used or not any(box(*_transform_bounds(i.bounds, i.crs, grid.crs)).intersects(region_g) for i in used):
-        fp = [_transform_bounds(i.bounds, i.crs, reference.crs) for i in infos]
+    used = [i for i in infos if box(*transform_bounds(i.bounds, i.crs, grid.crs)).intersects(grid_box)]
+    if not used or not any(box(*transform_bounds(i.bounds, i.crs, grid.crs)).intersects(region_g) for i in used):
+        fp = [transform_bounds(i.bounds, i.crs, reference.crs) for i in infos]
         footprint = (min(b[0] for b in fp), min(b[1] for b in fp), max(b[2] for b in fp), max(b[3] for b in fp))
         raise _not_covered(folder, footprint, reference.crs, region, region_crs, site_id)
 
@@ -675,7 +697,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
         grid = _geographic_target(crs, (transform, ds.sizes["x"], ds.sizes["y"]), region.bounds, region_crs)
         ds = _reproject_store(ds, crs, grid)
     else:
-        grid = crop_grid(crs, transform, _transform_bounds(region.bounds, region_crs, crs))
+        grid = crop_grid(crs, transform, transform_bounds(region.bounds, region_crs, crs))
         ds = _on_lattice(ds, grid)
 
     bands = {common: ds[src].astype("float32") for common, src in plan.bands.items()}
@@ -703,7 +725,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
 
 def _reproject_store(ds: xr.Dataset, crs: pyproj.CRS, grid: Grid) -> xr.Dataset:
     """A geographic store reprojected (nearest) onto ``grid``; only the part around the grid is read."""
-    w, s, e, n = _transform_bounds(grid.bounds, grid.crs, crs)
+    w, s, e, n = transform_bounds(grid.bounds, grid.crs, crs)
     xs, ys = ds.x.values, ds.y.values
     dx, dy = abs(xs[1] - xs[0]), abs(ys[1] - ys[0])
     sub = ds.sel(x=slice(*sorted((w - 2 * dx, e + 2 * dx))[:: 1 if xs[1] > xs[0] else -1]),
@@ -766,7 +788,7 @@ def read_local_cube(
     """
     path = Path(path)
     if not path.exists():
-        raise ImageryError(f"imagery path {path} does not exist; check --imagery"
+        raise ImageryError(f"imagery path {path} does not exist; check the imagery path"
                            + (f" for licence {site_id}" if site_id else ""))
     region_crs = normalise_crs(region_crs)
     dates = parse_range(start, end)
@@ -777,6 +799,6 @@ def read_local_cube(
     else:
         raise ImageryError(
             f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
-            "point --imagery at one of those"
+            "point the imagery path at one of those"
         )
     return validate_cube(cube, where=f"imagery {path}")

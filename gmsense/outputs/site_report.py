@@ -24,10 +24,10 @@ from shapely import wkt
 
 from gmsense import __version__
 from gmsense.errors import GmsenseError, InputError
-from gmsense.i18n import area, attr_value, catalog, flag_sentence, public_attrs, t
-from gmsense.outputs_io import atomic_file, check_target
-from gmsense.records import RecoveryObservation
-from gmsense.report import (
+from gmsense.files import atomic_file, check_target
+from gmsense.geo.sites import CONTRACT_FIELDS, WGS84, reproject_geometry
+from gmsense.outputs.i18n import area, attr_value, catalog, flag_sentence, public_attrs, t
+from gmsense.outputs.report import (
     PLAIN_TEXT,
     chips_figure,
     draw_table,
@@ -38,7 +38,7 @@ from gmsense.report import (
     trajectory_figure,
     wrap_cell,
 )
-from gmsense.sites import CONTRACT_FIELDS, WGS84, reproject_geometry
+from gmsense.records import RecoveryObservation
 from gmsense.store import Store
 
 A4 = (8.27, 11.69)
@@ -239,7 +239,7 @@ def _pages(site_row: Any, patches: list[Any], flags: list[Any], recovery: list[A
     ])
     cube, licence = scene if scene else (None, None)
     if licence is None:
-        from gmsense.sites import utm_crs_for
+        from gmsense.geo.sites import utm_crs_for
 
         g = wkt.loads(site_row.geometry_wkt)
         crs = utm_crs_for(g.centroid.x, g.centroid.y)

@@ -159,7 +159,14 @@ def read_sites(
     are numbered from 1 in file order.
     """
     path = Path(path)
-    frame = _read_frame(path, layer)
+    return sites_from_frame(_read_frame(path, layer), repair_invalid=repair_invalid, label=str(path))
+
+
+def sites_from_frame(
+    frame: geopandas.GeoDataFrame, *, repair_invalid: bool = True, label: str = "licences"
+) -> list[Site]:
+    """Validate and reproject the licences of a GeoDataFrame (any CRS) as :func:`read_sites` does
+    for a file; ``label`` (a file name, or a short description) starts the error message."""
     frame = frame.rename(columns=_contract_renames(frame.columns, frame.geometry.name))
     geometry_column = frame.geometry.name
 
@@ -174,7 +181,7 @@ def read_sites(
             f"no site_id property (properties found: {', '.join(columns) or 'none'}); "
             "add a site_id property holding a unique id for every licence"
         )
-    crs_problems = _crs_problems(frame, path.name)
+    crs_problems = _crs_problems(frame, Path(label).name)
     problems.extend(crs_problems)
     problems.extend(_duplicate_problems(ids))
 
@@ -208,10 +215,10 @@ def read_sites(
         sites, reprojection_problems = _to_local_utm(accepted, pyproj.CRS(frame.crs))
         problems.extend(reprojection_problems)
     if problems:
-        raise SitesError(_format_problems(str(path), problems))
+        raise SitesError(_format_problems(label, problems))
     for site_id, reason in repairs:
         warnings.warn(
-            f"{path}: site_id {site_id!r}: invalid polygon ({reason}) repaired with make_valid; "
+            f"{label}: site_id {site_id!r}: invalid polygon ({reason}) repaired with make_valid; "
             "check the licence boundary",
             SiteRepairWarning,
             stacklevel=2,

@@ -7,7 +7,7 @@
 - Polygons a researcher draws (GeoPackage/GeoJSON, any CRS, a ``disturbance_class`` column and
   optionally a ``date``) over a local imagery folder: the detector proposes patches on that
   imagery and each takes the class of the polygon it overlaps most (15 m tolerance).
-Both give rows of (scene, label, features) that :func:`gmsense.train.train` adds to its table;
+Both give rows of (scene, label, features) that :func:`gmsense.classify.train.train` adds to its table;
 the scene (the licence, or the labels file) groups them for spatially blocked validation.
 """
 
@@ -22,12 +22,13 @@ import pyproj
 from shapely import wkt
 from shapely.geometry import box
 
+from gmsense.classify.model import CLASSES, FEATURES, features_of
+from gmsense.classify.train import MATCH_TOLERANCE_M, label_patches
 from gmsense.config import Settings
 from gmsense.errors import InputError
-from gmsense.export import write_frame
+from gmsense.outputs.export import write_frame
 from gmsense.review.service import labels
 from gmsense.store import Store
-from gmsense.train import CLASSES, FEATURES, MATCH_TOLERANCE_M, features_of, label_patches
 
 SUFFIX_FORMATS = {".gpkg": "gpkg", ".geojson": "geojson", ".json": "geojson", ".csv": "csv"}
 LABEL_COLUMNS = ["patch_id", "site_id", "disturbance_class", "detected_class", "date", "flag_id", "rule", "decision",
@@ -80,7 +81,7 @@ def training_rows(path: Path, imagery: Path | None, settings: Settings | None = 
     if set(FEATURES) <= set(frame.columns):
         return f"reviewers' decisions ({Path(path).name}, gmsense labels export)", _reviewed_rows(frame, path)
     if imagery is None:
-        raise InputError(f"{path} holds polygons without features: give the imagery they lie on with --imagery")
+        raise InputError(f"{path} holds polygons without features: give the imagery they lie on")
     rows = _polygon_rows(frame, path, imagery, settings or Settings(), unlabelled)
     return f"researcher polygons ({Path(path).name}) over {Path(imagery).name}, unlabelled: {unlabelled}", rows
 
@@ -94,7 +95,7 @@ def _reviewed_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     missing = [f for f in FEATURES if f not in frame.columns]
     if missing:
         raise InputError(f"labels file {path} lacks the feature columns {missing[:4]}...: it is not a "
-                         "`gmsense labels export` file; give polygons with --imagery instead")
+                         "`gmsense labels export` file; give polygons with the imagery they lie on instead")
     frame = frame.dropna(subset=["disturbance_class"])
     scene = "review:" + frame["site_id"].astype(str) if "site_id" in frame.columns else f"review:{Path(path).name}"
     table = pd.DataFrame({"scene": scene, "label": frame["disturbance_class"].astype(str)})
@@ -118,8 +119,8 @@ def polygon_training_rows(path: Path, imagery: Path, settings: Settings | None =
 
 def _polygon_rows(polygons: pd.DataFrame, path: Path, imagery: Path, settings: Settings,
                   unlabelled: str) -> pd.DataFrame:
+    from gmsense.geo.sites import Site, utm_crs_for
     from gmsense.pipeline import analyse_cube
-    from gmsense.sites import Site, utm_crs_for
     from gmsense.sources.local import read_local_cube
 
     if not isinstance(polygons, gpd.GeoDataFrame) or polygons.crs is None:

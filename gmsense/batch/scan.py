@@ -1,9 +1,9 @@
 """The batch scan: work units as dask tasks, results written to the store as they arrive.
 
-The planner (gmsense.planner) turns licences into units: one licence, a group of small ones, or
+The planner (gmsense.batch.planner) turns licences into units: one licence, a group of small ones, or
 a tile of a large one. Workers compute and return results; only this process writes the store,
 one transaction per licence (a tiled licence once all its tiles are back, joined by
-gmsense.tiles). A licence that fails (after retries of transient errors) is recorded with its
+gmsense.batch.tiles). A licence that fails (after retries of transient errors) is recorded with its
 error and the scan goes on; the status says ``partial``.
 """
 
@@ -40,15 +40,15 @@ from rich.progress import (
 )
 
 from gmsense import __version__
+from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
+from gmsense.batch.tiles import TileResult, analyse_tile, merge_tiles
+from gmsense.classify.model import PatchClassifier
 from gmsense.config import Settings
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
+from gmsense.geo.sites import ApprovedWork, Site
 from gmsense.pipeline import analyse_site
-from gmsense.planner import Tile, WorkUnit, default_memory_limit, plan
-from gmsense.sites import ApprovedWork, Site
 from gmsense.sources import Source
 from gmsense.store import Store
-from gmsense.tiles import TileResult, analyse_tile, merge_tiles
-from gmsense.train import PatchClassifier
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Seconds between two heartbeats of a running scan (``params["owner"]["heartbeat"]``).
@@ -346,10 +346,10 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
     and work programmes; see :func:`scan_request`) that did not complete: licences it already
     stored are kept, the rest are scanned. Without such a scan, or when its process is still
     alive (:func:`owner_alive`), it raises InputError and writes nothing.
-    ``works``: approved work programmes per licence id (see :func:`gmsense.sites.read_works`).
+    ``works``: approved work programmes per licence id (see :func:`gmsense.geo.sites.read_works`).
     ``memory_limit``: bytes one task may use (default: half the machine's memory over the tasks
     that run at once); licences above it are scanned in tiles, small ones in groups
-    (gmsense.planner). Peak memory is about the number of concurrent tasks times this.
+    (gmsense.batch.planner). Peak memory is about the number of concurrent tasks times this.
 
     Bad dates (:func:`check_dates`) raise InputError before anything is written. Once the scan
     row exists, any error ends it as ``failed`` with the error; only a killed process leaves it

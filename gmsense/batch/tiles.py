@@ -1,6 +1,6 @@
 """Large licences in tiles: analyse one tile, then put a licence's tiles back together.
 
-A tile (gmsense.planner.Tile) is read with a margin; its analysis keeps the patches whose
+A tile (gmsense.batch.planner.Tile) is read with a margin; its analysis keeps the patches whose
 representative point lies in its core, so each patch is kept by one tile, seen whole when it
 reaches less than the margin beyond the core. Pieces of one patch kept by neighbouring tiles
 (a patch longer than the margin, cut by a tile edge) are joined again. The rules run once on
@@ -17,15 +17,15 @@ from shapely import STRtree, wkt
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from gmsense.batch.planner import Tile
+from gmsense.classify.model import PatchClassifier
 from gmsense.config import Settings
 from gmsense.errors import ImageryError
+from gmsense.flags import evaluate
+from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.pipeline import analyse_cube
-from gmsense.planner import Tile
 from gmsense.records import PatchRecord, SiteResult
-from gmsense.rules import evaluate
-from gmsense.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.sources import Source
-from gmsense.train import PatchClassifier
 
 #: Pieces of one patch from neighbouring tiles closer than this are joined, metres (a pixel).
 JOIN_DISTANCE_M = 10.0

@@ -21,8 +21,8 @@ from rasterio.io import MemoryFile
 from gmsense.config import Settings
 from gmsense.detect.patches import grid_transform
 from gmsense.errors import InputError
-from gmsense.outputs_io import atomic_folder, ensure_folder, fsync_path, output_error
-from gmsense.sites import Site
+from gmsense.files import atomic_folder, ensure_folder, fsync_path, output_error
+from gmsense.geo.sites import Site
 from gmsense.sources.synthetic import synthesize
 
 S2_NAMES = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir1": "B11", "swir2": "B12"}
@@ -76,7 +76,7 @@ def write_scene_files(site: Site, settings: Settings, folder: Path, *, seed: int
     truth.to_crs(4326).to_file(buffer, driver="GeoJSON", layer="truth", engine="pyogrio")
     _write(folder / "truth.geojson", buffer.getvalue())
     if preview:
-        from gmsense.sources.synthetic_preview import write_preview
+        from gmsense.sources.synthetic.preview import write_preview
 
         write_preview(cube, truth, site.geometry, folder / "preview.png")
         fsync_path(folder / "preview.png")

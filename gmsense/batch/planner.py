@@ -5,7 +5,7 @@ A unit's memory is estimated from its pixels and the acquisitions the period sho
 (:func:`estimate_bytes`). A licence whose monitoring area would exceed the budget is cut into a
 grid of tiles; each tile is read with a margin (``TILE_MARGIN_M``) so a patch crossing the tile
 edge is seen whole by at least one tile, and keeps only the patches whose representative point
-falls in its core. All pure functions: the scan engine (gmsense.scan) runs the units.
+falls in its core. All pure functions: the scan engine (gmsense.batch.scan) runs the units.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import Settings
-from gmsense.sites import Site
+from gmsense.geo.sites import Site
 
 #: Bytes held per pixel and acquisition while a unit is analysed: six float32 bands and the clear
 #: mask as loaded (25 B), the masked season copy and the index cubes (float32), the harmonic
@@ -164,7 +164,7 @@ def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str
             if biggest > memory_limit:
                 warnings.warn(f"licence {site.site_id}: a tile of {MIN_CORE_M:.0f} m with its {TILE_MARGIN_M:.0f} m "
                               f"margins needs about {biggest / 1e6:.0f} MB, above the memory limit of "
-                              f"{memory_limit / 1e6:.0f} MB; raise --memory-limit", UserWarning, stacklevel=2)
+                              f"{memory_limit / 1e6:.0f} MB; raise the memory limit (memory_limit, --memory-limit on the command line)", UserWarning, stacklevel=2)
             units.extend(WorkUnit((site,), tile, estimate_bytes(tile.read, resolution_m, years)) for tile in tiles)
         elif need < GROUP_SHARE * memory_limit:
             if group_bytes + need > memory_limit or len(group) >= MAX_GROUP:

@@ -47,8 +47,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool, StaticPool
 
 from gmsense.errors import EXIT_BAD_INPUT, StoreError
+from gmsense.geo.sites import WGS84, Site, reproject_geometry
 from gmsense.records import PatchRecord, SiteResult
-from gmsense.sites import WGS84, Site, reproject_geometry
 
 DEFAULT_DB_FILE = "gmsense.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -725,7 +725,7 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(RecoveryRow).order_by(RecoveryRow.patch_id, RecoveryRow.season)))
 
-    # --- resume: unfinished scans and the process that runs one (gmsense.scan) -------------------
+    # --- resume: unfinished scans and the process that runs one (gmsense.batch.scan) -------------------
     # Added for the hardening issue (resume only the same request; never run one scan twice).
     def unfinished_scans(self) -> list[ScanRow]:
         """Scans that did not complete (running, failed or partial), newest first."""

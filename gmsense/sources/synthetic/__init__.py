@@ -5,10 +5,10 @@ area, in the licence's UTM CRS, is a linear mixture of endmember spectra (green 
 vegetation, litter, black soil, bright spoil, gravel, water, snow, char). The cover fractions come
 from:
 
-- the landscape (:mod:`gmsense.sources._synthetic_landscape`): forest, grassland, cropland in
+- the landscape (:mod:`gmsense.sources.synthetic._landscape`): forest, grassland, cropland in
   rectangular fields with field-specific sowing and harvest dates, a lake with a wetland fringe,
   a gravel road; phenology per cover, inter-annual variation and one drought year;
-- events (:mod:`gmsense.sources._synthetic_events`): trenches, drill pads, tracks and clearings
+- events (:mod:`gmsense.sources.synthetic._events`): trenches, drill pads, tracks and clearings
   rasterised at 2 m and averaged (so narrow ones are sub-pixel), with none, slow or fast
   regrowth; fire scars, floods and windthrow as natural confounders.
 
@@ -38,8 +38,8 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import SyntheticSettings
-from gmsense.sites import Site
-from gmsense.sources._synthetic_events import (
+from gmsense.geo.sites import Site
+from gmsense.sources.synthetic._events import (
     ANTHROPOGENIC,
     HARVEST_REGROWTH_YEARS,
     SCENARIOS,
@@ -48,7 +48,7 @@ from gmsense.sources._synthetic_events import (
     plan_events,
     truth_status,
 )
-from gmsense.sources._synthetic_landscape import (
+from gmsense.sources.synthetic._landscape import (
     CLOUD_SPECTRUM,
     EM,
     ENDMEMBERS,
@@ -235,7 +235,7 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
     """A synthetic cube over ``region`` (in ``site.crs``) and the truth of its events.
 
     The scenario comes from ``scenario``, else the site's ``synthetic_scenario`` property, else
-    ``mixed`` (see :func:`gmsense.sources._synthetic_events.plan_events`). Every scenario has the
+    ``mixed`` (see :func:`gmsense.sources.synthetic._events.plan_events`). Every scenario has the
     full landscape (fields with harvest, water, wetland, road, drought year, misregistration,
     imperfect clouds); ``quiet`` has no disturbance events. The same site, settings and seed
     always give the same scene.
@@ -329,7 +329,7 @@ def truth_frame(events: list[Event], site: Site, last_date: np.datetime64,
     """One row per event, in ``site.crs``: the columns of :data:`TRUTH_COLUMNS`.
 
     ``recovery_status`` is the status at ``last_date`` (the scene's last acquisition) by
-    :func:`gmsense.sources._synthetic_events.truth_status`; ``first_observed`` per event as from
+    :func:`gmsense.sources.synthetic._events.truth_status`; ``first_observed`` per event as from
     :func:`first_observed` ("" when not given).
     """
     observed = first_observed or [""] * len(events)

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gmsense.i18n import catalog, t
+from gmsense.outputs.i18n import catalog, t
 from gmsense.records import RecoveryObservation
 from gmsense.recovery import recovery_metrics
 
@@ -114,7 +114,7 @@ def scene_for(store: Any, site_id: str) -> tuple[Any, Any] | None:
 
     from gmsense.config import Settings
     from gmsense.errors import GmsenseError
-    from gmsense.sites import WGS84, Site, reproject_geometry, utm_crs_for
+    from gmsense.geo.sites import WGS84, Site, reproject_geometry, utm_crs_for
     from gmsense.sources import get_source
 
     site_row = next((r for r in store.site_rows() if r.site_id == site_id), None)
@@ -171,7 +171,7 @@ def chips_figure(cube: Any, licence: Any, patch_geom: Any, first_detected: str, 
     ``lang``. ``before_date``/``after_date`` are the acquisitions the detection rests on (the
     patch's evidence): shown when the cube has them, so the chips show the images the report
     cites; else the clear acquisitions nearest ``first_detected``. Titles give the date shown."""
-    from gmsense import cube as cubeops
+    from gmsense.cube import ops as cubeops
 
     minx, miny, maxx, maxy = patch_geom.buffer(margin_m).bounds
     window = cube.sel(x=slice(minx, maxx), y=slice(maxy, miny))

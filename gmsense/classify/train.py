@@ -15,7 +15,7 @@ import hashlib
 import importlib.metadata
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,38 +24,40 @@ import numpy as np
 import pandas as pd
 
 from gmsense import __version__
+from gmsense.classify.model import (
+    CARD_FILE,
+    CLASSES,
+    FEATURES,
+    MISSING,
+    MODEL_FILE,
+    MODEL_WITHOUT_SWIR_FILE,
+    SWIR_FEATURES,
+    PatchClassifier,
+    features_of,
+)
 from gmsense.config import Settings
 from gmsense.errors import InputError
 
-CLASSES = ("trench", "pad", "track", "clearing", "natural")
-FEATURES = (
-    "n_pixels", "magnitude", "area_px_m2", "length_m", "width_m", "elongation", "curvature", "solidity",
-    "blue_ratio", "green_ratio", "red_ratio", "nir_ratio", "swir1_ratio", "swir2_ratio",
-    "red_after", "nir_after", "swir1_after", "swir2_after",
-    "z_ndvi", "z_nbr", "z_ndmi", "z_bsi", "persistence",
-    "line_share", "ridge", "ring_drop_near", "ring_drop_far", "contrast_after", "ring_ndvi_before",
-)
-#: Features that need a shortwave-infrared band. Imagery without one (a 10 m band subset, some
-#: drones and cameras) leaves them missing; a second estimator trained without them labels those
-#: patches (:func:`without_swir`, ``MODEL_WITHOUT_SWIR_FILE``).
-SWIR_FEATURES = ("swir1_ratio", "swir2_ratio", "swir1_after", "swir2_after", "z_nbr", "z_ndmi", "z_bsi")
 MATCH_TOLERANCE_M = 15.0
-MODEL_FILE = "model.skops"
-MODEL_WITHOUT_SWIR_FILE = "model_without_swir.skops"
-CARD_FILE = "model_card.json"
-#: Types a model file may contain: scikit-learn estimators and numpy scalars, nothing else.
-#: The exact types (beyond those skops trusts by default) that gmsense's own models hold: the
-#: trees of HistGradientBoostingClassifier, numpy dtypes, and the parts of a Platt-calibrated
-#: CalibratedClassifierCV. Anything else in a model file is refused before loading, whatever its
-#: module: a prefix such as ``numpy.`` would also admit functions that run code (for example
-#: ``numpy.testing._private.utils.runstring``, which skops would call while loading).
-ALLOWED_MODEL_TYPES = frozenset({
-    "numpy.dtype",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-})
 
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """Hyper-parameters of training, recorded in the model card (``training_params``).
+
+    ``max_iter`` and ``learning_rate``: the boosting rounds and shrinkage of the
+    HistGradientBoostingClassifier; ``importance_repeats``: how many times each feature is shuffled
+    for its permutation importance in cross-validation. The defaults are what ``gmsense train``
+    uses and what the shipped model was trained with; lighter settings only make sense for tests
+    of the mechanics on tiny tables.
+    """
+
+    max_iter: int = 200
+    learning_rate: float = 0.08
+    importance_repeats: int = 5
+
+
+DEFAULT_PARAMS = TrainingParams()
 
 def without_swir(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with its SWIR features missing: what a model for imagery without SWIR bands is
@@ -65,18 +67,13 @@ def without_swir(table: pd.DataFrame) -> pd.DataFrame:
     return blind
 
 
-def features_of(metrics: dict[str, Any]) -> list[float]:
-    """The feature vector of a patch (its stored metrics), NaN for what the imagery lacked."""
-    return [float(metrics[f]) if metrics.get(f) is not None else np.nan for f in FEATURES]
-
-
 def random_licences(seed: int, n: int) -> list[Any]:
     """``n`` licences of 0.5-2 km2 in Heilongjiang, deterministic from ``seed`` (scenario ``mixed``)."""
     import pyproj
     from shapely import affinity
     from shapely.geometry import box
 
-    from gmsense.sites import Site, utm_crs_for
+    from gmsense.geo.sites import Site, utm_crs_for
 
     rng = np.random.default_rng([seed, 7_919])
     sites = []
@@ -146,10 +143,12 @@ def expected_calibration_error(proba: np.ndarray, correct: np.ndarray, bins: int
     return float(error)
 
 
-def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> dict[str, Any]:
+def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
+                   params: TrainingParams = DEFAULT_PARAMS) -> dict[str, Any]:
     """Per-class precision, recall and F1, a confusion matrix, the calibration of the confidence
     (ECE, before and after calibration) and each feature's permutation importance (the mean fall
-    in held-out accuracy when its values are shuffled, 5 repeats) from scene-grouped folds."""
+    in held-out accuracy when its values are shuffled, ``params.importance_repeats`` repeats)
+    from scene-grouped folds."""
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -161,10 +160,10 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> dict[s
     top_raw, top_cal = np.zeros(len(y)), np.zeros(len(y))
     importance = np.zeros(len(FEATURES))
     for train, test in splits:
-        raw = _estimator(seed).fit(x[train], y[train])
-        importance += len(test) * permutation_importance(raw, x[test], y[test], n_repeats=5,
+        raw = _estimator(seed, params).fit(x[train], y[train])
+        importance += len(test) * permutation_importance(raw, x[test], y[test], n_repeats=params.importance_repeats,
                                                          random_state=seed).importances_mean
-        calibrated = fit_calibrated(x[train], y[train], groups[train], seed)
+        calibrated = fit_calibrated(x[train], y[train], groups[train], seed, params)
         p_raw, p_cal = raw.predict_proba(x[test]), calibrated.predict_proba(x[test])
         predicted_raw[test], predicted_cal[test] = raw.classes_[p_raw.argmax(axis=1)], calibrated.classes_[
             p_cal.argmax(axis=1)]
@@ -187,7 +186,8 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5) -> dict[s
                                       "cross-validated ECE of the confidence"}}
 
 
-def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> Any:
+def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
+                   params: TrainingParams = DEFAULT_PARAMS) -> Any:
     """The estimator with its probabilities calibrated (Platt scaling, one-vs-rest) on
     scene-grouped inner folds; the uncalibrated estimator when there are too few scenes."""
     from sklearn.calibration import CalibratedClassifierCV
@@ -195,16 +195,13 @@ def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) 
     splits = _grouped_splits(x, y, groups, 3)
     # Each inner training part must hold every class, or calibration cannot be fitted.
     if not splits or any(len(np.unique(y[train])) < len(np.unique(y)) for train, _ in splits):
-        return _estimator(seed).fit(x, y)
-    calibrated = CalibratedClassifierCV(_estimator(seed), method="sigmoid", cv=splits).fit(x, y)
+        return _estimator(seed, params).fit(x, y)
+    calibrated = CalibratedClassifierCV(_estimator(seed, params), method="sigmoid", cv=splits).fit(x, y)
     calibrated.cv = len(splits)  # the fitted model need not carry the row indices of its folds
     return calibrated
 
 
-MISSING = -999.0  # stands for a feature the imagery could not give (e.g. no SWIR band)
-
-
-def _estimator(seed: int) -> Any:
+def _estimator(seed: int, params: TrainingParams = DEFAULT_PARAMS) -> Any:
     """Gradient-boosted trees; missing features become a sentinel the trees can split on (a
     feature missing in every training patch would otherwise break the binning)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -213,7 +210,8 @@ def _estimator(seed: int) -> Any:
 
     return make_pipeline(
         SimpleImputer(strategy="constant", fill_value=MISSING, keep_empty_features=True),
-        HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08, class_weight="balanced", random_state=seed))
+        HistGradientBoostingClassifier(max_iter=params.max_iter, learning_rate=params.learning_rate,
+                                       class_weight="balanced", random_state=seed))
 
 
 def _versions() -> dict[str, str]:
@@ -238,10 +236,12 @@ def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir:
 
 def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int = 0, command: str = "",
           settings: Settings | None = None, table: pd.DataFrame | None = None,
-          labelled: list[tuple[str, pd.DataFrame]] | None = None) -> dict[str, Any]:
+          labelled: list[tuple[str, pd.DataFrame]] | None = None,
+          params: TrainingParams = DEFAULT_PARAMS) -> dict[str, Any]:
     """Train on synthetic scenes of ``seeds`` (or on ``table``) plus ``labelled`` tables (a
     description of where they came from, and rows of scene, label, features: reviewers' labels or
-    researchers' polygons, see gmsense.labels); cross-validate grouped by scene; save model and card."""
+    researchers' polygons, see gmsense.classify.labels); cross-validate grouped by scene; save model and card.
+    ``params``: the hyper-parameters (:class:`TrainingParams`), recorded in the card."""
     settings = settings or Settings()
     if table is None:
         table = synthetic_training_set(seeds, sites_per_seed, settings) if seeds else pd.DataFrame(
@@ -258,13 +258,13 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     if table.empty or table["label"].nunique() < 2:
         raise InputError("the training data hold fewer than two classes; add seeds or labels")
     table = table.astype(dict.fromkeys(FEATURES, float))
-    metrics = cross_validate(table, seed)
+    metrics = cross_validate(table, seed, params=params)
     x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
-    estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed) if metrics["calibration"]["used"]
-                 else _estimator(seed).fit(x, y))
+    estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed, params) if metrics["calibration"]["used"]
+                 else _estimator(seed, params).fit(x, y))
     blind = without_swir(table)
-    blind_metrics = cross_validate(blind, seed)
-    estimator_without_swir = _estimator(seed).fit(blind[list(FEATURES)].to_numpy(), y)
+    blind_metrics = cross_validate(blind, seed, params=params)
+    estimator_without_swir = _estimator(seed, params).fit(blind[list(FEATURES)].to_numpy(), y)
     folder = Path(folder)
     card = {
         "name": folder.name, "version": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
@@ -273,6 +273,7 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
         "training_data": {"sources": sources, "seeds": seeds, "sites_per_seed": sites_per_seed, **_counts(table),
                           "content_hash": _table_hash(table), "settings_hash": settings.config_hash()},
         "cv_metrics": metrics, "libraries": _versions(), "command": command, "random_seed": seed,
+        "training_params": asdict(params),
         "feature_medians": {f: _finite_median(x[:, j]) for j, f in enumerate(FEATURES)},
         "without_swir": {"file": MODEL_WITHOUT_SWIR_FILE, "missing_features": list(SWIR_FEATURES),
                          "used_for": "patches whose imagery has no SWIR band",
@@ -290,106 +291,6 @@ def _finite_median(values: np.ndarray) -> float | None:
 def _counts(table: pd.DataFrame) -> dict[str, Any]:
     return {"patches": len(table), "scenes": int(table["scene"].nunique()) if len(table) else 0,
             "class_counts": {str(k): int(v) for k, v in table["label"].value_counts().items()}}
-
-
-@dataclass(frozen=True)
-class PatchClassifier:
-    """A trained model and its card; ``predict`` gives a class and a confidence per patch."""
-
-    estimator: Any
-    card: dict[str, Any]
-    without_swir: Any = None  # the estimator for patches of imagery without SWIR bands, if the folder has one
-
-    @property
-    def version(self) -> str:
-        return f"{self.card['name']}@{self.card['version']}"
-
-    def _blind(self, x: np.ndarray) -> np.ndarray:
-        """Rows (bool) the estimator without SWIR labels: no SWIR feature at all, and one exists."""
-        if self.without_swir is None:
-            return np.zeros(len(x), dtype=bool)
-        return np.isnan(x[:, [FEATURES.index(f) for f in SWIR_FEATURES]]).all(axis=1)
-
-    def _proba(self, x: np.ndarray, blind: np.ndarray) -> np.ndarray:
-        proba = np.empty((len(x), len(self.estimator.classes_)))
-        if (~blind).any():
-            proba[~blind] = self.estimator.predict_proba(x[~blind])
-        if blind.any():
-            proba[blind] = self.without_swir.predict_proba(x[blind])
-        return proba
-
-    def predict(self, metrics: list[dict[str, Any]]) -> list[tuple[str, float]]:
-        if not metrics:
-            return []
-        x = np.array([features_of(m) for m in metrics])
-        proba = self._proba(x, self._blind(x))
-        best = proba.argmax(axis=1)
-        return [(str(self.estimator.classes_[b]), round(float(proba[i, b]), 3)) for i, b in enumerate(best)]
-
-    def explain(self, metrics: list[dict[str, Any]], top: int = 3) -> list[list[dict[str, Any]]]:
-        """Per patch, the ``top`` features that most support its predicted class: each feature in
-        turn is set to its median over the training patches, and the fall in the predicted class's
-        probability is that feature's ``effect`` (an occlusion attribution; empty when the card
-        has no medians)."""
-        medians = self.card.get("feature_medians")
-        if not metrics or not medians:
-            return [[] for _ in metrics]
-        x = np.array([features_of(m) for m in metrics])
-        blind = self._blind(x)
-        proba = self._proba(x, blind)
-        best = proba.argmax(axis=1)
-        typical = np.array([np.nan if medians.get(f) is None else medians[f] for f in FEATURES])
-        n, k = x.shape
-        occluded = np.repeat(x, k, axis=0)
-        columns = np.tile(np.arange(k), n)
-        occluded[np.arange(n * k), columns] = typical[columns]
-        # An occluded row keeps its patch's estimator (setting a SWIR feature must not switch it).
-        drop = proba[np.arange(n), best][:, None] - self._proba(occluded, np.repeat(blind, k)).reshape(n, k, -1)[
-            np.arange(n), :, best]
-        out = []
-        for i in range(n):
-            order = [j for j in np.argsort(-drop[i]) if drop[i, j] > 0][:top]
-            out.append([{"feature": FEATURES[j], "value": None if np.isnan(x[i, j]) else round(float(x[i, j]), 4),
-                         "typical": None if np.isnan(typical[j]) else round(float(typical[j]), 4),
-                         "effect": round(float(drop[i, j]), 3)} for j in order])
-        return out
-
-
-def load_model(folder: Path) -> PatchClassifier:
-    """Load a model folder safely: only the types gmsense's models hold are accepted (skops'
-    defaults plus ALLOWED_MODEL_TYPES), and the card's feature list must be the one this version of
-    gmsense computes."""
-    folder = Path(folder)
-    if not (folder / MODEL_FILE).is_file() or not (folder / CARD_FILE).is_file():
-        raise InputError(f"{folder} is not a model folder: it needs {MODEL_FILE} and {CARD_FILE}")
-    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-    if card.get("features") != list(FEATURES):
-        raise InputError(
-            f"model {folder} was trained on features {card.get('features')} but this gmsense computes "
-            f"{list(FEATURES)}; retrain it with 'gmsense train'")
-    estimators = [_load_estimator(folder / name) if (folder / name).is_file() else None
-                  for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE)]
-    return PatchClassifier(estimators[0], card, estimators[1])
-
-
-def _load_estimator(path: Path) -> Any:
-    """One skops file, after checking that every type it names that skops does not trust by
-    default is in ALLOWED_MODEL_TYPES; nothing in the file is imported or run before that."""
-    import skops.io as sio
-
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # a corrupt zip or schema: say so rather than show a traceback
-        raise InputError(f"model file {path} cannot be read: {exc}") from exc
-    refused = sorted(set(untrusted) - ALLOWED_MODEL_TYPES)
-    if refused:
-        raise InputError(f"model file {path} contains types gmsense will not load: "
-                         f"{', '.join(refused)}; only models written by 'gmsense train' are "
-                         "accepted")
-    try:
-        return sio.load(path, trusted=sorted(untrusted))
-    except Exception as exc:  # allowed types but a broken file (or one from another scikit-learn)
-        raise InputError(f"model file {path} cannot be loaded: {exc}") from exc
 
 
 def confusion_png(metrics: dict[str, Any], path: Path) -> Path:

@@ -23,12 +23,12 @@ from matplotlib.figure import Figure
 
 from gmsense import __version__
 from gmsense.errors import InputError
-from gmsense.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
-from gmsense.i18n import area as format_area
-from gmsense.i18n import t as tr
-from gmsense.outputs_io import atomic_file, check_target
-from gmsense.report import class_name, draw_table, plain_text, split_rows, table_layout
-from gmsense.report_site import report_style
+from gmsense.files import atomic_file, check_target
+from gmsense.outputs.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
+from gmsense.outputs.i18n import area as format_area
+from gmsense.outputs.i18n import t as tr
+from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout
+from gmsense.outputs.site_report import report_style
 from gmsense.store import Store
 
 GROUPINGS = ("county", "city", "mineral_class", "province")

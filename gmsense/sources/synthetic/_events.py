@@ -25,8 +25,8 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
-from gmsense.sites import Site
-from gmsense.sources._synthetic_landscape import Landscape, blob, mix
+from gmsense.geo.sites import Site
+from gmsense.sources.synthetic._landscape import Landscape, blob, mix
 
 ANTHROPOGENIC = ("trench", "pad", "track", "clearing")
 NATURAL = ("fire", "flood", "windthrow", "harvest")

@@ -1,0 +1,1 @@
+"""Batch scans: the planner, tiles and the dask scan (incremental, resumable)."""

@@ -1,0 +1,1 @@
+"""Patch classes: the baseline rules, the learned model (inference) and its training."""

@@ -1,0 +1,163 @@
+"""The learned patch classifier at inference time: its classes, its features, safe loading of a
+model folder (skops with an exact allow-list of types, never pickle) and prediction with an
+explanation per patch. Training lives in :mod:`gmsense.classify.train`, which imports this module
+(never the other way round).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmsense.errors import InputError
+
+CLASSES = ("trench", "pad", "track", "clearing", "natural")
+FEATURES = (
+    "n_pixels", "magnitude", "area_px_m2", "length_m", "width_m", "elongation", "curvature", "solidity",
+    "blue_ratio", "green_ratio", "red_ratio", "nir_ratio", "swir1_ratio", "swir2_ratio",
+    "red_after", "nir_after", "swir1_after", "swir2_after",
+    "z_ndvi", "z_nbr", "z_ndmi", "z_bsi", "persistence",
+    "line_share", "ridge", "ring_drop_near", "ring_drop_far", "contrast_after", "ring_ndvi_before",
+)
+#: Features that need a shortwave-infrared band. Imagery without one (a 10 m band subset, some
+#: drones and cameras) leaves them missing; a second estimator trained without them labels those
+#: patches (:func:`without_swir`, ``MODEL_WITHOUT_SWIR_FILE``).
+SWIR_FEATURES = ("swir1_ratio", "swir2_ratio", "swir1_after", "swir2_after", "z_nbr", "z_ndmi", "z_bsi")
+MODEL_FILE = "model.skops"
+MODEL_WITHOUT_SWIR_FILE = "model_without_swir.skops"
+CARD_FILE = "model_card.json"
+#: Types a model file may contain: scikit-learn estimators and numpy scalars, nothing else.
+#: The exact types (beyond those skops trusts by default) that gmsense's own models hold: the
+#: trees of HistGradientBoostingClassifier, numpy dtypes, and the parts of a Platt-calibrated
+#: CalibratedClassifierCV. Anything else in a model file is refused before loading, whatever its
+#: module: a prefix such as ``numpy.`` would also admit functions that run code (for example
+#: ``numpy.testing._private.utils.runstring``, which skops would call while loading).
+ALLOWED_MODEL_TYPES = frozenset({
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+})
+
+
+def features_of(metrics: dict[str, Any]) -> list[float]:
+    """The feature vector of a patch (its stored metrics), NaN for what the imagery lacked."""
+    return [float(metrics[f]) if metrics.get(f) is not None else np.nan for f in FEATURES]
+
+
+MISSING = -999.0  # stands for a feature the imagery could not give (e.g. no SWIR band)
+
+
+@dataclass(frozen=True)
+class PatchClassifier:
+    """A trained model and its card; ``predict`` gives a class and a confidence per patch."""
+
+    estimator: Any
+    card: dict[str, Any]
+    without_swir: Any = None  # the estimator for patches of imagery without SWIR bands, if the folder has one
+
+    @property
+    def version(self) -> str:
+        return f"{self.card['name']}@{self.card['version']}"
+
+    def _blind(self, x: np.ndarray) -> np.ndarray:
+        """Rows (bool) the estimator without SWIR labels: no SWIR feature at all, and one exists."""
+        if self.without_swir is None:
+            return np.zeros(len(x), dtype=bool)
+        return np.isnan(x[:, [FEATURES.index(f) for f in SWIR_FEATURES]]).all(axis=1)
+
+    def _proba(self, x: np.ndarray, blind: np.ndarray) -> np.ndarray:
+        proba = np.empty((len(x), len(self.estimator.classes_)))
+        if (~blind).any():
+            proba[~blind] = self.estimator.predict_proba(x[~blind])
+        if blind.any():
+            proba[blind] = self.without_swir.predict_proba(x[blind])
+        return proba
+
+    def predict(self, metrics: list[dict[str, Any]]) -> list[tuple[str, float]]:
+        if not metrics:
+            return []
+        x = np.array([features_of(m) for m in metrics])
+        proba = self._proba(x, self._blind(x))
+        best = proba.argmax(axis=1)
+        return [(str(self.estimator.classes_[b]), round(float(proba[i, b]), 3)) for i, b in enumerate(best)]
+
+    def explain(self, metrics: list[dict[str, Any]], top: int = 3) -> list[list[dict[str, Any]]]:
+        """Per patch, the ``top`` features that most support its predicted class: each feature in
+        turn is set to its median over the training patches, and the fall in the predicted class's
+        probability is that feature's ``effect`` (an occlusion attribution; empty when the card
+        has no medians)."""
+        medians = self.card.get("feature_medians")
+        if not metrics or not medians:
+            return [[] for _ in metrics]
+        x = np.array([features_of(m) for m in metrics])
+        blind = self._blind(x)
+        proba = self._proba(x, blind)
+        best = proba.argmax(axis=1)
+        typical = np.array([np.nan if medians.get(f) is None else medians[f] for f in FEATURES])
+        n, k = x.shape
+        occluded = np.repeat(x, k, axis=0)
+        columns = np.tile(np.arange(k), n)
+        occluded[np.arange(n * k), columns] = typical[columns]
+        # An occluded row keeps its patch's estimator (setting a SWIR feature must not switch it).
+        drop = proba[np.arange(n), best][:, None] - self._proba(occluded, np.repeat(blind, k)).reshape(n, k, -1)[
+            np.arange(n), :, best]
+        out = []
+        for i in range(n):
+            order = [j for j in np.argsort(-drop[i]) if drop[i, j] > 0][:top]
+            out.append([{"feature": FEATURES[j], "value": None if np.isnan(x[i, j]) else round(float(x[i, j]), 4),
+                         "typical": None if np.isnan(typical[j]) else round(float(typical[j]), 4),
+                         "effect": round(float(drop[i, j]), 3)} for j in order])
+        return out
+
+
+def load_model(folder: Path) -> PatchClassifier:
+    """Load a model folder safely: only the types gmsense's models hold are accepted (skops'
+    defaults plus ALLOWED_MODEL_TYPES), and the card's feature list must be the one this version of
+    gmsense computes."""
+    folder = Path(folder)
+    if not (folder / MODEL_FILE).is_file() or not (folder / CARD_FILE).is_file():
+        raise InputError(f"{folder} is not a model folder: it needs {MODEL_FILE} and {CARD_FILE}")
+    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    if card.get("features") != list(FEATURES):
+        raise InputError(
+            f"model {folder} was trained on features {card.get('features')} but this gmsense computes "
+            f"{list(FEATURES)}; retrain it with 'gmsense train'")
+    estimators = [_load_estimator(folder / name) if (folder / name).is_file() else None
+                  for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE)]
+    return PatchClassifier(estimators[0], card, estimators[1])
+
+
+def _load_estimator(path: Path) -> Any:
+    """One skops file, after checking that every type it names that skops does not trust by
+    default is in ALLOWED_MODEL_TYPES; nothing in the file is imported or run before that."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # a corrupt zip or schema: say so rather than show a traceback
+        raise InputError(f"model file {path} cannot be read: {exc}") from exc
+    refused = sorted(set(untrusted) - ALLOWED_MODEL_TYPES)
+    if refused:
+        raise InputError(f"model file {path} contains types gmsense will not load: "
+                         f"{', '.join(refused)}; only models written by 'gmsense train' are "
+                         "accepted")
+    try:
+        return sio.load(path, trusted=sorted(untrusted))
+    except Exception as exc:  # allowed types but a broken file (or one from another scikit-learn)
+        raise InputError(f"model file {path} cannot be loaded: {exc}") from exc
+
+
+def resolve_model(name: str) -> Path:
+    """A model folder from a path, or from a name under the shipped models/ folder."""
+    from gmsense.config import models_dir
+
+    for candidate in (Path(name), models_dir() / name):
+        if candidate.is_dir():
+            return candidate
+    known = sorted(p.name for p in models_dir().glob("*") if p.is_dir())
+    raise InputError(f"no model {name!r}: not a folder, nor one of the shipped models ({', '.join(known) or 'none'})")

@@ -1,0 +1,1 @@
+"""The imagery cube: its contract, masking, seasons, composites, indices."""

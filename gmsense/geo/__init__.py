@@ -1,0 +1,1 @@
+"""Licences and registers: read, validate, repair, reproject; corner tables."""

@@ -1,0 +1,1 @@
+"""Exports, figures, site / summary reports and their languages."""
