@@ -10,20 +10,20 @@ import numpy as np
 import pyproj
 import xarray as xr
 
-from gmsense import cube as cubeops
+from gmsense.classify.baseline import classify_patch
+from gmsense.classify.model import PatchClassifier
 from gmsense.config import Settings
+from gmsense.cube import ops as cubeops
 from gmsense.detect.change import detect_breaks
-from gmsense.detect.classify import classify_patch
 from gmsense.detect.features import add_patch_context, add_patch_spectra
 from gmsense.detect.lines import add_line_breaks
 from gmsense.detect.patches import Patch, extract_patches, grid_transform
 from gmsense.errors import ImageryError
+from gmsense.flags import evaluate
+from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.records import PatchRecord, SiteResult
 from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, trajectory
-from gmsense.rules import evaluate
-from gmsense.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.sources import Source
-from gmsense.train import PatchClassifier
 
 DETECTION_INDEX = "ndvi"
 
@@ -72,11 +72,14 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
 
 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
-                 works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None) -> SiteResult:
+                 works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
+                 *, keep_breaks: bool = False) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
     ``works``: the licence's approved work programme (None when it has none). ``classifier``:
-    a trained model (gmsense.train) that labels the patches; None uses the rule baseline.
+    a trained model (gmsense.classify.model) that labels the patches; None uses the rule baseline.
+    ``keep_breaks``: also return the per-pixel breaks (``SiteResult.breaks``, on the cube's
+    grid); scans leave it off, since the breaks would travel back from every worker.
     """
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
@@ -85,7 +88,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     if dates.size == 0:
         raise ImageryError(
             f"licence {site.site_id}: no acquisitions fall in the growing season "
-            f"(months {settings.season.start_month}-{settings.season.end_month}); widen --start/--end or the season")
+            f"(months {settings.season.start_month}-{settings.season.end_month}); widen the date range (start/end) or the season")
     bands = [b for b in cubeops.BANDS if b in cube]
     source, dates = _season_source(cube[[*bands, "clear"]], dates)
     # Only the bands masking and the detection index need are copied for the season; the
@@ -163,7 +166,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             record.disturbance_class, record.confidence = klass, confidence
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)
-    return SiteResult(site.site_id, records, flags, stats)
+    kept = breaks[["first_detected", "confirmed_on", "magnitude", "line"]] if keep_breaks else None
+    return SiteResult(site.site_id, records, flags, stats, breaks=kept)
 
 
 def analyse_site(site: Site, source: Source, settings: Settings, start: str | None = None,

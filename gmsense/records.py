@@ -64,3 +64,4 @@ class SiteResult:
     patches: list[PatchRecord]
     flags: list[FlagRecord]
     stats: dict[str, Any] = field(default_factory=dict)
+    breaks: Any = None  # per-pixel breaks (xarray.Dataset on the cube's grid) when asked for
