@@ -375,6 +375,11 @@ def export(
     out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}", highlight=False, soft_wrap=True)
 
 
+def _vector_driver(path: Path) -> str:
+    """The GDAL vector driver for an output file name (GeoPackage unless it says otherwise)."""
+    return {".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile"}.get(path.suffix.lower(), "GPKG")
+
+
 def plural(n: int, singular: str, plural_form: str) -> str:
     """``n`` and the noun in the right number: "1 patch", "31 patches", "0 patches"."""
     return f"{n} {singular if n == 1 else plural_form}"
@@ -444,15 +449,19 @@ def sites_import(
 
     if fmt != "corner-table":
         raise InputError(f"unknown import format {fmt!r}; choose corner-table")
+    from gmsense.files import atomic_file, check_target
+
     frame = read_corner_table(table, crs=crs, attributes=attributes)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_file(out_file, engine="pyogrio")
-    sites = read_sites(out_file)
-    out.print(f"wrote {len(sites)} licences to {out_file} (from {frame['source_crs'].iloc[0]})")
+    with atomic_file(check_target(out_file)) as tmp:
+        driver = _vector_driver(out_file)
+        frame.to_file(tmp, engine="pyogrio", driver=driver, **({"layer": "sites"} if driver == "GPKG" else {}))
+        sites = read_sites(tmp)
+    out.print(f"wrote {plural(len(sites), 'licence', 'licences')} to {out_file} "
+              f"(from {frame['source_crs'].iloc[0]})")
     described = sum(1 for s in sites if any(k in s.attrs for k in ("mineral", "mineral_class", "licence_type",
                                                                     "holder", "stated_area_m2")))
     if attributes is not None or described:
-        out.print(f"attributes for {described} of {len(sites)} licences"
+        out.print(f"attributes for {described} of {plural(len(sites), 'licence', 'licences')}"
                   + (f" (from {attributes})" if attributes is not None else ""))
 
 
@@ -572,9 +581,5 @@ app.add_typer(cli_review.users_app, name="users")
 app.add_typer(cli_review.labels_app, name="labels")
 
 
-def run() -> None:  # pragma: no cover - console script shim
-    sys.exit(app())
-
-
 if __name__ == "__main__":  # pragma: no cover
-    run()
+    app()
