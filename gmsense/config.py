@@ -60,7 +60,8 @@ class SeasonSettings(_Settings):
 class MaskSettings(_Settings):
     """Refinements of the source's clear mask: scene classifications miss cloud edges and haze."""
 
-    cloud_buffer_m: float = Field(60.0, ge=0, description="also mask observations this close to cloud or shadow, metres")
+    cloud_buffer_m: float = Field(
+        60.0, ge=0, description="also mask observations this close to cloud or shadow, metres")
     haze_hot_threshold: float | None = Field(
         0.0, description="mask where blue - 0.5 red - 0.08 exceeds this (haze optimised transform); null disables")
     max_scene_dip: float | None = Field(
@@ -91,12 +92,15 @@ class DetectSettings(_Settings):
     line_min_drop: float = Field(0.06, ge=0, description="line pass: minimum NDVI drop of a weak drop")
     line_z: float = Field(1.5, gt=0, description="line pass: robust z-score of a weak drop")
     line_confirm_obs: int = Field(3, ge=1, description="line pass: consecutive clear weak drops a pixel needs")
-    line_min_ridge: float = Field(0.02, gt=0, description="line pass: Sato ridge response of the weak-drop image (NDVI)")
+    line_min_ridge: float = Field(
+        0.02, gt=0, description="line pass: Sato ridge response of the weak-drop image (NDVI)")
     line_min_length_m: float = Field(80.0, gt=0, description="line pass: shortest line kept, metres")
     line_min_elongation: float = Field(4.0, gt=1, description="line pass: length / width of a line at least")
-    line_clearance_m: float = Field(30.0, ge=0, description="line pass: lines this close to a patch are left to it, metres")
+    line_clearance_m: float = Field(
+        30.0, ge=0, description="line pass: lines this close to a patch are left to it, metres")
     line_max_ring_share: float = Field(
-        0.1, ge=0, le=1, description="line pass: share of pixels 20-40 m around a line with weak drops of their own, at most")
+        0.1, ge=0, le=1,
+        description="line pass: share of pixels 20-40 m around a line with weak drops of their own, at most")
     line_max_ring_drop: float = Field(
         0.6, ge=0, description="line pass: drop of the surroundings (upper quartile) over the line's drop, at most")
     line_max_prior_ridge: float = Field(
@@ -115,7 +119,8 @@ class ClassifySettings(_Settings):
     trench_max_curvature: float = Field(0.15, ge=0, description="max sideways spread / length for a straight line")
     pad_max_area_m2: float = Field(2500.0, gt=0, description="largest compact patch still called a pad")
     natural_min_area_m2: float = Field(50_000.0, gt=0, description="compact patches above this are natural")
-    dark_after_nir_ratio: float = Field(0.7, gt=0, description="NIR after/before below this with no bright soil = burn/flood")
+    dark_after_nir_ratio: float = Field(
+        0.7, gt=0, description="NIR after/before below this with no bright soil = burn/flood")
 
 
 class RecoverySettings(_Settings):
@@ -146,8 +151,10 @@ class RulesSettings(_Settings):
     recovery_reversed: RuleSettings = RuleSettings(severity="warning")
     new_disturbance: RuleSettings = RuleSettings(severity="info")
     outside_min_area_m2: float = Field(100.0, ge=0, description="disturbed area outside the licence that counts, m2")
-    work_tolerance_m: float = Field(30.0, ge=0, description="a patch this close to an approved work is covered by it, m")
-    reversal_drop: float = Field(0.2, gt=0, description="fall of the recovery ratio from its best season that is a reversal")
+    work_tolerance_m: float = Field(
+        30.0, ge=0, description="a patch this close to an approved work is covered by it, m")
+    reversal_drop: float = Field(
+        0.2, gt=0, description="fall of the recovery ratio from its best season that is a reversal")
     reclamation_seasons: dict[str, int] = Field(
         default_factory=lambda: {"default": 3, "exploration": 2, "mining": 3},
         description="growing seasons after disturbance by which reclamation must be under way; keys: "
@@ -219,16 +226,23 @@ class EarthEngineSettings(_Settings):
     cs_cdf_threshold: float = Field(
         0.60, ge=0, le=1, description="Sentinel-2: a pixel is clear when Cloud Score+ cs_cdf >= this")
     min_clear_fraction: float = Field(
-        0.0, ge=0, lt=1, description="skip images whose clear share of the area is not above this (0: skip only all-cloud images)")
-    max_concurrent: int = Field(10, ge=1, le=40, description="requests in flight at once per process (project quota: 40)")
-    max_rps: float = Field(10.0, gt=0, le=100, description="requests started per second per process (project quota: 100)")
-    retries: int = Field(5, ge=0, le=20, description="retries of a request after HTTP 429, 5xx or a timeout (exponential back-off)")
+        0.0, ge=0, lt=1,
+        description="skip images whose clear share of the area is not above this (0: skip only all-cloud images)")
+    max_concurrent: int = Field(
+        10, ge=1, le=40, description="requests in flight at once per process (project quota: 40)")
+    max_rps: float = Field(
+        10.0, gt=0, le=100, description="requests started per second per process (project quota: 100)")
+    retries: int = Field(
+        5, ge=0, le=20, description="retries of a request after HTTP 429, 5xx or a timeout (exponential back-off)")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout, seconds")
     high_volume: bool = Field(False, description="use the high-volume endpoint earthengine-highvolume.googleapis.com")
     project: str | None = Field(
-        None, description="Cloud project; null: $GMSENSE_EE_PROJECT, $GOOGLE_CLOUD_PROJECT, then the credentials' project")
+        None,
+        description="Cloud project; null: $GMSENSE_EE_PROJECT, $GOOGLE_CLOUD_PROJECT, then the credentials' project")
     credentials: str | None = Field(
-        None, description="service-account JSON key file; null: $GMSENSE_EE_CREDENTIALS, else application default credentials")
+        None,
+        description="service-account JSON key file; null: $GMSENSE_EE_CREDENTIALS, else application default "
+                    "credentials")
     cache_dir: str | None = Field(
         None, description="Zarr pixel cache folder; null: $GMSENSE_EE_CACHE, else ~/.cache/gmsense/earthengine")
 

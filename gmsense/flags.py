@@ -23,10 +23,8 @@ from shapely.geometry.base import BaseGeometry
 from gmsense.config import RulesSettings
 from gmsense.geo.sites import ApprovedWork, Site
 from gmsense.outputs.i18n import rule_message
-from gmsense.records import FlagRecord, PatchRecord
+from gmsense.records import HUMAN_MADE_CLASSES, FlagRecord, PatchRecord
 from gmsense.recovery import recovery_metrics
-
-HUMAN_MADE = ("trench", "pad", "track", "clearing")
 
 
 def _year(iso: str) -> int:
@@ -73,7 +71,7 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
     attrs = site.attrs
     latest_year = _year(latest_date)
     reclaim_seasons = rules.seasons_to_reclaim(attrs.get("licence_type"), f.mineral)
-    human = [i for i, p in enumerate(patches) if p.disturbance_class in HUMAN_MADE]
+    human = [i for i, p in enumerate(patches) if p.disturbance_class in HUMAN_MADE_CLASSES]
     for i in human:
         p, geom = patches[i], geometries[i]
         what = {"klass": p.disturbance_class, "area_m2": round(p.area_m2, 1), "first_detected": p.first_detected}
@@ -101,7 +99,8 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
         due = attrs.get("reclamation_due")
         seasons_since = latest_year - _year(p.first_detected)
         overdue_by_date = bool(due) and latest_date > str(due)
-        if (overdue_by_date or seasons_since >= reclaim_seasons) and p.recovery_status not in ("recovering", "recovered"):
+        if ((overdue_by_date or seasons_since >= reclaim_seasons)
+                and p.recovery_status not in ("recovering", "recovered")):
             f.add("reclamation_overdue",
                   {**what, "status": p.recovery_status, "deadline_kind": "due" if overdue_by_date else "seasons",
                    "reclamation_due": due, "seasons": reclaim_seasons},

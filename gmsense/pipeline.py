@@ -14,10 +14,11 @@ from gmsense.classify.baseline import classify_patch
 from gmsense.classify.model import PatchClassifier
 from gmsense.config import Settings
 from gmsense.cube import ops as cubeops
+from gmsense.cube.contract import CUBE_BANDS
 from gmsense.detect.change import detect_breaks
 from gmsense.detect.features import add_patch_context, add_patch_spectra
 from gmsense.detect.lines import add_line_breaks
-from gmsense.detect.patches import Patch, extract_patches, grid_transform
+from gmsense.detect.patches import Patch, extract_patches
 from gmsense.errors import ImageryError
 from gmsense.flags import evaluate
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
@@ -88,8 +89,9 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     if dates.size == 0:
         raise ImageryError(
             f"licence {site.site_id}: no acquisitions fall in the growing season "
-            f"(months {settings.season.start_month}-{settings.season.end_month}); widen the date range (start/end) or the season")
-    bands = [b for b in cubeops.BANDS if b in cube]
+            f"(months {settings.season.start_month}-{settings.season.end_month}); "
+            "widen the date range (start/end) or the season")
+    bands = [b for b in CUBE_BANDS if b in cube]
     source, dates = _season_source(cube[[*bands, "clear"]], dates)
     # Only the bands masking and the detection index need are copied for the season; the
     # patches' spectra are read from ``source`` patch by patch.
@@ -110,9 +112,9 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             "time", "y", "x").values), time_index=dates)
         add_patch_context(patches, labels, values, times, np.asarray(breaks["magnitude"].values))
 
-    years = times.astype("datetime64[Y]").astype(int) + 1970
+    years = cubeops.season_year(times)
     latest_season = int(years.max())
-    transform = grid_transform(ndvi)
+    transform = cubeops.grid_transform(ndvi)
     all_geoms = [p.geometry for p in patches]
     exclusion = ring_exclusion(all_geoms) if patches else None
     image_ids = _image_ids(season, cube.attrs)
@@ -177,5 +179,6 @@ def analyse_site(site: Site, source: Source, settings: Settings, start: str | No
     region = site.buffered(settings.sites.buffer_m)
     cube = source.load(site, region, start, end)
     if cube.sizes.get("time", 0) == 0:
-        raise ImageryError(f"licence {site.site_id}: no acquisitions between {start or 'the start'} and {end or 'the end'}")
+        raise ImageryError(f"licence {site.site_id}: no acquisitions between {start or 'the start'} "
+                           f"and {end or 'the end'}")
     return analyse_cube(site, cube, settings, works, classifier)

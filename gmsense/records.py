@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The disturbance classes of the data contract (DESIGN.md), one definition for the package.
+#: Human-made damage: what flags, reports and the benchmark count and reclamation is owed for.
+HUMAN_MADE_CLASSES = ("trench", "pad", "track", "clearing")
+#: What a classifier (rules or model) assigns to a patch, what labels train and reviewers choose.
+PATCH_CLASSES = (*HUMAN_MADE_CLASSES, "natural")
+#: Every value ``disturbance_class`` may take in an export (``uncertain``: a weak or undecided call).
+DISTURBANCE_CLASSES = (*PATCH_CLASSES, "uncertain")
+
 
 @dataclass
 class RecoveryObservation:

@@ -21,8 +21,9 @@ from rasterio.features import geometry_mask
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from gmsense._numeric import nan_median
 from gmsense.config import RecoverySettings
-from gmsense.detect.change import masked_median
+from gmsense.cube.ops import season_year
 from gmsense.records import RecoveryObservation
 
 RING_INNER_M = 20.0
@@ -47,26 +48,16 @@ def ring_mask(geometry: BaseGeometry, all_patches: list[BaseGeometry], shape: tu
     return geometry_mask([ring], out_shape=shape, transform=transform, invert=True)
 
 
-def _daily_median(values: np.ndarray) -> np.ndarray:
-    """(T, P) -> (T,) median over pixels per date (equal to ``np.nanmedian``), NaN where none is clear."""
-    out = np.full(values.shape[0], np.nan)
-    finite = np.isfinite(values)
-    seen = finite.any(axis=1)
-    if seen.any():
-        out[seen] = masked_median(np.where(finite[seen], values[seen], 0).T, finite[seen].T)
-    return out
-
-
 def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, ring: np.ndarray,
                first_detected: np.datetime64, index_name: str) -> list[RecoveryObservation]:
     """Per-season medians of patch and ring for the season before detection and every later one.
 
     ``index`` (T, y, x) growing-season index values, NaN where not clear.
     """
-    years = times.astype("datetime64[Y]").astype(int) + 1970
-    detected_year = int(first_detected.astype("datetime64[Y]").astype(int) + 1970)
-    patch_daily = _daily_median(index[:, patch_mask])
-    ring_daily = _daily_median(index[:, ring])
+    years = season_year(times)
+    detected_year = int(season_year(first_detected))
+    patch_daily = nan_median(index[:, patch_mask].T)  # per date, over the pixels; NaN where none is clear
+    ring_daily = nan_median(index[:, ring].T)
     out = []
     for season in range(detected_year - 1, int(years.max()) + 1):
         use = years == season
@@ -141,7 +132,7 @@ def recovery_metrics(seasons: np.ndarray, relative: np.ndarray, disturbance_seas
 def recovery_status(observations: list[RecoveryObservation], first_detected: np.datetime64,
                     latest_season: int, settings: RecoverySettings) -> tuple[str, float | None]:
     """Status and recovery ratio from a trajectory (see module docstring)."""
-    detected_year = int(first_detected.astype("datetime64[Y]").astype(int) + 1970)
+    detected_year = int(season_year(first_detected))
     if detected_year >= latest_season:
         return "active", 0.0
     seasons = np.array([o.season for o in observations])

@@ -6,6 +6,7 @@ Used by gmsense's own tests and available to anyone testing code that speaks the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyproj
@@ -92,3 +93,16 @@ def run_cli(*args: object) -> tuple[int, str]:
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output
+
+
+def copy_store(source: str | Path, target: str | Path) -> Path:
+    """A consistent copy of the SQLite store ``source`` at ``target`` (SQLite's backup API, so
+    whatever still sits in the write-ahead log is copied too)."""
+    import sqlite3
+
+    target = Path(target)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return target

@@ -12,6 +12,7 @@ from shapely.geometry import box
 
 import gmsense
 from gmsense.errors import GmsenseError, ImageryError, InputError
+from gmsense.records import DISTURBANCE_CLASSES
 from gmsense.testutils import PlantedBreak, make_cube, run_cli
 
 BUFFER_M = 100.0
@@ -64,7 +65,7 @@ def test_analyse_returns_typed_patches_flags_and_breaks(cube: xr.Dataset, licenc
     assert str(patches["first_detected"].dtype).startswith("datetime64")
     assert patches["area_m2"].dtype == np.float64
     assert patches["inside_licence"].dtype == bool
-    assert set(patches["disturbance_class"]) <= {"trench", "pad", "track", "clearing", "natural", "uncertain"}
+    assert set(patches["disturbance_class"]) <= set(DISTURBANCE_CLASSES)
     # the clearing block (12 x 14 px = 16,800 m2) is found where it was planted, in 2020
     clearing = patches.loc[patches.area.idxmax()]
     x0, y0 = float(cube.x[20]), float(cube.y[20])

@@ -14,7 +14,7 @@ from gmsense.config import Settings, configs_dir
 from gmsense.geo.sites import Site, read_sites, write_sites
 from gmsense.sources.synthetic import synthesize
 from gmsense.store import Store
-from gmsense.testutils import run_cli
+from gmsense.testutils import copy_store, run_cli
 
 DEMO_SITES = configs_dir() / "demo_sites.geojson"
 
@@ -70,8 +70,8 @@ def test_demo_finds_planted_trenches_boundary_damage_and_nothing_in_control(demo
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_rescan_of_the_same_dates_changes_nothing(demo: Path) -> None:
-    db = demo / "gmsense.db"
+def test_rescan_of_the_same_dates_changes_nothing(demo: Path, tmp_path: Path) -> None:
+    db = copy_store(demo / "gmsense.db", tmp_path / "gmsense.db")  # the rescan writes: a private copy
     before = [(r.patch_id, r.geometry_wkt, r.first_detected) for r in Store(str(db)).patch_rows()]
     n_flags = len(Store(str(db)).flag_rows())
     code, output = invoke("scan", "--sites", DEMO_SITES, "--db", db, "--no-progress")
@@ -138,7 +138,8 @@ def _one_line_error(output: str) -> str:
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "local"], "--imagery"),
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "local", "--imagery", tmp / "nope"], "does not exist"),
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "radar"], "unknown source"),
-        (lambda tmp: ["export", "patches", "--format", "kml", "--out", tmp / "x.kml", "--db", tmp / "e.db"], "unknown export format"),
+        (lambda tmp: ["export", "patches", "--format", "kml", "--out", tmp / "x.kml", "--db", tmp / "e.db"],
+         "unknown export format"),
         (lambda tmp: ["export", "things", "--db", tmp / "e.db"], "cannot export"),
         (lambda tmp: ["scans", "show", "42", "--db", Store(str(tmp / "e.db")).engine.url.database], "no scan 42"),
         (lambda tmp: ["scans", "show", "42", "--db", tmp / "none.db"], "no store at"),
@@ -176,14 +177,16 @@ def test_scan_with_a_work_programme_and_custom_rules(tmp_path: Path) -> None:
     settings = Settings()
     _, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic)
     approved = truth[truth.kind == "trench"].iloc[[0]].copy()
-    approved["site_id"], approved["work_type"], approved["year"] = site.site_id, "trench", int(approved.start.iloc[0][:4])
+    approved["site_id"], approved["work_type"] = site.site_id, "trench"
+    approved["year"] = int(approved.start.iloc[0][:4])
     works = tmp_path / "works.geojson"
     approved[["site_id", "work_type", "year", "geometry"]].to_crs(4326).to_file(works)
     rules = tmp_path / "rules.yaml"
     rules.write_text("outside_work_programme: {severity: critical}\n")
     sites_file = write_sites([site], tmp_path / "one.geojson")
     db = tmp_path / "w.db"
-    code, output = invoke("scan", "--sites", sites_file, "--works", works, "--rules", rules, "--db", db, "--no-progress")
+    code, output = invoke("scan", "--sites", sites_file, "--works", works, "--rules", rules, "--db", db,
+                          "--no-progress")
     assert code == 0, output
     flags = Store(str(db)).flag_rows()
     outside_programme = [f for f in flags if f.rule == "outside_work_programme"]

@@ -48,12 +48,10 @@ def test_rule_sentences_in_both_languages() -> None:
 
 
 @pytest.mark.slow
-def test_chinese_site_report_embeds_a_cjk_font(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+def test_chinese_site_report_embeds_a_cjk_font(demo_folder: Path, tmp_path: Path) -> None:
     target = tmp_path / "zh.pdf"
     result = runner.invoke(app, ["report", "site", "HLJ-EXP-002", "--lang", "zh", "--area-unit", "mu",
-                                 "--out", str(target), "--db", str(tmp_path / "gmsense.db")])
+                                 "--out", str(target), "--db", str(demo_folder / "gmsense.db")])
     assert result.exit_code == 0, result.output
     reader = PdfReader(target)
     text = reader.pages[0].extract_text()

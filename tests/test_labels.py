@@ -29,11 +29,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reviewed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
-    """The demo's store with every patch flag decided, and its labels export."""
-    out = tmp_path_factory.mktemp("labels-demo")
-    code, output = run_cli("demo", "--out", out)
-    assert code == 0, output
+def reviewed(demo_folder: Path) -> tuple[Store, Path]:
+    """The demo's store (this module's copy) with every patch flag decided, and its labels export."""
+    out = demo_folder
     store = Store(str(out / "gmsense.db"))
     user = auth.add_user(store, "rita", "reviewer-password-1", "reviewer")
     items = [f for f in service.queue(store, page_size=100).items if f["patch_id"]]

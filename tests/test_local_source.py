@@ -328,7 +328,8 @@ def test_no_mask_band_warns_and_clear_is_finite(tmp_path: Path) -> None:
 def test_explicit_dn_scale_one_keeps_values(tmp_path: Path) -> None:
     folder = tmp_path / "imagery"
     folder.mkdir()
-    layers = {b: np.full((N, N), 0.05 + 0.01 * k, dtype="float32") for k, b in enumerate(("blue", "green", "red", "nir"))}
+    layers = {b: np.full((N, N), 0.05 + 0.01 * k, dtype="float32")
+              for k, b in enumerate(("blue", "green", "red", "nir"))}
     layers["cloud"] = np.zeros((N, N), dtype="float32")
     layers["cloud"][:10] = 1
     write_tif(folder / "2021-06-01.tif", layers, nodata=None)
@@ -356,7 +357,8 @@ def test_corrupt_file_is_named(tmp_path: Path) -> None:
 def test_region_outside_imagery_names_site(tmp_path: Path) -> None:
     folder = s2_folder(tmp_path / "imagery", scaled=True)
     far = box(X0 + 50_000, Y0, X0 + 51_000, Y0 + 1_000)
-    with pytest.raises(ImageryError, match=r"does not cover licence HLJ-042; it covers lon 128\.00.*lat 46\.99.*the licence is at lon 128\.6"):
+    with pytest.raises(ImageryError, match=r"does not cover licence HLJ-042; it covers lon 128\.00.*lat 46\.99"
+                                           r".*the licence is at lon 128\.6"):
         read_local_cube(folder, far, UTM52, site_id="HLJ-042")
 
 

@@ -66,11 +66,8 @@ def visible(page: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo-content")
-    code, output = invoke("demo", "--out", out)
-    assert code == 0, output
-    return out / "gmsense.db"
+def demo_db(demo_folder: Path) -> Path:
+    return demo_folder / "gmsense.db"
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,8 @@ DANGER = "=cmd|' /C calc'!A0"
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo-outputs")
-    code, output = invoke("demo", "--out", out)
-    assert code == 0, output
-    return out / "gmsense.db"
+def demo_db(demo_folder: Path) -> Path:
+    return demo_folder / "gmsense.db"
 
 
 def _copy(demo_db: Path, tmp_path: Path, **attrs: object) -> Path:

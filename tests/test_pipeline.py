@@ -12,7 +12,8 @@ from gmsense.detect.patches import Patch
 from gmsense.pipeline import analyse_cube
 from gmsense.testutils import PlantedBreak, cube_site, make_cube
 
-BREAKS = (PlantedBreak(slice(4, 10), slice(3, 20), "2020-07-01"), PlantedBreak(slice(20, 28), slice(15, 25), "2021-06-20"))
+BREAKS = (PlantedBreak(slice(4, 10), slice(3, 20), "2020-07-01"),
+          PlantedBreak(slice(20, 28), slice(15, 25), "2021-06-20"))
 
 
 def _records(result: object) -> list[tuple]:
@@ -24,7 +25,8 @@ def _records(result: object) -> list[tuple]:
 def _cloudy_cube(**kwargs: object) -> object:
     """A cube with a few clouds (not clear, bright) on some dates, and one hazy observation."""
     cube = make_cube(cloud_share=0.0, **kwargs)
-    for k, (rows, cols) in enumerate([(slice(0, 5), slice(0, 6)), (slice(12, 20), slice(8, 12)), (slice(25, 32), slice(20, 30))]):
+    clouds = [(slice(0, 5), slice(0, 6)), (slice(12, 20), slice(8, 12)), (slice(25, 32), slice(20, 30))]
+    for k, (rows, cols) in enumerate(clouds):
         for t in range(10 + k, cube.sizes["time"], 9):
             cube["clear"][t, rows, cols] = False
             for band in ("blue", "green", "red", "nir", "swir1", "swir2"):

@@ -8,15 +8,17 @@ from affine import Affine
 from shapely.geometry import box
 
 from gmsense.config import RecoverySettings
+from gmsense.cube.ops import season_year
 from gmsense.recovery import recovery_status, ring_mask, trajectory
 
 
-def _series(patch_by_year: dict[int, float], ring: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _series(patch_by_year: dict[int, float],
+            ring: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     times = np.array([f"{y}-{m:02d}-15" for y in patch_by_year for m in (6, 7, 8)], dtype="datetime64[ns]")
     index = np.full((times.size, 30, 30), ring)
     pmask = np.zeros((30, 30), dtype=bool)
     pmask[12:18, 12:18] = True
-    years = times.astype("datetime64[Y]").astype(int) + 1970
+    years = season_year(times)
     for y, value in patch_by_year.items():
         index[np.ix_(years == y, np.arange(30), np.arange(30))] = np.where(pmask, value, ring)
     ring_px = ~pmask
@@ -49,7 +51,7 @@ def test_detected_this_season_is_active() -> None:
 
 def test_ring_cancels_a_drought_year() -> None:
     index, times, pmask, ring = _series({2019: 0.8, 2020: 0.3, 2021: 0.55})
-    years = times.astype("datetime64[Y]").astype(int) + 1970
+    years = season_year(times)
     index[years == 2021] -= 0.2  # drought hits patch and ring alike
     obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
     _, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2021, RecoverySettings())

@@ -15,11 +15,8 @@ invoke = run_cli
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo-report")
-    code, output = invoke("demo", "--out", out)
-    assert code == 0, output
-    return out / "gmsense.db"
+def demo_db(demo_folder: Path) -> Path:
+    return demo_folder / "gmsense.db"
 
 
 @pytest.mark.slow
@@ -91,7 +88,8 @@ def test_chinese_summary_report_pdf_and_html(demo_db: Path, tmp_path: Path) -> N
     reader = PdfReader(tmp_path / "s.pdf")
     assert len(reader.pages) == 2
     text = reader.pages[0].extract_text()
-    for expected in ("绿色矿山工作汇总", "已扫描许可证3个", "亩", "县（区）", "扰动面积（亩）", "逾期未复垦", "Xinqing"):
+    for expected in ("绿色矿山工作汇总", "已扫描许可证3个", "亩", "县（区）", "扰动面积（亩）", "逾期未复垦",
+                     "Xinqing"):
         assert expected in text, expected
     assert "探槽" in text, "patch classes by their Chinese names"
     assert "licences" not in text

@@ -18,7 +18,6 @@ import uvicorn
 from gmsense.review import auth, service
 from gmsense.review.app import create_app
 from gmsense.store import Store
-from gmsense.testutils import run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("GMSENSE_ARTIFACTS", "test-artifacts"))
@@ -30,11 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("browser-demo")
-    code, output = run_cli("demo", "--out", out)
-    assert code == 0, output
-    return out / "gmsense.db"
+def demo_db(demo_folder: Path) -> Path:
+    return demo_folder / "gmsense.db"
 
 
 @pytest.fixture
@@ -52,7 +48,7 @@ def served(demo_db: Path, tmp_path: Path) -> Iterator[tuple[str, Store]]:
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # generous: start-up is slow on a loaded machine
     while not server.started:
         assert time.monotonic() < deadline, "the app did not start"
         time.sleep(0.05)

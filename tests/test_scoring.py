@@ -70,7 +70,7 @@ def test_one_patch_over_several_events_hits_each() -> None:
     assert m["false_alarms"] == 0
 
 
-@pytest.mark.parametrize(("gap", "found"), [(0, True), (14, True), (16, False), (40, False)])
+@pytest.mark.parametrize(("gap", "found"), [(0, True), (10, True), (14, True), (16, False), (30, False), (40, False)])
 def test_misregistration_tolerance_is_15_m(gap: float, found: bool) -> None:
     """A patch ``gap`` metres north of the trench's edge (y = 3)."""
     patch = _patches(("trench", box(0, 3 + gap, 300, 13 + gap)))
@@ -139,12 +139,16 @@ def test_split_event_is_detected_when_its_first_piece_is_confirmed() -> None:
     assert m["median_first_detected_lag_days"] == 0.0
 
 
-def test_lag_falls_back_to_the_start_date_without_a_clear_observation() -> None:
-    truth = _truth(("pad", "pad", PAD_A, True, "", "2021-06-01"))
+@pytest.mark.parametrize("missing", ["", float("nan")], ids=["empty", "nan"])
+def test_lag_falls_back_to_the_start_date_without_a_clear_observation(missing: str | float) -> None:
+    """No first clear observation: an empty cell, or NaN as a CSV reads back."""
+    truth = _truth(("pad", "pad", PAD_A, True, missing, "2021-06-01"))
     events, _ = match_scene(truth, _patches(("pad", PAD_A, True, "2021-06-05", "2021-06-15")))
     assert events.lag_basis.tolist() == ["start"]
     assert events.lag_days.tolist() == [14]
-    assert _score(truth, _patches(("pad", PAD_A)))["lag_from_start_date"] == 1
+    m = _score(truth, _patches(("pad", PAD_A)))
+    assert m["lag_from_start_date"] == 1
+    assert m["median_lag_days"] == 14.0
 
 
 def test_lag_without_confirmed_on_uses_first_detected() -> None:

@@ -14,16 +14,20 @@ from typer.testing import CliRunner
 
 from gmsense.classify.model import FEATURES, load_model
 from gmsense.classify.train import (
+    TrainingParams,
     cross_validate,
     label_patches,
     save_model,
-    synthetic_training_set,
     train,
 )
 from gmsense.cli import app
 from gmsense.errors import InputError
 
 runner = CliRunner()
+
+# The mechanics (folds, cards, files, calibration, importance, explanations) on a tiny table do
+# not need the full boosting of `gmsense train` (TrainingParams()): a light setting, same assertions.
+LIGHT = TrainingParams(max_iter=30, importance_repeats=2)
 
 
 def test_patches_take_the_class_of_the_event_they_overlap_most() -> None:
@@ -52,18 +56,19 @@ def _table(n_scenes: int = 6, seed: int = 0) -> pd.DataFrame:
 
 def test_cross_validation_is_grouped_by_scene_and_reproducible() -> None:
     table = _table()
-    a, b = cross_validate(table, seed=3), cross_validate(table, seed=3)
+    a, b = cross_validate(table, seed=3, params=LIGHT), cross_validate(table, seed=3, params=LIGHT)
     assert a == b
     assert a["folds"] == 5
     assert a["grouped_by"] == "scene"
     assert a["accuracy"] > 0.8, "the classes in this table are separable"
     assert sum(map(sum, a["confusion"]["matrix"])) == len(table)
     with pytest.raises(InputError, match="two scenes"):
-        cross_validate(table[table.scene == "s0"])
+        cross_validate(table[table.scene == "s0"], params=LIGHT)
 
 
 def test_model_folder_round_trip_and_safety(tmp_path: Path) -> None:
-    card = train([], tmp_path / "m1", table=_table(), command="test")
+    card = train([], tmp_path / "m1", table=_table(), command="test", params=LIGHT)
+    assert card["training_params"] == {"max_iter": 30, "learning_rate": 0.08, "importance_repeats": 2}
     assert set(json.loads((tmp_path / "m1" / "model_card.json").read_text())) >= {
         "version", "created", "features", "classes", "training_data", "cv_metrics", "libraries", "command"}
     assert card["training_data"]["content_hash"]
@@ -93,13 +98,15 @@ def test_model_folder_round_trip_and_safety(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_train_on_synthetic_scenes_then_scan_with_the_model(tmp_path: Path) -> None:
-    table = synthetic_training_set([101, 102, 103, 104], sites_per_seed=1)
-    assert len(table) > 5
-    assert set(table.label) <= {"trench", "pad", "track", "clearing", "natural"}
     result = runner.invoke(app, ["train", "--synthetic-seeds", "101-104", "--sites-per-seed", "1", "--name", "tiny",
                                  "--models-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tiny" / "confusion.png").stat().st_size > 1000
+    card = json.loads((tmp_path / "tiny" / "model_card.json").read_text())
+    # The training table (synthetic_training_set([101, ..., 104], sites_per_seed=1)), as the card counts it.
+    assert card["training_data"]["patches"] > 5
+    assert set(card["training_data"]["class_counts"]) <= {"trench", "pad", "track", "clearing", "natural"}
+    assert card["training_params"] == {"max_iter": 200, "learning_rate": 0.08, "importance_repeats": 5}
     result = runner.invoke(app, ["models", "--models-dir", str(tmp_path)])
     assert "tiny" in result.output
 
@@ -152,7 +159,7 @@ def test_a_calibrated_model_saves_and_loads_safely(tmp_path: Path) -> None:
 
     table = _table()
     estimator = fit_calibrated(table[list(FEATURES)].to_numpy(), table["label"].to_numpy(),
-                               table["scene"].to_numpy(), 0)
+                               table["scene"].to_numpy(), 0, LIGHT)
     assert type(estimator).__name__ == "CalibratedClassifierCV"
     save_model(estimator, tmp_path / "cal", {"name": "cal", "version": "1", "features": list(FEATURES)})
     model = load_model(tmp_path / "cal")
@@ -161,7 +168,7 @@ def test_a_calibrated_model_saves_and_loads_safely(tmp_path: Path) -> None:
 
 
 def test_feature_importance_names_the_features_that_separate_the_classes() -> None:
-    importance = cross_validate(_table(), seed=1)["feature_importance"]
+    importance = cross_validate(_table(), seed=1, params=LIGHT)["feature_importance"]
     assert list(importance)[:2] == sorted(["elongation", "swir1_ratio"], key=lambda f: -importance[f])
     assert set(importance) == set(FEATURES)
     assert importance["elongation"] > 0.05
@@ -169,7 +176,7 @@ def test_feature_importance_names_the_features_that_separate_the_classes() -> No
 
 
 def test_each_prediction_is_explained_by_the_features_that_support_it(tmp_path: Path) -> None:
-    card = train([], tmp_path / "m", table=_table(), command="test")
+    card = train([], tmp_path / "m", table=_table(), command="test", params=LIGHT)
     assert card["feature_medians"]["elongation"] > 1
     model = load_model(tmp_path / "m")
     trench = {"elongation": 14.0, "swir1_ratio": 1.4, "area_px_m2": 2000.0}
@@ -195,7 +202,7 @@ def test_patches_of_imagery_without_swir_go_to_the_model_trained_without_it(tmp_
     blind = without_swir(table)
     assert blind[list(SWIR_FEATURES)].isna().all().all()
     assert blind.drop(columns=list(SWIR_FEATURES)).equals(table.drop(columns=list(SWIR_FEATURES)))
-    card = train([], tmp_path / "m", table=table, command="test")
+    card = train([], tmp_path / "m", table=table, command="test", params=LIGHT)
     assert card["without_swir"]["missing_features"] == list(SWIR_FEATURES)
     assert 0 <= card["without_swir"]["cv_accuracy"] <= 1
     model = load_model(tmp_path / "m")

@@ -164,7 +164,8 @@ def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str
             if biggest > memory_limit:
                 warnings.warn(f"licence {site.site_id}: a tile of {MIN_CORE_M:.0f} m with its {TILE_MARGIN_M:.0f} m "
                               f"margins needs about {biggest / 1e6:.0f} MB, above the memory limit of "
-                              f"{memory_limit / 1e6:.0f} MB; raise the memory limit (memory_limit, --memory-limit on the command line)", UserWarning, stacklevel=2)
+                              f"{memory_limit / 1e6:.0f} MB; raise the memory limit (memory_limit, --memory-limit "
+                              "on the command line)", UserWarning, stacklevel=2)
             units.extend(WorkUnit((site,), tile, estimate_bytes(tile.read, resolution_m, years)) for tile in tiles)
         elif need < GROUP_SHARE * memory_limit:
             if group_bytes + need > memory_limit or len(group) >= MAX_GROUP:

@@ -26,7 +26,7 @@ from gmsense.bench.scoring import EVENT_COLUMNS, match_scene, summarise
 from gmsense.classify.model import PatchClassifier
 from gmsense.classify.train import random_licences
 from gmsense.config import Settings
-from gmsense.detect.patches import grid_transform
+from gmsense.cube.ops import grid_transform
 from gmsense.outputs.export import patches_frame
 from gmsense.sources import SyntheticSource
 from gmsense.sources.synthetic import synthesize

@@ -139,7 +139,8 @@ def large_scene(side_km: float, path: Path) -> Site:
     nx, ny = cube.sizes["x"] * reps, cube.sizes["y"] * reps
     xs = x0 + (np.arange(nx) + 0.5) * res
     ys = y0 + reps * block - (np.arange(ny) + 0.5) * res
-    data = {name: (("time", "y", "x"), da.tile(da.from_array(cube[name].values, chunks=(-1, 100, 100)), (1, reps, reps)))
+    data = {name: (("time", "y", "x"),
+                   da.tile(da.from_array(cube[name].values, chunks=(-1, 100, 100)), (1, reps, reps)))
             for name in [*[b for b in ("blue", "green", "red", "nir", "swir1", "swir2") if b in cube], "clear"]}
     mosaic = xr.Dataset(data, coords={"time": cube.time.values, "y": ys, "x": xs})
     mosaic = mosaic.rio.write_crs(crs)

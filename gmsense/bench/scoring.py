@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-HUMAN_MADE = ("trench", "pad", "track", "clearing")
-CLASSES = (*HUMAN_MADE, "natural")
+from gmsense.records import HUMAN_MADE_CLASSES, PATCH_CLASSES
 
 
 def _safe_ratio(num: float, den: float) -> float | None:
@@ -96,7 +95,7 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd
     for _, ev in truth.iterrows():
         buffered = ev.geometry.buffer(tolerance_m)
         overlaps = [(g.intersection(buffered).area, i) for i, g in enumerate(geoms) if g.intersects(buffered)]
-        human = ev.disturbance_class in HUMAN_MADE
+        human = ev.disturbance_class in HUMAN_MADE_CLASSES
         for _, i in overlaps:
             if human:
                 used_by_human[i] = True
@@ -148,7 +147,7 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
         "recall": _safe_ratio(int(human.detected.sum()), len(human)) if len(human) else None,
         "recall_by_type": {c: _safe_ratio(int(human[human.truth_class == c].detected.sum()),
                                           int((human.truth_class == c).sum())) if len(human) else None
-                           for c in HUMAN_MADE},
+                           for c in HUMAN_MADE_CLASSES},
         "class_accuracy": _safe_ratio(int((detected.predicted == detected.truth_class).sum()), len(detected)),
         "false_alarms": len(false_alarms),
         "false_alarms_on_natural": dict(Counter(k for k in false_alarms if k)),
@@ -162,7 +161,7 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
         "recovery_status_accuracy": _safe_ratio(int(status.sum()), len(status)),
         "inside_licence_accuracy": _safe_ratio(int(inside.sum()), len(inside)),
         "confusion": {t: dict(Counter(detected_all[detected_all.truth_class == t].predicted)) if len(detected_all)
-                      else {} for t in CLASSES},
+                      else {} for t in PATCH_CLASSES},
         "area_km2": round(area_km2, 3), "years": years,
     }
 

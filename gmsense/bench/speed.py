@@ -31,6 +31,7 @@ from gmsense import __version__
 from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
 from gmsense.cube import ops as cubeops
+from gmsense.cube.contract import CUBE_BANDS
 from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_cube
 
@@ -62,7 +63,7 @@ def _best_of(n: int, func: Any) -> tuple[float, Any]:
 
 def memory_pass_seconds(cube: Any) -> float:
     """One read of every band array of the cube (numpy sum), best of 3."""
-    arrays = [np.asarray(cube[b].values) for b in cubeops.BANDS if b in cube]
+    arrays = [np.asarray(cube[b].values) for b in CUBE_BANDS if b in cube]
 
     def one_pass() -> float:
         return float(sum(a.sum(dtype="float64") for a in arrays))
@@ -107,7 +108,7 @@ def run_speed(out: Path | None = None, settings: Settings | None = None, end_to_
     results: dict[str, Any] = {
         "workload": {"shape": [int(cube.sizes["time"]), int(cube.sizes["y"]), int(cube.sizes["x"])],
                      "season_dates": int(season.sizes["time"]), "pixel_obs": int(pixel_obs),
-                     "cube_bytes": int(sum(cube[b].nbytes for b in cubeops.BANDS if b in cube)),
+                     "cube_bytes": int(sum(cube[b].nbytes for b in CUBE_BANDS if b in cube)),
                      "patches_found": len(result.patches)},
         "pixel_obs_per_s": round(ours),
         "detect_s": round(detect_s, 3),
@@ -166,7 +167,8 @@ def speed_markdown(r: dict[str, Any]) -> str:
         ("detection throughput", f"{r['pixel_obs_per_s']:,} pixel-observations/s ({r['detect_s']} s)"),
         ("one memory pass", f"{r['memory_pass_s']} s"),
         ("detection / memory pass", f"{r['memory_pass_ratio']}x (target <= 10x)"),
-        ("nrt EWMA", f"{r['nrt_pixel_obs_per_s']:,} pixel-observations/s" if r["nrt_pixel_obs_per_s"] else "not installed"),
+        ("nrt EWMA",
+         f"{r['nrt_pixel_obs_per_s']:,} pixel-observations/s" if r["nrt_pixel_obs_per_s"] else "not installed"),
         ("ours / nrt EWMA", f"{r['nrt_ewma_ratio']} (target >= 1)" if r["nrt_ewma_ratio"] else "-"),
     ]
     if "end_to_end_s" in r:

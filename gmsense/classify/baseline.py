@@ -14,8 +14,6 @@ import math
 from gmsense.config import ClassifySettings
 from gmsense.detect.patches import Patch
 
-CLASSES = ("trench", "pad", "track", "clearing", "natural")
-
 
 def _is_dark_change(spectral: dict[str, float], settings: ClassifySettings) -> bool:
     """NIR fell and the surface got no brighter in SWIR (or red): char, water or shadow, not soil."""

@@ -22,11 +22,12 @@ import pyproj
 from shapely import wkt
 from shapely.geometry import box
 
-from gmsense.classify.model import CLASSES, FEATURES, features_of
+from gmsense.classify.model import FEATURES, features_of
 from gmsense.classify.train import MATCH_TOLERANCE_M, label_patches
 from gmsense.config import Settings
 from gmsense.errors import InputError
 from gmsense.outputs.export import write_frame
+from gmsense.records import PATCH_CLASSES
 from gmsense.review.service import labels
 from gmsense.store import Store
 
@@ -66,11 +67,15 @@ def _read(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read labels file {path}: {exc}") from None
     if "disturbance_class" not in frame.columns:
         raise InputError(f"labels file {path} has no 'disturbance_class' column; "
-                         f"each row needs one of: {', '.join(CLASSES)}")
-    bad = sorted(set(frame["disturbance_class"].dropna().astype(str)) - set(CLASSES))
+                         f"each row needs one of: {', '.join(PATCH_CLASSES)}")
+    bad = sorted(set(frame["disturbance_class"].dropna().astype(str)) - set(PATCH_CLASSES))
     if bad:
-        raise InputError(f"labels file {path} has unknown classes {bad}; use: {', '.join(CLASSES)}")
+        raise InputError(f"labels file {path} has unknown classes {bad}; use: {', '.join(PATCH_CLASSES)}")
     return frame
+
+
+class ImageryNeededError(InputError):
+    """A labels file of polygons (no features) was given without the imagery they lie on."""
 
 
 def training_rows(path: Path, imagery: Path | None, settings: Settings | None = None, *,
@@ -81,7 +86,7 @@ def training_rows(path: Path, imagery: Path | None, settings: Settings | None = 
     if set(FEATURES) <= set(frame.columns):
         return f"reviewers' decisions ({Path(path).name}, gmsense labels export)", _reviewed_rows(frame, path)
     if imagery is None:
-        raise InputError(f"{path} holds polygons without features: give the imagery they lie on")
+        raise ImageryNeededError(f"{path} holds polygons without features: give the imagery they lie on")
     rows = _polygon_rows(frame, path, imagery, settings or Settings(), unlabelled)
     return f"researcher polygons ({Path(path).name}) over {Path(imagery).name}, unlabelled: {unlabelled}", rows
 

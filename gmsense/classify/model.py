@@ -15,7 +15,6 @@ import numpy as np
 
 from gmsense.errors import InputError
 
-CLASSES = ("trench", "pad", "track", "clearing", "natural")
 FEATURES = (
     "n_pixels", "magnitude", "area_px_m2", "length_m", "width_m", "elongation", "curvature", "solidity",
     "blue_ratio", "green_ratio", "red_ratio", "nir_ratio", "swir1_ratio", "swir2_ratio",
@@ -62,6 +61,7 @@ class PatchClassifier:
 
     @property
     def version(self) -> str:
+        """``name@version`` from the model card, as scans record it."""
         return f"{self.card['name']}@{self.card['version']}"
 
     def _blind(self, x: np.ndarray) -> np.ndarray:
@@ -79,6 +79,10 @@ class PatchClassifier:
         return proba
 
     def predict(self, metrics: list[dict[str, Any]]) -> list[tuple[str, float]]:
+        """The class (trench, pad, track, clearing or natural) and its probability for each
+        patch, from the patches' ``metrics`` (e.g. ``Result.patches["metrics"]``). Patches
+        without any SWIR feature are labelled by the estimator trained without SWIR, when the
+        model has one."""
         if not metrics:
             return []
         x = np.array([features_of(m) for m in metrics])

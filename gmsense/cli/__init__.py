@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
+
+# scikit-learn's OpenMP threads spin while they wait for each other; beside dask's threads, or on
+# a busy machine, a spinning thread holds the core its partner needs (a model's prediction went
+# from 1 ms to 80 ms). Sleeping waits cost nothing measurable here. Read when libgomp loads, so set
+# before anything imports scikit-learn; an operator's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.table import Table
@@ -29,7 +36,9 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True)] = False) -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True)] = False,
+) -> None:
     """gmsense command line."""
 
 
@@ -85,18 +94,24 @@ def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str |
 @user_errors
 def scan(
     sites: Annotated[Path, typer.Option("--sites", help="licence areas: GeoJSON, GeoPackage or Shapefile, any CRS")],
-    source: Annotated[str, typer.Option("--source", help="synthetic | local | earthengine (docs/earthengine.md)")] = "synthetic",
-    imagery: Annotated[Path | None, typer.Option("--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube")] = None,
+    source: Annotated[str, typer.Option(
+        "--source", help="synthetic | local | earthengine (docs/earthengine.md)")] = "synthetic",
+    imagery: Annotated[Path | None, typer.Option(
+        "--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube")] = None,
     start: Annotated[str | None, typer.Option("--start", help="first date, YYYY-MM-DD")] = None,
     end: Annotated[str | None, typer.Option("--end", help="last date, YYYY-MM-DD")] = None,
     db: DbOption = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="start a dask LocalCluster with N worker processes")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="start a dask LocalCluster with N worker processes")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="address of an existing dask scheduler")] = None,
-    buffer: Annotated[float | None, typer.Option("--buffer", help="monitoring buffer around each licence, metres")] = None,
+    buffer: Annotated[float | None, typer.Option(
+        "--buffer", help="monitoring buffer around each licence, metres")] = None,
     config: ConfigOption = None,
-    works: Annotated[Path | None, typer.Option("--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
+    works: Annotated[Path | None, typer.Option(
+        "--works", help="approved work programmes: site_id, work_type, year, geometry")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="flag rules YAML replacing configs/rules.yaml")] = None,
-    model: Annotated[Path | None, typer.Option("--model", help="a trained model folder (gmsense train) to label patches")] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="a trained model folder (gmsense train) to label patches")] = None,
     detector: Annotated[str | None, typer.Option("--detector", help="rules | model; default: model (--model, else "
                                                   "the setting classify.model: the shipped models/default)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the newest unfinished scan of the same licences, "
@@ -121,7 +136,8 @@ def scan(
                            _classifier(detector, model, load_settings(config).classify.model), memory_limit)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
-        err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] " + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))
+        err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] "
+                  + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))
     raise typer.Exit(summary.exit_code)
 
 
@@ -206,9 +222,14 @@ def train(
 
 
 def _labelled_tables(paths: list[Path], imagery: Path | None, settings: Any, unlabelled: str) -> list[Any]:
-    from gmsense.classify.labels import training_rows
+    from gmsense.classify.labels import ImageryNeededError, training_rows
+    from gmsense.errors import InputError
 
-    return [training_rows(path, imagery, settings, unlabelled=unlabelled) for path in paths]  # type: ignore[arg-type]
+    try:
+        return [training_rows(path, imagery, settings, unlabelled=unlabelled)  # type: ignore[arg-type]
+                for path in paths]
+    except ImageryNeededError as exc:
+        raise InputError(f"{exc} (--imagery PATH)") from None
 
 
 @app.command()
@@ -220,7 +241,8 @@ def evaluate(
     config: ConfigOption = None,
 ) -> None:
     """Class accuracy of a model and of the rule baseline on the same proposed patches."""
-    from gmsense.classify.train import evaluate_against_rules, load_model
+    from gmsense.classify.model import load_model
+    from gmsense.classify.train import evaluate_against_rules
 
     result = evaluate_against_rules(load_model(model), parse_seeds(synthetic_seeds), sites_per_seed,
                                     load_settings(config))
@@ -261,7 +283,8 @@ def bench_accuracy(
     out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
         "bench-results/accuracy.json"),
     model: Annotated[Path | None, typer.Option("--model", help="score a trained model")] = None,
-    baseline: Annotated[bool, typer.Option("--baseline", help="with --model: run the rule detector too, side by side")] = False,
+    baseline: Annotated[bool, typer.Option(
+        "--baseline", help="with --model: run the rule detector too, side by side")] = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -354,7 +377,8 @@ def export(
     from gmsense.outputs import export as ex
     from gmsense.store import Store
 
-    makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame, "sites": ex.sites_frame}
+    makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame,
+              "sites": ex.sites_frame}
     if what not in makers:
         raise InputError(f"cannot export {what!r}; choose one of: {', '.join(makers)}")
     check_target(out_file)  # a symlink, FIFO, device or folder is refused before any work
@@ -439,7 +463,8 @@ def sites_import(
     table: Annotated[Path, typer.Argument(help="corner-point table, CSV or XLSX")],
     out_file: Annotated[Path, typer.Option("--out", help="licence areas to write (.gpkg or .geojson)")],
     fmt: Annotated[str, typer.Option("--format", help="corner-table")] = "corner-table",
-    crs: Annotated[str | None, typer.Option("--crs", help="EPSG:4490, 4513-4533 or 4534-4554; inferred if possible")] = None,
+    crs: Annotated[str | None, typer.Option(
+        "--crs", help="EPSG:4490, 4513-4533 or 4534-4554; inferred if possible")] = None,
     attributes: Annotated[Path | None, typer.Option("--attributes", help="second table of licence attributes")] = None,
 ) -> None:
     """Import a CGCS2000 corner-point table (X northing, Y easting) as licence polygons."""
@@ -512,7 +537,8 @@ def scans_show(scan_id: Annotated[int, typer.Argument()], db: DbOption = None) -
         raise InputError(f"there is no scan {scan_id} in the store {store.location}; see 'gmsense scans list'")
     out.print(f"scan {row.id}: {row.status}  source={row.source} detector={row.detector} config={row.config_hash} "
               f"gmsense={row.gmsense_version}\nstarted {row.started_at:%Y-%m-%d %H:%M:%S} finished "
-              f"{row.finished_at:%Y-%m-%d %H:%M:%S}" if row.finished_at else f"scan {row.id}: {row.status} (not finished)")
+              f"{row.finished_at:%Y-%m-%d %H:%M:%S}" if row.finished_at
+              else f"scan {row.id}: {row.status} (not finished)")
     table = Table()
     for col in ("licence", "status", "patches", "flags", "error"):
         table.add_column(col)
@@ -570,7 +596,8 @@ def sources_check(
     from gmsense.errors import InputError
 
     if name != "earthengine":
-        raise InputError(f"cannot check source {name!r}; only earthengine needs a check (synthetic and local are offline)")
+        raise InputError(f"cannot check source {name!r}; only earthengine needs a check "
+                         "(synthetic and local are offline)")
     from gmsense.sources.earthengine import check
 
     out.print(check(load_settings(config).earthengine), highlight=False)

@@ -17,7 +17,8 @@ out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-DbOption = Annotated[str | None, typer.Option("--db", help="store URL or SQLite path; default $GMSENSE_DB, else ./gmsense.db")]
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="store URL or SQLite path; default $GMSENSE_DB, else ./gmsense.db")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="settings YAML overriding configs/default.yaml")]
 
 

@@ -29,13 +29,17 @@ def _store(db: str | None, *, create: bool = True):
 @user_errors
 def serve(
     db: DbOption = None,
-    host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 exposes the app to the network")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="address to listen on; 0.0.0.0 exposes the app to the network")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="picture cache; default: beside a SQLite "
                                                    "store, else ~/.cache/gmsense/review")] = None,
-    secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="mark cookies Secure (behind HTTPS)")] = False,
+    secure_cookies: Annotated[bool, typer.Option(
+        "--secure-cookies", help="mark cookies Secure (behind HTTPS)")] = False,
     max_body_bytes: Annotated[int, typer.Option(
         "--max-body-bytes", min=1024, help="larger request bodies are refused (413)")] = 1_000_000,
+    warm: Annotated[int, typer.Option(
+        "--warm", min=0, help="render the pictures of the first N flags of the queue at start (0: none)")] = 20,
 ) -> None:
     """Serve the review app (queue, flag pages with before/after images, decisions, dashboard)."""
     import uvicorn
@@ -52,7 +56,7 @@ def serve(
         cache_dir = (Path(database).resolve().parent / ".gmsense-review-cache" if database and database != ":memory:"
                      else Path.home() / ".cache" / "gmsense" / "review")
     app = create_app(store, cache_dir=cache_dir, secure_cookies=secure_cookies,
-                     max_body_bytes=max_body_bytes)
+                     max_body_bytes=max_body_bytes, warm_pictures=warm)
     out.print(f"review app on http://{host}:{port}/ (store {store._safe_url()}); Ctrl-C stops it", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 

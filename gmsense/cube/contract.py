@@ -56,7 +56,8 @@ def validate_cube(
     bands = [b for b in CUBE_BANDS if b in ds.data_vars]
     if not bands:
         raise _fail(
-            f"no band variable; expected some of {', '.join(CUBE_BANDS)}, found {', '.join(map(str, ds.data_vars)) or 'none'}",
+            f"no band variable; expected some of {', '.join(CUBE_BANDS)}, "
+            f"found {', '.join(map(str, ds.data_vars)) or 'none'}",
             where,
         )
     missing = [b for b in required if b not in ds.data_vars]

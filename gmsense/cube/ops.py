@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from affine import Affine
 
 from gmsense.config import MaskSettings, SeasonSettings
-
-BANDS = ("blue", "green", "red", "nir", "swir1", "swir2", "rededge1", "rededge2", "rededge3")
+from gmsense.cube.contract import CUBE_BANDS
+from gmsense.errors import ImageryError
 
 #: Index name -> (bands it needs). Formulas in :func:`index`.
 INDEX_BANDS: dict[str, tuple[str, ...]] = {
@@ -107,7 +108,7 @@ def _pixel_size(cube: xr.Dataset) -> float:
 
 def masked(cube: xr.Dataset) -> xr.Dataset:
     """Band variables with every not-clear observation set to NaN (``clear`` dropped)."""
-    bands = [b for b in BANDS if b in cube]
+    bands = [b for b in CUBE_BANDS if b in cube]
     return cube[bands].where(cube["clear"])
 
 
@@ -172,11 +173,23 @@ def growing_season(cube: xr.Dataset | xr.DataArray, season: SeasonSettings) -> x
     return cube.isel(time=np.flatnonzero(in_season(cube["time"], season)))
 
 
-def season_year(time: xr.DataArray | np.ndarray) -> np.ndarray:
-    """The calendar year of each date (the growing season it belongs to)."""
-    return xr.DataArray(np.asarray(time, dtype="datetime64[ns]")).dt.year.values
+def season_year(time: xr.DataArray | np.ndarray | np.datetime64) -> np.ndarray:
+    """The calendar year (int64) of each date, the growing season it belongs to; the same shape as
+    ``time`` (a 0-d array for one date: ``int(season_year(date))``). Plain numpy, no xarray
+    accessor, so it is cheap in per-patch loops."""
+    return np.asarray(time, dtype="datetime64[ns]").astype("datetime64[Y]").astype("int64") + 1970
 
 
-def clear_fraction(cube: xr.Dataset) -> xr.DataArray:
-    """Share of pixels that are clear, per date."""
-    return cube["clear"].mean(("y", "x"))
+def grid_transform(da: xr.DataArray | xr.Dataset) -> Affine:
+    """The affine transform of a cube from its x/y pixel-centre coordinates (metres). A cube one
+    pixel wide or high takes its pixel size from ``attrs["resolution_m"]``; without it, that is an
+    error rather than a guess."""
+    x, y = da["x"].values, da["y"].values
+    if x.size > 1:
+        dx = float(x[1] - x[0])
+    elif "resolution_m" in da.attrs:
+        dx = float(da.attrs["resolution_m"])
+    else:
+        raise ImageryError("a cube one pixel wide needs attrs['resolution_m'] to tell its pixel size")
+    dy = float(y[1] - y[0]) if y.size > 1 else -abs(dx)
+    return Affine(dx, 0, float(x[0]) - dx / 2, 0, dy, float(y[0]) - dy / 2)

@@ -31,7 +31,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from gmsense._numeric import masked_median, nan_median
 from gmsense.config import DetectSettings
+from gmsense.cube.ops import season_year
 
 NO_BREAK = -1
 _SCENE_SAMPLE_PIXELS = 250_000  # per-date subsample for the scene median
@@ -67,26 +69,14 @@ def _fit(design: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndar
     return np.linalg.solve(normal, rhs[..., None])[..., 0]
 
 
-def masked_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Median over axis 0 of ``values`` where ``weights`` (T, P); NaN where a column has none.
-
-    Equal to ``np.nanmedian`` of the masked values, without its slow masked-array path.
-    """
-    counts = weights.sum(axis=0)
-    ordered = np.sort(np.where(weights, values, np.inf), axis=0)
-    lo = np.clip((counts - 1) // 2, 0, None)[None, :]
-    hi = np.clip(counts // 2, 0, None)[None, :]
-    mid = 0.5 * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
-    return np.where(counts > 0, mid, np.nan)
-
-
 def _spread(residuals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """1.4826 x median absolute residual per pixel over the weighted observations; (T, P) -> (P,)."""
     out = 1.4826 * masked_median(np.abs(np.nan_to_num(residuals)), weights & np.isfinite(residuals))
     return np.where(np.isnan(out), np.inf, out)
 
 
-def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings) -> tuple[np.ndarray, np.ndarray]:
+def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray,
+                 settings: DetectSettings) -> tuple[np.ndarray, np.ndarray]:
     """Drop below the own-history model and the drop threshold, per observation.
 
     ``values`` (T, P) index values, NaN where not clear. Returns ``drop`` (T, P; NaN where the
@@ -212,17 +202,6 @@ def _fit_screen(basis: np.ndarray, ridge: np.ndarray, filled: np.ndarray,
     return coef.astype(basis.dtype), count, conditioning
 
 
-def _median_screen(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """:func:`masked_median` keeping the dtype of ``values`` (T, P) -> (P,)."""
-    real = values.dtype.type
-    counts = weights.sum(axis=0)
-    ordered = np.sort(np.where(weights, values, real(np.inf)), axis=0)
-    lo = np.clip((counts - 1) // 2, 0, None)[None, :]
-    hi = np.clip(counts // 2, 0, None)[None, :]
-    mid = real(0.5) * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
-    return np.where(counts > 0, mid, real(np.nan))
-
-
 def _unstable(count: np.ndarray, conditioning: np.ndarray, n_terms: int) -> np.ndarray:
     """Fits the float32 screen cannot stand in for: no more observations than terms, or badly
     conditioned (bunched observations)."""
@@ -301,7 +280,7 @@ def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: De
         if dirty.size:
             w = observed[base][:, dirty]
             spread = np.abs(resid[:, dirty])
-            sigma = np.maximum(real(1.4826) * _median_screen(spread, w), sigma_floor)
+            sigma = np.maximum(real(1.4826) * masked_median(spread, w), sigma_floor)
             with np.errstate(invalid="ignore"):
                 inliers = w & (spread <= 3 * sigma)
             coef[:, dirty], count[dirty], conditioning[dirty] = _fit_screen(
@@ -384,14 +363,10 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
 
 def _row_medians(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median of the non-NaN values of each row of ``flat`` (T, N) as float64 (0 where a row has
-    none) and whether it has any. Equal to ``np.nanmedian(flat, axis=1)``, one partition per row."""
-    counts = np.count_nonzero(~np.isnan(flat), axis=1)
-    out = np.zeros(flat.shape[0])
-    for i in np.flatnonzero(counts):
-        k = int(counts[i]) // 2
-        part = np.partition(flat[i], k)  # NaN sort to the end
-        out[i] = part[k] if counts[i] % 2 else 0.5 * (part[:k].max() + part[k])
-    return out, counts > 0
+    none) and whether it has any. Equal to ``np.nanmedian(flat, axis=1)``."""
+    medians = nan_median(flat.T)
+    has_data = ~np.isnan(medians)
+    return np.where(has_data, medians, 0.0), has_data
 
 
 def scene_offset(index: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -433,7 +408,7 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     the exact detector on every pixel (same result, slower; for tests and checks).
     """
     times = index["time"].values.astype("datetime64[ns]")
-    year = times.astype("datetime64[Y]").astype(int) + 1970
+    year = season_year(times)
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
     offset, has_data = scene_offset(index)
     keep = np.ones(offset.shape, dtype=bool)

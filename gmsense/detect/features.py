@@ -27,9 +27,10 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from gmsense._numeric import nan_median
 from gmsense.cube import ops as cubeops
-from gmsense.cube.ops import BANDS
-from gmsense.detect.change import masked_median
+from gmsense.cube.contract import CUBE_BANDS
+from gmsense.cube.ops import season_year
 from gmsense.detect.lines import finite_quantile, median_over, ridge_response, ring
 from gmsense.detect.patches import Patch
 
@@ -39,15 +40,6 @@ NEAR_RING_PX, FAR_RING_PX = (1, 3), (3, 10)  # 10-30 m and 30-100 m at 10 m
 #: The ridge filter is run around each patch, this far out: beyond the reach of its widest kernel
 #: (4 sigma of 2 px, scipy's default truncation), so the result is the whole image's.
 RIDGE_PAD_PX = 10
-
-
-def _median_over_time(values: np.ndarray) -> np.ndarray:
-    """(T, P) -> (P,) NaN-aware median (equal to ``np.nanmedian``); NaN for pixels never observed."""
-    out = np.full(values.shape[1], np.nan)
-    seen = np.isfinite(values)
-    if values.shape[0] and seen.any():
-        out[:] = masked_median(np.where(seen, values, 0), seen)
-    return out
 
 
 def _mean_per_date(pixels: np.ndarray) -> np.ndarray:
@@ -77,14 +69,14 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
     """
     select = slice(None) if time_index is None else time_index
     times = season_cube["time"].values[select].astype("datetime64[ns]")
-    years = times.astype("datetime64[Y]").astype(int) + 1970
-    bands = [b for b in BANDS if b in season_cube]
+    years = season_year(times)
+    bands = [b for b in CUBE_BANDS if b in season_cube]
     arrays = {b: np.asarray(season_cube[b].transpose("time", "y", "x").values) for b in bands}
     boxes = ndimage.find_objects(labels)
     for patch in patches:
         box = boxes[patch.label - 1]
         mask = labels[box] == patch.label
-        year = int(patch.first_detected.astype("datetime64[Y]").astype(int) + 1970)
+        year = int(season_year(patch.first_detected))
         before_t = np.flatnonzero(years == year - 1)
         after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))
         window = (slice(None), *box)
@@ -96,8 +88,8 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
                 values = np.where(visible, values, np.nan)
             pixels = values[:, mask]
             series[b] = _mean_per_date(pixels)
-            before = _mean(_median_over_time(pixels[before_t]))
-            after = _mean(_median_over_time(pixels[after_t]))
+            before = _mean(nan_median(pixels[before_t]))
+            after = _mean(nan_median(pixels[after_t]))
             patch.spectral[f"{b}_before"] = before
             patch.spectral[f"{b}_after"] = after
             patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
@@ -156,7 +148,7 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
     where not clear, on the growing-season dates ``times``; ``magnitude`` (y, x) the breaks' drop
     (NaN where none)."""
     times = np.asarray(times).astype("datetime64[ns]")
-    years = times.astype("datetime64[Y]").astype(int) + 1970
+    years = season_year(times)
     boxes = ndimage.find_objects(labels)
     for patch in patches:
         box, ridge_box = (tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
@@ -167,7 +159,7 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
         others = (here > 0) & ~mask
         ridge = ridge_response(np.nan_to_num(magnitude[ridge_box]))
         patch.context["ridge"] = float(np.median(ridge[labels[ridge_box] == patch.label]))
-        year = int(patch.first_detected.astype("datetime64[Y]").astype(int) + 1970)
+        year = int(season_year(patch.first_detected))
         before_t = np.flatnonzero(years == year - 1)
         after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))
         if before_t.size == 0 or after_t.size == 0:

@@ -26,12 +26,16 @@ Lengths in metres of the cube's projected CRS; drops in index (NDVI) units.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings
-from gmsense.detect.patches import grid_transform, shape_metrics
+from gmsense.cube.ops import grid_transform, season_year
+from gmsense.detect.patches import shape_metrics
 
 RIDGE_SIGMAS_PX = (1.0, 2.0)  # a 2-9 m wide line blurred over one or two 10 m pixels
 ARC_OVER_DIAGONAL = np.pi / 2  # an arc up to a half circle is at most this much longer than its box's diagonal
@@ -62,11 +66,7 @@ def median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, ...] = (
     """NaN-aware median of ``index`` (T, y, x) over ``dates`` inside ``box`` (all of it when
     empty) -> (y, x); NaN where never clear."""
     window = index[(dates, *box)]
-    out = np.full(window.shape[1:], np.nan)
-    seen = np.isfinite(window).any(axis=0)
-    if seen.any():
-        out[seen] = np.nanmedian(window[:, seen], axis=0)
-    return out
+    return nan_median(window.reshape(window.shape[0], math.prod(window.shape[1:]))).reshape(window.shape[1:])
 
 
 def ring(mask: np.ndarray, px: tuple[int, int] = RING_PX) -> np.ndarray:
@@ -74,7 +74,8 @@ def ring(mask: np.ndarray, px: tuple[int, int] = RING_PX) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=px[1]) & ~ndimage.binary_dilation(mask, iterations=px[0])
 
 
-def _few_weak_around(has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice], settings: DetectSettings) -> bool:
+def _few_weak_around(has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
+                     settings: DetectSettings) -> bool:
     """The first half of test 4 (module docstring), the cheap one."""
     around = ring(line)
     return bool(around.any() and has_weak[box][around].mean() <= settings.line_max_ring_share)
@@ -125,7 +126,7 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
         return found
     pixel = abs(grid_transform(breaks).a)
     times = np.asarray(times).astype("datetime64[ns]")
-    years = times.astype("datetime64[Y]").astype(int) + 1970
+    years = season_year(times)
     first = np.searchsorted(times, np.where(has_weak, weak_first, times[0]))
     magnitude = np.where(has_weak, np.nan_to_num(np.asarray(breaks["weak_magnitude"].values)), 0.0)
     confirmed = ~np.isnat(np.asarray(breaks["first_detected"].values))

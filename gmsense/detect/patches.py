@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio.features
 import xarray as xr
-from affine import Affine
 from scipy import ndimage
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 from skimage.measure import regionprops
 from skimage.morphology import skeletonize
+
+from gmsense.cube.ops import grid_transform
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -35,14 +36,6 @@ class Patch:
     shape: dict[str, float] = field(default_factory=dict)
     spectral: dict[str, float] = field(default_factory=dict)
     context: dict[str, float] = field(default_factory=dict)  # the patch against its surroundings
-
-
-def grid_transform(da: xr.DataArray | xr.Dataset) -> Affine:
-    """The affine transform of a cube from its x/y pixel-centre coordinates (metres)."""
-    x, y = da["x"].values, da["y"].values
-    dx = float(x[1] - x[0]) if x.size > 1 else float(da.attrs.get("resolution_m", 10.0))
-    dy = float(y[1] - y[0]) if y.size > 1 else -dx
-    return Affine(dx, 0, float(x[0]) - dx / 2, 0, dy, float(y[0]) - dy / 2)
 
 
 def label_breaks(first_detected: np.ndarray) -> np.ndarray:

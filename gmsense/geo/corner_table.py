@@ -167,7 +167,8 @@ def _check_crs(crs: pyproj.CRS, x: np.ndarray, y: np.ndarray, path: Path | str) 
         zone = FIRST_ZONE + epsg - ZONE_PREFIX_EPSG[0]
         if not np.all(np.floor(y / 1e6) == zone):
             raise SitesError(f"{path}: {crs.name} needs eastings with the zone number {zone} in front "
-                             f"({zone}xxxxxx.xx); these do not have it; use EPSG:{NO_PREFIX_EPSG[0] + zone - FIRST_ZONE}")
+                             f"({zone}xxxxxx.xx); these do not have it; "
+                             f"use EPSG:{NO_PREFIX_EPSG[0] + zone - FIRST_ZONE}")
     elif epsg in NO_PREFIX_EPSG and np.any(y >= 1e7):
         raise SitesError(f"{path}: eastings carry a zone number but {crs.name} expects none; use the zone-prefixed "
                          "EPSG:4513-4533 or leave out --crs")
@@ -245,9 +246,10 @@ def _licence_attributes(raw: pd.DataFrame, licences: Iterable[str], attributes: 
                          f"{'/'.join(HEADERS['licence_no'][:2] + HEADERS['licence_no'][-4:])}")
     extra = _attributes(extra_raw)
     if len(extra.columns) == 0:
-        raise SitesError(f"{attributes}: no attribute column recognised among {', '.join(map(str, extra_raw.columns))}; "
-                         "headers accepted include " + "; ".join(
-                             f"{f}: {'/'.join(names[:3])}" for f, names in ATTRIBUTE_HEADERS.items() if f != "licence_no"))
+        raise SitesError(f"{attributes}: no attribute column recognised among "
+                         f"{', '.join(map(str, extra_raw.columns))}; headers accepted include " + "; ".join(
+                             f"{f}: {'/'.join(names[:3])}"
+                             for f, names in ATTRIBUTE_HEADERS.items() if f != "licence_no"))
     known = set(licences)
     unmatched = [str(n) for n in extra.index if n not in known]
     if unmatched:
@@ -271,7 +273,8 @@ def _stated_area(value: Any, licence: str, path: Path) -> float:
 def _date(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() in ("", "nan"):
         return None
-    text = str(value).strip().replace("年", "-").replace("月", "-").replace("日", "").replace("/", "-").replace(".", "-")
+    text = (str(value).strip().replace("年", "-").replace("月", "-").replace("日", "")
+            .replace("/", "-").replace(".", "-"))
     try:
         return pd.Timestamp(text).date().isoformat()
     except ValueError:

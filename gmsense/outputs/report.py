@@ -72,7 +72,8 @@ def trajectory_figure(observations: Sequence[RecoveryObservation], *, title: str
         # Levels in patch terms: the ring of each season plus the baseline / 80 % relative offset.
         ax.plot(seasons, ring + metrics["baseline"], linestyle=":", color="black", label=t("fig.pre_disturbance", lang))
         level80 = metrics["trough"] + target * metrics["magnitude"]
-        ax.plot(seasons, ring + level80, linestyle="-.", color="0.3", label=t("fig.recovered_level", lang, target=target))
+        ax.plot(seasons, ring + level80, linestyle="-.", color="0.3",
+                label=t("fig.recovered_level", lang, target=target))
     ax.axvline(disturbance_season, color="0.6", linewidth=0.8)
     ax.set_xlabel(t("fig.growing_season", lang))
     ax.set_ylabel(t("fig.median_index", lang, index=index_name))
@@ -141,7 +142,7 @@ def _clear_date_near(cube: Any, geometry: Any, when: str, direction: int) -> Any
     """The mostly clear acquisition closest to ``when`` before (-1) or from (+1) it, over ``geometry``."""
     from rasterio.features import geometry_mask
 
-    from gmsense.detect.patches import grid_transform
+    from gmsense.cube.ops import grid_transform
 
     shape = (cube.sizes["y"], cube.sizes["x"])
     inside = geometry_mask([geometry.buffer(50)], shape, grid_transform(cube), invert=True)

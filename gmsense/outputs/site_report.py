@@ -38,12 +38,11 @@ from gmsense.outputs.report import (
     trajectory_figure,
     wrap_cell,
 )
-from gmsense.records import RecoveryObservation
+from gmsense.records import HUMAN_MADE_CLASSES, RecoveryObservation
 from gmsense.store import Store
 
 A4 = (8.27, 11.69)
 _WRAP = [100]  # characters per line; CJK glyphs are twice as wide, see report_style
-HUMAN_MADE = ("trench", "pad", "track", "clearing")
 CJK_FONT = "Noto Sans CJK SC"
 
 
@@ -212,7 +211,7 @@ def _pages(site_row: Any, patches: list[Any], flags: list[Any], recovery: list[A
     pages: list[Figure] = []
     attrs = site_row.attrs or {}
     flagged = sorted({f.patch_id for f in flags if f.patch_id})
-    human = [p for p in patches if p.disturbance_class in HUMAN_MADE]
+    human = [p for p in patches if p.disturbance_class in HUMAN_MADE_CLASSES]
     summary = [
         t("report.findings_patches", lang, n=len(patches),
           classes=", ".join(t(f"class.{c}", lang) for c in sorted({p.disturbance_class for p in patches}))
@@ -297,7 +296,8 @@ def _pages(site_row: Any, patches: list[Any], flags: list[Any], recovery: list[A
              t(f"status.{p.recovery_status}", lang),
              "-" if p.recovery_ratio is None else f"{p.recovery_ratio:.2f}"] for p in patches]
     header = [t(f"report.col.{c}", lang) for c in ("patch", "class", "area", "first_seen", "status", "ratio")]
-    pages += _table_pages(t("report.recovery", lang), header, rows, t("report.ratio_note", lang), t("report.none", lang))
+    pages += _table_pages(t("report.recovery", lang), header, rows, t("report.ratio_note", lang),
+                          t("report.none", lang))
     coords = []
     for geom, p in local_patches:
         ll = _lonlat(geom, local_crs)

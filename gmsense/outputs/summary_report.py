@@ -29,10 +29,10 @@ from gmsense.outputs.i18n import area as format_area
 from gmsense.outputs.i18n import t as tr
 from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout
 from gmsense.outputs.site_report import report_style
+from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
 
 GROUPINGS = ("county", "city", "mineral_class", "province")
-HUMAN_MADE = ("trench", "pad", "track", "clearing")
 A4_LANDSCAPE = (11.69, 8.27)
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
@@ -42,7 +42,7 @@ def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
     if by not in GROUPINGS:
         raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
     sites = {s.site_id: s for s in store.site_rows()}
-    patches = [p for p in store.patch_rows() if p.disturbance_class in HUMAN_MADE]
+    patches = [p for p in store.patch_rows() if p.disturbance_class in HUMAN_MADE_CLASSES]
     flags = store.flag_rows()
     scanned = {u.site_id for scan in store.scans() for u in store.scan(scan.id)[1] if u.status == "done"}
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {

@@ -12,6 +12,7 @@ an id no database integer can hold is a 404.
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gmsense import __version__
 from gmsense.errors import InputError
 from gmsense.outputs.i18n import LANGUAGES, area, attr_value, catalog, flag_sentence, t
+from gmsense.records import PATCH_CLASSES
 from gmsense.review import auth, service
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
@@ -110,10 +112,12 @@ def pick_language(request: Request, user: UserRow | None = None) -> str:
 
 
 def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: bool = False,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, warm_pictures: int = 0) -> FastAPI:
     """The app over ``store``; pictures are cached in ``cache_dir`` (a temporary folder if None).
     ``secure_cookies``: mark cookies Secure (set it when served over HTTPS behind a proxy);
-    ``max_body_bytes``: larger request bodies are refused (413) before they are parsed."""
+    ``max_body_bytes``: larger request bodies are refused (413) before they are parsed;
+    ``warm_pictures``: render the pictures of the first N flags of the queue in a background
+    thread at start (``app.state.warming``), so the first look at a flag is quick."""
     app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
@@ -122,6 +126,11 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
     pictures = Pictures(store, cache)
     app.state.store, app.state.pictures = store, pictures
+    app.state.warming = None
+    if warm_pictures > 0:
+        app.state.warming = threading.Thread(target=pictures.warm, args=(warm_pictures,), daemon=True,
+                                             name="gmsense-warm-pictures")
+        app.state.warming.start()
     import swagger_ui_bundle
 
     # The more specific mount first: Starlette takes the first matching prefix.
@@ -276,7 +285,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         scans = _scans(store, {flag.created_scan_id, flag.updated_scan_id})
         return render(request, "flag.html", who[0], session=who[1], flag=flag, site=site, patch=patch,
                       history=service.history(store, flag_id), scans=scans, reasons=service.REASONS,
-                      classes=service.CLASSES, evidence=(patch.metrics or {}).get("evidence", {}) if patch else {},
+                      classes=PATCH_CLASSES, evidence=(patch.metrics or {}).get("evidence", {}) if patch else {},
                       error=error)
 
     @app.post("/flags/{flag_id}/decision", include_in_schema=False)

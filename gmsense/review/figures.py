@@ -83,6 +83,23 @@ class Pictures:
                 self._scenes.popitem(last=False)
         return scene
 
+    def warm(self, limit: int, langs: tuple[str, ...] = ("en", "zh")) -> int:
+        """Render (into the disk cache) the chips and trajectories of the first ``limit`` flags
+        of the queue, licence by licence, so a reviewer's first look is not spent re-making the
+        imagery; returns how many flags were warmed. A flag that cannot be drawn is skipped (its
+        page will say why when it is opened)."""
+        items = service.queue(self.store, page_size=max(limit, 1)).items[:limit]
+        warmed = 0
+        for item in sorted(items, key=lambda i: i["site_id"]):  # one scene in memory at a time
+            try:
+                for lang in langs:
+                    self.chips(item["id"], lang)
+                    self.trajectory(item["id"], lang)
+            except Exception:  # warming is best effort; the flag page shows the error when opened
+                continue
+            warmed += 1
+        return warmed
+
     # --- pictures ------------------------------------------------------------------------------
     def chips(self, flag_id: int, lang: str = "en") -> bytes:
         """Before/after true colour and NDVI around the flag's patch (or the licence)."""
@@ -120,7 +137,8 @@ class Pictures:
             index = "ndvi" if any(r.index_name == "ndvi" for r in rows) else rows[0].index_name
             obs = [RecoveryObservation(r.season, r.index_name, r.n_obs, r.patch_value, r.ring_value, r.relative)
                    for r in rows if r.index_name == index]
-            return trajectory_figure(obs, title=t("ui.trajectory", lang), disturbance_season=int(patch.first_detected[:4]),
+            return trajectory_figure(obs, title=t("ui.trajectory", lang),
+                                     disturbance_season=int(patch.first_detected[:4]),
                                      status=t(f"status.{patch.recovery_status}", lang), lang=lang)
 
         return self._cached(key, render, lang)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 
 from gmsense.errors import InputError
+from gmsense.records import PATCH_CLASSES
 from gmsense.store import FlagRow, PatchRow, ReviewRow, SiteRow, Store, UserRow
 
 #: Decisions a reviewer can take, and the flag status each leaves.
@@ -23,7 +24,6 @@ FIELD_VISIT_REASONS = ("needs_field_visit",)
 REASONS = {"confirm": CONFIRM_REASONS, "dismiss": DISMISS_REASONS, "field_visit": FIELD_VISIT_REASONS}
 STATUSES = ("open", "field_visit", "confirmed", "dismissed")
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
-CLASSES = ("trench", "pad", "track", "clearing", "natural")
 MAX_COMMENT = 2000
 PAGE_SIZE = 25
 
@@ -95,7 +95,8 @@ def _flag_query(flt: QueueFilter, site_ids: list[str] | None) -> Select[Any]:
     if flt.date_from:
         q = q.where(FlagRow.created_at >= datetime.combine(date.fromisoformat(flt.date_from), time.min))
     if flt.date_to:
-        q = q.where(FlagRow.created_at < datetime.combine(date.fromisoformat(flt.date_to) + timedelta(days=1), time.min))
+        day_after = date.fromisoformat(flt.date_to) + timedelta(days=1)
+        q = q.where(FlagRow.created_at < datetime.combine(day_after, time.min))
     if site_ids is not None:
         q = q.where(FlagRow.site_id.in_(site_ids))
     return q
@@ -201,8 +202,8 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
         raise InputError("a decision needs a comment saying why (what the images show)")
     if len(comment) > MAX_COMMENT:
         raise InputError(f"the comment is longer than {MAX_COMMENT} characters")
-    if corrected_class and corrected_class not in CLASSES:
-        raise InputError(f"unknown class {corrected_class!r}; choose one of: {', '.join(CLASSES)}")
+    if corrected_class and corrected_class not in PATCH_CLASSES:
+        raise InputError(f"unknown class {corrected_class!r}; choose one of: {', '.join(PATCH_CLASSES)}")
     with store.session() as s, s.begin():
         flag = s.get(FlagRow, flag_id, with_for_update=True)
         if flag is None:

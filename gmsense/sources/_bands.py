@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Band names of the cube contract (DESIGN.md, "Imagery cube"), in canonical order.
-COMMON_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2", "rededge1", "rededge2", "rededge3")
+from gmsense.cube.contract import CUBE_BANDS
 
 #: Bands every local cube must have (NDVI needs both).
 REQUIRED_BANDS = ("red", "nir")
@@ -52,7 +51,7 @@ BAND_ALIASES: dict[str, str] = {
     for table in (_S2, _LANDSAT, _COMMON_ALIASES)
     for name, aliases in table.items()
     for alias in aliases
-} | {name: name for name in COMMON_BANDS}
+} | {name: name for name in CUBE_BANDS}
 
 #: Mask band kinds, by lower-case name.
 MASK_NAMES = ("scl", "qa_pixel", "clear", "cloud")
@@ -117,7 +116,7 @@ def accepted_names() -> str:
     """A one-line list of the band and mask names the local reader understands (for error messages)."""
     return (
         "S2 B02/B2 B03 B04 B05 B06 B07 B08 B8A B11 B12, Landsat SR_B2..SR_B7, or "
-        + " ".join(COMMON_BANDS)
+        + " ".join(CUBE_BANDS)
         + " (swir16/swir22); masks SCL, QA_PIXEL, clear, cloud"
     )
 
@@ -146,12 +145,12 @@ def plan_bands(names: Iterable[str | None]) -> BandPlan:
         if common is None:
             continue
         bands.setdefault(common, raw)
-        s2 |= key.startswith("b") and key not in COMMON_BANDS
+        s2 |= key.startswith("b") and key not in CUBE_BANDS
         landsat |= key.startswith("sr_b")
     narrow = bands.pop(NIR_NARROW, None)
     if narrow is not None and "nir" not in bands:
         bands["nir"] = narrow
-    ordered = {name: bands[name] for name in COMMON_BANDS if name in bands}
+    ordered = {name: bands[name] for name in CUBE_BANDS if name in bands}
     mask = next(((kind, masks[kind]) for kind in MASK_NAMES if kind in masks), None)
     platform = "landsat" if landsat and not s2 else "sentinel-2" if s2 and not landsat else "unknown"
     return BandPlan(ordered, mask, platform)

@@ -555,18 +555,6 @@ class Store:
             unit.status, unit.error, unit.unit_key, unit.finished_at = "failed", error, unit_key, _now()
             s.add(unit)
 
-    def resumable_scan(self) -> ScanRow | None:
-        """The newest scan that did not complete (killed, failed or partial), if any."""
-        with self.session() as s:
-            return s.scalar(select(ScanRow).where(ScanRow.status.in_(("running", "failed", "partial")))
-                            .order_by(ScanRow.id.desc()).limit(1))
-
-    def reopen_scan(self, scan_id: int) -> ScanRow:
-        with self.session() as s, s.begin():
-            row = s.get(ScanRow, scan_id)
-            row.status, row.finished_at = "running", None
-            return row
-
     def done_sites(self, scan_id: int) -> set[str]:
         """Licences whose results this scan has already stored."""
         with self.session() as s:
@@ -592,7 +580,8 @@ class Store:
 
     def scan(self, scan_id: int) -> tuple[ScanRow | None, list[ScanUnitRow]]:
         with self.session() as s:
-            units = list(s.scalars(select(ScanUnitRow).where(ScanUnitRow.scan_id == scan_id).order_by(ScanUnitRow.site_id)))
+            units = list(s.scalars(select(ScanUnitRow).where(ScanUnitRow.scan_id == scan_id)
+                                   .order_by(ScanUnitRow.site_id)))
             return s.get(ScanRow, scan_id), units
 
     # --- sites -------------------------------------------------------------------------------

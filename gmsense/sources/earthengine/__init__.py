@@ -254,7 +254,8 @@ class EEClient:
 
 
 def cache_root(cfg: EarthEngineSettings) -> Path:
-    """Where fetched pixels are kept: ``earthengine.cache_dir``, ``$GMSENSE_EE_CACHE`` or ~/.cache/gmsense/earthengine."""
+    """Where fetched pixels are kept: ``earthengine.cache_dir``, ``$GMSENSE_EE_CACHE`` or
+    ~/.cache/gmsense/earthengine."""
     return Path(cfg.cache_dir or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "gmsense" / "earthengine")
 
 

@@ -531,7 +531,8 @@ def _split_fields(block: np.ndarray, bands: Sequence[str], qa_band: str) -> tupl
     names = block.dtype.names or ()
     missing = [b for b in (*bands, qa_band) if b not in names]
     if missing:
-        raise EarthEngineError(f"Earth Engine returned bands {', '.join(names) or 'none'}; missing {', '.join(missing)}")
+        raise EarthEngineError(f"Earth Engine returned bands {', '.join(names) or 'none'}; "
+                               f"missing {', '.join(missing)}")
     qa = np.asarray(block[qa_band], "uint8")
     values = np.stack([np.asarray(block[b], "float32") for b in bands])
     values[:, qa == 0] = np.nan
@@ -546,7 +547,8 @@ def fetch_to_cache(images: Sequence[ImageRef], *, grid: PixelGrid, bands: Sequen
     """Fetch every image of ``images`` not yet in ``cache`` into it; returns what was done.
 
     Each image is one multi-band request per tile of :func:`plan_tiles`; all tiles of all images
-    go through one thread pool (the limiter bounds requests for the process as a whole). The first request that fails for good cancels the rest and raises
+    go through one thread pool (the limiter bounds requests for the process as a whole). The first
+    request that fails for good cancels the rest and raises
     :class:`EarthEngineError`; images completed before it stay cached.
     """
     t0 = time.perf_counter()

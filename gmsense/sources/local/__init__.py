@@ -98,11 +98,6 @@ def normalise_crs(crs: Any) -> pyproj.CRS:
     return pyproj.CRS.from_epsg(code) if code else pc
 
 
-def _crs_name(crs: pyproj.CRS) -> str:
-    code = crs.to_epsg()
-    return f"EPSG:{code}" if code else crs.name
-
-
 @dataclass(frozen=True)
 class Grid:
     """A north-up (or south-up) pixel grid: ``transform`` maps (col, row) to CRS metres."""
@@ -344,7 +339,8 @@ def read_tiff_header(path: Path, day: np.datetime64) -> TiffInfo:
         raise
     except Exception as exc:  # rasterio raises several types for bad files
         raise ImageryError(
-            f"imagery file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"imagery file {path} cannot be read "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "replace or remove it"
         ) from exc
 

@@ -38,6 +38,7 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import SyntheticSettings
+from gmsense.cube.ops import season_year
 from gmsense.geo.sites import Site
 from gmsense.sources.synthetic._events import (
     ANTHROPOGENIC,
@@ -107,7 +108,7 @@ def acquisition_dates(settings: SyntheticSettings, rng: np.random.Generator) -> 
             dates.append(day)
             day = day + np.timedelta64(int(rng.integers(5, 16)), "D")
         else:
-            day = np.datetime64(f"{day.astype('datetime64[Y]').astype(int) + 1970 + (month > 10)}-04-01")
+            day = np.datetime64(f"{int(season_year(day)) + (month > 10)}-04-01")
     return np.array(dates, dtype="datetime64[ns]")
 
 
@@ -249,7 +250,7 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
     xs, ys, transform = _grid(region, res)
     shape = (ys.size, xs.size)
     times = acquisition_dates(settings, rng)
-    years = np.unique(times.astype("datetime64[Y]").astype(int) + 1970)
+    years = np.unique(season_year(times))
     land = build_landscape(region, site.geometry, shape, transform, years, rng)
     events = plan_events(site, region, land, years, scenario, rng)
     footprints = [fraction(e.geometry, shape, transform) for e in events]
@@ -262,7 +263,7 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
     scl = np.empty((n, *shape), dtype="uint8")
     days = times.astype("datetime64[D]")
     doys = (days - times.astype("datetime64[Y]")).astype(int) + 1
-    date_years = times.astype("datetime64[Y]").astype(int) + 1970
+    date_years = season_year(times)
     for i in range(n):
         sky = draw_sky(shape, int(doys[i]), shadow_offset, rng)
         cover, grass = cover_fractions(land, float(doys[i]), int(date_years[i]))

@@ -26,10 +26,10 @@ from shapely.geometry import LineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.geo.sites import Site
+from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.sources.synthetic._landscape import Landscape, blob, mix
 
-ANTHROPOGENIC = ("trench", "pad", "track", "clearing")
-NATURAL = ("fire", "flood", "windthrow", "harvest")
+ANTHROPOGENIC = HUMAN_MADE_CLASSES  # the human-made event kinds are the disturbance classes
 SCENARIOS = ("mixed", "exploration", "boundary", "quiet")
 DAYS_PER_YEAR = 365.25
 RECOVERED_SHARE, RECOVERING_SHARE = 0.8, 0.25  # gmsense.recovery's default ratios

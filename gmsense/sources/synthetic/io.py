@@ -19,7 +19,7 @@ import numpy as np
 from rasterio.io import MemoryFile
 
 from gmsense.config import Settings
-from gmsense.detect.patches import grid_transform
+from gmsense.cube.ops import grid_transform
 from gmsense.errors import InputError
 from gmsense.files import atomic_folder, ensure_folder, fsync_path, output_error
 from gmsense.geo.sites import Site
@@ -113,7 +113,8 @@ def write_scenes(sites: Sequence[Site], settings: Settings, out_dir: Path, *, se
             folder = staging / site.site_id
             folder.mkdir()
             write_scene_files(site, settings, folder, seed=seed, preview=preview,
-                              progress=(lambda done, total, site=site: progress(site, done, total)) if progress else None)
+                              progress=(lambda done, total, site=site: progress(site, done, total))
+                              if progress else None)
             fsync_path(folder)
         # every scene is whole: move them into place (renames within one file system)
         previous = staging / ".previous"

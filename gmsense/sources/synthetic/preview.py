@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from shapely.geometry.base import BaseGeometry
 
+from gmsense.cube.ops import season_year
+
 N_PREVIEW_DATES = 4
 PREVIEW_MONTHS = (7, 8)  # prefer mid-summer dates
 TRUE_COLOUR_MAX = 0.12  # reflectance shown as white in the true-colour panels
@@ -26,7 +28,7 @@ def preview_dates(cube: xr.Dataset, n: int = N_PREVIEW_DATES) -> list[int]:
     """Indices of up to ``n`` dates spread over the years: per year the clearest mid-summer date."""
     times = cube["time"].values.astype("datetime64[D]")
     months = times.astype("datetime64[M]").astype(int) % 12 + 1
-    years = times.astype("datetime64[Y]").astype(int) + 1970
+    years = season_year(times)
     clear = cube["clear"].mean(("y", "x")).values
     picks = []
     for year in np.unique(years):

@@ -1,0 +1,34 @@
+"""NaN-aware medians shared by detection, features and recovery (one implementation each).
+
+No ``np.nanmedian`` on the hot paths: for short axes it takes a slow masked-array path, and on
+all-NaN slices it warns (silencing that needs ``warnings.catch_warnings``, which is not
+thread-safe, and the scan analyses licences in threads).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def masked_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of ``values`` where ``weights`` (T, P) -> (P,); NaN where a column has none.
+
+    Equal to ``np.nanmedian`` of the masked values, in the dtype of ``values`` (float32 stays
+    float32), without its slow masked-array path.
+    """
+    counts = weights.sum(axis=0)
+    ordered = np.sort(np.where(weights, values, np.inf), axis=0)
+    lo = np.clip((counts - 1) // 2, 0, None)[None, :]
+    hi = np.clip(counts // 2, 0, None)[None, :]
+    mid = 0.5 * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
+    return np.where(counts > 0, mid, np.nan)
+
+
+def nan_median(values: np.ndarray) -> np.ndarray:
+    """(T, P) -> (P,) float64 median over axis 0 of the finite values (equal to
+    ``np.nanmedian(values, axis=0)``); NaN, quietly, for columns with none."""
+    out = np.full(values.shape[1], np.nan)
+    seen = np.isfinite(values)
+    if values.shape[0] and seen.any():
+        out[:] = masked_median(np.where(seen, values, 0), seen)
+    return out
