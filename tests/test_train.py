@@ -218,3 +218,23 @@ def test_patches_of_imagery_without_swir_go_to_the_model_trained_without_it(tmp_
     assert confidence_with == pytest.approx(model.estimator.predict_proba(x_with).max(), abs=1e-3)
     [why] = model.explain([no_swir])
     assert all(w["feature"] not in SWIR_FEATURES for w in why)
+
+
+def test_small_tables_are_fitted_and_labelled_on_one_openmp_thread() -> None:
+    """Thread barriers dominate on tiny tables and spin against busy cores: below the limit the
+    trees use one OpenMP thread, above it the machine's default."""
+    from threadpoolctl import threadpool_info
+
+    from gmsense.classify.model import SINGLE_THREAD_BELOW, threads_for
+
+    def openmp_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"}
+
+    load_model(Path(__file__).resolve().parents[1] / "models" / "default")  # scikit-learn's OpenMP is loaded
+    default = openmp_threads()
+    assert default, "scikit-learn's OpenMP runtime must be loaded"
+    with threads_for(10):
+        assert openmp_threads() == {1}
+    with threads_for(SINGLE_THREAD_BELOW):
+        assert openmp_threads() == default
+    assert openmp_threads() == default

@@ -15,8 +15,6 @@ import hashlib
 import importlib.metadata
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +33,7 @@ from gmsense.classify.model import (
     SWIR_FEATURES,
     PatchClassifier,
     features_of,
+    threads_for,
 )
 from gmsense.config import Settings
 from gmsense.errors import InputError
@@ -60,25 +59,6 @@ class TrainingParams:
 
 
 DEFAULT_PARAMS = TrainingParams()
-
-# Below this many training rows the trees are fitted on one OpenMP thread. On tables this small
-# each boosting round is microseconds of work between thread barriers, and the barriers dominate:
-# a cross-validation of 15 patches took 2.4 s with 2 threads and 1.5 s with one on an idle 2-core
-# machine, and with the cores busy the spinning threads made it 25-350 s against 4 s with one.
-# The fitted model is the same either way.
-SINGLE_THREAD_BELOW = 5_000
-
-
-@contextmanager
-def _threads_for(n_rows: int) -> Iterator[None]:
-    """One OpenMP thread while fitting or scoring a table of ``n_rows`` below SINGLE_THREAD_BELOW."""
-    if n_rows >= SINGLE_THREAD_BELOW:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="openmp"):
-        yield
 
 def without_swir(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with its SWIR features missing: what a model for imagery without SWIR bands is
@@ -182,7 +162,7 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
     top_raw, top_cal = np.zeros(len(y)), np.zeros(len(y))
     importance = np.zeros(len(FEATURES))
     for train, test in splits:
-        with _threads_for(len(y)):
+        with threads_for(len(y)):
             raw = _estimator(seed, params).fit(x[train], y[train])
             importance += len(test) * permutation_importance(raw, x[test], y[test],
                                                              n_repeats=params.importance_repeats,
@@ -219,9 +199,9 @@ def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
     splits = _grouped_splits(x, y, groups, 3)
     # Each inner training part must hold every class, or calibration cannot be fitted.
     if not splits or any(len(np.unique(y[train])) < len(np.unique(y)) for train, _ in splits):
-        with _threads_for(len(y)):
+        with threads_for(len(y)):
             return _estimator(seed, params).fit(x, y)
-    with _threads_for(len(y)):
+    with threads_for(len(y)):
         calibrated = CalibratedClassifierCV(_estimator(seed, params), method="sigmoid", cv=splits).fit(x, y)
     calibrated.cv = len(splits)  # the fitted model need not carry the row indices of its folds
     return calibrated
@@ -286,7 +266,7 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     table = table.astype(dict.fromkeys(FEATURES, float))
     metrics = cross_validate(table, seed, params=params)
     x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
-    with _threads_for(len(y)):
+    with threads_for(len(y)):
         estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed, params) if metrics["calibration"]["used"]
                      else _estimator(seed, params).fit(x, y))
         blind = without_swir(table)

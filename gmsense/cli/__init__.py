@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
-
-# scikit-learn's OpenMP threads spin while they wait for each other; beside dask's threads, or on
-# a busy machine, a spinning thread holds the core its partner needs (a model's prediction went
-# from 1 ms to 80 ms). Sleeping waits cost nothing measurable here. Read when libgomp loads, so set
-# before anything imports scikit-learn; an operator's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.table import Table
