@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from gmsense.errors import GmsenseError, InputError
 
@@ -102,6 +103,15 @@ def output_error(exc: BaseException, path: Path | str) -> GmsenseError | None:
     return OutputError(f"could not write {path}: {os.strerror(code)}")
 
 
+def reraise_as_output_error(exc: BaseException, path: Path | str) -> NoReturn:
+    """Re-raise ``exc`` (inside its ``except`` block) as the clear error :func:`output_error`
+    gives for it, or unchanged when it is not about writing ``path``."""
+    mapped = output_error(exc, path)
+    if mapped is None or mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
 def ensure_folder(folder: Path | str) -> Path:
     """Create ``folder`` (and its parents) or raise a clear error."""
     folder = Path(folder)
@@ -154,10 +164,7 @@ def atomic_file(out: Path | str) -> Iterator[Path]:
         tmp.replace(out)
         fsync_path(folder)
     except BaseException as exc:
-        mapped = output_error(exc, out)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
+        reraise_as_output_error(exc, out)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -186,10 +193,7 @@ def atomic_folder(out: Path | str) -> Iterator[Path]:
     except BaseException as exc:
         if old is not None and (old / out.name).exists() and not out.exists():
             (old / out.name).replace(out)  # put the previous result back
-        mapped = output_error(exc, out)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
+        reraise_as_output_error(exc, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:

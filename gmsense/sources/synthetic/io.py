@@ -21,7 +21,7 @@ from rasterio.io import MemoryFile
 from gmsense.config import Settings
 from gmsense.cube.ops import grid_transform
 from gmsense.errors import InputError
-from gmsense.files import atomic_folder, ensure_folder, fsync_path, output_error
+from gmsense.files import atomic_folder, ensure_folder, fsync_path, output_error, reraise_as_output_error
 from gmsense.geo.sites import Site
 from gmsense.sources.synthetic import synthesize
 
@@ -134,10 +134,7 @@ def write_scenes(sites: Sequence[Site], settings: Settings, out_dir: Path, *, se
                 shutil.rmtree(target, ignore_errors=True)
             if kept is not None and kept.exists():
                 kept.replace(target)
-        mapped = output_error(exc, out_dir)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
+        reraise_as_output_error(exc, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out_dir / site.site_id for site in sites]
