@@ -40,6 +40,8 @@ PATCH_COLUMNS: dict[str, str] = {
     "area_outside_m2": "float64",
     "recovery_status": "string",
     "recovery_ratio": "float64",
+    "natural_agent": "string",
+    "label_reason": "string",
 }
 FLAG_COLUMNS: dict[str, str] = {"rule": "string", "severity": "string", "message": "string",
                                 "patch_index": "Int64", "key": "string"}
@@ -121,6 +123,7 @@ def _patches_frame(result: Any, crs: pyproj.CRS) -> gpd.GeoDataFrame:
              "area_m2": p.area_m2, "inside_licence": p.inside_licence, "area_outside_m2": p.area_outside_m2,
              "recovery_status": p.recovery_status,
              "recovery_ratio": np.nan if p.recovery_ratio is None else p.recovery_ratio,
+             "natural_agent": p.natural_agent, "label_reason": p.metrics.get("label_reason"),
              "metrics": p.metrics, "recovery": [vars(o) for o in p.recovery],
              "geometry": wkt.loads(p.local_wkt)} for p in result.patches]
     frame = pd.DataFrame(rows, columns=[*PATCH_COLUMNS, "metrics", "recovery", "geometry"])
@@ -139,7 +142,8 @@ def _flags_frame(result: Any) -> pd.DataFrame:
 def _monitoring_window(cube: xr.Dataset, site: Site, cube_crs: pyproj.CRS, buffer_m: float) -> xr.Dataset:
     """The part of ``cube`` a scan reads for ``site``: the pixels of the cube's lattice that
     cover the licence plus its buffer (one pixel of margin), as the local source crops them."""
-    from gmsense.sources.local import crop_grid, transform_bounds
+    from gmsense.geo.grid import crop_grid
+    from gmsense.sources.local import transform_bounds
 
     transform = cube.rio.transform()
     bounds = transform_bounds(site.buffered(buffer_m).bounds, site.crs, cube_crs)

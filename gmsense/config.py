@@ -100,11 +100,24 @@ class DetectSettings(_Settings):
         30.0, ge=0, description="line pass: lines this close to a patch are left to it, metres")
     line_max_ring_share: float = Field(
         0.1, ge=0, le=1,
-        description="line pass: share of pixels 20-40 m around a line with weak drops of their own, at most")
+        description="line pass: share of the pixels in the line's ring (line_ring_m) with weak drops of their own, "
+                    "at most")
     line_max_ring_drop: float = Field(
         0.6, ge=0, description="line pass: drop of the surroundings (upper quartile) over the line's drop, at most")
     line_max_prior_ridge: float = Field(
         0.03, ge=0, description="line pass: a dark line in the season before (road, ditch) this strong rejects it")
+    # Windows and rings, in metres: converted by the cube's pixel size (at least one pixel), so the
+    # same ground is looked at whatever the resolution.
+    line_ridge_sigmas_m: tuple[float, float] = Field(
+        (10.0, 20.0), description="line pass: Sato ridge filter scales, metres (at least one pixel)")
+    line_ring_m: tuple[float, float] = Field(
+        (10.0, 40.0), description="line pass: surroundings of a line, from this far to this far out, metres")
+    line_prior_reach_m: float = Field(
+        20.0, gt=0, description="line pass: how far from a line a dark line in the season before is looked for, metres")
+    context_near_ring_m: tuple[float, float] = Field(
+        (10.0, 30.0), description="patch context: the near ring (surroundings sharing the change), metres out")
+    context_far_ring_m: tuple[float, float] = Field(
+        (30.0, 100.0), description="patch context: the far ring (land cover, scene-wide change), metres out")
 
 
 class ClassifySettings(_Settings):
@@ -121,6 +134,38 @@ class ClassifySettings(_Settings):
     natural_min_area_m2: float = Field(50_000.0, gt=0, description="compact patches above this are natural")
     dark_after_nir_ratio: float = Field(
         0.7, gt=0, description="NIR after/before below this with no bright soil = burn/flood")
+
+
+class TrustSettings(_Settings):
+    """When a label is trusted (gmsense.classify.trust): ``natural`` only with a named natural agent
+    and its evidence, otherwise a human-made class or ``uncertain``. Index thresholds are in index
+    units; reflectance ratios are after / before."""
+
+    min_confidence: float = Field(
+        0.6, ge=0, le=1, description="a trained model's calibrated probability below this gives uncertain")
+    novelty: bool = Field(True, description="patches outside the model's training data are uncertain, with the reason")
+    novelty_margin: float = Field(
+        1.5, ge=1, description="how far beyond the training data's range (x the trained maximum) is outside it")
+    fire_min_dnbr: float = Field(
+        0.27, description="fire: NBR drop at least this (Key & Benson 2006: 0.27 = moderate severity)")
+    fire_max_visible_ratio: float = Field(
+        1.3, gt=0, description="fire: visible reflectance after/before at most this (char stays dark; soil brightens)")
+    fire_max_nir_ratio: float = Field(0.6, gt=0, description="fire: NIR after/before at most this")
+    flood_min_ndwi: float = Field(
+        -0.1, description="flood: patch NDWI (green - nir)/(green + nir) at least this on some date (open water is "
+                          "above 0, flooded vegetation -0.1..0, dry land and canopy below -0.2)")
+    flood_max_ndwi_last: float = Field(
+        -0.2, description="flood: NDWI on the season's last clear date at most this (the water receded)")
+    canopy_min_ndvi_before: float = Field(0.6, description="windthrow/dieback: NDVI before at least this (canopy)")
+    canopy_min_ring_share: float = Field(
+        0.3, ge=0, description="windthrow/dieback: the near ring lost at least this share of the patch's drop")
+    canopy_max_solidity: float = Field(
+        0.85, gt=0, le=1, description="windthrow/dieback: irregular outline, solidity at most this")
+    harvest_min_cycle: float = Field(
+        0.6, ge=0, description="harvest: the season before fell this share of the drop at the same time of year")
+    harvest_min_amplitude: float = Field(0.3, ge=0, description="harvest: NDVI range of the season before at least")
+    drought_min_ring_share: float = Field(
+        0.6, ge=0, description="drought: near and far rings lost at least this share of the patch's drop")
 
 
 class RecoverySettings(_Settings):
@@ -150,6 +195,7 @@ class RulesSettings(_Settings):
     reclamation_overdue: RuleSettings = RuleSettings(severity="warning")
     recovery_reversed: RuleSettings = RuleSettings(severity="warning")
     new_disturbance: RuleSettings = RuleSettings(severity="info")
+    uncertain_label: RuleSettings = RuleSettings(severity="warning")
     outside_min_area_m2: float = Field(100.0, ge=0, description="disturbed area outside the licence that counts, m2")
     work_tolerance_m: float = Field(
         30.0, ge=0, description="a patch this close to an approved work is covered by it, m")
@@ -262,6 +308,7 @@ class Settings(_Settings):
     sites: SitesSettings = SitesSettings()
     detect: DetectSettings = DetectSettings()
     classify: ClassifySettings = ClassifySettings()
+    trust: TrustSettings = TrustSettings()
     recovery: RecoverySettings = RecoverySettings()
     synthetic: SyntheticSettings = SyntheticSettings()
     local: LocalSettings = LocalSettings()
@@ -274,7 +321,8 @@ class Settings(_Settings):
         hash used the same science. How a scan runs (retries, request quotas, credentials, cache
         folders) is left out, so changing it never forces a rescan."""
         data = self.model_dump(mode="json")
-        data["classify"].pop("model", None)  # the model is keyed by its own version (see gmsense.batch.scan.unit_key)
+        # the model is keyed by its own version (see gmsense.batch.request.ScanRequest.unit_key)
+        data["classify"].pop("model", None)
         for section, keys in OPERATIONAL_SETTINGS.items():
             for key in keys or list(data.get(section, {})):
                 data.get(section, {}).pop(key, None)

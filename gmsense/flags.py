@@ -9,7 +9,9 @@ Rules per human-made patch: ``outside_licence``, ``after_licence_end``, ``while_
 ``reclamation_overdue`` (``reclamation_due`` passed, or the configured number of growing
 seasons since the disturbance, and the patch is neither recovering nor recovered),
 ``recovery_reversed`` (the recovery ratio fell ``reversal_drop`` below its best season), and
-``new_disturbance`` for a human-made patch no other rule flagged. Per licence:
+``new_disturbance`` for a human-made patch no other rule flagged. ``uncertain_label`` for an
+``uncertain`` patch inside or touching the licence (gmsense.classify.trust: a label that cannot be
+trusted goes to a reviewer, whose decision trains the next model). Per licence:
 ``permitted_area_exceeded`` and ``approved_work_not_observed`` (one flag per work).
 """
 
@@ -118,6 +120,17 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
         if len(f.flags) == before:
             f.add("new_disturbance", what, i, evidence)
 
+    for i, p in enumerate(patches):
+        if p.disturbance_class == "uncertain" and geometries[i].intersects(site.geometry):
+            reason = str(p.metrics.get("label_reason") or "")
+            f.add("uncertain_label",
+                  {"klass": "uncertain", "area_m2": round(p.area_m2, 1), "first_detected": p.first_detected,
+                   "reason": reason},
+                  i, {"area_m2": round(p.area_m2, 1), "area_outside_m2": round(p.area_outside_m2, 1),
+                      "first_detected": p.first_detected, "confirmed_on": p.confirmed_on, "last_seen": p.last_seen,
+                      "disturbance_class": "uncertain", "confidence": p.confidence, "label_reason": reason,
+                      "label_before_trust": p.metrics.get("label_before_trust"),
+                      "recovery_status": p.recovery_status, "recovery_ratio": p.recovery_ratio})
     permitted_ha = attrs.get("permitted_disturbance_ha")
     inside_m2 = sum(patches[i].area_m2 - patches[i].area_outside_m2 for i in human)
     if permitted_ha is not None and inside_m2 > float(permitted_ha) * 10_000:

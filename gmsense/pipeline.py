@@ -12,6 +12,7 @@ import xarray as xr
 
 from gmsense.classify.baseline import classify_patch
 from gmsense.classify.model import PatchClassifier
+from gmsense.classify.trust import trusted_label
 from gmsense.config import Settings
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
@@ -21,6 +22,7 @@ from gmsense.detect.lines import add_line_breaks
 from gmsense.detect.patches import Patch, extract_patches
 from gmsense.errors import ImageryError
 from gmsense.flags import evaluate
+from gmsense.geo.grid import grid_transform
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.records import PatchRecord, SiteResult
 from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, trajectory
@@ -105,16 +107,17 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip).load(), ndvi,
                              settings.detect)
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
+    transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
     values = np.asarray(ndvi.transpose("time", "y", "x").values)
     if patches:
         add_patch_spectra(patches, labels, source[bands], clear=np.asarray(season["clear"].transpose(
             "time", "y", "x").values), time_index=dates)
-        add_patch_context(patches, labels, values, times, np.asarray(breaks["magnitude"].values))
+        add_patch_context(patches, labels, values, times, np.asarray(breaks["magnitude"].values), settings.detect,
+                          abs(transform.a))
 
     years = cubeops.season_year(times)
     latest_season = int(years.max())
-    transform = cubeops.grid_transform(ndvi)
     all_geoms = [p.geometry for p in patches]
     exclusion = ring_exclusion(all_geoms) if patches else None
     image_ids = _image_ids(season, cube.attrs)
@@ -159,17 +162,38 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
-    if classifier is not None:
-        features = [r.metrics for r in records]
-        for record, (klass, confidence), why in zip(records, classifier.predict(features),
-                                                     classifier.explain(features), strict=True):
-            record.metrics["rule_class"] = record.disturbance_class
-            record.metrics["explanation"] = why
-            record.disturbance_class, record.confidence = klass, confidence
+    label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)
     kept = breaks[["first_detected", "confirmed_on", "magnitude", "line"]] if keep_breaks else None
     return SiteResult(site.site_id, records, flags, stats, breaks=kept)
+
+
+def label_patches(records: list[PatchRecord], classifier: PatchClassifier | None, settings: Settings) -> None:
+    """Give each record its trusted label (gmsense.classify.trust): the model's class (the rule
+    class kept as ``rule_class``, with an explanation) or the rule baseline's, then ``natural``
+    only with a natural agent and ``uncertain`` with its reason when the label cannot be trusted."""
+    probabilities: list[dict[str, float] | None] = [None] * len(records)
+    domain = None
+    if classifier is not None and records:
+        features = [r.metrics for r in records]
+        probabilities = list(classifier.probabilities(features))
+        domain = classifier.training_domain
+        for record, probs, why in zip(records, probabilities, classifier.explain(features), strict=True):
+            klass = max(probs, key=probs.__getitem__)
+            record.metrics["rule_class"] = record.disturbance_class
+            record.metrics["explanation"] = why
+            record.disturbance_class, record.confidence = klass, round(probs[klass], 3)
+    for record, probs in zip(records, probabilities, strict=True):
+        label = trusted_label(record.disturbance_class, record.confidence, record.metrics, settings.trust,
+                              probabilities=probs, domain=domain)
+        if label.disturbance_class != record.disturbance_class:
+            record.metrics["label_before_trust"] = record.disturbance_class
+        record.disturbance_class, record.natural_agent = label.disturbance_class, label.natural_agent
+        if label.reason:
+            record.metrics["label_reason"] = label.reason
+        if label.evidence:
+            record.metrics["natural_evidence"] = label.evidence
 
 
 def analyse_site(site: Site, source: Source, settings: Settings, start: str | None = None,

@@ -50,6 +50,7 @@ class PatchRecord:
     recovery_ratio: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
     recovery: list[RecoveryObservation] = field(default_factory=list)
+    natural_agent: str | None = None  # natural patches: the agent that explains them (gmsense.classify.trust)
 
 
 @dataclass

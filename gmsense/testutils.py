@@ -106,3 +106,22 @@ def copy_store(source: str | Path, target: str | Path) -> Path:
     src.close()
     dst.close()
     return target
+
+
+def coarsen_cube(cube: xr.Dataset, factor: int) -> xr.Dataset:
+    """``cube`` seen by a sensor with ``factor`` x larger pixels: reflectance averaged over each
+    ``factor`` x ``factor`` block (a pixel integrates its footprint), a block clear only where all its
+    pixels are; the grid keeps its origin (edges that do not fill a block are dropped)."""
+    from gmsense.cube.contract import CUBE_BANDS
+    from gmsense.geo.grid import grid_transform
+
+    transform = grid_transform(cube)
+    ny, nx = (cube.sizes["y"] // factor) * factor, (cube.sizes["x"] // factor) * factor
+    trimmed = cube.isel(y=slice(0, ny), x=slice(0, nx))
+    bands = [b for b in CUBE_BANDS if b in trimmed]
+    coarse = trimmed[bands].coarsen(y=factor, x=factor).mean()
+    clear = trimmed["clear"].astype("float32").coarsen(y=factor, x=factor).min() > 0.5
+    out = coarse.assign(clear=clear)
+    out = out.assign_coords(y=coarse["y"].values, x=coarse["x"].values)
+    out.attrs = {**cube.attrs, "resolution_m": float(cube.attrs.get("resolution_m", abs(transform.a))) * factor}
+    return out.rio.write_crs(cube.rio.crs).rio.write_transform(transform * Affine.scale(factor))

@@ -39,6 +39,7 @@ from shapely.geometry import box
 from typer.testing import CliRunner
 
 from gmsense.config import EarthEngineSettings, Settings
+from gmsense.geo.grid import Grid
 from gmsense.geo.sites import Site
 from gmsense.sources.earthengine import _graph as graphs
 from gmsense.sources.earthengine._fetch import (
@@ -46,14 +47,16 @@ from gmsense.sources.earthengine._fetch import (
     REQUEST_BYTE_LIMIT,
     EarthEngineError,
     PixelCache,
-    PixelGrid,
     RequestLimiter,
     RetryPolicy,
     Window,
     backoff_delay,
     classify_error,
+    crs_code,
+    grid_key,
     plan_tiles,
     request_bytes_per_pixel,
+    request_grid,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "earthengine"
@@ -378,7 +381,7 @@ def test_graphs_match_golden_files(server: FakeServer, collection: str) -> None:
     grid = licence_grid(LICENCE, UTM50N, spec.resolution_m)
     start, end = date_window(spec, "2021-05-01", "2021-09-30")
     t = grid.transform
-    rect = graphs.rectangle((t.c, t.f + t.e * grid.height, t.c + t.a * grid.width, t.f), grid.crs_code)
+    rect = graphs.rectangle((t.c, t.f + t.e * grid.height, t.c + t.a * grid.width, t.f), crs_code(grid.crs))
     image_id = (f"{graphs.S2_COLLECTION}/20210614T030541_20210614T030540_T50TPT" if collection == "sentinel-2"
                 else f"{graphs.LANDSAT_COLLECTIONS[0]}/LC08_119027_20210614")
     got = {"listing": graphs.encode(graphs.listing_graph(spec, rect, start, end, 0.6)),
@@ -770,8 +773,29 @@ def test_sources_check_cli_reachable(server: FakeServer) -> None:
 
 
 def test_pixel_grid_request() -> None:
-    grid = PixelGrid("EPSG:32650", Affine(10, 0, 1000, 0, -10, 2000), 50, 40)
-    req = grid.request(Window(10, 20, 5, 4))
+    grid = Grid(UTM50N, Affine(10, 0, 1000, 0, -10, 2000), 50, 40)
+    req = request_grid(grid, Window(10, 20, 5, 4))
     assert req["dimensions"] == {"width": 5, "height": 4}
     assert req["affineTransform"]["translateX"] == 1100
     assert req["affineTransform"]["translateY"] == 1800
+    assert req["crsCode"] == "EPSG:32650"
+
+
+def test_grid_keys_and_cache_paths_stay_those_of_the_caches_on_disk(tmp_path: Path) -> None:
+    """The licence grid, its key and the cache folder it names are those the fetcher used before
+    the grid was shared (written out here): a changed key would orphan every cache on disk."""
+    from gmsense.sources.earthengine import licence_grid
+
+    grid = licence_grid(LICENCE, UTM50N, 10.0)
+    assert (grid.crs, grid.width, grid.height) == (UTM50N, 42, 32)
+    assert grid.bounds == (499_990.0, 4_999_990.0, 500_410.0, 5_000_310.0)
+    assert grid_key(grid) == "EPSG:32650|10.0,0.0,499990.0,0.0,-10.0,5000310.0|42x32"
+    assert grid_key(licence_grid(LICENCE, UTM50N, 30.0)) == "EPSG:32650|30.0,0.0,499950.0,0.0,-30.0,5000340.0|16x13"
+    cache = PixelCache.for_key(tmp_path, "sentinel-2", "A/1", grid, ["blue", "red"], {"x": 1})
+    assert cache.path == tmp_path / "sentinel-2" / "A_1-73f0c5da3d93.zarr"
+    assert request_grid(grid, Window(1, 2, 3, 4)) == {
+        "dimensions": {"width": 3, "height": 4},
+        "affineTransform": {"scaleX": 10.0, "shearX": 0.0, "translateX": 500_000.0,
+                            "shearY": 0.0, "scaleY": -10.0, "translateY": 5_000_290.0},
+        "crsCode": "EPSG:32650",
+    }

@@ -19,7 +19,7 @@ STAGES = [
     ("cube",),
     ("sources",),
     ("detect",),
-    ("classify.baseline", "classify.model"),
+    ("classify.baseline", "classify.trust", "classify.model"),
     ("recovery",),
     ("flags",),
     ("pipeline",),

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pyproj
 import pytest
-from rich.console import Console
 from shapely.geometry import box
 
 from gmsense.config import Settings
@@ -56,19 +55,21 @@ def test_bad_dates_write_nothing_into_an_existing_store(sites_file: Path, tmp_pa
 
 
 def test_run_scan_checks_dates_before_writing(tmp_path: Path) -> None:
+    from gmsense.batch.request import ScanRequest
     from gmsense.batch.scan import run_scan
     from gmsense.sources import SyntheticSource
 
     store = Store(str(tmp_path / "lib.db"))
     with pytest.raises(InputError, match="start 2021-09-01 is after end 2021-05-01"):
-        run_scan([SITE], SyntheticSource(Settings()), Settings(), store, start="2021-09-01", end="2021-05-01",
-                 console=Console(quiet=True), show_progress=False)
+        run_scan(ScanRequest([SITE], SyntheticSource(Settings()), Settings(), start="2021-09-01", end="2021-05-01"),
+                 store)
     assert store.scans() == []
     assert store.site_rows() == []
 
 
 def test_an_error_after_the_scan_row_exists_marks_it_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gmsense.batch.scan
+    from gmsense.batch.request import ScanRequest
     from gmsense.sources import SyntheticSource
 
     def broken_plan(*_a: object, **_k: object) -> None:
@@ -77,8 +78,7 @@ def test_an_error_after_the_scan_row_exists_marks_it_failed(tmp_path: Path, monk
     monkeypatch.setattr(gmsense.batch.scan, "plan", broken_plan)
     store = Store(str(tmp_path / "f.db"))
     with pytest.raises(RuntimeError, match="planner exploded"):
-        gmsense.batch.scan.run_scan([SITE], SyntheticSource(Settings()), Settings(), store,
-                              console=Console(quiet=True), show_progress=False)
+        gmsense.batch.scan.run_scan(ScanRequest([SITE], SyntheticSource(Settings()), Settings()), store)
     [scan] = store.scans()
     assert scan.status == "failed", "an error must not leave the scan 'running' forever"
     assert scan.finished_at is not None

@@ -182,16 +182,14 @@ class _FlakySource:
 ])
 def test_transient_errors_are_retried_with_back_off_input_errors_fail_at_once(
         tmp_path: Path, error: Exception, retried: bool, status: str) -> None:
-    from rich.console import Console
-
+    from gmsense.batch.request import ScanRequest
     from gmsense.batch.scan import run_scan
 
     settings = Settings().with_overrides({"scan.retries": 2, "scan.retry_base_delay_s": 0.01,
                                           "synthetic.start": "2020-04-01", "synthetic.end": "2021-10-31"})
     site = [s for s in read_sites(DEMO_SITES) if s.site_id == "HLJ-MIN-003"]
     source = _FlakySource(settings, error, failures=1)
-    summary = run_scan(site, source, settings, Store(str(tmp_path / "s.db")), console=Console(quiet=True),
-                       show_progress=False)
+    summary = run_scan(ScanRequest(site, source, settings), Store(str(tmp_path / "s.db")))
     assert summary.status == status
     assert source.calls == (2 if retried else 1)
     if not retried:
@@ -199,22 +197,19 @@ def test_transient_errors_are_retried_with_back_off_input_errors_fail_at_once(
 
 
 def test_a_licence_that_keeps_failing_is_recorded_after_the_retries(tmp_path: Path) -> None:
-    from rich.console import Console
-
+    from gmsense.batch.request import ScanRequest
     from gmsense.batch.scan import run_scan
     from gmsense.errors import ImageryError
 
     settings = Settings().with_overrides({"scan.retries": 2, "scan.retry_base_delay_s": 0.01})
     sites = read_sites(DEMO_SITES)[:1]
     source = _FlakySource(settings, OSError("the NFS server is not responding"), failures=99)
-    summary = run_scan(sites, source, settings, Store(str(tmp_path / "s.db")), console=Console(quiet=True),
-                       show_progress=False)
+    summary = run_scan(ScanRequest(sites, source, settings), Store(str(tmp_path / "s.db")))
     assert source.calls == 3
     assert summary.status == "failed"
     assert "NFS" in summary.failures[sites[0].site_id]
     bad = _FlakySource(settings, ImageryError("band B04 is missing"), failures=99)
-    summary = run_scan(sites, bad, settings, Store(str(tmp_path / "t.db")), console=Console(quiet=True),
-                       show_progress=False)
+    summary = run_scan(ScanRequest(sites, bad, settings), Store(str(tmp_path / "t.db")))
     assert bad.calls == 1
 
 

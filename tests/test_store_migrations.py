@@ -104,10 +104,16 @@ def _add_data(url: str) -> None:
 
 
 def _data(url: str) -> list[tuple]:
+    """The rows :func:`_add_data` wrote, in the columns of revision 0001 (later revisions may add
+    columns; the data written before must survive unchanged)."""
     engine = create_engine(url)
     with engine.connect() as c:
-        rows = [tuple(c.execute(text(f"SELECT * FROM {table} ORDER BY 1")).all())
-                for table in ("sites", "scans", "patches", "flags")]
+        rows = []
+        for table in ("sites", "scans", "patches", "flags"):
+            keys = ("id", "patch_id", "site_id")  # the key first: rows are ordered by it
+            columns = ", ".join(sorted(_known_schemas()["0001"][table][2], key=lambda c: (c not in keys, keys.index(c)
+                                                                                         if c in keys else 0, c)))
+            rows.append(tuple(c.execute(text(f"SELECT {columns} FROM {table} ORDER BY 1")).all()))
     engine.dispose()
     return rows
 

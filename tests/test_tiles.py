@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pyproj
 import pytest
-from rich.console import Console
 from shapely import wkt
 from shapely.geometry import box
 
 from gmsense.batch.planner import Tile, estimate_bytes, period_years
-from gmsense.batch.scan import run_scan
+from gmsense.batch.request import ScanOptions, ScanRequest
+from gmsense.batch.scan import ScanProgress, run_scan
 from gmsense.batch.tiles import TileResult, merge_tiles
 from gmsense.config import Settings, configs_dir
 from gmsense.geo.sites import WGS84, Site, read_sites, reproject_geometry
@@ -25,8 +25,8 @@ SETTINGS = Settings()
 
 
 def _scan(site: Site, db: Path, memory_limit: int | None, source: object | None = None) -> object:
-    return run_scan([site], source or get_source("synthetic", SETTINGS), SETTINGS, Store(str(db)),
-                    memory_limit=memory_limit, console=Console(quiet=True), show_progress=False)
+    return run_scan(ScanRequest([site], source or get_source("synthetic", SETTINGS), SETTINGS), Store(str(db)),
+                    options=ScanOptions(memory_limit=memory_limit))
 
 
 @pytest.mark.slow
@@ -113,12 +113,21 @@ def test_a_failing_tile_fails_its_licence_and_not_the_others(tmp_path: Path) -> 
     need = estimate_bytes(big.buffered(SETTINGS.sites.buffer_m), 10.0, period_years(SETTINGS, None, None))
     centre = big.geometry.centroid  # in the reads of one to four of the tiles
     source = _TileBreaker(centre.x, centre.y)
-    summary = run_scan(sites, source, SETTINGS, Store(str(tmp_path / "s.db")), memory_limit=need * 2 // 3,
-                       console=Console(quiet=True), show_progress=False)
+    events: list[ScanProgress] = []
+    summary = run_scan(ScanRequest(sites, source, SETTINGS), Store(str(tmp_path / "s.db")),
+                       options=ScanOptions(memory_limit=need * 2 // 3), progress=events.append)
     assert summary.status == "partial"
     assert "corrupt" in summary.failures["HLJ-EXP-001"]
     assert "HLJ-MIN-003" not in summary.failures
     assert not [p for p in Store(str(tmp_path / "s.db")).patch_rows() if p.site_id == "HLJ-EXP-001"]
+    # Progress: each licence once (the tiled one when its first tile fails), every unit counted.
+    outcomes = {e.site_id: e.outcome for e in events if e.site_id is not None}
+    assert outcomes == {"HLJ-EXP-001": "failed", "HLJ-MIN-003": "stored"}
+    assert len([e for e in events if e.site_id is not None]) == 2
+    units = events[0].units
+    assert units > 2, "the large licence is cut into tiles"
+    assert [e.units_done for e in events[1:]] == sorted(e.units_done for e in events[1:])
+    assert (events[-1].done, events[-1].failed, events[-1].units_done) == (2, 1, units)
 
 
 @pytest.mark.slow

@@ -1,16 +1,17 @@
 """The batch scan: work units as dask tasks, results written to the store as they arrive.
 
-The planner (gmsense.batch.planner) turns licences into units: one licence, a group of small ones, or
-a tile of a large one. Workers compute and return results; only this process writes the store,
-one transaction per licence (a tiled licence once all its tiles are back, joined by
-gmsense.batch.tiles). A licence that fails (after retries of transient errors) is recorded with its
-error and the scan goes on; the status says ``partial``.
+What is scanned is a :class:`~gmsense.batch.request.ScanRequest`, how it runs its
+:class:`~gmsense.batch.request.ScanOptions`. The planner (gmsense.batch.planner) turns the licences
+into units: one licence, a group of small ones, or a tile of a large one. Each unit is a dask task
+that takes the request narrowed to its licences; workers compute and return results; only this
+process writes the store, one transaction per licence (a tiled licence once all its tiles are
+back, joined by gmsense.batch.tiles). A licence that fails (after retries of transient errors) is
+recorded with its error and the scan goes on; the status says ``partial``. Progress goes to a
+callback (:class:`ScanProgress` events); the command line draws it as a bar.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,25 +30,15 @@ from typing import Any
 import dask
 import psutil
 from distributed import Client, LocalCluster, as_completed
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from gmsense import __version__
 from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
+from gmsense.batch.request import ScanOptions, ScanRequest
 from gmsense.batch.tiles import TileResult, analyse_tile, merge_tiles
-from gmsense.classify.model import PatchClassifier
 from gmsense.config import Settings
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
-from gmsense.geo.sites import ApprovedWork, Site
+from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_site
-from gmsense.sources import Source
 from gmsense.store import Store
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -70,6 +61,31 @@ class ScanSummary:
     @property
     def exit_code(self) -> int:
         return {"completed": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FAILED)
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """One step of a running scan, as :func:`run_scan` passes it to its ``progress`` callback.
+
+    The first event comes once the work is planned (``site_id`` None); then one event per licence
+    as it is skipped (up to date), stored or failed, so every licence of the request is reported
+    once, except those a resumed scan had already stored (counted in ``done`` from the first event
+    on); and an event with ``site_id`` None for each finished unit that finished no licence (a tile
+    whose licence waits for its other tiles).
+    """
+
+    scan_id: int
+    total: int  # licences in the request
+    done: int  # licences finished so far: stored, failed, skipped, or stored before a resume
+    failed: int  # licences failed so far
+    units_done: int  # work units (dask tasks) of this run finished so far
+    units: int  # work units of this run
+    site_id: str | None = None  # the licence this event reports
+    outcome: str | None = None  # what happened to it: "stored", "failed" or "skipped"
+
+
+#: What :func:`run_scan` calls with each :class:`ScanProgress`.
+ProgressCallback = Callable[[ScanProgress], None]
 
 
 def _threads() -> int:
@@ -151,66 +167,48 @@ def _with_retries(settings: Settings, func: Any, *args: Any) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def analyse_with_retries(site: Site, source: Source, settings: Settings, start: str | None, end: str | None,
-                         works: list[ApprovedWork] | None, classifier: PatchClassifier | None) -> Any:
+def analyse_with_retries(site: Site, request: ScanRequest) -> Any:
     """One licence's analysis, retried with back-off after transient errors."""
-    return _with_retries(settings, analyse_site, site, source, settings, start, end, works, classifier)
+    return _with_retries(request.settings, analyse_site, site, request.source, request.settings, request.start,
+                         request.end, request.works_of(site.site_id), request.classifier)
 
 
-def analyse_group(sites: tuple[Site, ...], source: Source, settings: Settings, start: str | None, end: str | None,
-                  works: dict[str, list[ApprovedWork]] | None,
-                  classifier: PatchClassifier | None) -> list[tuple[str, Any, str | None]]:
-    """Several small licences in one task: (licence id, result or None, error or None) each; one
-    licence's failure does not stop the others."""
+def analyse_group(request: ScanRequest) -> list[tuple[str, Any, str | None]]:
+    """Several small licences (``request.sites``) in one task: (licence id, result or None, error or
+    None) each; one licence's failure does not stop the others."""
     out: list[tuple[str, Any, str | None]] = []
-    for site in sites:
+    for site in request.sites:
         try:
-            result = analyse_with_retries(site, source, settings, start, end,
-                                          works.get(site.site_id) if works else None, classifier)
-            out.append((site.site_id, result, None))
+            out.append((site.site_id, analyse_with_retries(site, request), None))
         except Exception as exc:  # recorded per licence
             out.append((site.site_id, None, _describe(exc)))
     return out
 
 
-def analyse_tile_with_retries(site: Site, tile: Tile, source: Source, settings: Settings, start: str | None,
-                              end: str | None, classifier: PatchClassifier | None) -> TileResult:
+def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest) -> TileResult:
     """One tile of a large licence, retried with back-off after transient errors."""
-    return _with_retries(settings, analyse_tile, site, tile, source, settings, start, end, classifier)
+    return _with_retries(request.settings, analyse_tile, site, tile, request)
 
 
-def _task(unit: WorkUnit, source: Source, settings: Settings, start: str | None, end: str | None,
-          works: dict[str, list[ApprovedWork]] | None, classifier: PatchClassifier | None) -> tuple[Any, ...]:
-    """The function and arguments that run ``unit`` on a worker."""
+def _task(unit: WorkUnit, request: ScanRequest) -> tuple[Any, ...]:
+    """The function and arguments that run ``unit`` on a worker: the request goes narrowed to the
+    unit's licences, so a task carries only its own licences and work programmes."""
+    mine = request.only(unit.sites)
     if unit.tile is not None:
-        return (analyse_tile_with_retries, unit.sites[0], unit.tile, source, settings, start, end, classifier)
+        return (analyse_tile_with_retries, unit.sites[0], unit.tile, mine)
     if len(unit.sites) > 1:
-        return (analyse_group, unit.sites, source, settings, start, end, works, classifier)
-    site = unit.sites[0]
-    return (analyse_with_retries, site, source, settings, start, end, works.get(site.site_id) if works else None,
-            classifier)
+        return (analyse_group, mine)
+    return (analyse_with_retries, unit.sites[0], mine)
 
 
-def unit_key(site: Site, source: Source, settings: Settings, start: str | None, detector: str = "rules",
-             model_version: str | None = None) -> str:
-    """What makes two units the same work: licence, source, settings, detector and model, start.
-
-    The end date is not part of it: a later periodic scan of the same licence continues the
-    same series, and only dates newer than the last analysed one make it worth scanning again.
-    """
-    blob = json.dumps([site.site_id, source.name, settings.config_hash(), detector, model_version, start or ""])
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _up_to_date(sites: list[Site], source: Source, keys: dict[str, str], store: Store,
-                start: str | None, end: str | None) -> dict[str, str]:
+def _up_to_date(sites: list[Site], request: ScanRequest, keys: dict[str, str], store: Store) -> dict[str, str]:
     """Licences whose newest available acquisition was already analysed: id -> that date."""
     analysed = store.last_analysed(keys)
     skip = {}
     for site in sites:
         if site.site_id not in analysed:
             continue
-        latest = source.latest_date(site, start, end)
+        latest = request.source.latest_date(site, request.start, request.end)
         if latest is not None and latest <= analysed[site.site_id]:
             skip[site.site_id] = analysed[site.site_id]
     return skip
@@ -236,29 +234,6 @@ def check_dates(start: str | None, end: str | None, names: tuple[str, str] = ("s
         raise InputError(f"{names[0]} {start} is after {names[1]} {end}; the first date must not be after the last")
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def scan_request(sites: list[Site], source: Source, settings: Settings, start: str | None, end: str | None,
-                 detector: str, model_version: str | None, works: dict[str, list[ApprovedWork]] | None = None,
-                 imagery: str | None = None) -> dict[str, Any]:
-    """What a scan was asked to do, with its ``key``: only a scan of the same request is resumed.
-
-    The licences count by content (ids, polygons, attributes), not by file name; imagery is the
-    path as given (the command line resolves it); works by content.
-    """
-    licences = sorted([site.site_id, site.geometry_wgs84.wkb_hex, site.attrs] for site in sites)
-    programme = None
-    if works is not None:
-        programme = sorted([w.site_id, w.work_id, w.work_type, w.year, w.geometry.wkb_hex, w.crs.to_string()]
-                           for items in works.values() for w in items)
-    request = {"licences": _digest(licences), "n_sites": len(sites), "source": source.name, "imagery": imagery,
-               "start": start, "end": end, "config_hash": settings.config_hash(), "detector": detector,
-               "model_version": model_version, "works": _digest(programme) if programme is not None else None}
-    return {**request, "key": _digest(request)}
-
-
 def scan_owner() -> dict[str, Any]:
     """This process as the owner of a scan (recorded in its params; see :func:`owner_alive`)."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "heartbeat": time.time()}
@@ -282,25 +257,26 @@ def owner_alive(owner: dict[str, Any] | None, now: float | None = None) -> bool:
     return fresh
 
 
-def _describe_request_difference(row: Any, request: dict[str, Any]) -> str:
+def _describe_request_difference(row: Any, described: dict[str, Any]) -> str:
     theirs = (row.params or {}).get("request")
     if not theirs:
         return f"scan {row.id} ({row.status}) was started by an older gmsense that did not record what it scanned"
     names = {"licences": "other licences", "imagery": "other imagery", "source": "another source",
              "start": "another start date", "end": "another end date", "config_hash": "other settings",
              "detector": "another detector", "model_version": "another model", "works": "other work programmes"}
-    diffs = [text for field_name, text in names.items() if theirs.get(field_name) != request.get(field_name)]
+    diffs = [text for field_name, text in names.items() if theirs.get(field_name) != described.get(field_name)]
     sites_file = (row.params or {}).get("sites_file")
     return (f"scan {row.id} ({row.status}{', ' + sites_file if sites_file else ''}) had "
             + (", ".join(diffs) or "another request"))
 
 
-def _resumable(store: Store, request: dict[str, Any]) -> Any:
-    """The newest unfinished scan of ``request`` that no live process is running; InputError if none."""
+def _resumable(store: Store, described: dict[str, Any]) -> Any:
+    """The newest unfinished scan of the request ``described`` (:meth:`ScanRequest.describe`) that no live
+    process is running; InputError if none."""
     unfinished = store.unfinished_scans()
-    matching = [row for row in unfinished if ((row.params or {}).get("request") or {}).get("key") == request["key"]]
+    matching = [row for row in unfinished if ((row.params or {}).get("request") or {}).get("key") == described["key"]]
     if not matching:
-        others = "; ".join(_describe_request_difference(row, request) for row in unfinished[:3])
+        others = "; ".join(_describe_request_difference(row, described) for row in unfinished[:3])
         raise InputError("there is no interrupted, failed or partial scan of these licences with these dates, "
                          "imagery, source and settings to resume; run without --resume"
                          + (f" (unfinished scans of other requests: {others})" if others else ""))
@@ -332,39 +308,34 @@ def _heartbeat(store: Store, scan_id: int, token: str) -> tuple[threading.Thread
     return thread, stop
 
 
-def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store, *,
-             start: str | None = None, end: str | None = None, workers: int | None = None,
-             scheduler: str | None = None, params: dict[str, Any] | None = None,
-             works: dict[str, list[ApprovedWork]] | None = None, resume: bool = False, force: bool = False,
-             classifier: PatchClassifier | None = None, memory_limit: int | None = None,
-             console: Console | None = None, show_progress: bool = True) -> ScanSummary:
-    """Scan every licence and store the results; returns the summary (also stored with the scan).
+def run_scan(request: ScanRequest, store: Store, *, options: ScanOptions | None = None,
+             progress: ProgressCallback | None = None) -> ScanSummary:
+    """Scan every licence of ``request`` and store the results; returns the summary (also stored with the scan).
 
     Incremental: a licence whose newest available acquisition was already analysed with the
-    same settings is skipped (``force`` scans it anyway). ``resume`` continues the newest scan
-    of the same request (licences by content, source, imagery, dates, settings, detector, model
-    and work programmes; see :func:`scan_request`) that did not complete: licences it already
-    stored are kept, the rest are scanned. Without such a scan, or when its process is still
-    alive (:func:`owner_alive`), it raises InputError and writes nothing.
-    ``works``: approved work programmes per licence id (see :func:`gmsense.geo.sites.read_works`).
-    ``memory_limit``: bytes one task may use (default: half the machine's memory over the tasks
-    that run at once); licences above it are scanned in tiles, small ones in groups
-    (gmsense.batch.planner). Peak memory is about the number of concurrent tasks times this.
+    same settings is skipped (``options.force`` scans it anyway). ``options.resume`` continues the
+    newest scan of the same request (licences by content, source, imagery, dates, settings,
+    detector, model and work programmes; see :meth:`ScanRequest.describe`) that did not complete:
+    licences it already stored are kept, the rest are scanned. Without such a scan, or when its
+    process is still alive (:func:`owner_alive`), it raises InputError and writes nothing.
+    ``options.memory_limit``: bytes one task may use; peak memory is about the number of
+    concurrent tasks times this (see :class:`ScanOptions`).
+
+    ``progress``: called in this process with a :class:`ScanProgress` as the scan advances (every
+    licence once); None reports nothing. An error it raises ends the scan like any other.
 
     Bad dates (:func:`check_dates`) raise InputError before anything is written. Once the scan
     row exists, any error ends it as ``failed`` with the error; only a killed process leaves it
     ``running`` (for ``resume``).
     """
-    check_dates(start, end)
-    console = console or Console(stderr=True)
-    detector = "model" if classifier is not None else "rules"
-    model_version = classifier.version if classifier is not None else None
-    keys = {site.site_id: unit_key(site, source, settings, start, detector, model_version) for site in sites}
-    request = scan_request(sites, source, settings, start, end, detector, model_version, works,
-                           (params or {}).get("imagery"))
+    options = options or ScanOptions()
+    check_dates(request.start, request.end)
+    settings = request.settings
+    keys = {site.site_id: request.unit_key(site) for site in request.sites}
+    described = request.describe()
     owner = scan_owner()
-    if resume:
-        previous = _resumable(store, request)
+    if options.resume:
+        previous = _resumable(store, described)
         claimed = store.claim_scan(previous.id, owner, ((previous.params or {}).get("owner") or {}).get("token"))
         if claimed is None:
             raise InputError(f"scan {previous.id} was just resumed by another process; leave it to that one")
@@ -375,18 +346,18 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
             if site_id not in done:
                 del summary.sites[site_id]
     else:
-        scan_id = store.begin_scan(source=source.name, detector=detector, config_hash=settings.config_hash(),
-                                   gmsense_version=__version__, model_version=model_version,
-                                   params={"start": start, "end": end, "n_sites": len(sites), **(params or {}),
-                                           "settings": settings.model_dump(mode="json"), "request": request,
-                                           "owner": owner})
+        scan_id = store.begin_scan(source=request.source.name, detector=request.detector,
+                                   config_hash=settings.config_hash(), gmsense_version=__version__,
+                                   model_version=request.model_version,
+                                   params={"start": request.start, "end": request.end,
+                                           "n_sites": len(request.sites), "imagery": request.imagery,
+                                           **options.params, "settings": settings.model_dump(mode="json"),
+                                           "request": described, "owner": owner})
         done = set()
         summary = ScanSummary(scan_id, "running")
     beat, stop_beat = _heartbeat(store, scan_id, owner["token"])
     try:
-        return _run(scan_id, summary, done, sites, source, settings, store, keys, start=start, end=end,
-                    workers=workers, scheduler=scheduler, works=works, force=force, classifier=classifier,
-                    memory_limit=memory_limit, console=console, show_progress=show_progress)
+        return _run(request, options, store, scan_id, summary, done, keys, progress)
     except BaseException as exc:
         error = "scan interrupted" if isinstance(exc, KeyboardInterrupt) else _describe(exc)
         try:
@@ -399,24 +370,31 @@ def run_scan(sites: list[Site], source: Source, settings: Settings, store: Store
         beat.join(timeout=5)
 
 
-def _run(scan_id: int, summary: ScanSummary, done: set[str], sites: list[Site], source: Source,
-         settings: Settings, store: Store, keys: dict[str, str], *, start: str | None, end: str | None,
-         workers: int | None, scheduler: str | None, works: dict[str, list[ApprovedWork]] | None, force: bool,
-         classifier: PatchClassifier | None, memory_limit: int | None, console: Console,
-         show_progress: bool) -> ScanSummary:
+def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int, summary: ScanSummary,
+         done: set[str], keys: dict[str, str], progress: ProgressCallback | None) -> ScanSummary:
     """The body of :func:`run_scan` once its scan row exists."""
+    sites, settings = list(request.sites), request.settings
     store.upsert_sites(sites)
-    skipped = {} if force else _up_to_date([s for s in sites if s.site_id not in done], source, keys, store,
-                                           start, end)
+    skipped = {} if options.force else _up_to_date([s for s in sites if s.site_id not in done], request, keys, store)
     for site_id, last in skipped.items():
         summary.sites[site_id] = {"patches": 0, "by_class": {}, "area_m2": 0.0, "flags": 0,
                                   "skipped": f"up to date (analysed through {last})"}
     todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
-    concurrent = workers or (1 if scheduler else _threads())
-    units = plan(todo, settings, memory_limit or default_memory_limit(concurrent), start=start, end=end)
+    concurrent = options.workers or (1 if options.scheduler else _threads())
+    units = plan(todo, settings, options.memory_limit or default_memory_limit(concurrent),
+                 start=request.start, end=request.end)
     by_id = {s.site_id: s for s in todo}
     tiles_back: dict[str, list[TileResult]] = {}
     finished: set[str] = set()
+    outcomes: list[tuple[str, str]] = []  # (licence id, outcome) not yet reported
+    count = {"done": len(sites) - len(todo) - len(skipped), "failed": len(summary.failures), "units_done": 0}
+
+    def report(site_id: str | None = None, outcome: str | None = None) -> None:
+        count["done"] += site_id is not None
+        count["failed"] += outcome == "failed"
+        if progress is not None:
+            progress(ScanProgress(scan_id, len(sites), count["done"], count["failed"], count["units_done"],
+                                  len(units), site_id, outcome))
 
     def save(site_id: str, result: Any) -> None:
         counts = store.save_site_result(scan_id, result, keys[site_id])
@@ -427,6 +405,7 @@ def _run(scan_id: int, summary: ScanSummary, done: set[str], sites: list[Site], 
             **({"tiles": result.stats["tiles"]} if "tiles" in result.stats else {}),
         }
         finished.add(site_id)
+        outcomes.append((site_id, "stored"))
 
     def fail(site_id: str, message: str) -> None:
         if site_id in finished:
@@ -434,6 +413,7 @@ def _run(scan_id: int, summary: ScanSummary, done: set[str], sites: list[Site], 
         store.record_failure(scan_id, site_id, message, keys[site_id])
         summary.sites[site_id] = {"error": message}
         finished.add(site_id)
+        outcomes.append((site_id, "failed"))
 
     def handle(unit: WorkUnit, value: Any) -> None:
         if unit.tile is not None:
@@ -443,8 +423,7 @@ def _run(scan_id: int, summary: ScanSummary, done: set[str], sites: list[Site], 
             tiles_back.setdefault(site_id, []).append(value)
             if len(tiles_back[site_id]) == unit.tile.count:
                 site = by_id[site_id]
-                save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings,
-                                          works.get(site_id) if works else None))
+                save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings, request.works_of(site_id)))
         elif len(unit.sites) > 1:
             for site_id, result, error in value:
                 if error is not None:
@@ -454,28 +433,29 @@ def _run(scan_id: int, summary: ScanSummary, done: set[str], sites: list[Site], 
         else:
             save(unit.sites[0].site_id, value)
 
-    with dask_client(workers, scheduler) as client:
-        futures = {client.submit(*_task(unit, source, settings, start, end, works, classifier),
-                                 key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
+    with dask_client(options.workers, options.scheduler) as client:
+        futures = {client.submit(*_task(unit, request), key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}",
+                                 pure=False): unit
                    for unit in units}
-        columns = (TextColumn("[bold]scan {task.fields[scan]}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("failed {task.fields[failed]}"), TextColumn("units {task.fields[units]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=not show_progress) as progress:
-            task = progress.add_task("licences", total=len(sites), completed=len(sites) - len(todo),
-                                     scan=scan_id, failed=0, units=f"0/{len(units)}")
-            for n_done, future in enumerate(as_completed(futures), start=1):
-                unit = futures[future]
-                before = len(finished)
-                try:
-                    handle(unit, future.result())
-                except Exception as exc:  # one licence's failure must not stop the scan
-                    for site in unit.sites:
-                        fail(site.site_id, _describe(exc))
-                finally:
-                    future.release()
-                progress.update(task, advance=len(finished) - before, failed=len(summary.failures),
-                                units=f"{n_done}/{len(units)}")
+        report()
+        for site_id in skipped:
+            report(site_id, "skipped")
+        for n_done, future in enumerate(as_completed(futures), start=1):
+            unit = futures[future]
+            try:
+                handle(unit, future.result())
+            except Exception as exc:  # one licence's failure must not stop the scan
+                for site in unit.sites:
+                    fail(site.site_id, _describe(exc))
+            finally:
+                future.release()
+            # Reported outside the handling above: an error of the callback ends the scan.
+            count["units_done"] = n_done
+            for site_id, outcome in outcomes:
+                report(site_id, outcome)
+            if not outcomes:
+                report()
+            outcomes.clear()
     n_failed = len(summary.failures)
     summary.status = "completed" if n_failed == 0 else ("failed" if n_failed == len(sites) else "partial")
     store.finish_scan(scan_id, summary.status, {"sites": summary.sites})

@@ -18,14 +18,13 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from gmsense.batch.planner import Tile
-from gmsense.classify.model import PatchClassifier
+from gmsense.batch.request import ScanRequest
 from gmsense.config import Settings
 from gmsense.errors import ImageryError
 from gmsense.flags import evaluate
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.pipeline import analyse_cube
 from gmsense.records import PatchRecord, SiteResult
-from gmsense.sources import Source
 
 #: Pieces of one patch from neighbouring tiles closer than this are joined, metres (a pixel).
 JOIN_DISTANCE_M = 10.0
@@ -41,14 +40,14 @@ class TileResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def analyse_tile(site: Site, tile: Tile, source: Source, settings: Settings, start: str | None = None,
-                 end: str | None = None, classifier: PatchClassifier | None = None) -> TileResult:
-    """Load ``tile.read`` of the licence from ``source`` and keep the patches of ``tile.core``."""
-    cube = source.load(site, tile.read, start, end)
+def analyse_tile(site: Site, tile: Tile, request: ScanRequest) -> TileResult:
+    """Load ``tile.read`` of the licence from the request's source and keep the patches of ``tile.core``
+    (the rules wait for the whole licence: :func:`merge_tiles`)."""
+    cube = request.source.load(site, tile.read, request.start, request.end)
     if cube.sizes.get("time", 0) == 0:
         raise ImageryError(f"licence {site.site_id} tile {tile.label}: no acquisitions between "
-                           f"{start or 'the start'} and {end or 'the end'}")
-    result = analyse_cube(site, cube, settings, None, classifier)
+                           f"{request.start or 'the start'} and {request.end or 'the end'}")
+    result = analyse_cube(site, cube, request.settings, None, request.classifier)
     crs = pyproj.CRS.from_user_input(result.stats["crs"])
     core = reproject_geometry(tile.core, site.crs, crs)
     kept = [p for p in result.patches if core.contains(wkt.loads(p.local_wkt).representative_point())]
@@ -71,7 +70,8 @@ def _join(pieces: list[PatchRecord], crs: pyproj.CRS, region: BaseGeometry, lice
         last_seen=max(p.last_seen for p in pieces), area_m2=round(float(geom.area), 1),
         inside_licence=bool(outside < 1e-6), area_outside_m2=round(float(outside), 1),
         recovery_status=main.recovery_status, recovery_ratio=main.recovery_ratio,
-        metrics={**main.metrics, "joined_from_tiles": len(pieces)}, recovery=main.recovery)
+        metrics={**main.metrics, "joined_from_tiles": len(pieces)}, recovery=main.recovery,
+        natural_agent=main.natural_agent)
 
 
 def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,

@@ -52,15 +52,14 @@ def _settings() -> Settings:
 
 
 def _scan_seconds(sites: list[Site], settings: Settings, workers: int | None, db: Path) -> tuple[float, str]:
-    from rich.console import Console
-
+    from gmsense.batch.request import ScanOptions, ScanRequest
     from gmsense.batch.scan import run_scan
     from gmsense.sources import get_source
     from gmsense.store import Store
 
     t0 = time.perf_counter()
-    summary = run_scan(sites, get_source("synthetic", settings), settings, Store(str(db)), workers=workers,
-                       console=Console(quiet=True), show_progress=False)
+    summary = run_scan(ScanRequest(sites, get_source("synthetic", settings), settings), Store(str(db)),
+                       options=ScanOptions(workers=workers))
     return time.perf_counter() - t0, summary.status
 
 

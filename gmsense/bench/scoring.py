@@ -6,9 +6,10 @@ Rules (both frames in one projected CRS, metres):
   (misregistration); its *predicted class* is that of the matched patch with the largest overlap.
   An event split into several patches is one hit, and none of its pieces is a false alarm; one
   patch covering several events is a hit for each of them;
-- a patch overlapping no buffered human-made event is a *false alarm* unless it is classified
-  ``natural``; a false alarm overlapping a buffered natural event (fire, flood, windthrow,
-  harvest) counts as "on natural change";
+- a patch overlapping no buffered human-made event is a *false alarm* when it is labelled
+  human-made (trench, pad, track, clearing: an accusation); labelled ``uncertain`` it is *review
+  load* instead (reported per km2 per year beside the false alarms); a false alarm overlapping a
+  buffered natural event (fire, flood, windthrow, harvest) counts as "on natural change";
 - *lag* (days) runs from the event's first clear observation to its detection:
 
   - the first clear observation is the truth's ``first_observed``: the first growing-season
@@ -27,6 +28,10 @@ Rules (both frames in one projected CRS, metres):
     detection (the store merges a later detection into an earlier overlapping patch and keeps
     the earlier dates); of those the earliest counts (a split event is known once its first
     piece is confirmed). With none, the lag is unknown (``lag_basis`` ``predates_event``);
+- ``class_accuracy`` counts ``uncertain`` as wrong; ``human_labelled_natural`` and
+  ``human_labelled_uncertain`` are the shares of detected human-made events labelled so (the first
+  is the violation nobody sees, the second goes to a reviewer); ``natural_labelled_uncertain`` the
+  share of detected natural events left to a reviewer;
 - *recovery-status* and *inside-licence* accuracy compare the matched patch with the event, over
   detected human-made events (reclamation is owed for those; a crop field "recovers" every year).
 """
@@ -85,6 +90,21 @@ def _detection(ev: Any, matched: pd.DataFrame) -> tuple[str | None, str | None]:
     return min(c for c, _ in usable), min(f for _, f in usable)
 
 
+class FalseAlarms(list):
+    """Patches on no human-made event labelled human-made (a wrong accusation: the false alarms),
+    with ``review``: those labelled ``uncertain`` (no accusation, but a reviewer's time); each item
+    the natural kind the patch sits on, or None for background."""
+
+    def __init__(self, alarms: list[str | None], review: list[str | None] | None = None) -> None:
+        super().__init__(alarms)
+        self.review = list(review or [])
+
+    def __iadd__(self, other: list[str | None]) -> FalseAlarms:  # type: ignore[override]
+        super().__iadd__(other)
+        self.review += getattr(other, "review", [])
+        return self
+
+
 def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd.DataFrame, list[str | None]]:
     """Per truth event: detected, predicted class, lag, status and inside-licence agreement; and per
     false-alarm patch the natural kind it sits on (None for background)."""
@@ -124,8 +144,10 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd
             "inside_ok": None if best is None else _as_bool(best.inside_licence) == _as_bool(ev.inside_licence),
         })
     false_alarms = [on_natural[i] for i in range(len(geoms))
-                    if not used_by_human[i] and patches.iloc[i].disturbance_class != "natural"]
-    return pd.DataFrame(events, columns=EVENT_COLUMNS), false_alarms
+                    if not used_by_human[i] and patches.iloc[i].disturbance_class in HUMAN_MADE_CLASSES]
+    review = [on_natural[i] for i in range(len(geoms))
+              if not used_by_human[i] and patches.iloc[i].disturbance_class == "uncertain"]
+    return pd.DataFrame(events, columns=EVENT_COLUMNS), FalseAlarms(false_alarms, review)
 
 
 def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: int, *, area_km2: float,
@@ -149,9 +171,18 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
                                           int((human.truth_class == c).sum())) if len(human) else None
                            for c in HUMAN_MADE_CLASSES},
         "class_accuracy": _safe_ratio(int((detected.predicted == detected.truth_class).sum()), len(detected)),
+        "human_labelled_natural": _safe_ratio(int((detected.predicted == "natural").sum()), len(detected)),
+        "human_labelled_uncertain": _safe_ratio(int((detected.predicted == "uncertain").sum()), len(detected)),
+        "natural_labelled_uncertain": _safe_ratio(
+            int((detected_all[~detected_all.human.astype(bool)].predicted == "uncertain").sum()),
+            int((~detected_all.human.astype(bool)).sum())) if len(detected_all) else None,
         "false_alarms": len(false_alarms),
         "false_alarms_on_natural": dict(Counter(k for k in false_alarms if k)),
         "false_alarms_per_km2_year": round(len(false_alarms) / (area_km2 * years), 4) if area_km2 and years else None,
+        "review_load": len(getattr(false_alarms, "review", [])),
+        "review_load_on_natural": dict(Counter(k for k in getattr(false_alarms, "review", []) if k)),
+        "review_load_per_km2_year": round(len(getattr(false_alarms, "review", [])) / (area_km2 * years), 4)
+        if area_km2 and years else None,
         "median_lag_days": float(np.median(lags)) if lags.size else None,
         "p90_lag_days": float(np.percentile(lags, 90)) if lags.size else None,
         "median_first_detected_lag_days": float(np.median(first_lags)) if first_lags.size else None,

@@ -140,8 +140,7 @@ def earthengine_fetch_utilisation() -> dict[str, float]:
 
 
 def _end_to_end_seconds(site: Site, settings: Settings) -> float:
-    from rich.console import Console
-
+    from gmsense.batch.request import ScanRequest
     from gmsense.batch.scan import run_scan
     from gmsense.sources import get_source
     from gmsense.sources.synthetic.io import write_scene
@@ -154,8 +153,7 @@ def _end_to_end_seconds(site: Site, settings: Settings) -> float:
         folder = write_scene(site, scene_settings, Path(tmp) / "scene")
         store = Store(str(Path(tmp) / "bench.db"))
         t0 = time.perf_counter()
-        run_scan([site], get_source("local", settings, folder), settings, store,
-                 console=Console(quiet=True), show_progress=False)
+        run_scan(ScanRequest([site], get_source("local", settings, folder), settings), store)
         return time.perf_counter() - t0
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from gmsense.classify.trust import TrainingDomain
 from gmsense.errors import InputError
 
 FEATURES = (
-    "n_pixels", "magnitude", "area_px_m2", "length_m", "width_m", "elongation", "curvature", "solidity",
+    "magnitude", "area_px_m2", "length_m", "width_m", "elongation", "curvature", "solidity",
     "blue_ratio", "green_ratio", "red_ratio", "nir_ratio", "swir1_ratio", "swir2_ratio",
     "red_after", "nir_after", "swir1_after", "swir2_after",
     "z_ndvi", "z_nbr", "z_ndmi", "z_bsi", "persistence",
@@ -102,6 +103,20 @@ class PatchClassifier:
             if blind.any():
                 proba[blind] = self.without_swir.predict_proba(x[blind])
         return proba
+
+    @property
+    def training_domain(self) -> TrainingDomain | None:
+        """What the model was trained on (from its card), for the novelty check; None for older cards."""
+        return TrainingDomain.from_card(self.card)
+
+    def probabilities(self, metrics: list[dict[str, Any]]) -> list[dict[str, float]]:
+        """Per patch, the calibrated probability of every class (see :meth:`predict`)."""
+        if not metrics:
+            return []
+        x = np.array([features_of(m) for m in metrics])
+        proba = self._proba(x, self._blind(x))
+        return [{str(c): float(p) for c, p in zip(self.estimator.classes_, row, strict=True)}
+                for row in proba]
 
     def predict(self, metrics: list[dict[str, Any]]) -> list[tuple[str, float]]:
         """The class (trench, pad, track, clearing or natural) and its probability for each

@@ -35,6 +35,7 @@ from gmsense.classify.model import (
     features_of,
     threads_for,
 )
+from gmsense.classify.trust import fit_training_domain
 from gmsense.config import Settings
 from gmsense.errors import InputError
 from gmsense.records import HUMAN_MADE_CLASSES, PATCH_CLASSES
@@ -282,6 +283,7 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
         "cv_metrics": metrics, "libraries": _versions(), "command": command, "random_seed": seed,
         "training_params": asdict(params),
         "feature_medians": {f: _finite_median(x[:, j]) for j, f in enumerate(FEATURES)},
+        "training_domain": fit_training_domain(x, y, FEATURES).to_card(),
         "without_swir": {"file": MODEL_WITHOUT_SWIR_FILE, "missing_features": list(SWIR_FEATURES),
                          "used_for": "patches whose imagery has no SWIR band",
                          "cv_accuracy": blind_metrics["accuracy"], "cv_per_class": blind_metrics["per_class"]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,6 +15,9 @@ from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
 from gmsense.config import configs_dir, load_settings
 from gmsense.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from gmsense.batch.request import ScanOptions, ScanRequest
 
 app = typer.Typer(help="gmsense: vegetation damage on mining and exploration licences, from satellite imagery.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -51,35 +54,51 @@ def _summary_table(summary: Any, title: str) -> Table:
     return table
 
 
-def _scan(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None,
-          db: str | None, workers: int | None, scheduler: str | None, config: Path | None,
-          buffer_m: float | None, show_progress: bool = True, works_file: Path | None = None,
-          rules_file: Path | None = None, resume: bool = False, force: bool = False,
-          classifier: Any = None, memory_limit: str | None = None) -> Any:
+def _scan_options(workers: int | None, scheduler: str | None, memory_limit: str | None, *, sites_file: Path,
+                  works_file: Path | None = None, resume: bool = False, force: bool = False) -> ScanOptions:
+    """How the command line runs a scan (``--memory-limit`` read here: a bad size exits 2 before
+    anything is written); the files it names are recorded with the scan."""
     from gmsense.batch.planner import parse_memory
-    from gmsense.batch.scan import check_dates, run_scan
+    from gmsense.batch.request import ScanOptions
     from gmsense.errors import InputError
-    from gmsense.geo.sites import read_sites, read_works
-    from gmsense.sources import get_source
-    from gmsense.store import Store
 
-    check_dates(start, end, ("--start", "--end"))  # before the store exists: bad dates write nothing
     try:
         limit = parse_memory(memory_limit) if memory_limit else None
     except ValueError as exc:
         raise InputError(f"--memory-limit: {exc}") from None
+    return ScanOptions(workers=workers, scheduler=scheduler, memory_limit=limit, resume=resume, force=force,
+                       params={"sites_file": str(sites_file), "works_file": str(works_file) if works_file else None})
+
+
+def _scan_request(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None, *,
+                  config: Path | None = None, buffer_m: float | None = None, works_file: Path | None = None,
+                  rules_file: Path | None = None, classifier: Any = None) -> ScanRequest:
+    """What the command line's files and flags ask to scan; every one of them is read and checked
+    here, before the store is opened, so bad input writes nothing."""
+    from gmsense.batch.request import ScanRequest
+    from gmsense.errors import InputError
+    from gmsense.geo.sites import read_sites, read_works
+    from gmsense.sources import get_source
+
     settings = load_settings(config, {"sites.buffer_m": buffer_m}, rules_path=rules_file)
     sites = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid)
     works = read_works(works_file) if works_file else None
     if source_name == "local" and imagery is None:
         raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
     source = get_source(source_name, settings, imagery)
+    return ScanRequest(sites, source, settings, start=start, end=end, works=works, classifier=classifier,
+                       imagery=str(imagery.resolve()) if imagery else None)
+
+
+def _scan(request: ScanRequest, options: ScanOptions, db: str | None, show_progress: bool = True) -> Any:
+    """Run the scan into the store ``db`` with a progress bar on stderr; returns (summary, store)."""
+    from gmsense.batch.scan import run_scan
+    from gmsense.cli._progress import ScanProgressBar
+    from gmsense.store import Store
+
     store = Store(db)
-    summary = run_scan(sites, source, settings, store, start=start, end=end, workers=workers, scheduler=scheduler,
-                       params={"sites_file": str(sites_file), "imagery": str(imagery.resolve()) if imagery else None,
-                               "works_file": str(works_file) if works_file else None},
-                       works=works, resume=resume, force=force, classifier=classifier, memory_limit=limit,
-                       console=err, show_progress=show_progress)
+    with ScanProgressBar(err) as bar:
+        summary = run_scan(request, store, options=options, progress=bar if show_progress else None)
     return summary, store
 
 
@@ -123,10 +142,13 @@ def scan(
     """
     from gmsense.batch.scan import check_dates
 
-    check_dates(start, end, ("--start", "--end"))
-    summary, store = _scan(sites, source, imagery, start, end, db, workers, scheduler, config, buffer, progress,
-                           works, rules, resume, force,
-                           _classifier(detector, model, load_settings(config).classify.model), memory_limit)
+    check_dates(start, end, ("--start", "--end"))  # before the store exists: bad dates write nothing
+    classifier = _classifier(detector, model, load_settings(config).classify.model)
+    options = _scan_options(workers, scheduler, memory_limit, sites_file=sites, works_file=works, resume=resume,
+                            force=force)
+    request = _scan_request(sites, source, imagery, start, end, config=config, buffer_m=buffer, works_file=works,
+                            rules_file=rules, classifier=classifier)
+    summary, store = _scan(request, options, db, progress)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] "
@@ -341,9 +363,10 @@ def demo(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     db_file = out_dir / "gmsense.db"
-    summary, store = _scan(configs_dir() / "demo_sites.geojson", "synthetic", None, None, None,
-                           str(db_file), workers, None, None, None,
-                           classifier=_classifier(None, None, load_settings(None).classify.model))
+    sites_file = configs_dir() / "demo_sites.geojson"
+    request = _scan_request(sites_file, "synthetic", None, None, None,
+                            classifier=_classifier(None, None, load_settings(None).classify.model))
+    summary, store = _scan(request, _scan_options(workers, None, None, sites_file=sites_file), str(db_file))
     geojson = write_frame(patches_frame(store), out_dir / "patches.geojson", "geojson", "patches")
     out.print(_summary_table(summary, f"gmsense demo: scan {summary.scan_id} {summary.status}"))
     out.print(f"store: {db_file}\npatches: {geojson}", highlight=False, soft_wrap=True)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from affine import Affine
 
 from gmsense.config import MaskSettings, SeasonSettings
 from gmsense.cube.contract import CUBE_BANDS
-from gmsense.errors import ImageryError
 
 #: Index name -> (bands it needs). Formulas in :func:`index`.
 INDEX_BANDS: dict[str, tuple[str, ...]] = {
@@ -180,16 +178,14 @@ def season_year(time: xr.DataArray | np.ndarray | np.datetime64) -> np.ndarray:
     return np.asarray(time, dtype="datetime64[ns]").astype("datetime64[Y]").astype("int64") + 1970
 
 
-def grid_transform(da: xr.DataArray | xr.Dataset) -> Affine:
-    """The affine transform of a cube from its x/y pixel-centre coordinates (metres). A cube one
-    pixel wide or high takes its pixel size from ``attrs["resolution_m"]``; without it, that is an
-    error rather than a guess."""
-    x, y = da["x"].values, da["y"].values
-    if x.size > 1:
-        dx = float(x[1] - x[0])
-    elif "resolution_m" in da.attrs:
-        dx = float(da.attrs["resolution_m"])
-    else:
-        raise ImageryError("a cube one pixel wide needs attrs['resolution_m'] to tell its pixel size")
-    dy = float(y[1] - y[0]) if y.size > 1 else -abs(dx)
-    return Affine(dx, 0, float(x[0]) - dx / 2, 0, dy, float(y[0]) - dy / 2)
+def ring_pixels(ring_m: tuple[float, float], pixel_m: float) -> tuple[int, int]:
+    """A ring from ``ring_m[0]`` to ``ring_m[1]`` metres out as dilation steps of a ``pixel_m``
+    grid: the inner edge rounded, the outer at least one step beyond it (a ring is never empty)."""
+    inner = round(ring_m[0] / pixel_m)
+    return inner, max(round(ring_m[1] / pixel_m), inner + 1)
+
+
+def scale_pixels(metres: float, pixel_m: float, minimum: float = 1.0) -> float:
+    """A length in metres in pixels of a ``pixel_m`` grid, at least ``minimum`` (a filter scale or
+    a reach narrower than a pixel looks at one pixel)."""
+    return max(metres / pixel_m, minimum)

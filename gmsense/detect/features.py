@@ -12,13 +12,17 @@ on which NDVI is still below the midpoint of before and after.
 
 Context (:func:`add_patch_context`), from the detection index (NDVI): ``ridge``, the median Sato
 ridge response (:func:`gmsense.detect.lines.ridge_response`) of the break-magnitude image over
-the patch (narrow lines stand out);
+the patch (narrow lines stand out, scales ``line_ridge_sigmas_m``);
 ``ring_drop_near`` and ``ring_drop_far``, the drop (before less after, per pixel, medians as
-above) of the surroundings 10-30 m and 30-100 m out (other patches excluded) as a share of the
-patch's own drop: near 0 for work in quiet land, near 1 where everything around changed too
-(fire, flood, harvest, a dry year); ``contrast_after``, the patch's NDVI after less that of the
-near ring; ``ring_ndvi_before``, the far ring's NDVI before (land-cover context: forest, grass,
-crop).
+above) of the surroundings ``context_near_ring_m`` (10-30 m) and ``context_far_ring_m`` (30-100 m)
+out (other patches excluded) as a share of the patch's own drop: near 0 for work in quiet land,
+near 1 where everything around changed too (fire, flood, harvest, a dry year);
+``contrast_after``, the patch's NDVI after less that of the near ring; ``ring_ndvi_before``, the
+far ring's NDVI before (land-cover context: forest, grass, crop).
+
+Natural-agent signatures (``sig_*``, :mod:`gmsense.detect.agents`) are added with the spectra;
+``sig_patchiness`` here: the spread (interquartile range) of the per-pixel drop inside the patch
+over its median drop: machines remove cover evenly, wind, beetles and fire leave it patchy.
 """
 
 from __future__ import annotations
@@ -28,18 +32,19 @@ import xarray as xr
 from scipy import ndimage
 
 from gmsense._numeric import nan_median
+from gmsense.config import DetectSettings
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
-from gmsense.cube.ops import season_year
+from gmsense.cube.ops import ring_pixels, scale_pixels, season_year
+from gmsense.detect.agents import signatures
 from gmsense.detect.lines import finite_quantile, median_over, ridge_response, ring
 from gmsense.detect.patches import Patch
 
 Z_SPREAD_FLOOR = 0.01  # index units: a perfectly steady history must not make every change infinite
 FEATURE_INDICES = ("ndvi", "nbr", "ndmi", "bsi")
-NEAR_RING_PX, FAR_RING_PX = (1, 3), (3, 10)  # 10-30 m and 30-100 m at 10 m
-#: The ridge filter is run around each patch, this far out: beyond the reach of its widest kernel
-#: (4 sigma of 2 px, scipy's default truncation), so the result is the whole image's.
-RIDGE_PAD_PX = 10
+#: The ridge filter is run around each patch this many of its widest scale out: beyond the reach of
+#: its widest kernel (scipy's default truncation at 4 sigma), so the result is the whole image's.
+RIDGE_PAD_SIGMAS = 5
 
 
 def _mean_per_date(pixels: np.ndarray) -> np.ndarray:
@@ -94,6 +99,7 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
             patch.spectral[f"{b}_after"] = after
             patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
         patch.spectral.update(_index_changes(series, times, before_t, after_t, patch.confirmed_on))
+        patch.spectral.update(signatures(series, times, patch.first_detected))
 
 
 def _robust_z(values: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> float:
@@ -142,22 +148,26 @@ def _median(values: np.ndarray) -> float:
 
 
 def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,
-                      magnitude: np.ndarray) -> None:
+                      magnitude: np.ndarray, settings: DetectSettings, pixel_m: float) -> None:
     """Fill ``patch.context`` with ``ridge``, ``ring_drop_near``, ``ring_drop_far``,
     ``contrast_after`` and ``ring_ndvi_before`` (module docstring). ``index`` (T, y, x) NDVI, NaN
     where not clear, on the growing-season dates ``times``; ``magnitude`` (y, x) the breaks' drop
-    (NaN where none)."""
+    (NaN where none); ``pixel_m`` the grid's pixel size (metres), which turns the rings and ridge
+    scales of ``settings`` into pixels."""
     times = np.asarray(times).astype("datetime64[ns]")
     years = season_year(times)
     boxes = ndimage.find_objects(labels)
+    near_px, far_px = (ring_pixels(r, pixel_m) for r in (settings.context_near_ring_m, settings.context_far_ring_m))
+    sigmas = tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m)
+    ridge_pad = int(np.ceil(RIDGE_PAD_SIGMAS * max(sigmas)))
     for patch in patches:
         box, ridge_box = (tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
                                 for s, n in zip(boxes[patch.label - 1], labels.shape, strict=True))
-                          for pad in (FAR_RING_PX[1], RIDGE_PAD_PX))
+                          for pad in (far_px[1], ridge_pad))
         here = labels[box]
         mask = here == patch.label
         others = (here > 0) & ~mask
-        ridge = ridge_response(np.nan_to_num(magnitude[ridge_box]))
+        ridge = ridge_response(np.nan_to_num(magnitude[ridge_box]), sigmas)
         patch.context["ridge"] = float(np.median(ridge[labels[ridge_box] == patch.label]))
         year = int(season_year(patch.first_detected))
         before_t = np.flatnonzero(years == year - 1)
@@ -168,9 +178,14 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
         before, after = median_over(window, before_t), median_over(window, after_t)
         drop = before - after
         own = _median(drop[mask])
-        near, far = ring(mask, NEAR_RING_PX) & ~others, ring(mask, FAR_RING_PX) & ~others
+        near, far = ring(mask, near_px) & ~others, ring(mask, far_px) & ~others
         if np.isfinite(own) and own > 0:
             patch.context["ring_drop_near"] = _median(drop[near]) / own
             patch.context["ring_drop_far"] = _median(drop[far]) / own
         patch.context["contrast_after"] = _median(after[mask]) - _median(after[near])
+        own_drop = drop[mask]
+        own_drop = own_drop[np.isfinite(own_drop)]
+        if own_drop.size >= 4 and own > 0:
+            q25, q75 = np.quantile(own_drop, [0.25, 0.75])
+            patch.context["sig_patchiness"] = float((q75 - q25) / own)
         patch.context["ring_ndvi_before"] = _median(before[far])

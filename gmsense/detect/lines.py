@@ -6,27 +6,29 @@ reports *weak runs* (``weak_first``, ``weak_confirmed``, ``weak_magnitude``: ``l
 consecutive clear drops of at least ``max(line_min_drop, line_z x spread)``), which alone are
 noise. This pass keeps the weak runs that draw a new line:
 
-1. the Sato ridge filter (:func:`ridge_response`, bright ridges, sigmas 1 and 2 pixels) of the
+1. the Sato ridge filter (:func:`ridge_response`, bright ridges, scales ``line_ridge_sigmas_m``) of the
    weak-run magnitude image is at least ``line_min_ridge`` (NDVI units);
 2. the connected ridge component is at least ``line_min_length_m`` long, ``line_min_elongation``
    times longer than wide, most of its pixels have a weak run, and it does not enclose weak runs
    (the outline of a patch);
 3. it keeps ``line_clearance_m`` from the confirmed breaks (an edge of a patch is the patch's);
-4. its surroundings (10-40 m out) are quiet: at most ``line_max_ring_share`` of them have weak
+4. its surroundings (``line_ring_m`` out) are quiet: at most ``line_max_ring_share`` of them have weak
    runs of their own, and their drop over the same dates (upper quartile) is at most
    ``line_max_ring_drop`` times the line's: a line, not the edge of a wider change (a harvest,
    a dry year);
-5. the same weeks of the season before show no dark line there (Sato dark-ridge response of the
-   median index at most ``line_max_prior_ridge``): not an existing road or ditch answering a
+5. the same weeks of the season before show no dark line within ``line_prior_reach_m`` (Sato
+   dark-ridge response of the median index at most ``line_max_prior_ridge``): not an existing road or ditch answering a
    dry year.
 
 The kept pixels become breaks with their weak run's dates and magnitude; ``line`` marks them.
-Lengths in metres of the cube's projected CRS; drops in index (NDVI) units.
+Lengths in metres of the cube's projected CRS, turned into pixels by its pixel size (every
+window at least one pixel); drops in index (NDVI) units.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -34,18 +36,17 @@ from scipy import ndimage
 
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings
-from gmsense.cube.ops import grid_transform, season_year
+from gmsense.cube.ops import ring_pixels, scale_pixels, season_year
 from gmsense.detect.patches import shape_metrics
+from gmsense.geo.grid import grid_transform
 
-RIDGE_SIGMAS_PX = (1.0, 2.0)  # a 2-9 m wide line blurred over one or two 10 m pixels
 ARC_OVER_DIAGONAL = np.pi / 2  # an arc up to a half circle is at most this much longer than its box's diagonal
-RING_PX = (1, 4)  # the surroundings: from 1 to 4 pixels out
 _EIGHT = np.ones((3, 3), dtype=bool)
 _MIN_PIXELS = 3
 
 
-def ridge_response(image: np.ndarray, sigmas: tuple[float, ...] = RIDGE_SIGMAS_PX, bright: bool = True) -> np.ndarray:
-    """Sato's tubeness in 2-D (``skimage.filters.sato``): per pixel, the largest over ``sigmas`` of
+def ridge_response(image: np.ndarray, sigmas: tuple[float, ...], bright: bool = True) -> np.ndarray:
+    """Sato's tubeness in 2-D (``skimage.filters.sato``): per pixel, the largest over ``sigmas`` (pixels) of
     sigma^2 x the larger Hessian eigenvalue of the (for bright ridges, negated) image, clipped at
     0; the Hessian from Gaussian derivatives, three separable filters per sigma."""
     image = np.asarray(-image if bright else image, dtype="float64")
@@ -56,6 +57,21 @@ def ridge_response(image: np.ndarray, sigmas: tuple[float, ...] = RIDGE_SIGMAS_P
         larger = 0.5 * (h_rr + h_cc) + np.sqrt((0.5 * (h_rr - h_cc)) ** 2 + h_rc**2)
         best = np.maximum(best, sigma**2 * np.maximum(larger, 0))
     return best
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """The line pass's windows in pixels of one grid (from DetectSettings' metres)."""
+
+    sigmas: tuple[float, ...]
+    ring: tuple[int, int]
+    prior_reach: int
+
+    @classmethod
+    def of(cls, settings: DetectSettings, pixel_m: float) -> _Scale:
+        return cls(tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m),
+                   ring_pixels(settings.line_ring_m, pixel_m),
+                   max(round(settings.line_prior_reach_m / pixel_m), 1))
 
 
 def _doy(times: np.ndarray) -> np.ndarray:
@@ -69,23 +85,23 @@ def median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, ...] = (
     return nan_median(window.reshape(window.shape[0], math.prod(window.shape[1:]))).reshape(window.shape[1:])
 
 
-def ring(mask: np.ndarray, px: tuple[int, int] = RING_PX) -> np.ndarray:
+def ring(mask: np.ndarray, px: tuple[int, int]) -> np.ndarray:
     """The pixels ``px[0]`` (exclusive) to ``px[1]`` (inclusive) dilation steps out of ``mask``."""
     return ndimage.binary_dilation(mask, iterations=px[1]) & ~ndimage.binary_dilation(mask, iterations=px[0])
 
 
 def _few_weak_around(has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
-                     settings: DetectSettings) -> bool:
+                     settings: DetectSettings, scale: _Scale) -> bool:
     """The first half of test 4 (module docstring), the cheap one."""
-    around = ring(line)
+    around = ring(line, scale.ring)
     return bool(around.any() and has_weak[box][around].mean() <= settings.line_max_ring_share)
 
 
 def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray, first: np.ndarray,
                         has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
-                        settings: DetectSettings) -> bool:
+                        settings: DetectSettings, scale: _Scale) -> bool:
     """The rest of test 4, and test 5 (module docstring), for one candidate ``line`` (bool, in ``box``)."""
-    around = ring(line)
+    around = ring(line, scale.ring)
     start = int(np.median(first[box][line & has_weak[box]]))
     year = years[start]
     after = np.flatnonzero((np.arange(times.size) >= start) & (years == year))
@@ -100,8 +116,8 @@ def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray,
     if not (line_drop > 0 and ring_drop <= settings.line_max_ring_drop * line_drop):
         return False  # (NaN compares false: no clear view before or after says nothing for it)
     filled = np.where(np.isfinite(prior), prior, finite_quantile(prior, 0.5))
-    prior_ridge = ridge_response(filled, bright=False)
-    near = ndimage.binary_dilation(line, iterations=2)
+    prior_ridge = ridge_response(filled, scale.sigmas, bright=False)
+    near = ndimage.binary_dilation(line, iterations=scale.prior_reach)
     return bool(prior_ridge[near].max() <= settings.line_max_prior_ridge)
 
 
@@ -130,11 +146,12 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     first = np.searchsorted(times, np.where(has_weak, weak_first, times[0]))
     magnitude = np.where(has_weak, np.nan_to_num(np.asarray(breaks["weak_magnitude"].values)), 0.0)
     confirmed = ~np.isnat(np.asarray(breaks["first_detected"].values))
+    scale = _Scale.of(settings, pixel)
     clearance = int(np.ceil(settings.line_clearance_m / pixel))
     free = ~(ndimage.binary_dilation(confirmed, iterations=clearance) if confirmed.any() and clearance else confirmed)
-    candidate = (ridge_response(magnitude) >= settings.line_min_ridge) & free
+    candidate = (ridge_response(magnitude, scale.sigmas) >= settings.line_min_ridge) & free
     labels, _ = ndimage.label(candidate, structure=_EIGHT)
-    pad = RING_PX[1] + 2
+    pad = scale.ring[1] + 2
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
@@ -149,12 +166,12 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
             continue  # cannot be long enough, or thin enough, for the shape test below
         outer = _padded(box, pad, labels.shape)
         line = labels[outer] == label
-        if not _few_weak_around(has_weak, line, outer, settings):
+        if not _few_weak_around(has_weak, line, outer, settings, scale):
             continue
         shape = shape_metrics(part, pixel)
         if shape["length_m"] < settings.line_min_length_m or shape["elongation"] < settings.line_min_elongation:
             continue
-        if _quiet_surroundings(index, times, years, first, has_weak, line, outer, settings):
+        if _quiet_surroundings(index, times, years, first, has_weak, line, outer, settings, scale):
             found[outer] |= line & has_weak[outer]
     return found
 

@@ -18,7 +18,7 @@ from shapely.ops import unary_union
 from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
-from gmsense.cube.ops import grid_transform
+from gmsense.geo.grid import grid_transform
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 

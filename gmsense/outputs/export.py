@@ -21,7 +21,7 @@ from gmsense.store import Store
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv"}
 PATCH_FIELDS = ["patch_id", "site_id", "disturbance_class", "confidence", "first_detected", "confirmed_on",
                 "last_seen", "area_m2", "inside_licence", "area_outside_m2", "recovery_status", "recovery_ratio",
-                "created_scan_id", "updated_scan_id"]
+                "natural_agent", "created_scan_id", "updated_scan_id"]
 
 
 EVIDENCE_FIELDS = ["before_date", "before_image", "after_date", "after_image", "confirm_image"]
@@ -38,9 +38,10 @@ def patches_frame(store: Store) -> gpd.GeoDataFrame:
         evidence = (r.metrics or {}).get("evidence", {})
         data.append({**{f: getattr(r, f) for f in PATCH_FIELDS},
                      **{f: evidence.get(f) for f in EVIDENCE_FIELDS},
+                     "label_reason": (r.metrics or {}).get("label_reason"),
                      **{f: getattr(scan, f, None) for f in PROVENANCE_FIELDS},
                      "geometry": wkt.loads(r.geometry_wkt)})
-    columns = [*PATCH_FIELDS, *EVIDENCE_FIELDS, *PROVENANCE_FIELDS, "geometry"]
+    columns = [*PATCH_FIELDS, *EVIDENCE_FIELDS, "label_reason", *PROVENANCE_FIELDS, "geometry"]
     return gpd.GeoDataFrame(data, columns=columns, geometry="geometry", crs="EPSG:4326")
 
 

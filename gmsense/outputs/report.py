@@ -142,7 +142,7 @@ def _clear_date_near(cube: Any, geometry: Any, when: str, direction: int) -> Any
     """The mostly clear acquisition closest to ``when`` before (-1) or from (+1) it, over ``geometry``."""
     from rasterio.features import geometry_mask
 
-    from gmsense.cube.ops import grid_transform
+    from gmsense.geo.grid import grid_transform
 
     shape = (cube.sizes["y"], cube.sizes["x"])
     inside = geometry_mask([geometry.buffer(50)], shape, grid_transform(cube), invert=True)
@@ -230,7 +230,8 @@ def site_map_figure(cube: Any | None, licence: Any, buffer_m: float, patches: Se
         ax.imshow(true_colour(composite), extent=extent, origin="upper")
     _outline(ax, licence, linestyle="-", color="black")
     _outline(ax, region, linestyle=":", color="black")
-    hatches = {"trench": "////", "track": "\\\\\\\\", "pad": "xxxx", "clearing": "....", "natural": "oo"}
+    hatches = {"trench": "////", "track": "\\\\\\\\", "pad": "xxxx", "clearing": "....", "natural": "oo",
+               "uncertain": "**"}
     from matplotlib.patches import Polygon as MplPolygon
 
     seen: set[str] = set()

@@ -218,7 +218,8 @@ def _pages(site_row: Any, patches: list[Any], flags: list[Any], recovery: list[A
           or t("report.none", lang),
           human=area(sum(p.area_m2 for p in human), lang, unit),
           outside=area(sum(p.area_outside_m2 for p in human), lang, unit),
-          natural=area(sum(p.area_m2 for p in patches if p not in human), lang, unit)),
+          natural=area(sum(p.area_m2 for p in patches if p.disturbance_class == "natural"), lang, unit),
+          uncertain=area(sum(p.area_m2 for p in patches if p.disturbance_class == "uncertain"), lang, unit)),
         t("report.findings_flags", lang, n=len(flags), critical=sum(f.severity == "critical" for f in flags),
           open=sum(f.status == "open" for f in flags), flagged=len(flagged)),
     ]

@@ -208,6 +208,10 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
         flag = s.get(FlagRow, flag_id, with_for_update=True)
         if flag is None:
             raise NotFoundError(f"no flag {flag_id}")
+        if (flag.rule == "uncertain_label" and not corrected_class
+                and (decision == "confirm" or reason == "approved_work")):
+            raise InputError("this patch's class was uncertain: say what it is (a corrected class: "
+                             f"{', '.join(PATCH_CLASSES)}), so the decision can train the next model")
         row = ReviewRow(flag_id=flag_id, user_id=user.id, username=user.username, decision=DECISIONS[decision],
                         reason=reason, comment=comment, corrected_class=corrected_class or None,
                         previous_status=flag.status)
@@ -221,7 +225,8 @@ def labels(store: Store) -> list[dict[str, Any]]:
     """Reviewers' latest decision on each patch, as a training label (one per patch, from its
     most recent decision; field visits give none):
 
-    - confirmed: the reviewer's ``corrected_class``, else the detected class;
+    - confirmed: the reviewer's ``corrected_class``, else the detected class (an ``uncertain``
+      patch needs the reviewer's class: the review app asks for it);
     - dismissed as approved work: real human-made work, so the same as confirmed;
     - dismissed as natural change, cloud/shadow or misregistration: ``natural`` (not damage);
     - dismissed for another reason: the ``corrected_class`` if the reviewer gave one, else none.
@@ -260,7 +265,8 @@ NOT_DAMAGE_REASONS = ("natural_change", "cloud_shadow", "misregistration")
 
 def _label_class(review: ReviewRow, detected: str) -> str | None:
     if review.decision == "confirmed" or review.reason == "approved_work":
-        return review.corrected_class or detected
+        klass = review.corrected_class or detected
+        return klass if klass in PATCH_CLASSES else None  # "uncertain" is not a class to learn
     if review.reason in NOT_DAMAGE_REASONS:
         return "natural"
     return review.corrected_class

@@ -141,6 +141,7 @@ class PatchRow(Base):
     recovery_status: Mapped[str] = mapped_column(String(20))
     recovery_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    natural_agent: Mapped[str | None] = mapped_column(String(20), nullable=True)
     created_scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
     updated_scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
 
@@ -488,7 +489,10 @@ class Store:
             raise StoreError(f"{damaged}: its tables ({', '.join(existing)}) do not match its schema version "
                              f"({current or 'none'}); {advice}")
         target = known[chain[-1]]
-        odd = sorted(n for n, d in extra.items() if target.get(n) != d)
+        # Each unfinished object must be as some later revision defines it (an older version creating
+        # its own head, or this one creating ours).
+        newer = chain[chain.index(base) + 1:]
+        odd = sorted(n for n, d in extra.items() if not any(known[rev].get(n) == d for rev in newer))
         if odd:
             raise StoreError(f"{damaged}: {', '.join(odd)} do not match any schema revision; {advice}")
         tables = [n for n, d in extra.items() if d[0] == "table"]
@@ -671,7 +675,7 @@ class Store:
     def _fill(row: PatchRow, r: PatchRecord) -> None:
         for key in ("geometry_wkt", "local_wkt", "local_crs", "disturbance_class", "confidence",
                     "first_detected", "confirmed_on", "last_seen", "area_m2", "inside_licence",
-                    "area_outside_m2", "recovery_status", "recovery_ratio", "metrics"):
+                    "area_outside_m2", "recovery_status", "recovery_ratio", "metrics", "natural_agent"):
             setattr(row, key, getattr(r, key))
 
     @staticmethod
@@ -693,7 +697,7 @@ class Store:
         row.area_m2 = float(merged.area)
         row.area_outside_m2 = max(row.area_outside_m2, r.area_outside_m2)
         row.inside_licence = row.inside_licence and r.inside_licence
-        row.disturbance_class, row.confidence = r.disturbance_class, r.confidence
+        row.disturbance_class, row.confidence, row.natural_agent = r.disturbance_class, r.confidence, r.natural_agent
         # The evidence (before/after images) belongs to the first detection, whichever record that was.
         earliest = r if r.first_detected and r.first_detected < before["first_detected"] else None
         evidence = (earliest.metrics if earliest else (row.metrics or {})).get("evidence")

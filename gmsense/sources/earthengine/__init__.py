@@ -37,6 +37,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+import pyproj
 import xarray as xr
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
@@ -44,6 +45,7 @@ from shapely.geometry.base import BaseGeometry
 from gmsense.config import EarthEngineSettings
 from gmsense.cube.contract import validate_cube
 from gmsense.errors import ImageryError
+from gmsense.geo.grid import Grid, crop_grid
 from gmsense.sources.earthengine import _graph as graphs
 from gmsense.sources.earthengine._fetch import (
     PROJECT_MAX_CONCURRENT,
@@ -52,15 +54,16 @@ from gmsense.sources.earthengine._fetch import (
     FetchStats,
     ImageRef,
     PixelCache,
-    PixelGrid,
     RequestLimiter,
     RetryPolicy,
     call_with_retries,
+    crs_code,
     describe_failure,
     fetch_to_cache,
+    grid_key,
     shared_limiter,
 )
-from gmsense.sources.local import crop_grid, normalise_crs
+from gmsense.sources.local import normalise_crs
 
 __all__ = ["EarthEngineError", "check", "connect", "load_cube", "measure_throughput"]
 
@@ -259,16 +262,16 @@ def cache_root(cfg: EarthEngineSettings) -> Path:
     return Path(cfg.cache_dir or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "gmsense" / "earthengine")
 
 
-def licence_grid(region: BaseGeometry, crs: Any, resolution_m: float) -> PixelGrid:
+def licence_grid(region: BaseGeometry, crs: Any, resolution_m: float) -> Grid:
     """The grid over ``region`` (in ``crs``, projected metres): a ``resolution_m`` lattice anchored at
-    the CRS origin, the region's bounding box plus one pixel."""
+    the CRS origin, the region's bounding box plus one pixel. Its CRS is the EPSG-coded one of
+    ``crs`` (ImageryError when it has no EPSG code or is not projected)."""
     pcrs = normalise_crs(crs)
     code = pcrs.to_epsg()
     if code is None or not pcrs.is_projected:
         raise ImageryError(f"licence CRS {pcrs.name} has no EPSG code or is not projected; Earth Engine needs "
                            "an EPSG-coded projected CRS (read_sites puts licences in their UTM zone)")
-    grid = crop_grid(pcrs, Affine(resolution_m, 0.0, 0.0, 0.0, -resolution_m, 0.0), region.bounds)
-    return PixelGrid(f"EPSG:{code}", grid.transform, grid.width, grid.height)
+    return crop_grid(pcrs, Affine(resolution_m, 0.0, 0.0, 0.0, -resolution_m, 0.0), region.bounds)
 
 
 def date_window(spec: graphs.CollectionSpec, start: str | None, end: str | None) -> tuple[str, str]:
@@ -307,17 +310,17 @@ _LISTINGS: dict[tuple[Any, ...], tuple[float, list[ImageRef]]] = {}
 _LISTINGS_LOCK = threading.Lock()
 
 
-def list_images(cfg: EarthEngineSettings, grid: PixelGrid, start: str, end_exclusive: str, *,
+def list_images(cfg: EarthEngineSettings, grid: Grid, start: str, end_exclusive: str, *,
                 client: Any, limiter: RequestLimiter, policy: RetryPolicy, site_id: str) -> list[ImageRef]:
     """The images worth fetching over ``grid`` (one computeValue; reused for :data:`LISTING_TTL_S`)."""
     spec = graphs.SPECS[cfg.collection]
-    key = (cfg.collection, grid.key(), start, end_exclusive, cfg.cs_cdf_threshold, cfg.min_clear_fraction)
+    key = (cfg.collection, grid_key(grid), start, end_exclusive, cfg.cs_cdf_threshold, cfg.min_clear_fraction)
     now = time.monotonic()
     with _LISTINGS_LOCK:
         hit = _LISTINGS.get(key)
         if hit is not None and now - hit[0] < LISTING_TTL_S:
             return list(hit[1])
-    region = graphs.rectangle(_grid_bounds(grid), grid.crs_code)
+    region = graphs.rectangle(grid.bounds, crs_code(grid.crs))
     expr = graphs.listing_graph(spec, region, start, end_exclusive, cfg.cs_cdf_threshold)
     rows = call_with_retries(lambda: client.compute_value(expr), limiter=limiter, policy=policy,
                              what=f"the image listing of licence {site_id}")
@@ -331,13 +334,6 @@ def clear_listing_memo() -> None:
     """Forget the listings reused within :data:`LISTING_TTL_S` (tests, long-lived processes)."""
     with _LISTINGS_LOCK:
         _LISTINGS.clear()
-
-
-def _grid_bounds(grid: PixelGrid) -> tuple[float, float, float, float]:
-    t = grid.transform
-    xs = (t.c, t.c + t.a * grid.width)
-    ys = (t.f, t.f + t.e * grid.height)
-    return min(xs), min(ys), max(xs), max(ys)
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,7 +359,7 @@ def _merge_day(path: str, image_ids: tuple[str, ...], n_bands: int) -> np.ndarra
     return np.concatenate([out_bands, out_qa[None].astype("float32")]).astype("float32", copy=False)
 
 
-def cube_from_cache(cache: PixelCache, images: list[ImageRef], grid: PixelGrid, spec: graphs.CollectionSpec,
+def cube_from_cache(cache: PixelCache, images: list[ImageRef], grid: Grid, spec: graphs.CollectionSpec,
                     attrs: dict[str, Any]) -> xr.Dataset:
     """The cube contract over ``grid``, lazily read from ``cache`` (one dask task per UTC day)."""
     days = pd.to_datetime([r.time_ms for r in images], unit="ms").normalize()
@@ -375,16 +371,13 @@ def cube_from_cache(cache: PixelCache, images: list[ImageRef], grid: PixelGrid, 
     blocks = [da.from_delayed(dask.delayed(_merge_day, pure=True)(str(cache.path), tuple(ids), n), shape=shape,
                               dtype="float32") for ids in groups.values()]
     stack = da.stack(blocks)  # (time, band + qa, y, x)
-    t = grid.transform
-    xs = t.c + t.a * (np.arange(grid.width) + 0.5)
-    ys = t.f + t.e * (np.arange(grid.height) + 0.5)
-    coords = {"time": np.asarray(list(groups), dtype="datetime64[ns]"), "y": ys, "x": xs}
+    coords = {"time": np.asarray(list(groups), dtype="datetime64[ns]"), "y": grid.ys(), "x": grid.xs()}
     data = {name: (("time", "y", "x"), stack[:, i]) for i, name in enumerate(spec.common_names)}
     data["clear"] = (("time", "y", "x"), stack[:, n] == graphs.QA_CLEAR)
     ds = xr.Dataset(data, coords=coords)
     ds.x.attrs.update(units="metre", long_name="x (pixel centre)")
     ds.y.attrs.update(units="metre", long_name="y (pixel centre)")
-    ds = ds.rio.write_crs(grid.crs_code).rio.write_transform(grid.transform)
+    ds = ds.rio.write_crs(crs_code(grid.crs)).rio.write_transform(grid.transform)
     ds.attrs.update(source="earthengine", platform=spec.platform, resolution_m=spec.resolution_m, **attrs)
     return ds
 
@@ -501,8 +494,8 @@ def measure_throughput(n_images: int = 60, *, latency_s: float = 0.2, max_concur
     spec = graphs.SPECS[collection]
     client = _LatencyClient(latency_s, spec.common_names)
     limiter = RequestLimiter(max_concurrent, max_rps)
-    grid = PixelGrid("EPSG:32650", Affine(spec.resolution_m, 0, 500_000, 0, -spec.resolution_m, 5_000_000),
-                     size_px, size_px)
+    grid = Grid(pyproj.CRS.from_epsg(32650), Affine(spec.resolution_m, 0, 500_000, 0, -spec.resolution_m, 5_000_000),
+                size_px, size_px)
     images = [ImageRef(f"FAKE/{i:05d}", 1_600_000_000_000 + i * 86_400_000, 1.0) for i in range(n_images)]
     with tempfile.TemporaryDirectory() as tmp:
         cache = PixelCache(Path(cache_dir or tmp) / "throughput.zarr")

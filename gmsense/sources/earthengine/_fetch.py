@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
+import pyproj
 from affine import Affine
 
 from gmsense.errors import GmsenseError
+from gmsense.geo.grid import Grid
 
 # --------------------------------------------------------------------------------------------
 # limits (https://developers.google.com/earth-engine/apidocs/ee-data-computepixels and
@@ -151,29 +153,34 @@ def plan_tiles(width: int, height: int, bytes_per_pixel: int, *, byte_limit: int
             for r in range(0, height, tile_h) for c in range(0, width, tile_w)]
 
 
-@dataclass(frozen=True)
-class PixelGrid:
-    """The licence's pixel grid: ``transform`` maps (col, row) to metres of ``crs_code`` (e.g. EPSG:32650)."""
+def crs_code(crs: pyproj.CRS) -> str:
+    """``EPSG:<code>``: how Earth Engine names a CRS (``crsCode``). The licence grids are built in
+    an EPSG-coded projected CRS (:func:`gmsense.sources.earthengine.licence_grid` checks it)."""
+    code = crs.to_epsg()
+    if code is None:
+        raise EarthEngineError(f"CRS {crs.name} has no EPSG code; Earth Engine names a CRS by its EPSG code")
+    return f"EPSG:{code}"
 
-    crs_code: str
-    transform: Affine
-    width: int
-    height: int
 
-    def request(self, window: Window) -> dict[str, Any]:
-        """The computePixels ``grid`` (PixelGrid JSON) of ``window``."""
-        t = self.transform * Affine.translation(window.col_off, window.row_off)
-        return {
-            "dimensions": {"width": window.width, "height": window.height},
-            "affineTransform": {"scaleX": t.a, "shearX": t.b, "translateX": t.c,
-                                "shearY": t.d, "scaleY": t.e, "translateY": t.f},
-            "crsCode": self.crs_code,
-        }
+def request_grid(grid: Grid, window: Window) -> dict[str, Any]:
+    """The computePixels ``grid`` (PixelGrid JSON) of ``window`` of ``grid``: its size in pixels,
+    the affine transform of its upper-left pixel corner (metres of the grid's CRS) and the CRS code."""
+    t = grid.transform * Affine.translation(window.col_off, window.row_off)
+    return {
+        "dimensions": {"width": window.width, "height": window.height},
+        "affineTransform": {"scaleX": t.a, "shearX": t.b, "translateX": t.c,
+                            "shearY": t.d, "scaleY": t.e, "translateY": t.f},
+        "crsCode": crs_code(grid.crs),
+    }
 
-    def key(self) -> str:
-        """A stable text naming the grid (for cache keys)."""
-        t = self.transform
-        return f"{self.crs_code}|{t.a!r},{t.b!r},{t.c!r},{t.d!r},{t.e!r},{t.f!r}|{self.width}x{self.height}"
+
+def grid_key(grid: Grid) -> str:
+    """A stable text naming ``grid`` (CRS code, transform, size) in the cache and listing keys.
+
+    Caches on disk are keyed by it: its format must not change
+    (``EPSG:32650|10.0,0.0,499990.0,0.0,-10.0,5000310.0|42x32``)."""
+    t = grid.transform
+    return f"{crs_code(grid.crs)}|{t.a!r},{t.b!r},{t.c!r},{t.d!r},{t.e!r},{t.f!r}|{grid.width}x{grid.height}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,11 +434,11 @@ class PixelCache:
         self.path = Path(path)
 
     @classmethod
-    def for_key(cls, root: Path, collection: str, site_id: str, grid: PixelGrid,
+    def for_key(cls, root: Path, collection: str, site_id: str, grid: Grid,
                 bands: Sequence[str], extra: dict[str, Any]) -> PixelCache:
         """The cache of one licence: ``root/<collection>/<site_id>-<digest>.zarr``; the digest covers
         the grid, the bands and ``extra`` (collection ids, mask threshold, scale factors)."""
-        blob = json.dumps({"grid": grid.key(), "bands": list(bands), **extra}, sort_keys=True, default=str)
+        blob = json.dumps({"grid": grid_key(grid), "bands": list(bands), **extra}, sort_keys=True, default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return cls(Path(root).expanduser() / _safe(collection) / f"{_safe(site_id)}-{digest}.zarr")
 
@@ -539,7 +546,7 @@ def _split_fields(block: np.ndarray, bands: Sequence[str], qa_band: str) -> tupl
     return values, qa
 
 
-def fetch_to_cache(images: Sequence[ImageRef], *, grid: PixelGrid, bands: Sequence[str], qa_band: str,
+def fetch_to_cache(images: Sequence[ImageRef], *, grid: Grid, bands: Sequence[str], qa_band: str,
                    bytes_per_pixel: int, expression_for: Callable[[str], Any], client: PixelClient,
                    cache: PixelCache, limiter: RequestLimiter, policy: RetryPolicy,
                    byte_limit: int = REQUEST_BYTE_LIMIT, max_side: int = MAX_GRID_SIDE_PX,
@@ -569,7 +576,7 @@ def fetch_to_cache(images: Sequence[ImageRef], *, grid: PixelGrid, bands: Sequen
         """``(values, qa)`` of ``window``; a request the server still finds too large is halved
         and retried, at most :data:`MAX_SIZE_SPLITS` times deep."""
         try:
-            block = call_with_retries(lambda: client.compute_pixels(expression, grid.request(window)),
+            block = call_with_retries(lambda: client.compute_pixels(expression, request_grid(grid, window)),
                                       limiter=limiter, policy=policy, what=label, stats=calls, sleep=sleep)
         except EarthEngineError as exc:
             halves = halve(window) if splits < MAX_SIZE_SPLITS and is_request_too_large(exc) else None

@@ -48,6 +48,7 @@ from shapely.geometry.base import BaseGeometry
 
 from gmsense.cube.contract import validate_cube
 from gmsense.errors import ImageryError
+from gmsense.geo.grid import Grid, crop_grid
 from gmsense.sources._bands import (
     REQUIRED_BANDS,
     BandPlan,
@@ -74,7 +75,7 @@ class MissingMaskWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------------------------
-# small pure helpers: CRS, grid, dates, messages
+# small pure helpers: CRS, dates, messages (the grid: gmsense.geo.grid)
 
 
 def normalise_crs(crs: Any) -> pyproj.CRS:
@@ -96,49 +97,6 @@ def normalise_crs(crs: Any) -> pyproj.CRS:
         if ident.get("authority") == "EPSG":
             code = int(ident["code"])
     return pyproj.CRS.from_epsg(code) if code else pc
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A north-up (or south-up) pixel grid: ``transform`` maps (col, row) to CRS metres."""
-
-    crs: pyproj.CRS
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """``(minx, miny, maxx, maxy)`` of the pixel edges, CRS units."""
-        t = self.transform
-        xs = (t.c, t.c + t.a * self.width)
-        ys = (t.f, t.f + t.e * self.height)
-        return min(xs), min(ys), max(xs), max(ys)
-
-    def xs(self) -> np.ndarray:
-        """Pixel-centre x coordinates (CRS units)."""
-        return self.transform.c + self.transform.a * (np.arange(self.width) + 0.5)
-
-    def ys(self) -> np.ndarray:
-        """Pixel-centre y coordinates (CRS units)."""
-        return self.transform.f + self.transform.e * (np.arange(self.height) + 0.5)
-
-
-def crop_grid(crs: pyproj.CRS, transform: Affine, bounds: Sequence[float], pad: int = 1) -> Grid:
-    """The part of the lattice of ``transform`` covering ``bounds`` (minx, miny, maxx, maxy) plus ``pad`` pixels.
-
-    The result may extend beyond any image on that lattice (those pixels are NaN in the cube).
-    """
-    if transform.b != 0 or transform.d != 0:
-        raise ImageryError(
-            "imagery grid is rotated; warp it to a north-up grid first (gdalwarp -t_srs <its CRS>)"
-        )
-    minx, miny, maxx, maxy = bounds
-    cols = [(x - transform.c) / transform.a for x in (minx, maxx)]
-    rows = [(y - transform.f) / transform.e for y in (miny, maxy)]
-    col0, col1 = math.floor(min(cols) + 1e-9) - pad, math.ceil(max(cols) - 1e-9) + pad
-    row0, row1 = math.floor(min(rows) + 1e-9) - pad, math.ceil(max(rows) - 1e-9) + pad
-    return Grid(crs, transform @ Affine.translation(col0, row0), col1 - col0, row1 - row0)
 
 
 def _geographic_target(src_crs: pyproj.CRS, src_grid: tuple[Affine, int, int], region_bounds: Sequence[float],

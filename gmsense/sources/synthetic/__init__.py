@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
@@ -39,6 +40,7 @@ from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import SyntheticSettings
 from gmsense.cube.ops import season_year
+from gmsense.geo.grid import Grid
 from gmsense.geo.sites import Site
 from gmsense.sources.synthetic._events import (
     ANTHROPOGENIC,
@@ -112,14 +114,14 @@ def acquisition_dates(settings: SyntheticSettings, rng: np.random.Generator) -> 
     return np.array(dates, dtype="datetime64[ns]")
 
 
-def _grid(region: BaseGeometry, resolution: float) -> tuple[np.ndarray, np.ndarray, Affine]:
+def scene_grid(region: BaseGeometry, crs: pyproj.CRS, resolution: float) -> Grid:
+    """The grid the world is drawn on: ``resolution`` metre pixels on the lattice anchored at the
+    CRS origin, covering ``region``'s bounding box (in ``crs``) with no margin."""
     minx, miny, maxx, maxy = region.bounds
     x0, y1 = np.floor(minx / resolution) * resolution, np.ceil(maxy / resolution) * resolution
     nx = int(np.ceil((maxx - x0) / resolution))
     ny = int(np.ceil((y1 - miny) / resolution))
-    xs = x0 + (np.arange(nx) + 0.5) * resolution
-    ys = y1 - (np.arange(ny) + 0.5) * resolution
-    return xs, ys, Affine(resolution, 0, x0, 0, -resolution, y1)
+    return Grid(crs, Affine(resolution, 0, x0, 0, -resolution, y1), nx, ny)
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,8 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
         raise ValueError(f"unknown synthetic scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     rng = _rng_for(site.site_id, seed)
     res = settings.resolution_m
-    xs, ys, transform = _grid(region, res)
-    shape = (ys.size, xs.size)
+    grid = scene_grid(region, site.crs, res)
+    xs, ys, transform, shape = grid.xs(), grid.ys(), grid.transform, grid.shape
     times = acquisition_dates(settings, rng)
     years = np.unique(season_year(times))
     land = build_landscape(region, site.geometry, shape, transform, years, rng)

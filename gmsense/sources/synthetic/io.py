@@ -19,9 +19,9 @@ import numpy as np
 from rasterio.io import MemoryFile
 
 from gmsense.config import Settings
-from gmsense.cube.ops import grid_transform
 from gmsense.errors import InputError
 from gmsense.files import atomic_folder, ensure_folder, fsync_path, output_error, reraise_as_output_error
+from gmsense.geo.grid import Grid
 from gmsense.geo.sites import Site
 from gmsense.sources.synthetic import synthesize
 
@@ -50,10 +50,10 @@ def write_scene_files(site: Site, settings: Settings, folder: Path, *, seed: int
     calls, which raise; every file is flushed to disk."""
     folder = Path(folder)
     cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
-    transform = grid_transform(cube)
+    grid = Grid.of(cube)
     bands = list(S2_NAMES)
-    profile = {"driver": "GTiff", "height": cube.sizes["y"], "width": cube.sizes["x"], "count": len(bands) + 1,
-               "dtype": "uint16", "crs": site.crs.to_wkt(), "transform": transform, "nodata": 0,
+    profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": len(bands) + 1,
+               "dtype": "uint16", "crs": site.crs.to_wkt(), "transform": grid.transform, "nodata": 0,
                "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256}
     times = cube["time"].values
     for i, t in enumerate(times):

@@ -1,0 +1,132 @@
+"""What a scan is asked to do (:class:`ScanRequest`) and how it is run (:class:`ScanOptions`).
+
+The request is the work: licences, the imagery source, settings, dates, approved work programmes
+and the model that labels patches. It is exactly what ``--resume`` matches: two scans of equal
+requests do the same work, and :meth:`ScanRequest.describe` (stored with every scan) says so with
+its ``key``. The options say how the work is cut and scheduled (workers, the memory budget of a
+task) and whether to resume or rescan; they never enter the key.
+
+A request travels to the dask workers inside every task, narrowed to the task's licences
+(:meth:`ScanRequest.only`), so it is a frozen, picklable dataclass::
+
+    request = ScanRequest(sites, get_source("synthetic", settings), settings, start="2020-04-01")
+    summary = run_scan(request, Store("scans.db"), options=ScanOptions(workers=4))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gmsense.classify.model import PatchClassifier
+from gmsense.config import Settings
+from gmsense.geo.sites import ApprovedWork, Site
+from gmsense.sources import Source
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """The work of one scan.
+
+    ``sites``: the licences (any iterable; kept as a tuple). ``source``: where the imagery comes
+    from (:func:`gmsense.sources.get_source`). ``start``/``end``: inclusive ISO dates
+    (``YYYY-MM-DD``), None for the source's whole range. ``works``: approved work programmes per
+    licence id (:func:`gmsense.geo.sites.read_works`); None when no programme was given.
+    ``classifier``: the trained model that labels the patches (:func:`gmsense.classify.model.load_model`);
+    None for the rule baseline. ``imagery``: the imagery path as the caller names it (the command
+    line resolves it), recorded with the scan for reports and part of what ``--resume`` matches.
+    """
+
+    sites: tuple[Site, ...]
+    source: Source
+    settings: Settings
+    start: str | None = None
+    end: str | None = None
+    works: dict[str, list[ApprovedWork]] | None = None
+    classifier: PatchClassifier | None = None
+    imagery: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sites", tuple(self.sites))
+
+    @property
+    def detector(self) -> str:
+        """``"model"`` when a classifier labels the patches, else ``"rules"``."""
+        return "model" if self.classifier is not None else "rules"
+
+    @property
+    def model_version(self) -> str | None:
+        """The classifier's ``name@version``, None for the rule baseline."""
+        return self.classifier.version if self.classifier is not None else None
+
+    def works_of(self, site_id: str) -> list[ApprovedWork] | None:
+        """The approved works of one licence; None when the request has no programmes or none for it."""
+        return self.works.get(site_id) if self.works else None
+
+    def only(self, sites: Iterable[Site]) -> ScanRequest:
+        """The same request for ``sites`` only (with only their work programmes): what one task
+        takes to its worker. Its :meth:`describe` is not the scan's; that of the whole request is."""
+        sites = tuple(sites)
+        works = None
+        if self.works is not None:
+            works = {s.site_id: self.works[s.site_id] for s in sites if s.site_id in self.works}
+        return replace(self, sites=sites, works=works)
+
+    def unit_key(self, site: Site) -> str:
+        """What makes two analyses of a licence the same work: licence, source, settings, detector
+        and model, start.
+
+        The end date is not part of it: a later periodic scan of the same licence continues the
+        same series, and only dates newer than the last analysed one make it worth scanning again.
+        """
+        blob = json.dumps([site.site_id, self.source.name, self.settings.config_hash(), self.detector,
+                           self.model_version, self.start or ""])
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def describe(self) -> dict[str, Any]:
+        """What the scan was asked to do, with its ``key``: only a scan of the same request is resumed.
+
+        The licences count by content (ids, polygons, attributes), not by file name; imagery is the
+        path as given; works by content. Stored with the scan: its form and digests must not change,
+        or scans already in a store could not be resumed.
+        """
+        licences = sorted([site.site_id, site.geometry_wgs84.wkb_hex, site.attrs] for site in self.sites)
+        programme = None
+        if self.works is not None:
+            programme = sorted([w.site_id, w.work_id, w.work_type, w.year, w.geometry.wkb_hex, w.crs.to_string()]
+                               for items in self.works.values() for w in items)
+        request = {"licences": _digest(licences), "n_sites": len(self.sites), "source": self.source.name,
+                   "imagery": self.imagery, "start": self.start, "end": self.end,
+                   "config_hash": self.settings.config_hash(), "detector": self.detector,
+                   "model_version": self.model_version,
+                   "works": _digest(programme) if programme is not None else None}
+        return {**request, "key": _digest(request)}
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a scan runs: how the work is cut and scheduled, and whether to resume or rescan (none of it
+    is part of the request's key).
+
+    ``workers``: a ``distributed.LocalCluster`` of that many single-threaded processes;
+    ``scheduler``: the address of an existing dask scheduler (``tcp://HOST:PORT``); neither: threads
+    in this process. ``memory_limit``: bytes one task may use (default: half the machine's memory
+    over the tasks that run at once); licences above it are scanned in tiles, small ones in groups
+    (:mod:`gmsense.batch.planner`). ``resume``: continue the newest unfinished scan of the same
+    request. ``force``: rescan licences that are up to date. ``params``: extra entries recorded
+    in the scan's params (the command line records ``sites_file`` and ``works_file``).
+    """
+
+    workers: int | None = None
+    scheduler: str | None = None
+    memory_limit: int | None = None
+    resume: bool = False
+    force: bool = False
+    params: dict[str, Any] = field(default_factory=dict)

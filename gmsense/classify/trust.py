@@ -1,0 +1,244 @@
+"""When a label is trusted: ``natural`` only with evidence, ``uncertain`` when in doubt.
+
+For a regulator the two errors are not equal: human-made damage labelled ``natural`` is a
+violation nobody sees (a natural label silences the flag), while an ``uncertain`` patch goes to a
+reviewer. So a classifier's label (rule baseline or trained model) passes through
+:func:`trusted_label`:
+
+1. **Outside the training data** (a trained model's card holds :class:`TrainingDomain`): a patch
+   larger, longer or wider than ``novelty_margin`` x the largest patch of its predicted class the
+   model was trained on, or whose features together lie further from the training patches than
+   almost all of them (a Mahalanobis distance over the features it has), is ``uncertain`` with the
+   reason; unless a *direct* natural agent (fire: char seen; flood: water seen, then gone) explains
+   it, which the physics says whatever the model knows.
+2. **``natural`` needs an agent**: a named natural agent (:data:`NATURAL_AGENTS`) whose signature
+   is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape). Without
+   one the patch is ``uncertain`` ("no natural agent explains it").
+3. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
+   ``uncertain`` with the competing classes.
+
+Thresholds are :class:`gmsense.config.TrustSettings`; they are physical (burn severity, water
+index, canopy, the field's yearly cycle), not fitted to the synthetic world.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gmsense.config import TrustSettings
+from gmsense.records import HUMAN_MADE_CLASSES
+
+#: The natural agents a ``natural`` patch can be explained by (``natural_agent``).
+NATURAL_AGENTS = ("fire", "flood", "canopy_loss", "harvest", "drought")
+#: Agents seen directly in the patch (char, water), trusted even outside the model's training data.
+DIRECT_AGENTS = ("fire", "flood")
+#: Size features checked against the largest trained patch of the predicted class.
+SIZE_FEATURES = {"area_px_m2": ("area", "ha", 1e-4), "length_m": ("length", "m", 1.0), "width_m": ("width", "m", 1.0)}
+#: Features compared in log space by the multivariate novelty score (sizes span orders of magnitude).
+LOG_FEATURES = ("area_px_m2", "length_m", "width_m")
+NOVELTY_QUANTILE = 0.995  # the training patches' own distances: this quantile is "inside"
+
+
+@dataclass(frozen=True)
+class AgentFinding:
+    """A natural agent that explains a patch, with the measurements that say so."""
+
+    agent: str
+    evidence: dict[str, float]
+    text: str
+
+
+@dataclass(frozen=True)
+class TrustedLabel:
+    """The label a patch keeps: class, confidence, the natural agent (``natural`` only) and why."""
+
+    disturbance_class: str
+    confidence: float
+    natural_agent: str | None = None
+    reason: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def _get(metrics: dict[str, Any], name: str) -> float:
+    value = metrics.get(name)
+    return float(value) if value is not None and np.isfinite(value) else math.nan
+
+
+def _all(tests: list[tuple[str, float, str, float]]) -> tuple[bool, dict[str, float], str]:
+    """(every test holds, the measured values, a sentence); a test whose value is missing fails."""
+    ok = True
+    parts = []
+    for name, value, op, threshold in tests:
+        holds = (value >= threshold) if op == ">=" else (value <= threshold)
+        ok &= bool(holds)  # NaN compares false: a missing measurement never explains a patch
+        parts.append(f"{name} {value:.2f} ({op} {threshold:g})" if np.isfinite(value) else f"{name} unknown")
+    return ok, {n: round(v, 4) for n, v, _, _ in tests if np.isfinite(v)}, ", ".join(parts)
+
+
+def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[list[AgentFinding], list[str]]:
+    """The agents whose signatures the patch's ``metrics`` show (strongest evidence first), and a
+    sentence per agent that does not (why not), for the record."""
+    m = lambda name: _get(metrics, name)  # noqa: E731
+    candidates = {
+        "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr),
+                 ("visible after/before", m("sig_visible_ratio"), "<=", settings.fire_max_visible_ratio),
+                 ("NIR after/before", m("nir_ratio"), "<=", settings.fire_max_nir_ratio)],
+        "flood": [("highest NDWI", m("sig_water_max"), ">=", settings.flood_min_ndwi),
+                  ("last NDWI of the season", m("sig_water_last"), "<=", settings.flood_max_ndwi_last)],
+        "canopy_loss": [("NDVI before", m("sig_ndvi_before"), ">=", settings.canopy_min_ndvi_before),
+                        ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share),
+                        ("solidity", m("solidity"), "<=", settings.canopy_max_solidity)],
+        "harvest": [("same drop a year before", m("sig_cycle_repeat"), ">=", settings.harvest_min_cycle),
+                    ("NDVI range the season before", m("sig_prior_amplitude"), ">=",
+                     settings.harvest_min_amplitude)],
+        "drought": [("near ring's share of the drop", m("ring_drop_near"), ">=", settings.drought_min_ring_share),
+                    ("far ring's share of the drop", m("ring_drop_far"), ">=", settings.drought_min_ring_share)],
+    }
+    found, missed = [], []
+    for agent in NATURAL_AGENTS:
+        ok, values, text = _all(candidates[agent])
+        if ok:
+            found.append(AgentFinding(agent, values, f"{agent}: {text}"))
+        else:
+            missed.append(f"{agent}: {text}")
+    return found, missed
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    """What a model was trained on, kept in its card (``training_domain``): per class the largest
+    trained size features, and the location, scale and covariance of the training features (log
+    sizes, robust-standardised) with the distance most training patches stay within."""
+
+    features: tuple[str, ...]
+    size_max: dict[str, dict[str, float]]
+    location: np.ndarray
+    scale: np.ndarray
+    covariance: np.ndarray
+    threshold: float
+
+    def to_card(self) -> dict[str, Any]:
+        return {"features": list(self.features), "size_max": self.size_max,
+                "location": [round(float(v), 6) for v in self.location],
+                "scale": [round(float(v), 6) for v in self.scale],
+                "covariance": [[round(float(v), 6) for v in row] for row in self.covariance],
+                "threshold": round(float(self.threshold), 4), "quantile": NOVELTY_QUANTILE}
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> TrainingDomain | None:
+        d = card.get("training_domain")
+        if not d:
+            return None
+        return cls(tuple(d["features"]), d["size_max"], np.array(d["location"]), np.array(d["scale"]),
+                   np.array(d["covariance"]), float(d["threshold"]))
+
+    def _standardise(self, x: np.ndarray) -> np.ndarray:
+        x = np.array(x, dtype=float)
+        for j, name in enumerate(self.features):
+            if name in LOG_FEATURES:
+                x[..., j] = np.log1p(np.clip(x[..., j], 0, None))
+        return (x - self.location) / self.scale
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        """Per row of ``x`` (n, features; NaN where missing), the squared Mahalanobis distance over
+        the features it has, divided by their number (comparable across missing patterns)."""
+        z = self._standardise(np.atleast_2d(x))
+        out = np.full(len(z), np.nan)
+        present = np.isfinite(z)
+        for pattern in np.unique(present, axis=0):
+            rows = (present == pattern).all(axis=1)
+            k = int(pattern.sum())
+            if k == 0:
+                continue
+            sub = self.covariance[np.ix_(pattern, pattern)]
+            zs = z[rows][:, pattern]
+            out[rows] = np.einsum("ij,jk,ik->i", zs, np.linalg.pinv(sub), zs) / k
+        return out
+
+
+def fit_training_domain(features: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> TrainingDomain:
+    """The :class:`TrainingDomain` of a training table (``features`` n x len(names), NaN where the
+    imagery lacked a band; ``labels`` the class of each row)."""
+    from sklearn.covariance import LedoitWolf
+
+    size_max = {}
+    for klass in np.unique(labels):
+        rows = features[labels == klass]
+        size_max[str(klass)] = {f: round(float(np.nanmax(rows[:, names.index(f)])), 3)
+                                for f in SIZE_FEATURES if f in names and np.isfinite(rows[:, names.index(f)]).any()}
+    x = np.array(features, dtype=float)
+    for j, name in enumerate(names):
+        if name in LOG_FEATURES:
+            x[:, j] = np.log1p(np.clip(x[:, j], 0, None))
+    # Per feature, from its finite values only (a feature missing in every row sits at 0, scale 1).
+    quartiles = np.array([np.quantile(col[np.isfinite(col)], [0.25, 0.5, 0.75]) if np.isfinite(col).any()
+                          else [0.0, 0.0, 0.0] for col in x.T])
+    location, spread = quartiles[:, 1], (quartiles[:, 2] - quartiles[:, 0]) / 1.349
+    scale = np.where(spread > 0, spread, 1.0)
+    z = (x - location) / scale
+    filled = np.where(np.isfinite(z), z, 0.0)  # a missing feature sits at the training median
+    covariance = LedoitWolf().fit(filled).covariance_
+    domain = TrainingDomain(tuple(names), size_max, location, scale, covariance, math.inf)
+    own = domain.distances(features)
+    threshold = float(np.nanquantile(own, NOVELTY_QUANTILE)) if np.isfinite(own).any() else math.inf
+    return TrainingDomain(tuple(names), size_max, location, scale, covariance, threshold)
+
+
+def _size_text(name: str, value: float) -> str:
+    label, unit, factor = SIZE_FEATURES[name]
+    return f"{label} {value * factor:.2f} {unit}" if unit == "ha" else f"{label} {value * factor:.0f} {unit}"
+
+
+def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin: float) -> str | None:
+    """Why the patch lies outside the training data, or None when it lies inside."""
+    trained = domain.size_max.get(klass, {})
+    for name in SIZE_FEATURES:
+        value, largest = _get(metrics, name), trained.get(name)
+        if largest and value > margin * largest:
+            return (f"outside training data: {_size_text(name, value)} > largest trained {klass} "
+                    f"{_size_text(name, largest).split(' ', 1)[1]}")
+    x = np.array([[_get(metrics, f) for f in domain.features]])
+    d = domain.distances(x)[0]
+    if np.isfinite(d) and d > margin * domain.threshold:
+        z = domain._standardise(x)[0]
+        worst = [j for j in np.argsort(-np.nan_to_num(np.abs(z), nan=-1.0))[:2] if np.isfinite(z[j])]
+        typical = domain.location.copy()
+        for j, name in enumerate(domain.features):
+            if name in LOG_FEATURES:
+                typical[j] = np.expm1(typical[j])
+        parts = [f"{domain.features[j]} {x[0, j]:.3g} (typical {typical[j]:.3g})" for j in worst]
+        return (f"outside training data: unusual feature combination (distance {d:.1f} > "
+                f"{margin * domain.threshold:.1f}): " + ", ".join(parts))
+    return None
+
+
+def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settings: TrustSettings, *,
+                  probabilities: dict[str, float] | None = None,
+                  domain: TrainingDomain | None = None) -> TrustedLabel:
+    """The label a patch keeps (module docstring). ``probabilities``: a trained model's calibrated
+    class probabilities (None for the rule baseline, whose confidence is a heuristic margin);
+    ``domain``: the model's training data (None: no novelty check)."""
+    agents, missed = natural_agents(metrics, settings)
+    direct = [a for a in agents if a.agent in DIRECT_AGENTS]
+    why_novel = novelty(metrics, klass, domain, settings.novelty_margin) if domain and settings.novelty else None
+    if why_novel:
+        if direct:
+            a = direct[0]
+            return TrustedLabel("natural", confidence, a.agent, f"{why_novel}; explained by {a.text}",
+                                {"agent": a.agent, **a.evidence})
+        return TrustedLabel("uncertain", confidence, None, why_novel)
+    if klass == "natural":
+        if agents:
+            a = agents[0]
+            return TrustedLabel("natural", confidence, a.agent, a.text, {"agent": a.agent, **a.evidence})
+        return TrustedLabel("uncertain", confidence, None,
+                            "called natural, but no natural agent explains it (" + "; ".join(missed) + ")")
+    if probabilities and klass in HUMAN_MADE_CLASSES and confidence < settings.min_confidence:
+        ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])[:3]
+        return TrustedLabel("uncertain", confidence, None, "low confidence: " + ", ".join(
+            f"{c} {p:.2f}" for c, p in ranked))
+    return TrustedLabel(klass, confidence)

@@ -1,0 +1,99 @@
+"""Signatures of the natural agents, measured per patch from its own observations.
+
+A patch may be called ``natural`` only when a named agent explains it (the decision is
+:mod:`gmsense.classify.trust`); this module only measures. From the patch's mean reflectance per
+growing-season date (``series``: band -> (T,) unitless reflectance, NaN where not clear) and the
+seasons around its first detection:
+
+- ``sig_dnbr``: NBR before less NBR after (medians of the season before and of the dates from
+  ``first_detected`` to the end of that season; NBR = (nir - swir2) / (nir + swir2)). Burn
+  severity scales with it (Key and Benson 2006, Landscape Assessment: 0.10 low, 0.27 moderate,
+  0.66 high severity);
+- ``sig_visible_ratio``: mean visible reflectance (blue, green, red) after over before: char and
+  water keep the surface dark, bare soil, spoil and gravel brighten it;
+- ``sig_nir_after``: NIR after (unitless);
+- ``sig_water_max``: the highest NDWI (McFeeters 1996: (green - nir) / (green + nir)) of the patch
+  on the dates after ``first_detected`` in its season: above 0 the patch was mostly open water
+  on some date; ``sig_water_last``: NDWI on the last clear date of that season (a flood recedes,
+  a pit lake stays);
+- ``sig_cycle_repeat``: how much the patch's NDVI fell at the same time of year in the season
+  before, as a share of this year's drop (``(before_median - before_at_same_days) /
+  (before_median - after_median)``): near 1 for a field harvested every year, near 0 for a
+  one-off change;
+- ``sig_prior_amplitude``: the NDVI range (90th less 10th percentile) over the season before: a
+  crop's yearly cycle is wide, forest and grass are flat;
+- ``sig_ndvi_before``: the patch's NDVI before (land cover: forest canopy is high);
+- ``sig_next_recovery``: the share of the drop regained in the following season's median NDVI
+  (NaN when there is no following season).
+
+Context measured elsewhere (:func:`gmsense.detect.features.add_patch_context`) completes the
+evidence: ``ring_drop_near``/``ring_drop_far`` (the surroundings share the change: windthrow,
+dieback, a dry year) and the patch's shape (``solidity``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gmsense.cube.ops import season_year
+
+#: Dates within this many days of the same day of year count as "the same time of year".
+SAME_DAYS_WINDOW = 20
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a + b != 0, (a - b) / (a + b), np.nan)
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+def _doy(times: np.ndarray) -> np.ndarray:
+    return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
+
+
+def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected: np.datetime64) -> dict[str, float]:
+    """The ``sig_*`` measurements (module docstring) of one patch; a measurement whose bands or
+    dates are missing is left out."""
+    times = np.asarray(times).astype("datetime64[ns]")
+    years = season_year(times)
+    year = int(season_year(first_detected))
+    before_t = years == year - 1
+    after_t = (years == year) & (times >= first_detected)
+    next_t = years == year + 1
+    out: dict[str, float] = {}
+    nir, red = series.get("nir"), series.get("red")
+    if nir is None or red is None:
+        return out
+    ndvi = _ratio(nir, red)
+    out["sig_ndvi_before"] = _median(ndvi[before_t])
+    out["sig_nir_after"] = _median(nir[after_t])
+    visible = [series[b] for b in ("blue", "green", "red") if b in series]
+    brightness = np.mean(visible, axis=0)
+    before_bright, after_bright = _median(brightness[before_t]), _median(brightness[after_t])
+    if before_bright > 0:
+        out["sig_visible_ratio"] = after_bright / before_bright
+    if "swir2" in series:
+        nbr = _ratio(nir, series["swir2"])
+        out["sig_dnbr"] = _median(nbr[before_t]) - _median(nbr[after_t])
+    if "green" in series:
+        ndwi = _ratio(series["green"], nir)[after_t]
+        seen = ndwi[np.isfinite(ndwi)]
+        if seen.size:
+            out["sig_water_max"], out["sig_water_last"] = float(seen.max()), float(seen[-1])
+    drop = out["sig_ndvi_before"] - _median(ndvi[after_t])
+    prior = ndvi[before_t]
+    if np.isfinite(prior).sum() >= 3:
+        out["sig_prior_amplitude"] = float(np.nanpercentile(prior, 90) - np.nanpercentile(prior, 10))
+        doy = _doy(times)
+        after_days = doy[after_t]
+        if after_days.size and drop > 0:
+            same = before_t & (doy >= after_days.min() - SAME_DAYS_WINDOW) & (doy <= after_days.max()
+                                                                              + SAME_DAYS_WINDOW)
+            out["sig_cycle_repeat"] = (out["sig_ndvi_before"] - _median(ndvi[same])) / drop
+    if next_t.any() and drop > 0:
+        out["sig_next_recovery"] = (_median(ndvi[next_t]) - _median(ndvi[after_t])) / drop
+    return {k: v for k, v in out.items() if np.isfinite(v)}

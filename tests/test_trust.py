@@ -1,0 +1,155 @@
+"""Trusted labels: natural only with a named agent and its evidence, uncertain with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmsense.classify.trust import (
+    NATURAL_AGENTS,
+    TrainingDomain,
+    fit_training_domain,
+    natural_agents,
+    novelty,
+    trusted_label,
+)
+from gmsense.config import TrustSettings
+from gmsense.detect.agents import signatures
+
+SETTINGS = TrustSettings()
+FEATURES = ("area_px_m2", "length_m", "width_m", "nir_ratio", "red_ratio")
+
+# A trench in quiet grassland: bright spoil (visible x1.6), NIR barely down, nothing around it changed.
+TRENCH = {"area_px_m2": 1800.0, "length_m": 300.0, "width_m": 6.0, "solidity": 0.95, "nir_ratio": 0.9,
+          "red_ratio": 2.1, "sig_dnbr": 0.2, "sig_visible_ratio": 1.6, "sig_ndvi_before": 0.7,
+          "sig_water_max": -0.45, "sig_water_last": -0.5, "sig_cycle_repeat": 0.02, "sig_prior_amplitude": 0.1,
+          "ring_drop_near": 0.03, "ring_drop_far": 0.01}
+# A burn scar: NBR fell 0.6, dark in the visible, NIR halved.
+FIRE = {**TRENCH, "area_px_m2": 40_000.0, "length_m": 260.0, "width_m": 160.0, "solidity": 0.7, "nir_ratio": 0.35,
+        "sig_dnbr": 0.6, "sig_visible_ratio": 0.95}
+
+
+def _domain() -> TrainingDomain:
+    rng = np.random.default_rng(0)
+    n = 300
+    clearing = np.c_[rng.uniform(3_000, 20_000, n), rng.uniform(60, 200, n), rng.uniform(40, 120, n),
+                     rng.uniform(0.4, 0.7, n), rng.uniform(1.5, 3.0, n)]
+    trench = np.c_[rng.uniform(300, 3_000, n), rng.uniform(100, 500, n), rng.uniform(2, 10, n),
+                   rng.uniform(0.8, 1.0, n), rng.uniform(1.5, 3.0, n)]
+    x = np.vstack([clearing, trench])
+    y = np.array(["clearing"] * n + ["trench"] * n)
+    return fit_training_domain(x, y, FEATURES)
+
+
+def test_a_human_made_patch_with_no_natural_signature_never_becomes_natural() -> None:
+    found, missed = natural_agents(TRENCH, SETTINGS)
+    assert found == []
+    assert [m.split(":")[0] for m in missed] == list(NATURAL_AGENTS)
+    for confidence in (0.55, 0.9, 0.999):
+        label = trusted_label("natural", confidence, TRENCH, SETTINGS, probabilities={"natural": confidence})
+        assert label.disturbance_class == "uncertain"
+        assert label.natural_agent is None
+        assert label.reason.startswith("called natural, but no natural agent explains it")
+    # The rule baseline's natural (no probabilities) is held to the same evidence.
+    assert trusted_label("natural", 0.7, TRENCH, SETTINGS).disturbance_class == "uncertain"
+
+
+def test_missing_measurements_never_explain_a_patch() -> None:
+    """NDVI-only imagery: no visible or SWIR evidence, so nothing natural can be shown."""
+    bare = {"area_px_m2": 900_000.0, "nir_ratio": 0.3, "solidity": 0.6}
+    assert natural_agents(bare, SETTINGS)[0] == []
+    assert trusted_label("natural", 0.99, bare, SETTINGS).disturbance_class == "uncertain"
+
+
+def test_a_burn_is_natural_with_agent_fire_and_its_evidence() -> None:
+    label = trusted_label("natural", 0.8, FIRE, SETTINGS, probabilities={"natural": 0.8})
+    assert (label.disturbance_class, label.natural_agent) == ("natural", "fire")
+    assert label.evidence["NBR drop"] == pytest.approx(0.6)
+    assert "fire: NBR drop 0.60 (>= 0.27)" in label.reason
+
+
+@pytest.mark.parametrize(("agent", "metrics"), [
+    ("flood", {**TRENCH, "sig_water_max": 0.1, "sig_water_last": -0.4}),
+    ("canopy_loss", {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 0.6}),
+    ("harvest", {**TRENCH, "sig_cycle_repeat": 0.9, "sig_prior_amplitude": 0.5}),
+    ("drought", {**TRENCH, "ring_drop_near": 0.8, "ring_drop_far": 0.7}),
+])
+def test_each_agent_is_named_by_its_own_signature(agent: str, metrics: dict) -> None:
+    found, _ = natural_agents(metrics, SETTINGS)
+    assert [a.agent for a in found] == [agent]
+    assert trusted_label("natural", 0.9, metrics, SETTINGS).natural_agent == agent
+
+
+def test_a_flood_that_stays_is_not_a_flood() -> None:
+    """Water seen and still there at the end of the season: a pit lake, not a receding flood."""
+    lake = {**TRENCH, "sig_water_max": 0.3, "sig_water_last": 0.25}
+    assert trusted_label("natural", 0.9, lake, SETTINGS).disturbance_class == "uncertain"
+
+
+def test_an_out_of_range_patch_becomes_uncertain_with_its_reason() -> None:
+    domain = _domain()
+    largest = domain.size_max["clearing"]["area_px_m2"]
+    assert 19_000 < largest <= 20_000
+    huge = {**TRENCH, "area_px_m2": 960_000.0, "length_m": 1_500.0, "width_m": 800.0, "solidity": 0.9,
+            "nir_ratio": 0.5}
+    label = trusted_label("clearing", 0.97, huge, SETTINGS, probabilities={"clearing": 0.97}, domain=domain)
+    assert label.disturbance_class == "uncertain"
+    assert label.reason == f"outside training data: area 96.00 ha > largest trained clearing {largest * 1e-4:.2f} ha"
+    # Inside the trained range the same class is kept.
+    usual = {**huge, "area_px_m2": 9_000.0, "length_m": 120.0, "width_m": 75.0}
+    assert trusted_label("clearing", 0.97, usual, SETTINGS, probabilities={"clearing": 0.97},
+                         domain=domain).disturbance_class == "clearing"
+
+
+def test_an_unusual_feature_combination_is_outside_the_training_data() -> None:
+    domain = _domain()
+    odd = {"area_px_m2": 9_000.0, "length_m": 120.0, "width_m": 75.0, "nir_ratio": 9.0, "red_ratio": -4.0}
+    why = novelty(odd, "clearing", domain, SETTINGS.novelty_margin)
+    assert why is not None
+    assert why.startswith("outside training data: unusual feature combination")
+    assert "nir_ratio" in why or "red_ratio" in why
+    typical = {"area_px_m2": 9_000.0, "length_m": 120.0, "width_m": 75.0, "nir_ratio": 0.55, "red_ratio": 2.0}
+    assert novelty(typical, "clearing", domain, SETTINGS.novelty_margin) is None
+
+
+def test_a_direct_natural_agent_outweighs_novelty() -> None:
+    """A burn far larger than anything trained is still a burn: char is seen whatever the model knows."""
+    domain = _domain()
+    big_fire = {**FIRE, "area_px_m2": 550_000.0, "length_m": 1_200.0, "width_m": 600.0}
+    label = trusted_label("clearing", 0.9, big_fire, SETTINGS, probabilities={"clearing": 0.9}, domain=domain)
+    assert (label.disturbance_class, label.natural_agent) == ("natural", "fire")
+    assert label.reason.startswith("outside training data")
+    assert "explained by fire" in label.reason
+
+
+def test_low_confidence_gives_uncertain_with_the_competing_classes() -> None:
+    probs = {"trench": 0.45, "track": 0.4, "pad": 0.1, "clearing": 0.03, "natural": 0.02}
+    label = trusted_label("trench", 0.45, TRENCH, SETTINGS, probabilities=probs)
+    assert label.disturbance_class == "uncertain"
+    assert label.reason == "low confidence: trench 0.45, track 0.40, pad 0.10"
+    sure = trusted_label("trench", 0.9, TRENCH, SETTINGS, probabilities={**probs, "trench": 0.9})
+    assert sure.disturbance_class == "trench"
+
+
+def test_training_domain_survives_the_model_card() -> None:
+    domain = _domain()
+    again = TrainingDomain.from_card({"training_domain": domain.to_card()})
+    x = np.array([[5_000.0, 100.0, 50.0, 0.5, 2.0], [5_000.0, 100.0, np.nan, 7.0, 2.0]])
+    np.testing.assert_allclose(again.distances(x), domain.distances(x), rtol=1e-4)
+    assert TrainingDomain.from_card({}) is None
+
+
+def test_signatures_measure_a_burn_and_a_harvest_from_series() -> None:
+    """Patch-mean series over two seasons: a burn in the second, and a field cut every August."""
+    times = np.array([f"{y}-{m:02d}-15" for y in (2020, 2021) for m in (5, 6, 7, 8, 9)], dtype="datetime64[ns]")
+    forest = {"blue": 0.03, "green": 0.06, "red": 0.03, "nir": 0.40, "swir1": 0.18, "swir2": 0.08}
+    char = {"blue": 0.03, "green": 0.035, "red": 0.035, "nir": 0.07, "swir1": 0.10, "swir2": 0.09}
+    burn = {b: np.array([forest[b]] * 7 + [char[b]] * 3) for b in forest}
+    sig = signatures(burn, times, np.datetime64("2021-07-15"))
+    assert sig["sig_dnbr"] == pytest.approx((0.32 / 0.48) - (-0.02 / 0.16), abs=1e-6)
+    assert sig["sig_visible_ratio"] < 1.0
+    assert sig["sig_water_max"] < -0.2
+    crop = {b: np.array([forest[b]] * 3 + [char[b]] * 2 + [forest[b]] * 3 + [char[b]] * 2) for b in forest}
+    sig = signatures(crop, times, np.datetime64("2021-08-15"))
+    assert sig["sig_cycle_repeat"] == pytest.approx(1.0, abs=0.05)
+    assert sig["sig_prior_amplitude"] > 0.3
