@@ -186,21 +186,31 @@ def analyse(cube: xr.Dataset, licence: Any, *, settings: Settings | None = None,
 
 
 def open_imagery(path: str | Path, *, region: BaseGeometry | None = None, crs: Any = None,
-                 start: str | None = None, end: str | None = None) -> xr.Dataset:
+                 start: str | None = None, end: str | None = None, band_names: list[str] | None = None,
+                 settings: Settings | None = None) -> xr.Dataset:
     """Open local imagery as a cube (DESIGN.md "Imagery cube"): a folder of dated GeoTIFFs
-    (``YYYY-MM-DD*.tif``, band descriptions, a mask band) or a NetCDF/Zarr cube.
+    (``YYYY-MM-DD*.tif``, band descriptions, a mask band), a folder of annual composites
+    (``YYYY.tif``, each dated 15 July of its year, ``attrs["composite"] == "annual"``), a folder of
+    THEIA/MAJA Sentinel-2 L2A product folders (20 m bands resampled bilinearly onto the 10 m grid,
+    ``clear`` from the CLM mask), or a NetCDF/Zarr cube (see :mod:`gmsense.sources.local`).
 
     ``region``: read only this area (a shapely geometry in ``crs``, default the imagery's CRS);
-    without it the whole extent is read. ``start``/``end``: inclusive ISO dates. The cube is on
-    the imagery's own grid and projected CRS (x/y in metres), lazy where the store allows.
+    without it the whole extent is read. ``start``/``end``: inclusive ISO dates. ``band_names``:
+    the bands, in band order, of GeoTIFFs without band descriptions (default: the setting
+    ``local.band_names``). ``settings``: its ``local`` section (``dn_scale``, ``band_names``) is used;
+    default the shipped settings. The cube is on the imagery's own grid and projected CRS (x/y in
+    metres), lazy where the store allows.
     """
     from gmsense.sources.local import imagery_footprint, read_local_cube
 
+    local = (settings or Settings()).local
+    options: dict[str, Any] = {"start": start, "end": end, "dn_scale": local.dn_scale,
+                               "band_names": band_names if band_names is not None else local.band_names}
     path = Path(path)
     footprint, imagery_crs = imagery_footprint(path)
     if region is not None:
-        return read_local_cube(path, region, pyproj.CRS.from_user_input(crs or imagery_crs), start=start, end=end)
-    cube = read_local_cube(path, footprint, imagery_crs, start=start, end=end)
+        return read_local_cube(path, region, pyproj.CRS.from_user_input(crs or imagery_crs), **options)
+    cube = read_local_cube(path, footprint, imagery_crs, **options)
     # the reader adds a pixel of margin around a region; the whole extent needs none
     minx, miny, maxx, maxy = footprint.bounds
     x, y = cube["x"].values, cube["y"].values

@@ -161,6 +161,9 @@ class TrustSettings(_Settings):
         0.3, ge=0, description="windthrow/dieback: the near ring lost at least this share of the patch's drop")
     canopy_max_solidity: float = Field(
         0.85, gt=0, le=1, description="windthrow/dieback: irregular outline, solidity at most this")
+    dieback_min_decline: float = Field(
+        0.15, description="dieback rather than windthrow: the canopy had already lost this share of the drop the "
+                          "season before (windthrow: at most this)")
     harvest_min_cycle: float = Field(
         0.6, ge=0, description="harvest: the season before fell this share of the drop at the same time of year")
     harvest_min_amplitude: float = Field(0.3, ge=0, description="harvest: NDVI range of the season before at least")
@@ -243,12 +246,21 @@ class SyntheticSettings(_Settings):
     end: str = Field("2022-10-31", description="last acquisition date of synthetic scenes")
     resolution_m: float = Field(10.0, gt=0)
     seed: int = 0
+    domain: str = Field("classic", description="synthetic world: classic, boreal_forest, steppe_grassland, "
+                        "cropland_plain, wetland or mountain_forest, optionally with +modifiers (sensor s2, "
+                        "s2_no_swir, landsat; 10m, 20m, 30m; clear, normal, cloudy; shift+N / shift-N days); "
+                        "a licence's synthetic_domain property takes precedence")
 
 
 class LocalSettings(_Settings):
     dn_scale: float | Literal["auto"] = Field(
         "auto",
         description="multiply band values by this; 'auto' treats integer-like values above 2 as DN x 1e-4",
+    )
+    band_names: list[str] | None = Field(
+        None,
+        description="names of the bands, in band order, of GeoTIFFs without band descriptions "
+                    "(e.g. [blue, green, red, nir, swir16, swir22]); descriptions win where a file has them",
     )
 
 
@@ -323,6 +335,8 @@ class Settings(_Settings):
         data = self.model_dump(mode="json")
         # the model is keyed by its own version (see gmsense.batch.request.ScanRequest.unit_key)
         data["classify"].pop("model", None)
+        if data["synthetic"].get("domain") == "classic":  # the world before domains existed: the same hash
+            data["synthetic"].pop("domain")
         for section, keys in OPERATIONAL_SETTINGS.items():
             for key in keys or list(data.get(section, {})):
                 data.get(section, {}).pop(key, None)

@@ -12,6 +12,8 @@ HUMAN_MADE_CLASSES = ("trench", "pad", "track", "clearing")
 PATCH_CLASSES = (*HUMAN_MADE_CLASSES, "natural")
 #: Every value ``disturbance_class`` may take in an export (``uncertain``: a weak or undecided call).
 DISTURBANCE_CLASSES = (*PATCH_CLASSES, "uncertain")
+#: The agents a ``natural`` patch may name (DESIGN.md: ``natural_agent``).
+NATURAL_AGENTS = ("fire", "flood", "windthrow", "dieback", "harvest", "drought")
 
 
 @dataclass

@@ -78,6 +78,25 @@ def test_truth_recovery_status() -> None:
 
 
 @pytest.mark.slow
+def test_leave_one_domain_out_scores_each_world_and_names_the_worst(tmp_path: Path) -> None:
+    """Two worlds scanned with the rule baseline: each is scored on its own, the pooled figures
+    count the events of both, and the worst world is the one with the lower value."""
+    from gmsense.bench.accuracy import run_domains, write_results
+
+    worlds = ["cropland_plain+30m", "wetland+30m"]
+    results = run_domains([3], worlds, sites_per_seed=1)
+    assert list(results["per_domain"]) == worlds
+    assert results["overall"]["events_human"] == sum(d["events_human"] for d in results["per_domain"].values())
+    recalls = {w: results["per_domain"][w]["recall"] for w in worlds if results["per_domain"][w]["recall"] is not None}
+    worst = results["worst_domain"]["recall"]
+    assert worst["value"] == min(recalls.values())
+    assert recalls[worst["domain"]] == worst["value"]
+    out = write_results([results], tmp_path / "lodo.json")
+    table = out.with_suffix(".md").read_text()
+    assert "| metric | target | cropland_plain+30m | wetland+30m | pooled | worst |" in table
+
+
+@pytest.mark.slow
 def test_small_accuracy_run_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "acc.json"
     results = run_accuracy([3], sites_per_seed=1, out=out)
@@ -133,3 +152,118 @@ def test_a_failed_licence_without_truth_is_still_reported(monkeypatch: pytest.Mo
     assert all(f["events_human"] is None and "disk full" in f["truth_error"] for f in results["failed_sites"])
     assert results["overall"]["failed_sites"] == 2
     assert results["overall"]["recall"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# gmsense bench real: the pipeline on three real scenes (../shared/data/real)
+
+
+@pytest.fixture(scope="module")
+def real_bench(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    from gmsense.bench.real import run_real
+
+    out = tmp_path_factory.mktemp("bench-real") / "real.json"
+    return run_real(real_data, model="default", out=out), out
+
+
+@pytest.mark.realdata
+def test_real_bench_structure_and_outputs(real_bench: tuple[dict[str, Any], Path]) -> None:
+    results, out = real_bench
+    assert json.loads(out.read_text())["runs"][0]["detector"] == "model"
+    [run] = results["runs"]  # no --baseline: the model only
+    assert run["model"] == "default"
+    assert run["model_version"]
+    assert list(run["sections"]) == ["fordead_dieback", "romania_2017", "bc_wildfire"]
+    for name, section in run["sections"].items():
+        assert section["status"] in ("PASS", "FAIL"), name
+        assert section["command"].startswith("gmsense bench real")
+        assert "gmsense.analyse(gmsense.open_imagery(" in section["call"]
+        assert section["inputs"]["imagery"].startswith(results["data"])
+        assert section["target"]
+        assert section["status"] == "PASS" or section["reason"], f"{name}: a FAIL says why"
+    text = out.with_suffix(".md").read_text()
+    for name in run["sections"]:
+        assert f"## {name}" in text
+
+
+@pytest.mark.realdata
+def test_real_bench_fordead_figures_are_computed_from_the_theia_scene(
+        real_bench: tuple[dict[str, Any], Path]) -> None:
+    section = real_bench[0]["runs"][0]["sections"]["fordead_dieback"]
+    assert section["inputs"]["n_dates"] == 187
+    assert section["inputs"]["crs"] == "EPSG:32631"
+    f = section["figures"]
+    assert f["detected_area_m2"] > 0
+    assert f["n_patches"] > 0
+    assert sum(f["area_by_class_m2"].values()) == pytest.approx(f["detected_area_m2"], abs=1.0)
+    assert f["share_human_made"] + f["share_natural"] + f["share_uncertain"] == pytest.approx(1.0, abs=1e-3)
+    assert set(f["first_detected_years"]) <= {"2016", "2017", "2018", "2019", "2020"}
+    assert (section["status"] == "PASS") == (f["share_human_made"] <= 0.05)
+
+
+@pytest.mark.realdata
+def test_real_bench_romania_reference_lies_where_ndvi_dropped(real_data: Path,
+                                                            real_bench: tuple[dict[str, Any], Path]) -> None:
+    import xarray as xr
+
+    from gmsense.bench.real import ROMANIA, romania_reference
+
+    section = real_bench[0]["runs"][0]["sections"]["romania_2017"]
+    reference = romania_reference(real_data / ROMANIA)
+    mask = reference["mask"]
+    assert 50 < mask.sum() < 0.1 * mask.size, "a disturbance, not the whole forest"
+    assert section["figures"]["reference_pixels"] == int(mask.sum())
+    # an independent look: mean summer NDVI of the raw file (all SCL vegetation pixels), per year
+    with xr.open_dataset(real_data / ROMANIA) as ds:
+        ndvi = ((ds.B8 - ds.B4) / (ds.B8 + ds.B4)).where(ds.SCL == 4)
+        summer = ndvi.where(ndvi.time.dt.month.isin([6, 7, 8]), drop=True).groupby("time.year").mean().values
+    years = {y: k for k, y in enumerate(range(2015, 2021))}
+    inside = np.nanmean(summer[:, mask], axis=1)
+    outside = np.nanmean(summer[:, ~mask], axis=1)
+    assert inside[years[2016]] - inside[years[2017]] > 0.25
+    assert abs(outside[years[2016]] - outside[years[2017]]) < 0.05
+    assert inside[years[2019]] < inside[years[2016]] - 0.05, "still below its 2016 state two years on"
+    f = section["figures"]
+    assert f["reference_median_ndvi"]["2017"]["inside"] < f["reference_median_ndvi"]["2016"]["inside"] - 0.2
+    for patch in f["overlapping_patches"]:
+        assert 0 < patch["overlap_m2"] <= patch["area_m2"] + 1e-6
+    flagged_2017 = [p for p in f["overlapping_patches"] if p["flagged"] and p["first_detected"].startswith("2017")]
+    assert f["flagged"] == bool(flagged_2017)
+    assert (section["status"] == "PASS") == f["flagged"]
+
+
+@pytest.mark.realdata
+def test_real_bench_bc_wildfire_reads_both_composite_series(real_bench: tuple[dict[str, Any], Path]) -> None:
+    section = real_bench[0]["runs"][0]["sections"]["bc_wildfire"]
+    assert section["inputs"]["n_dates"] == 23
+    assert section["inputs"]["composite"] == "annual"
+    assert section["inputs"]["resolution_m"] == 30.0
+    assert section["inputs"]["burn_attributes"]["dist_start"] == 2005
+    f = section["figures"]
+    assert f["burn_area_m2"] == pytest.approx(553_290, rel=1e-3)
+    assert f["composites_10m"]["inputs"]["n_dates"] == 10
+    assert f["overlap_m2"] <= f["burn_area_m2"]
+    if f["class_shares"]:
+        assert sum(f["class_shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    else:
+        assert f["class"] is None
+    if not f["overlapping_patches"]:
+        assert section["status"] == "FAIL"
+        assert "no patch overlaps the burn polygon" in section["reason"]
+
+
+def test_real_bench_without_its_data_fails_each_section_with_a_reason(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gmsense.cli import app
+
+    out = tmp_path / "real.json"
+    result = CliRunner().invoke(app, ["bench", "real", "--data", str(tmp_path / "nowhere"), "--model", "rules",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [run] = json.loads(out.read_text())["runs"]
+    assert run["detector"] == "rules"
+    for section in run["sections"].values():
+        assert section["status"] == "FAIL"
+        assert "nowhere" in section["reason"], section["reason"]
+    assert "FAIL" in out.with_suffix(".md").read_text()

@@ -70,7 +70,10 @@ def test_a_burn_is_natural_with_agent_fire_and_its_evidence() -> None:
 
 @pytest.mark.parametrize(("agent", "metrics"), [
     ("flood", {**TRENCH, "sig_water_max": 0.1, "sig_water_last": -0.4}),
-    ("canopy_loss", {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 0.6}),
+    ("windthrow", {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 0.6,
+                   "sig_decline_before": 0.0}),
+    ("dieback", {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 0.6,
+                 "sig_decline_before": 0.4}),
     ("harvest", {**TRENCH, "sig_cycle_repeat": 0.9, "sig_prior_amplitude": 0.5}),
     ("drought", {**TRENCH, "ring_drop_near": 0.8, "ring_drop_far": 0.7}),
 ])

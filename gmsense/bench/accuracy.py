@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from gmsense.batch.scan import run_scan
 from gmsense.bench import write_json_and_markdown
 from gmsense.bench.scoring import EVENT_COLUMNS, FalseAlarms, match_scene, summarise
 from gmsense.classify.model import PatchClassifier
-from gmsense.classify.train import random_licences
+from gmsense.classify.train import DEFAULT_PARAMS, TrainingParams, random_licences
 from gmsense.config import Settings
 from gmsense.geo.grid import grid_transform
 from gmsense.outputs.export import patches_frame
+from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.sources import SyntheticSource
 from gmsense.sources.synthetic import synthesize
 from gmsense.store import Store
@@ -101,6 +103,88 @@ def scan_failures(store: Store, summary: Any, sites: list[Any]) -> dict[str, str
     return failures
 
 
+@dataclass
+class Scored:
+    """What scanning and matching a set of scenes gave, before it is summarised (poolable)."""
+
+    events: list[pd.DataFrame] = field(default_factory=list)
+    false_alarms: FalseAlarms = field(default_factory=lambda: FalseAlarms([]))
+    patches: int = 0
+    area_km2: float = 0.0
+    exposure: float = 0.0  # km2 x scene years
+    per_seed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, other: Scored) -> None:
+        self.events += other.events
+        self.false_alarms += other.false_alarms
+        self.patches += other.patches
+        self.area_km2 += other.area_km2
+        self.exposure += other.exposure
+        self.per_seed += other.per_seed
+        self.failed += other.failed
+
+    def summary(self) -> dict[str, Any]:
+        empty = pd.DataFrame(columns=EVENT_COLUMNS)
+        pooled = summarise(pd.concat([e for e in self.events if len(e)] or [empty], ignore_index=True),
+                           self.false_alarms, self.patches, area_km2=self.area_km2,
+                           years=_years(self.exposure, self.area_km2))
+        pooled["failed_sites"] = len(self.failed)
+        pooled["events_human_on_failed_sites"] = sum(f["events_human"] or 0 for f in self.failed)
+        return pooled
+
+
+def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, workers: int | None,
+                classifier: PatchClassifier | None, domain: str | None = None) -> Scored:
+    """Scan the licences of every seed (of ``domain``'s world when given) and match them to truth."""
+    scored = Scored()
+    empty = pd.DataFrame(columns=EVENT_COLUMNS)
+    for seed in seeds:
+        seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
+        sites = random_licences(seed, sites_per_seed, domain=domain)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(str(Path(tmp) / "bench.db"))
+            summary = run_scan(ScanRequest(sites, SyntheticSource(seeded), seeded, classifier=classifier), store,
+                               options=ScanOptions(workers=workers))
+            failures = scan_failures(store, summary, sites)
+            exported = patches_frame(store)
+        scored.add(_score_sites(seed, sites, seeded, failures, exported, empty))
+    return scored
+
+
+def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[str, str], exported: Any,
+                 empty: pd.DataFrame) -> Scored:
+    out = Scored()
+    for site in sites:
+        region = site.buffered(seeded.sites.buffer_m)
+        try:
+            cube, truth = synthesize(site, region, seeded.synthetic)
+        except Exception as exc:  # the scan failed the same way: nothing to score, say so
+            if site.site_id not in failures:
+                raise
+            out.failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
+                               "events_human": None, "truth_error": f"{type(exc).__name__}: {exc}"})
+            continue
+        truth = complete_truth(truth, cube, seeded)
+        scene_years = len(np.unique(cube["time"].dt.year.values)) - 1  # the first season is history only
+        patches = exported[exported.site_id == site.site_id].to_crs(site.crs)
+        events, false_alarms = match_scene(truth, patches)
+        out.events.append(events)
+        out.patches += len(patches)
+        if site.site_id in failures:
+            out.failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
+                               "events_human": int(events.human.astype(bool).sum())})
+            continue
+        out.false_alarms += false_alarms
+        out.area_km2 += region.area / 1e6
+        out.exposure += region.area / 1e6 * scene_years
+    events = pd.concat(out.events, ignore_index=True) if out.events else empty
+    out.per_seed = [{"seed": seed, "failed_sites": len(out.failed),
+                     **summarise(events, out.false_alarms, out.patches, area_km2=out.area_km2,
+                                 years=_years(out.exposure, out.area_km2))}]
+    return out
+
+
 def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Settings | None = None,
                  workers: int | None = None, classifier: PatchClassifier | None = None,
                  out: Path | None = None) -> dict[str, Any]:
@@ -113,67 +197,62 @@ def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Setting
     """
     settings = settings or Settings()
     t0 = time.perf_counter()
-    all_events, all_false, n_patches, area_km2, exposure, per_seed, failed = [], FalseAlarms([]), 0, 0.0, 0.0, [], []
-    empty = pd.DataFrame(columns=EVENT_COLUMNS)
-    for seed in seeds:
-        seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
-        sites = random_licences(seed, sites_per_seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Store(str(Path(tmp) / "bench.db"))
-            summary = run_scan(ScanRequest(sites, SyntheticSource(seeded), seeded, classifier=classifier), store,
-                               options=ScanOptions(workers=workers))
-            failures = scan_failures(store, summary, sites)
-            exported = patches_frame(store)
-        seed_events, seed_patches, seed_area, seed_exposure, seed_failed = [], 0, 0.0, 0.0, []
-        seed_false = FalseAlarms([])
-        for site in sites:
-            region = site.buffered(seeded.sites.buffer_m)
-            try:
-                cube, truth = synthesize(site, region, seeded.synthetic)
-            except Exception as exc:  # the scan failed the same way: nothing to score, say so
-                if site.site_id not in failures:
-                    raise
-                failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
-                               "events_human": None, "truth_error": f"{type(exc).__name__}: {exc}"})
-                seed_failed.append(failed[-1])
-                continue
-            truth = complete_truth(truth, cube, seeded)
-            scene_years = len(np.unique(cube["time"].dt.year.values)) - 1  # the first season is history only
-            patches = exported[exported.site_id == site.site_id].to_crs(site.crs)
-            events, false_alarms = match_scene(truth, patches)
-            seed_events.append(events)
-            seed_patches += len(patches)
-            if site.site_id in failures:
-                failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
-                               "events_human": int(events.human.astype(bool).sum())})
-                seed_failed.append(failed[-1])
-                continue
-            seed_false += false_alarms
-            seed_area += region.area / 1e6
-            seed_exposure += region.area / 1e6 * scene_years
-        events = pd.concat(seed_events, ignore_index=True) if seed_events else empty
-        per_seed.append({"seed": seed, "failed_sites": len(seed_failed),
-                         **summarise(events, seed_false, seed_patches, area_km2=seed_area,
-                                     years=_years(seed_exposure, seed_area))})
-        all_events.append(events)
-        all_false += seed_false
-        n_patches += seed_patches
-        area_km2 += seed_area
-        exposure += seed_exposure
-    pooled = summarise(pd.concat([e for e in all_events if len(e)] or [empty], ignore_index=True), all_false,
-                       n_patches, area_km2=area_km2, years=_years(exposure, area_km2))
-    pooled["failed_sites"] = len(failed)
-    pooled["events_human_on_failed_sites"] = sum(f["events_human"] or 0 for f in failed)
+    scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
+                         classifier=classifier)
     results = {"detector": "model" if classifier else "rules",
                "model_version": classifier.version if classifier else None,
-               "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": pooled, "per_seed": per_seed,
-               "failed_sites": failed,
+               "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": scored.summary(),
+               "per_seed": scored.per_seed, "failed_sites": scored.failed,
                "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
                "config_hash": settings.config_hash(), "gmsense_version": __version__,
                "runtime_s": round(time.perf_counter() - t0, 1)}
     if out is not None:
         write_results(results, Path(out))
     return results
+
+
+def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2, settings: Settings | None = None,
+                workers: int | None = None, model: Path | None = None,
+                params: TrainingParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Leave-one-domain-out: each world of ``domains`` is scanned (test ``seeds``) with a model
+    fitted on the training table of ``model`` (a folder from ``gmsense train --domains``) without
+    that world's rows, so the figures of a world come from a model that never saw it; without
+    ``model`` the rule baseline. Per world, pooled over the worlds, and the worst world per target."""
+    from gmsense.classify.train import domains_of, fit_classifier, read_training_table
+
+    settings = settings or Settings()
+    t0 = time.perf_counter()
+    table = read_training_table(model) if model is not None else None
+    pooled, per_domain, trained_on = Scored(), {}, {}
+    for domain in domains:
+        classifier = None
+        if table is not None:
+            keep = domains_of(table) != domain
+            classifier = fit_classifier(table[keep], params=params, name=f"without {domain}")
+            trained_on[domain] = sorted(set(domains_of(table[keep])))
+        scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
+                             classifier=classifier, domain=domain)
+        per_domain[domain] = scored.summary()
+        pooled.add(scored)
+    worst = {}
+    for key, (op, _) in TARGETS.items():
+        values = [(v[key], d) for d, v in per_domain.items() if v.get(key) is not None]
+        if values:
+            value, domain = (min if op == ">=" else max)(values)
+            worst[key] = {"value": value, "domain": domain}
+    type_values = [(v["recall_by_type"][c], d, c) for d, v in per_domain.items() for c in HUMAN_MADE_CLASSES
+                   if v["recall_by_type"].get(c) is not None]
+    if type_values:
+        value, domain, klass = min(type_values)
+        worst["recall_per_type"] = {"value": value, "domain": domain, "class": klass}
+    return {"detector": "model" if table is not None else "rules",
+            "model_version": f"leave-one-domain-out from {model}" if model else None,
+            "validation": "leave-one-domain-out", "domains": domains, "trained_on": trained_on,
+            "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": pooled.summary(),
+            "per_domain": per_domain, "worst_domain": worst, "failed_sites": pooled.failed,
+            "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+            "config_hash": settings.config_hash(), "gmsense_version": __version__,
+            "runtime_s": round(time.perf_counter() - t0, 1)}
 
 
 def _years(exposure_km2_years: float, area_km2: float) -> float:
@@ -230,6 +309,46 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return text
 
 
+def markdown_domains(results: list[dict[str, Any]]) -> str:
+    """Leave-one-domain-out runs: one column per held-out world, then pooled and the worst world."""
+    lines = []
+    for r in results:
+        domains = r["domains"]
+        title = r["detector"] + (f" ({r['model_version']})" if r["model_version"] else "")
+        lines += [f"### {title}", "",
+                  "| metric | target | " + " | ".join(domains) + " | pooled | worst |",
+                  "|---|---|" + "---|" * (len(domains) + 2)]
+
+        def fmt(v: Any) -> str:
+            return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+        for key, (op, target) in TARGETS.items():
+            worst = r["worst_domain"].get(key, {})
+            cells = [fmt(r["per_domain"][d].get(key)) for d in domains]
+            lines.append(f"| {key.replace('_', ' ')} | {op} {target} | " + " | ".join(cells)
+                         + f" | {fmt(r['overall'].get(key))} ({_met(r['overall'].get(key), op, target)}) | "
+                         + (f"{fmt(worst.get('value'))} {worst.get('domain', '')} "
+                            f"({_met(worst.get('value'), op, target)})" if worst else "-") + " |")
+        for klass in HUMAN_MADE_CLASSES:
+            cells = [fmt(r["per_domain"][d]["recall_by_type"].get(klass)) for d in domains]
+            pooled = r["overall"]["recall_by_type"].get(klass)
+            lines.append(f"| recall {klass} | >= {RECALL_PER_TYPE_TARGET} | " + " | ".join(cells)
+                         + f" | {fmt(pooled)} ({_met(pooled, '>=', RECALL_PER_TYPE_TARGET)}) | - |")
+        cells = [f"{r['per_domain'][d].get('review_load', 0)}" for d in domains]
+        lines.append("| uncertain patches on no human-made event (review load) | - | " + " | ".join(cells)
+                     + f" | {r['overall'].get('review_load', 0)} | - |")
+        cells = [f"{r['per_domain'][d]['events_human']} / {r['per_domain'][d]['patches']}" for d in domains]
+        lines.append("| human-made events / patches | - | " + " | ".join(cells)
+                     + f" | {r['overall']['events_human']} / {r['overall']['patches']} | - |")
+        lines.append("")
+    seeds = results[0]["seeds"]
+    lines.append(f"Leave-one-domain-out: each world is scanned (test seeds {min(seeds)}-{max(seeds)}, "
+                 f"{results[0]['sites_per_seed']} licences each) with a model fitted without that world's "
+                 "training rows; the rule baseline needs no training.")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(results: dict[str, Any] | list[dict[str, Any]], out: Path) -> Path:
     runs = results if isinstance(results, list) else [results]
-    return write_json_and_markdown(runs if len(runs) > 1 else runs[0], out, markdown(runs))
+    text = markdown_domains(runs) if "per_domain" in runs[0] else markdown(runs)
+    return write_json_and_markdown(runs if len(runs) > 1 else runs[0], out, text)

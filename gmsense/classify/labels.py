@@ -138,7 +138,8 @@ def _polygon_rows(polygons: pd.DataFrame, path: Path, imagery: Path, settings: S
     local = polygons.to_crs(crs)
     area = box(*local.total_bounds).buffer(POLYGON_MARGIN_M)
     site = Site(f"labels:{Path(path).stem}", area, crs, {})
-    cube = read_local_cube(imagery, area, crs, dn_scale=settings.local.dn_scale, site_id=site.site_id)
+    cube = read_local_cube(imagery, area, crs, dn_scale=settings.local.dn_scale, site_id=site.site_id,
+                           band_names=settings.local.band_names)
     result = analyse_cube(site, cube, settings)
     cube_crs = pyproj.CRS.from_user_input(cube.rio.crs)
     truth = local.to_crs(cube_crs)

@@ -41,6 +41,8 @@ from gmsense.errors import InputError
 from gmsense.records import HUMAN_MADE_CLASSES, PATCH_CLASSES
 
 MATCH_TOLERANCE_M = 15.0
+#: The training table saved beside a model (features, labels, scenes, worlds): what it was fitted on.
+TABLE_FILE = "training_table.csv.gz"
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,16 @@ def without_swir(table: pd.DataFrame) -> pd.DataFrame:
     return blind
 
 
-def random_licences(seed: int, n: int) -> list[Any]:
-    """``n`` licences of 0.5-2 km2 in Heilongjiang, deterministic from ``seed`` (scenario ``mixed``)."""
+def random_licences(seed: int, n: int, domain: str | None = None) -> list[Any]:
+    """``n`` licences of 0.5-2 km2 in Heilongjiang, deterministic from ``seed`` (scenario ``mixed``).
+
+    With ``domain`` (a synthetic domain name, see :mod:`gmsense.sources.synthetic._domains`), the
+    licences are drawn for that world instead: sizes from its biome's ``licence_km2`` (up to 6 km2
+    where it has large clearings and pits), places from its ``lon``/``lat``, and the property
+    ``synthetic_domain`` set, so scans and training of these licences use that world. No domain
+    (the default) gives the licences it always gave."""
+    if domain is not None:
+        return _domain_licences(seed, n, domain)
     import pyproj
     from shapely import affinity
     from shapely.geometry import box
@@ -90,6 +100,35 @@ def random_licences(seed: int, n: int) -> list[Any]:
     return sites
 
 
+def _domain_licences(seed: int, n: int, domain: str) -> list[Any]:
+    """Licences for the synthetic ``domain`` (see :func:`random_licences`)."""
+    import zlib
+
+    import pyproj
+    from shapely import affinity
+    from shapely.geometry import box
+
+    from gmsense.geo.sites import Site, utm_crs_for
+    from gmsense.sources.synthetic import domain_named
+
+    resolved = domain_named(domain)
+    biome = resolved.biome
+    rng = np.random.default_rng([seed, 7_919, zlib.crc32(resolved.name.encode())])
+    sites = []
+    for k in range(n):
+        lon, lat = rng.uniform(*biome.lon), rng.uniform(*biome.lat)
+        crs = utm_crs_for(lon, lat)
+        x, y = pyproj.Transformer.from_crs(4326, crs, always_xy=True).transform(lon, lat)
+        area = np.exp(rng.uniform(*np.log(biome.licence_km2))) * 1e6
+        aspect = rng.uniform(1.0, 1.6)
+        w, h = np.sqrt(area * aspect), np.sqrt(area / aspect)
+        geom = affinity.rotate(box(x - w / 2, y - h / 2, x + w / 2, y + h / 2), rng.uniform(0, 30))
+        sites.append(Site(f"S{seed:03d}-{biome.name[:4].upper()}-{k + 1}", geom, crs,
+                          {"synthetic_scenario": "mixed", "synthetic_domain": resolved.name,
+                           "licence_type": "mining" if "open_pit" in biome.human_kinds and k % 2 else "exploration"}))
+    return sites
+
+
 def label_patches(patch_geometries: list[Any], truth: Any) -> list[str]:
     """The class of the truth event each patch overlaps most (within the tolerance), else natural."""
     labels = []
@@ -100,8 +139,13 @@ def label_patches(patch_geometries: list[Any], truth: Any) -> list[str]:
     return labels
 
 
-def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: Settings | None = None) -> pd.DataFrame:
-    """Features and labels of every patch the detector proposes in synthetic scenes."""
+def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: Settings | None = None,
+                           domains: list[str] | None = None) -> pd.DataFrame:
+    """Features and labels of every patch the detector proposes in synthetic scenes.
+
+    With ``domains`` (synthetic domain names), each seed gives ``sites_per_seed`` licences of every
+    domain (:func:`random_licences`) and a scene is named ``domain/seed/site``, so validation can
+    hold out whole domains; without, the classic licences and ``seed/site``."""
     from shapely import wkt
 
     from gmsense.pipeline import analyse_cube
@@ -110,14 +154,24 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
     settings = settings or Settings()
     rows = []
     for seed in seeds:
-        for site in random_licences(seed, sites_per_seed):
-            cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
-            result = analyse_cube(site, cube, settings)
-            geoms = [wkt.loads(p.local_wkt) for p in result.patches]
-            for record, label in zip(result.patches, label_patches(geoms, truth), strict=True):
-                rows.append({"scene": f"{seed}/{site.site_id}", "label": label,
-                             **dict(zip(FEATURES, features_of(record.metrics), strict=True))})
-    return pd.DataFrame(rows, columns=["scene", "label", *FEATURES])
+        for domain in domains or [None]:
+            for site in random_licences(seed, sites_per_seed, domain=domain):
+                cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
+                result = analyse_cube(site, cube, settings)
+                geoms = [wkt.loads(p.local_wkt) for p in result.patches]
+                scene = f"{seed}/{site.site_id}" if domain is None else f"{cube.attrs['domain']}/{seed}/{site.site_id}"
+                for record, label in zip(result.patches, label_patches(geoms, truth), strict=True):
+                    rows.append({"scene": scene, "label": label, "domain": cube.attrs.get("domain", "classic"),
+                                 **dict(zip(FEATURES, features_of(record.metrics), strict=True))})
+    return pd.DataFrame(rows, columns=["scene", "label", "domain", *FEATURES])
+
+
+def domains_of(table: pd.DataFrame) -> np.ndarray:
+    """The world each training row came from: its ``domain`` column (synthetic scenes), ``labelled``
+    for rows without one (reviewers' and researchers' labels)."""
+    if "domain" not in table:
+        return np.full(len(table), "labelled", dtype=object)
+    return table["domain"].fillna("labelled").astype(str).to_numpy()
 
 
 def _table_hash(table: pd.DataFrame) -> str:
@@ -147,15 +201,21 @@ def expected_calibration_error(proba: np.ndarray, correct: np.ndarray, bins: int
 
 
 def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
-                   params: TrainingParams = DEFAULT_PARAMS) -> dict[str, Any]:
+                   params: TrainingParams = DEFAULT_PARAMS, group_by: str = "scene") -> dict[str, Any]:
     """Per-class precision, recall and F1, a confusion matrix, the calibration of the confidence
     (ECE, before and after calibration) and each feature's permutation importance (the mean fall
     in held-out accuracy when its values are shuffled, ``params.importance_repeats`` repeats)
-    from scene-grouped folds."""
+    from folds grouped by scene, or with ``group_by="domain"`` leave-one-domain-out: each world
+    (:func:`domains_of`) is held out in turn and scored by a model that never saw it
+    (``per_domain`` and ``worst_domain`` in the result)."""
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    x, y, groups = table[list(FEATURES)].to_numpy(), table["label"].to_numpy(), table["scene"].to_numpy()
+    x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
+    domains = domains_of(table)
+    groups = domains if group_by == "domain" else table["scene"].to_numpy()
+    if group_by == "domain":
+        folds = len(np.unique(domains))
     splits = _grouped_splits(x, y, groups, folds)
     if not splits:
         raise InputError("cross-validation needs patches from at least two scenes; add seeds")
@@ -179,7 +239,13 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
     predicted = predicted_cal if use_calibration else predicted_raw
     labels = [c for c in PATCH_CLASSES if c in set(y) | set(predicted)]
     p, r, f, support = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
-    return {"folds": len(splits), "grouped_by": "scene", "accuracy": float((predicted == y).mean()),
+    out_domains = {}
+    if group_by == "domain":
+        out_domains = {"per_domain": {str(d): _domain_scores(y[domains == d], predicted[domains == d])
+                                      for d in np.unique(domains)}}
+        worst = min(out_domains["per_domain"].items(), key=lambda kv: kv[1]["accuracy"])
+        out_domains["worst_domain"] = {"domain": worst[0], **worst[1]}
+    return {"folds": len(splits), "grouped_by": group_by, "accuracy": float((predicted == y).mean()), **out_domains,
             "per_class": {c: {"precision": round(float(p[i]), 3), "recall": round(float(r[i]), 3),
                               "f1": round(float(f[i]), 3), "support": int(support[i])} for i, c in enumerate(labels)},
             "confusion": {"labels": labels, "matrix": confusion_matrix(y, predicted, labels=labels).tolist()},
@@ -189,6 +255,16 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
                             "used": bool(use_calibration),
                             "method": "Platt (sigmoid) on scene-grouped inner folds, kept only if it lowers the "
                                       "cross-validated ECE of the confidence"}}
+
+
+def _domain_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """Patch-level scores of one held-out world: accuracy, the share of human-made patches called
+    natural (the violation nobody sees) and each human-made class's recall."""
+    human = np.isin(truth, HUMAN_MADE_CLASSES)
+    return {"patches": len(truth), "accuracy": round(float((truth == predicted).mean()), 3),
+            "human_called_natural": round(float((predicted[human] == "natural").mean()), 3) if human.any() else None,
+            "recall": {c: round(float((predicted[truth == c] == c).mean()), 3) for c in HUMAN_MADE_CLASSES
+                       if (truth == c).any()}}
 
 
 def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
@@ -206,6 +282,25 @@ def fit_calibrated(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
         calibrated = CalibratedClassifierCV(_estimator(seed, params), method="sigmoid", cv=splits).fit(x, y)
     calibrated.cv = len(splits)  # the fitted model need not carry the row indices of its folds
     return calibrated
+
+
+def fit_classifier(table: pd.DataFrame, seed: int = 0, params: TrainingParams = DEFAULT_PARAMS, *,
+                   calibrate: bool = True, name: str = "in-memory") -> PatchClassifier:
+    """A :class:`PatchClassifier` fitted on ``table`` (calibrated on scene-grouped inner folds when
+    ``calibrate``), with its estimator for imagery without SWIR and the parts of a model card
+    inference needs (feature medians, training domain). :func:`train` saves one; the benchmark
+    fits one per held-out world."""
+    x, y = table[list(FEATURES)].to_numpy(dtype=float), table["label"].to_numpy()
+    with threads_for(len(y)):
+        estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed, params) if calibrate
+                     else _estimator(seed, params).fit(x, y))
+        blind = without_swir(table)
+        estimator_without_swir = _estimator(seed, params).fit(blind[list(FEATURES)].to_numpy(dtype=float), y)
+    card = {"name": name, "version": "unsaved", "features": list(FEATURES),
+            "classes": [str(c) for c in estimator.classes_],
+            "feature_medians": {f: _finite_median(x[:, j]) for j, f in enumerate(FEATURES)},
+            "training_domain": fit_training_domain(x, y, FEATURES).to_card()}
+    return PatchClassifier(estimator, card, estimator_without_swir)
 
 
 def _estimator(seed: int, params: TrainingParams = DEFAULT_PARAMS) -> Any:
@@ -244,15 +339,17 @@ def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir:
 def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int = 0, command: str = "",
           settings: Settings | None = None, table: pd.DataFrame | None = None,
           labelled: list[tuple[str, pd.DataFrame]] | None = None,
-          params: TrainingParams = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Train on synthetic scenes of ``seeds`` (or on ``table``) plus ``labelled`` tables (a
+          params: TrainingParams = DEFAULT_PARAMS, domains: list[str] | None = None) -> dict[str, Any]:
+    """Train on synthetic scenes of ``seeds`` (of every world in ``domains`` when given, see
+    :func:`synthetic_training_set`; the cross-validation then holds out one world at a time) or on
+    ``table``, plus ``labelled`` tables (a
     description of where they came from, and rows of scene, label, features: reviewers' labels or
     researchers' polygons, see gmsense.classify.labels); cross-validate grouped by scene; save model and card.
     ``params``: the hyper-parameters (:class:`TrainingParams`), recorded in the card."""
     settings = settings or Settings()
     if table is None:
-        table = synthetic_training_set(seeds, sites_per_seed, settings) if seeds else pd.DataFrame(
-            columns=["scene", "label", *FEATURES])
+        table = synthetic_training_set(seeds, sites_per_seed, settings, domains) if seeds else pd.DataFrame(
+            columns=["scene", "label", "domain", *FEATURES])
     sources: list[dict[str, Any]] = []
     if seeds:
         sources.append({"source": "synthetic scenes (gmsense.sources.synthetic), patches labelled by truth overlap",
@@ -265,31 +362,40 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     if table.empty or table["label"].nunique() < 2:
         raise InputError("the training data hold fewer than two classes; add seeds or labels")
     table = table.astype(dict.fromkeys(FEATURES, float))
-    metrics = cross_validate(table, seed, params=params)
-    x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
-    with threads_for(len(y)):
-        estimator = (fit_calibrated(x, y, table["scene"].to_numpy(), seed, params) if metrics["calibration"]["used"]
-                     else _estimator(seed, params).fit(x, y))
-        blind = without_swir(table)
-        blind_metrics = cross_validate(blind, seed, params=params)
-        estimator_without_swir = _estimator(seed, params).fit(blind[list(FEATURES)].to_numpy(), y)
+    worlds = np.unique(domains_of(table))
+    group_by = "domain" if len(worlds) >= 2 else "scene"
+    metrics = cross_validate(table, seed, params=params, group_by=group_by)
+    blind_metrics = cross_validate(without_swir(table), seed, params=params, group_by=group_by)
     folder = Path(folder)
+    fitted = fit_classifier(table, seed, params, calibrate=metrics["calibration"]["used"], name=folder.name)
     card = {
+        **fitted.card,
         "name": folder.name, "version": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "estimator": type(estimator).__name__,
-        "features": list(FEATURES), "classes": [str(c) for c in estimator.classes_],
-        "training_data": {"sources": sources, "seeds": seeds, "sites_per_seed": sites_per_seed, **_counts(table),
-                          "content_hash": _table_hash(table), "settings_hash": settings.config_hash()},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "estimator": type(fitted.estimator).__name__,
+        "training_data": {"sources": sources, "seeds": seeds, "sites_per_seed": sites_per_seed,
+                          "domains": [str(w) for w in worlds], **_counts(table),
+                          "content_hash": _table_hash(table), "settings_hash": settings.config_hash(),
+                          "table_file": TABLE_FILE},
         "cv_metrics": metrics, "libraries": _versions(), "command": command, "random_seed": seed,
         "training_params": asdict(params),
-        "feature_medians": {f: _finite_median(x[:, j]) for j, f in enumerate(FEATURES)},
-        "training_domain": fit_training_domain(x, y, FEATURES).to_card(),
         "without_swir": {"file": MODEL_WITHOUT_SWIR_FILE, "missing_features": list(SWIR_FEATURES),
                          "used_for": "patches whose imagery has no SWIR band",
-                         "cv_accuracy": blind_metrics["accuracy"], "cv_per_class": blind_metrics["per_class"]},
+                         "cv_accuracy": blind_metrics["accuracy"], "cv_per_class": blind_metrics["per_class"],
+                         **({"worst_domain": blind_metrics["worst_domain"]} if "worst_domain" in blind_metrics
+                            else {})},
     }
-    save_model(estimator, folder, card, without_swir=estimator_without_swir)
+    save_model(fitted.estimator, folder, card, without_swir=fitted.without_swir)
+    table.to_csv(folder / TABLE_FILE, index=False, compression="gzip")
     return card
+
+
+def read_training_table(folder: Path) -> pd.DataFrame:
+    """The training table a model folder was fitted on (:data:`TABLE_FILE`), features as floats."""
+    path = Path(folder) / TABLE_FILE
+    if not path.is_file():
+        raise InputError(f"model {folder} has no training table ({TABLE_FILE}); retrain it with 'gmsense train'")
+    table = pd.read_csv(path, compression="gzip", dtype={"scene": str, "label": str, "domain": str})
+    return table.astype(dict.fromkeys(FEATURES, float))
 
 
 def _finite_median(values: np.ndarray) -> float | None:
@@ -318,7 +424,8 @@ def confusion_png(metrics: dict[str, Any], path: Path) -> Path:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
-    ax.set_title(f"scene-grouped CV, accuracy {metrics['accuracy']:.2f}", fontsize=9)
+    how = "leave-one-domain-out CV" if metrics.get("grouped_by") == "domain" else "scene-grouped CV"
+    ax.set_title(f"{how}, accuracy {metrics['accuracy']:.2f}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

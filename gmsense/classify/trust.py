@@ -11,7 +11,7 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
    almost all of them (a Mahalanobis distance over the features it has), is ``uncertain`` with the
    reason; unless a *direct* natural agent (fire: char seen; flood: water seen, then gone) explains
    it, which the physics says whatever the model knows.
-2. **``natural`` needs an agent**: a named natural agent (:data:`NATURAL_AGENTS`) whose signature
+2. **``natural`` needs an agent**: a named natural agent (``gmsense.records.NATURAL_AGENTS``) whose signature
    is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape). Without
    one the patch is ``uncertain`` ("no natural agent explains it").
 3. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
@@ -30,10 +30,8 @@ from typing import Any
 import numpy as np
 
 from gmsense.config import TrustSettings
-from gmsense.records import HUMAN_MADE_CLASSES
+from gmsense.records import HUMAN_MADE_CLASSES, NATURAL_AGENTS
 
-#: The natural agents a ``natural`` patch can be explained by (``natural_agent``).
-NATURAL_AGENTS = ("fire", "flood", "canopy_loss", "harvest", "drought")
 #: Agents seen directly in the patch (char, water), trusted even outside the model's training data.
 DIRECT_AGENTS = ("fire", "flood")
 #: Size features checked against the largest trained patch of the predicted class.
@@ -83,15 +81,19 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
     """The agents whose signatures the patch's ``metrics`` show (strongest evidence first), and a
     sentence per agent that does not (why not), for the record."""
     m = lambda name: _get(metrics, name)  # noqa: E731
+    canopy = [("NDVI before", m("sig_ndvi_before"), ">=", settings.canopy_min_ndvi_before),
+              ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share),
+              ("solidity", m("solidity"), "<=", settings.canopy_max_solidity)]
     candidates = {
         "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr),
                  ("visible after/before", m("sig_visible_ratio"), "<=", settings.fire_max_visible_ratio),
                  ("NIR after/before", m("nir_ratio"), "<=", settings.fire_max_nir_ratio)],
         "flood": [("highest NDWI", m("sig_water_max"), ">=", settings.flood_min_ndwi),
                   ("last NDWI of the season", m("sig_water_last"), "<=", settings.flood_max_ndwi_last)],
-        "canopy_loss": [("NDVI before", m("sig_ndvi_before"), ">=", settings.canopy_min_ndvi_before),
-                        ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share),
-                        ("solidity", m("solidity"), "<=", settings.canopy_max_solidity)],
+        "windthrow": [*canopy, ("decline the season before", m("sig_decline_before"), "<=",
+                                settings.dieback_min_decline)],
+        "dieback": [*canopy, ("decline the season before", m("sig_decline_before"), ">=",
+                              settings.dieback_min_decline)],
         "harvest": [("same drop a year before", m("sig_cycle_repeat"), ">=", settings.harvest_min_cycle),
                     ("NDVI range the season before", m("sig_prior_amplitude"), ">=",
                      settings.harvest_min_amplitude)],

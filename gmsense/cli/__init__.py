@@ -206,6 +206,9 @@ def train(
     imagery: Annotated[Path | None, typer.Option("--imagery", help="local imagery the polygon labels lie on")] = None,
     unlabelled: Annotated[str, typer.Option("--unlabelled", help="patches no polygon covers: skip | natural")] = "skip",
     sites_per_seed: Annotated[int, typer.Option("--sites-per-seed", min=1)] = 2,
+    domains: Annotated[str | None, typer.Option("--domains", help="synthetic worlds to train across, comma-"
+                                                "separated, or 'all' (the validation worlds); the "
+                                                "cross-validation leaves one world out at a time")] = None,
     models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models"),
     seed: Annotated[int, typer.Option("--seed", help="random seed of the estimator")] = 0,
     config: ConfigOption = None,
@@ -225,14 +228,21 @@ def train(
     command = "gmsense " + " ".join(sys.argv[1:]) if sys.argv and "gmsense" in sys.argv[0] else ""
     card = train_model(parse_seeds(synthetic_seeds) if synthetic_seeds else [], folder,
                        sites_per_seed=sites_per_seed, seed=seed, settings=settings, command=command,
+                       domains=_domain_list(domains),
                        labelled=labelled)
     confusion_png(card["cv_metrics"], folder / "confusion.png")
-    table = Table(title=f"{name}: scene-grouped CV, accuracy {card['cv_metrics']['accuracy']:.3f}")
+    cv = card["cv_metrics"]
+    how = "leave-one-domain-out CV" if cv.get("grouped_by") == "domain" else "scene-grouped CV"
+    table = Table(title=f"{name}: {how}, accuracy {cv['accuracy']:.3f}")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col)
     for klass, m in card["cv_metrics"]["per_class"].items():
         table.add_row(klass, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", str(m["support"]))
     out.print(table)
+    if "worst_domain" in cv:
+        worst = cv["worst_domain"]
+        out.print(f"worst held-out world: {worst['domain']} (accuracy {worst['accuracy']:.3f}, human-made called "
+                  f"natural {worst['human_called_natural']})")
     out.print(f"model: {folder}")
 
 
@@ -290,6 +300,20 @@ bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic t
 app.add_typer(bench_app, name="bench")
 
 
+def _domain_list(text: str | None) -> list[str] | None:
+    """``--domains``: None, 'all' (the validation worlds) or a comma-separated list, each checked."""
+    if not text:
+        return None
+    from gmsense.errors import InputError
+    from gmsense.sources.synthetic import VALIDATION_DOMAINS, domain_named
+
+    names = list(VALIDATION_DOMAINS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    try:
+        return [domain_named(n).name for n in names]
+    except ValueError as exc:
+        raise InputError(f"--domains: {exc}") from exc
+
+
 @bench_app.command("accuracy")
 @user_errors
 def bench_accuracy(
@@ -301,14 +325,29 @@ def bench_accuracy(
     baseline: Annotated[bool, typer.Option(
         "--baseline", help="with --model: run the rule detector too, side by side")] = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
+    domains: Annotated[str | None, typer.Option(
+        "--domains", help="leave-one-domain-out over these synthetic worlds (comma-separated, or 'all'): each "
+                          "is scored by a model fitted on --model's training table without it")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Scan synthetic scenes as a user would and score the patches against their truth."""
-    from gmsense.bench.accuracy import run_accuracy, write_results
+    from gmsense.bench.accuracy import run_accuracy, run_domains, write_results
 
     settings = load_settings(config)
     seed_list = parse_seeds(seeds)
     runs = []
+    worlds = _domain_list(domains)
+    if worlds:
+        if model:
+            runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
+                                    workers=workers, model=model))
+        if not model or baseline:
+            runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
+                                    workers=workers))
+        write_results(runs, out_file)
+        out.print(out_file.with_suffix(".md").read_text())
+        out.print(f"results: {out_file}")
+        return
     classifier = _classifier("model", model) if model else None
     if classifier is None or baseline:
         runs.append(run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings, workers=workers))
@@ -317,6 +356,28 @@ def bench_accuracy(
                                     classifier=classifier))
     write_results(runs, out_file)
     out.print(out_file.with_suffix(".md").read_text())
+    out.print(f"results: {out_file}")
+
+
+@bench_app.command("real")
+@user_errors
+def bench_real(
+    out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
+        "bench-results/real.json"),
+    model: Annotated[str, typer.Option("--model", help="a shipped model's name or a model folder; 'rules' for "
+                                                       "the rule detector")] = "default",
+    baseline: Annotated[bool, typer.Option(
+        "--baseline", help="run the rule detector too, side by side")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="the real data folder (default ../shared/data/real "
+                                                             "beside the source checkout)")] = None,
+    buffer_m: Annotated[float, typer.Option("--buffer", min=0, help="monitoring buffer, metres")] = 100.0,
+    config: ConfigOption = None,
+) -> None:
+    """The pipeline on real scenes: natural dieback (THEIA), a 2017 disturbance (Romania), a 2005 wildfire (BC)."""
+    from gmsense.bench.real import run_real
+
+    run_real(data, model=model, baseline=baseline, settings=load_settings(config), buffer_m=buffer_m, out=out_file)
+    out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True)
     out.print(f"results: {out_file}")
 
 
@@ -563,6 +624,15 @@ def scans_show(scan_id: Annotated[int, typer.Argument()], db: DbOption = None) -
     out.print(table)
 
 
+#: The synthetic domains, for ``gmsense synth --help`` without importing the synthetic source (slow);
+#: tests check it names every domain and modifier of gmsense.sources.synthetic.
+SYNTH_DOMAIN_HELP = (
+    "synthetic world (without it: the licence's synthetic_domain property, else the settings' synthetic.domain, "
+    "default classic): classic, boreal_forest, steppe_grassland, cropland_plain, wetland or mountain_forest, with "
+    "+modifiers: sensor s2 | s2_no_swir | landsat, pixel 10m | 20m | 30m, clouds clear | normal | cloudy, "
+    "season shift+N | shift-N days (N <= 21); e.g. boreal_forest+landsat+cloudy")
+
+
 @app.command()
 @user_errors
 def synth(
@@ -570,6 +640,7 @@ def synth(
     out_dir: Annotated[Path, typer.Option("--out", help="output folder (GeoTIFF per date + truth.geojson)")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     preview: Annotated[bool, typer.Option("--preview", help="also write preview.png per licence")] = False,
+    domain: Annotated[str | None, typer.Option("--domain", metavar="NAME", help=SYNTH_DOMAIN_HELP)] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write synthetic scenes as a local GeoTIFF folder per licence, with their truth."""
@@ -581,10 +652,17 @@ def synth(
         TimeRemainingColumn,
     )
 
+    from gmsense.errors import InputError
     from gmsense.geo.sites import read_sites
+    from gmsense.sources.synthetic import domain_named
     from gmsense.sources.synthetic.io import write_scenes
 
     settings = load_settings(config)
+    if domain is not None:
+        try:
+            domain = domain_named(domain).name
+        except ValueError as exc:
+            raise InputError(f"--domain: {exc}") from None
     licences = read_sites(sites)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as bar:
@@ -593,7 +671,8 @@ def synth(
         def progress(site: Any, done: int, total: int) -> None:
             bar.update(tasks[site.site_id], completed=done, total=total)
 
-        folders = write_scenes(licences, settings, out_dir, seed=seed, preview=preview, progress=progress)
+        folders = write_scenes(licences, settings, out_dir, seed=seed, preview=preview, progress=progress,
+                               domain=domain)
     for site, folder in zip(licences, folders, strict=True):
         out.print(f"{site.site_id}: {folder}", highlight=False, soft_wrap=True)
 

@@ -24,7 +24,10 @@ seasons around its first detection:
   crop's yearly cycle is wide, forest and grass are flat;
 - ``sig_ndvi_before``: the patch's NDVI before (land cover: forest canopy is high);
 - ``sig_next_recovery``: the share of the drop regained in the following season's median NDVI
-  (NaN when there is no following season).
+  (NaN when there is no following season; negative when the decline went on);
+- ``sig_decline_before``: how much the median NDVI had already fallen from two seasons before to
+  the season before, as a share of the drop (a canopy dying back declines for years; wind fells it
+  at once).
 
 Context measured elsewhere (:func:`gmsense.detect.features.add_patch_context`) completes the
 evidence: ``ring_drop_near``/``ring_drop_far`` (the surroundings share the change: windthrow,
@@ -96,4 +99,7 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
             out["sig_cycle_repeat"] = (out["sig_ndvi_before"] - _median(ndvi[same])) / drop
     if next_t.any() and drop > 0:
         out["sig_next_recovery"] = (_median(ndvi[next_t]) - _median(ndvi[after_t])) / drop
+    earlier_t = years == year - 2
+    if earlier_t.any() and drop > 0:
+        out["sig_decline_before"] = (_median(ndvi[earlier_t]) - out["sig_ndvi_before"]) / drop
     return {k: v for k, v in out.items() if np.isfinite(v)}

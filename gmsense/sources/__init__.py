@@ -52,7 +52,7 @@ class SyntheticSource:
         if region.covers(whole):
             return cube
         minx, miny, maxx, maxy = region.bounds
-        half = self.settings.synthetic.resolution_m / 2
+        half = float(cube.attrs["resolution_m"]) / 2  # the domain may set the pixel size
         return cube.sel(x=slice(minx - half, maxx + half), y=slice(maxy + half, miny - half))
 
     def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
@@ -61,7 +61,8 @@ class SyntheticSource:
 
 @dataclass(frozen=True)
 class LocalSource:
-    """A folder of dated GeoTIFFs, or a NetCDF/Zarr cube (see gmsense.sources.local)."""
+    """A folder of dated GeoTIFFs or annual composites, THEIA Sentinel-2 products, or a NetCDF/Zarr cube
+    (see gmsense.sources.local)."""
 
     path: Path
     settings: Settings
@@ -71,7 +72,8 @@ class LocalSource:
         from gmsense.sources.local import read_local_cube
 
         return read_local_cube(self.path, region, site.crs, start=start, end=end,
-                               dn_scale=self.settings.local.dn_scale, site_id=site.site_id)
+                               dn_scale=self.settings.local.dn_scale, site_id=site.site_id,
+                               band_names=self.settings.local.band_names)
 
     def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
         from gmsense.sources.local import latest_date
@@ -106,7 +108,8 @@ def get_source(name: str, settings: Settings, imagery: Path | None = None) -> So
         return SyntheticSource(settings)
     if name == "local":
         if imagery is None:
-            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs, annual composites "
+                             "or THEIA products, or a .nc/.zarr cube)")
         from gmsense.sources.local import check_imagery
 
         check_imagery(Path(imagery))

@@ -1,19 +1,26 @@
 """Local imagery -> the cube contract (DESIGN.md, "Imagery cube" and "Local imagery").
 
-Two layouts are read by :func:`read_local_cube`:
+These layouts are read by :func:`read_local_cube`:
 
 1. a folder of per-acquisition GeoTIFF/COG files whose names start with an ISO date
    (``2021-06-14_S2L2A.tif``). Band descriptions name the bands (see
-   :mod:`gmsense.sources._bands`), GDAL scale/offset and nodata are honoured, a mask band
+   :mod:`gmsense.sources._bands`; files without any band description take the names of the
+   setting ``local.band_names``, in band order), GDAL scale/offset and nodata are honoured, a mask band
    (``SCL``, ``QA_PIXEL``, ``clear`` or ``cloud``) gives ``clear``. Files of the same date are
    merged (first file, by name, with a valid pixel wins). The grid is the first file's (by date,
    then name; the first of the whole folder, so the grid does not depend on ``start``/``end``);
    files on another grid or CRS are warped onto it (bilinear for reflectance, nearest for masks).
    Pixels are read lazily, one dask task per date, and only the window of the region.
-2. a NetCDF (``.nc``) or Zarr (``.zarr``) store already shaped like a cube (dims ``time, y, x``),
+2. a folder of annual composites named ``YYYY.tif`` (e.g. best-available-pixel composites): read
+   as layout 1, each year dated at :data:`COMPOSITE_MONTH_DAY` (15 July, inside the default
+   May-September growing season), with ``attrs["composite"] = "annual"``. A band value of exactly 0
+   is the composites' fill value (no data). Without a mask band, ``clear`` is "every band valid"
+   and no :class:`MissingMaskWarning` is given: such composites are cloud-screened when they are made.
+3. a folder of THEIA/MAJA Sentinel-2 L2A product folders (see :mod:`gmsense.sources.local.theia`).
+4. a NetCDF (``.nc``) or Zarr (``.zarr``) store already shaped like a cube (dims ``time, y, x``),
    opened lazily with its CRS from the grid-mapping variable.
 
-In both, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
+In every layout, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
 plus one pixel, extended with NaN where the imagery does not reach; imagery in a geographic CRS is
 reprojected (nearest) onto a grid in the region's CRS.
 """
@@ -24,7 +31,7 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +69,11 @@ from gmsense.sources._bands import (
 
 #: File names the folder layout reads: an ISO date first, a GeoTIFF suffix.
 DATED_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+#: Annual composites: the year alone (``2005.tif``).
+ANNUAL_FILE = re.compile(r"^(\d{4})\.tiff?$", re.IGNORECASE)
+#: The date an annual composite stands for: mid growing season (inside the default May-September
+#: window of :class:`gmsense.config.SeasonSettings`), so each year gives one in-season observation.
+COMPOSITE_MONTH_DAY = "07-15"
 TIFF_SUFFIXES = (".tif", ".tiff")
 STORE_SUFFIXES = (".nc", ".nc4", ".netcdf", ".zarr")
 #: How many acquisitions are sampled (eagerly, region window only) to decide ``dn_scale="auto"``.
@@ -237,6 +249,8 @@ class TiffInfo:
     index: dict[str, int]  # source band name -> band index
     nodata: dict[int, float | None]
     scaling: dict[int, tuple[float, float]] = field(default_factory=dict)  # from metadata, where given
+    #: Band indexes whose value 0 is a fill value (no data) besides ``nodata`` (annual composites).
+    zero_fill: frozenset[int] = frozenset()
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -244,18 +258,34 @@ class TiffInfo:
 
 
 def dated_files(folder: Path) -> list[tuple[np.datetime64, Path]]:
-    """``(day, path)`` of the GeoTIFFs in ``folder`` whose names start with a valid ISO date, sorted."""
+    """``(day, path)`` of the GeoTIFFs in ``folder`` whose names start with a valid ISO date, or of
+    the annual composites ``YYYY.tif`` (dated ``YYYY-``:data:`COMPOSITE_MONTH_DAY`), sorted."""
     found = []
     for p in folder.iterdir():
-        m = DATED_FILE.match(p.name)
-        if not (m and p.is_file() and p.suffix.lower() in TIFF_SUFFIXES):
+        if not (p.is_file() and p.suffix.lower() in TIFF_SUFFIXES):
+            continue
+        m, annual = DATED_FILE.match(p.name), ANNUAL_FILE.match(p.name)
+        if not (m or annual):
             continue
         try:
-            day = np.datetime64(m.group(1), "D")
+            day = np.datetime64(m.group(1) if m else f"{annual.group(1)}-{COMPOSITE_MONTH_DAY}", "D")
         except ValueError:
             continue
         found.append((day, p))
     return sorted(found, key=lambda dp: (dp[0], dp[1].name))
+
+
+def is_annual_series(files: Sequence[tuple[np.datetime64, Path]]) -> bool:
+    """True when ``files`` (from :func:`dated_files`) are annual composites ``YYYY.tif``; raises
+    :class:`ImageryError` when a folder mixes them with per-acquisition files."""
+    annual = [bool(ANNUAL_FILE.match(p.name)) for _, p in files]
+    if any(annual) and not all(annual):
+        one = next(p for (_, p), a in zip(files, annual, strict=True) if not a)
+        raise ImageryError(
+            f"imagery folder {one.parent} mixes annual composites (YYYY.tif) with per-acquisition files "
+            f"(e.g. {one.name}); keep one kind per folder"
+        )
+    return bool(files) and all(annual)
 
 
 def _band_scaling(src: rasterio.io.DatasetReader, idx: int) -> tuple[float, float] | None:
@@ -271,8 +301,13 @@ def _band_scaling(src: rasterio.io.DatasetReader, idx: int) -> tuple[float, floa
     return None if (scale, offset) == (1.0, 0.0) else (float(scale), float(offset))
 
 
-def read_tiff_header(path: Path, day: np.datetime64) -> TiffInfo:
-    """Open ``path`` and describe it; corrupt files and files without a CRS raise :class:`ImageryError`."""
+def read_tiff_header(path: Path, day: np.datetime64, band_names: Sequence[str] | None = None, *,
+                     fix: str = "replace or remove it") -> TiffInfo:
+    """Open ``path`` and describe it; corrupt files and files without a CRS raise :class:`ImageryError`.
+
+    ``band_names`` name the bands, in band order, of a file without any band description (the
+    descriptions win when there are some). ``fix`` ends the message about an unreadable file.
+    """
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
@@ -280,6 +315,14 @@ def read_tiff_header(path: Path, day: np.datetime64) -> TiffInfo:
                     f"imagery file {path} has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32652 {path.name})"
                 )
             names = list(src.descriptions)
+            if band_names and not any(names):
+                if len(band_names) != src.count:
+                    raise ImageryError(
+                        f"imagery file {path} has {src.count} band(s) without descriptions but the setting "
+                        f"local.band_names names {len(band_names)} ({', '.join(band_names)}); "
+                        "give one name per band, in band order"
+                    )
+                names = list(band_names)
             plan = plan_bands(names)
             index = {name: i + 1 for i, name in reversed(list(enumerate(names))) if name}
             used = [*plan.bands.values(), *([plan.mask[1]] if plan.mask else [])]
@@ -298,8 +341,7 @@ def read_tiff_header(path: Path, day: np.datetime64) -> TiffInfo:
     except Exception as exc:  # rasterio raises several types for bad files
         raise ImageryError(
             f"imagery file {path} cannot be read "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "replace or remove it"
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {fix}"
         ) from exc
 
 
@@ -327,17 +369,30 @@ def _read_band(src: rasterio.io.DatasetReader, info: TiffInfo, idx: int, grid: G
             return out
         data = src.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
         out[r0 - row:r1 - row, c0 - col:c1 - col] = data.astype("float32").filled(np.nan)
-        return out
+        return _drop_fill(out, info, idx)
     nodata = info.nodata.get(idx)
+    if idx in info.zero_fill and (nodata is None or np.isnan(nodata)):
+        nodata = 0.0  # the fill value, so warping does not blend it into its neighbours
     reproject(
         source=rasterio.band(src, idx), destination=out,
         src_crs=src.crs, src_transform=src.transform, src_nodata=nodata,
         dst_crs=grid.crs.to_wkt(), dst_transform=grid.transform, dst_nodata=np.nan,
         resampling=resampling,
     )
+    return _drop_fill(out, info, idx)
+
+
+def _drop_fill(values: np.ndarray, info: TiffInfo, idx: int) -> np.ndarray:
+    """``values`` with the nodata value of band ``idx`` (and 0 for a zero-fill band) set to NaN, in place.
+
+    The nodata value is the file's, or one the layout knows when the file declares none (THEIA's -10000).
+    """
+    nodata = info.nodata.get(idx)
     if nodata is not None and not np.isnan(nodata):
-        out[out == nodata] = np.nan
-    return out
+        values[values == np.float32(nodata)] = np.nan
+    if idx in info.zero_fill:
+        values[values == 0] = np.nan
+    return values
 
 
 def read_tiff_on_grid(info: TiffInfo, grid: Grid, bands: Sequence[str],
@@ -389,22 +444,36 @@ def _require_dated_files(folder: Path) -> list[tuple[np.datetime64, Path]]:
     files = dated_files(folder)
     if not files:
         raise ImageryError(
-            f"imagery folder {folder} has no GeoTIFF named YYYY-MM-DD*.tif; "
+            f"imagery folder {folder} has no GeoTIFF named YYYY-MM-DD*.tif (or YYYY.tif for annual composites) "
+            "and no THEIA Sentinel-2 product folder (SENTINEL2A_YYYYMMDD-hhmmss-mmm_L2A_T*_*_V*); "
             "name each acquisition by its date (e.g. 2021-06-14_S2L2A.tif)"
         )
     return files
 
 
+def _is_theia(path: Path) -> bool:
+    from gmsense.sources.local.theia import is_theia_folder
+
+    return is_theia_folder(path)
+
+
 def check_imagery(path: Path) -> None:
     """A cheap check before a scan starts (headers only, no pixels): the path exists, is a
-    folder of readable dated GeoTIFFs or an openable NetCDF/Zarr cube. Raises ImageryError."""
+    folder of readable dated GeoTIFFs or annual composites, a folder of complete THEIA products,
+    or an openable NetCDF/Zarr cube. Raises ImageryError."""
     path = Path(path)
     if not path.exists():
         raise ImageryError(f"imagery path {path} does not exist; check the imagery path")
     if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
         _open_store(path).close()
+    elif path.is_dir() and _is_theia(path):
+        from gmsense.sources.local.theia import theia_products
+
+        theia_products(path)
     elif path.is_dir():
-        for day, file in _require_dated_files(path):
+        files = _require_dated_files(path)
+        is_annual_series(files)
+        for day, file in files:
             read_tiff_header(file, day)
     else:
         raise ImageryError(
@@ -414,12 +483,12 @@ def check_imagery(path: Path) -> None:
 
 
 def imagery_footprint(path: Path) -> tuple[BaseGeometry, pyproj.CRS]:
-    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' bounds in
-    the first file's CRS, or a NetCDF/Zarr cube's pixel-edge bounds in its CRS (metres)."""
-    from shapely.geometry import box
-
+    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' (or THEIA
+    products' 10 m bands') bounds in the first file's CRS, or a NetCDF/Zarr cube's pixel-edge
+    bounds in its CRS (metres)."""
     path = Path(path)
-    check_imagery(path)
+    if not _is_theia(path):
+        check_imagery(path)  # (a THEIA folder is checked as its products are read below)
     if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
         with _open_store(path) as ds:
             ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
@@ -429,58 +498,101 @@ def imagery_footprint(path: Path) -> tuple[BaseGeometry, pyproj.CRS]:
             t = _store_transform(ds, path)
             width, height = ds.sizes["x"], ds.sizes["y"]
         return box(*Grid(crs, t, width, height).bounds), crs
-    infos = [read_tiff_header(file, day) for day, file in _require_dated_files(path)]
+    if _is_theia(path):
+        from gmsense.sources.local.theia import theia_products
+
+        infos = [p.reference for p in theia_products(path)]
+    else:
+        infos = [read_tiff_header(file, day) for day, file in _require_dated_files(path)]
     crs = infos[0].crs
     return shapely.union_all([box(*transform_bounds(i.bounds, i.crs, crs)) for i in infos]), crs
 
 
 def latest_date(path: Path, start: str | None = None, end: str | None = None) -> str | None:
-    """The newest acquisition date of the imagery within ``start..end`` (ISO), from file names
-    or the store's time coordinate; None when there is none."""
+    """The newest acquisition date of the imagery within ``start..end`` (ISO), from file or
+    product folder names or the store's time coordinate; None when there is none."""
     path = Path(path)
     if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
         with _open_store(path) as ds:
             days = np.asarray(ds["time"].values, dtype="datetime64[ns]")
+    elif _is_theia(path):
+        from gmsense.sources.local.theia import theia_product_folders
+
+        days = np.array([d for d, _ in theia_product_folders(path)], dtype="datetime64[ns]")
     else:
         days = np.array([d for d, _ in dated_files(path)], dtype="datetime64[ns]")
     days = days[parse_range(start, end).keep(days)] if days.size else days
     return str(days.max().astype("datetime64[D]")) if days.size else None
 
 
-def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
-                 start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None) -> xr.Dataset:
-    files = _require_dated_files(folder)
-    days = np.array([d for d, _ in files], dtype="datetime64[ns]")
-    keep = dates.keep(days)
-    if not keep.any():
-        raise _no_dates(folder, days, start, end, site_id)
-    reference = read_tiff_header(files[0][1], files[0][0])
-    infos = [read_tiff_header(p, d) for (d, p), k in zip(files, keep, strict=True) if k]
-
+def region_grid(reference: TiffInfo, region: BaseGeometry, region_crs: pyproj.CRS, path: Path,
+                site_id: str | None) -> Grid:
+    """The output grid: ``reference``'s lattice over the region's bounding box plus a pixel, or, for
+    imagery in a geographic CRS, a square-pixel grid in the (projected) region CRS."""
     if reference.crs.is_geographic:
         if not region_crs.is_projected:
-            raise ImageryError(f"imagery {folder} and {_who(site_id)} are both in a geographic CRS; "
+            raise ImageryError(f"imagery {path} and {_who(site_id)} are both in a geographic CRS; "
                                "give the licence areas a projected CRS (metres)")
-        grid = _geographic_target(reference.crs, (reference.transform, reference.width, reference.height),
+        return _geographic_target(reference.crs, (reference.transform, reference.width, reference.height),
                                   region.bounds, region_crs)
-    else:
-        grid = crop_grid(reference.crs, reference.transform,
-                         transform_bounds(region.bounds, region_crs, reference.crs))
+    return crop_grid(reference.crs, reference.transform, transform_bounds(region.bounds, region_crs, reference.crs))
 
-    # keep files whose footprint meets the region (in the grid CRS)
+
+def meeting_grid(infos: Sequence[Any], grid: Grid, region: BaseGeometry, region_crs: pyproj.CRS, path: Path,
+                 site_id: str | None) -> list[Any]:
+    """The ``infos`` (anything with ``crs`` and ``bounds``) whose footprint meets ``grid``; raises the
+    "does not cover" :class:`ImageryError` when none meets the region itself."""
     region_g = _to_crs(region, region_crs, grid.crs)
     grid_box = box(*grid.bounds)
     used = [i for i in infos if box(*transform_bounds(i.bounds, i.crs, grid.crs)).intersects(grid_box)]
     if not used or not any(box(*transform_bounds(i.bounds, i.crs, grid.crs)).intersects(region_g) for i in used):
-        fp = [transform_bounds(i.bounds, i.crs, reference.crs) for i in infos]
+        crs = infos[0].crs
+        fp = [transform_bounds(i.bounds, i.crs, crs) for i in infos]
         footprint = (min(b[0] for b in fp), min(b[1] for b in fp), max(b[2] for b in fp), max(b[3] for b in fp))
-        raise _not_covered(folder, footprint, reference.crs, region, region_crs, site_id)
+        raise _not_covered(path, footprint, crs, region, region_crs, site_id)
+    return used
+
+
+def lazy_cube(tasks: Sequence[Any], times: np.ndarray, image_ids: Sequence[str], grid: Grid,
+              bands: Sequence[str]) -> xr.Dataset:
+    """The cube of one ``dask.delayed`` task per date, each returning float32 ``(len(bands) + 1, y, x)``
+    on ``grid``: reflectance bands, then clear (0/1)."""
+    h, w, nb = grid.height, grid.width, len(bands)
+    cube = da.stack([da.from_delayed(task, shape=(nb + 1, h, w), dtype="float32") for task in tasks])
+    data_vars: dict[str, Any] = {b: (("time", "y", "x"), cube[:, k]) for k, b in enumerate(bands)}
+    data_vars["clear"] = (("time", "y", "x"), cube[:, nb] > 0.5)
+    return xr.Dataset(data_vars, coords={"time": np.asarray(times, dtype="datetime64[ns]"), "y": grid.ys(),
+                                         "x": grid.xs(), "image_id": ("time", list(image_ids))})
+
+
+def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates: DateRange,
+                 start: str | None, end: str | None, dn_scale: DnScale, site_id: str | None,
+                 band_names: Sequence[str] | None = None) -> xr.Dataset:
+    files = _require_dated_files(folder)
+    annual = is_annual_series(files)
+    days = np.array([d for d, _ in files], dtype="datetime64[ns]")
+    keep = dates.keep(days)
+    if not keep.any():
+        raise _no_dates(folder, days, start, end, site_id)
+    reference = read_tiff_header(files[0][1], files[0][0], band_names)
+    infos = [read_tiff_header(p, d, band_names) for (d, p), k in zip(files, keep, strict=True) if k]
+    if annual:
+        infos = [replace(i, zero_fill=frozenset(i.index[n] for n in i.plan.bands.values())) for i in infos]
+
+    grid = region_grid(reference, region, region_crs, folder, site_id)
+    used = meeting_grid(infos, grid, region, region_crs, folder, site_id)
 
     # bands present in every file used
     common = [b for b in used[0].plan.bands if all(b in i.plan.bands for i in used)]
     missing = missing_required(common)
     if missing:
         lacking = next(i for i in used if missing_required(i.plan.bands))
+        if not lacking.index:
+            raise ImageryError(
+                f"imagery {folder}: the bands of {lacking.path.name} have no descriptions, so their meaning is "
+                "unknown; name them, in band order, in the setting local.band_names (e.g. [blue, green, red, nir, "
+                "swir16, swir22]; open_imagery(..., band_names=[...]) in Python) or write band descriptions"
+            )
         raise _missing_bands(folder, missing_required(lacking.plan.bands), list(lacking.plan.bands),
                              f" ({lacking.path.name})")
     dropped = sorted({b for i in used for b in i.plan.bands} - set(common))
@@ -488,7 +600,7 @@ def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dat
         warnings.warn(f"imagery {folder}: band(s) {', '.join(dropped)} are not in every file and are left out",
                       UserWarning, stacklevel=3)
     no_mask = [i.path.name for i in used if i.plan.mask is None]
-    if no_mask:
+    if no_mask and not annual:  # annual composites are cloud-screened when they are made
         warnings.warn(
             f"imagery {folder}: {len(no_mask)} file(s) without a mask band (SCL, QA_PIXEL, clear, cloud), "
             f"e.g. {no_mask[0]}; clear = all bands observed, clouds are not masked",
@@ -501,19 +613,14 @@ def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dat
     for info in used:
         by_day.setdefault(info.day, []).append(info)
     fallback, extra = _folder_scaling(by_day, grid, common, dn_scale, platform)
+    if annual:
+        extra |= {"composite": "annual", "composite_date": f"YYYY-{COMPOSITE_MONTH_DAY}",
+                  "clear_from": "mask band" if not no_mask else
+                  "valid pixels (every band finite and non-zero; composites are cloud-screened when made)"}
 
-    h, w, nb = grid.height, grid.width, len(common)
-    stacks = [
-        da.from_delayed(dask.delayed(_read_date)(group, grid, common, fallback), shape=(nb + 1, h, w), dtype="float32")
-        for group in by_day.values()
-    ]
-    cube = da.stack(stacks)
-    data_vars: dict[str, Any] = {b: (("time", "y", "x"), cube[:, k]) for k, b in enumerate(common)}
-    data_vars["clear"] = (("time", "y", "x"), cube[:, nb] > 0.5)
-    times = np.array(list(by_day), dtype="datetime64[ns]")
+    tasks = [dask.delayed(_read_date)(group, grid, common, fallback) for group in by_day.values()]
     image_ids = ["+".join(i.path.name for i in group) for group in by_day.values()]
-    ds = xr.Dataset(data_vars, coords={"time": times, "y": grid.ys(), "x": grid.xs(),
-                                       "image_id": ("time", image_ids)})
+    ds = lazy_cube(tasks, np.array(list(by_day)), image_ids, grid, common)
     return _finish(ds, grid.crs, grid.transform, platform=platform, path=folder, extra=extra)
 
 
@@ -725,6 +832,7 @@ def read_local_cube(
     end: str | None = None,
     dn_scale: DnScale = "auto",
     site_id: str | None = None,
+    band_names: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Read local imagery over ``region`` into the cube contract (see the module docstring).
 
@@ -732,7 +840,10 @@ def read_local_cube(
     ``start``/``end``: inclusive ISO dates. ``dn_scale``: ``"auto"`` multiplies band values that
     look like digital numbers (99th percentile of red/nir > 2) and carry no metadata scale by 1e-4
     (Sentinel-2; Landsat C2 ``SR_B*`` get 2.75e-5 and -0.2) and records ``attrs["dn_scale_applied"]``;
-    a number multiplies bands without a metadata scale as is. ``site_id`` is named in errors.
+    a number multiplies bands without a metadata scale as is (THEIA products: see
+    :mod:`gmsense.sources.local.theia`). ``site_id`` is named in errors. ``band_names``: the names,
+    in band order, of the bands of GeoTIFFs that have no band descriptions (e.g. ``["blue", "green",
+    "red", "nir", "swir16", "swir22"]``); descriptions win where a file has them.
 
     Returns a dataset with dims ``(time, y, x)``, float32 reflectance bands under their common
     names (NaN = not observed), boolean ``clear``, ``x``/``y`` pixel centres in metres of the
@@ -748,8 +859,12 @@ def read_local_cube(
     dates = parse_range(start, end)
     if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
         cube = _read_store(path, region, region_crs, dates, start, end, dn_scale, site_id)
+    elif path.is_dir() and _is_theia(path):
+        from gmsense.sources.local.theia import read_theia
+
+        cube = read_theia(path, region, region_crs, dates, start, end, dn_scale, site_id)
     elif path.is_dir():
-        cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id)
+        cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id, band_names)
     else:
         raise ImageryError(
             f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "

@@ -12,6 +12,12 @@ Shapes (scene CRS, metres), drawn within the issue's ranges:
 - ``windthrow``: irregular, patchy canopy loss in forest (litter and dry vegetation), slow regrowth;
 - ``harvest``: one row per crop field (the harvest itself is part of the landscape's calendar).
 
+Those are the classic world's (:func:`plan_events`). The other biomes
+(:mod:`gmsense.sources.synthetic._plan`) draw sizes from their own ranges and add ``open_pit`` (a
+large, deep, bright excavation with benches and water at the bottom; class ``clearing``),
+``dieback`` (canopy browning spreading in clusters over 1-3 years) and ``drought`` (a drought
+year's local loss of green); works along roads and field edges, and works started in winter.
+
 Reclamation: none (``regrowth_years`` 0), slow (4-9 years) or fast (1-2 years); regrowth is grass
 first. The regrown share at age ``a`` years is ``min(a / regrowth_years, 1)``.
 """
@@ -24,13 +30,16 @@ import numpy as np
 from shapely import affinity
 from shapely.geometry import LineString, Point, box
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 
 from gmsense.geo.sites import Site
-from gmsense.records import HUMAN_MADE_CLASSES
+from gmsense.records import HUMAN_MADE_CLASSES, NATURAL_AGENTS
 from gmsense.sources.synthetic._landscape import Landscape, blob, mix
 
 ANTHROPOGENIC = HUMAN_MADE_CLASSES  # the human-made event kinds are the disturbance classes
-SCENARIOS = ("mixed", "exploration", "boundary", "quiet")
+#: Human-made kinds that are not a class of their own: the class their truth rows carry.
+HUMAN_KIND_CLASS = {"open_pit": "clearing"}
+SCENARIOS = ("mixed", "exploration", "boundary", "quiet", "mining")
 DAYS_PER_YEAR = 365.25
 RECOVERED_SHARE, RECOVERING_SHARE = 0.8, 0.25  # gmsense.recovery's default ratios
 FLOOD_REGROWTH_YEARS = 1.0
@@ -47,6 +56,10 @@ SURFACES: dict[str, np.ndarray] = {
     "flood": mix(water=0.9, green_veg=0.1),
     "silt": mix(dark_soil=0.45, dry_veg=0.45, green_veg=0.1),  # after the water recedes
     "windthrow": mix(litter=0.5, dry_veg=0.35, green_veg=0.15),
+    "dieback": mix(dry_veg=0.45, litter=0.35, green_veg=0.2),  # red and grey crowns over a green understorey
+    "pit_bench": mix(spoil=0.75, gravel=0.25),  # the flat, bright benches of an open pit
+    "pit_face": mix(spoil=0.45, dark_soil=0.55),  # the steep faces between them, partly shaded
+    "pit_water": mix(water=0.85, dark_soil=0.15),  # water at the bottom
 }
 
 
@@ -55,16 +68,33 @@ class Event:
     """One change on the ground. ``geometry`` in the scene CRS (metres)."""
 
     event_id: str
-    kind: str  # trench | pad | track | clearing | fire | flood | windthrow | harvest
+    kind: str  # trench | pad | track | clearing | open_pit | fire | flood | windthrow | dieback | drought | harvest
     geometry: BaseGeometry
     start: np.datetime64
     regrowth_years: float  # 0 = no reclamation; years from start to full regrowth otherwise
-    duration_days: int = 0  # floods: days under water
-    severity_seed: int = 0  # windthrow/fire: seed of the patchy severity field
+    duration_days: int = 0  # floods: days under water; droughts: days of stress
+    severity_seed: int = 0  # windthrow/fire/drought/open pit: seed of the patchy severity or the benches
+    parts: tuple[tuple[BaseGeometry, float], ...] = ()  # dieback: clusters and their onset (days after start)
 
     @property
     def disturbance_class(self) -> str:
-        return self.kind if self.kind in ANTHROPOGENIC else "natural"
+        """The truth class: human-made kinds keep theirs (``open_pit`` is a ``clearing``), others are natural."""
+        if self.kind in ANTHROPOGENIC:
+            return self.kind
+        return HUMAN_KIND_CLASS.get(self.kind, "natural")
+
+    @property
+    def natural_agent(self) -> str:
+        """The natural agent (fire, flood, windthrow, dieback, harvest, drought) or "" (human-made)."""
+        return self.kind if self.kind in NATURAL_AGENTS else ""
+
+    def extent(self, when: np.datetime64) -> BaseGeometry:
+        """The footprint on date ``when``: a dieback's clusters that have begun, else the geometry."""
+        if not self.parts:
+            return self.geometry
+        age = float((np.datetime64(when, "D") - np.datetime64(self.start, "D")) / np.timedelta64(1, "D"))
+        begun = [g for g, onset in self.parts if onset <= age] or [self.parts[0][0]]
+        return unary_union(begun)
 
 
 def regrown_share(age_years: float, regrowth_years: float) -> float:
@@ -239,11 +269,12 @@ def _place(kind: str, area: BaseGeometry, region: BaseGeometry, land: Landscape,
 
 
 def event_effect(event: Event, fraction: np.ndarray, severity: np.ndarray | None, when: np.datetime64,
-                 grass: np.ndarray, cover: np.ndarray) -> np.ndarray:
+                 grass: np.ndarray, cover: np.ndarray, surface_map: np.ndarray | None = None) -> np.ndarray:
     """``cover`` (n_em, y, x) endmember fractions after ``event`` on date ``when``.
 
     ``fraction`` is the footprint's pixel share; ``severity`` (0..1, same shape) the patchiness
-    of fire and windthrow. The disturbed share is replaced by the event's surface; the regrown
+    of fire and windthrow. The disturbed share is replaced by the event's surface (``surface_map``
+    (n_em, y, x) where it varies within the footprint, as an open pit's benches); the regrown
     share by ``grass`` (the pure grassland mix of the date), or the original cover for floods.
     """
     if when < event.start:
@@ -256,6 +287,8 @@ def event_effect(event: Event, fraction: np.ndarray, severity: np.ndarray | None
         r = regrown_share((age_days - event.duration_days) / DAYS_PER_YEAR, event.regrowth_years)
         return cover * (1 - hit * (1 - r)) + SURFACES["silt"][:, None, None] * hit * (1 - r)
     r = regrown_share(age_days / DAYS_PER_YEAR, event.regrowth_years)
+    if surface_map is not None:
+        return cover * (1 - hit) + (surface_map * (1 - r) + grass * r) * hit
     surface = SURFACES[event.kind]
     if event.kind == "fire" and age_days > 200:
         surface = SURFACES["burnt"]

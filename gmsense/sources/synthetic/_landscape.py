@@ -17,11 +17,17 @@ Land cover (fractions rasterised at 2 m and averaged, so edges are mixed pixels)
 Inter-annual variation: each year shifts green-up and changes vigour (scene-wide and in a smooth
 per-pixel field); one drought year lowers vigour (grass, crops and wetland most) and brings
 senescence forward.
+
+:func:`build_landscape` draws the classic world (sizes in pixels, unchanged); the other biomes are
+drawn by :func:`gmsense.sources.synthetic._world.build_world` into the same :class:`Landscape`,
+whose per-date :func:`cover_fractions` (with the biome's phenology and drought parameters, sparse
+shrubs and sparse field shares) serve both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -31,6 +37,8 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
+
+from gmsense.sources.synthetic._biomes import CLASSIC, Biome
 
 #: Endmember reflectance spectra (blue, green, red, nir, swir1, swir2); typical library values.
 ENDMEMBERS: dict[str, np.ndarray] = {
@@ -53,10 +61,6 @@ CLOUD_SPECTRUM = np.array([0.550, 0.550, 0.560, 0.600, 0.500, 0.400])
 
 SUBPIXEL = 5  # covers and disturbances are rasterised at resolution / SUBPIXEL (2 m at 10 m)
 
-GRASS_THRESHOLD = 1.1  # smooth-noise value above which the natural cover is grassland
-FOREST_EVERGREEN = 0.35  # share of the forest canopy that stays green all year (conifers)
-DROUGHT_VIGOUR = {"forest": -0.05, "grass": -0.14, "crop": -0.14, "wetland": -0.10}
-DROUGHT_SENESCENCE_DAYS = -12.0
 FIELD_GAP_M = 6.0  # grass margins / farm tracks between fields
 ROAD_WIDTH_M = (6.0, 8.0)
 
@@ -86,14 +90,14 @@ def smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator)
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
-def fraction(geom: BaseGeometry, shape: tuple[int, int], transform: Affine) -> np.ndarray:
-    """Share of each pixel covered by ``geom`` (scene CRS), rasterised at 1/SUBPIXEL of the pixel."""
+def fraction(geom: BaseGeometry, shape: tuple[int, int], transform: Affine, subpixel: int = SUBPIXEL) -> np.ndarray:
+    """Share of each pixel covered by ``geom`` (scene CRS), rasterised at 1/``subpixel`` of the pixel."""
     if geom.is_empty:
         return np.zeros(shape)
-    fine_shape = (shape[0] * SUBPIXEL, shape[1] * SUBPIXEL)
-    fine = rasterize([(geom, 1)], out_shape=fine_shape, transform=transform @ Affine.scale(1 / SUBPIXEL),
+    fine_shape = (shape[0] * subpixel, shape[1] * subpixel)
+    fine = rasterize([(geom, 1)], out_shape=fine_shape, transform=transform @ Affine.scale(1 / subpixel),
                      dtype="uint8")
-    return fine.reshape(shape[0], SUBPIXEL, shape[1], SUBPIXEL).mean(axis=(1, 3))
+    return fine.reshape(shape[0], subpixel, shape[1], subpixel).mean(axis=(1, 3))
 
 
 def blob(centre: Point, radius: float, rng: np.random.Generator, n: int = 28, roughness: float = 0.35) -> Polygon:
@@ -112,6 +116,7 @@ class Field:
     sow_doy: float
     harvest_doy: float
     peak: float
+    crop: str = "crop"
 
 
 @dataclass
@@ -134,15 +139,22 @@ class Landscape:
     year_vigour: dict[int, np.ndarray]  # year -> per-pixel vigour change (green share units)
     drought_year: int
     geometries: dict[str, BaseGeometry] = field(default_factory=dict)  # water, wetland, low_area, road, fields
+    biome: Biome = CLASSIC
+    shrub: np.ndarray | None = None  # pixel share of sparse shrubs (taken from the grassland), or None
+    crop_shares: Any = None  # scipy.sparse (n_fields, y * x) field shares replacing ``crop`` when given
+    low_areas: list[BaseGeometry] = field(default_factory=list)  # where floods go (the low area of classic)
+    terrain: Any = None  # gmsense.sources.synthetic._terrain.Terrain, or None (flat)
+    season_shift: float = 0.0  # days green-up, senescence, sowing, harvest and snow are shifted by
 
     @property
     def natural(self) -> np.ndarray:
         """Pixel share of forest + grassland (what is not water, wetland, road or crop)."""
         return self.forest + self.grass
 
-    def no_go(self, margin_m: float = 30.0) -> BaseGeometry:
-        """Where human-made disturbances are not placed: water, wetland, low area, fields, road."""
-        parts = [self.geometries[k] for k in ("water", "wetland", "low_area", "road", "fields")]
+    def no_go(self, margin_m: float = 30.0, exclude: tuple[str, ...] = ()) -> BaseGeometry:
+        """Where human-made disturbances are not placed: water, wetland, low area, fields, road
+        (but those named in ``exclude``)."""
+        parts = [self.geometries[k] for k in ("water", "wetland", "low_area", "road", "fields") if k not in exclude]
         return unary_union([p for p in parts if not p.is_empty]).buffer(margin_m)
 
 
@@ -153,8 +165,9 @@ def _edge_point(region: BaseGeometry, side: int, rng: np.random.Generator) -> Po
             Point(minx + t * (maxx - minx), miny), Point(minx + t * (maxx - minx), maxy)][side]
 
 
-def _road(region: BaseGeometry, rng: np.random.Generator) -> BaseGeometry:
-    """A gently winding gravel road from one side of the scene to the opposite one."""
+def _road_line(region: BaseGeometry, rng: np.random.Generator) -> LineString:
+    """The centre line of a gently winding road from one side of the scene to the opposite one
+    (buffered by a width from :data:`ROAD_WIDTH_M`, drawn next, it is the gravel road)."""
     across = int(rng.integers(0, 2))  # 0: west-east, 1: south-north
     a, b = _edge_point(region, 2 * across, rng), _edge_point(region, 2 * across + 1, rng)
     s = np.linspace(0, 1, 60)
@@ -163,19 +176,19 @@ def _road(region: BaseGeometry, rng: np.random.Generator) -> BaseGeometry:
     amp = rng.uniform(0.03, 0.08) * length
     wiggle = amp * np.sin(2 * np.pi * (s * rng.uniform(0.6, 1.4) + rng.uniform(0, 1)))
     nx, ny = -(b.y - a.y) / length, (b.x - a.x) / length
-    line = LineString(np.c_[xs + wiggle * nx, ys + wiggle * ny])
-    return line.buffer(rng.uniform(*ROAD_WIDTH_M) / 2, cap_style="flat")
+    return LineString(np.c_[xs + wiggle * nx, ys + wiggle * ny])
 
 
 def _field_block(region: BaseGeometry, licence: BaseGeometry, corner: int, rng: np.random.Generator,
-                 ) -> list[BaseGeometry]:
-    """Rectangular fields in a grid at one corner of the scene, outside the licence."""
+                 sizes: tuple[tuple[float, float], tuple[float, float]] = CLASSIC.field_size_m) -> list[BaseGeometry]:
+    """Rectangular fields in a grid at one corner of the scene, outside the licence; field widths
+    and heights (metres) drawn from ``sizes``."""
     minx, miny, maxx, maxy = region.bounds
     cx = minx if corner in (0, 2) else maxx
     cy = miny if corner in (0, 1) else maxy
     sx, sy = (1 if corner in (0, 2) else -1), (1 if corner in (0, 1) else -1)
     ncol, nrow = int(rng.integers(2, 4)), int(rng.integers(2, 4))
-    widths, heights = rng.uniform(110, 200, ncol), rng.uniform(80, 160, nrow)
+    widths, heights = rng.uniform(*sizes[0], ncol), rng.uniform(*sizes[1], nrow)
     angle = rng.uniform(-8, 8)
     keep_out = licence.buffer(40)
     fields = []
@@ -199,7 +212,7 @@ def build_landscape(region: BaseGeometry, licence: BaseGeometry, shape: tuple[in
     blocks: list[BaseGeometry] = []
     if cropland:  # the first corner (from the drawn one on) with room for fields outside the licence
         for k in range(4):
-            blocks = _field_block(region, licence, (corner + k) % 4, rng)
+            blocks = _field_block(region, licence, (corner + k) % 4, rng, CLASSIC.field_size_m)
             if blocks:
                 corner = (corner + k) % 4
                 break
@@ -208,35 +221,38 @@ def build_landscape(region: BaseGeometry, licence: BaseGeometry, shape: tuple[in
     lake_corner = 3 - corner
     lx = minx + (0.2 if lake_corner in (0, 2) else 0.8) * (maxx - minx)
     ly = miny + (0.2 if lake_corner in (0, 1) else 0.8) * (maxy - miny)
-    lake = blob(Point(lx, ly), rng.uniform(60, 110), rng, roughness=0.25).difference(licence.buffer(30))
-    wet = blob(Point(lx, ly), rng.uniform(150, 200), rng, roughness=0.3).difference(licence.buffer(30))
+    lake = blob(Point(lx, ly), rng.uniform(*CLASSIC.lake_radius_m), rng, roughness=0.25).difference(licence.buffer(30))
+    wet = blob(Point(lx, ly), rng.uniform(*CLASSIC.wetland_radius_m), rng, roughness=0.3).difference(licence.buffer(30))
     wetland = wet.difference(lake)
     direction = np.arctan2((miny + maxy) / 2 - ly, (minx + maxx) / 2 - lx) + rng.uniform(-0.8, 0.8)
     # A licence can cover the whole wetland (then ``wet`` is empty): place the low area as if
     # the wetland had a typical 150 m reach.
     reach = wet.exterior.distance(Point(lx, ly)) if hasattr(wet, "exterior") and not wet.is_empty else 150.0
     low_centre = Point(lx + (reach + 50) * np.cos(direction), ly + (reach + 50) * np.sin(direction))
-    low_area = blob(low_centre, rng.uniform(60, 90), rng).difference(wet).difference(licence.buffer(20))
-    road = _road(region, rng).difference(wet)
+    low_area = blob(low_centre, rng.uniform(*CLASSIC.low_radius_m), rng).difference(wet).difference(licence.buffer(20))
+    road_line = _road_line(region, rng)
+    road = road_line.buffer(rng.uniform(*ROAD_WIDTH_M) / 2, cap_style="flat").difference(wet)
     field_geoms = [f.difference(road.buffer(3)).difference(wet.buffer(10)).difference(low_area.buffer(10))
                    for f in blocks]
     field_geoms = [f for f in field_geoms if f.area > 3_000]
 
-    fields = [Field(g, float(rng.uniform(125, 150)), float(rng.uniform(232, 262)), float(rng.uniform(0.8, 0.92)))
-              for g in field_geoms]
+    crop = CLASSIC.crops[0]
+    fields = [Field(g, float(rng.uniform(*crop.sow_doy)), float(rng.uniform(*crop.harvest_doy)),
+                    float(rng.uniform(*crop.peak))) for g in field_geoms]
     water = fraction(lake, shape, transform)
     wetland_f = fraction(wetland, shape, transform)
     road_f = fraction(road, shape, transform)
     crop = np.stack([fraction(f.geometry, shape, transform) for f in fields]) if fields else np.zeros((0, *shape))
     rest = np.clip(1 - water - wetland_f - road_f - crop.sum(axis=0), 0, 1)
     cover_noise = smooth_noise(shape, 12, rng)
-    grass_share = logistic((cover_noise - GRASS_THRESHOLD) / 0.12)
+    grass_share = logistic((cover_noise - CLASSIC.grass_threshold) / 0.12)
     low = fraction(low_area, shape, transform)
     grass_share = np.maximum(grass_share, low)  # the low area is wet meadow
     forest_share = 1 - grass_share
-    veg_max = (0.75 * grass_share + 0.88 * forest_share) + 0.04 * smooth_noise(shape, 3, rng)
-    greenup = 128 + 7 * grass_share + 4 * smooth_noise(shape, 8, rng)
-    senescence = 268 - 13 * grass_share + 4 * smooth_noise(shape, 8, rng)
+    c = CLASSIC
+    veg_max = (c.grass_vigour * grass_share + c.forest_vigour * forest_share) + 0.04 * smooth_noise(shape, 3, rng)
+    greenup = c.greenup_doy + c.grass_greenup_delay * grass_share + 4 * smooth_noise(shape, 8, rng)
+    senescence = c.senescence_doy - c.grass_senescence_advance * grass_share + 4 * smooth_noise(shape, 8, rng)
 
     year_list = [int(y) for y in years]
     drought_year = int(rng.choice(year_list[1:])) if len(year_list) > 1 else year_list[0]
@@ -251,26 +267,36 @@ def build_landscape(region: BaseGeometry, licence: BaseGeometry, shape: tuple[in
         field_jitter=field_jitter, year_shift=year_shift,
         year_vigour={y: v.astype(f32) for y, v in year_vigour.items()}, drought_year=drought_year,
         geometries={"water": lake, "wetland": wetland, "low_area": low_area, "road": road,
-                    "fields": unary_union(field_geoms) if field_geoms else Polygon()},
+                    "fields": unary_union(field_geoms) if field_geoms else Polygon(), "road_lines": road_line},
+        low_areas=[low_area],
     )
 
 
 def _drought(land: Landscape, year: int, cover: str) -> float:
-    return DROUGHT_VIGOUR[cover] if year == land.drought_year else 0.0
+    return land.biome.drought(cover) if year == land.drought_year else 0.0
 
 
 def natural_mixes(land: Landscape, doy: float, year: int) -> tuple[np.ndarray, np.ndarray]:
     """Endmember fractions (n_em, y, x) of pure forest and pure grassland on this date."""
     shift = land.year_shift[year]
-    senesce = land.senescence + (DROUGHT_SENESCENCE_DAYS if year == land.drought_year else 0.0)
+    senesce = land.senescence + (land.biome.drought_senescence_days if year == land.drought_year else 0.0)
     phen = phenology(doy, land.greenup + shift, senesce + shift)
     vigour = land.year_vigour[year]
-    forest_green = np.clip(land.veg_max * (FOREST_EVERGREEN + (1 - FOREST_EVERGREEN) * phen)
+    evergreen = land.biome.forest_evergreen
+    forest_green = np.clip(land.veg_max * (evergreen + (1 - evergreen) * phen)
                            + vigour + _drought(land, year, "forest") * phen, 0, 1)
     grass_green = np.clip(land.veg_max * 0.9 * phen + vigour + _drought(land, year, "grass") * phen, 0, 1)
     forest = mix(green_veg=forest_green, litter=(1 - forest_green) * 0.7, dark_soil=(1 - forest_green) * 0.3)
     grass = mix(green_veg=grass_green, dry_veg=(1 - grass_green) * 0.75, dark_soil=(1 - grass_green) * 0.25)
     return forest, grass
+
+
+def shrub_mix(land: Landscape, doy: float, year: int) -> np.ndarray:
+    """Endmember fractions (n_em, y, x) of sparse shrubland: half green all year, the rest seasonal."""
+    shift = land.year_shift[year]
+    phen = phenology(doy, land.greenup + shift, land.senescence + shift)
+    green = np.clip(0.5 * land.veg_max * (0.5 + 0.5 * phen) + _drought(land, year, "grass") * 0.5 * phen, 0, 1)
+    return mix(green_veg=green, dry_veg=(1 - green) * 0.5, dark_soil=(1 - green) * 0.5)
 
 
 def crop_mix(land: Landscape, doy: float, year: int) -> np.ndarray:
@@ -309,7 +335,12 @@ def cover_fractions(land: Landscape, doy: float, year: int) -> tuple[np.ndarray,
     grassland mix (what disturbed ground regrows into first)."""
     forest, grass = natural_mixes(land, doy, year)
     out = forest * land.forest + grass * land.grass
-    if land.fields:
+    if land.shrub is not None:
+        out += shrub_mix(land, doy, year) * land.shrub
+    if land.fields and land.crop_shares is not None:
+        crop = land.crop_shares.T @ crop_mix(land, doy, year).astype("float32").T  # (pixels, n_em)
+        out += np.ascontiguousarray(crop.T).reshape(out.shape)
+    elif land.fields:
         crop = crop_mix(land, doy, year).astype("float32") @ land.crop.reshape(len(land.fields), -1)
         out += crop.reshape(out.shape)
     wet_water = 0.35 if doy < 150 else 0.18

@@ -1,7 +1,8 @@
 """Write synthetic scenes in the local GeoTIFF-folder layout, so they exercise the local reader.
 
 One file per acquisition, ``YYYY-MM-DD_SYNTH.tif``: Sentinel-2 band names ``B02 B03 B04 B08 B11
-B12`` as uint16 DN with scale 1e-4 in the GDAL metadata, nodata 0, and an ``SCL`` band; plus
+B12`` (those the domain's sensor has; Landsat-like scenes too) as uint16 DN with scale 1e-4 in the
+GDAL metadata, nodata 0, and an ``SCL`` band; plus
 ``truth.geojson`` (EPSG:4326) with one feature per event (the columns of
 :data:`gmsense.sources.synthetic.TRUTH_COLUMNS`), and optionally ``preview.png``.
 """
@@ -30,28 +31,32 @@ DN_SCALE = 1e-4
 
 
 def write_scene(site: Site, settings: Settings, folder: Path, *, seed: int | None = None,
-                preview: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Synthesize the scene of ``site`` and write it to ``folder`` (with ``preview.png`` if
-    ``preview``); returns the folder. Written into a temporary folder beside ``folder`` and
+                preview: bool = False, progress: Callable[[int, int], None] | None = None,
+                domain: str | None = None) -> Path:
+    """Synthesize the scene of ``site`` (in ``domain``, else the site's or the settings' domain,
+    see :func:`gmsense.sources.synthetic.resolve_domain`) and write it to ``folder`` (with
+    ``preview.png`` if ``preview``); returns the folder. Written into a temporary folder beside ``folder`` and
     renamed into place when complete, so a failure (a full disk: an OutputError) leaves nothing
     behind and an earlier scene in ``folder`` stays until the new one is whole. ``progress`` is
     called with (images written, images in the scene)."""
     with atomic_folder(folder) as tmp:
-        write_scene_files(site, settings, tmp, seed=seed, preview=preview, progress=progress)
+        write_scene_files(site, settings, tmp, seed=seed, preview=preview, progress=progress, domain=domain)
     return Path(folder)
 
 
 def write_scene_files(site: Site, settings: Settings, folder: Path, *, seed: int | None = None,
-                      preview: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+                      preview: bool = False, progress: Callable[[int, int], None] | None = None,
+                      domain: str | None = None) -> Path:
     """Write the files of the scene of ``site`` into the existing ``folder`` (see :func:`write_scene`).
 
     GDAL does not report a full disk when it writes a GeoTIFF (libtiff prints the error and the
     file is left unreadable), so each image is made in memory and written with Python's file
     calls, which raise; every file is flushed to disk."""
     folder = Path(folder)
-    cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
+    cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed,
+                             domain=domain)
     grid = Grid.of(cube)
-    bands = list(S2_NAMES)
+    bands = [b for b in S2_NAMES if b in cube]  # a domain without SWIR writes four bands
     profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": len(bands) + 1,
                "dtype": "uint16", "crs": site.crs.to_wkt(), "transform": grid.transform, "nodata": 0,
                "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256}
@@ -68,7 +73,8 @@ def write_scene_files(site: Site, settings: Settings, folder: Path, *, seed: int
                 dst.write(cube["scl"].values[i].astype("uint16"), len(bands) + 1)
                 dst.set_band_description(len(bands) + 1, "SCL")
                 dst.scales = [DN_SCALE] * len(bands) + [1.0]
-                dst.update_tags(DATE=day, SOURCE="gmsense synthetic", SEED=str(cube.attrs["seed"]))
+                dst.update_tags(DATE=day, SOURCE="gmsense synthetic", SEED=str(cube.attrs["seed"]),
+                                DOMAIN=str(cube.attrs["domain"]))
             _write(folder / f"{day}_SYNTH.tif", memory.read())
         if progress:
             progress(i + 1, len(times))
@@ -91,8 +97,10 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def write_scenes(sites: Sequence[Site], settings: Settings, out_dir: Path, *, seed: int | None = None,
-                 preview: bool = False, progress: Callable[[Site, int, int], None] | None = None) -> list[Path]:
-    """Write the scene of every licence of ``sites`` to ``out_dir/<site_id>``, all or nothing:
+                 preview: bool = False, progress: Callable[[Site, int, int], None] | None = None,
+                 domain: str | None = None) -> list[Path]:
+    """Write the scene of every licence of ``sites`` (in ``domain`` if given, see
+    :func:`write_scene`) to ``out_dir/<site_id>``, all or nothing:
     the scenes are made in one temporary folder in ``out_dir`` and moved into place only when
     all are complete (replacing earlier scenes of the same licences); a failure removes this
     run's files. ``progress`` is called with (site, images written, images in its scene)."""
@@ -114,7 +122,7 @@ def write_scenes(sites: Sequence[Site], settings: Settings, out_dir: Path, *, se
             folder.mkdir()
             write_scene_files(site, settings, folder, seed=seed, preview=preview,
                               progress=(lambda done, total, site=site: progress(site, done, total))
-                              if progress else None)
+                              if progress else None, domain=domain)
             fsync_path(folder)
         # every scene is whole: move them into place (renames within one file system)
         previous = staging / ".previous"

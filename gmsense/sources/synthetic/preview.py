@@ -20,8 +20,9 @@ from gmsense.cube.ops import season_year
 N_PREVIEW_DATES = 4
 PREVIEW_MONTHS = (7, 8)  # prefer mid-summer dates
 TRUE_COLOUR_MAX = 0.12  # reflectance shown as white in the true-colour panels
-KIND_COLOURS = {"trench": "red", "pad": "orange", "track": "yellow", "clearing": "magenta", "fire": "black",
-                "flood": "cyan", "windthrow": "saddlebrown", "harvest": "white"}
+KIND_COLOURS = {"trench": "red", "pad": "orange", "track": "yellow", "clearing": "magenta", "open_pit": "purple",
+                "fire": "black", "flood": "cyan", "windthrow": "saddlebrown", "dieback": "sienna", "drought": "gold",
+                "harvest": "white"}
 
 
 def preview_dates(cube: xr.Dataset, n: int = N_PREVIEW_DATES) -> list[int]:
@@ -79,7 +80,8 @@ def write_preview(cube: xr.Dataset, truth: gpd.GeoDataFrame, licence: BaseGeomet
             ax.set_yticks([])
     if picks:
         fig.colorbar(image, ax=list(axes[1]), fraction=0.02, label="NDVI")
-    fig.suptitle(f"synthetic scene {cube.attrs.get('scenario', '')} seed {cube.attrs.get('seed', '')}: "
+    fig.suptitle(f"synthetic scene {cube.attrs.get('domain', 'classic')} {cube.attrs.get('scenario', '')} "
+                 f"seed {cube.attrs.get('seed', '')}: "
                  "licence blue; truth by kind (drawn from its start)", fontsize=10)
     fig.savefig(path)
     return Path(path)

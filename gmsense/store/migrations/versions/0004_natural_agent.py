@@ -1,4 +1,4 @@
-"""natural agent: a natural patch names the agent that explains it (fire, flood, canopy_loss, harvest, drought)
+"""natural agent: a natural patch names the agent that explains it (fire, flood, windthrow, dieback, harvest, drought)
 
 Revision ID: 0004
 Revises: 0003

@@ -1,0 +1,184 @@
+"""Domains of the synthetic world: which biome, sensor, cloud regime and season a scene is drawn in.
+
+A :class:`Domain` is a frozen set of parameters chosen by name. The named domains of
+:data:`DOMAINS` are biomes (:mod:`gmsense.sources.synthetic._biomes`): ``classic`` is the world the
+synthetic source always drew (identical scenes for the same site and seed; it keeps its size
+parameters in pixels, so at 20 or 30 m it is today's world at that pixel size), the others are
+distinct worlds (land-cover mix, phenology, fields, water, terrain, event kinds and sizes, licence
+sizes and places). Each combines with imaging modifiers joined by ``+``:
+
+- sensor: ``s2`` (default: the six bands), ``s2_no_swir`` (blue, green, red, nir only) or
+  ``landsat`` (30 m, six bands with Landsat-like band response, noise and revisit);
+- resolution: ``10m``, ``20m`` or ``30m`` (default: the settings' ``synthetic.resolution_m``;
+  ``landsat`` is 30 m); covers and events are rasterised at 2 m and averaged, so narrow works are
+  sub-pixel;
+- clouds: ``clear``, ``normal`` (default) or ``cloudy`` (share of cloudy dates, cloud size, haze);
+- season: ``shift+N`` / ``shift-N``: green-up, senescence, sowing, harvest and snow shifted by N
+  days (at most 21).
+
+For example ``boreal_forest+landsat+cloudy`` or ``cropland_plain+20m+s2_no_swir+shift-14``. The
+canonical name (:attr:`Domain.name`, modifiers in this order, defaults left out) is what a cube's
+``attrs["domain"]`` and the truth's ``domain`` column record.
+
+No southern-hemisphere domain: the pipeline's growing season (``season.start_month`` ..
+``season.end_month``, :func:`gmsense.cube.ops.season_year`) is a window of calendar months within
+one calendar year, so a season crossing New Year (November-March) cannot be expressed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gmsense.sources.synthetic._biomes import BIOMES, Biome
+
+MAX_SEASON_SHIFT_DAYS = 21
+RESOLUTIONS_M = (10.0, 20.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """The imaging system: bands kept, pixel size, band response, noise, geometry and revisit.
+
+    ``response`` maps each of the six bands ``slope * reflectance + offset`` (applied to the ground
+    reflectance before the atmosphere); ``noise_sd`` / ``noise_rel`` are the absolute and relative
+    noise (reflectance units); ``misregistration_px`` the range of per-date shifts; ``revisit_days``
+    the range (``integers(lo, hi)``, hi exclusive) of days between acquisitions; ``overpass_hour`` the
+    local solar time of the overpass (sun position over terrain).
+    """
+
+    name: str
+    platform: str
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
+    resolution_m: float | None = None  # None: the settings' synthetic.resolution_m
+    response: tuple[tuple[float, float], ...] | None = None  # (slope, offset) per band; None: identity
+    noise_sd: float = 0.003
+    noise_rel: float = 0.01
+    misregistration_px: tuple[float, float] = (0.3, 0.6)
+    revisit_days: tuple[int, int] = (5, 16)
+    overpass_hour: float = 10.5
+
+
+@dataclass(frozen=True)
+class Clouds:
+    """A cloud regime: share of cloudy dates, overcast share, cloud-field threshold (lower: more
+    cover) and smoothing (pixels at 10 m: larger clouds), haze (gamma scale of the haze depth)."""
+
+    name: str
+    date_prob: float = 0.45
+    overcast_prob: float = 0.08
+    threshold: tuple[float, float] = (0.6, 2.2)
+    overcast_threshold: tuple[float, float] = (-1.0, 0.0)
+    scale_px: tuple[float, float] = (3.0, 10.0)
+    haze_scale: float = 0.15
+
+
+SENSORS: dict[str, Sensor] = {
+    "s2": Sensor("s2", "sentinel-2-like"),
+    "s2_no_swir": Sensor("s2_no_swir", "sentinel-2-like", bands=("blue", "green", "red", "nir")),
+    # Landsat 8/9 OLI: 30 m, 8-16 day revisit (two satellites), registration within ~12 m; band
+    # response from the HLS bandpass adjustment of MSI to OLI (Claverie et al. 2018).
+    "landsat": Sensor("landsat", "landsat-like", resolution_m=30.0,
+                      response=((0.9778, -0.004), (1.0053, -0.0009), (0.9765, 0.0009), (0.9983, -0.0001),
+                                (0.9987, -0.0011), (1.003, -0.0012)),
+                      noise_sd=0.004, noise_rel=0.012, misregistration_px=(0.15, 0.4), revisit_days=(8, 17),
+                      overpass_hour=10.2),
+}
+
+CLOUD_REGIMES: dict[str, Clouds] = {
+    "clear": Clouds("clear", date_prob=0.2, overcast_prob=0.02, threshold=(1.0, 2.4), scale_px=(3.0, 8.0),
+                    haze_scale=0.08),
+    "normal": Clouds("normal"),
+    "cloudy": Clouds("cloudy", date_prob=0.7, overcast_prob=0.2, threshold=(0.0, 1.6), scale_px=(5.0, 14.0),
+                     haze_scale=0.25),
+}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A synthetic world: a biome seen by a sensor under a cloud regime, with a season shift.
+
+    ``resolution_m`` None takes the sensor's, else the settings' pixel size."""
+
+    biome: Biome
+    sensor: Sensor = SENSORS["s2"]
+    clouds: Clouds = CLOUD_REGIMES["normal"]
+    resolution_m: float | None = None
+    season_shift_days: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The canonical name: the biome, then the modifiers that differ from the defaults."""
+        parts = [self.biome.name]
+        if self.sensor.name != "s2":
+            parts.append(self.sensor.name)
+        if self.resolution_m is not None and self.resolution_m != self.sensor.resolution_m:
+            parts.append(f"{self.resolution_m:g}m")
+        if self.clouds.name != "normal":
+            parts.append(self.clouds.name)
+        if self.season_shift_days:
+            parts.append(f"shift{self.season_shift_days:+g}")
+        return "+".join(parts)
+
+    @property
+    def is_classic(self) -> bool:
+        """The world the synthetic source always drew (identical scenes)."""
+        return self.name == "classic"
+
+    def resolution(self, settings_resolution_m: float) -> float:
+        """Pixel size in metres: this domain's, else its sensor's, else the settings'."""
+        return float(self.resolution_m or self.sensor.resolution_m or settings_resolution_m)
+
+
+#: The named domains: every biome with the default sensor (s2), clouds (normal) and season.
+DOMAINS: dict[str, Domain] = {name: Domain(biome) for name, biome in BIOMES.items()}
+#: The modifiers :func:`domain_named` accepts after the biome (besides ``shift+N`` / ``shift-N``).
+#: The worlds models are trained and validated across (leave one out): every biome, each seen
+#: through another sensor, pixel size or sky, so a held-out world differs in more than one way.
+VALIDATION_DOMAINS = ("classic", "boreal_forest+20m", "steppe_grassland+landsat", "cropland_plain+s2_no_swir",
+                      "wetland+cloudy", "mountain_forest+30m")
+MODIFIERS = (*SENSORS, *(f"{r:g}m" for r in RESOLUTIONS_M), *CLOUD_REGIMES)
+
+
+def domain_named(name: str | Domain) -> Domain:
+    """The domain of ``name``: a key of :data:`DOMAINS`, optionally followed by ``+`` modifiers
+    (see the module docstring). Raises ValueError naming the known domains and modifiers."""
+    if isinstance(name, Domain):
+        return name
+    biome, *mods = [p.strip() for p in str(name).strip().split("+")]
+    # "shift+14" splits into "shift" and "14": join them back
+    joined: list[str] = []
+    for part in mods:
+        if joined and joined[-1] == "shift":
+            joined[-1] = f"shift+{part}"
+        else:
+            joined.append(part)
+    if biome not in DOMAINS:
+        raise ValueError(f"unknown synthetic domain {biome!r}; known: {', '.join(DOMAINS)} "
+                         f"(modifiers: {', '.join(MODIFIERS)}, shift+N, shift-N)")
+    domain = DOMAINS[biome]
+    for part in joined:
+        domain = _modify(domain, part, name)
+    if domain.sensor.resolution_m is not None and domain.resolution_m not in (None, domain.sensor.resolution_m):
+        raise ValueError(f"synthetic domain {name!r}: {domain.sensor.name} images are "
+                         f"{domain.sensor.resolution_m:g} m, not {domain.resolution_m:g} m")
+    return domain
+
+
+def _modify(domain: Domain, part: str, name: str) -> Domain:
+    if part in SENSORS:
+        return replace(domain, sensor=SENSORS[part])
+    if part in CLOUD_REGIMES:
+        return replace(domain, clouds=CLOUD_REGIMES[part])
+    if part.endswith("m") and part[:-1].replace(".", "", 1).isdigit() and float(part[:-1]) in RESOLUTIONS_M:
+        return replace(domain, resolution_m=float(part[:-1]))
+    if part.startswith("shift") and part[5:6] in ("+", "-"):
+        try:
+            days = float(part[5:])
+        except ValueError:
+            days = float("nan")
+        if not abs(days) <= MAX_SEASON_SHIFT_DAYS:
+            raise ValueError(f"synthetic domain {name!r}: a season shift is at most {MAX_SEASON_SHIFT_DAYS} days "
+                             f"either way, got {part!r}")
+        return replace(domain, season_shift_days=days)
+    raise ValueError(f"synthetic domain {name!r}: unknown modifier {part!r}; known: {', '.join(MODIFIERS)}, "
+                     "shift+N, shift-N")
