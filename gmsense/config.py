@@ -161,6 +161,10 @@ class TrustSettings(_Settings):
         0.3, ge=0, description="windthrow/dieback: the near ring lost at least this share of the patch's drop")
     canopy_max_solidity: float = Field(
         0.85, gt=0, le=1, description="windthrow/dieback: irregular outline, solidity at most this")
+    work_min_elongation: float = Field(
+        4.0, gt=1, description="a patch this elongated and at most work_max_width_m wide has a work's shape: a "
+                               "windthrow, dieback, harvest or drought signature alone does not make it natural")
+    work_max_width_m: float = Field(25.0, gt=0, description="widest patch with a work's (line's) shape, metres")
     dieback_min_decline: float = Field(
         0.15, description="dieback rather than windthrow: the canopy had already lost this share of the drop the "
                           "season before (windthrow: at most this)")

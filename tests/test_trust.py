@@ -156,3 +156,16 @@ def test_signatures_measure_a_burn_and_a_harvest_from_series() -> None:
     sig = signatures(crop, times, np.datetime64("2021-08-15"))
     assert sig["sig_cycle_repeat"] == pytest.approx(1.0, abs=0.05)
     assert sig["sig_prior_amplitude"] > 0.3
+
+
+def test_a_line_explained_only_by_its_surroundings_stays_uncertain() -> None:
+    """A 300 m x 6 m line in a harvested or dry landscape: the surroundings' signature alone does not
+    make a work's shape natural; char along it (a fire) does."""
+    line = {**TRENCH, "elongation": 50.0, "width_m": 6.0, "ring_drop_near": 0.8, "ring_drop_far": 0.7}
+    label = trusted_label("natural", 0.9, line, SETTINGS)
+    assert label.disturbance_class == "uncertain"
+    assert label.reason.startswith("a work's shape (elongation 50.0, width 6 m) with only a drought signature")
+    burnt_line = {**line, "sig_dnbr": 0.6, "sig_visible_ratio": 0.9, "nir_ratio": 0.4}
+    assert trusted_label("natural", 0.9, burnt_line, SETTINGS).natural_agent == "fire"
+    blob = {**line, "elongation": 1.5, "width_m": 120.0}
+    assert trusted_label("natural", 0.9, blob, SETTINGS).natural_agent == "drought"

@@ -13,7 +13,9 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
    it, which the physics says whatever the model knows.
 2. **``natural`` needs an agent**: a named natural agent (``gmsense.records.NATURAL_AGENTS``) whose signature
    is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape). Without
-   one the patch is ``uncertain`` ("no natural agent explains it").
+   one the patch is ``uncertain`` ("no natural agent explains it"); so is a patch with a work's
+   shape (a long narrow line) that only an indirect agent (windthrow, dieback, harvest, drought)
+   would explain.
 3. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
    ``uncertain`` with the competing classes.
 
@@ -234,6 +236,13 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
                                 {"agent": a.agent, **a.evidence})
         return TrustedLabel("uncertain", confidence, None, why_novel)
     if klass == "natural":
+        linear = (_get(metrics, "elongation") >= settings.work_min_elongation
+                  and _get(metrics, "width_m") <= settings.work_max_width_m)
+        if linear and agents and not direct:
+            return TrustedLabel("uncertain", confidence, None,
+                                f"a work's shape (elongation {_get(metrics, 'elongation'):.1f}, width "
+                                f"{_get(metrics, 'width_m'):.0f} m) with only a {agents[0].agent} signature "
+                                f"({agents[0].text})")
         if agents:
             a = agents[0]
             return TrustedLabel("natural", confidence, a.agent, a.text, {"agent": a.agent, **a.evidence})
