@@ -73,3 +73,37 @@ def test_an_uncertain_patch_dismissed_as_natural_is_a_natural_label(store: Store
     service.decide(store, flag["id"], user, "dismiss", "natural_change", "wind-thrown trees")
     [label] = service.labels(store)
     assert label["disturbance_class"] == "natural"
+
+
+def test_the_review_app_shows_why_and_asks_for_the_class(store: Store, tmp_path: Path) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from gmsense.review.app import create_app
+
+    auth.add_user(store, "rita", "reviewer-password-1", "reviewer")
+    [flag] = service.queue(store, page_size=10).items
+    with TestClient(create_app(store, cache_dir=tmp_path / "pictures")) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"username": "rita", "password": "reviewer-password-1", "csrf_token": token,
+                                    "next": "/flags"}, follow_redirects=False)
+        page = client.get(f"/flags/{flag['id']}")
+        assert page.status_code == 200
+        assert "Why the label is uncertain" in page.text
+        assert "largest trained clearing 2.02 ha" in page.text
+
+        def decide(**extra: str) -> object:
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get(f"/flags/{flag['id']}").text).group(1)
+            return client.post(f"/flags/{flag['id']}/decision", follow_redirects=False,
+                               data={"csrf_token": csrf, "decision": "confirm", "reason": "violation",
+                                     "comment": "a pit, fresh spoil", **extra})
+
+        refused = decide()
+        assert refused.status_code == 303
+        assert "error=" in refused.headers["location"]
+        assert "say what it is" in client.get(refused.headers["location"]).text
+        assert service.labels(store) == []
+        accepted = decide(corrected_class="clearing")
+        assert accepted.headers["location"] == f"/flags/{flag['id']}"
+    assert [label["disturbance_class"] for label in service.labels(store)] == ["clearing"]

@@ -74,8 +74,8 @@ def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:
 
 #: Fields whose values are codes named elsewhere in the catalog (evidence of flags, table columns).
 VALUE_PREFIX = {"disturbance_class": "class", "klass": "class", "work_type": "class", "corrected_class": "class",
-                "recovery_status": "status", "natural_agent": "agent", "rule": "rule_name", "severity": "severity",
-                "flag_status": "flag_status"}
+                "label_before_trust": "class", "recovery_status": "status", "natural_agent": "agent",
+                "rule": "rule_name", "severity": "severity", "flag_status": "flag_status"}
 
 
 def attr_value(key: str, value: Any, lang: str = "en") -> Any:
