@@ -171,6 +171,9 @@ class TrustSettings(_Settings):
     harvest_min_cycle: float = Field(
         0.6, ge=0, description="harvest: the season before fell this share of the drop at the same time of year")
     harvest_min_amplitude: float = Field(0.3, ge=0, description="harvest: NDVI range of the season before at least")
+    harvest_min_regreen: float = Field(
+        0.6, ge=0, description="harvest: the field greened again this season, before the drop, by this share of it "
+                               "above the season before's low")
     drought_min_ring_share: float = Field(
         0.6, ge=0, description="drought: near and far rings lost at least this share of the patch's drop")
 

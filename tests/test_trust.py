@@ -74,7 +74,7 @@ def test_a_burn_is_natural_with_agent_fire_and_its_evidence() -> None:
                    "sig_decline_before": 0.0}),
     ("dieback", {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 0.6,
                  "sig_decline_before": 0.4}),
-    ("harvest", {**TRENCH, "sig_cycle_repeat": 0.9, "sig_prior_amplitude": 0.5}),
+    ("harvest", {**TRENCH, "sig_cycle_repeat": 0.9, "sig_prior_amplitude": 0.5, "sig_regreen": 0.95}),
     ("drought", {**TRENCH, "ring_drop_near": 0.8, "ring_drop_far": 0.7}),
 ])
 def test_each_agent_is_named_by_its_own_signature(agent: str, metrics: dict) -> None:
@@ -156,6 +156,16 @@ def test_signatures_measure_a_burn_and_a_harvest_from_series() -> None:
     sig = signatures(crop, times, np.datetime64("2021-08-15"))
     assert sig["sig_cycle_repeat"] == pytest.approx(1.0, abs=0.05)
     assert sig["sig_prior_amplitude"] > 0.3
+    assert sig["sig_regreen"] == pytest.approx(1.0, abs=0.05), "the field was green again before this cut"
+    # A pit dug last August and widened this August: the same time of year, but never green again.
+    pit = {b: np.array([forest[b]] * 3 + [char[b]] * 7) for b in forest}
+    sig = signatures(pit, times, np.datetime64("2021-08-15"))
+    assert sig.get("sig_regreen", 0.0) < 0.6
+
+
+def test_a_drop_at_harvest_time_that_never_regreened_is_not_a_harvest() -> None:
+    pit = {**TRENCH, "sig_cycle_repeat": 0.9, "sig_prior_amplitude": 0.5, "sig_regreen": 0.1}
+    assert "harvest" not in [a.agent for a in natural_agents(pit, SETTINGS)[0]]
 
 
 def test_a_line_explained_only_by_its_surroundings_stays_uncertain() -> None:

@@ -98,7 +98,8 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
                               settings.dieback_min_decline)],
         "harvest": [("same drop a year before", m("sig_cycle_repeat"), ">=", settings.harvest_min_cycle),
                     ("NDVI range the season before", m("sig_prior_amplitude"), ">=",
-                     settings.harvest_min_amplitude)],
+                     settings.harvest_min_amplitude),
+                    ("green again before the drop", m("sig_regreen"), ">=", settings.harvest_min_regreen)],
         "drought": [("near ring's share of the drop", m("ring_drop_near"), ">=", settings.drought_min_ring_share),
                     ("far ring's share of the drop", m("ring_drop_far"), ">=", settings.drought_min_ring_share)],
     }

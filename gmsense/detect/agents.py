@@ -22,6 +22,9 @@ seasons around its first detection:
   one-off change;
 - ``sig_prior_amplitude``: the NDVI range (90th less 10th percentile) over the season before: a
   crop's yearly cycle is wide, forest and grass are flat;
+- ``sig_regreen``: how far the patch had greened again this season, before the change, above the
+  low of the season before, as a share of the drop: a field re-grows every spring, a pit or a
+  spreading clearing does not;
 - ``sig_ndvi_before``: the patch's NDVI before (land cover: forest canopy is high);
 - ``sig_next_recovery``: the share of the drop regained in the following season's median NDVI
   (NaN when there is no following season; negative when the decline went on);
@@ -97,6 +100,9 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
             same = before_t & (doy >= after_days.min() - SAME_DAYS_WINDOW) & (doy <= after_days.max()
                                                                               + SAME_DAYS_WINDOW)
             out["sig_cycle_repeat"] = (out["sig_ndvi_before"] - _median(ndvi[same])) / drop
+        early_t = (years == year) & (times < first_detected)
+        if early_t.any() and drop > 0:
+            out["sig_regreen"] = (_median(ndvi[early_t]) - float(np.nanpercentile(prior, 10))) / drop
     if next_t.any() and drop > 0:
         out["sig_next_recovery"] = (_median(ndvi[next_t]) - _median(ndvi[after_t])) / drop
     earlier_t = years == year - 2
