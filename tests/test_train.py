@@ -207,7 +207,7 @@ def test_patches_of_imagery_without_swir_go_to_the_model_trained_without_it(tmp_
     assert 0 <= card["without_swir"]["cv_accuracy"] <= 1
     model = load_model(tmp_path / "m")
     assert model.without_swir is not None
-    no_swir = {"elongation": 1.5, "area_px_m2": 2000.0}  # a compact patch, and no SWIR band
+    no_swir = {"elongation": 1.5, "area_px_m2": 2000.0, "blue_ratio": 1.2, "green_ratio": 1.1}  # no SWIR band
     with_swir = {**no_swir, "swir1_ratio": 1.5}
     x = np.array([[no_swir.get(f, np.nan) for f in FEATURES]])
     [(klass, confidence)] = model.predict([no_swir])
@@ -218,6 +218,18 @@ def test_patches_of_imagery_without_swir_go_to_the_model_trained_without_it(tmp_
     assert confidence_with == pytest.approx(model.estimator.predict_proba(x_with).max(), abs=1e-3)
     [why] = model.explain([no_swir])
     assert all(w["feature"] not in SWIR_FEATURES for w in why)
+    # Red and NIR only (no blue, green or SWIR): the third estimator, trained without all of them.
+    from gmsense.classify.model import VISIBLE_FEATURES
+    from gmsense.classify.train import red_nir_only
+
+    assert model.red_nir is not None
+    assert card["red_nir_only"]["missing_features"] == [*SWIR_FEATURES, *VISIBLE_FEATURES]
+    assert red_nir_only(table)[list(VISIBLE_FEATURES)].isna().all().all()
+    red_nir = {"elongation": 1.5, "area_px_m2": 2000.0, "red_ratio": 2.0}
+    x_red = np.array([[red_nir.get(f, np.nan) for f in FEATURES]])
+    [(klass, confidence)] = model.predict([red_nir])
+    assert confidence == pytest.approx(model.red_nir.predict_proba(x_red).max(), abs=1e-3)
+    assert klass == model.red_nir.classes_[model.red_nir.predict_proba(x_red).argmax()]
 
 
 def test_small_tables_are_fitted_and_labelled_on_one_openmp_thread() -> None:

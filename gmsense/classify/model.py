@@ -29,8 +29,13 @@ FEATURES = (
 #: drones and cameras) leaves them missing; a second estimator trained without them labels those
 #: patches (:func:`without_swir`, ``MODEL_WITHOUT_SWIR_FILE``).
 SWIR_FEATURES = ("swir1_ratio", "swir2_ratio", "swir1_after", "swir2_after", "z_nbr", "z_ndmi", "z_bsi")
+#: Features that need the blue or green band: imagery of red and NIR only (an NDVI pair, as some
+#: archives and cameras give) leaves them missing too; a third estimator, trained without them and
+#: without SWIR, labels those patches (``MODEL_RED_NIR_FILE``).
+VISIBLE_FEATURES = ("blue_ratio", "green_ratio")
 MODEL_FILE = "model.skops"
 MODEL_WITHOUT_SWIR_FILE = "model_without_swir.skops"
+MODEL_RED_NIR_FILE = "model_red_nir.skops"
 CARD_FILE = "model_card.json"
 #: Types a model file may contain: scikit-learn estimators and numpy scalars, nothing else.
 #: The exact types (beyond those skops trusts by default) that gmsense's own models hold: the
@@ -83,25 +88,33 @@ class PatchClassifier:
     estimator: Any
     card: dict[str, Any]
     without_swir: Any = None  # the estimator for patches of imagery without SWIR bands, if the folder has one
+    red_nir: Any = None  # the estimator for patches of imagery with red and NIR only, if the folder has one
 
     @property
     def version(self) -> str:
         """``name@version`` from the model card, as scans record it."""
         return f"{self.card['name']}@{self.card['version']}"
 
-    def _blind(self, x: np.ndarray) -> np.ndarray:
-        """Rows (bool) the estimator without SWIR labels: no SWIR feature at all, and one exists."""
-        if self.without_swir is None:
-            return np.zeros(len(x), dtype=bool)
-        return np.isnan(x[:, [FEATURES.index(f) for f in SWIR_FEATURES]]).all(axis=1)
+    def _route(self, x: np.ndarray) -> np.ndarray:
+        """Per row, the estimator that labels it: 0 the main one; 1 the one without SWIR (no SWIR
+        feature at all, and the model has one); 2 the red-and-NIR one (no SWIR and no blue or green
+        feature either, and the model has one)."""
+        route = np.zeros(len(x), dtype=int)
+        no_swir = np.isnan(x[:, [FEATURES.index(f) for f in SWIR_FEATURES]]).all(axis=1)
+        no_visible = np.isnan(x[:, [FEATURES.index(f) for f in VISIBLE_FEATURES]]).all(axis=1)
+        if self.without_swir is not None:
+            route[no_swir] = 1
+        if self.red_nir is not None:
+            route[no_swir & no_visible] = 2
+        return route
 
-    def _proba(self, x: np.ndarray, blind: np.ndarray) -> np.ndarray:
+    def _proba(self, x: np.ndarray, route: np.ndarray) -> np.ndarray:
         proba = np.empty((len(x), len(self.estimator.classes_)))
         with threads_for(len(x)):
-            if (~blind).any():
-                proba[~blind] = self.estimator.predict_proba(x[~blind])
-            if blind.any():
-                proba[blind] = self.without_swir.predict_proba(x[blind])
+            for k, estimator in enumerate((self.estimator, self.without_swir, self.red_nir)):
+                rows = route == k
+                if rows.any():
+                    proba[rows] = estimator.predict_proba(x[rows])
         return proba
 
     @property
@@ -114,7 +127,7 @@ class PatchClassifier:
         if not metrics:
             return []
         x = np.array([features_of(m) for m in metrics])
-        proba = self._proba(x, self._blind(x))
+        proba = self._proba(x, self._route(x))
         return [{str(c): float(p) for c, p in zip(self.estimator.classes_, row, strict=True)}
                 for row in proba]
 
@@ -126,7 +139,7 @@ class PatchClassifier:
         if not metrics:
             return []
         x = np.array([features_of(m) for m in metrics])
-        proba = self._proba(x, self._blind(x))
+        proba = self._proba(x, self._route(x))
         best = proba.argmax(axis=1)
         return [(str(self.estimator.classes_[b]), round(float(proba[i, b]), 3)) for i, b in enumerate(best)]
 
@@ -139,8 +152,8 @@ class PatchClassifier:
         if not metrics or not medians:
             return [[] for _ in metrics]
         x = np.array([features_of(m) for m in metrics])
-        blind = self._blind(x)
-        proba = self._proba(x, blind)
+        route = self._route(x)
+        proba = self._proba(x, route)
         best = proba.argmax(axis=1)
         typical = np.array([np.nan if medians.get(f) is None else medians[f] for f in FEATURES])
         n, k = x.shape
@@ -148,7 +161,7 @@ class PatchClassifier:
         columns = np.tile(np.arange(k), n)
         occluded[np.arange(n * k), columns] = typical[columns]
         # An occluded row keeps its patch's estimator (setting a SWIR feature must not switch it).
-        drop = proba[np.arange(n), best][:, None] - self._proba(occluded, np.repeat(blind, k)).reshape(n, k, -1)[
+        drop = proba[np.arange(n), best][:, None] - self._proba(occluded, np.repeat(route, k)).reshape(n, k, -1)[
             np.arange(n), :, best]
         out = []
         for i in range(n):
@@ -172,8 +185,8 @@ def load_model(folder: Path) -> PatchClassifier:
             f"model {folder} was trained on features {card.get('features')} but this gmsense computes "
             f"{list(FEATURES)}; retrain it with 'gmsense train'")
     estimators = [_load_estimator(folder / name) if (folder / name).is_file() else None
-                  for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE)]
-    return PatchClassifier(estimators[0], card, estimators[1])
+                  for name in (MODEL_FILE, MODEL_WITHOUT_SWIR_FILE, MODEL_RED_NIR_FILE)]
+    return PatchClassifier(estimators[0], card, estimators[1], estimators[2])
 
 
 def _load_estimator(path: Path) -> Any:

@@ -29,8 +29,10 @@ from gmsense.classify.model import (
     FEATURES,
     MISSING,
     MODEL_FILE,
+    MODEL_RED_NIR_FILE,
     MODEL_WITHOUT_SWIR_FILE,
     SWIR_FEATURES,
+    VISIBLE_FEATURES,
     PatchClassifier,
     features_of,
     threads_for,
@@ -68,6 +70,14 @@ def without_swir(table: pd.DataFrame) -> pd.DataFrame:
     trained on (a model that saw SWIR everywhere would read "missing" as a class signal)."""
     blind = table.copy()
     blind.loc[:, list(SWIR_FEATURES)] = np.nan
+    return blind
+
+
+def red_nir_only(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as imagery of red and NIR only would give it: no SWIR and no blue or green feature
+    (what the model for such imagery is trained on)."""
+    blind = without_swir(table)
+    blind.loc[:, list(VISIBLE_FEATURES)] = np.nan
     return blind
 
 
@@ -296,11 +306,12 @@ def fit_classifier(table: pd.DataFrame, seed: int = 0, params: TrainingParams = 
                      else _estimator(seed, params).fit(x, y))
         blind = without_swir(table)
         estimator_without_swir = _estimator(seed, params).fit(blind[list(FEATURES)].to_numpy(dtype=float), y)
+        estimator_red_nir = _estimator(seed, params).fit(red_nir_only(table)[list(FEATURES)].to_numpy(dtype=float), y)
     card = {"name": name, "version": "unsaved", "features": list(FEATURES),
             "classes": [str(c) for c in estimator.classes_],
             "feature_medians": {f: _finite_median(x[:, j]) for j, f in enumerate(FEATURES)},
             "training_domain": fit_training_domain(x, y, FEATURES).to_card()}
-    return PatchClassifier(estimator, card, estimator_without_swir)
+    return PatchClassifier(estimator, card, estimator_without_swir, estimator_red_nir)
 
 
 def _estimator(seed: int, params: TrainingParams = DEFAULT_PARAMS) -> Any:
@@ -323,8 +334,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir: Any = None) -> Path:
-    """Write ``model.skops`` (and ``model_without_swir.skops`` if given) and ``model_card.json``."""
+def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir: Any = None,
+               red_nir: Any = None) -> Path:
+    """Write ``model.skops`` (and ``model_without_swir.skops``, ``model_red_nir.skops`` if given) and
+    ``model_card.json``."""
     import skops.io as sio
 
     folder = Path(folder)
@@ -332,6 +345,8 @@ def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir:
     sio.dump(estimator, folder / MODEL_FILE)
     if without_swir is not None:
         sio.dump(without_swir, folder / MODEL_WITHOUT_SWIR_FILE)
+    if red_nir is not None:
+        sio.dump(red_nir, folder / MODEL_RED_NIR_FILE)
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
     return folder
 
@@ -366,6 +381,7 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     group_by = "domain" if len(worlds) >= 2 else "scene"
     metrics = cross_validate(table, seed, params=params, group_by=group_by)
     blind_metrics = cross_validate(without_swir(table), seed, params=params, group_by=group_by)
+    red_nir_metrics = cross_validate(red_nir_only(table), seed, params=params, group_by=group_by)
     folder = Path(folder)
     fitted = fit_classifier(table, seed, params, calibrate=metrics["calibration"]["used"], name=folder.name)
     card = {
@@ -384,7 +400,12 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
                          **({"worst_domain": blind_metrics["worst_domain"]} if "worst_domain" in blind_metrics
                             else {})},
     }
-    save_model(fitted.estimator, folder, card, without_swir=fitted.without_swir)
+    card["red_nir_only"] = {"file": MODEL_RED_NIR_FILE, "missing_features": [*SWIR_FEATURES, *VISIBLE_FEATURES],
+                            "used_for": "patches whose imagery has red and NIR only (no blue, green or SWIR)",
+                            "cv_accuracy": red_nir_metrics["accuracy"], "cv_per_class": red_nir_metrics["per_class"],
+                            **({"worst_domain": red_nir_metrics["worst_domain"]}
+                               if "worst_domain" in red_nir_metrics else {})}
+    save_model(fitted.estimator, folder, card, without_swir=fitted.without_swir, red_nir=fitted.red_nir)
     table.to_csv(folder / TABLE_FILE, index=False, compression="gzip")
     return card
 
