@@ -142,11 +142,7 @@ class TrainingDomain:
                    np.array(d["covariance"]), float(d["threshold"]))
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
-        x = np.array(x, dtype=float)
-        for j, name in enumerate(self.features):
-            if name in LOG_FEATURES:
-                x[..., j] = np.log1p(np.clip(x[..., j], 0, None))
-        return (x - self.location) / self.scale
+        return (_logged(x, self.features) - self.location) / self.scale
 
     def distances(self, x: np.ndarray) -> np.ndarray:
         """Per row of ``x`` (n, features; NaN where missing), the squared Mahalanobis distance over
@@ -165,6 +161,15 @@ class TrainingDomain:
         return out
 
 
+def _logged(x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """A float copy of ``x`` (.., features) with the size features (:data:`LOG_FEATURES`) as log1p."""
+    x = np.array(x, dtype=float)
+    for j, name in enumerate(names):
+        if name in LOG_FEATURES:
+            x[..., j] = np.log1p(np.clip(x[..., j], 0, None))
+    return x
+
+
 def fit_training_domain(features: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> TrainingDomain:
     """The :class:`TrainingDomain` of a training table (``features`` n x len(names), NaN where the
     imagery lacked a band; ``labels`` the class of each row)."""
@@ -175,10 +180,7 @@ def fit_training_domain(features: np.ndarray, labels: np.ndarray, names: tuple[s
         rows = features[labels == klass]
         size_max[str(klass)] = {f: round(float(np.nanmax(rows[:, names.index(f)])), 3)
                                 for f in SIZE_FEATURES if f in names and np.isfinite(rows[:, names.index(f)]).any()}
-    x = np.array(features, dtype=float)
-    for j, name in enumerate(names):
-        if name in LOG_FEATURES:
-            x[:, j] = np.log1p(np.clip(x[:, j], 0, None))
+    x = _logged(features, names)
     # Per feature, from its finite values only (a feature missing in every row sits at 0, scale 1).
     quartiles = np.array([np.quantile(col[np.isfinite(col)], [0.25, 0.5, 0.75]) if np.isfinite(col).any()
                           else [0.0, 0.0, 0.0] for col in x.T])

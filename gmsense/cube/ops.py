@@ -189,3 +189,15 @@ def scale_pixels(metres: float, pixel_m: float, minimum: float = 1.0) -> float:
     """A length in metres in pixels of a ``pixel_m`` grid, at least ``minimum`` (a filter scale or
     a reach narrower than a pixel looks at one pixel)."""
     return max(metres / pixel_m, minimum)
+
+
+def day_of_year(times: np.ndarray) -> np.ndarray:
+    """Day of the year (1-366, int) of each datetime64 in ``times``."""
+    times = np.asarray(times)
+    return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a - b) / (a + b)`` elementwise (numpy), NaN where ``a + b`` is 0 or a value is missing."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a + b != 0, (a - b) / (a + b), np.nan)

@@ -41,24 +41,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmsense.cube.ops import season_year
+from gmsense.cube.ops import day_of_year, normalized_difference, season_year
+from gmsense.detect.lines import finite_quantile
 
 #: Dates within this many days of the same day of year count as "the same time of year".
 SAME_DAYS_WINDOW = 20
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(a + b != 0, (a - b) / (a + b), np.nan)
-
-
 def _median(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
-
-
-def _doy(times: np.ndarray) -> np.ndarray:
-    return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
+    return finite_quantile(values, 0.5)
 
 
 def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected: np.datetime64) -> dict[str, float]:
@@ -74,7 +65,7 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
     nir, red = series.get("nir"), series.get("red")
     if nir is None or red is None:
         return out
-    ndvi = _ratio(nir, red)
+    ndvi = normalized_difference(nir, red)
     out["sig_ndvi_before"] = _median(ndvi[before_t])
     out["sig_nir_after"] = _median(nir[after_t])
     visible = [series[b] for b in ("blue", "green", "red") if b in series]
@@ -83,10 +74,10 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
     if before_bright > 0:
         out["sig_visible_ratio"] = after_bright / before_bright
     if "swir2" in series:
-        nbr = _ratio(nir, series["swir2"])
+        nbr = normalized_difference(nir, series["swir2"])
         out["sig_dnbr"] = _median(nbr[before_t]) - _median(nbr[after_t])
     if "green" in series:
-        ndwi = _ratio(series["green"], nir)[after_t]
+        ndwi = normalized_difference(series["green"], nir)[after_t]
         seen = ndwi[np.isfinite(ndwi)]
         if seen.size:
             out["sig_water_max"], out["sig_water_last"] = float(seen.max()), float(seen[-1])
@@ -94,7 +85,7 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
     prior = ndvi[before_t]
     if np.isfinite(prior).sum() >= 3:
         out["sig_prior_amplitude"] = float(np.nanpercentile(prior, 90) - np.nanpercentile(prior, 10))
-        doy = _doy(times)
+        doy = day_of_year(times)
         after_days = doy[after_t]
         if after_days.size and drop > 0:
             same = before_t & (doy >= after_days.min() - SAME_DAYS_WINDOW) & (doy <= after_days.max()

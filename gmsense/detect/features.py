@@ -120,8 +120,7 @@ def _index_series(series: dict[str, np.ndarray], name: str) -> np.ndarray | None
     b = series
     a, c = {"ndvi": (b.get("nir"), b.get("red")), "nbr": (b.get("nir"), b.get("swir2")),
             "ndmi": (b.get("nir"), b.get("swir1"))}.get(name) or (b["swir1"] + b["red"], b["nir"] + b["blue"])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(a + c != 0, (a - c) / (a + c), np.nan)
+    return cubeops.normalized_difference(a, c)
 
 
 def _index_changes(series: dict[str, np.ndarray], times: np.ndarray, before_t: np.ndarray, after_t: np.ndarray,

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings
-from gmsense.cube.ops import ring_pixels, scale_pixels, season_year
+from gmsense.cube.ops import day_of_year, ring_pixels, scale_pixels, season_year
 from gmsense.detect.patches import shape_metrics
 from gmsense.geo.grid import grid_transform
 
@@ -74,10 +74,6 @@ class _Scale:
                    max(round(settings.line_prior_reach_m / pixel_m), 1))
 
 
-def _doy(times: np.ndarray) -> np.ndarray:
-    return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
-
-
 def median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, ...] = ()) -> np.ndarray:
     """NaN-aware median of ``index`` (T, y, x) over ``dates`` inside ``box`` (all of it when
     empty) -> (y, x); NaN where never clear."""
@@ -105,7 +101,7 @@ def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray,
     start = int(np.median(first[box][line & has_weak[box]]))
     year = years[start]
     after = np.flatnonzero((np.arange(times.size) >= start) & (years == year))
-    doy = _doy(times)
+    doy = day_of_year(times)
     before = np.flatnonzero((years == year - 1) & (doy >= doy[start]) & (doy <= doy[after[-1]]))
     if before.size == 0:
         return False
