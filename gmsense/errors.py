@@ -32,6 +32,11 @@ class ImageryError(InputError):
     """Imagery is missing, unreadable or does not fit the licence."""
 
 
+class NoObservationsError(ImageryError):
+    """The imagery holds no clear observation of an area (outside the footprint, all no-data or
+    cloud). A tile of a licence with this answers empty; a whole licence with it fails."""
+
+
 class ConfigError(InputError):
     """A settings file or override is invalid."""
 

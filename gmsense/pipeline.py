@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyproj
+import shapely
 import xarray as xr
+from shapely.geometry.base import BaseGeometry
 
 from gmsense.classify.baseline import classify_patch
 from gmsense.classify.model import PatchClassifier
@@ -17,10 +19,11 @@ from gmsense.config import Settings
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
 from gmsense.detect.change import detect_breaks
+from gmsense.detect.context import SceneContext, SceneSample, merge_samples, sample_step, scene_sample
 from gmsense.detect.features import add_patch_context, add_patch_spectra
 from gmsense.detect.lines import add_line_breaks
 from gmsense.detect.patches import Patch, extract_patches
-from gmsense.errors import ImageryError
+from gmsense.errors import ImageryError, NoObservationsError
 from gmsense.flags import evaluate
 from gmsense.geo.grid import grid_transform
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
@@ -74,23 +77,15 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
     return cube, dates
 
 
-def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
-                 works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
-                 *, keep_breaks: bool = False) -> SiteResult:
-    """Detect, classify and follow the disturbances of one licence in its cube.
-
-    ``works``: the licence's approved work programme (None when it has none). ``classifier``:
-    a trained model (gmsense.classify.model) that labels the patches; None uses the rule baseline.
-    ``keep_breaks``: also return the per-pixel breaks (``SiteResult.breaks``, on the cube's
-    grid); scans leave it off, since the breaks would travel back from every worker.
-    """
-    crs = _cube_crs(cube, site.site_id)
-    local = site.to_crs(crs)
-    region = local.buffered(settings.sites.buffer_m)
+def season_index(cube: xr.Dataset, settings: Settings,
+                 site_id: str) -> tuple[xr.Dataset, np.ndarray | slice, xr.Dataset, xr.DataArray]:
+    """The growing season of ``cube`` as the detector sees it: where to read the bands from and the
+    season's dates there (see :func:`_season_source`), the season with its refined clear mask, and
+    the masked detection index (loaded; NaN where not clear)."""
     dates = np.flatnonzero(cubeops.in_season(cube["time"], settings.season))
     if dates.size == 0:
         raise ImageryError(
-            f"licence {site.site_id}: no acquisitions fall in the growing season "
+            f"licence {site_id}: no acquisitions fall in the growing season "
             f"(months {settings.season.start_month}-{settings.season.end_month}); "
             "widen the date range (start/end) or the season")
     bands = [b for b in CUBE_BANDS if b in cube]
@@ -100,12 +95,51 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     needed = {"red", "blue", *cubeops.INDEX_BANDS[DETECTION_INDEX]}
     season = source[[b for b in bands if b in needed] + ["clear"]].isel(time=dates)
     season = cubeops.refine_clear(season, settings.mask)
-    ndvi = cubeops.masked_index(season, DETECTION_INDEX).load()
+    return source, dates, season, cubeops.masked_index(season, DETECTION_INDEX).load()
+
+
+def licence_sample(ndvi: xr.DataArray, region: BaseGeometry, core: BaseGeometry | None = None) -> SceneSample:
+    """The scene sample (gmsense.detect.context) of the licence whose monitoring area is ``region``
+    (the cube's CRS, metres) at the lattice points inside it, and inside the box ``core`` (a
+    tile's core) when given, by half-open bounds: a point on the edge between two cores belongs
+    to one of them."""
+    transform = grid_transform(ndvi)
+    step = sample_step(region.area, abs(transform.a * transform.e))
+
+    def keep(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        inside = shapely.contains_xy(region, x, y)
+        if core is not None:
+            minx, miny, maxx, maxy = core.bounds
+            inside &= (x >= minx) & (x < maxx) & (y >= miny) & (y < maxy)
+        return inside
+
+    return scene_sample(ndvi, step, keep)
+
+
+def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
+                 works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
+                 *, keep_breaks: bool = False, context: SceneContext | None = None) -> SiteResult:
+    """Detect, classify and follow the disturbances of one licence in its cube.
+
+    ``works``: the licence's approved work programme (None when it has none). ``classifier``:
+    a trained model (gmsense.classify.model) that labels the patches; None uses the rule baseline.
+    ``keep_breaks``: also return the per-pixel breaks (``SiteResult.breaks``, on the cube's
+    grid); scans leave it off, since the breaks would travel back from every worker.
+    ``context``: the licence's scene statistics when ``cube`` is one tile of it (see
+    gmsense.batch.tiles); None takes them from the monitoring area in ``cube``.
+    """
+    crs = _cube_crs(cube, site.site_id)
+    local = site.to_crs(crs)
+    region = local.buffered(settings.sites.buffer_m)
+    bands = [b for b in CUBE_BANDS if b in cube]
+    source, dates, season, ndvi = season_index(cube, settings, site.site_id)
     clear_share = float(np.isfinite(ndvi.values).mean())
     if clear_share == 0:
-        raise ImageryError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
-    breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip).load(), ndvi,
-                             settings.detect)
+        raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
+    if context is None:
+        context = merge_samples([licence_sample(ndvi, region)])
+    breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip,
+                                           context=context).load(), ndvi, settings.detect)
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")

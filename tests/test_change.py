@@ -186,14 +186,15 @@ def test_screened_detection_equals_the_full_detector(backend: str, noise: float)
 
 
 def test_screen_passes_over_stable_pixels() -> None:
-    from gmsense.detect.change import scene_offset, screen_pixels
+    from gmsense.detect.change import screen_pixels
+    from gmsense.detect.context import index_context
 
     cube = make_cube(breaks=(BREAK,), seed=4, noise=0.01, cloud_share=0.2)
     ndvi = _ndvi(cube, "numpy")
     times = ndvi["time"].values
     year = cubeops.season_year(times)
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
-    offset, _ = scene_offset(ndvi)
+    offset, _ = index_context(ndvi).at(times)
     anomaly = (ndvi.values - offset[:, None, None].astype("float32")).reshape(times.size, -1)
     candidates = screen_pixels(anomaly, doy, year, DETECT).reshape(ndvi.shape[1:])
     planted = np.zeros(candidates.shape, dtype=bool)
@@ -203,16 +204,24 @@ def test_screen_passes_over_stable_pixels() -> None:
 
 
 def test_scene_offset_is_the_nan_median_per_date() -> None:
-    from gmsense.detect.change import _row_medians
+    from gmsense.detect.context import SceneSample, merge_samples
 
     rng = np.random.default_rng(2)
     values = rng.normal(0.5, 0.2, (30, 101)).astype("float32")
     values[rng.random(values.shape) < 0.4] = np.nan
     values[3] = np.nan
     values[5, :-2] = np.nan  # two values: their mean
-    offset, has_data = _row_medians(values)
+    times = np.arange(30).astype("datetime64[D]").astype("datetime64[ns]")
+    context = merge_samples([SceneSample(times, values)])
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         expected = np.nanmedian(values, axis=1)
-    np.testing.assert_array_equal(has_data, np.isfinite(expected))
-    np.testing.assert_array_equal(offset[has_data], expected[has_data].astype("float64"))
-    assert offset[3] == 0.0
+    np.testing.assert_array_equal(context.has_data, np.isfinite(expected))
+    np.testing.assert_array_equal(context.offset[context.has_data], expected[context.has_data].astype("float64"))
+    assert context.offset[3] == 0.0
+    # split into pieces (dates and pixels), the merged median is the same
+    pieces = [SceneSample(times[::2], values[::2, :40]), SceneSample(times[1::2], values[1::2, :40]),
+              SceneSample(times, values[:, 40:])]
+    merged = merge_samples(pieces)
+    np.testing.assert_array_equal(merged.times, times)
+    np.testing.assert_array_equal(merged.offset, context.offset)
+    np.testing.assert_array_equal(merged.has_data, context.has_data)

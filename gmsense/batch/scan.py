@@ -34,8 +34,9 @@ from distributed import Client, LocalCluster, as_completed
 from gmsense import __version__
 from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
 from gmsense.batch.request import ScanOptions, ScanRequest
-from gmsense.batch.tiles import TileResult, analyse_tile, merge_tiles
+from gmsense.batch.tiles import TileResult, analyse_tile, licence_context, merge_tiles, tile_sample
 from gmsense.config import Settings
+from gmsense.detect.context import SceneContext, SceneSample
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
 from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_site
@@ -185,17 +186,40 @@ def analyse_group(request: ScanRequest) -> list[tuple[str, Any, str | None]]:
     return out
 
 
-def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest) -> TileResult:
+def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest,
+                              context: SceneContext | None = None) -> TileResult:
     """One tile of a large licence, retried with back-off after transient errors."""
-    return _with_retries(request.settings, analyse_tile, site, tile, request)
+    return _with_retries(request.settings, analyse_tile, site, tile, request, context)
 
 
-def _task(unit: WorkUnit, request: ScanRequest) -> tuple[Any, ...]:
+def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest) -> SceneSample:
+    """The first pass over one tile (its share of the licence's scene sample), with retries."""
+    return _with_retries(request.settings, tile_sample, site, tile, request)
+
+
+def _context_tasks(client: Client, units: list[WorkUnit], request: ScanRequest, scan_id: int) -> dict[str, Any]:
+    """For every tiled licence, a future of its scene statistics: a first pass over each of its
+    tiles, then their merge (gmsense.batch.tiles.licence_context)."""
+    samples: dict[str, list[Any]] = {}
+    for unit in units:
+        if unit.tile is not None:
+            site = unit.sites[0]
+            samples.setdefault(site.site_id, []).append(client.submit(
+                tile_sample_with_retries, site, unit.tile, request.only(unit.sites),
+                key=f"sample-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False))
+    return {site_id: client.submit(licence_context, parts, key=f"context-{scan_id}-{site_id}-{uuid.uuid4().hex[:8]}",
+                                   pure=False)
+            for site_id, parts in samples.items()}
+
+
+def _task(unit: WorkUnit, request: ScanRequest, contexts: dict[str, Any] | None = None) -> tuple[Any, ...]:
     """The function and arguments that run ``unit`` on a worker: the request goes narrowed to the
-    unit's licences, so a task carries only its own licences and work programmes."""
+    unit's licences, so a task carries only its own licences and work programmes; a tile also
+    gets its licence's scene statistics (a future of :func:`_context_tasks`)."""
     mine = request.only(unit.sites)
     if unit.tile is not None:
-        return (analyse_tile_with_retries, unit.sites[0], unit.tile, mine)
+        context = (contexts or {}).get(unit.sites[0].site_id)
+        return (analyse_tile_with_retries, unit.sites[0], unit.tile, mine, context)
     if len(unit.sites) > 1:
         return (analyse_group, mine)
     return (analyse_with_retries, unit.sites[0], mine)
@@ -434,8 +458,9 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
             save(unit.sites[0].site_id, value)
 
     with dask_client(options.workers, options.scheduler) as client:
-        futures = {client.submit(*_task(unit, request), key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}",
-                                 pure=False): unit
+        contexts = _context_tasks(client, units, request, scan_id)
+        futures = {client.submit(*_task(unit, request, contexts),
+                                 key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
                    for unit in units}
         report()
         for site_id in skipped:

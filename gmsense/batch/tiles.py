@@ -1,10 +1,13 @@
 """Large licences in tiles: analyse one tile, then put a licence's tiles back together.
 
-A tile (gmsense.batch.planner.Tile) is read with a margin; its analysis keeps the patches whose
-representative point lies in its core, so each patch is kept by one tile, seen whole when it
-reaches less than the margin beyond the core. Pieces of one patch kept by neighbouring tiles
-(a patch longer than the margin, cut by a tile edge) are joined again. The rules run once on
-the whole licence, in :func:`merge_tiles`, after every tile has come back.
+Every tile sees the licence's scene statistics (gmsense.detect.context), gathered from all its
+tiles in a first pass (:func:`tile_sample`, :func:`licence_context`), so the result does not depend
+on how the licence is cut. A tile (gmsense.batch.planner.Tile) is read with a margin; its
+analysis keeps the patches whose representative point lies in its core, so each patch is kept
+by one tile, seen whole when it reaches less than the margin beyond the core. Pieces of one
+patch kept by neighbouring tiles (a patch longer than the margin, cut by a tile edge) are
+joined again. The rules run once on the whole licence, in :func:`merge_tiles`, after every tile
+has come back.
 """
 
 from __future__ import annotations
@@ -12,22 +15,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyproj
+import xarray as xr
 from shapely import STRtree, wkt
+from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from gmsense.batch.planner import Tile
 from gmsense.batch.request import ScanRequest
 from gmsense.config import Settings
-from gmsense.errors import ImageryError
+from gmsense.detect.context import SceneContext, SceneSample, merge_samples
+from gmsense.errors import NoObservationsError
 from gmsense.flags import evaluate
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
-from gmsense.pipeline import analyse_cube
+from gmsense.pipeline import analyse_cube, licence_sample, season_index
 from gmsense.records import PatchRecord, SiteResult
 
-#: Pieces of one patch from neighbouring tiles closer than this are joined, metres (a pixel).
-JOIN_DISTANCE_M = 10.0
+#: Pieces of one patch from neighbouring tiles closer than this are joined, metres: they overlap or
+#: touch (tiles' reads overlap), so well under a pixel; patches a pixel apart stay apart, as whole.
+JOIN_DISTANCE_M = 0.5
 
 
 @dataclass
@@ -40,17 +48,53 @@ class TileResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def analyse_tile(site: Site, tile: Tile, request: ScanRequest) -> TileResult:
-    """Load ``tile.read`` of the licence from the request's source and keep the patches of ``tile.core``
-    (the rules wait for the whole licence: :func:`merge_tiles`)."""
+def _owns(core: BaseGeometry, point: Point) -> bool:
+    """Whether the tile of box ``core`` answers for a patch with representative ``point``: half-open
+    bounds, so a point on the edge between two cores belongs to exactly one."""
+    minx, miny, maxx, maxy = core.bounds
+    return minx <= point.x < maxx and miny <= point.y < maxy
+
+
+def _load_tile(site: Site, tile: Tile, request: ScanRequest) -> xr.Dataset:
     cube = request.source.load(site, tile.read, request.start, request.end)
     if cube.sizes.get("time", 0) == 0:
-        raise ImageryError(f"licence {site.site_id} tile {tile.label}: no acquisitions between "
-                           f"{request.start or 'the start'} and {request.end or 'the end'}")
-    result = analyse_cube(site, cube, request.settings, None, request.classifier)
+        raise NoObservationsError(f"licence {site.site_id} tile {tile.label}: no acquisitions between "
+                                  f"{request.start or 'the start'} and {request.end or 'the end'}")
+    return cube
+
+
+def tile_sample(site: Site, tile: Tile, request: ScanRequest) -> SceneSample:
+    """The first pass over a tile: its share of the licence's scene sample (the lattice points of
+    its core; gmsense.detect.context). A tile without observations gives an empty sample."""
+    try:
+        cube = _load_tile(site, tile, request)
+        _source, _dates, _season, ndvi = season_index(cube, request.settings, site.site_id)
+    except NoObservationsError:
+        return SceneSample(np.empty(0, dtype="datetime64[ns]"), np.empty((0, 0), dtype="float32"))
+    crs = pyproj.CRS.from_user_input(cube.rio.crs)
+    region = site.to_crs(crs).buffered(request.settings.sites.buffer_m)
+    return licence_sample(ndvi, region, reproject_geometry(tile.core, site.crs, crs))
+
+
+def licence_context(samples: list[SceneSample]) -> SceneContext:
+    """The licence's scene statistics from every tile's :func:`tile_sample`."""
+    return merge_samples(samples)
+
+
+def analyse_tile(site: Site, tile: Tile, request: ScanRequest, context: SceneContext | None = None) -> TileResult:
+    """Load ``tile.read`` of the licence from the request's source and keep the patches of ``tile.core``
+    (the rules wait for the whole licence: :func:`merge_tiles`). ``context``: the licence's scene
+    statistics (:func:`licence_context`); without it the tile's own are used, and the result then
+    depends on how the licence was cut. A tile without observations (outside the imagery, all
+    no-data or cloud) answers no patches and says so in ``stats["no_data"]``."""
+    try:
+        cube = _load_tile(site, tile, request)
+        result = analyse_cube(site, cube, request.settings, None, request.classifier, context=context)
+    except NoObservationsError as exc:
+        return TileResult(site.site_id, tile, [], {"no_data": str(exc), "tile_area_m2": float(tile.core.area)})
     crs = pyproj.CRS.from_user_input(result.stats["crs"])
     core = reproject_geometry(tile.core, site.crs, crs)
-    kept = [p for p in result.patches if core.contains(wkt.loads(p.local_wkt).representative_point())]
+    kept = [p for p in result.patches if _owns(core, wkt.loads(p.local_wkt).representative_point())]
     stats = {**result.stats, "tile_area_m2": float(tile.core.area)}
     return TileResult(site.site_id, tile, kept, stats)
 
@@ -74,11 +118,20 @@ def _join(pieces: list[PatchRecord], crs: pyproj.CRS, region: BaseGeometry, lice
         natural_agent=main.natural_agent)
 
 
+def _season(record: PatchRecord) -> str:
+    return record.first_detected[:4]
+
+
 def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
                 works: list[ApprovedWork] | None = None) -> SiteResult:
     """The licence's result from all its tiles: patches joined across tile edges, then the rules."""
     if not tiles:
         raise ValueError(f"licence {site.site_id}: no tiles to merge")
+    empty = [t for t in tiles if "no_data" in t.stats]
+    if len(empty) == len(tiles):
+        raise NoObservationsError(f"licence {site.site_id}: none of its {len(tiles)} tiles has a clear "
+                                  f"growing-season observation ({empty[0].stats['no_data']})")
+    tiles = [t for t in tiles if "no_data" not in t.stats]
     crs = pyproj.CRS.from_user_input(tiles[0].stats["crs"])
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)
@@ -87,8 +140,9 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     owner = [t.tile.index for t in ordered for _ in t.patches]
     cores = {t.tile.index: reproject_geometry(t.tile.core, site.crs, crs) for t in ordered}
     geoms = [wkt.loads(p.local_wkt) for p in records]
-    # Join pieces of one patch cut by a tile edge: kept by different tiles, close together, and
-    # each reaching into the other's core. Distinct patches inside one tile are never joined.
+    # Join pieces of one patch cut by a tile edge: kept by different tiles, close together, each
+    # reaching into the other's core, and confirmed in the same season (a patch is the touching
+    # pixels of one season: gmsense.detect.patches). Distinct patches inside one tile are never joined.
     parent = list(range(len(records)))
 
     def root(i: int) -> int:
@@ -101,7 +155,8 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
         tree = STRtree(geoms)
         left, right = tree.query(geoms, predicate="dwithin", distance=JOIN_DISTANCE_M)
         for i, j in zip(left.tolist(), right.tolist(), strict=True):
-            if i < j and owner[i] != owner[j] and geoms[i].intersects(cores[owner[j]].buffer(JOIN_DISTANCE_M)) \
+            if i < j and owner[i] != owner[j] and _season(records[i]) == _season(records[j]) \
+                    and geoms[i].intersects(cores[owner[j]].buffer(JOIN_DISTANCE_M)) \
                     and geoms[j].intersects(cores[owner[i]].buffer(JOIN_DISTANCE_M)):
                 parent[root(j)] = root(i)
     groups: dict[int, list[PatchRecord]] = {}
@@ -111,6 +166,10 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     joined.sort(key=lambda p: (p.first_detected, p.local_wkt))
     geometries = [wkt.loads(p.local_wkt) for p in joined]
     stats = _merge_stats([t.stats for t in tiles])
+    if empty:
+        stats["tiles"] += len(empty)
+        stats["tiles_without_data"] = [f"{t.tile.label}: {t.stats['no_data']}" for t in
+                                       sorted(empty, key=lambda t: t.tile.index)]
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works)
     return SiteResult(site.site_id, joined, flags, stats)
@@ -129,3 +188,11 @@ def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "last_acquisition": max(p["last_acquisition"] for p in parts),
         "tiles": len(parts),
     }
+
+
+def analyse_in_tiles(site: Site, tiles: list[Tile], request: ScanRequest) -> SiteResult:
+    """One licence cut into ``tiles``, in this process: what a scan does with its tiles (first pass,
+    context, tiles, merge), one after the other; for checks and notebooks."""
+    context = licence_context([tile_sample(site, tile, request) for tile in tiles])
+    return merge_tiles(site, [analyse_tile(site, tile, request, context) for tile in tiles], request.settings,
+                       request.works_of(site.site_id))

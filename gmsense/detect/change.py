@@ -9,8 +9,9 @@ refit without outliers); its residual spread (1.4826 x MAD) scales the drop of e
 them is ``first_detected``, the last ``confirmed_on``.
 
 Before fitting, the per-date median of the scene is removed, which cancels atmospheric gain,
-drought years and the common phenology; it is taken on a fixed pixel subsample so the result is
-the same however the data is chunked. Dates whose scene median dips alone below their
+drought years and the common phenology; it is taken on a fixed lattice of pixels over the
+licence's whole monitoring area (:mod:`gmsense.detect.context`), so the result is the same however
+the data is chunked and however the licence is cut into tiles. Dates whose scene median dips alone below their
 neighbours (haze) are dropped, and a confirmed drop that does not persist through the rest of
 its season (cloud, late leaf-out) is withdrawn.
 
@@ -31,12 +32,12 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from gmsense._numeric import masked_median, nan_median
+from gmsense._numeric import masked_median
 from gmsense.config import DetectSettings
 from gmsense.cube.ops import season_year
+from gmsense.detect.context import SceneContext, index_context
 
 NO_BREAK = -1
-_SCENE_SAMPLE_PIXELS = 250_000  # per-date subsample for the scene median
 _DAYS_PER_YEAR = 365.25
 #: NDVI units the float32 screen's expected value may differ from the exact float64 detector's
 #: before a pixel it passes over could be flagged (the arithmetic differs by ~1e-5).
@@ -361,22 +362,6 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
     return out.reshape(ny, nx, N_OUTPUTS)
 
 
-def _row_medians(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median of the non-NaN values of each row of ``flat`` (T, N) as float64 (0 where a row has
-    none) and whether it has any. Equal to ``np.nanmedian(flat, axis=1)``."""
-    medians = nan_median(flat.T)
-    has_data = ~np.isnan(medians)
-    return np.where(has_data, medians, 0.0), has_data
-
-
-def scene_offset(index: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-date median of the index over a fixed subsample of pixels (NaN-aware; 0 where the
-    sample has no data) and whether the sample had data, both shape (T,)."""
-    step = max(1, int(np.ceil(np.sqrt(index.sizes["y"] * index.sizes["x"] / _SCENE_SAMPLE_PIXELS))))
-    sample = np.asarray(index.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
-    return _row_medians(sample.reshape(sample.shape[0], -1))
-
-
 def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.ndarray:
     """Dates whose scene median falls ``max_dip`` below the centred median of 5 observed dates.
 
@@ -395,7 +380,7 @@ def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.n
 
 
 def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None,
-                  screen: bool = True) -> xr.Dataset:
+                  screen: bool = True, context: SceneContext | None = None) -> xr.Dataset:
     """Confirmed disturbances per pixel from a growing-season index stack.
 
     ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
@@ -406,14 +391,19 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     without ``settings.line_pass``; :mod:`gmsense.detect.lines` keeps those that draw a new
     line). The weak runs come from the screen's float32 model, either way. ``screen=False`` runs
     the exact detector on every pixel (same result, slower; for tests and checks).
+
+    ``context``: the licence's per-date scene median (:mod:`gmsense.detect.context`), the same
+    for every tile of it; None takes it from ``index`` as a whole. Haze dips are found on the
+    context's dates, so a tile drops the dates the whole licence drops.
     """
     times = index["time"].values.astype("datetime64[ns]")
     year = season_year(times)
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
-    offset, has_data = scene_offset(index)
+    context = context if context is not None else index_context(index)
+    offset, _ = context.at(times)
     keep = np.ones(offset.shape, dtype=bool)
     if max_scene_dip is not None:
-        keep = ~scene_dips(offset, has_data, max_scene_dip)
+        keep = ~np.isin(times, context.times[scene_dips(context.offset, context.has_data, max_scene_dip)])
     if index.chunks is not None:
         index = index.chunk({"time": -1})
     packed = xr.apply_ufunc(

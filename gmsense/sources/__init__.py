@@ -7,6 +7,7 @@ travel to dask workers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,23 @@ class Source(Protocol):
         ...
 
 
+#: The last synthetic world made in this process: the tiles of a licence (each read twice by a
+#: scan, gmsense.batch.tiles) cut the same world, which costs more to make than to cut.
+_LAST_WORLD: dict[tuple[str, ...], xr.Dataset] = {}
+
+
+def _synthetic_world(site: Site, area: BaseGeometry, settings: Settings) -> xr.Dataset:
+    """:func:`gmsense.sources.synthetic.synthesize`'s cube for ``site`` over ``area``, remembered."""
+    from gmsense.sources.synthetic import synthesize
+
+    key = (site.site_id, area.wkb_hex, site.geometry.wkb_hex, site.crs.to_string(),
+           json.dumps(site.attrs, sort_keys=True, default=str), settings.synthetic.model_dump_json())
+    if key not in _LAST_WORLD:
+        _LAST_WORLD.clear()
+        _LAST_WORLD[key] = synthesize(site, area, settings.synthetic)[0]
+    return _LAST_WORLD[key]
+
+
 @dataclass(frozen=True)
 class SyntheticSource:
     """The embedded default: a seeded synthetic world (see gmsense.sources.synthetic)."""
@@ -44,11 +62,9 @@ class SyntheticSource:
     def load(self, site: Site, region: BaseGeometry, start: str | None, end: str | None) -> xr.Dataset:
         """The world is made for the licence's whole monitoring area (its layout, events and sky
         depend on it) and cut to ``region``'s bounds, so a tile sees the same world as the whole."""
-        from gmsense.sources.synthetic import synthesize
-
         whole = site.buffered(self.settings.sites.buffer_m)
-        cube, _truth = synthesize(site, whole.union(region), self.settings.synthetic)
-        cube = cube.sel(time=slice(start, end))
+        area = whole if whole.covers(region) else whole.union(region)
+        cube = _synthetic_world(site, area, self.settings).sel(time=slice(start, end))
         if region.covers(whole):
             return cube
         minx, miny, maxx, maxy = region.bounds
