@@ -3,6 +3,8 @@ licences, and memory sizes read the way dask reads them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyproj
 import pytest
 from hypothesis import given, settings
@@ -10,17 +12,18 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 from shapely.ops import unary_union
 
+from gmsense.batch.estimate import default_shape
 from gmsense.batch.planner import (
     MAX_GROUP,
     TILE_MARGIN_M,
     estimate_bytes,
     parse_memory,
-    period_years,
     plan,
     tile_area,
 )
 from gmsense.config import Settings
 from gmsense.geo.sites import Site
+from gmsense.sources.shape import ImageryShape
 
 UTM = pyproj.CRS.from_epsg(32652)
 SETTINGS = Settings()
@@ -30,11 +33,13 @@ def _site(site_id: str, width_m: float, height_m: float, x0: float = 500_000.0) 
     return Site(site_id, box(x0, 5_200_000, x0 + width_m, 5_200_000 + height_m), UTM, {})
 
 
-def test_estimate_grows_with_area_and_years() -> None:
-    small = estimate_bytes(box(0, 0, 1000, 1000), 10.0, 3)
-    assert estimate_bytes(box(0, 0, 2000, 1000), 10.0, 3) == 2 * small
-    assert estimate_bytes(box(0, 0, 1000, 1000), 10.0, 6) == 2 * small
-    assert estimate_bytes(box(0, 0, 1000, 1000), 30.0, 3) < small / 8
+def test_estimate_grows_with_area_and_dates_and_shrinks_with_coarser_pixels() -> None:
+    three = ImageryShape(10.0, 225, 150)
+    small = estimate_bytes(box(0, 0, 1000, 1000), three)
+    assert estimate_bytes(box(0, 0, 2000, 1000), three) == 2 * small
+    six = ImageryShape(10.0, 450, 300)
+    assert 1.9 * small < estimate_bytes(box(0, 0, 1000, 1000), six) < 2 * small  # per-pixel layers do not double
+    assert estimate_bytes(box(0, 0, 1000, 1000), replace(three, resolution_m=30.0)) < small / 8
 
 
 @settings(max_examples=40, deadline=None)
@@ -60,8 +65,7 @@ def test_a_large_licence_is_tiled_under_the_budget() -> None:
     assert len(units) > 1
     assert all(u.tile is not None and u.sites == (big,) for u in units)
     assert all(u.estimated_bytes <= limit for u in units)
-    whole = estimate_bytes(big.buffered(SETTINGS.sites.buffer_m), 10.0, period_years(SETTINGS, "2019-04-01",
-                                                                                     "2021-10-31"))
+    whole = estimate_bytes(big.buffered(SETTINGS.sites.buffer_m), default_shape(SETTINGS, "2019-04-01", "2021-10-31"))
     assert whole > limit
     region = big.buffered(SETTINGS.sites.buffer_m)
     assert region.difference(unary_union([u.tile.core for u in units])).area < 1e-6 * region.area

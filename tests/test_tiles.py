@@ -10,14 +10,15 @@ import pytest
 from shapely import wkt
 from shapely.geometry import box
 
-from gmsense.batch.planner import Tile, estimate_bytes, period_years
+from gmsense.batch.estimate import default_shape
+from gmsense.batch.planner import Tile, estimate_bytes
 from gmsense.batch.request import ScanOptions, ScanRequest
 from gmsense.batch.scan import ScanProgress, run_scan
 from gmsense.batch.tiles import TileResult, merge_tiles
 from gmsense.config import Settings, configs_dir
 from gmsense.geo.sites import WGS84, Site, read_sites, reproject_geometry
 from gmsense.records import PatchRecord
-from gmsense.sources import get_source
+from gmsense.sources import SyntheticSource, get_source
 from gmsense.store import Store
 
 UTM = pyproj.CRS.from_epsg(32652)
@@ -32,7 +33,7 @@ def _scan(site: Site, db: Path, memory_limit: int | None, source: object | None 
 @pytest.mark.slow
 def test_a_tiled_scan_finds_what_the_whole_scan_finds(tmp_path: Path) -> None:
     site = next(s for s in read_sites(configs_dir() / "demo_sites.geojson") if s.site_id == "HLJ-EXP-001")
-    need = estimate_bytes(site.buffered(SETTINGS.sites.buffer_m), 10.0, period_years(SETTINGS, None, None))
+    need = estimate_bytes(site.buffered(SETTINGS.sites.buffer_m), SyntheticSource(SETTINGS).describe(site, None, None))
     whole = _scan(site, tmp_path / "whole.db", None)
     tiled = _scan(site, tmp_path / "tiled.db", need * 2 // 3)
     assert whole.status == tiled.status == "completed"
@@ -110,7 +111,7 @@ class _TileBreaker:
 def test_a_failing_tile_fails_its_licence_and_not_the_others(tmp_path: Path) -> None:
     sites = [s for s in read_sites(configs_dir() / "demo_sites.geojson") if s.site_id in ("HLJ-EXP-001", "HLJ-MIN-003")]
     big = sites[0]
-    need = estimate_bytes(big.buffered(SETTINGS.sites.buffer_m), 10.0, period_years(SETTINGS, None, None))
+    need = estimate_bytes(big.buffered(SETTINGS.sites.buffer_m), default_shape(SETTINGS, None, None))  # no describe
     centre = big.geometry.centroid  # in the reads of one to four of the tiles
     source = _TileBreaker(centre.x, centre.y)
     events: list[ScanProgress] = []

@@ -1,8 +1,9 @@
 """Work units of a scan: large licences split into tiles that fit a memory budget, small ones
 grouped so that per-task overhead does not dominate.
 
-A unit's memory is estimated from its pixels and the acquisitions the period should hold
-(:func:`estimate_bytes`). A licence whose monitoring area would exceed the budget is cut into a
+A unit's memory and time are estimated from its pixels and the imagery's shape (pixel size,
+dates, bands: what the source's ``describe`` says, else Sentinel-2 defaults; see
+gmsense.batch.estimate). A licence whose monitoring area would exceed the budget is cut into a
 grid of tiles; each tile is read with a margin (``TILE_MARGIN_M``) so a patch crossing the tile
 edge is seen whole by at least one tile, and keeps only the patches whose representative point
 falls in its core. All pure functions: the scan engine (gmsense.batch.scan) runs the units.
@@ -12,21 +13,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from gmsense.batch.estimate import core_side_m, default_shape, estimate_bytes, estimate_seconds
 from gmsense.config import Settings
 from gmsense.geo.sites import Site
+from gmsense.sources.shape import ImageryShape
 
-#: Bytes held per pixel and acquisition while a unit is analysed: six float32 bands and the clear
-#: mask as loaded (25 B), the masked season copy and the index cubes (float32), the harmonic
-#: baseline and its residuals. Measured peak / (pixels x dates) on the speed benchmark, rounded up.
-BYTES_PER_PIXEL_OBS = 120
-#: Acquisitions per year the estimate assumes (Sentinel-2 A+B: ~73 a year at 5 days, fewer clear).
-DATES_PER_YEAR = 75
 #: A tile is read this far beyond its core, metres: larger than the longest patch we expect to be
 #: cut (trenches up to 500 m) halves, and than the reference ring of recovery (100 m).
 TILE_MARGIN_M = 300.0
@@ -60,7 +59,8 @@ class WorkUnit:
 
     sites: tuple[Site, ...]
     tile: Tile | None = None
-    estimated_bytes: int = 0
+    estimated_bytes: int = 0  # peak memory, bytes
+    estimated_seconds: float = 0.0  # reading and analysis on one core, seconds
 
     @property
     def name(self) -> str:
@@ -96,13 +96,6 @@ def period_years(settings: Settings, start: str | None, end: str | None) -> floa
     return max((last - first).days / 365.25, 0.25)
 
 
-def estimate_bytes(area: BaseGeometry, resolution_m: float, years: float) -> int:
-    """Peak bytes to analyse ``area`` (its bounding box) at ``resolution_m`` over ``years``."""
-    minx, miny, maxx, maxy = area.bounds
-    pixels = math.ceil((maxx - minx) / resolution_m) * math.ceil((maxy - miny) / resolution_m)
-    return int(pixels * DATES_PER_YEAR * years * BYTES_PER_PIXEL_OBS)
-
-
 def tile_area(area: BaseGeometry, n_tiles: int) -> list[Tile]:
     """Cut ``area``'s bounding box into about ``n_tiles`` near-square cores (those that touch
     ``area``), each read with TILE_MARGIN_M of margin."""
@@ -128,52 +121,76 @@ def tile_grid(area: BaseGeometry, cols: int, rows: int) -> list[Tile]:
             for k, core in enumerate(cores)]
 
 
-def core_side_m(memory_limit: int, resolution_m: float, years: float) -> float:
-    """The side of a square tile core whose read (core plus margins) fits ``memory_limit``;
-    never below MIN_CORE_M (below that the margins cost more than the core: the budget is then
-    exceeded rather than the licence cut into thousands of tiles)."""
-    pixels = memory_limit / (DATES_PER_YEAR * years * BYTES_PER_PIXEL_OBS)
-    return max(math.sqrt(pixels) * resolution_m - 2 * TILE_MARGIN_M, MIN_CORE_M)
+def shape_reader(settings: Settings, start: str | None, end: str | None,
+                 source: Any = None) -> Callable[[Site], ImageryShape]:
+    """The imagery shape of each licence: what ``source.describe`` says (a source without that
+    method, or one that returns None or fails, gets the defaults of
+    gmsense.batch.estimate.default_shape: an estimate never stops a scan; a licence whose imagery is
+    unreadable fails when it is loaded, with the reader's error)."""
+    fallback = default_shape(settings, start, end)
+    describe = getattr(source, "describe", None)
+
+    def shape_of(site: Site) -> ImageryShape:
+        if describe is None:
+            return fallback
+        try:
+            return describe(site, start, end) or fallback
+        except Exception:
+            return fallback
+
+    return shape_of
 
 
 def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str | None = None,
-         end: str | None = None, resolution_m: float = 10.0) -> list[WorkUnit]:
-    """The scan's work units, in the order of ``sites``: tiles for licences over the budget,
-    groups of small licences, and single licences otherwise."""
-    years = period_years(settings, start, end)
+         end: str | None = None, source: Any = None) -> list[WorkUnit]:
+    """The scan's work units, in the order of ``sites``: tiles for licences over the budget
+    (``memory_limit``, bytes), groups of small licences, and single licences otherwise. Each
+    licence's imagery is what ``source`` describes (see :func:`shape_reader`)."""
+    shape_of = shape_reader(settings, start, end, source)
     units: list[WorkUnit] = []
     group: list[Site] = []
-    group_bytes = 0
+    group_bytes, group_peak, group_seconds = 0, 0, 0.0
 
     def flush() -> None:
-        nonlocal group, group_bytes
+        nonlocal group, group_bytes, group_peak, group_seconds
         if group:
-            units.append(WorkUnit(tuple(group), None, group_bytes))
-        group, group_bytes = [], 0
+            # A group's licences are analysed one after the other: its peak is its largest licence's.
+            units.append(WorkUnit(tuple(group), None, group_peak, group_seconds))
+        group, group_bytes, group_peak, group_seconds = [], 0, 0, 0.0
 
     for site in sites:
         area = site.buffered(settings.sites.buffer_m)
-        need = estimate_bytes(area, resolution_m, years)
+        shape = shape_of(site)
+        need = estimate_bytes(area, shape)
         if need > memory_limit:
             flush()
-            # Tiles read a margin too: size the cores so that core + margins fit the budget.
-            core = core_side_m(memory_limit, resolution_m, years)
-            minx, miny, maxx, maxy = area.bounds
-            tiles = tile_grid(area, max(1, math.ceil((maxx - minx) / core)), max(1, math.ceil((maxy - miny) / core)))
-            biggest = max(estimate_bytes(t.read, resolution_m, years) for t in tiles)
-            if biggest > memory_limit:
-                warnings.warn(f"licence {site.site_id}: a tile of {MIN_CORE_M:.0f} m with its {TILE_MARGIN_M:.0f} m "
-                              f"margins needs about {biggest / 1e6:.0f} MB, above the memory limit of "
-                              f"{memory_limit / 1e6:.0f} MB; raise the memory limit (memory_limit, --memory-limit "
-                              "on the command line)", UserWarning, stacklevel=2)
-            units.extend(WorkUnit((site,), tile, estimate_bytes(tile.read, resolution_m, years)) for tile in tiles)
+            tiles = _tiles(site, area, shape, memory_limit)
+            units.extend(WorkUnit((site,), tile, estimate_bytes(tile.read, shape), estimate_seconds(tile.read, shape))
+                         for tile in tiles)
         elif need < GROUP_SHARE * memory_limit:
             if group_bytes + need > memory_limit or len(group) >= MAX_GROUP:
                 flush()
             group.append(site)
             group_bytes += need
+            group_peak = max(group_peak, need)
+            group_seconds += estimate_seconds(area, shape)
         else:
             flush()
-            units.append(WorkUnit((site,), None, need))
+            units.append(WorkUnit((site,), None, need, estimate_seconds(area, shape)))
     flush()
     return units
+
+
+def _tiles(site: Site, area: BaseGeometry, shape: ImageryShape, memory_limit: int) -> list[Tile]:
+    """``area`` cut into tiles whose reads (core and margins) fit ``memory_limit``; a warning when
+    even the smallest tile does not."""
+    core = core_side_m(memory_limit, shape, TILE_MARGIN_M, MIN_CORE_M)
+    minx, miny, maxx, maxy = area.bounds
+    tiles = tile_grid(area, max(1, math.ceil((maxx - minx) / core)), max(1, math.ceil((maxy - miny) / core)))
+    biggest = max(estimate_bytes(t.read, shape) for t in tiles)
+    if biggest > memory_limit:
+        warnings.warn(f"licence {site.site_id}: a tile of {MIN_CORE_M:.0f} m with its {TILE_MARGIN_M:.0f} m "
+                      f"margins needs about {biggest / 1e6:.0f} MB, above the memory limit of "
+                      f"{memory_limit / 1e6:.0f} MB; raise the memory limit (memory_limit, --memory-limit "
+                      "on the command line)", UserWarning, stacklevel=3)
+    return tiles

@@ -406,7 +406,7 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
     todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
     concurrent = options.workers or (1 if options.scheduler else _threads())
     units = plan(todo, settings, options.memory_limit or default_memory_limit(concurrent),
-                 start=request.start, end=request.end)
+                 start=request.start, end=request.end, source=request.source)
     by_id = {s.site_id: s for s in todo}
     tiles_back: dict[str, list[TileResult]] = {}
     finished: set[str] = set()

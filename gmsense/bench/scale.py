@@ -153,6 +153,7 @@ def run_large(side_km: float, memory_limit: str) -> dict[str, Any]:
     subprocess with ``--memory-limit``; peak resident memory of that process and its workers."""
     from gmsense.batch.planner import parse_memory, plan
     from gmsense.geo.sites import write_sites
+    from gmsense.sources import LocalSource
 
     with tempfile.TemporaryDirectory() as tmp:
         imagery = Path(tmp) / "large.zarr"
@@ -160,7 +161,8 @@ def run_large(side_km: float, memory_limit: str) -> dict[str, Any]:
         site = large_scene(side_km, imagery)
         made_s = time.perf_counter() - t0
         settings = Settings().with_overrides({"synthetic.start": "2019-04-01", "synthetic.end": "2021-10-31"})
-        units = plan([site], settings, parse_memory(memory_limit), start="2019-04-01", end="2021-10-31")
+        units = plan([site], settings, parse_memory(memory_limit), start="2019-04-01", end="2021-10-31",
+                     source=LocalSource(imagery, settings))  # the tiles the scan below makes
         sites_file = write_sites([site], Path(tmp) / "large.geojson")
         cli = Path(sys.executable).with_name("gmsense")
         seconds, peak, output = _peak_rss([str(cli), "scan", "--sites", str(sites_file), "--source", "local",

@@ -13,6 +13,7 @@ from rich.table import Table
 from gmsense import __version__
 from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
+from gmsense.cli.plan import plan_command
 from gmsense.config import configs_dir, load_settings
 from gmsense.errors import EXIT_OK
 
@@ -154,6 +155,9 @@ def scan(
         err.print(f"[red]{len(summary.failures)} licence(s) failed:[/] "
                   + "; ".join(f"{k}: {v}" for k, v in summary.failures.items()))
     raise typer.Exit(summary.exit_code)
+
+
+app.command("plan")(plan_command)
 
 
 def _classifier(detector: str | None, model: Path | None, configured: str | None = None) -> Any:

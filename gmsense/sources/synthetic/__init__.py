@@ -85,8 +85,8 @@ from gmsense.sources.synthetic._sky import (
 from gmsense.sources.synthetic._world import build_world, shift_season, subpixel_for
 
 __all__ = ["ANTHROPOGENIC", "BAND_NAMES", "DOMAINS", "ENDMEMBERS", "MODIFIERS", "SCENARIOS", "SUBPIXEL",
-           "VALIDATION_DOMAINS", "Domain", "Event", "acquisition_dates", "domain_named", "resolve_domain", "synthesize",
-           "truth_frame"]
+           "VALIDATION_DOMAINS", "Domain", "Event", "acquisition_dates", "domain_named", "resolve_domain",
+           "scene_dates", "synthesize", "truth_frame"]
 
 BAND_NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
@@ -114,6 +114,15 @@ def acquisition_dates(settings: SyntheticSettings, rng: np.random.Generator,
         else:
             day = np.datetime64(f"{int(season_year(day)) + (month > 10)}-04-01")
     return np.array(dates, dtype="datetime64[ns]")
+
+
+def scene_dates(site: Site, settings: SyntheticSettings, *, seed: int | None = None,
+                domain: str | Domain | None = None) -> tuple[np.ndarray, Domain]:
+    """The acquisition dates (datetime64[ns]) and the domain :func:`synthesize` draws for ``site``,
+    without drawing anything (the dates are the first draws of the licence's generator)."""
+    dom = resolve_domain(site, settings, domain)
+    rng = _rng_for(site.site_id, settings.seed if seed is None else seed)
+    return acquisition_dates(settings, rng, dom.sensor.revisit_days), dom
 
 
 def scene_grid(region: BaseGeometry, crs: pyproj.CRS, resolution: float) -> Grid:
