@@ -9,11 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pyproj
 import xarray as xr
+from shapely.geometry.base import BaseGeometry
 
 from gmsense.classify.baseline import classify_patch
 from gmsense.classify.model import PatchClassifier
 from gmsense.classify.trust import trusted_label
 from gmsense.config import Settings
+from gmsense.coverage import coverage_stats, observed_counts
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
 from gmsense.detect.change import detect_breaks
@@ -76,13 +78,15 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
                  works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
-                 *, keep_breaks: bool = False) -> SiteResult:
+                 *, keep_breaks: bool = False, coverage_within: BaseGeometry | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
     ``works``: the licence's approved work programme (None when it has none). ``classifier``:
     a trained model (gmsense.classify.model) that labels the patches; None uses the rule baseline.
     ``keep_breaks``: also return the per-pixel breaks (``SiteResult.breaks``, on the cube's
     grid); scans leave it off, since the breaks would travel back from every worker.
+    ``coverage_within``: count coverage (gmsense.coverage) only there, in the licence's CRS (a
+    tile's core: tiles' counts add up to the licence's); None counts the whole monitoring area.
     """
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
@@ -162,6 +166,9 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
+    within = None if coverage_within is None else reproject_geometry(coverage_within, site.crs, crs)
+    counts = observed_counts(np.isfinite(values).any(axis=0), transform, local.geometry, region, within)
+    stats.update(coverage_stats(counts, settings.sites.min_coverage))
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)

@@ -20,6 +20,7 @@ from shapely.ops import unary_union
 from gmsense.batch.planner import Tile
 from gmsense.batch.request import ScanRequest
 from gmsense.config import Settings
+from gmsense.coverage import coverage_stats, merge_counts
 from gmsense.errors import ImageryError
 from gmsense.flags import evaluate
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
@@ -47,7 +48,7 @@ def analyse_tile(site: Site, tile: Tile, request: ScanRequest) -> TileResult:
     if cube.sizes.get("time", 0) == 0:
         raise ImageryError(f"licence {site.site_id} tile {tile.label}: no acquisitions between "
                            f"{request.start or 'the start'} and {request.end or 'the end'}")
-    result = analyse_cube(site, cube, request.settings, None, request.classifier)
+    result = analyse_cube(site, cube, request.settings, None, request.classifier, coverage_within=tile.core)
     crs = pyproj.CRS.from_user_input(result.stats["crs"])
     core = reproject_geometry(tile.core, site.crs, crs)
     kept = [p for p in result.patches if core.contains(wkt.loads(p.local_wkt).representative_point())]
@@ -110,13 +111,15 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     joined = [_join(pieces, crs, region, local.geometry) for pieces in groups.values()]
     joined.sort(key=lambda p: (p.first_detected, p.local_wkt))
     geometries = [wkt.loads(p.local_wkt) for p in joined]
-    stats = _merge_stats([t.stats for t in tiles])
+    stats = _merge_stats([t.stats for t in tiles], settings.sites.min_coverage)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works)
     return SiteResult(site.site_id, joined, flags, stats)
 
 
-def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge_stats(parts: list[dict[str, Any]], min_coverage: float) -> dict[str, Any]:
+    """The licence's stats from its tiles'; coverage from the pixel counts of the tiles' cores
+    (gmsense.coverage), warned about below ``min_coverage`` (0..1)."""
     weights = [p.get("tile_area_m2", 1.0) for p in parts]
     total = sum(weights) or 1.0
     return {
@@ -128,4 +131,5 @@ def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "last_date": max(p["last_date"] for p in parts),
         "last_acquisition": max(p["last_acquisition"] for p in parts),
         "tiles": len(parts),
+        **coverage_stats(merge_counts(parts), min_coverage),
     }
