@@ -71,6 +71,9 @@ class MaskSettings(_Settings):
 class SitesSettings(_Settings):
     buffer_m: float = Field(500.0, ge=0, description="monitoring buffer around each licence, metres")
     repair_invalid: bool = Field(True, description="repair invalid polygons with make_valid (warns)")
+    min_coverage: float = Field(
+        0.95, ge=0, le=1,
+        description="warn when the imagery observes less than this share of a licence or of its monitoring area")
 
 
 class DetectSettings(_Settings):
@@ -316,6 +319,8 @@ class EarthEngineSettings(_Settings):
 #: (an empty tuple: the whole section).
 OPERATIONAL_SETTINGS: dict[str, tuple[str, ...]] = {
     "scan": (),
+    # Only the threshold of a warning: changing it must not force every licence to be scanned again.
+    "sites": ("min_coverage",),
     "earthengine": ("max_concurrent", "max_rps", "retries", "timeout_s", "high_volume", "project", "credentials",
                     "cache_dir"),
 }

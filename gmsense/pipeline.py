@@ -16,6 +16,7 @@ from gmsense.classify.baseline import classify_patch
 from gmsense.classify.model import PatchClassifier
 from gmsense.classify.trust import trusted_label
 from gmsense.config import Settings
+from gmsense.coverage import coverage_stats, observed_counts
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
 from gmsense.detect.change import detect_breaks
@@ -118,7 +119,8 @@ def licence_sample(ndvi: xr.DataArray, region: BaseGeometry, core: BaseGeometry 
 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
                  works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
-                 *, keep_breaks: bool = False, context: SceneContext | None = None) -> SiteResult:
+                 *, keep_breaks: bool = False, context: SceneContext | None = None,
+                 coverage_within: BaseGeometry | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
     ``works``: the licence's approved work programme (None when it has none). ``classifier``:
@@ -127,6 +129,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     grid); scans leave it off, since the breaks would travel back from every worker.
     ``context``: the licence's scene statistics when ``cube`` is one tile of it (see
     gmsense.batch.tiles); None takes them from the monitoring area in ``cube``.
+    ``coverage_within``: count coverage (gmsense.coverage) only there, in the licence's CRS (a
+    tile's core: tiles' counts add up to the licence's); None counts the whole monitoring area.
     """
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
@@ -196,6 +200,9 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
+    within = None if coverage_within is None else reproject_geometry(coverage_within, site.crs, crs)
+    counts = observed_counts(np.isfinite(values).any(axis=0), transform, local.geometry, region, within)
+    stats.update(coverage_stats(counts, settings.sites.min_coverage))
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)

@@ -35,6 +35,7 @@ def test_site_report_pdf(demo_db: Path, tmp_path: Path) -> None:
         assert f"Patch {patch_id}" in text
     assert "centroid lat" in text
     assert "synthetic:seed0:" in text, "provenance: the images the findings rest on"
+    assert "of the monitoring area have at least one clear growing-season observation" in text
     assert "settings" in text
     images = sum(len(page.images) for page in reader.pages)
     assert images >= 1 + 2 * len(flagged), "a map, and chips and a trajectory per flagged patch"

@@ -219,6 +219,28 @@ def test_flag_page_shows_evidence_and_its_pictures_render(client: TestClient) ->
     assert client.get("/dashboard").status_code == 200
 
 
+def test_site_page_shows_the_imagery_coverage_and_warns_when_it_is_low(client: TestClient, store: Store) -> None:
+    from gmsense.coverage import coverage_stats
+    from gmsense.store import ScanUnitRow
+
+    login(client, "vic")
+    page = client.get("/sites/HLJ-EXP-001").text
+    assert "Imagery coverage (scan " in page
+    assert "of the monitoring area have at least one clear growing-season observation" in page
+    assert 'id="coverage-warning"' not in page
+    low = coverage_stats({"licence_px": 100, "licence_observed_px": 97, "area_px": 200, "area_observed_px": 150},
+                         0.95)
+    with store.session() as s, s.begin():
+        unit = s.get(ScanUnitRow, store.last_unit("HLJ-EXP-001").id)
+        unit.stats = {**unit.stats, **low}
+    page = client.get("/sites/HLJ-EXP-001").text
+    assert "97.0% of the licence and 75.0% of the monitoring area" in page
+    assert "Warning: coverage is below 95%" in page
+    page = client.get("/sites/HLJ-EXP-001?lang=zh").text
+    assert "监测范围的75.0%" in page
+    assert "覆盖率低于95%" in page
+
+
 def test_pages_use_nothing_from_outside_and_send_security_headers(client: TestClient) -> None:
     login(client, "ada")
     for path in ("/flags", "/flags/1", "/dashboard", "/audit", "/admin/users", "/api/docs", "/sites/HLJ-EXP-001"):

@@ -55,8 +55,9 @@ def test_rerun_changes_nothing(store: Store) -> None:
     result = _result(_record(box(x0, y0 - 20, x0 + 30, y0)))
     first = store.save_site_result(_scan(store), result)
     again = store.save_site_result(_scan(store), result)
-    assert first == {"new_patches": 1, "updated_patches": 0, "new_flags": 1}
-    assert again == {"new_patches": 0, "updated_patches": 0, "new_flags": 0}
+    stored = {"patches": 1, "by_class": {"trench": 1}, "area_m2": 600.0, "flags": 1}
+    assert first == {"new_patches": 1, "updated_patches": 0, "new_flags": 1, **stored}
+    assert again == {"new_patches": 0, "updated_patches": 0, "new_flags": 0, **stored}
     assert (_count(store, PatchRow), _count(store, FlagRow), _count(store, RecoveryRow)) == (1, 1, 1)
 
 

@@ -137,6 +137,9 @@ def test_a_tile_without_observations_answers_empty_and_the_licence_goes_on(tmp_p
     assert "3/3" in result.stats["tiles_without_data"][0]
     assert len(result.patches) == 1
     assert result.patches[0].first_detected[:4] == "2020"
+    # the blind tile's pixels count as unobserved: the licence spans x 100..1400 m, seen to 600 m
+    assert result.stats["coverage_licence"] == pytest.approx(500 / 1300, abs=0.02)
+    assert "coverage_warning" in result.stats
 
 
 def test_a_licence_without_any_observation_fails_with_the_reason(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +41,9 @@ from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_site
 from gmsense.store import Store
 
+log = logging.getLogger(__name__)
+#: Per-licence stats of the analysis copied into the scan summary (coverage: gmsense.coverage).
+SUMMARY_STATS = ("tiles", "coverage_licence", "coverage_area", "coverage_warning")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Seconds between two heartbeats of a running scan (``params["owner"]["heartbeat"]``).
 HEARTBEAT_S = 30.0
@@ -421,12 +423,13 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
                                   len(units), site_id, outcome))
 
     def save(site_id: str, result: Any) -> None:
+        # What the store holds for the licence (patches, classes, area, flags), not what the result
+        # listed: detections that extend one stored patch count once, as in the store.
         counts = store.save_site_result(scan_id, result, keys[site_id])
-        classes = Counter(p.disturbance_class for p in result.patches)
+        if result.stats.get("coverage_warning"):
+            log.warning("licence %s: %s", site_id, result.stats["coverage_warning"])
         summary.sites[site_id] = {
-            "patches": len(result.patches), "by_class": dict(sorted(classes.items())),
-            "area_m2": round(sum(p.area_m2 for p in result.patches), 1), "flags": len(result.flags), **counts,
-            **({"tiles": result.stats["tiles"]} if "tiles" in result.stats else {}),
+            **counts, **{k: result.stats[k] for k in SUMMARY_STATS if k in result.stats},
         }
         finished.add(site_id)
         outcomes.append((site_id, "stored"))

@@ -26,9 +26,11 @@ from shapely.ops import unary_union
 from gmsense.batch.planner import Tile
 from gmsense.batch.request import ScanRequest
 from gmsense.config import Settings
+from gmsense.coverage import coverage_stats, merge_counts, observed_counts
 from gmsense.detect.context import SceneContext, SceneSample, merge_samples
 from gmsense.errors import NoObservationsError
 from gmsense.flags import evaluate
+from gmsense.geo.grid import grid_transform
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.pipeline import analyse_cube, licence_sample, season_index
 from gmsense.records import PatchRecord, SiteResult
@@ -87,11 +89,20 @@ def analyse_tile(site: Site, tile: Tile, request: ScanRequest, context: SceneCon
     statistics (:func:`licence_context`); without it the tile's own are used, and the result then
     depends on how the licence was cut. A tile without observations (outside the imagery, all
     no-data or cloud) answers no patches and says so in ``stats["no_data"]``."""
+    cube = None
     try:
         cube = _load_tile(site, tile, request)
-        result = analyse_cube(site, cube, request.settings, None, request.classifier, context=context)
+        result = analyse_cube(site, cube, request.settings, None, request.classifier, context=context,
+                              coverage_within=tile.core)
     except NoObservationsError as exc:
-        return TileResult(site.site_id, tile, [], {"no_data": str(exc), "tile_area_m2": float(tile.core.area)})
+        stats: dict[str, Any] = {"no_data": str(exc), "tile_area_m2": float(tile.core.area)}
+        if cube is not None:  # its pixels count as unobserved in the licence's coverage
+            crs = pyproj.CRS.from_user_input(cube.rio.crs)
+            local = site.to_crs(crs)
+            stats.update(observed_counts(np.zeros((cube.sizes["y"], cube.sizes["x"]), dtype=bool), grid_transform(cube),
+                                         local.geometry, local.buffered(request.settings.sites.buffer_m),
+                                         reproject_geometry(tile.core, site.crs, crs)))
+        return TileResult(site.site_id, tile, [], stats)
     crs = pyproj.CRS.from_user_input(result.stats["crs"])
     core = reproject_geometry(tile.core, site.crs, crs)
     kept = [p for p in result.patches if _owns(core, wkt.loads(p.local_wkt).representative_point())]
@@ -127,6 +138,7 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     """The licence's result from all its tiles: patches joined across tile edges, then the rules."""
     if not tiles:
         raise ValueError(f"licence {site.site_id}: no tiles to merge")
+    counted = [t.stats for t in tiles]
     empty = [t for t in tiles if "no_data" in t.stats]
     if len(empty) == len(tiles):
         raise NoObservationsError(f"licence {site.site_id}: none of its {len(tiles)} tiles has a clear "
@@ -165,7 +177,7 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     joined = [_join(pieces, crs, region, local.geometry) for pieces in groups.values()]
     joined.sort(key=lambda p: (p.first_detected, p.local_wkt))
     geometries = [wkt.loads(p.local_wkt) for p in joined]
-    stats = _merge_stats([t.stats for t in tiles])
+    stats = _merge_stats([t.stats for t in tiles], counted, settings.sites.min_coverage)
     if empty:
         stats["tiles"] += len(empty)
         stats["tiles_without_data"] = [f"{t.tile.label}: {t.stats['no_data']}" for t in
@@ -175,7 +187,10 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     return SiteResult(site.site_id, joined, flags, stats)
 
 
-def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge_stats(parts: list[dict[str, Any]], counted: list[dict[str, Any]], min_coverage: float) -> dict[str, Any]:
+    """The licence's stats from its tiles' with observations (``parts``); coverage from the pixel
+    counts of every tile's core (``counted``, those without observations too; gmsense.coverage),
+    warned about below ``min_coverage`` (0..1)."""
     weights = [p.get("tile_area_m2", 1.0) for p in parts]
     total = sum(weights) or 1.0
     return {
@@ -187,6 +202,7 @@ def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "last_date": max(p["last_date"] for p in parts),
         "last_acquisition": max(p["last_acquisition"] for p in parts),
         "tiles": len(parts),
+        **coverage_stats(merge_counts(counted), min_coverage),
     }
 
 

@@ -51,7 +51,9 @@ def _summary_table(summary: Any, title: str) -> Table:
             table.add_row(site_id, "-", "-", "-", "-", row["skipped"])
             continue
         classes = ", ".join(f"{k} {v}" for k, v in row["by_class"].items()) or "-"
-        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]), "ok")
+        status = f"coverage {_coverage_cell(row)}" if row.get("coverage_warning") else "ok"
+        table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]),
+                      status)
     return table
 
 
@@ -621,11 +623,24 @@ def scans_show(scan_id: Annotated[int, typer.Argument()], db: DbOption = None) -
               f"{row.finished_at:%Y-%m-%d %H:%M:%S}" if row.finished_at
               else f"scan {row.id}: {row.status} (not finished)")
     table = Table()
-    for col in ("licence", "status", "patches", "flags", "error"):
+    for col in ("licence", "status", "patches", "flags", "coverage (licence / area)", "error"):
         table.add_column(col)
     for u in units:
-        table.add_row(u.site_id, u.status, str(u.n_patches), str(u.n_flags), u.error or "")
+        table.add_row(u.site_id, u.status, str(u.n_patches), str(u.n_flags), _coverage_cell(u.stats or {}),
+                      u.error or "")
     out.print(table)
+    for u in units:
+        if (u.stats or {}).get("coverage_warning"):
+            out.print(f"[yellow]warning[/]: {u.site_id}: {u.stats['coverage_warning']}", soft_wrap=True)
+
+
+def _coverage_cell(stats: dict[str, Any]) -> str:
+    """A licence's coverage for a table: observed shares of the licence and of its monitoring area,
+    marked when under the threshold ("-" for results of versions that did not count it)."""
+    if "coverage_licence" not in stats:
+        return "-"
+    cell = f"{stats['coverage_licence']:.1%} / {stats['coverage_area']:.1%}"
+    return f"[yellow]{cell} low[/]" if stats.get("coverage_warning") else cell
 
 
 #: The synthetic domains, for ``gmsense synth --help`` without importing the synthetic source (slow);

@@ -72,6 +72,20 @@ def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:
     return rule_message(flag.rule, params, lang, unit) if params else flag.message
 
 
+def coverage_sentences(stats: dict[str, Any] | None, scan_id: int, lang: str = "en") -> list[str]:
+    """What the imagery of a licence's analysis (``stats`` of scan ``scan_id``) observed, in ``lang``:
+    the shares of the licence and of its monitoring area, then a warning when either is below the
+    threshold it was scanned with (gmsense.coverage); [] for results that did not count it."""
+    stats = stats or {}
+    if "coverage_licence" not in stats:
+        return []
+    out = [t("coverage.line", lang, scan=scan_id, licence=f"{stats['coverage_licence']:.1%}",
+             area=f"{stats['coverage_area']:.1%}")]
+    if stats.get("coverage_warning"):
+        out.append(t("coverage.low", lang, min=f"{stats.get('coverage_min', 0.95):.0%}"))
+    return out
+
+
 #: Fields whose values are codes named elsewhere in the catalog (evidence of flags, table columns).
 VALUE_PREFIX = {"disturbance_class": "class", "klass": "class", "work_type": "class", "corrected_class": "class",
                 "label_before_trust": "class", "recovery_status": "status", "natural_agent": "agent",

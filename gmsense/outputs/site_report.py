@@ -26,7 +26,7 @@ from gmsense import __version__
 from gmsense.errors import GmsenseError, InputError
 from gmsense.files import atomic_file, check_target
 from gmsense.geo.sites import CONTRACT_FIELDS, WGS84, reproject_geometry
-from gmsense.outputs.i18n import area, attr_value, catalog, flag_sentence, public_attrs, t
+from gmsense.outputs.i18n import area, attr_value, catalog, coverage_sentences, flag_sentence, public_attrs, t
 from gmsense.outputs.report import (
     PLAIN_TEXT,
     chips_figure,
@@ -190,7 +190,9 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
         progress("loading the imagery of the last scan")
         scene = scene_for(store, site_id)
         progress("drawing the pages")
-        pages = _pages(site_row, patches, flags, recovery, scans, scene, site_id, lang, unit, progress)
+        last = store.last_unit(site_id)
+        coverage = coverage_sentences(last.stats, last.scan_id, lang) if last is not None else []
+        pages = _pages(site_row, patches, flags, recovery, scans, scene, site_id, lang, unit, progress, coverage)
         number_pages(pages, lang)
         progress("writing the PDF")
         try:
@@ -207,7 +209,9 @@ def _write_site_report(store: Store, site_id: str, out: Path, lang: str, unit: s
 
 
 def _pages(site_row: Any, patches: list[Any], flags: list[Any], recovery: list[Any], scans: list[Any],
-           scene: Any, site_id: str, lang: str, unit: str, progress: Callable[[str], None]) -> list[Figure]:
+           scene: Any, site_id: str, lang: str, unit: str, progress: Callable[[str], None],
+           coverage: list[str] | None = None) -> list[Figure]:
+    """The report's pages; ``coverage``: the sentences on what the last scan's imagery observed."""
     pages: list[Figure] = []
     attrs = site_row.attrs or {}
     flagged = sorted({f.patch_id for f in flags if f.patch_id})
@@ -222,6 +226,7 @@ def _pages(site_row: Any, patches: list[Any], flags: list[Any], recovery: list[A
           uncertain=area(sum(p.area_m2 for p in patches if p.disturbance_class == "uncertain"), lang, unit)),
         t("report.findings_flags", lang, n=len(flags), critical=sum(f.severity == "critical" for f in flags),
           open=sum(f.status == "open" for f in flags), flagged=len(flagged)),
+        *(coverage or []),
     ]
     provenance = [t("report.scan_line", lang, id=s.id, when=f"{s.started_at:%Y-%m-%d %H:%M}", source=s.source,
                     detector=s.detector,

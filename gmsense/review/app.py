@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gmsense import __version__
 from gmsense.errors import InputError
-from gmsense.outputs.i18n import LANGUAGES, area, attr_value, catalog, flag_sentence, t
+from gmsense.outputs.i18n import LANGUAGES, area, attr_value, catalog, coverage_sentences, flag_sentence, t
 from gmsense.records import PATCH_CLASSES
 from gmsense.review import auth, service
 from gmsense.review.figures import Pictures
@@ -318,7 +318,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     @app.get("/sites/{site_id}", response_class=HTMLResponse, include_in_schema=False)
     def site_page(request: Request, site_id: str, who: PageUser) -> HTMLResponse:
         site, patches, flags = service.get_site(store, site_id)
-        return render(request, "site.html", who[0], session=who[1], site=site, patches=patches, flags=flags)
+        last = store.last_unit(site_id)
+        coverage = coverage_sentences(last.stats, last.scan_id, pick_language(request, who[0])) if last else []
+        return render(request, "site.html", who[0], session=who[1], site=site, patches=patches, flags=flags,
+                      coverage=coverage)
 
     @app.get("/sites/{site_id}/map.png", include_in_schema=False)
     def site_map_png(request: Request, site_id: str, who: PageUser) -> Response:

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     select,
     update,
 )
@@ -588,6 +590,13 @@ class Store:
                                    .order_by(ScanUnitRow.site_id)))
             return s.get(ScanRow, scan_id), units
 
+    def last_unit(self, site_id: str) -> ScanUnitRow | None:
+        """The licence's newest stored analysis (its done scan unit, ``stats`` as the analysis left
+        them: coverage, dates, ...); None if no scan stored it."""
+        with self.session() as s:
+            return s.scalars(select(ScanUnitRow).where(ScanUnitRow.site_id == site_id, ScanUnitRow.status == "done")
+                             .order_by(ScanUnitRow.scan_id.desc()).limit(1)).first()
+
     # --- sites -------------------------------------------------------------------------------
     def upsert_sites(self, sites: list[Site]) -> None:
         with self.session() as s, s.begin():
@@ -603,12 +612,15 @@ class Store:
             return list(s.scalars(select(SiteRow).order_by(SiteRow.site_id)))
 
     # --- results -----------------------------------------------------------------------------
-    def save_site_result(self, scan_id: int, result: SiteResult, unit_key: str = "") -> dict[str, int]:
+    def save_site_result(self, scan_id: int, result: SiteResult, unit_key: str = "") -> dict[str, Any]:
         """Write one licence's patches, recovery and flags in one transaction.
 
-        Returns counts of ``new_patches``, ``updated_patches`` and ``new_flags``.
+        Returns counts of ``new_patches``, ``updated_patches`` and ``new_flags``, and what the store
+        holds for the licence once they are written: ``patches`` (several detections that extend one
+        stored patch count once), ``by_class`` (patches per class), ``area_m2`` (their total area,
+        m2) and ``flags``. The scan unit's ``n_patches``/``n_flags`` are these stored numbers too.
         """
-        counts = {"new_patches": 0, "updated_patches": 0, "new_flags": 0}
+        counts: dict[str, Any] = {"new_patches": 0, "updated_patches": 0, "new_flags": 0}
         with self.session() as s, s.begin():
             stored = list(s.scalars(select(PatchRow).where(PatchRow.site_id == result.site_id)))
             next_number = len(stored) + 1
@@ -658,7 +670,12 @@ class Store:
             unit = unit or ScanUnitRow(scan_id=scan_id, site_id=result.site_id)
             unit.status, unit.error, unit.unit_key = "done", None, unit_key
             unit.last_date = result.stats.get("last_acquisition")
-            unit.n_patches, unit.n_flags = len(result.patches), len(result.flags)
+            s.flush()
+            n_flags = s.scalar(select(func.count()).select_from(FlagRow).where(FlagRow.site_id == result.site_id))
+            classes = Counter(row.disturbance_class for row in stored)
+            counts |= {"patches": len(stored), "by_class": dict(sorted(classes.items())),
+                       "area_m2": round(sum(row.area_m2 for row in stored), 1), "flags": int(n_flags or 0)}
+            unit.n_patches, unit.n_flags = len(stored), counts["flags"]
             unit.stats, unit.finished_at = result.stats, _now()
             s.add(unit)
         return counts
