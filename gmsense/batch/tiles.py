@@ -24,7 +24,7 @@ from gmsense.errors import ImageryError
 from gmsense.flags import evaluate
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.pipeline import analyse_cube
-from gmsense.records import PatchRecord, SiteResult
+from gmsense.records import PatchRecord, SiteResult, same_disturbance
 
 #: Pieces of one patch from neighbouring tiles closer than this are joined, metres (a pixel).
 JOIN_DISTANCE_M = 10.0
@@ -87,8 +87,9 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     owner = [t.tile.index for t in ordered for _ in t.patches]
     cores = {t.tile.index: reproject_geometry(t.tile.core, site.crs, crs) for t in ordered}
     geoms = [wkt.loads(p.local_wkt) for p in records]
-    # Join pieces of one patch cut by a tile edge: kept by different tiles, close together, and
-    # each reaching into the other's core. Distinct patches inside one tile are never joined.
+    # Join pieces of one patch cut by a tile edge: kept by different tiles, close together, each
+    # reaching into the other's core, and of one disturbance (a later disturbance of the same
+    # ground is a patch of its own). Distinct patches inside one tile are never joined.
     parent = list(range(len(records)))
 
     def root(i: int) -> int:
@@ -102,7 +103,8 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
         left, right = tree.query(geoms, predicate="dwithin", distance=JOIN_DISTANCE_M)
         for i, j in zip(left.tolist(), right.tolist(), strict=True):
             if i < j and owner[i] != owner[j] and geoms[i].intersects(cores[owner[j]].buffer(JOIN_DISTANCE_M)) \
-                    and geoms[j].intersects(cores[owner[i]].buffer(JOIN_DISTANCE_M)):
+                    and geoms[j].intersects(cores[owner[i]].buffer(JOIN_DISTANCE_M)) \
+                    and same_disturbance(records[i].first_detected, records[j].first_detected):
                 parent[root(j)] = root(i)
     groups: dict[int, list[PatchRecord]] = {}
     for i, record in enumerate(records):
