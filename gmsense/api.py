@@ -56,8 +56,10 @@ class Result:
     ``recovery`` (its seasonal trajectory against the reference ring, a list of dicts).
     ``flags``: one row per finding; ``patch_index`` points into ``patches`` (NA for
     licence-level flags). ``breaks``: per-pixel results of the change detector on the cube's grid
-    (``first_detected``, ``confirmed_on`` as datetime64, ``magnitude`` in NDVI units, and the
-    boolean ``disturbed``). ``stats``: dates, clear share, CRS and shape of what was analysed.
+    (``first_detected``, ``confirmed_on`` as datetime64, ``magnitude`` in NDVI units, the latest
+    later disturbance of the same pixel as ``rebreak_first_detected``, ``rebreak_confirmed_on``,
+    ``rebreak_magnitude``, and the boolean ``disturbed``). ``stats``: dates, clear share, CRS and
+    shape of what was analysed.
     """
 
     site_id: str

@@ -89,6 +89,13 @@ class DetectSettings(_Settings):
         0.6, ge=0, le=1, description="share of the season's observations from the break on that must still be drops")
     min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")
     harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
+    # A pixel can break again (gmsense.detect.change.later_breaks): after a confirmed break its baseline
+    # is re-established on the new state, from this many seasons after the break's season on, or
+    # from the first later season in which it is back at its pre-disturbance model (recovered: fewer
+    # than half of that season's clear observations are drops against it), whichever comes first.
+    rebreak_after_seasons: int = Field(
+        2, ge=1, description="seasons after a break's season from which the pixel's new state is its baseline "
+                             "for a later break (sooner once recovered)")
     # The line pass (gmsense.detect.lines): narrower than a pixel, trenches and tracks drop the
     # index too little for the per-pixel test; a weaker test plus the evidence of a new line.
     line_pass: bool = Field(True, description="also look for new narrow lines (sub-pixel trenches, tracks)")

@@ -9,7 +9,9 @@ Rules per human-made patch: ``outside_licence``, ``after_licence_end``, ``while_
 ``reclamation_overdue`` (``reclamation_due`` passed, or the configured number of growing
 seasons since the disturbance, and the patch is neither recovering nor recovered),
 ``recovery_reversed`` (the recovery ratio fell ``reversal_drop`` below its best season), and
-``new_disturbance`` for a human-made patch no other rule flagged. ``uncertain_label`` for an
+``new_disturbance`` for a human-made patch no other rule flagged. A later disturbance of a patch's
+ground is a patch of its own and is judged like any other; the permitted area counts ground
+disturbed twice once. ``uncertain_label`` for an
 ``uncertain`` patch inside or touching the licence (gmsense.classify.trust: a label that cannot be
 trusted goes to a reviewer, whose decision trains the next model). Per licence:
 ``permitted_area_exceeded`` and ``approved_work_not_observed`` (one flag per work).
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 
 from gmsense.config import RulesSettings
 from gmsense.geo.sites import ApprovedWork, Site
@@ -44,6 +47,17 @@ def _ratio_history(patch: PatchRecord) -> list[tuple[int, float]]:
         return []
     return [(int(s), float((r - m["trough"]) / m["magnitude"]))
             for s, r in zip(seasons, relative, strict=True) if s >= m["trough_season"]]
+
+
+def _counted_twice_m2(geometries: Sequence[BaseGeometry], licence: BaseGeometry) -> float:
+    """Licence area (m2) a sum over ``geometries`` counts more than once: ground under more than one
+    patch (a later disturbance of a patch's ground, gmsense.detect.change.later_breaks); 0 when
+    the patches do not overlap (less than 1 m2)."""
+    if len(geometries) < 2:
+        return 0.0
+    inside = [g.intersection(licence) for g in geometries]
+    twice = sum(g.area for g in inside) - unary_union(inside).area
+    return float(twice) if twice > 1.0 else 0.0
 
 
 class _Flagger:
@@ -133,6 +147,8 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
                       "recovery_status": p.recovery_status, "recovery_ratio": p.recovery_ratio})
     permitted_ha = attrs.get("permitted_disturbance_ha")
     inside_m2 = sum(patches[i].area_m2 - patches[i].area_outside_m2 for i in human)
+    if permitted_ha is not None:  # ground disturbed again is one ground
+        inside_m2 -= _counted_twice_m2([geometries[i] for i in human], site.geometry)
     if permitted_ha is not None and inside_m2 > float(permitted_ha) * 10_000:
         f.add("permitted_area_exceeded",
               {"disturbed_m2": round(inside_m2, 1), "permitted_m2": float(permitted_ha) * 10_000}, None,

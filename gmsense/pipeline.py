@@ -70,6 +70,24 @@ def _evidence(times: np.ndarray, clear_share: np.ndarray, patch: Patch, image_id
     return out
 
 
+def _sequence(pmask: np.ndarray, dates: np.ndarray | None, later: bool) -> dict:
+    """How a patch (``pmask``, y x) sits in its ground's sequence of disturbances. For a later
+    disturbance (``later``; ``dates`` (y, x) the pixels' ``first_detected``): ``earlier_disturbance``,
+    the earliest first detection under it. For a first one (``dates`` the pixels' ``disturbed_again``,
+    gmsense.detect.change.later_breaks): ``disturbed_again``, the earliest date its ground was
+    disturbed again, and ``disturbed_again_share``, the share of its pixels that were. ISO dates;
+    empty when there is no other disturbance."""
+    if dates is None:
+        return {}
+    inside = dates[pmask]
+    inside = inside[~np.isnat(inside)]
+    if inside.size == 0:
+        return {}
+    if later:
+        return {"earlier_disturbance": _iso(inside.min())}
+    return {"disturbed_again": _iso(inside.min()), "disturbed_again_share": round(inside.size / int(pmask.sum()), 4)}
+
+
 def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.ndarray | slice]:
     """Where to read the growing season from, and its dates there: a numpy-backed cube as it is
     (nothing copied); a lazy (dask) one loaded once, growing-season dates only."""
@@ -131,6 +149,11 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     gmsense.batch.tiles); None takes them from the monitoring area in ``cube``.
     ``coverage_within``: count coverage (gmsense.coverage) only there, in the licence's CRS (a
     tile's core: tiles' counts add up to the licence's); None counts the whole monitoring area.
+
+    A later disturbance of ground that broke before (gmsense.detect.change.later_breaks) is a
+    patch of its own, after the first disturbances' patches, with its own dates and
+    ``metrics["earlier_disturbance"]``; the earlier patch's recovery is followed up to it
+    (gmsense.recovery) and its metrics name ``disturbed_again`` (date) and ``disturbed_again_share``.
     """
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
@@ -144,35 +167,46 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         context = merge_samples([licence_sample(ndvi, region)])
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip,
                                            context=context).load(), ndvi, settings.detect)
+    # First disturbances, then later disturbances of ground that broke before (their own patches
+    # over the same ground, each in its own label image).
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
+    later, later_labels = extract_patches(breaks, settings.detect.min_patch_m2, later=True)
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
     values = np.asarray(ndvi.transpose("time", "y", "x").values)
-    if patches:
-        add_patch_spectra(patches, labels, source[bands], clear=np.asarray(season["clear"].transpose(
-            "time", "y", "x").values), time_index=dates)
-        add_patch_context(patches, labels, values, times, np.asarray(breaks["magnitude"].values), settings.detect,
-                          abs(transform.a))
+    for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
+        if group:
+            add_patch_spectra(group, group_labels, source[bands], clear=np.asarray(season["clear"].transpose(
+                "time", "y", "x").values), time_index=dates)
+            add_patch_context(group, group_labels, values, times, np.asarray(breaks[magnitude].values),
+                              settings.detect, abs(transform.a))
 
     years = cubeops.season_year(times)
     latest_season = int(years.max())
-    all_geoms = [p.geometry for p in patches]
-    exclusion = ring_exclusion(all_geoms) if patches else None
+    all_geoms = [p.geometry for p in [*patches, *later]]
+    exclusion = ring_exclusion(all_geoms) if all_geoms else None
     image_ids = _image_ids(season, cube.attrs)
+    again = np.asarray(breaks["disturbed_again"].values) if later else None
+    first_dates = np.asarray(breaks["first_detected"].values)
     records: list[PatchRecord] = []
     geometries = []
-    for patch in patches:
+    for patch, patch_labels in [*((p, labels) for p in patches), *((p, later_labels) for p in later)]:
         geom = patch.geometry.intersection(region)
         if geom.is_empty or geom.area < settings.detect.min_patch_m2:
             continue
-        pmask = labels == patch.label
+        pmask = patch_labels == patch.label
+        is_later = patch_labels is later_labels
         klass, confidence = classify_patch(patch, settings.classify)
         ring = ring_mask(patch.geometry, all_geoms, pmask.shape, transform, exclusion)
-        obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX)
+        # A first disturbance's ground disturbed again is followed up to the new disturbance
+        # (gmsense.recovery); the later one from its own detection.
+        until = again if again is not None and not is_later else None
+        obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX, until)
         status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery)
         seen = np.isfinite(values[:, pmask]).any(axis=1)
         evidence = _evidence(times, np.isfinite(values[:, pmask]).mean(axis=1), patch, image_ids)
         outside = geom.difference(local.geometry).area
+        sequence = _sequence(pmask, first_dates if is_later else until, is_later)
         records.append(PatchRecord(
             site_id=site.site_id,
             geometry_wkt=reproject_geometry(geom, crs, WGS84).wkt,
@@ -189,7 +223,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             recovery_status=status,
             recovery_ratio=ratio,
             metrics={"n_pixels": patch.n_pixels, "magnitude": round(patch.magnitude, 4), "evidence": evidence,
-                     **{k: round(float(v), 4) for k, v in patch.shape.items()},
+                     **sequence, **{k: round(float(v), 4) for k, v in patch.shape.items()},
                      **{k: round(float(v), 4) for k, v in (patch.spectral | patch.context).items()
                         if np.isfinite(v)}},
             recovery=obs,
@@ -206,7 +240,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)
-    kept = breaks[["first_detected", "confirmed_on", "magnitude", "line"]] if keep_breaks else None
+    kept = breaks[["first_detected", "confirmed_on", "magnitude", "line", "rebreak_first_detected",
+                   "rebreak_confirmed_on", "rebreak_magnitude"]] if keep_breaks else None
     return SiteResult(site.site_id, records, flags, stats, breaks=kept)
 
 

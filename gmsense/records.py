@@ -16,6 +16,22 @@ DISTURBANCE_CLASSES = (*PATCH_CLASSES, "uncertain")
 NATURAL_AGENTS = ("fire", "flood", "windthrow", "dieback", "harvest", "drought")
 
 
+#: A detection first detected more than this many growing seasons from a stored patch's first
+#: detection is another disturbance of its ground, not that patch again: the detector finds a later
+#: break of the same pixels only from the second season after the first on
+#: (gmsense.detect.change.later_breaks), and a rescan moves a patch's first detection by a season at most.
+SAME_DISTURBANCE_SEASONS = 1
+
+
+def same_disturbance(stored_first: str, new_first: str) -> bool:
+    """Whether a detection first detected on ``new_first`` can be the disturbance of a stored patch
+    first detected on ``stored_first`` (ISO dates; the growing season is the calendar year). A
+    missing date says nothing against it."""
+    if not stored_first or not new_first:
+        return True
+    return abs(int(new_first[:4]) - int(stored_first[:4])) <= SAME_DISTURBANCE_SEASONS
+
+
 @dataclass
 class RecoveryObservation:
     """One growing season of a patch's trajectory against its reference ring (index units)."""

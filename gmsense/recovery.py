@@ -11,6 +11,11 @@ value since, and ``current`` that of the latest season:
 the share of the lost index regained. Status: ``active`` if detected in the latest season,
 ``recovered`` at ratio >= ``recovered_ratio``, ``recovering`` at >= ``recovering_ratio``, else
 ``not_recovering``.
+
+Ground disturbed again (a later break of the same pixels, gmsense.detect.change.later_breaks) is
+the later disturbance's patch from the new break on: the earlier patch's trajectory leaves those
+pixels out from then on (``trajectory(..., until=...)``), so its status and ratio say how far it had
+recovered before it was disturbed again, and the later patch is followed from its own detection.
 """
 
 from __future__ import annotations
@@ -49,14 +54,22 @@ def ring_mask(geometry: BaseGeometry, all_patches: list[BaseGeometry], shape: tu
 
 
 def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, ring: np.ndarray,
-               first_detected: np.datetime64, index_name: str) -> list[RecoveryObservation]:
+               first_detected: np.datetime64, index_name: str,
+               until: np.ndarray | None = None) -> list[RecoveryObservation]:
     """Per-season medians of patch and ring for the season before detection and every later one.
 
-    ``index`` (T, y, x) growing-season index values, NaN where not clear.
+    ``index`` (T, y, x) growing-season index values, NaN where not clear. ``until`` (y, x)
+    datetime64, optional: the date from which a pixel's ground belongs to a later disturbance
+    (NaT: never); its observations from then on are not the patch's, so the recovery of a patch
+    disturbed again is followed up to the new disturbance (a season in which none of its pixels
+    is still its own is left out).
     """
     years = season_year(times)
     detected_year = int(season_year(first_detected))
-    patch_daily = nan_median(index[:, patch_mask].T)  # per date, over the pixels; NaN where none is clear
+    patch_values = index[:, patch_mask]
+    if until is not None and (~np.isnat(cut := until[patch_mask])).any():
+        patch_values = np.where(np.asarray(times)[:, None] >= cut[None, :], np.nan, patch_values)
+    patch_daily = nan_median(patch_values.T)  # per date, over the pixels; NaN where none is clear
     ring_daily = nan_median(index[:, ring].T)
     out = []
     for season in range(detected_year - 1, int(years.max()) + 1):

@@ -24,12 +24,14 @@ BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 @dataclass(frozen=True)
 class PlantedBreak:
-    """A block of pixels (row and column slices) losing ``fraction`` of its vegetation on ``date``."""
+    """A block of pixels (row and column slices) losing ``fraction`` of its vegetation on ``date``;
+    with ``recovered_by`` (ISO date) it grows back linearly in time until then (whole from then on)."""
 
     rows: slice
     cols: slice
     date: str
     fraction: float = 0.8
+    recovered_by: str | None = None
 
 
 def make_cube(
@@ -48,7 +50,8 @@ def make_cube(
     """A cube (the DESIGN.md contract) of forest with phenology, clouds and planted breaks.
 
     Acquisitions every ``every_days`` days from April to October of each year. Cloudy pixels
-    (a random ``cloud_share`` per date) are bright and not ``clear``.
+    (a random ``cloud_share`` per date) are bright and not ``clear``. Breaks apply in order: two on
+    the same pixels (the second after the first recovered) are two disturbances.
     """
     rng = np.random.default_rng(seed)
     times = np.concatenate([
@@ -60,7 +63,12 @@ def make_cube(
     veg = np.broadcast_to(green[:, None, None], (times.size, ny, nx)).copy()
     for b in breaks:
         after = times >= np.datetime64(b.date)
-        veg[after, b.rows, b.cols] *= 1 - b.fraction
+        if b.recovered_by is None:
+            veg[after, b.rows, b.cols] *= 1 - b.fraction
+            continue
+        start, end = np.datetime64(b.date, "ns"), np.datetime64(b.recovered_by, "ns")
+        regrown = np.clip((times - start) / (end - start), 0.0, 1.0)
+        veg[:, b.rows, b.cols] *= (1 - np.where(after, b.fraction * (1 - regrown), 0.0))[:, None, None]
     refl = veg[:, None] * VEGETATION[None, :, None, None] + (1 - veg[:, None]) * SOIL[None, :, None, None]
     refl = refl + rng.normal(0, noise, refl.shape)
     clear = rng.random((times.size, ny, nx)) >= cloud_share

@@ -66,3 +66,28 @@ def test_patch_spectra_read_per_patch_equal_those_of_the_masked_season() -> None
     for a, b in zip(reference, windowed, strict=True):
         assert a.spectral.keys() == b.spectral.keys()
         np.testing.assert_array_equal(np.array(list(a.spectral.values())), np.array(list(b.spectral.values())))
+
+
+def test_a_second_disturbance_on_recovered_ground_is_its_own_patch() -> None:
+    ground = (slice(4, 12), slice(4, 14))
+    breaks = (PlantedBreak(*ground, "2016-06-20", recovered_by="2018-06-01"), PlantedBreak(*ground, "2020-07-01"),
+              PlantedBreak(slice(18, 26), slice(14, 24), "2016-06-20"))  # a clearing that stays cleared
+    cube = make_cube(ny=30, nx=30, years=tuple(range(2015, 2023)), breaks=breaks, seed=11, cloud_share=0.0)
+    site = cube_site(cube, inset_m=20)
+    result = analyse_cube(site, cube, Settings())
+    first, lasting, again = result.patches
+    assert (first.first_detected, lasting.first_detected, again.first_detected) == ("2016-06-20",) * 2 + ("2020-07-06",)
+    assert (first.confirmed_on, again.confirmed_on) == ("2016-06-28", "2020-07-14")
+    assert first.area_m2 == again.area_m2 == 8000
+    # The first is followed up to the second (recovered), which is followed from its own detection.
+    assert (first.recovery_status, first.metrics["disturbed_again"], first.metrics["disturbed_again_share"]) \
+        == ("recovered", "2020-07-06", 1.0)
+    assert max(o.season for o in first.recovery) == 2020
+    assert again.metrics["earlier_disturbance"] == "2016-06-20"
+    assert [o.season for o in again.recovery] == [2019, 2020, 2021, 2022]
+    assert (again.recovery_status, lasting.recovery_status) == ("not_recovering", "not_recovering")
+    assert not {"disturbed_again", "earlier_disturbance"} & set(lasting.metrics)
+    # The rules judge each (the second is a new disturbance of its own).
+    assert {f.patch_index for f in result.flags} == {0, 1, 2}
+    lazy = analyse_cube(site, cube.chunk({"time": 30, "y": 11, "x": 16}), Settings())
+    assert repr(_records(result)) == repr(_records(lazy))

@@ -81,6 +81,18 @@ def test_permitted_area_counts_only_inside_the_licence() -> None:
     assert "permitted_area_exceeded" not in _rules(flags)
 
 
+def test_ground_disturbed_twice_counts_once_against_the_permitted_area() -> None:
+    pad = box(600_100, 5_290_100, 600_200, 5_290_200)  # 1 ha, cleared in 2016 and again in 2020
+    patches = [_patch(pad, first="2016-06-20", klass="clearing", status="recovered"),
+               _patch(pad, first="2020-07-06", klass="clearing")]
+    flags = evaluate(_site(permitted_disturbance_ha=1.5), patches, [pad, pad], "2021-09-30", RULES)
+    assert "permitted_area_exceeded" not in _rules(flags)
+    assert {f.patch_index for f in flags} == {0, 1}, "each disturbance is judged"
+    flags = evaluate(_site(permitted_disturbance_ha=0.5), patches, [pad, pad], "2021-09-30", RULES)
+    [flag] = [f for f in flags if f.rule == "permitted_area_exceeded"]
+    assert flag.evidence["disturbed_m2"] == pytest.approx(10_000)
+
+
 def test_work_programme_comparison() -> None:
     planned_trench = ApprovedWork("W1", "L-1", "trench", 2021,
                                   LineString([(600_210, 5_290_520), (600_490, 5_290_520)]), UTM)

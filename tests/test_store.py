@@ -112,3 +112,20 @@ def test_extending_keeps_the_evidence_of_the_first_detection(store: Store) -> No
     assert row.first_detected == "2020-06-01"
     assert row.metrics["evidence"]["after_date"] == "2020-06-01"
     assert row.metrics["n_pixels"] == 4
+
+
+def test_a_later_disturbance_of_recovered_ground_is_a_new_patch(store: Store) -> None:
+    x0, y0 = 600_010, 5_289_990
+    ground = box(x0, y0 - 20, x0 + 30, y0)
+    cleared = _record(ground, first="2016-06-20", last="2018-09-01")
+    cleared.recovery_status, cleared.recovery_ratio = "recovered", 0.95
+    store.save_site_result(_scan(store), _result(cleared))
+    # A later scan sees the first clearing again (up to its recovery) and the same ground cleared in 2020.
+    again = _record(ground, first="2020-07-06", last="2022-09-01")
+    counts = store.save_site_result(_scan(store), _result(cleared, again))
+    assert counts["new_patches"] == 1
+    rows = store.patch_rows()
+    assert [(r.patch_id, r.first_detected, r.recovery_status) for r in rows] == [
+        ("S-1-P0001", "2016-06-20", "recovered"), ("S-1-P0002", "2020-07-06", "active")]
+    assert store.save_site_result(_scan(store), _result(cleared, again))["new_patches"] == 0, "a rerun matches each"
+    assert len(store.patch_rows()) == 2

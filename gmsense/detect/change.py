@@ -8,11 +8,17 @@ refit without outliers); its residual spread (1.4826 x MAD) scales the drop of e
 ``confirm_obs`` consecutive clear observations are drops (across season ends too); the first of
 them is ``first_detected``, the last ``confirmed_on``.
 
+Every disturbance, not only the first (:func:`later_breaks`): once a pixel's break is confirmed,
+its baseline for later seasons is re-established on its new state (from ``rebreak_after_seasons``
+after the break's season, or from the season it is back at its pre-disturbance model), and a
+confirmed run against that baseline is a later break, reported (the latest one) apart from the
+first.
+
 Before fitting, the per-date median of the scene is removed, which cancels atmospheric gain,
 drought years and the common phenology; it is taken on a fixed lattice of pixels over the
-licence's whole monitoring area (:mod:`gmsense.detect.context`), so the result is the same however
-the data is chunked and however the licence is cut into tiles. Dates whose scene median dips alone below their
-neighbours (haze) are dropped, and a confirmed drop that does not persist through the rest of
+licence's whole monitoring area (:mod:`gmsense.detect.context`), so the result is the same
+however the data is chunked and however the licence is cut into tiles. Dates whose scene median
+dips alone below their neighbours (haze) are dropped, and a confirmed drop that does not persist through the rest of
 its season (cloud, late leaf-out) is withdrawn.
 
 Screening first (:func:`screen_pixels`): the robust fit above costs two weighted medians per
@@ -43,7 +49,9 @@ _DAYS_PER_YEAR = 365.25
 #: before a pixel it passes over could be flagged (the arithmetic differs by ~1e-5).
 SCREEN_TOLERANCE = 0.02
 _SCREEN_MIN_CONDITIONING = 1e-2  # fits worse conditioned than this go to the exact detector
-N_OUTPUTS = 7  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude
+N_OUTPUTS = 11  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude;
+#                later first, confirmed, magnitude, and the next break's first (later_breaks)
+_NEVER = np.iinfo("int64").max // 2  # a season that never comes
 
 
 def design_matrix(doy: np.ndarray, harmonics: int) -> np.ndarray:
@@ -76,12 +84,30 @@ def _spread(residuals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(out), np.inf, out)
 
 
+def _robust_fit(xb: np.ndarray, yb: np.ndarray, wb: np.ndarray,
+                settings: DetectSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The robust own-history model: a fit of the observed baseline (``wb``) values ``yb`` (T, P) on
+    the design rows ``xb`` (T, k), refitted without the residuals beyond 3 spreads. Returns its
+    coefficients (P, k), residual spread (P,; at least ``sigma_floor``, index units) and whether
+    enough inliers remain (P,; ``min_baseline_obs``)."""
+    coef = _fit(xb, yb, wb)
+    resid = yb - (xb @ coef.T)
+    sigma = np.maximum(_spread(resid, wb), settings.sigma_floor)
+    inliers = wb & (np.abs(np.nan_to_num(resid)) <= 3 * sigma)
+    coef = _fit(xb, yb, inliers)
+    resid = yb - (xb @ coef.T)
+    sigma = np.maximum(_spread(resid, inliers), settings.sigma_floor)
+    return coef, sigma, inliers.sum(axis=0) >= settings.min_baseline_obs
+
+
 def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray,
-                 settings: DetectSettings) -> tuple[np.ndarray, np.ndarray]:
+                 settings: DetectSettings, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Drop below the own-history model and the drop threshold, per observation.
 
-    ``values`` (T, P) index values, NaN where not clear. Returns ``drop`` (T, P; NaN where the
-    observation is missing or the pixel has too little history) and ``threshold`` (T, P).
+    ``values`` (T, P) index values, NaN where not clear. ``start`` (P,), optional: the earliest
+    season each pixel's baseline may use (a re-established baseline, :func:`later_breaks`); seasons
+    up to it then have no drops. Returns ``drop`` (T, P; NaN where the observation is missing or
+    the pixel has too little history) and ``threshold`` (T, P), index units.
     """
     n_time, n_pix = values.shape
     design = design_matrix(doy, settings.harmonics)
@@ -91,17 +117,12 @@ def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray,
     for season in np.unique(year):
         base_t = np.flatnonzero((year < season) & (year >= season - settings.baseline_seasons))
         this_t = np.flatnonzero(year == season)
-        if base_t.size == 0:
+        if base_t.size == 0 or (start is not None and not (start < season).any()):
             continue
         xb, yb, wb = design[base_t], values[base_t], observed[base_t]
-        coef = _fit(xb, yb, wb)
-        resid = yb - (xb @ coef.T)
-        sigma = np.maximum(_spread(resid, wb), settings.sigma_floor)
-        inliers = wb & (np.abs(np.nan_to_num(resid)) <= 3 * sigma)
-        coef = _fit(xb, yb, inliers)
-        resid = yb - (xb @ coef.T)
-        sigma = np.maximum(_spread(resid, inliers), settings.sigma_floor)
-        enough = inliers.sum(axis=0) >= settings.min_baseline_obs
+        if start is not None:
+            wb = wb & (year[base_t][:, None] >= start[None, :])
+        coef, sigma, enough = _robust_fit(xb, yb, wb, settings)
         expected = design[this_t] @ coef.T
         season_drop = expected - values[this_t]
         drop[this_t] = np.where(enough, season_drop, np.nan)
@@ -154,6 +175,83 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
         confirmed[transient] = NO_BREAK
         magnitude[transient] = np.nan
     return first, confirmed, magnitude, probable
+
+
+def _recovered_season(values: np.ndarray, doy: np.ndarray, year: np.ndarray, season: np.ndarray,
+                      start: np.ndarray, settings: DetectSettings) -> np.ndarray:
+    """Per pixel, the first season after ``season`` (P,; a break's) in which the pixel is back at the
+    model that break was found against (the robust model of :func:`season_drops` on the baseline
+    seasons before ``season``, none before ``start``): at least ``confirm_obs`` clear observations
+    and fewer than half of them drops. ``values`` (T, P) index values, NaN where not clear.
+    Returns season years (P,; :data:`_NEVER` where the pixel never recovered)."""
+    design = design_matrix(doy, settings.harmonics)
+    observed = np.isfinite(values)
+    recovered = np.full(values.shape[1], _NEVER, dtype="int64")
+    pairs, group = np.unique(np.stack([season, start]), axis=1, return_inverse=True)
+    group = group.reshape(-1)
+    for k, (model_season, model_start) in enumerate(pairs.T):
+        pix = np.flatnonzero(group == k)
+        base_t = np.flatnonzero((year < model_season) & (year >= max(model_season - settings.baseline_seasons,
+                                                                        model_start)))
+        later_t = np.flatnonzero(year > model_season)
+        if base_t.size == 0 or later_t.size == 0:
+            continue
+        coef, sigma, enough = _robust_fit(design[base_t], values[base_t][:, pix], observed[base_t][:, pix], settings)
+        later = values[later_t][:, pix]
+        with np.errstate(invalid="ignore"):
+            is_drop = design[later_t] @ coef.T - later > np.maximum(settings.min_drop, settings.z_threshold * sigma)
+        seen = observed[later_t][:, pix]
+        for later_season in np.unique(year[later_t]):
+            rows = year[later_t] == later_season
+            n_seen, n_drops = seen[rows].sum(axis=0), is_drop[rows].sum(axis=0)
+            back = enough & (n_seen >= settings.confirm_obs) & (2 * n_drops < n_seen) & (recovered[pix] == _NEVER)
+            recovered[pix[back]] = later_season
+    return recovered
+
+
+def later_breaks(values: np.ndarray, doy: np.ndarray, year: np.ndarray, first: np.ndarray, confirmed: np.ndarray,
+                 settings: DetectSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Disturbances after a pixel's first: the same pixel breaking again.
+
+    After a break confirmed in season ``B`` the old baseline is useless (the drop persists: the
+    pixel only looks "still down"), so the pixel's baseline is re-established on its new state:
+    from season ``B + rebreak_after_seasons`` on, or from the first later season in which it is
+    back at the model the break was found against (:func:`_recovered_season`), whichever comes
+    first. A run of drops below that baseline confirmed like the first (:func:`confirm_runs`,
+    after the earlier break's confirmation) is a later break; the search repeats from it until a
+    pixel breaks no more. ``values`` (T, P) index values (the scene-offset anomaly), NaN where not
+    clear; ``first``, ``confirmed`` (P,) time indices of the first break (:data:`NO_BREAK` if none).
+
+    Returns time indices of the *latest* later break's first drop and confirmation (:data:`NO_BREAK`
+    if none), its mean drop (index units, against the re-established baseline), and the first
+    drop of the break right after the first one (the date from which the first disturbance's
+    ground was disturbed again; equal to the latest's for a pixel that broke twice). Per pixel,
+    whatever the other pixels: pixels without a first break have none later.
+    """
+    n_time, n_pix = values.shape
+    latest_first = np.full(n_pix, NO_BREAK, dtype="int32")
+    latest_confirmed = np.full(n_pix, NO_BREAK, dtype="int32")
+    latest_magnitude = np.full(n_pix, np.nan, dtype="float32")
+    next_first = np.full(n_pix, NO_BREAK, dtype="int32")
+    active = np.flatnonzero(first != NO_BREAK)
+    prev_first, prev_confirmed = first[active], confirmed[active]
+    model_start = np.full(active.size, -_NEVER, dtype="int64")  # the previous break's model: no earlier limit
+    rounds = 0
+    while active.size:
+        sub = values[:, active]
+        season = year[prev_first].astype("int64")
+        start = np.minimum(season + settings.rebreak_after_seasons,
+                           _recovered_season(sub, doy, year, season, model_start, settings))
+        drop, threshold = season_drops(sub, doy, year, settings, start=start)
+        drop[np.arange(n_time)[:, None] <= prev_confirmed[None, :]] = np.nan
+        f, c, m, _ = confirm_runs(drop, threshold, settings.confirm_obs, year, settings.min_persistence)
+        found = f != NO_BREAK
+        active, prev_first, prev_confirmed, model_start = active[found], f[found], c[found], start[found]
+        latest_first[active], latest_confirmed[active], latest_magnitude[active] = prev_first, prev_confirmed, m[found]
+        if rounds == 0:
+            next_first[active] = prev_first
+        rounds += 1
+    return latest_first, latest_confirmed, latest_magnitude, next_first
 
 
 def _positions(mask: np.ndarray) -> slice | np.ndarray:
@@ -330,8 +428,11 @@ def weak_runs(drops: np.ndarray, weak_threshold: np.ndarray, year: np.ndarray,
 
 def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy: np.ndarray, year: np.ndarray,
                   settings: DetectSettings, screen: bool = True) -> np.ndarray:
-    """(y, x, T) block of the index -> (y, x, 7) float32: first, confirmed, magnitude, probable, and
-    the line pass's weak first, confirmed and magnitude (:func:`weak_runs`; none without ``line_pass``).
+    """(y, x, T) block of the index -> (y, x, N_OUTPUTS) float32: first, confirmed, magnitude, probable;
+    the line pass's weak first, confirmed and magnitude (:func:`weak_runs`; none without ``line_pass``);
+    the latest later break's first, confirmed and magnitude, and the next break's first
+    (:func:`later_breaks`; only pixels with a first break have one, and those all went through the
+    exact detector, so the screen cannot pass one over).
 
     The anomaly is the index less the per-date scene ``offset``, NaN on dates not to ``keep``.
     With ``screen`` only the pixels :func:`screen_pixels` passes are run through the exact detector.
@@ -339,7 +440,7 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
     ny, nx, n_time = values.shape
     stack = np.moveaxis(values, -1, 0).reshape(n_time, ny * nx)  # a view when the block is time-major
     out = np.empty((ny * nx, N_OUTPUTS), dtype="float32")
-    out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, NO_BREAK, np.nan)
+    out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, np.nan, NO_BREAK)
     pixels = np.arange(ny * nx)
     if screen or settings.line_pass:
         real = "float32" if settings.harmonics <= 1 else "float64"  # as screen_pixels computes
@@ -348,7 +449,7 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
         candidate, drops, weak_threshold = _screen(anomaly, doy, year, settings, weak=settings.line_pass)
         del anomaly
         if drops is not None:
-            out[:, 4:] = np.stack(weak_runs(drops, weak_threshold, year, settings), axis=-1)
+            out[:, 4:7] = np.stack(weak_runs(drops, weak_threshold, year, settings), axis=-1)
             del drops, weak_threshold
         if screen:
             pixels = np.flatnonzero(candidate)
@@ -359,6 +460,7 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
         first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
                                                              settings.min_persistence)
         out[pixels, :4] = np.stack([first, confirmed, magnitude, probable], axis=-1)
+        out[pixels, 7:] = np.stack(later_breaks(flat, doy, year, first, confirmed, settings), axis=-1)
     return out.reshape(ny, nx, N_OUTPUTS)
 
 
@@ -389,8 +491,12 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     ``magnitude`` (mean index drop of the confirming run, index units); and the line pass's
     per-pixel weak runs, ``weak_first``, ``weak_confirmed``, ``weak_magnitude`` (all NaT/NaN
     without ``settings.line_pass``; :mod:`gmsense.detect.lines` keeps those that draw a new
-    line). The weak runs come from the screen's float32 model, either way. ``screen=False`` runs
-    the exact detector on every pixel (same result, slower; for tests and checks).
+    line). The weak runs come from the screen's float32 model, either way. Later disturbances of
+    the same pixels (:func:`later_breaks`): ``rebreak_first_detected``, ``rebreak_confirmed_on`` and
+    ``rebreak_magnitude`` of the latest break after the first (NaT/NaN when none), and
+    ``disturbed_again``, the first drop of the break right after the first (the date from which the
+    first disturbance's ground is another's). ``screen=False`` runs the exact detector on every
+    pixel (same result, slower; for tests and checks).
 
     ``context``: the licence's per-date scene median (:mod:`gmsense.detect.context`), the same
     for every tile of it; None takes it from ``index`` as a whole. Haze dips are found on the
@@ -434,5 +540,9 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
             "weak_first": as_dates(4),
             "weak_confirmed": as_dates(5),
             "weak_magnitude": packed.isel(output=6),
+            "rebreak_first_detected": as_dates(7),
+            "rebreak_confirmed_on": as_dates(8),
+            "rebreak_magnitude": packed.isel(output=9),
+            "disturbed_again": as_dates(10),
         }
     ).drop_vars("output", errors="ignore")

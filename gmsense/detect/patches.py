@@ -1,7 +1,9 @@
 """From per-pixel breaks to patches: connected components, polygons and shape metrics.
 
 Pixels confirmed in the same growing season and touching (8-connectivity) form one patch.
-Geometry and lengths are in the cube's projected CRS (metres).
+A later disturbance of pixels that already broke (``rebreak_*``, :func:`gmsense.detect.change.later_breaks`)
+forms patches of its own (``extract_patches(..., later=True)``), over the same ground as the first
+disturbance's, with its own dates. Geometry and lengths are in the cube's projected CRS (metres).
 """
 
 from __future__ import annotations
@@ -99,17 +101,24 @@ def _time_of(values: np.ndarray, mask: np.ndarray) -> np.datetime64:
     return values[mask][~np.isnat(values[mask])].min()
 
 
-def extract_patches(breaks: xr.Dataset, min_area_m2: float) -> tuple[list[Patch], np.ndarray]:
+def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False) -> tuple[list[Patch], np.ndarray]:
     """Patches from the output of :func:`gmsense.detect.change.detect_breaks` (loaded in memory).
 
     Returns the patches (smaller than ``min_area_m2`` dropped) and the label image they came
     from (dropped components set to 0). ``context["line_share"]``: the share of a patch's pixels
-    the line pass (:mod:`gmsense.detect.lines`) added.
+    the line pass (:mod:`gmsense.detect.lines`) added. With ``later`` the patches of the pixels'
+    latest later disturbance (``rebreak_first_detected``, ``rebreak_confirmed_on``,
+    ``rebreak_magnitude``; none when ``breaks`` has no such variables), in a label image of their
+    own: they overlap first disturbances' patches.
     """
-    first = np.asarray(breaks["first_detected"].values)
-    confirmed = np.asarray(breaks["confirmed_on"].values)
-    magnitude = np.asarray(breaks["magnitude"].values)
-    line = np.asarray(breaks["line"].values) if "line" in breaks else np.zeros(first.shape, dtype=bool)
+    if later and "rebreak_first_detected" not in breaks:
+        return [], np.zeros((breaks.sizes["y"], breaks.sizes["x"]), dtype="int32")
+    prefix = "rebreak_" if later else ""
+    first = np.asarray(breaks[f"{prefix}first_detected"].values)
+    confirmed = np.asarray(breaks[f"{prefix}confirmed_on"].values)
+    magnitude = np.asarray(breaks[f"{prefix}magnitude"].values)
+    line = (np.asarray(breaks["line"].values) if "line" in breaks and not later  # the line pass adds first breaks
+            else np.zeros(first.shape, dtype=bool))
     transform = grid_transform(breaks)
     pixel_size = abs(transform.a)
     labels = label_breaks(first)

@@ -9,7 +9,9 @@ with ``Store(url, create=False)``: a missing store is an error instead of a new 
 Each licence's results are written in one transaction, so a crash never leaves half of a
 licence written. Patch identity: a detection that overlaps a stored patch of the same licence
 extends it (same ``patch_id``) instead of creating a second one, so re-running a scan over the
-same dates changes nothing.
+same dates changes nothing; but a later disturbance of the same ground (first detected more than
+``SAME_DISTURBANCE_SEASONS`` growing seasons from the stored patch's first detection, e.g. a
+recovered clearing cleared again: gmsense.records.same_disturbance) is a patch of its own.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from gmsense.errors import EXIT_BAD_INPUT, StoreError
 from gmsense.geo.sites import WGS84, Site, reproject_geometry
-from gmsense.records import PatchRecord, SiteResult
+from gmsense.records import PatchRecord, SiteResult, same_disturbance
 
 DEFAULT_DB_FILE = "gmsense.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -682,10 +684,13 @@ class Store:
 
     @staticmethod
     def _match(stored: list[PatchRow], record: PatchRecord) -> PatchRow | None:
+        """The stored patch ``record`` is a detection of: one it overlaps (not mere touching: patches
+        sharing only an edge stay separate) whose disturbance it can be (first detected within a
+        season of it: :func:`gmsense.records.same_disturbance`); the earliest of several."""
         geom = wkt.loads(record.geometry_wkt)
-        # Overlap, not mere touching: patches sharing only an edge stay separate.
         hits = [row for row in stored
-                if (other := wkt.loads(row.geometry_wkt)).intersects(geom) and other.intersection(geom).area > 0]
+                if same_disturbance(row.first_detected, record.first_detected)
+                and (other := wkt.loads(row.geometry_wkt)).intersects(geom) and other.intersection(geom).area > 0]
         return min(hits, key=lambda r: r.first_detected) if hits else None
 
     @staticmethod
