@@ -6,6 +6,8 @@ nothing; the scan hands results to the store.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyproj
 import shapely
@@ -16,7 +18,6 @@ from gmsense.classify.baseline import classify_patch
 from gmsense.classify.model import PatchClassifier
 from gmsense.classify.trust import trusted_label
 from gmsense.config import Settings
-from gmsense.coverage import coverage_stats, observed_counts
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
 from gmsense.detect.change import detect_breaks
@@ -26,6 +27,7 @@ from gmsense.detect.lines import add_line_breaks
 from gmsense.detect.patches import Patch, extract_patches
 from gmsense.errors import ImageryError, NoObservationsError
 from gmsense.flags import evaluate
+from gmsense.geo.coverage import coverage_stats, observed_counts
 from gmsense.geo.grid import grid_transform
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.records import PatchRecord, SiteResult
@@ -33,6 +35,11 @@ from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, traject
 from gmsense.sources import Source
 
 DETECTION_INDEX = "ndvi"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _iso(value: np.datetime64) -> str:
@@ -138,7 +145,7 @@ def licence_sample(ndvi: xr.DataArray, region: BaseGeometry, core: BaseGeometry 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
                  works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
                  *, keep_breaks: bool = False, context: SceneContext | None = None,
-                 coverage_within: BaseGeometry | None = None) -> SiteResult:
+                 coverage_within: BaseGeometry | None = None, threads: int | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
     ``works``: the licence's approved work programme (None when it has none). ``classifier``:
@@ -147,8 +154,10 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     grid); scans leave it off, since the breaks would travel back from every worker.
     ``context``: the licence's scene statistics when ``cube`` is one tile of it (see
     gmsense.batch.tiles); None takes them from the monitoring area in ``cube``.
-    ``coverage_within``: count coverage (gmsense.coverage) only there, in the licence's CRS (a
+    ``coverage_within``: count coverage (gmsense.geo.coverage) only there, in the licence's CRS (a
     tile's core: tiles' counts add up to the licence's); None counts the whole monitoring area.
+    ``threads``: detection works on row blocks in this many threads (the same result); None uses
+    every core this process may run on (:func:`available_cores`).
 
     A later disturbance of ground that broke before (gmsense.detect.change.later_breaks) is a
     patch of its own, after the first disturbances' patches, with its own dates and
@@ -166,7 +175,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     if context is None:
         context = merge_samples([licence_sample(ndvi, region)])
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip,
-                                           context=context).load(), ndvi, settings.detect)
+                                           context=context, threads=threads or available_cores()).load(),
+                             ndvi, settings.detect)
     # First disturbances, then later disturbances of ground that broke before (their own patches
     # over the same ground, each in its own label image).
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
@@ -274,11 +284,11 @@ def label_patches(records: list[PatchRecord], classifier: PatchClassifier | None
 
 def analyse_site(site: Site, source: Source, settings: Settings, start: str | None = None,
                  end: str | None = None, works: list[ApprovedWork] | None = None,
-                 classifier: PatchClassifier | None = None) -> SiteResult:
-    """Load the licence's cube from ``source`` and analyse it."""
+                 classifier: PatchClassifier | None = None, *, threads: int | None = None) -> SiteResult:
+    """Load the licence's cube from ``source`` and analyse it (``threads``: see :func:`analyse_cube`)."""
     region = site.buffered(settings.sites.buffer_m)
     cube = source.load(site, region, start, end)
     if cube.sizes.get("time", 0) == 0:
         raise ImageryError(f"licence {site.site_id}: no acquisitions between {start or 'the start'} "
                            f"and {end or 'the end'}")
-    return analyse_cube(site, cube, settings, works, classifier)
+    return analyse_cube(site, cube, settings, works, classifier, threads=threads)

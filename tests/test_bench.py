@@ -267,3 +267,24 @@ def test_real_bench_without_its_data_fails_each_section_with_a_reason(tmp_path: 
         assert section["status"] == "FAIL"
         assert "nowhere" in section["reason"], section["reason"]
     assert "FAIL" in out.with_suffix(".md").read_text()
+
+
+def test_speed_bench_reports_medians_spreads_and_targets(tmp_path: Path) -> None:
+    """A small workload, two rounds: every figure is the median of the rounds' own ratios with
+    their range, and each target is judged on that median."""
+    from gmsense.bench.speed import TARGETS as SPEED_TARGETS
+    from gmsense.bench.speed import run_speed
+
+    out = tmp_path / "speed.json"
+    r = run_speed(out, None, end_to_end=False, runs=2, side_m=1_500.0)
+    assert r["runs"] == 2
+    assert r["cores"] >= 1
+    for name in ("detect_s", "detect_one_core_s", "memory_pass_s", "memory_pass_ratio", "core_speedup"):
+        figure = r[name]
+        assert len(figure["runs"]) == 2
+        assert figure["min"] <= figure["median"] <= figure["max"]
+    assert set(r["targets_met"]) == set(SPEED_TARGETS)
+    assert r["targets_met"]["core_speedup"] == (r["core_speedup"]["median"] >= SPEED_TARGETS["core_speedup"][1])
+    table = out.with_suffix(".md").read_text()
+    assert "median of 2 interleaved rounds" in table
+    assert "speed-up 1 ->" in table

@@ -303,3 +303,22 @@ def test_later_breaks_only_where_a_first_break_was() -> None:
     none = np.full(values.shape[1], NO_BREAK, dtype="int32")
     outputs = later_breaks(values.astype("float64"), doy, year, none, none, DETECT)
     assert all((o == NO_BREAK).all() if o.dtype.kind == "i" else np.isnan(o).all() for o in outputs)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_detection_in_threads_gives_the_one_block_result(threads: int) -> None:
+    cube = make_cube(ny=150, nx=120, breaks=(BREAK, PlantedBreak(slice(50, 80), slice(30, 36), "2020-07-01")), seed=8,
+                     noise=0.02, cloud_share=0.2)
+    ndvi = _ndvi(cube, "numpy")
+    one = detect_breaks(ndvi, DETECT, 0.1, threads=1)
+    assert one["first_detected"].notnull().sum() > 0
+    xr.testing.assert_identical(detect_breaks(ndvi, DETECT, 0.1, threads=threads), one)
+
+
+def test_threads_per_unit_fill_the_cores_a_few_units_leave_idle() -> None:
+    from gmsense.batch.scan import threads_per_unit
+
+    assert threads_per_unit(n_units=1, concurrent=2, cores=2) == 2  # one large licence: both cores
+    assert threads_per_unit(n_units=10, concurrent=2, cores=2) == 1
+    assert threads_per_unit(n_units=2, concurrent=4, cores=8) == 4
+    assert threads_per_unit(n_units=0, concurrent=2, cores=2) == 2

@@ -15,7 +15,7 @@ from gmsense.batch.planner import tile_grid
 from gmsense.batch.request import ScanRequest
 from gmsense.batch.tiles import analyse_tile, merge_tiles
 from gmsense.config import Settings
-from gmsense.coverage import coverage_stats, merge_counts, observed_counts
+from gmsense.geo.coverage import coverage_stats, merge_counts, observed_counts
 from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_cube
 from gmsense.testutils import make_cube

@@ -220,7 +220,7 @@ def test_flag_page_shows_evidence_and_its_pictures_render(client: TestClient) ->
 
 
 def test_site_page_shows_the_imagery_coverage_and_warns_when_it_is_low(client: TestClient, store: Store) -> None:
-    from gmsense.coverage import coverage_stats
+    from gmsense.geo.coverage import coverage_stats
     from gmsense.store import ScanUnitRow
 
     login(client, "vic")

@@ -13,7 +13,7 @@ import gmsense.batch.scan as scan_module
 from gmsense.batch.request import ScanOptions, ScanRequest
 from gmsense.batch.scan import run_scan
 from gmsense.config import Settings
-from gmsense.coverage import coverage_stats
+from gmsense.geo.coverage import coverage_stats
 from gmsense.geo.sites import WGS84, reproject_geometry
 from gmsense.records import FlagRecord, PatchRecord, SiteResult
 from gmsense.store import Store

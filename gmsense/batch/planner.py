@@ -31,8 +31,12 @@ from gmsense.sources.shape import ImageryShape
 TILE_MARGIN_M = 300.0
 #: The smallest tile core, metres: a tile is never mostly margin.
 MIN_CORE_M = 2 * TILE_MARGIN_M
-#: Licences smaller than this share of the budget are grouped into one task, up to the budget.
-GROUP_SHARE = 0.05
+#: Licences estimated to take less than this (seconds on one core) are grouped: a task costs
+#: 0.05-0.12 s of scheduling and store writes per licence (README, bench scale), which would
+#: dominate the smallest licences. Larger ones run alone, so a few licences still use every core.
+GROUP_MAX_SECONDS = 1.0
+#: A group is closed once its licences add up to this (seconds on one core).
+GROUP_TARGET_SECONDS = 8.0
 #: At most this many licences in one grouped task (a failure re-runs the group's licences).
 MAX_GROUP = 16
 #: Memory budget per worker by default: this share of the machine's memory over the workers.
@@ -167,13 +171,13 @@ def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str
             tiles = _tiles(site, area, shape, memory_limit)
             units.extend(WorkUnit((site,), tile, estimate_bytes(tile.read, shape), estimate_seconds(tile.read, shape))
                          for tile in tiles)
-        elif need < GROUP_SHARE * memory_limit:
-            if group_bytes + need > memory_limit or len(group) >= MAX_GROUP:
+        elif (seconds := estimate_seconds(area, shape)) < GROUP_MAX_SECONDS:
+            if group_seconds + seconds > GROUP_TARGET_SECONDS or len(group) >= MAX_GROUP:
                 flush()
             group.append(site)
             group_bytes += need
             group_peak = max(group_peak, need)
-            group_seconds += estimate_seconds(area, shape)
+            group_seconds += seconds
         else:
             flush()
             units.append(WorkUnit((site,), None, need, estimate_seconds(area, shape)))

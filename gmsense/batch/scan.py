@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from typing import Any
 
 import dask
@@ -38,11 +39,11 @@ from gmsense.config import Settings
 from gmsense.detect.context import SceneContext, SceneSample
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
 from gmsense.geo.sites import Site
-from gmsense.pipeline import analyse_site
+from gmsense.pipeline import analyse_site, available_cores
 from gmsense.store import Store
 
 log = logging.getLogger(__name__)
-#: Per-licence stats of the analysis copied into the scan summary (coverage: gmsense.coverage).
+#: Per-licence stats of the analysis copied into the scan summary (coverage: gmsense.geo.coverage).
 SUMMARY_STATS = ("tiles", "coverage_licence", "coverage_area", "coverage_warning")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Seconds between two heartbeats of a running scan (``params["owner"]["heartbeat"]``).
@@ -170,28 +171,30 @@ def _with_retries(settings: Settings, func: Any, *args: Any) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def analyse_with_retries(site: Site, request: ScanRequest) -> Any:
-    """One licence's analysis, retried with back-off after transient errors."""
-    return _with_retries(request.settings, analyse_site, site, request.source, request.settings, request.start,
-                         request.end, request.works_of(site.site_id), request.classifier)
+def analyse_with_retries(site: Site, request: ScanRequest, threads: int = 1) -> Any:
+    """One licence's analysis (detection in ``threads`` threads), retried with back-off after
+    transient errors."""
+    return _with_retries(request.settings, partial(analyse_site, threads=threads), site, request.source,
+                         request.settings, request.start, request.end, request.works_of(site.site_id),
+                         request.classifier)
 
 
-def analyse_group(request: ScanRequest) -> list[tuple[str, Any, str | None]]:
+def analyse_group(request: ScanRequest, threads: int = 1) -> list[tuple[str, Any, str | None]]:
     """Several small licences (``request.sites``) in one task: (licence id, result or None, error or
     None) each; one licence's failure does not stop the others."""
     out: list[tuple[str, Any, str | None]] = []
     for site in request.sites:
         try:
-            out.append((site.site_id, analyse_with_retries(site, request), None))
+            out.append((site.site_id, analyse_with_retries(site, request, threads), None))
         except Exception as exc:  # recorded per licence
             out.append((site.site_id, None, _describe(exc)))
     return out
 
 
 def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest,
-                              context: SceneContext | None = None) -> TileResult:
+                              context: SceneContext | None = None, threads: int = 1) -> TileResult:
     """One tile of a large licence, retried with back-off after transient errors."""
-    return _with_retries(request.settings, analyse_tile, site, tile, request, context)
+    return _with_retries(request.settings, partial(analyse_tile, threads=threads), site, tile, request, context)
 
 
 def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest) -> SceneSample:
@@ -214,17 +217,25 @@ def _context_tasks(client: Client, units: list[WorkUnit], request: ScanRequest, 
             for site_id, parts in samples.items()}
 
 
-def _task(unit: WorkUnit, request: ScanRequest, contexts: dict[str, Any] | None = None) -> tuple[Any, ...]:
+def _task(unit: WorkUnit, request: ScanRequest, contexts: dict[str, Any] | None = None,
+          threads: int = 1) -> tuple[Any, ...]:
     """The function and arguments that run ``unit`` on a worker: the request goes narrowed to the
     unit's licences, so a task carries only its own licences and work programmes; a tile also
-    gets its licence's scene statistics (a future of :func:`_context_tasks`)."""
+    gets its licence's scene statistics (a future of :func:`_context_tasks`). ``threads``: for
+    detection inside the unit."""
     mine = request.only(unit.sites)
     if unit.tile is not None:
         context = (contexts or {}).get(unit.sites[0].site_id)
-        return (analyse_tile_with_retries, unit.sites[0], unit.tile, mine, context)
+        return (analyse_tile_with_retries, unit.sites[0], unit.tile, mine, context, threads)
     if len(unit.sites) > 1:
-        return (analyse_group, mine)
-    return (analyse_with_retries, unit.sites[0], mine)
+        return (analyse_group, mine, threads)
+    return (analyse_with_retries, unit.sites[0], mine, threads)
+
+
+def threads_per_unit(n_units: int, concurrent: int, cores: int) -> int:
+    """Threads for detection inside each unit: the ``cores`` the ``concurrent`` task slots leave
+    idle when there are fewer units than slots (one large licence uses every core)."""
+    return max(1, cores // max(1, min(n_units, concurrent)))
 
 
 def _up_to_date(sites: list[Site], request: ScanRequest, keys: dict[str, str], store: Store) -> dict[str, str]:
@@ -409,6 +420,8 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
     concurrent = options.workers or (1 if options.scheduler else _threads())
     units = plan(todo, settings, options.memory_limit or default_memory_limit(concurrent),
                  start=request.start, end=request.end, source=request.source)
+    # Only the in-process cluster's cores are known here; a remote cluster's units use one thread.
+    threads = 1 if options.scheduler else threads_per_unit(len(units), concurrent, available_cores())
     by_id = {s.site_id: s for s in todo}
     tiles_back: dict[str, list[TileResult]] = {}
     finished: set[str] = set()
@@ -462,7 +475,7 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
 
     with dask_client(options.workers, options.scheduler) as client:
         contexts = _context_tasks(client, units, request, scan_id)
-        futures = {client.submit(*_task(unit, request, contexts),
+        futures = {client.submit(*_task(unit, request, contexts, threads),
                                  key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
                    for unit in units}
         report()

@@ -26,10 +26,10 @@ from shapely.ops import unary_union
 from gmsense.batch.planner import Tile
 from gmsense.batch.request import ScanRequest
 from gmsense.config import Settings
-from gmsense.coverage import coverage_stats, merge_counts, observed_counts
 from gmsense.detect.context import SceneContext, SceneSample, merge_samples
 from gmsense.errors import NoObservationsError
 from gmsense.flags import evaluate
+from gmsense.geo.coverage import coverage_stats, merge_counts, observed_counts
 from gmsense.geo.grid import grid_transform
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.pipeline import analyse_cube, licence_sample, season_index
@@ -83,17 +83,19 @@ def licence_context(samples: list[SceneSample]) -> SceneContext:
     return merge_samples(samples)
 
 
-def analyse_tile(site: Site, tile: Tile, request: ScanRequest, context: SceneContext | None = None) -> TileResult:
+def analyse_tile(site: Site, tile: Tile, request: ScanRequest, context: SceneContext | None = None, *,
+                 threads: int | None = None) -> TileResult:
     """Load ``tile.read`` of the licence from the request's source and keep the patches of ``tile.core``
     (the rules wait for the whole licence: :func:`merge_tiles`). ``context``: the licence's scene
     statistics (:func:`licence_context`); without it the tile's own are used, and the result then
     depends on how the licence was cut. A tile without observations (outside the imagery, all
-    no-data or cloud) answers no patches and says so in ``stats["no_data"]``."""
+    no-data or cloud) answers no patches and says so in ``stats["no_data"]``. ``threads``: see
+    gmsense.pipeline.analyse_cube."""
     cube = None
     try:
         cube = _load_tile(site, tile, request)
         result = analyse_cube(site, cube, request.settings, None, request.classifier, context=context,
-                              coverage_within=tile.core)
+                              coverage_within=tile.core, threads=threads)
     except NoObservationsError as exc:
         stats: dict[str, Any] = {"no_data": str(exc), "tile_area_m2": float(tile.core.area)}
         if cube is not None:  # its pixels count as unobserved in the licence's coverage
@@ -189,7 +191,7 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
 
 def _merge_stats(parts: list[dict[str, Any]], counted: list[dict[str, Any]], min_coverage: float) -> dict[str, Any]:
     """The licence's stats from its tiles' with observations (``parts``); coverage from the pixel
-    counts of every tile's core (``counted``, those without observations too; gmsense.coverage),
+    counts of every tile's core (``counted``, those without observations too; gmsense.geo.coverage),
     warned about below ``min_coverage`` (0..1)."""
     weights = [p.get("tile_area_m2", 1.0) for p in parts]
     total = sum(weights) or 1.0

@@ -410,11 +410,12 @@ def bench_speed(
     out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
         "bench-results/speed.json"),
     end_to_end: Annotated[bool, typer.Option(help="also time a full scan of the scene as a GeoTIFF folder")] = True,
+    runs: Annotated[int, typer.Option(min=1, help="interleaved rounds; figures are their medians with the range")] = 5,
 ) -> None:
-    """Detection throughput against one memory pass and against nrt's EWMA."""
+    """Detection throughput against one memory pass and against nrt's EWMA, on one core and on all."""
     from gmsense.bench.speed import run_speed
 
-    run_speed(out_file, load_settings(), end_to_end)
+    run_speed(out_file, load_settings(), end_to_end, runs=runs)
     out.print(out_file.with_suffix(".md").read_text())
     out.print(f"results: {out_file}")
 

@@ -35,6 +35,9 @@ Works on numpy- and dask-backed DataArrays (dask chunks may split y and x, not t
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+
 import numpy as np
 import xarray as xr
 
@@ -49,6 +52,8 @@ _DAYS_PER_YEAR = 365.25
 #: before a pixel it passes over could be flagged (the arithmetic differs by ~1e-5).
 SCREEN_TOLERANCE = 0.02
 _SCREEN_MIN_CONDITIONING = 1e-2  # fits worse conditioned than this go to the exact detector
+_BLOCKS_PER_THREAD = 2  # row blocks per thread: even work when some rows hold more breaks
+_MIN_BLOCK_PIXELS = 4_096  # smaller blocks cost more in per-block overhead than they gain
 N_OUTPUTS = 11  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude;
 #                later first, confirmed, magnitude, and the next break's first (later_breaks)
 _NEVER = np.iinfo("int64").max // 2  # a season that never comes
@@ -481,8 +486,22 @@ def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.n
     return dips
 
 
+def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.ndarray:
+    """:func:`_breaks_block` over row blocks of ``values`` (y, x, T) in ``threads`` threads (numpy
+    releases the GIL in its array work); every pixel is computed alone, so the result is the one
+    block's."""
+    ny, nx = values.shape[:2]
+    n_blocks = min(ny, threads * _BLOCKS_PER_THREAD, max(1, ny * nx // _MIN_BLOCK_PIXELS))
+    if threads <= 1 or n_blocks <= 1:
+        return _breaks_block(values, **kwargs)
+    edges = np.linspace(0, ny, n_blocks + 1).round().astype(int)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-detect") as pool:
+        parts = list(pool.map(lambda r: _breaks_block(values[r[0]:r[1]], **kwargs), pairwise(edges)))
+    return np.concatenate(parts, axis=0)
+
+
 def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None,
-                  screen: bool = True, context: SceneContext | None = None) -> xr.Dataset:
+                  screen: bool = True, context: SceneContext | None = None, threads: int = 1) -> xr.Dataset:
     """Confirmed disturbances per pixel from a growing-season index stack.
 
     ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
@@ -501,6 +520,9 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     ``context``: the licence's per-date scene median (:mod:`gmsense.detect.context`), the same
     for every tile of it; None takes it from ``index`` as a whole. Haze dips are found on the
     context's dates, so a tile drops the dates the whole licence drops.
+
+    ``threads``: for an ``index`` in memory, work on row blocks in this many threads (the same
+    result); a dask-backed ``index`` is computed by dask's scheduler, chunk by chunk.
     """
     times = index["time"].values.astype("datetime64[ns]")
     year = season_year(times)
@@ -513,11 +535,12 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     if index.chunks is not None:
         index = index.chunk({"time": -1})
     packed = xr.apply_ufunc(
-        _breaks_block,
+        _breaks_threaded,
         index,
         input_core_dims=[["time"]],
         output_core_dims=[["output"]],
-        kwargs={"offset": offset, "keep": keep, "doy": doy, "year": year, "settings": settings, "screen": screen},
+        kwargs={"offset": offset, "keep": keep, "doy": doy, "year": year, "settings": settings, "screen": screen,
+                "threads": 1 if index.chunks is not None else threads},
         dask="parallelized",
         output_dtypes=["float32"],
         dask_gufunc_kwargs={"output_sizes": {"output": N_OUTPUTS}},

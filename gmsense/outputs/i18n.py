@@ -75,7 +75,7 @@ def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:
 def coverage_sentences(stats: dict[str, Any] | None, scan_id: int, lang: str = "en") -> list[str]:
     """What the imagery of a licence's analysis (``stats`` of scan ``scan_id``) observed, in ``lang``:
     the shares of the licence and of its monitoring area, then a warning when either is below the
-    threshold it was scanned with (gmsense.coverage); [] for results that did not count it."""
+    threshold it was scanned with (gmsense.geo.coverage); [] for results that did not count it."""
     stats = stats or {}
     if "coverage_licence" not in stats:
         return []
