@@ -351,7 +351,7 @@ def bench_accuracy(
             runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
                                     workers=workers))
         write_results(runs, out_file)
-        out.print(out_file.with_suffix(".md").read_text())
+        out.print(out_file.with_suffix(".md").read_text(), markup=False)
         out.print(f"results: {out_file}")
         return
     classifier = _classifier("model", model) if model else None
@@ -361,7 +361,7 @@ def bench_accuracy(
         runs.insert(0, run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
                                     classifier=classifier))
     write_results(runs, out_file)
-    out.print(out_file.with_suffix(".md").read_text())
+    out.print(out_file.with_suffix(".md").read_text(), markup=False)
     out.print(f"results: {out_file}")
 
 
@@ -383,7 +383,7 @@ def bench_real(
     from gmsense.bench.real import run_real
 
     run_real(data, model=model, baseline=baseline, settings=load_settings(config), buffer_m=buffer_m, out=out_file)
-    out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True)
+    out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True, markup=False)
     out.print(f"results: {out_file}")
 
 
@@ -416,7 +416,7 @@ def bench_speed(
     from gmsense.bench.speed import run_speed
 
     run_speed(out_file, load_settings(), end_to_end, runs=runs)
-    out.print(out_file.with_suffix(".md").read_text())
+    out.print(out_file.with_suffix(".md").read_text(), markup=False)
     out.print(f"results: {out_file}")
 
 

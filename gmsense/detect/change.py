@@ -40,6 +40,7 @@ from itertools import pairwise
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from gmsense._numeric import masked_median
 from gmsense.config import DetectSettings
@@ -53,7 +54,9 @@ _DAYS_PER_YEAR = 365.25
 SCREEN_TOLERANCE = 0.02
 _SCREEN_MIN_CONDITIONING = 1e-2  # fits worse conditioned than this go to the exact detector
 _BLOCKS_PER_THREAD = 2  # row blocks per thread: even work when some rows hold more breaks
-_MIN_BLOCK_PIXELS = 4_096  # smaller blocks cost more in per-block overhead than they gain
+#: Pixels per row block at most: the (time, pixel) working arrays stay at a few MB, reused by the
+#: allocator instead of mapped (and page-faulted) afresh, which cost up to half the detection time.
+_MAX_BLOCK_PIXELS = 32_768
 N_OUTPUTS = 11  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude;
 #                later first, confirmed, magnitude, and the next break's first (later_breaks)
 _NEVER = np.iinfo("int64").max // 2  # a season that never comes
@@ -487,17 +490,24 @@ def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.n
 
 
 def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.ndarray:
-    """:func:`_breaks_block` over row blocks of ``values`` (y, x, T) in ``threads`` threads (numpy
-    releases the GIL in its array work); every pixel is computed alone, so the result is the one
-    block's."""
+    """:func:`_breaks_block` over row blocks of ``values`` (y, x, T) of at most about
+    ``_MAX_BLOCK_PIXELS`` pixels, in ``threads`` threads (numpy releases the GIL in its array work)
+    with BLAS on one thread each; every pixel is computed alone, so the result is the one block's.
+    Blocks keep the working arrays small enough to be reused rather than mapped afresh."""
     ny, nx = values.shape[:2]
-    n_blocks = min(ny, threads * _BLOCKS_PER_THREAD, max(1, ny * nx // _MIN_BLOCK_PIXELS))
-    if threads <= 1 or n_blocks <= 1:
+    n_blocks = min(ny, max(threads * _BLOCKS_PER_THREAD if threads > 1 else 1, -(-ny * nx // _MAX_BLOCK_PIXELS)))
+    if n_blocks <= 1:
         return _breaks_block(values, **kwargs)
     edges = np.linspace(0, ny, n_blocks + 1).round().astype(int)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-detect") as pool:
-        parts = list(pool.map(lambda r: _breaks_block(values[r[0]:r[1]], **kwargs), pairwise(edges)))
-    return np.concatenate(parts, axis=0)
+
+    def run(rows: tuple[int, int]) -> np.ndarray:
+        return _breaks_block(values[rows[0]:rows[1]], **kwargs)
+
+    with threadpool_limits(1, user_api="blas"):
+        if threads <= 1:
+            return np.concatenate([run(rows) for rows in pairwise(edges)], axis=0)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-detect") as pool:
+            return np.concatenate(list(pool.map(run, pairwise(edges))), axis=0)
 
 
 def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None,
