@@ -48,13 +48,14 @@ class SeasonSettings(_Settings):
     """Growing-season window: only observations in these months are compared (no winter, no snow)."""
 
     start_month: int = Field(5, ge=1, le=12, description="first month of the window (5 = May)")
-    end_month: int = Field(9, ge=1, le=12, description="last month of the window (9 = September)")
+    end_month: int = Field(9, ge=1, le=12, description=(
+        "last month of the window (9 = September); before start_month, the window runs across New Year "
+        "(southern hemisphere: start_month 10, end_month 4), and a season is named by the year it ends in"))
 
-    @model_validator(mode="after")
-    def _ordered(self) -> SeasonSettings:
-        if self.end_month < self.start_month:
-            raise ValueError("season.end_month must not come before season.start_month")
-        return self
+    @property
+    def crosses_new_year(self) -> bool:
+        """The window runs from ``start_month`` of one year to ``end_month`` of the next."""
+        return self.end_month < self.start_month
 
 
 class MaskSettings(_Settings):

@@ -25,24 +25,26 @@ import numpy as np
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from gmsense.config import RulesSettings
+from gmsense.config import RulesSettings, SeasonSettings
+from gmsense.cube.ops import season_year
 from gmsense.geo.sites import ApprovedWork, Site
 from gmsense.outputs.i18n import rule_message
 from gmsense.records import HUMAN_MADE_CLASSES, FlagRecord, PatchRecord
 from gmsense.recovery import recovery_metrics
 
 
-def _year(iso: str) -> int:
-    return int(iso[:4])
+def _year(iso: str, season: SeasonSettings | None = None) -> int:
+    """The growing season of an ISO date (gmsense.cube.ops.season_year)."""
+    return int(season_year(np.datetime64(iso[:10]), season))
 
 
-def _ratio_history(patch: PatchRecord) -> list[tuple[int, float]]:
+def _ratio_history(patch: PatchRecord, season: SeasonSettings | None = None) -> list[tuple[int, float]]:
     """(season, recovery ratio) for every season from the trough on."""
     if not patch.recovery or not patch.first_detected:
         return []
     seasons = np.array([o.season for o in patch.recovery])
     relative = np.array([o.relative for o in patch.recovery])
-    m = recovery_metrics(seasons, relative, _year(patch.first_detected))
+    m = recovery_metrics(seasons, relative, _year(patch.first_detected, season))
     if not m["magnitude"] or m["magnitude"] <= 0:
         return []
     return [(int(s), float((r - m["trough"]) / m["magnitude"]))
@@ -76,16 +78,18 @@ class _Flagger:
 
 
 def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[BaseGeometry], latest_date: str,
-             rules: RulesSettings, works: Sequence[ApprovedWork] | None = None) -> list[FlagRecord]:
+             rules: RulesSettings, works: Sequence[ApprovedWork] | None = None,
+             season: SeasonSettings | None = None) -> list[FlagRecord]:
     """The flags one licence raises.
 
     ``site`` and ``geometries`` (one per patch) and ``works`` share one projected CRS (metres).
     ``latest_date`` is the ISO date of the scan's last observation. ``works`` is None when the
-    licence has no approved work programme.
+    licence has no approved work programme. ``season``: the growing-season window that names
+    the seasons (gmsense.cube.ops.season_year; None: calendar years).
     """
     f = _Flagger(site, rules)
     attrs = site.attrs
-    latest_year = _year(latest_date)
+    latest_year = _year(latest_date, season)
     reclaim_seasons = rules.seasons_to_reclaim(attrs.get("licence_type"), f.mineral)
     human = [i for i, p in enumerate(patches) if p.disturbance_class in HUMAN_MADE_CLASSES]
     for i in human:
@@ -113,7 +117,7 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
                 f.add("outside_work_programme", {**what, "tolerance_m": f"{rules.work_tolerance_m:.0f}", "year": year},
                       i, evidence)
         due = attrs.get("reclamation_due")
-        seasons_since = latest_year - _year(p.first_detected)
+        seasons_since = latest_year - _year(p.first_detected, season)
         overdue_by_date = bool(due) and latest_date > str(due)
         if ((overdue_by_date or seasons_since >= reclaim_seasons)
                 and p.recovery_status not in ("recovering", "recovered")):
@@ -121,7 +125,7 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
                   {**what, "status": p.recovery_status, "deadline_kind": "due" if overdue_by_date else "seasons",
                    "reclamation_due": due, "seasons": reclaim_seasons},
                   i, {**evidence, "reclamation_due": due, "seasons_allowed": reclaim_seasons})
-        history = _ratio_history(p)
+        history = _ratio_history(p, season)
         if len(history) >= 2:
             best_season, best = max(history, key=lambda sr: sr[1])
             last_season, last = history[-1]

@@ -174,24 +174,24 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     if context is None:
         context = merge_samples([licence_sample(ndvi, region)])
-    breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip,
-                                           context=context, threads=threads or available_cores()).load(),
-                             ndvi, settings.detect)
+    breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
+                                           threads=threads or available_cores(), season=settings.season).load(),
+                             ndvi, settings.detect, settings.season)
     # First disturbances, then later disturbances of ground that broke before (their own patches
     # over the same ground, each in its own label image).
-    patches, labels = extract_patches(breaks, settings.detect.min_patch_m2)
-    later, later_labels = extract_patches(breaks, settings.detect.min_patch_m2, later=True)
+    patches, labels = extract_patches(breaks, settings.detect.min_patch_m2, season=settings.season)
+    later, later_labels = extract_patches(breaks, settings.detect.min_patch_m2, later=True, season=settings.season)
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
     values = np.asarray(ndvi.transpose("time", "y", "x").values)
     for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
         if group:
             add_patch_spectra(group, group_labels, source[bands], clear=np.asarray(season["clear"].transpose(
-                "time", "y", "x").values), time_index=dates)
+                "time", "y", "x").values), time_index=dates, season=settings.season)
             add_patch_context(group, group_labels, values, times, np.asarray(breaks[magnitude].values),
-                              settings.detect, abs(transform.a))
+                              settings.detect, abs(transform.a), settings.season)
 
-    years = cubeops.season_year(times)
+    years = cubeops.season_year(times, settings.season)
     latest_season = int(years.max())
     all_geoms = [p.geometry for p in [*patches, *later]]
     exclusion = ring_exclusion(all_geoms) if all_geoms else None
@@ -211,8 +211,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         # A first disturbance's ground disturbed again is followed up to the new disturbance
         # (gmsense.recovery); the later one from its own detection.
         until = again if again is not None and not is_later else None
-        obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX, until)
-        status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery)
+        obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX, until, settings.season)
+        status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery, settings.season)
         seen = np.isfinite(values[:, pmask]).any(axis=1)
         evidence = _evidence(times, np.isfinite(values[:, pmask]).mean(axis=1), patch, image_ids)
         outside = geom.difference(local.geometry).area
@@ -249,7 +249,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     stats.update(coverage_stats(counts, settings.sites.min_coverage))
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
-    flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works)
+    flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works, settings.season)
     kept = breaks[["first_detected", "confirmed_on", "magnitude", "line", "rebreak_first_detected",
                    "rebreak_confirmed_on", "rebreak_magnitude"]] if keep_breaks else None
     return SiteResult(site.site_id, records, flags, stats, breaks=kept)

@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from gmsense._numeric import nan_median
-from gmsense.config import RecoverySettings
+from gmsense.config import RecoverySettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.records import RecoveryObservation
 
@@ -55,7 +55,7 @@ def ring_mask(geometry: BaseGeometry, all_patches: list[BaseGeometry], shape: tu
 
 def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, ring: np.ndarray,
                first_detected: np.datetime64, index_name: str,
-               until: np.ndarray | None = None) -> list[RecoveryObservation]:
+               until: np.ndarray | None = None, season: SeasonSettings | None = None) -> list[RecoveryObservation]:
     """Per-season medians of patch and ring for the season before detection and every later one.
 
     ``index`` (T, y, x) growing-season index values, NaN where not clear. ``until`` (y, x)
@@ -64,8 +64,8 @@ def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, rin
     disturbed again is followed up to the new disturbance (a season in which none of its pixels
     is still its own is left out).
     """
-    years = season_year(times)
-    detected_year = int(season_year(first_detected))
+    years = season_year(times, season)
+    detected_year = int(season_year(first_detected, season))
     patch_values = index[:, patch_mask]
     if until is not None and (~np.isnat(cut := until[patch_mask])).any():
         patch_values = np.where(np.asarray(times)[:, None] >= cut[None, :], np.nan, patch_values)
@@ -143,9 +143,11 @@ def recovery_metrics(seasons: np.ndarray, relative: np.ndarray, disturbance_seas
 
 
 def recovery_status(observations: list[RecoveryObservation], first_detected: np.datetime64,
-                    latest_season: int, settings: RecoverySettings) -> tuple[str, float | None]:
-    """Status and recovery ratio from a trajectory (see module docstring)."""
-    detected_year = int(season_year(first_detected))
+                    latest_season: int, settings: RecoverySettings,
+                    season: SeasonSettings | None = None) -> tuple[str, float | None]:
+    """Status and recovery ratio from a trajectory (see module docstring; ``season``: see
+    gmsense.cube.ops.season_year)."""
+    detected_year = int(season_year(first_detected, season))
     if detected_year >= latest_season:
         return "active", 0.0
     seasons = np.array([o.season for o in observations])

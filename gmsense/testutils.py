@@ -46,19 +46,24 @@ def make_cube(
     resolution: float = 10.0,
     origin: tuple[float, float] = (600_000.0, 5_290_000.0),
     epsg: int = 32652,
+    southern: bool = False,
 ) -> xr.Dataset:
     """A cube (the DESIGN.md contract) of forest with phenology, clouds and planted breaks.
 
-    Acquisitions every ``every_days`` days from April to October of each year. Cloudy pixels
-    (a random ``cloud_share`` per date) are bright and not ``clear``. Breaks apply in order: two on
-    the same pixels (the second after the first recovered) are two disturbances.
+    Acquisitions every ``every_days`` days from April to October of each year; with ``southern``,
+    from October of the year before to April of each year, the phenology half a year later (the
+    southern hemisphere's growing season, across New Year). Cloudy pixels (a random
+    ``cloud_share`` per date) are bright and not ``clear``. Breaks apply in order: two on the same
+    pixels (the second after the first recovered) are two disturbances.
     """
     rng = np.random.default_rng(seed)
+    windows = [(f"{y - 1}-10-01", f"{y}-04-30") if southern else (f"{y}-04-01", f"{y}-10-31") for y in years]
     times = np.concatenate([
-        np.arange(np.datetime64(f"{y}-04-01"), np.datetime64(f"{y}-10-31"), np.timedelta64(every_days, "D"))
-        for y in years
+        np.arange(np.datetime64(first), np.datetime64(last), np.timedelta64(every_days, "D")) for first, last in windows
     ]).astype("datetime64[ns]")
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
+    if southern:
+        doy = (doy + 182) % 365 + 1
     green = 0.3 + 0.65 / (1 + np.exp(-(doy - 130) / 8)) * (1 - 1 / (1 + np.exp(-(doy - 265) / 10)))
     veg = np.broadcast_to(green[:, None, None], (times.size, ny, nx)).copy()
     for b in breaks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from gmsense.config import Settings
@@ -91,3 +92,29 @@ def test_a_second_disturbance_on_recovered_ground_is_its_own_patch() -> None:
     assert {f.patch_index for f in result.flags} == {0, 1, 2}
     lazy = analyse_cube(site, cube.chunk({"time": 30, "y": 11, "x": 16}), Settings())
     assert repr(_records(result)) == repr(_records(lazy))
+
+
+def test_a_southern_season_across_new_year_is_one_season() -> None:
+    """October to April: a clearing whose pixels went in late December and mid-January is one patch
+    of one season (named by the year it ends in), followed as such by recovery and the rules; the
+    northern default window sees no growing-season date at all and says so."""
+    from gmsense.config import SeasonSettings
+    from gmsense.errors import ImageryError
+
+    december = PlantedBreak(slice(4, 10), slice(4, 9), "2020-12-20")
+    january = PlantedBreak(slice(4, 10), slice(9, 14), "2021-01-15")
+    cube = make_cube(years=(2018, 2019, 2020, 2021, 2022), breaks=(december, january), southern=True, seed=4,
+                     cloud_share=0.0)
+    south = Settings().model_copy(update={"season": SeasonSettings(start_month=10, end_month=4)})
+    result = analyse_cube(cube_site(cube), cube, south)
+    assert len(result.patches) == 1
+    patch = result.patches[0]
+    assert "2020-12-20" <= patch.first_detected <= "2021-01-10"
+    assert patch.area_m2 == pytest.approx(6 * 10 * 100.0, rel=0.1)
+    seasons = [o.season for o in patch.recovery]
+    assert seasons[0] == 2020  # the season before the disturbance: October 2019 to April 2020
+    assert 2021 in seasons
+    assert 2022 in seasons
+    assert patch.recovery_status == "not_recovering"
+    with pytest.raises(ImageryError, match="growing season"):
+        analyse_cube(cube_site(cube), cube, Settings())

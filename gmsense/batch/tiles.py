@@ -25,7 +25,8 @@ from shapely.ops import unary_union
 
 from gmsense.batch.planner import Tile
 from gmsense.batch.request import ScanRequest
-from gmsense.config import Settings
+from gmsense.config import SeasonSettings, Settings
+from gmsense.cube.ops import season_year
 from gmsense.detect.context import SceneContext, SceneSample, merge_samples
 from gmsense.errors import NoObservationsError
 from gmsense.flags import evaluate
@@ -131,8 +132,8 @@ def _join(pieces: list[PatchRecord], crs: pyproj.CRS, region: BaseGeometry, lice
         natural_agent=main.natural_agent)
 
 
-def _season(record: PatchRecord) -> str:
-    return record.first_detected[:4]
+def _season(record: PatchRecord, season: SeasonSettings) -> int:
+    return int(season_year(np.datetime64(record.first_detected), season))
 
 
 def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
@@ -167,9 +168,10 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
 
     if records:
         tree = STRtree(geoms)
+        seasons = [_season(r, settings.season) for r in records]
         left, right = tree.query(geoms, predicate="dwithin", distance=JOIN_DISTANCE_M)
         for i, j in zip(left.tolist(), right.tolist(), strict=True):
-            if i < j and owner[i] != owner[j] and _season(records[i]) == _season(records[j]) \
+            if i < j and owner[i] != owner[j] and seasons[i] == seasons[j] \
                     and geoms[i].intersects(cores[owner[j]].buffer(JOIN_DISTANCE_M)) \
                     and geoms[j].intersects(cores[owner[i]].buffer(JOIN_DISTANCE_M)):
                 parent[root(j)] = root(i)
@@ -185,7 +187,7 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
         stats["tiles_without_data"] = [f"{t.tile.label}: {t.stats['no_data']}" for t in
                                        sorted(empty, key=lambda t: t.tile.index)]
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
-    flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works)
+    flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works, settings.season)
     return SiteResult(site.site_id, joined, flags, stats)
 
 

@@ -161,8 +161,11 @@ def available_indices(cube: xr.Dataset) -> list[str]:
 
 
 def in_season(time: xr.DataArray | np.ndarray, season: SeasonSettings) -> np.ndarray:
-    """Boolean per date: inside the growing-season window (months ``start_month..end_month``)."""
-    months = xr.DataArray(np.asarray(time, dtype="datetime64[ns]")).dt.month.values
+    """Boolean per date: inside the growing-season window (months ``start_month..end_month``; a
+    window whose start comes after its end runs across New Year, e.g. October to April)."""
+    months = np.asarray(time, dtype="datetime64[ns]").astype("datetime64[M]").astype("int64") % 12 + 1
+    if season.crosses_new_year:
+        return (months >= season.start_month) | (months <= season.end_month)
     return (months >= season.start_month) & (months <= season.end_month)
 
 
@@ -171,11 +174,17 @@ def growing_season(cube: xr.Dataset | xr.DataArray, season: SeasonSettings) -> x
     return cube.isel(time=np.flatnonzero(in_season(cube["time"], season)))
 
 
-def season_year(time: xr.DataArray | np.ndarray | np.datetime64) -> np.ndarray:
-    """The calendar year (int64) of each date, the growing season it belongs to; the same shape as
-    ``time`` (a 0-d array for one date: ``int(season_year(date))``). Plain numpy, no xarray
+def season_year(time: xr.DataArray | np.ndarray | np.datetime64, season: SeasonSettings | None = None) -> np.ndarray:
+    """The growing season (int64 year) each date belongs to: its calendar year, or, for a season
+    running across New Year (``season.crosses_new_year``, e.g. October to April in the southern
+    hemisphere), the year it ends in (October 2020 to April 2021 is season 2021). The same shape
+    as ``time`` (a 0-d array for one date: ``int(season_year(date))``). Plain numpy, no xarray
     accessor, so it is cheap in per-patch loops."""
-    return np.asarray(time, dtype="datetime64[ns]").astype("datetime64[Y]").astype("int64") + 1970
+    stamps = np.asarray(time, dtype="datetime64[ns]")
+    if season is not None and season.crosses_new_year:
+        months = stamps.astype("datetime64[M]") + np.timedelta64(12 - season.start_month + 1, "M")
+        return months.astype("datetime64[Y]").astype("int64") + 1970
+    return stamps.astype("datetime64[Y]").astype("int64") + 1970
 
 
 def ring_pixels(ring_m: tuple[float, float], pixel_m: float) -> tuple[int, int]:

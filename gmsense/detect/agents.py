@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gmsense.config import SeasonSettings
 from gmsense.cube.ops import day_of_year, normalized_difference, season_year
 from gmsense.detect.lines import finite_quantile
 
@@ -52,12 +53,13 @@ def _median(values: np.ndarray) -> float:
     return finite_quantile(values, 0.5)
 
 
-def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected: np.datetime64) -> dict[str, float]:
+def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected: np.datetime64,
+               season: SeasonSettings | None = None) -> dict[str, float]:
     """The ``sig_*`` measurements (module docstring) of one patch; a measurement whose bands or
     dates are missing is left out."""
     times = np.asarray(times).astype("datetime64[ns]")
-    years = season_year(times)
-    year = int(season_year(first_detected))
+    years = season_year(times, season)
+    year = int(season_year(first_detected, season))
     before_t = years == year - 1
     after_t = (years == year) & (times >= first_detected)
     next_t = years == year + 1

@@ -43,7 +43,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from gmsense._numeric import masked_median
-from gmsense.config import DetectSettings
+from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.detect.context import SceneContext, index_context
 
@@ -511,7 +511,8 @@ def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.n
 
 
 def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None,
-                  screen: bool = True, context: SceneContext | None = None, threads: int = 1) -> xr.Dataset:
+                  screen: bool = True, context: SceneContext | None = None, threads: int = 1,
+                  season: SeasonSettings | None = None) -> xr.Dataset:
     """Confirmed disturbances per pixel from a growing-season index stack.
 
     ``index`` has dims (time, y, x), NaN where not clear, only growing-season dates. Returns a
@@ -533,9 +534,11 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
 
     ``threads``: for an ``index`` in memory, work on row blocks in this many threads (the same
     result); a dask-backed ``index`` is computed by dask's scheduler, chunk by chunk.
+    ``season``: the growing-season window, whose seasons name the years of the baseline and of
+    the breaks (gmsense.cube.ops.season_year: across New Year in the south); None: calendar years.
     """
     times = index["time"].values.astype("datetime64[ns]")
-    year = season_year(times)
+    year = season_year(times, season)
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
     context = context if context is not None else index_context(index)
     offset, _ = context.at(times)

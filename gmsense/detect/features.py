@@ -32,7 +32,7 @@ import xarray as xr
 from scipy import ndimage
 
 from gmsense._numeric import nan_median
-from gmsense.config import DetectSettings
+from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
 from gmsense.cube.ops import ring_pixels, scale_pixels, season_year
@@ -64,7 +64,8 @@ def _mean(values: np.ndarray) -> float:
 
 
 def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.Dataset,
-                      clear: np.ndarray | None = None, time_index: np.ndarray | slice | None = None) -> None:
+                      clear: np.ndarray | None = None, time_index: np.ndarray | slice | None = None,
+                      season: SeasonSettings | None = None) -> None:
     """Fill ``patch.spectral`` with ``<band>_before``, ``<band>_after`` and ``<band>_ratio``.
 
     ``season_cube`` holds masked growing-season reflectance (NaN where not clear), loaded. Or,
@@ -74,14 +75,14 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
     """
     select = slice(None) if time_index is None else time_index
     times = season_cube["time"].values[select].astype("datetime64[ns]")
-    years = season_year(times)
+    years = season_year(times, season)
     bands = [b for b in CUBE_BANDS if b in season_cube]
     arrays = {b: np.asarray(season_cube[b].transpose("time", "y", "x").values) for b in bands}
     boxes = ndimage.find_objects(labels)
     for patch in patches:
         box = boxes[patch.label - 1]
         mask = labels[box] == patch.label
-        year = int(season_year(patch.first_detected))
+        year = int(season_year(patch.first_detected, season))
         before_t = np.flatnonzero(years == year - 1)
         after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))
         window = (slice(None), *box)
@@ -99,7 +100,7 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
             patch.spectral[f"{b}_after"] = after
             patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
         patch.spectral.update(_index_changes(series, times, before_t, after_t, patch.confirmed_on))
-        patch.spectral.update(signatures(series, times, patch.first_detected))
+        patch.spectral.update(signatures(series, times, patch.first_detected, season))
 
 
 def _robust_z(values: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> float:
@@ -147,14 +148,15 @@ def _median(values: np.ndarray) -> float:
 
 
 def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,
-                      magnitude: np.ndarray, settings: DetectSettings, pixel_m: float) -> None:
+                      magnitude: np.ndarray, settings: DetectSettings, pixel_m: float,
+                      season: SeasonSettings | None = None) -> None:
     """Fill ``patch.context`` with ``ridge``, ``ring_drop_near``, ``ring_drop_far``,
     ``contrast_after`` and ``ring_ndvi_before`` (module docstring). ``index`` (T, y, x) NDVI, NaN
     where not clear, on the growing-season dates ``times``; ``magnitude`` (y, x) the breaks' drop
     (NaN where none); ``pixel_m`` the grid's pixel size (metres), which turns the rings and ridge
     scales of ``settings`` into pixels."""
     times = np.asarray(times).astype("datetime64[ns]")
-    years = season_year(times)
+    years = season_year(times, season)
     boxes = ndimage.find_objects(labels)
     near_px, far_px = (ring_pixels(r, pixel_m) for r in (settings.context_near_ring_m, settings.context_far_ring_m))
     sigmas = tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m)
@@ -168,7 +170,7 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
         others = (here > 0) & ~mask
         ridge = ridge_response(np.nan_to_num(magnitude[ridge_box]), sigmas)
         patch.context["ridge"] = float(np.median(ridge[labels[ridge_box] == patch.label]))
-        year = int(season_year(patch.first_detected))
+        year = int(season_year(patch.first_detected, season))
         before_t = np.flatnonzero(years == year - 1)
         after_t = np.flatnonzero((years == year) & (times >= patch.first_detected))
         if before_t.size == 0 or after_t.size == 0:

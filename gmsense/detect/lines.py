@@ -35,7 +35,7 @@ import xarray as xr
 from scipy import ndimage
 
 from gmsense._numeric import nan_median
-from gmsense.config import DetectSettings
+from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import day_of_year, ring_pixels, scale_pixels, season_year
 from gmsense.detect.patches import shape_metrics
 from gmsense.geo.grid import grid_transform
@@ -127,7 +127,8 @@ def _padded(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, shape, strict=True))
 
 
-def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, settings: DetectSettings) -> np.ndarray:
+def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, settings: DetectSettings,
+               season: SeasonSettings | None = None) -> np.ndarray:
     """Pixels (bool, y x) of the new lines the weak runs of ``breaks`` draw (see the module
     docstring). ``breaks`` from :func:`gmsense.detect.change.detect_breaks`, loaded; ``index`` the
     (time, y, x) index it was computed from (NaN where not clear), as numpy, on dates ``times``."""
@@ -138,7 +139,7 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
         return found
     pixel = abs(grid_transform(breaks).a)
     times = np.asarray(times).astype("datetime64[ns]")
-    years = season_year(times)
+    years = season_year(times, season)
     first = np.searchsorted(times, np.where(has_weak, weak_first, times[0]))
     magnitude = np.where(has_weak, np.nan_to_num(np.asarray(breaks["weak_magnitude"].values)), 0.0)
     confirmed = ~np.isnat(np.asarray(breaks["first_detected"].values))
@@ -172,10 +173,12 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     return found
 
 
-def add_line_breaks(breaks: xr.Dataset, index: xr.DataArray, settings: DetectSettings) -> xr.Dataset:
+def add_line_breaks(breaks: xr.Dataset, index: xr.DataArray, settings: DetectSettings,
+                    season: SeasonSettings | None = None) -> xr.Dataset:
     """``breaks`` with the pixels of :func:`find_lines` confirmed by their weak runs and a ``line``
     mask (bool, y x). Without ``settings.line_pass`` the mask is all false and nothing changes."""
-    line = (find_lines(breaks, np.asarray(index.transpose("time", "y", "x").values), index["time"].values, settings)
+    line = (find_lines(breaks, np.asarray(index.transpose("time", "y", "x").values), index["time"].values, settings,
+                       season)
             if settings.line_pass else np.zeros((breaks.sizes["y"], breaks.sizes["x"]), dtype=bool))
     out = breaks.copy()
     mask = xr.DataArray(line, dims=("y", "x"))

@@ -20,6 +20,8 @@ from shapely.ops import unary_union
 from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
+from gmsense.config import SeasonSettings
+from gmsense.cube.ops import season_year
 from gmsense.geo.grid import grid_transform
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -40,9 +42,10 @@ class Patch:
     context: dict[str, float] = field(default_factory=dict)  # the patch against its surroundings
 
 
-def label_breaks(first_detected: np.ndarray) -> np.ndarray:
-    """Integer labels (0 = none): touching pixels confirmed in the same season share a label."""
-    years = np.where(np.isnat(first_detected), -1, first_detected.astype("datetime64[Y]").astype(int))
+def label_breaks(first_detected: np.ndarray, season: SeasonSettings | None = None) -> np.ndarray:
+    """Integer labels (0 = none): touching pixels confirmed in the same season share a label
+    (``season``: see gmsense.cube.ops.season_year)."""
+    years = np.where(np.isnat(first_detected), -1, season_year(first_detected, season))
     labels = np.zeros(first_detected.shape, dtype="int32")
     next_label = 0
     for year in np.unique(years[years >= 0]):
@@ -101,7 +104,8 @@ def _time_of(values: np.ndarray, mask: np.ndarray) -> np.datetime64:
     return values[mask][~np.isnat(values[mask])].min()
 
 
-def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False) -> tuple[list[Patch], np.ndarray]:
+def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False,
+                    season: SeasonSettings | None = None) -> tuple[list[Patch], np.ndarray]:
     """Patches from the output of :func:`gmsense.detect.change.detect_breaks` (loaded in memory).
 
     Returns the patches (smaller than ``min_area_m2`` dropped) and the label image they came
@@ -121,7 +125,7 @@ def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False)
             else np.zeros(first.shape, dtype=bool))
     transform = grid_transform(breaks)
     pixel_size = abs(transform.a)
-    labels = label_breaks(first)
+    labels = label_breaks(first, season)
     polygons: dict[int, list[BaseGeometry]] = {}
     for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
         polygons.setdefault(int(value), []).append(shape(geom))

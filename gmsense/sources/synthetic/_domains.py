@@ -20,9 +20,10 @@ For example ``boreal_forest+landsat+cloudy`` or ``cropland_plain+20m+s2_no_swir+
 canonical name (:attr:`Domain.name`, modifiers in this order, defaults left out) is what a cube's
 ``attrs["domain"]`` and the truth's ``domain`` column record.
 
-No southern-hemisphere domain: the pipeline's growing season (``season.start_month`` ..
-``season.end_month``, :func:`gmsense.cube.ops.season_year`) is a window of calendar months within
-one calendar year, so a season crossing New Year (November-March) cannot be expressed.
+No southern-hemisphere domain yet: the pipeline takes a growing season across New Year
+(``season.start_month`` 10, ``season.end_month`` 4; :func:`gmsense.cube.ops.season_year` names it
+by the year it ends in, tested on :func:`gmsense.testutils.make_cube` with ``southern``), but the
+synthetic worlds still draw their phenology, events and sky on the northern calendar.
 """
 
 from __future__ import annotations
