@@ -36,8 +36,9 @@ from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
+from gmsense.detect.change import detect_breaks
 from gmsense.geo.sites import Site
-from gmsense.pipeline import analyse_cube, available_cores
+from gmsense.pipeline import analyse_cube, available_cores, season_index
 
 SIDE_M = 4_000.0  # workload extent, metres (400 px at 10 m)
 ORIGIN = (600_000.0, 5_290_000.0)  # UTM 52N, Heilongjiang
@@ -139,11 +140,19 @@ def run_speed(out: Path | None = None, settings: Settings | None = None, end_to_
     ndvi = cubeops.index(cubeops.masked(season), "ndvi").load()
     nrt = nrt_ewma_runner(ndvi)
     result = analyse_cube(site, cube, settings, threads=1)  # warm-up (imports, caches)
+    prepared = season_index(cube, settings, site.site_id)[3]  # the masked NDVI the detector reads
+
+    def detector(threads: int) -> Any:
+        return detect_breaks(prepared, settings.detect, settings.mask.max_scene_dip, threads=threads,
+                             season=settings.season).load()
+
     rounds: list[dict[str, float]] = []
     for _ in range(runs):
         one = {"pass_s": memory_pass_seconds(cube),
                "one_core_s": _one_core(lambda: analyse_cube(site, cube, settings, threads=1)),
-               "all_cores_s": _timed(lambda: analyse_cube(site, cube, settings, threads=cores))[0]}
+               "all_cores_s": _timed(lambda: analyse_cube(site, cube, settings, threads=cores))[0],
+               "detector_one_core_s": _one_core(lambda: detector(1)),
+               "detector_all_cores_s": _timed(lambda: detector(cores))[0]}
         if nrt is not None:
             one["nrt_s"] = _timed(nrt)[0]
         rounds.append(one)
@@ -171,6 +180,11 @@ def run_speed(out: Path | None = None, settings: Settings | None = None, end_to_
         "nrt_ewma_ratio": ratio("nrt_s", "all_cores_s"),
         "nrt_ewma_ratio_one_core": ratio("nrt_s", "one_core_s"),
         "core_speedup": ratio("one_core_s", "all_cores_s"),
+        "detector_s": _summary([r["detector_all_cores_s"] for r in rounds], 3),
+        "detector_one_core_s": _summary([r["detector_one_core_s"] for r in rounds], 3),
+        "detector_memory_pass_ratio": ratio("detector_all_cores_s", "pass_s", 1),
+        "detector_nrt_ewma_ratio": ratio("nrt_s", "detector_all_cores_s"),
+        "detector_core_speedup": ratio("detector_one_core_s", "detector_all_cores_s"),
         "targets": TARGETS,
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "gmsense_version": __version__,
@@ -255,6 +269,11 @@ def speed_markdown(r: dict[str, Any]) -> str:
         (f"ours ({cores} cores) / nrt EWMA, throughput", f"{_spread(r['nrt_ewma_ratio'], 'x')}; "
                                                          f"{_target(r, 'nrt_ewma_ratio')}"),
         ("ours (1 core) / nrt EWMA, throughput", _spread(r["nrt_ewma_ratio_one_core"], "x")),
+        (f"detector only (per-pixel breaks on the masked NDVI, what nrt does), {cores} cores / 1 core",
+         f"{_spread(r['detector_s'], ' s')} / {_spread(r['detector_one_core_s'], ' s')}"),
+        ("detector only / memory pass; nrt EWMA / detector only",
+         f"{_spread(r['detector_memory_pass_ratio'], 'x')}; {_spread(r['detector_nrt_ewma_ratio'], 'x')}"),
+        (f"detector only, speed-up 1 -> {cores} cores", _spread(r["detector_core_speedup"], "x")),
         (f"speed-up 1 -> {cores} cores, one licence", f"{_spread(r['core_speedup'], 'x')}; "
                                                       f"{_target(r, 'core_speedup')}"),
     ]
