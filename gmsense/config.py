@@ -297,8 +297,9 @@ class EarthEngineSettings(_Settings):
     100 requests/s per Cloud project; the limits here are per process and should stay well under.
     """
 
-    collection: Literal["sentinel-2", "landsat"] = Field(
-        "sentinel-2", description="sentinel-2 (S2 SR harmonized + Cloud Score+, 10 m) or landsat (8/9 C2 L2, 30 m)")
+    collection: Literal["sentinel-2", "landsat", "landsat-archive"] = Field(
+        "sentinel-2", description="sentinel-2 (S2 SR harmonized + Cloud Score+, 10 m), landsat (8/9 C2 L2, 30 m) "
+        "or landsat-archive (5 TM + 7 ETM+ + 8/9 C2 L2, 30 m, from 1984)")
     cs_cdf_threshold: float = Field(
         0.60, ge=0, le=1, description="Sentinel-2: a pixel is clear when Cloud Score+ cs_cdf >= this")
     min_clear_fraction: float = Field(

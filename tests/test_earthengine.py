@@ -378,7 +378,7 @@ def test_graphs_match_golden_files(server: FakeServer, collection: str) -> None:
     from gmsense.sources.earthengine import date_window, licence_grid
 
     spec = graphs.SPECS[collection]
-    grid = licence_grid(LICENCE, UTM50N, spec.resolution_m)
+    grid = licence_grid(LICENCE, UTM50N, spec.resolution_m, spec.grid_origin_m)
     start, end = date_window(spec, "2021-05-01", "2021-09-30")
     t = grid.transform
     rect = graphs.rectangle((t.c, t.f + t.e * grid.height, t.c + t.a * grid.width, t.f), crs_code(grid.crs))

@@ -164,7 +164,7 @@ class EarthEngineSource:
         5 days, Landsat 8/9 at 30 m every 8 days, over ``start..end`` (open ends: the synthetic range)."""
         first = date.fromisoformat(start or self.settings.synthetic.start)
         last = date.fromisoformat(end or self.settings.synthetic.end)
-        if self.settings.earthengine.collection == "landsat":
+        if self.settings.earthengine.collection.startswith("landsat"):  # landsat, landsat-archive
             return shape_from_cadence(first, last, LANDSAT_REVISIT_DAYS, self.settings.season, 30.0)
         return shape_from_cadence(first, last, SENTINEL2_REVISIT_DAYS, self.settings.season, 10.0)
 

@@ -3,8 +3,9 @@
 A thin fetcher around ``ee.data.computePixels`` (no xee), per licence:
 
 1. the grid: the licence's own CRS (the local UTM zone after :func:`gmsense.geo.sites.read_sites`) on
-   a lattice of 10 m (Sentinel-2) or 30 m (Landsat) anchored at the CRS origin, covering the
-   monitoring area's bounding box plus one pixel (as the local source crops);
+   the collection's native lattice, 10 m (Sentinel-2: edges on multiples of 10 m) or 30 m (Landsat:
+   centres on multiples of 30 m, edges at 15 m offsets), covering the monitoring area's bounding box
+   plus one pixel (as the local source crops);
 2. one ``computeValue`` lists the images touching that rectangle in the date range, with their
    time and clear share (:func:`gmsense.sources.earthengine._graph.listing_graph`); images whose clear
    share is not above ``earthengine.min_clear_fraction`` are not fetched;
@@ -14,7 +15,8 @@ A thin fetcher around ``ee.data.computePixels`` (no xee), per licence:
    (:mod:`gmsense.sources.earthengine._fetch`);
 4. the cube is read lazily (dask, one task per date) from the cache: float32 reflectance under
    the common names, ``clear``, datetime64 ``time`` (UTC day; images of the same day, e.g.
-   overlapping Sentinel-2 tiles, are merged preferring clear, then observed pixels).
+   overlapping Sentinel-2 tiles, are merged preferring clear, then observed pixels) and the
+   ``image_id`` coordinate on ``time`` (the Earth Engine image id(s) of each day, joined by ``+``).
 
 Authentication: a service-account key file or application default credentials and a Cloud
 project, from settings (``earthengine.credentials``, ``earthengine.project``) or the environment
@@ -262,16 +264,23 @@ def cache_root(cfg: EarthEngineSettings) -> Path:
     return Path(cfg.cache_dir or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "gmsense" / "earthengine")
 
 
-def licence_grid(region: BaseGeometry, crs: Any, resolution_m: float) -> Grid:
-    """The grid over ``region`` (in ``crs``, projected metres): a ``resolution_m`` lattice anchored at
-    the CRS origin, the region's bounding box plus one pixel. Its CRS is the EPSG-coded one of
-    ``crs`` (ImageryError when it has no EPSG code or is not projected)."""
+def licence_grid(region: BaseGeometry, crs: Any, resolution_m: float, origin_m: float = 0.0) -> Grid:
+    """The grid over ``region`` (in ``crs``, projected metres): a ``resolution_m`` lattice with pixel
+    edges at ``origin_m`` (modulo ``resolution_m``) from the CRS origin in x and y, the region's
+    bounding box plus one pixel. Its CRS is the EPSG-coded one of ``crs`` (ImageryError when it has
+    no EPSG code or is not projected)."""
     pcrs = normalise_crs(crs)
     code = pcrs.to_epsg()
     if code is None or not pcrs.is_projected:
         raise ImageryError(f"licence CRS {pcrs.name} has no EPSG code or is not projected; Earth Engine needs "
                            "an EPSG-coded projected CRS (read_sites puts licences in their UTM zone)")
-    return crop_grid(pcrs, Affine(resolution_m, 0.0, 0.0, 0.0, -resolution_m, 0.0), region.bounds)
+    return crop_grid(pcrs, Affine(resolution_m, 0.0, origin_m, 0.0, -resolution_m, origin_m), region.bounds)
+
+
+def collection_grid(region: BaseGeometry, crs: Any, spec: graphs.CollectionSpec) -> Grid:
+    """:func:`licence_grid` on the collection's native lattice (Landsat: centres on multiples of 30 m,
+    Sentinel-2: edges on multiples of 10 m), so each requested pixel is one pixel of the imagery."""
+    return licence_grid(region, crs, spec.resolution_m, spec.grid_origin_m)
 
 
 def date_window(spec: graphs.CollectionSpec, start: str | None, end: str | None) -> tuple[str, str]:
@@ -359,19 +368,34 @@ def _merge_day(path: str, image_ids: tuple[str, ...], n_bands: int) -> np.ndarra
     return np.concatenate([out_bands, out_qa[None].astype("float32")]).astype("float32", copy=False)
 
 
-def cube_from_cache(cache: PixelCache, images: list[ImageRef], grid: Grid, spec: graphs.CollectionSpec,
-                    attrs: dict[str, Any]) -> xr.Dataset:
-    """The cube contract over ``grid``, lazily read from ``cache`` (one dask task per UTC day)."""
+#: Joins the ids of the images merged into one day in the cube's ``image_id`` coordinate (as the
+#: local source joins file names).
+IMAGE_ID_SEPARATOR = "+"
+
+
+def images_by_day(images: list[ImageRef]) -> dict[pd.Timestamp, list[str]]:
+    """The image ids of each UTC day, days and ids in the order of ``images``."""
     days = pd.to_datetime([r.time_ms for r in images], unit="ms").normalize()
     groups: dict[pd.Timestamp, list[str]] = {}
     for d, ref in zip(days, images, strict=True):
         groups.setdefault(d, []).append(ref.image_id)
-    n = len(spec.bands)
+    return groups
+
+
+def cube_from_cache(cache: PixelCache, images: list[ImageRef], grid: Grid, spec: graphs.CollectionSpec,
+                    attrs: dict[str, Any]) -> xr.Dataset:
+    """The cube contract over ``grid``, lazily read from ``cache`` (one dask task per UTC day). The
+    ``image_id`` coordinate (on ``time``) names the Earth Engine image(s) of each day, joined by
+    :data:`IMAGE_ID_SEPARATOR` when same-day images were merged: the provenance each patch's
+    evidence carries (gmsense.pipeline)."""
+    groups = images_by_day(images)
+    n = len(spec.common_names)
     shape = (n + 1, grid.height, grid.width)
     blocks = [da.from_delayed(dask.delayed(_merge_day, pure=True)(str(cache.path), tuple(ids), n), shape=shape,
                               dtype="float32") for ids in groups.values()]
     stack = da.stack(blocks)  # (time, band + qa, y, x)
-    coords = {"time": np.asarray(list(groups), dtype="datetime64[ns]"), "y": grid.ys(), "x": grid.xs()}
+    coords = {"time": np.asarray(list(groups), dtype="datetime64[ns]"), "y": grid.ys(), "x": grid.xs(),
+              "image_id": ("time", [IMAGE_ID_SEPARATOR.join(ids) for ids in groups.values()])}
     data = {name: (("time", "y", "x"), stack[:, i]) for i, name in enumerate(spec.common_names)}
     data["clear"] = (("time", "y", "x"), stack[:, n] == graphs.QA_CLEAR)
     ds = xr.Dataset(data, coords=coords)
@@ -407,7 +431,7 @@ def load_cube(cfg: EarthEngineSettings, region: BaseGeometry, crs: Any, start: s
         client = EEClient()
     limiter = limiter or shared_limiter(cfg.max_concurrent, cfg.max_rps)
     policy = policy or RetryPolicy(retries=cfg.retries)
-    grid = licence_grid(region, crs, spec.resolution_m)
+    grid = collection_grid(region, crs, spec)
     t0, t1 = date_window(spec, start, end)
     images = list_images(cfg, grid, t0, t1, client=client, limiter=limiter, policy=policy, site_id=site_id)
     if not images:
@@ -437,7 +461,7 @@ def latest_date(cfg: EarthEngineSettings, region: BaseGeometry, crs: Any, start:
     if client is None:
         connect(cfg)
         client = EEClient()
-    grid = licence_grid(region, crs, spec.resolution_m)
+    grid = collection_grid(region, crs, spec)
     t0, t1 = date_window(spec, start, end)
     images = list_images(cfg, grid, t0, t1, client=client, limiter=shared_limiter(cfg.max_concurrent, cfg.max_rps),
                          policy=RetryPolicy(retries=cfg.retries), site_id=site_id)
