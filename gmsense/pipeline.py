@@ -106,8 +106,10 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
 def season_index(cube: xr.Dataset, settings: Settings,
                  site_id: str) -> tuple[xr.Dataset, np.ndarray | slice, xr.Dataset, xr.DataArray]:
     """The growing season of ``cube`` as the detector sees it: where to read the bands from and the
-    season's dates there (see :func:`_season_source`), the season with its refined clear mask, and
-    the masked detection index (loaded; NaN where not clear)."""
+    season's dates there (see :func:`_season_source`), the season with its refined clear mask (not
+    refined for annual composites, ``attrs["composite"] == "annual"``: they are made of clear pixels,
+    and the haze test misreads composites whose bands are rescaled), and the masked detection index
+    (loaded; NaN where not clear)."""
     dates = np.flatnonzero(cubeops.in_season(cube["time"], settings.season))
     if dates.size == 0:
         raise ImageryError(
@@ -120,7 +122,8 @@ def season_index(cube: xr.Dataset, settings: Settings,
     # patches' spectra are read from ``source`` patch by patch.
     needed = {"red", "blue", *cubeops.INDEX_BANDS[DETECTION_INDEX]}
     season = source[[b for b in bands if b in needed] + ["clear"]].isel(time=dates)
-    season = cubeops.refine_clear(season, settings.mask)
+    if cube.attrs.get("composite") != "annual":  # composites are made of clear pixels: nothing to refine
+        season = cubeops.refine_clear(season, settings.mask)
     return source, dates, season, cubeops.masked_index(season, DETECTION_INDEX).load()
 
 

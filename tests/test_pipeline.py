@@ -118,3 +118,18 @@ def test_a_southern_season_across_new_year_is_one_season() -> None:
     assert patch.recovery_status == "not_recovering"
     with pytest.raises(ImageryError, match="growing season"):
         analyse_cube(cube_site(cube), cube, Settings())
+
+
+def test_annual_composites_keep_their_clear_mask() -> None:
+    """Composites are made of clear pixels: no cloud buffer grows around their gaps and no haze test
+    (blue high against red, as in per-image rescaled composites) removes them."""
+    from gmsense.pipeline import season_index
+
+    cube = make_cube(years=(2019, 2020, 2021), every_days=30, cloud_share=0.0, seed=3)
+    cube["blue"] = cube["blue"] + 0.3  # would fail the haze (HOT) test
+    cube["clear"][:, 5, 5] = False  # a gap: a cloud buffer would grow around it
+    in_season = cubeops.in_season(cube["time"], Settings().season)
+    acquisitions = season_index(cube, Settings(), "T-1")[2]["clear"].values
+    composites = season_index(cube.assign_attrs(composite="annual"), Settings(), "T-1")[2]["clear"].values
+    assert acquisitions.mean() < 0.5
+    np.testing.assert_array_equal(composites, cube["clear"].values[in_season])
