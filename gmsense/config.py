@@ -194,6 +194,33 @@ class RecoverySettings(_Settings):
     recovering_ratio: float = Field(0.25, ge=0, lt=1, description="recovery ratio above which a patch is recovering")
 
 
+class RestorationSettings(_Settings):
+    """Restoration status of register polygons per year (gmsense.restoration), from annual composites.
+
+    ``ratio`` is the polygon's median NDVI over that of its reference ring in the same composite."""
+
+    damaged_ratio: float = Field(0.5, gt=0, lt=1, description="ratio below which a polygon is damaged (bare)")
+    restored_ratio: float = Field(
+        0.8, gt=0, le=1, description="ratio at which a polygon is at reference; restored after this many seasons "
+                                     "in a row (restored_seasons); a pixel at this share of the reference is restored")
+    restored_seasons: int = Field(2, ge=1, description="consecutive seasons at restored_ratio that make it restored")
+    trend_years: int = Field(2, ge=1, description="consecutive yearly rises that make a sustained greening trend")
+    min_rise: float = Field(0.05, gt=0, description="rise of the ratio in one year that counts towards a trend")
+    ring_inner_m: float = Field(30.0, ge=0, description="reference ring starts this far out of the polygon, metres")
+    ring_outer_m: float = Field(100.0, gt=0, description="reference ring ends this far out of the polygon, metres")
+    min_reference_ndvi: float = Field(
+        0.3, description="a ring greener than this is a vegetated reference; below it, the year has no ratio")
+    target_rate: float = Field(0.4, ge=0, le=1, description="restoration rate to reach (a zone's target_rate wins)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RestorationSettings:
+        if self.damaged_ratio >= self.restored_ratio:
+            raise ValueError("damaged_ratio must be below restored_ratio")
+        if self.ring_inner_m >= self.ring_outer_m:
+            raise ValueError("ring_inner_m must be below ring_outer_m")
+        return self
+
+
 Severity = Literal["info", "warning", "critical"]
 LICENCE_TYPES = ("exploration", "mining")
 MINERAL_CLASSES = ("energy", "metal", "non_metal", "water_gas")
@@ -343,6 +370,7 @@ class Settings(_Settings):
     classify: ClassifySettings = ClassifySettings()
     trust: TrustSettings = TrustSettings()
     recovery: RecoverySettings = RecoverySettings()
+    restoration: RestorationSettings = RestorationSettings()
     synthetic: SyntheticSettings = SyntheticSettings()
     local: LocalSettings = LocalSettings()
     scan: ScanSettings = ScanSettings()
@@ -356,6 +384,7 @@ class Settings(_Settings):
         data = self.model_dump(mode="json")
         # the model is keyed by its own version (see gmsense.batch.request.ScanRequest.unit_key)
         data["classify"].pop("model", None)
+        data.pop("restoration", None)  # restoration accounting reads composites, never a scan's result
         if data["synthetic"].get("domain") == "classic":  # the world before domains existed: the same hash
             data["synthetic"].pop("domain")
         for section, keys in OPERATIONAL_SETTINGS.items():

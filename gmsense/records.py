@@ -92,3 +92,29 @@ class SiteResult:
     flags: list[FlagRecord]
     stats: dict[str, Any] = field(default_factory=dict)
     breaks: Any = None  # per-pixel breaks (xarray.Dataset on the cube's grid) when asked for
+
+
+#: Restoration status of a register polygon in a year (DESIGN.md, "Registers and jurisdictions").
+RESTORATION_STATUSES = ("damaged", "under_restoration", "restored", "reverted")
+
+
+@dataclass
+class RestorationRecord:
+    """One register polygon in one year (gmsense.restoration): medians of NDVI over the polygon's
+    pixels and over its reference ring, their ``ratio``, the ``restored_share`` of the polygon's
+    pixels (0-1) at the restored ratio of the reference, and the status (one of
+    :data:`RESTORATION_STATUSES`; None before the polygon was first seen damaged, or without a
+    ratio). ``events``: what began this year, comma-separated (``started``, ``finished``,
+    ``reverted``). ``image_id``: the composite(s) the year was read from."""
+
+    register_id: str
+    year: int
+    status: str | None
+    polygon_ndvi: float | None
+    reference_ndvi: float | None
+    ratio: float | None
+    restored_share: float | None
+    n_pixels: int
+    n_reference: int
+    events: str = ""
+    image_id: str | None = None

@@ -138,3 +138,70 @@ def coarsen_cube(cube: xr.Dataset, factor: int) -> xr.Dataset:
     out = out.assign_coords(y=coarse["y"].values, x=coarse["x"].values)
     out.attrs = {**cube.attrs, "resolution_m": float(cube.attrs.get("resolution_m", abs(transform.a))) * factor}
     return out.rio.write_crs(cube.rio.crs).rio.write_transform(transform * Affine.scale(factor))
+
+
+@dataclass(frozen=True)
+class PlantedMineLand:
+    """A register polygon planted in synthetic annual composites: vegetated (share 1) until
+    ``damaged_from`` (year), bare from then on; with ``restoration`` = (first year, year whole) its
+    vegetation grows back linearly (share 0 in the first year, 1 from the second on), on the western
+    ``restored_part`` of its columns only (the rest stays bare); bare again from ``reverted_in``.
+    ``geometry`` in the composites' CRS (metres), best on the pixel grid."""
+
+    register_id: str
+    geometry: object
+    damaged_from: int | None = None
+    restoration: tuple[int, int] | None = None
+    reverted_in: int | None = None
+    restored_part: float = 1.0
+
+    def vegetation(self, year: int) -> float:
+        """The restored part's vegetation share (0-1) in ``year``."""
+        if self.damaged_from is None or year < self.damaged_from:
+            return 1.0
+        if self.reverted_in is not None and year >= self.reverted_in:
+            return 0.0
+        if self.restoration is None:
+            return 0.0
+        first, whole = self.restoration
+        return float(np.clip((year - first) / (whole - first), 0.0, 1.0))
+
+
+def write_annual_composites(folder: str | Path, years: tuple[int, ...], plants: tuple[PlantedMineLand, ...], *,
+                            size: int = 200, resolution: float = 10.0, origin: tuple[float, float] = (600_000.0,
+                            5_290_000.0), epsg: int = 32652, vegetated_ndvi: float = 0.8, bare_ndvi: float = 0.1,
+                            noise: float = 0.02, seed: int = 0) -> Path:
+    """Annual composites ``YYYY.tif`` (bands ``red``, ``nir``; float32 reflectance) of a vegetated
+    background (NDVI ``vegetated_ndvi``) with ``plants`` whose NDVI mixes ``bare_ndvi`` and the
+    background by their vegetation share each year, plus Gaussian noise (NDVI units) per pixel.
+    ``size`` x ``size`` pixels of ``resolution`` metres from the north-west corner ``origin``."""
+    import rasterio
+    from rasterio.features import geometry_mask
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    transform = Affine(resolution, 0, origin[0], 0, -resolution, origin[1])
+    shape = (size, size)
+    planted = []
+    for plant in plants:
+        inside = geometry_mask([plant.geometry], out_shape=shape, transform=transform, invert=True)
+        minx, _, maxx, _ = plant.geometry.bounds
+        cols = origin[0] + (np.arange(size) + 0.5) * resolution
+        west = np.broadcast_to(cols < minx + plant.restored_part * (maxx - minx), shape)
+        planted.append((plant, inside & west, inside & ~west))
+    profile = {"driver": "GTiff", "height": size, "width": size, "count": 2, "dtype": "float32",
+               "crs": pyproj.CRS.from_epsg(epsg).to_wkt(), "transform": transform}
+    for year in years:
+        ndvi = np.full(shape, vegetated_ndvi)
+        for plant, restored, bare in planted:
+            share = plant.vegetation(year)
+            ndvi[restored] = bare_ndvi + share * (vegetated_ndvi - bare_ndvi)
+            if plant.damaged_from is not None and year >= plant.damaged_from:
+                ndvi[bare] = bare_ndvi
+        ndvi = np.clip(ndvi + rng.normal(0, noise, shape), -0.9, 0.95)
+        with rasterio.open(folder / f"{year}.tif", "w", **profile) as dst:
+            dst.write((0.25 * (1 - ndvi)).astype("float32"), 1)
+            dst.write((0.25 * (1 + ndvi)).astype("float32"), 2)
+            dst.descriptions = ("red", "nir")
+    return folder

@@ -12,7 +12,9 @@ README = PACKAGE.parent / "README.md"
 #: Pipeline stages in the order data flows (DESIGN.md): a module may import its own stage or an
 #: earlier one, never a later one. Shared foundations (config, errors, files, records, the
 #: translations the rules' sentences use) come first; the store is the sink the batch scan
-#: writes to; labels and training read what reviewers decided (review -> labels -> train).
+#: writes to; labels and training read what reviewers decided (review -> labels -> train). The
+#: restoration science (restoration.status) sits with recovery; the restoration run, which reads
+#: imagery for the register in the store and writes its status there, sits after the batch scan.
 STAGES = [
     ("config", "errors", "files", "records", "_numeric", "outputs.i18n"),
     ("geo",),
@@ -20,12 +22,13 @@ STAGES = [
     ("sources",),
     ("detect",),
     ("classify.baseline", "classify.trust", "classify.model"),
-    ("recovery",),
+    ("recovery", "restoration.status"),
     ("flags",),
     ("pipeline",),
     ("classify",),
     ("store",),
     ("batch",),
+    ("restoration",),
     ("outputs",),
     ("review",),
     ("classify.labels", "classify.train"),

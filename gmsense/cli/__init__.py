@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from gmsense import __version__
+from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
 from gmsense.cli.plan import plan_command
@@ -721,6 +722,9 @@ def sources_check(
 app.add_typer(cli_review.review_app, name="review")
 app.add_typer(cli_review.users_app, name="users")
 app.add_typer(cli_review.labels_app, name="labels")
+app.add_typer(cli_restoration.register_app, name="register")
+app.add_typer(cli_restoration.zones_app, name="zones")
+app.add_typer(cli_restoration.restoration_app, name="restoration")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -266,27 +266,31 @@ def write_sites(sites: Sequence[Site], path: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_frame(path: Path, layer: str | None) -> geopandas.GeoDataFrame:
-    """The features of ``path`` as read by pyogrio; every failure becomes a SitesError."""
+def _read_frame(path: Path, layer: str | None, *, what: str = "licence areas", item: str = "licence",
+                default_layer: str = _GPKG_LAYER) -> geopandas.GeoDataFrame:
+    """The features of ``path`` as read by pyogrio; every failure becomes a SitesError.
+
+    ``what`` (plural) and ``item`` (singular) name the features in messages; a GeoPackage with
+    several layers is read from ``layer``, else from ``default_layer``."""
     if not path.exists():
         raise SitesError(
-            f"{path}: file does not exist (check the path; licence areas are read from {_FORMATS})"
+            f"{path}: file does not exist (check the path; {what} are read from {_FORMATS})"
         )
     if path.is_dir():
         raise SitesError(f"{path}: is a folder (point to a {_FORMATS} file)")
     try:
-        chosen = _choose_layer(path, pyogrio.list_layers(path), layer)
+        chosen = _choose_layer(path, pyogrio.list_layers(path), layer, default_layer, item)
         frame = _read_layer(path, chosen)
     except (RuntimeError, OSError, ValueError) as exc:  # pyogrio errors derive from RuntimeError
         reason = str(exc).split(";")[0].strip() or type(exc).__name__
         raise SitesError(
-            f"{path}: cannot be read as a vector file ({reason}); save the licence areas as "
+            f"{path}: cannot be read as a vector file ({reason}); save the {what} as "
             f"{_FORMATS}"
         ) from exc
     if not isinstance(frame, geopandas.GeoDataFrame):
-        raise SitesError(f"{path}: has no geometry (save the licence polygons as {_FORMATS})")
+        raise SitesError(f"{path}: has no geometry (save the {item} polygons as {_FORMATS})")
     if frame.empty:
-        raise SitesError(f"{path}: has no features (add the licence polygons, one per licence)")
+        raise SitesError(f"{path}: has no features (add the {item} polygons, one per {item})")
     return frame
 
 
@@ -308,8 +312,9 @@ def _read_layer(path: Path, layer: str | None) -> geopandas.GeoDataFrame:
             return geopandas.read_file(path, engine="pyogrio", layer=layer, DATE_AS_STRING="YES")
 
 
-def _choose_layer(path: Path, layers: np.ndarray, layer: str | None) -> str | None:
-    """The layer to read: ``layer``, else the only one, else one named ``sites``."""
+def _choose_layer(path: Path, layers: np.ndarray, layer: str | None, default: str = _GPKG_LAYER,
+                  item: str = "licence") -> str | None:
+    """The layer to read: ``layer``, else the only one, else one named ``default``."""
     names = [str(row[0]) for row in layers]
     if layer is not None:
         if layer not in names:
@@ -319,11 +324,11 @@ def _choose_layer(path: Path, layers: np.ndarray, layer: str | None) -> str | No
         return layer
     if len(names) <= 1:
         return None
-    if _GPKG_LAYER in names:
-        return _GPKG_LAYER
+    if default in names:
+        return default
     raise SitesError(
-        f"{path}: has {len(names)} layers ({', '.join(names)}); keep only the licence layer "
-        f"or name it {_GPKG_LAYER!r}"
+        f"{path}: has {len(names)} layers ({', '.join(names)}); keep only the {item} layer "
+        f"or name it {default!r}"
     )
 
 
@@ -382,21 +387,21 @@ def _coerce_site_id(value: Any) -> str | None:
     return text or None
 
 
-def _feature_label(index: int, site_id: str | None) -> str:
+def _feature_label(index: int, site_id: str | None, id_name: str = "site_id") -> str:
     """``feature 3 (site_id 'A-2')`` for the feature at 0-based ``index``."""
     label = f"feature {index + 1}"
-    return f"{label} (site_id {site_id!r})" if site_id else label
+    return f"{label} ({id_name} {site_id!r})" if site_id else label
 
 
-def _duplicate_problems(ids: Sequence[str | None]) -> list[str]:
-    """One problem per site_id used by more than one feature, naming the features (from 1)."""
+def _duplicate_problems(ids: Sequence[str | None], id_name: str = "site_id", items: str = "licences") -> list[str]:
+    """One problem per id used by more than one feature, naming the features (from 1)."""
     positions: dict[str, list[int]] = {}
     for index, site_id in enumerate(ids):
         if site_id is not None:
             positions.setdefault(site_id, []).append(index + 1)
     return [
-        f"duplicate site_id {site_id!r} (features {', '.join(map(str, where))}); "
-        "site_id must be unique: rename or merge these licences"
+        f"duplicate {id_name} {site_id!r} (features {', '.join(map(str, where))}); "
+        f"{id_name} must be unique: rename or merge these {items}"
         for site_id, where in positions.items()
         if len(where) > 1
     ]
@@ -482,18 +487,19 @@ class _CleanGeometry:
     repair_reason: str | None = None
 
 
-def _clean_geometry(geom: BaseGeometry | None, repair_invalid: bool) -> _CleanGeometry:
-    """A valid 2-D Polygon/MultiPolygon from ``geom`` (same CRS), or the problem with it."""
+def _clean_geometry(geom: BaseGeometry | None, repair_invalid: bool, item: str = "licence") -> _CleanGeometry:
+    """A valid 2-D Polygon/MultiPolygon from ``geom`` (same CRS), or the problem with it
+    (``item`` names the feature in messages)."""
     if geom is None or not isinstance(geom, BaseGeometry) or geom.is_empty:
         return _CleanGeometry(
-            None, "geometry is empty or missing (draw the licence boundary or remove the feature)"
+            None, f"geometry is empty or missing (draw the {item} boundary or remove the feature)"
         )
     polygonal = _polygonal(shapely.force_2d(geom))
     if polygonal is None:
         return _CleanGeometry(
             None,
             f"geometry is a {geom.geom_type}, expected a Polygon or MultiPolygon "
-            "(redraw the licence boundary as a closed polygon)",
+            f"(redraw the {item} boundary as a closed polygon)",
         )
     if shapely.is_valid(polygonal):
         return _CleanGeometry(polygonal)
@@ -509,7 +515,7 @@ def _clean_geometry(geom: BaseGeometry | None, repair_invalid: bool) -> _CleanGe
         return _CleanGeometry(
             None,
             f"polygon is invalid ({reason}) and repairing it leaves no area "
-            "(redraw the licence boundary)",
+            f"(redraw the {item} boundary)",
         )
     return _CleanGeometry(repaired, repair_reason=reason)
 
@@ -666,7 +672,7 @@ def _local_utm_crs(geom_wgs84: BaseGeometry | None) -> pyproj.CRS | None:
 
 
 def _to_local_utm(
-    accepted: Sequence[tuple[int, str, BaseGeometry, dict[str, Any]]], src: pyproj.CRS
+    accepted: Sequence[tuple[int, str, BaseGeometry, dict[str, Any]]], src: pyproj.CRS, id_name: str = "site_id"
 ) -> tuple[list[Site], list[str]]:
     """Sites in the UTM zone of each one's WGS 84 centroid, and per-feature reprojection problems.
 
@@ -688,7 +694,7 @@ def _to_local_utm(
         geom = projected.get(row)
         if crs is None or geom is None or geom.is_empty:
             problems.append(
-                f"{_feature_label(index, site_id)}: coordinates do not map to valid "
+                f"{_feature_label(index, site_id, id_name)}: coordinates do not map to valid "
                 f"longitude/latitude from CRS {_crs_label(src)} (check the file's CRS)"
             )
         else:

@@ -40,6 +40,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -51,8 +52,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool, StaticPool
 
 from gmsense.errors import EXIT_BAD_INPUT, StoreError
+from gmsense.geo.register import RegisterPolygon, Zone
 from gmsense.geo.sites import WGS84, Site, reproject_geometry
-from gmsense.records import PatchRecord, SiteResult, same_disturbance
+from gmsense.records import PatchRecord, RestorationRecord, SiteResult, same_disturbance
 
 DEFAULT_DB_FILE = "gmsense.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -231,6 +233,65 @@ class ReviewRow(Base):
     comment: Mapped[str] = mapped_column(Text)
     corrected_class: Mapped[str | None] = mapped_column(String(20), nullable=True)
     previous_status: Mapped[str] = mapped_column(String(20))
+
+
+class RegisterRow(Base):
+    """A polygon of the register of mine land (gmsense.geo.register); ``area_m2`` in its local UTM zone."""
+
+    __tablename__ = "register_polygons"
+    register_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
+    local_wkt: Mapped[str] = mapped_column(Text)
+    local_crs: Mapped[str] = mapped_column(Text)
+    area_m2: Mapped[float] = mapped_column(Float)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class ZoneRow(Base):
+    """A green-mine demonstration zone; ``target_rate`` (0-1) overrides the configured target."""
+
+    __tablename__ = "demonstration_zones"
+    zone_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    target_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class RestorationRunRow(Base):
+    """One ``gmsense restoration run``: the imagery and thresholds behind the status rows it wrote."""
+
+    __tablename__ = "restoration_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    imagery: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    gmsense_version: Mapped[str] = mapped_column(String(50))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RestorationStatusRow(Base):
+    """A register polygon in one year: see gmsense.records.RestorationRecord."""
+
+    __tablename__ = "restoration_status"
+    __table_args__ = (UniqueConstraint("register_id", "year"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    register_id: Mapped[str] = mapped_column(ForeignKey("register_polygons.register_id"), index=True)
+    year: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    events: Mapped[str] = mapped_column(String(40), default="")
+    polygon_ndvi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reference_ndvi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    restored_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_pixels: Mapped[int] = mapped_column(Integer)
+    n_reference: Mapped[int] = mapped_column(Integer)
+    image_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("restoration_runs.id"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -612,6 +673,83 @@ class Store:
     def site_rows(self) -> list[SiteRow]:
         with self.session() as s:
             return list(s.scalars(select(SiteRow).order_by(SiteRow.site_id)))
+
+    # --- register of mine land, demonstration zones, restoration (issue 19) ----------------------
+    def upsert_register(self, polygons: list[RegisterPolygon]) -> dict[str, int]:
+        """Store register polygons in one transaction; a ``register_id`` already stored is replaced
+        (and its status rows dropped when its boundary changed: they no longer describe it).
+        Returns counts ``new``, ``replaced``, ``reset`` (replaced with a new boundary)."""
+        counts = {"new": 0, "replaced": 0, "reset": 0}
+        with self.session() as s, s.begin():
+            for polygon in polygons:
+                row = s.get(RegisterRow, polygon.register_id)
+                local_wkt = polygon.geometry.wkt
+                if row is None:
+                    row = RegisterRow(register_id=polygon.register_id)
+                    counts["new"] += 1
+                else:
+                    counts["replaced"] += 1
+                    if row.local_wkt != local_wkt or row.local_crs != polygon.crs.to_string():
+                        counts["reset"] += 1
+                        s.execute(delete(RestorationStatusRow)
+                                  .where(RestorationStatusRow.register_id == polygon.register_id))
+                row.kind, row.local_wkt, row.local_crs = polygon.kind, local_wkt, polygon.crs.to_string()
+                row.geometry_wkt, row.area_m2 = polygon.geometry_wgs84.wkt, polygon.area_m2
+                row.attrs = json.loads(json.dumps(polygon.attrs, default=str))
+                row.updated_at = _now()
+                s.add(row)
+        return counts
+
+    def upsert_zones(self, zones: list[Zone]) -> dict[str, int]:
+        """Store demonstration zones in one transaction (an id already stored is replaced)."""
+        counts = {"new": 0, "replaced": 0}
+        with self.session() as s, s.begin():
+            for zone in zones:
+                row = s.get(ZoneRow, zone.zone_id)
+                counts["replaced" if row is not None else "new"] += 1
+                row = row or ZoneRow(zone_id=zone.zone_id)
+                row.name, row.target_rate, row.geometry_wkt = zone.name, zone.target_rate, zone.geometry_wgs84.wkt
+                row.attrs = json.loads(json.dumps(zone.attrs, default=str))
+                row.updated_at = _now()
+                s.add(row)
+        return counts
+
+    def register_rows(self) -> list[RegisterRow]:
+        with self.session() as s:
+            return list(s.scalars(select(RegisterRow).order_by(RegisterRow.register_id)))
+
+    def zone_rows(self) -> list[ZoneRow]:
+        with self.session() as s:
+            return list(s.scalars(select(ZoneRow).order_by(ZoneRow.zone_id)))
+
+    def begin_restoration_run(self, imagery: str, settings: dict[str, Any], gmsense_version: str) -> int:
+        with self.session() as s, s.begin():
+            row = RestorationRunRow(imagery=imagery, settings=settings, gmsense_version=gmsense_version, summary={})
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_restoration_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(RestorationRunRow, run_id)
+            row.summary, row.finished_at = summary, _now()
+
+    def save_restoration(self, run_id: int, register_id: str, records: list[RestorationRecord]) -> None:
+        """Replace the status rows of one register polygon by ``records``, in one transaction."""
+        with self.session() as s, s.begin():
+            s.execute(delete(RestorationStatusRow).where(RestorationStatusRow.register_id == register_id))
+            for record in records:
+                values = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(record).items()}
+                s.add(RestorationStatusRow(run_id=run_id, **values))
+
+    def restoration_rows(self) -> list[RestorationStatusRow]:
+        with self.session() as s:
+            return list(s.scalars(select(RestorationStatusRow)
+                                  .order_by(RestorationStatusRow.register_id, RestorationStatusRow.year)))
+
+    def restoration_runs(self) -> list[RestorationRunRow]:
+        with self.session() as s:
+            return list(s.scalars(select(RestorationRunRow).order_by(RestorationRunRow.id)))
 
     # --- results -----------------------------------------------------------------------------
     def save_site_result(self, scan_id: int, result: SiteResult, unit_key: str = "") -> dict[str, Any]:

@@ -1,0 +1,244 @@
+"""Registers of mine land and green-mine demonstration zones: read, validate, repair, reproject.
+
+A register holds abandoned / legacy mine land and operating-mine reclamation areas, one polygon
+per ``register_id``, whose restoration gmsense follows year by year (gmsense.restoration). Files
+are read as licence files are (:mod:`gmsense.geo.sites`: GeoJSON, GeoPackage or Shapefile in any
+CRS, invalid polygons repaired with a warning, every problem in one error message), and each
+polygon ends in the WGS 84 / UTM zone of its centroid (metres).
+
+Register properties: ``register_id`` (unique), ``kind`` (one of :data:`KINDS`), ``mineral_class``
+(energy, metal, non_metal, water_gas), ``responsible_party`` (a name, or ``none: historical``),
+``province``, ``city``, ``county`` (codes or names), and optionally ``planned_measure``,
+``restoration_deadline`` (a date, kept as ``YYYY-MM-DD``) and ``demonstration_zone`` (a
+``zone_id``). Zone properties: ``zone_id`` (unique), ``name``, optional ``target_rate`` (the
+restoration rate the zone must reach, a share 0-1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas
+import pyproj
+from shapely.geometry.base import BaseGeometry
+
+from gmsense.errors import SitesError
+from gmsense.geo.sites import (
+    MINERAL_CLASSES,
+    WGS84,
+    SiteRepairWarning,
+    _clean_geometry,
+    _coerce_site_id,
+    _contract_name_for,
+    _crs_problems,
+    _duplicate_problems,
+    _feature_label,
+    _format_problems,
+    _json_value,
+    _parse_date,
+    _read_frame,
+    _to_local_utm,
+    reproject_geometry,
+)
+
+#: What kind of mine land a register polygon is.
+KINDS: tuple[str, ...] = ("open_pit", "waste_dump", "tailings", "subsidence", "exploration_legacy", "other")
+#: The value of ``responsible_party`` for land nobody is liable for.
+NO_PARTY = "none: historical"
+REGISTER_REQUIRED: tuple[str, ...] = ("register_id", "kind", "mineral_class", "responsible_party",
+                                      "province", "city", "county")
+REGISTER_OPTIONAL: tuple[str, ...] = ("planned_measure", "restoration_deadline", "demonstration_zone")
+ZONE_REQUIRED: tuple[str, ...] = ("zone_id", "name")
+ZONE_OPTIONAL: tuple[str, ...] = ("target_rate",)
+
+
+@dataclass(frozen=True)
+class RegisterPolygon:
+    """One polygon of mine land: ``geometry`` a valid (Multi)Polygon in ``crs`` (its local UTM zone,
+    metres); ``attrs`` every other property (the register fields above and any others, JSON values)."""
+
+    register_id: str
+    kind: str
+    geometry: BaseGeometry
+    crs: pyproj.CRS
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def area_m2(self) -> float:
+        """Area in m² (in the local UTM zone)."""
+        return float(self.geometry.area)
+
+    @property
+    def geometry_wgs84(self) -> BaseGeometry:
+        return reproject_geometry(self.geometry, self.crs, WGS84)
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A green-mine demonstration zone: ``target_rate`` (share 0-1) overrides the configured target."""
+
+    zone_id: str
+    name: str
+    target_rate: float | None
+    geometry: BaseGeometry
+    crs: pyproj.CRS
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def geometry_wgs84(self) -> BaseGeometry:
+        return reproject_geometry(self.geometry, self.crs, WGS84)
+
+
+def read_register(path: str | os.PathLike[str], *, repair_invalid: bool = True,
+                  layer: str | None = None) -> list[RegisterPolygon]:
+    """Read and validate a register of mine land (see the module docstring).
+
+    Raises :class:`~gmsense.errors.SitesError` with one message listing every problem: missing
+    columns, missing or duplicate ``register_id``, an unknown ``kind`` (the message lists the
+    allowed ones), an unknown ``mineral_class``, a bad ``restoration_deadline``, empty or
+    non-polygonal geometry. Invalid polygons are repaired with a :class:`SiteRepairWarning`
+    naming the register_id (unless ``repair_invalid`` is False: then they are problems too).
+    """
+    path = Path(path)
+    frame = _read_frame(path, layer, what="register polygons", item="register", default_layer="register")
+    rows = _validated(frame, str(path), "register_id", REGISTER_REQUIRED, REGISTER_OPTIONAL, _register_attrs,
+                      repair_invalid, "mine land", "register polygons")
+    return [RegisterPolygon(s.site_id, s.attrs.pop("kind"), s.geometry, s.crs, s.attrs) for s in rows]
+
+
+def read_zones(path: str | os.PathLike[str], *, repair_invalid: bool = True,
+               layer: str | None = None) -> list[Zone]:
+    """Read and validate demonstration zones (``zone_id``, ``name``, optional ``target_rate``)."""
+    path = Path(path)
+    frame = _read_frame(path, layer, what="demonstration zones", item="zone", default_layer="zones")
+    rows = _validated(frame, str(path), "zone_id", ZONE_REQUIRED, ZONE_OPTIONAL, _zone_attrs, repair_invalid,
+                      "zone", "zones")
+    return [Zone(s.site_id, str(s.attrs.pop("name")), s.attrs.pop("target_rate", None), s.geometry, s.crs, s.attrs)
+            for s in rows]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _renames(columns: Iterable[Any], geometry_column: str, wanted: Sequence[str]) -> dict[str, str]:
+    """Upper-case or Shapefile-cut names (``REGISTER_I``, ``restoratio``) back to the field names."""
+    present = {str(c) for c in columns}
+    candidates: dict[str, list[str]] = {}
+    for column in present - {geometry_column, *wanted}:
+        target = _contract_name_for(column.lower(), wanted)
+        if target is not None and target not in present:
+            candidates.setdefault(target, []).append(column)
+    return {sources[0]: target for target, sources in candidates.items() if len(sources) == 1}
+
+
+def _validated(frame: geopandas.GeoDataFrame, label: str, id_name: str, required: Sequence[str],
+               optional: Sequence[str], check_attrs: Any, repair_invalid: bool, item: str, items: str) -> list[Any]:
+    """Features as :class:`gmsense.geo.sites.Site` records (id, local UTM geometry, attrs), or one
+    SitesError listing every problem."""
+    frame = frame.rename(columns=_renames(frame.columns, frame.geometry.name, (*required, *optional)))
+    geometry_column = frame.geometry.name
+    found = [str(c) for c in frame.columns if c != geometry_column]
+    missing = [c for c in required if c not in frame.columns]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        f"(columns found: {', '.join(found) or 'none'}); a {item} file needs "
+                        f"{', '.join(required)}")
+    crs_problems = _crs_problems(frame, Path(label).name)
+    problems.extend(crs_problems)
+    has_ids = id_name in frame.columns
+    ids = [_coerce_site_id(v) for v in frame[id_name]] if has_ids else [None] * len(frame)
+    problems.extend(_duplicate_problems(ids, id_name, items))
+    records = frame[[c for c in frame.columns if c not in (id_name, geometry_column)]].to_dict("records")
+    accepted, repairs = [], []
+    for index, (the_id, geom, record) in enumerate(zip(ids, frame.geometry, records, strict=True)):
+        feature: list[str] = []
+        if has_ids and the_id is None:
+            feature.append(f"{id_name} is missing (give every {item} polygon a unique, non-empty {id_name})")
+        clean = _clean_geometry(geom, repair_invalid, item)
+        if clean.problem:
+            feature.append(clean.problem)
+        attrs = {str(k): v for k, v in ((k, _json_value(v)) for k, v in record.items())
+                 if v is not None and not (isinstance(v, str) and not v.strip())}
+        if not missing:
+            feature.extend(f"{name} is missing (fill it in)" for name in required
+                           if name != id_name and name not in attrs)
+        feature.extend(check_attrs(attrs))
+        if feature:
+            problems.extend(f"{_feature_label(index, the_id, id_name)}: {p}" for p in feature)
+            continue
+        if the_id is None or clean.geometry is None:
+            continue
+        if clean.repair_reason:
+            repairs.append((the_id, clean.repair_reason))
+        accepted.append((index, the_id, clean.geometry, attrs))
+    out: list[Any] = []
+    if not crs_problems and accepted:
+        out, reprojection = _to_local_utm(accepted, pyproj.CRS(frame.crs), id_name)
+        problems.extend(reprojection)
+    if problems:
+        raise SitesError(_format_problems(label, problems))
+    for the_id, reason in repairs:
+        warnings.warn(f"{label}: {id_name} {the_id!r}: invalid polygon ({reason}) repaired with make_valid; "
+                      f"check the {item} boundary", SiteRepairWarning, stacklevel=3)
+    return out
+
+
+def _choice(value: Any) -> str | None:
+    return re.sub(r"[\s-]+", "_", value.strip().lower()) if isinstance(value, str) else None
+
+
+def _register_attrs(attrs: dict[str, Any]) -> list[str]:
+    """Check and normalise one register feature's attrs in place; the problems found."""
+    problems = []
+    if "kind" in attrs:
+        kind = _choice(attrs["kind"])
+        if kind in KINDS:
+            attrs["kind"] = kind
+        else:
+            problems.append(f"kind is {attrs['kind']!r}, expected one of {', '.join(KINDS)}")
+    if "mineral_class" in attrs:
+        mineral = _choice(attrs["mineral_class"])
+        if mineral in MINERAL_CLASSES:
+            attrs["mineral_class"] = mineral
+        else:
+            problems.append(f"mineral_class is {attrs['mineral_class']!r}, expected one of "
+                            f"{', '.join(MINERAL_CLASSES)}")
+    party = attrs.get("responsible_party")
+    if isinstance(party, str) and party.strip().lower().replace(" ", "") in ("none:historical", "none", "historical"):
+        attrs["responsible_party"] = NO_PARTY
+    for name in ("province", "city", "county", "demonstration_zone", "responsible_party", "planned_measure"):
+        if name in attrs:
+            attrs[name] = str(_coerce_site_id(attrs[name]))
+    if "restoration_deadline" in attrs:
+        parsed = _parse_date(attrs["restoration_deadline"])
+        if parsed is None:
+            problems.append(f"restoration_deadline is {attrs['restoration_deadline']!r}, not a date "
+                            "(write dates as YYYY-MM-DD, or leave it empty)")
+        else:
+            attrs["restoration_deadline"] = parsed.isoformat()
+    return problems
+
+
+def _zone_attrs(attrs: dict[str, Any]) -> list[str]:
+    """Check one zone's attrs in place (``target_rate`` a share 0-1); the problems found."""
+    if "target_rate" not in attrs:
+        return []
+    value = attrs["target_rate"]
+    try:
+        rate = float(str(value).strip().rstrip("%")) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        rate = math.nan
+    if isinstance(value, str) and value.strip().endswith("%"):
+        rate /= 100
+    if not (math.isfinite(rate) and 0 <= rate <= 1):
+        return [f"target_rate is {value!r}, expected a share between 0 and 1 (0.4 or 40% for 40 %)"]
+    attrs["target_rate"] = rate
+    return []

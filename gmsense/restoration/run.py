@@ -1,0 +1,105 @@
+"""``gmsense restoration run``: every register polygon in the store over the imagery, status rows stored.
+
+The imagery is what the local source reads (gmsense.sources.local): best a folder of annual
+composites ``YYYY.tif``; a folder of dated acquisitions or a NetCDF/Zarr cube works too (each
+pixel's median growing-season NDVI per year stands for that year). Each polygon is read with its
+reference ring around it (``ring_outer_m`` plus one 30 m margin), in the imagery's CRS; each
+polygon's rows are replaced in one transaction, so a failed polygon leaves its old rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+from shapely import STRtree, wkt
+
+from gmsense import __version__
+from gmsense.config import Settings
+from gmsense.cube.ops import growing_season, masked_index, season_year
+from gmsense.errors import ImageryError, InputError
+from gmsense.geo.grid import grid_transform
+from gmsense.geo.register import RegisterPolygon
+from gmsense.geo.sites import WGS84, Site, reproject_geometry
+from gmsense.records import RestorationRecord
+from gmsense.restoration.status import annual_ndvi, classify, exclusion, masks, measure
+from gmsense.store import RegisterRow, Store
+
+MARGIN_M = 30.0  # read this much beyond the reference ring, metres
+
+
+def register_polygon(row: RegisterRow) -> RegisterPolygon:
+    """A stored register row as a :class:`RegisterPolygon` in its local UTM zone."""
+    return RegisterPolygon(row.register_id, row.kind, wkt.loads(row.local_wkt),
+                           pyproj.CRS.from_user_input(row.local_crs), dict(row.attrs or {}))
+
+
+def analyse_polygon(polygon: RegisterPolygon, neighbours: list[RegisterPolygon], source: Any,
+                    settings: Settings) -> list[RestorationRecord]:
+    """The yearly records of one polygon (``neighbours``: the register polygons near it, itself
+    included, left out of its reference ring)."""
+    s = settings.restoration
+    region = polygon.geometry.buffer(s.ring_outer_m + MARGIN_M)
+    site = Site(polygon.register_id, polygon.geometry, polygon.crs, {})
+    cube = growing_season(source.load(site, region, None, None), settings.season).load()
+    if cube.sizes["time"] == 0:
+        raise ImageryError(f"register polygon {polygon.register_id}: the imagery has no growing-season dates")
+    crs = pyproj.CRS.from_user_input(cube.rio.crs)
+    geometry = reproject_geometry(polygon.geometry, polygon.crs, crs)
+    others = [reproject_geometry(n.geometry, n.crs, crs) for n in neighbours]
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    inside, ring = masks(geometry, exclusion(others, s), shape, grid_transform(cube), s)
+    ndvi = masked_index(cube, "ndvi").transpose("time", "y", "x").values
+    date_years = season_year(cube["time"].values, settings.season)
+    years, yearly = annual_ndvi(ndvi, date_years)
+    found = measure(yearly, inside, ring, s)
+    trajectory = classify(found.ratio, s)
+    images = cube["image_id"].values if "image_id" in cube.coords else np.array([None] * date_years.size)
+    out = []
+    for k, year in enumerate(years):
+        names = [str(i) for i in images[date_years == year] if i is not None]
+        image_id = "+".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "") if names else None
+        out.append(RestorationRecord(
+            polygon.register_id, int(year), trajectory.statuses[k], _num(found.polygon_ndvi[k]),
+            _num(found.reference_ndvi[k]), _num(found.ratio[k]), _num(found.restored_share[k]),
+            int(found.n_pixels[k]), int(found.n_reference[k]), trajectory.events[k], image_id))
+    return out
+
+
+def run_restoration(store: Store, imagery: Path, settings: Settings,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Analyse every register polygon in ``store`` over ``imagery``; returns the run's summary
+    (``run_id``, ``polygons``, ``done``, ``failed``: register_id -> error, ``years``)."""
+    from gmsense.sources import get_source
+
+    polygons = [register_polygon(r) for r in store.register_rows()]
+    if not polygons:
+        raise InputError(f"the store {store.location} holds no register polygons: run gmsense register import FILE")
+    source = get_source("local", settings, imagery)
+    tree = STRtree([p.geometry_wgs84 for p in polygons])
+    run_id = store.begin_restoration_run(str(Path(imagery).resolve()), settings.restoration.model_dump(), __version__)
+    failed: dict[str, str] = {}
+    years: set[int] = set()
+    for n, polygon in enumerate(polygons, start=1):
+        reach = reproject_geometry(polygon.geometry.buffer(settings.restoration.ring_outer_m), polygon.crs, WGS84)
+        neighbours = [polygons[i] for i in tree.query(reach)]
+        try:
+            records = analyse_polygon(polygon, neighbours, source, settings)
+        except ImageryError as exc:
+            failed[polygon.register_id] = str(exc)
+        else:
+            store.save_restoration(run_id, polygon.register_id, records)
+            years.update(r.year for r in records)
+        if progress is not None:
+            progress(polygon.register_id, n, len(polygons))
+    summary = {"run_id": run_id, "polygons": len(polygons), "done": len(polygons) - len(failed), "failed": failed,
+               "years": [min(years), max(years)] if years else []}
+    store.finish_restoration_run(run_id, summary)
+    return summary
+
+
+def _num(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 4)
