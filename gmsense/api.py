@@ -199,7 +199,8 @@ def open_imagery(path: str | Path, *, region: BaseGeometry | None = None, crs: A
     ``region``: read only this area (a shapely geometry in ``crs``, default the imagery's CRS);
     without it the whole extent is read. ``start``/``end``: inclusive ISO dates. ``band_names``:
     the bands, in band order, of GeoTIFFs without band descriptions (default: the setting
-    ``local.band_names``). ``settings``: its ``local`` section (``dn_scale``, ``band_names``) is used;
+    ``local.band_names``). ``settings``: its ``local`` section (``dn_scale``, ``band_names``,
+    ``harmonise``: Landsat 5/7 files named after their product made OLI-like) is used;
     default the shipped settings. The cube is on the imagery's own grid and projected CRS (x/y in
     metres), lazy where the store allows.
     """
@@ -207,7 +208,8 @@ def open_imagery(path: str | Path, *, region: BaseGeometry | None = None, crs: A
 
     local = (settings or Settings()).local
     options: dict[str, Any] = {"start": start, "end": end, "dn_scale": local.dn_scale,
-                               "band_names": band_names if band_names is not None else local.band_names}
+                               "band_names": band_names if band_names is not None else local.band_names,
+                               "harmonise_method": local.harmonise}
     path = Path(path)
     footprint, imagery_crs = imagery_footprint(path)
     if region is not None:

@@ -307,6 +307,11 @@ class LocalSettings(_Settings):
         description="names of the bands, in band order, of GeoTIFFs without band descriptions "
                     "(e.g. [blue, green, red, nir, swir16, swir22]); descriptions win where a file has them",
     )
+    harmonise: Literal["roy2016_ols", "roy2016_rma", "none"] = Field(
+        "roy2016_ols",
+        description="make Landsat 5 TM / 7 ETM+ dates (files named after their product, LT05_/LE07_) OLI-like: "
+                    "roy2016_ols (Roy et al. 2016, Table 2 OLS), roy2016_rma, or none; see docs/earthengine.md",
+    )
 
 
 class ScanSettings(_Settings):
@@ -349,6 +354,10 @@ class EarthEngineSettings(_Settings):
                     "credentials")
     cache_dir: str | None = Field(
         None, description="Zarr pixel cache folder; null: $GMSENSE_EE_CACHE, else ~/.cache/gmsense/earthengine")
+    harmonise: Literal["roy2016_ols", "roy2016_rma", "none"] = Field(
+        "roy2016_ols",
+        description="landsat-archive: make the TM / ETM+ dates OLI-like: roy2016_ols (Roy et al. 2016, Table 2 "
+                    "OLS), roy2016_rma, or none; see docs/earthengine.md")
 
 
 #: Settings of how a scan runs, not of what it finds: not part of :meth:`Settings.config_hash`
@@ -387,6 +396,12 @@ class Settings(_Settings):
         data.pop("restoration", None)  # restoration accounting reads composites, never a scan's result
         if data["synthetic"].get("domain") == "classic":  # the world before domains existed: the same hash
             data["synthetic"].pop("domain")
+        # Harmonisation changes only TM / ETM+ dates: the hash of a Sentinel-2 or Landsat 8/9 collection, and
+        # of local imagery at the default, stays what it was before the setting existed.
+        if data["earthengine"].get("collection") != "landsat-archive":
+            data["earthengine"].pop("harmonise", None)
+        if data["local"].get("harmonise") == "roy2016_ols":
+            data["local"].pop("harmonise")
         for section, keys in OPERATIONAL_SETTINGS.items():
             for key in keys or list(data.get(section, {})):
                 data.get(section, {}).pop(key, None)

@@ -415,7 +415,24 @@ def test_archive_cube_reaches_before_2013(archive_server: FakeServer, tmp_path: 
     assert np.isnan(etm.red.values[:, gaps]).all(), "SLC-off gaps are not observed"
     assert not etm.clear.values[:, gaps].any()
     assert etm.clear.values[:, ~gaps].all()
-    np.testing.assert_array_equal(loaded.red.values[0], loaded.red.values[2])  # the same scene, same pixels
+    # the same scene, same pixels: the TM day made OLI-like (Roy et al. 2016, Table 2 OLS), the OLI day as is
+    assert list(cube.sensor.values) == ["TM", "ETM+", "OLI"]
+    assert cube.attrs["harmonise"] == "roy2016_ols"
+    assert cube.attrs["harmonised_dates"] == 2
+    np.testing.assert_allclose(loaded.red.values[0], 0.0061 + 0.9047 * loaded.red.values[2], rtol=1e-6)
+    np.testing.assert_allclose(loaded.nir.values[0], 0.0412 + 0.8462 * loaded.nir.values[2], rtol=1e-6)
+
+
+def test_archive_harmonisation_can_be_turned_off(archive_server: FakeServer, tmp_path: Path) -> None:
+    from gmsense.sources.earthengine import clear_listing_memo, load_cube
+
+    clear_listing_memo()
+    res = load_cube(_cfg(tmp_path, collection="landsat-archive", harmonise="none"), LICENCE, UTM50N, "1990-01-01",
+                    "2021-12-31", site_id="L-1", limiter=RequestLimiter(2), policy=FAST)
+    assert list(res.cube.sensor.values) == ["TM", "ETM+", "OLI"]
+    assert res.cube.attrs["harmonise"] == "none"
+    loaded = res.cube.compute()
+    np.testing.assert_array_equal(loaded.red.values[0], loaded.red.values[2])  # the same scene, as fetched
 
 
 def test_archive_is_planned_as_landsat() -> None:

@@ -139,7 +139,7 @@ def _polygon_rows(polygons: pd.DataFrame, path: Path, imagery: Path, settings: S
     area = box(*local.total_bounds).buffer(POLYGON_MARGIN_M)
     site = Site(f"labels:{Path(path).stem}", area, crs, {})
     cube = read_local_cube(imagery, area, crs, dn_scale=settings.local.dn_scale, site_id=site.site_id,
-                           band_names=settings.local.band_names)
+                           band_names=settings.local.band_names, harmonise_method=settings.local.harmonise)
     result = analyse_cube(site, cube, settings)
     cube_crs = pyproj.CRS.from_user_input(cube.rio.crs)
     truth = local.to_crs(cube_crs)

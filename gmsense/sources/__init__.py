@@ -126,7 +126,8 @@ class LocalSource:
 
         return read_local_cube(self.path, region, site.crs, start=start, end=end,
                                dn_scale=self.settings.local.dn_scale, site_id=site.site_id,
-                               band_names=self.settings.local.band_names)
+                               band_names=self.settings.local.band_names,
+                               harmonise_method=self.settings.local.harmonise)
 
     def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
         from gmsense.sources.local import latest_date

@@ -43,6 +43,18 @@ _LANDSAT = {
     "swir1": ("sr_b6",),
     "swir2": ("sr_b7",),
 }
+# Landsat 4-7 TM / ETM+ Collection 2 Level-2 surface reflectance (USGS LSDS-1618, Landsat 4-7 C2 L2
+# Science Product Guide): SR_B1..SR_B5 and SR_B7 (band 6 is thermal, ST_B6). The same names as OLI's
+# for other bands, so they apply only to files whose names say TM or ETM+ (LT05_, LE07_: see
+# gmsense.cube.harmonise.sensor_of).
+_LANDSAT_TM_ETM = {
+    "blue": ("sr_b1",),
+    "green": ("sr_b2",),
+    "red": ("sr_b3",),
+    "nir": ("sr_b4",),
+    "swir1": ("sr_b5",),
+    "swir2": ("sr_b7",),
+}
 _COMMON_ALIASES = {"swir1": ("swir16",), "swir2": ("swir22",), NIR_NARROW: ("nir08",)}
 
 #: Lower-case alias -> common name (or :data:`NIR_NARROW`).
@@ -52,6 +64,10 @@ BAND_ALIASES: dict[str, str] = {
     for name, aliases in table.items()
     for alias in aliases
 } | {name: name for name in CUBE_BANDS}
+#: :data:`BAND_ALIASES` for TM / ETM+ products: their ``SR_B*`` numbering instead of OLI's.
+BAND_ALIASES_TM_ETM: dict[str, str] = {
+    alias: name for alias, name in BAND_ALIASES.items() if not alias.startswith("sr_b")
+} | {alias: name for name, aliases in _LANDSAT_TM_ETM.items() for alias in aliases}
 
 #: Mask band kinds, by lower-case name.
 MASK_NAMES = ("scl", "qa_pixel", "clear", "cloud")
@@ -115,14 +131,19 @@ class BandPlan:
 def accepted_names() -> str:
     """A one-line list of the band and mask names the local reader understands (for error messages)."""
     return (
-        "S2 B02/B2 B03 B04 B05 B06 B07 B08 B8A B11 B12, Landsat SR_B2..SR_B7, or "
+        "S2 B02/B2 B03 B04 B05 B06 B07 B08 B8A B11 B12, Landsat SR_B2..SR_B7 (TM/ETM+ files named LT05_/LE07_: "
+        "SR_B1..SR_B5, SR_B7), or "
         + " ".join(CUBE_BANDS)
         + " (swir16/swir22); masks SCL, QA_PIXEL, clear, cloud"
     )
 
 
-def plan_bands(names: Iterable[str | None]) -> BandPlan:
+def plan_bands(names: Iterable[str | None], sensor: str = "") -> BandPlan:
     """Map source band names (case-insensitive; ``None`` = unnamed) to the cube's common names.
+
+    ``sensor`` (``TM``, ``ETM+``, ``OLI`` or ``""`` unknown, e.g. from the file name) chooses the
+    Landsat ``SR_B*`` numbering: TM / ETM+ ``SR_B1`` blue .. ``SR_B5`` swir1, ``SR_B7`` swir2;
+    otherwise OLI's ``SR_B2`` blue .. ``SR_B7`` swir2.
 
     B8A becomes ``nir`` only when no B08/``nir`` is present; otherwise it is ignored (the contract
     has a single NIR band, and the broad B08 matches the other 10 m bands). When two source names
@@ -141,7 +162,7 @@ def plan_bands(names: Iterable[str | None]) -> BandPlan:
             s2 |= key == "scl"
             landsat |= key == "qa_pixel"
             continue
-        common = BAND_ALIASES.get(key)
+        common = (BAND_ALIASES_TM_ETM if sensor in ("TM", "ETM+") else BAND_ALIASES).get(key)
         if common is None:
             continue
         bands.setdefault(common, raw)

@@ -16,7 +16,10 @@ A thin fetcher around ``ee.data.computePixels`` (no xee), per licence:
 4. the cube is read lazily (dask, one task per date) from the cache: float32 reflectance under
    the common names, ``clear``, datetime64 ``time`` (UTC day; images of the same day, e.g.
    overlapping Sentinel-2 tiles, are merged preferring clear, then observed pixels) and the
-   ``image_id`` coordinate on ``time`` (the Earth Engine image id(s) of each day, joined by ``+``).
+   ``image_id`` coordinate on ``time`` (the Earth Engine image id(s) of each day, joined by ``+``);
+   Landsat cubes also carry a ``sensor`` coordinate on ``time`` (``TM``, ``ETM+``, ``OLI``, from the
+   ids), and ``landsat-archive`` cubes have their TM / ETM+ days made OLI-like by
+   ``earthengine.harmonise`` (:mod:`gmsense.cube.harmonise`, Roy et al. 2016; the cache stays raw).
 
 Authentication: a service-account key file or application default credentials and a Cloud
 project, from settings (``earthengine.credentials``, ``earthengine.project``) or the environment
@@ -46,6 +49,7 @@ from shapely.geometry.base import BaseGeometry
 
 from gmsense.config import EarthEngineSettings
 from gmsense.cube.contract import validate_cube
+from gmsense.cube.harmonise import harmonise, with_sensor
 from gmsense.errors import ImageryError
 from gmsense.geo.grid import Grid, crop_grid
 from gmsense.sources.earthengine import _graph as graphs
@@ -403,6 +407,8 @@ def cube_from_cache(cache: PixelCache, images: list[ImageRef], grid: Grid, spec:
     ds.y.attrs.update(units="metre", long_name="y (pixel centre)")
     ds = ds.rio.write_crs(crs_code(grid.crs)).rio.write_transform(grid.transform)
     ds.attrs.update(source="earthengine", platform=spec.platform, resolution_m=spec.resolution_m, **attrs)
+    if spec.platform == "landsat":  # the sensor of each day (TM, ETM+, OLI) from its image ids
+        ds = with_sensor(ds)
     return ds
 
 
@@ -451,6 +457,8 @@ def load_cube(cfg: EarthEngineSettings, region: BaseGeometry, crs: Any, start: s
     if spec.key == "sentinel-2":
         attrs["cs_cdf_threshold"] = cfg.cs_cdf_threshold
     cube = cube_from_cache(cache, images, grid, spec, attrs)
+    if spec.key == "landsat-archive":  # TM / ETM+ days made OLI-like (gmsense.cube.harmonise); the cache stays raw
+        cube = harmonise(cube, cfg.harmonise)
     return LoadResult(validate_cube(cube, where=f"Earth Engine cube of licence {site_id}"), images, stats)
 
 

@@ -26,8 +26,9 @@ Collections and masks:
   ``LANDSAT/LE07/C02/T1_L2`` merged with Landsat 8/9, each renamed to the common names from its own
   band numbering (TM/ETM+ ``SR_B1, B2, B3, B4, B5, B7``; OLI ``SR_B2 .. SR_B7``), same scale factors
   and QA_PIXEL bits (bit 2, cirrus, is unused and 0 for TM/ETM+). ETM+ scan-line-corrector gaps
-  (SLC-off, after 2003-05-31) are fill: masked, so ``qa`` 0 (not observed). No cross-sensor
-  harmonisation of reflectance is applied.
+  (SLC-off, after 2003-05-31) are fill: masked, so ``qa`` 0 (not observed). The graphs fetch each
+  sensor's reflectance as it is; the cross-sensor harmonisation of TM / ETM+ to OLI is applied to
+  the cube, client-side (:mod:`gmsense.cube.harmonise`).
 
 Every collection's request grid is anchored on its native lattice (:attr:`CollectionSpec.grid_origin_m`).
 """

@@ -54,6 +54,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.cube.contract import validate_cube
+from gmsense.cube.harmonise import ATTR_METHOD, DEFAULT_METHOD, SENSOR_COORD, harmonise, sensor_of, with_sensor
 from gmsense.errors import ImageryError
 from gmsense.geo.grid import Grid, crop_grid
 from gmsense.sources._bands import (
@@ -323,7 +324,7 @@ def read_tiff_header(path: Path, day: np.datetime64, band_names: Sequence[str] |
                         "give one name per band, in band order"
                     )
                 names = list(band_names)
-            plan = plan_bands(names)
+            plan = plan_bands(names, sensor_of(path.name))
             index = {name: i + 1 for i, name in reversed(list(enumerate(names))) if name}
             used = [*plan.bands.values(), *([plan.mask[1]] if plan.mask else [])]
             scaling = {}
@@ -620,7 +621,7 @@ def _read_folder(folder: Path, region: BaseGeometry, region_crs: pyproj.CRS, dat
 
     tasks = [dask.delayed(_read_date)(group, grid, common, fallback) for group in by_day.values()]
     image_ids = ["+".join(i.path.name for i in group) for group in by_day.values()]
-    ds = lazy_cube(tasks, np.array(list(by_day)), image_ids, grid, common)
+    ds = with_sensor(lazy_cube(tasks, np.array(list(by_day)), image_ids, grid, common))
     return _finish(ds, grid.crs, grid.transform, platform=platform, path=folder, extra=extra)
 
 
@@ -833,6 +834,7 @@ def read_local_cube(
     dn_scale: DnScale = "auto",
     site_id: str | None = None,
     band_names: Sequence[str] | None = None,
+    harmonise_method: str = DEFAULT_METHOD,
 ) -> xr.Dataset:
     """Read local imagery over ``region`` into the cube contract (see the module docstring).
 
@@ -844,6 +846,12 @@ def read_local_cube(
     :mod:`gmsense.sources.local.theia`). ``site_id`` is named in errors. ``band_names``: the names,
     in band order, of the bands of GeoTIFFs that have no band descriptions (e.g. ``["blue", "green",
     "red", "nir", "swir16", "swir22"]``); descriptions win where a file has them.
+
+    Files named after a Landsat product (``2005-06-20_LE07_L2SP_....tif``: ``LT04``/``LT05`` TM,
+    ``LE07`` ETM+, ``LC08``/``LC09`` OLI) give the cube a ``sensor`` coordinate on ``time``, TM / ETM+
+    files are read with their own ``SR_B*`` numbering, and their dates are made OLI-like by
+    ``harmonise_method`` (setting ``local.harmonise``; ``"none"`` keeps them as they are; see
+    :mod:`gmsense.cube.harmonise`). A cube recorded as harmonised already is left as it is.
 
     Returns a dataset with dims ``(time, y, x)``, float32 reflectance bands under their common
     names (NaN = not observed), boolean ``clear``, ``x``/``y`` pixel centres in metres of the
@@ -870,4 +878,6 @@ def read_local_cube(
             f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
             "point the imagery path at one of those"
         )
+    if SENSOR_COORD in cube.coords and cube.attrs.get(ATTR_METHOD) in (None, "none"):
+        cube = harmonise(cube, harmonise_method)
     return validate_cube(cube, where=f"imagery {path}")
