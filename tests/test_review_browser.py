@@ -109,6 +109,41 @@ def test_a_reviewer_decides_the_top_flag_in_a_browser(served: tuple[str, Store],
     assert [(r.decision, r.reason, r.username) for r in log] == [("dismissed", "natural_change", "rita")]
 
 
+def test_a_reviewer_confirms_a_restoration_change_in_a_browser(served: tuple[str, Store], browser: object,
+                                                               tmp_path: Path) -> None:
+    from gmsense.review import restoration
+    from tests.test_review_restoration import QUEUED, plant_restoration
+
+    url, store = served
+    plant_restoration(tmp_path / "restoration", store.url)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    page.goto(f"{url}/restoration")
+    page.fill("input[name=username]", "rita")
+    page.fill("input[name=password]", "reviewer-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/restoration")
+    assert "restoration rate" in page.inner_text("#restoration-total")
+    assert page.locator("a.polygon-link").count() == len(QUEUED)
+    page.screenshot(path=str(ARTIFACTS / "review-restoration.png"), full_page=True)
+    page.click('a.polygon-link:text-is("R-RESTORED")')
+    page.wait_for_url(f"{url}/restoration/R-RESTORED")
+    assert "waiting for a decision" in page.inner_text("#change-status")
+    page.check("input[name=decision][value=confirm]")
+    page.select_option("select[name=reason]", "change_seen")
+    page.fill("textarea[name=comment]", "Grass on the benches in the 2022 composite")
+    page.click("#decision-form button[type=submit]")
+    page.wait_for_url(f"{url}/restoration/R-RESTORED")
+    assert "confirmed" in page.inner_text("#change-status")
+    assert "Grass on the benches" in page.inner_text("#history")
+    page.screenshot(path=str(ARTIFACTS / "review-restoration-polygon.png"), full_page=True)
+    page.goto(f"{url}/restoration")
+    assert page.locator('a.polygon-link:text-is("R-RESTORED")').count() == 0  # left the queue
+    log = restoration.history(store, "R-RESTORED")
+    assert [(r.decision, r.reason, r.username, r.year, r.change) for r in log] == [
+        ("confirmed", "change_seen", "rita", 2022, "restored")]
+
+
 def test_the_app_in_chinese(served: tuple[str, Store], browser: object) -> None:
     url, _ = served
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gmsense.cli._common import DbOption, err, out, user_errors
+from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
 from gmsense.errors import InputError
 
 review_app = typer.Typer(help="The regulators' review web app.", no_args_is_help=True)
@@ -40,10 +40,12 @@ def serve(
         "--max-body-bytes", min=1024, help="larger request bodies are refused (413)")] = 1_000_000,
     warm: Annotated[int, typer.Option(
         "--warm", min=0, help="render the pictures of the first N flags of the queue at start (0: none)")] = 20,
+    config: ConfigOption = None,
 ) -> None:
-    """Serve the review app (queue, flag pages with before/after images, decisions, dashboard)."""
+    """Serve the review app (queue, flag pages with before/after images, decisions, dashboard, restoration)."""
     import uvicorn
 
+    from gmsense.config import load_settings
     from gmsense.review.app import create_app
     from gmsense.review.auth import list_users
 
@@ -56,7 +58,7 @@ def serve(
         cache_dir = (Path(database).resolve().parent / ".gmsense-review-cache" if database and database != ":memory:"
                      else Path.home() / ".cache" / "gmsense" / "review")
     app = create_app(store, cache_dir=cache_dir, secure_cookies=secure_cookies,
-                     max_body_bytes=max_body_bytes, warm_pictures=warm)
+                     max_body_bytes=max_body_bytes, warm_pictures=warm, settings=load_settings(config))
     out.print(f"review app on http://{host}:{port}/ (store {store._safe_url()}); Ctrl-C stops it", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 

@@ -123,6 +123,18 @@ def accounting(table: pd.DataFrame, level: str | None, target: float,
     return pd.DataFrame(out, columns=ACCOUNT_COLUMNS)
 
 
+def account_tables(store: Store, table: pd.DataFrame, settings: Settings) -> dict[str, pd.DataFrame]:
+    """The report's accounting of ``table`` (rows of :func:`status_table`, best through
+    :func:`with_changes`): ``total`` (the whole table) and one table per level of :data:`LEVELS`,
+    against ``restoration.target_rate`` or a stored zone's own target. The review app shows these too."""
+    target = settings.restoration.target_rate
+    zone_targets = {z.zone_id: z.target_rate for z in store.zone_rows()}
+    tables = {"total": accounting(table, None, target)}
+    for level in LEVELS:
+        tables[level] = accounting(table, level, target, zone_targets)
+    return tables
+
+
 def latest_frame(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
     """One row per register polygon (EPSG:4326): its latest status, ratio, restored share, and the
     latest years restoration started, finished and reverted."""
@@ -165,13 +177,9 @@ def write_restoration_report(store: Store, out: Path, settings: Settings, lang: 
                          "--imagery DIR first")
     folder = ensure_folder(out)
     table = with_changes(table)
-    target = settings.restoration.target_rate
-    zone_targets = {z.zone_id: z.target_rate for z in store.zone_rows()}
     written = [write_frame(table.drop(columns=["new_damage", "new_restored"]), folder / "status_by_polygon_year.csv",
                            "csv", "status")]
-    tables = {"total": accounting(table, None, target)}
-    for level in LEVELS:
-        tables[level] = accounting(table, level, target, zone_targets)
+    tables = account_tables(store, table, settings)
     for name, frame in tables.items():
         written.append(write_frame(frame, folder / ("total.csv" if name == "total" else f"by_{name}.csv"), "csv",
                                    name))

@@ -29,10 +29,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gmsense import __version__
+from gmsense.config import Settings, load_settings
 from gmsense.errors import InputError
 from gmsense.outputs.i18n import LANGUAGES, area, attr_value, catalog, coverage_sentences, flag_sentence, t
 from gmsense.records import PATCH_CLASSES
 from gmsense.review import auth, service
+from gmsense.review import restoration as restoration_service
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
     MAX_BODY_BYTES,
@@ -112,17 +114,20 @@ def pick_language(request: Request, user: UserRow | None = None) -> str:
 
 
 def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: bool = False,
-               max_body_bytes: int = MAX_BODY_BYTES, warm_pictures: int = 0) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, warm_pictures: int = 0,
+               settings: Settings | None = None) -> FastAPI:
     """The app over ``store``; pictures are cached in ``cache_dir`` (a temporary folder if None).
     ``secure_cookies``: mark cookies Secure (set it when served over HTTPS behind a proxy);
     ``max_body_bytes``: larger request bodies are refused (413) before they are parsed;
     ``warm_pictures``: render the pictures of the first N flags of the queue in a background
-    thread at start (``app.state.warming``), so the first look at a flag is quick."""
+    thread at start (``app.state.warming``), so the first look at a flag is quick; ``settings``:
+    the restoration target (default: the configured defaults), as ``gmsense restoration report``."""
     app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
     app.add_middleware(SecurityMiddleware, max_body_bytes=max_body_bytes)
     templates = Jinja2Templates(directory=HERE / "templates")
+    settings = settings or load_settings()
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
     pictures = Pictures(store, cache)
     app.state.store, app.state.pictures = store, pictures
@@ -346,7 +351,46 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, who: PageUser) -> HTMLResponse:
-        return render(request, "audit.html", who[0], session=who[1], entries=list(reversed(service.history(store))))
+        return render(request, "audit.html", who[0], session=who[1], entries=list(reversed(service.history(store))),
+                      restoration_entries=list(reversed(restoration_service.history(store))))
+
+    # --- restoration (issue 19) ---------------------------------------------------------------
+    @app.get("/restoration", response_class=HTMLResponse, include_in_schema=False)
+    def restoration_page(request: Request, who: PageUser) -> HTMLResponse:
+        flt = restoration_service.RestorationFilter(**{
+            k: v.strip() for k, v in request.query_params.items() if k in restoration_service.FILTERS and v.strip()})
+        lang = pick_language(request, who[0])
+        return render(request, "restoration.html", who[0], session=who[1], filter=flt,
+                      view=restoration_service.overview(store, settings, flt), pct=_pct,
+                      verdict=lambda met: "-" if met is None or met != met else t(
+                          "restoration.met" if met else "restoration.not_met", lang),
+                      columns=("group", "damaged", "restored", "rate", "target", "verdict", "new_damaged",
+                               "new_restored"))
+
+    @app.get("/restoration/{register_id}", response_class=HTMLResponse, include_in_schema=False)
+    def restoration_polygon(request: Request, register_id: str, who: PageUser, error: str = "") -> HTMLResponse:
+        polygon, rows, change = restoration_service.get_polygon(store, register_id)
+        return render(request, "restoration_polygon.html", who[0], session=who[1], polygon=polygon, rows=rows,
+                      change=change, history=restoration_service.history(store, register_id),
+                      reasons=restoration_service.REASONS, error=error, pct=_pct)
+
+    @app.post("/restoration/{register_id}/decision", include_in_schema=False)
+    def restoration_decide(request: Request, register_id: str, who: PageUser,
+                           csrf_token: Annotated[str, Form()] = "", decision: Annotated[str, Form()] = "",
+                           reason: Annotated[str, Form()] = "", comment: Annotated[str, Form()] = "",
+                           year: Annotated[int | None, Form()] = None,
+                           change: Annotated[str, Form()] = "") -> Response:
+        user, session = who
+        check_csrf(session, csrf_token)
+        if not auth.can(user, "decide"):
+            raise HTTPException(403, t("ui.viewer_cannot_decide", pick_language(request, user)))
+        restoration_service.get_polygon(store, register_id)  # 404 before anything else
+        target = f"/restoration/{quote(register_id, safe='')}"
+        try:
+            restoration_service.decide(store, register_id, user, decision, reason, comment, year, change or None)
+        except InputError as exc:
+            return RedirectResponse(f"{target}?error={quote(str(exc))}", status_code=303)
+        return RedirectResponse(target, status_code=303)
 
     @app.get("/export/{what}.{fmt}", include_in_schema=False)
     def export(request: Request, what: str, fmt: str, who: PageUser) -> Response:
@@ -478,6 +522,11 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
 def _png(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+def _pct(value: Any) -> str:
+    """A share 0-1 as a percentage, as the restoration report writes it ("-" when there is none)."""
+    return "-" if value is None or value != value else f"{value:.1%}"
 
 
 def _safe_next(target: str) -> str:

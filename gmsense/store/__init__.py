@@ -294,6 +294,26 @@ class RestorationStatusRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("restoration_runs.id"))
 
 
+class RestorationDecisionRow(Base):
+    """A reviewer's decision on a register polygon's status change (``change`` in ``year``: restored,
+    reverted, deadline_passed): the audit log of restoration decisions, append-only as ``reviews``
+    is (database triggers refuse UPDATE and DELETE); a changed decision is a new row whose
+    ``previous_status`` (pending, confirmed, rejected) is the change's status then."""
+
+    __tablename__ = "restoration_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    register_id: Mapped[str] = mapped_column(ForeignKey("register_polygons.register_id"), index=True)
+    year: Mapped[int] = mapped_column(Integer)
+    change: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    decision: Mapped[str] = mapped_column(String(20))  # confirmed|rejected
+    reason: Mapped[str] = mapped_column(String(40))  # a code of gmsense.review.restoration.REASONS
+    comment: Mapped[str] = mapped_column(Text)
+    previous_status: Mapped[str] = mapped_column(String(20))
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
