@@ -79,7 +79,7 @@ def plan_command(
     """Plan a scan without fetching anything: work units and tiles per licence, memory and time
     per unit, totals (core-hours, wall time on the workers) and warnings for licences that take
     over an hour or do not fit the memory limit even in tiles."""
-    from gmsense.batch.forecast import forecast
+    from gmsense.batch.forecast import forecast, requests_line
     from gmsense.batch.planner import default_memory_limit
     from gmsense.batch.scan import check_dates
     from gmsense.cli import _scan_options
@@ -96,6 +96,8 @@ def plan_command(
                       start=start, end=end, source=imagery_source)
     out.print(plan_table(result, top))
     out.print(totals_line(result), highlight=False, soft_wrap=True)
+    if (line := requests_line(result)) is not None:
+        out.print(line, highlight=False, soft_wrap=True)
     for note in result.warnings:
         err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     if json_file is not None:

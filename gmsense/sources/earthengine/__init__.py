@@ -6,9 +6,10 @@ A thin fetcher around ``ee.data.computePixels`` (no xee), per licence:
    the collection's native lattice, 10 m (Sentinel-2: edges on multiples of 10 m) or 30 m (Landsat:
    centres on multiples of 30 m, edges at 15 m offsets), covering the monitoring area's bounding box
    plus one pixel (as the local source crops);
-2. one ``computeValue`` lists the images touching that rectangle in the date range, with their
-   time and clear share (:func:`gmsense.sources.earthengine._graph.listing_graph`); images whose clear
-   share is not above ``earthengine.min_clear_fraction`` are not fetched;
+2. ``computeValue`` lists the images touching that rectangle in the date range, with their time
+   and clear share (:func:`gmsense.sources.earthengine._graph.listing_graph`), one page of a few
+   calendar months at a time (:func:`listing_pages`), each page retried on its own; images whose
+   clear share is not above ``earthengine.min_clear_fraction`` are not fetched;
 3. each remaining image not yet in the Zarr cache is fetched by multi-band ``computePixels``
    requests (NUMPY_NDARRAY), tiled only when over the request limits, under a process-wide
    limit of requests in flight and per second, with retries on 429/5xx/timeouts
@@ -34,6 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +72,7 @@ from gmsense.sources.earthengine._fetch import (
     shared_limiter,
 )
 from gmsense.sources.local import normalise_crs
+from gmsense.sources.shape import LANDSAT_REVISIT_DAYS, SENTINEL2_REVISIT_DAYS
 
 __all__ = ["EarthEngineError", "check", "connect", "load_cube", "measure_throughput"]
 
@@ -78,6 +81,20 @@ __all__ = ["EarthEngineError", "check", "connect", "load_cube", "measure_through
 CONNECT_DEADLINE_S = 30.0
 #: How long a licence's image listing is reused in this process (latest_date then load), seconds.
 LISTING_TTL_S = 600.0
+#: Images one listing page should hold at most. A page is one computeValue mapping reduceRegion over
+#: its images under the request deadline (earthengine.timeout_s, 120 s); a whole multi-year window in
+#: one request never finishes over a large licence and a timeout restarted it from scratch
+#: (issue 22, docs/earthengine.md "Listing").
+LISTING_PAGE_IMAGES = 60
+#: Images per acquisition over one licence, for sizing pages: Sentinel-2 tiles overlap and, at 45-50 N,
+#: so do neighbouring orbits (and Landsat paths).
+LISTING_IMAGES_PER_ACQUISITION = 2
+#: Page lengths, months: divisors of a year, so pages start on calendar boundaries (a year, half, ...).
+LISTING_PAGE_MONTHS = (12, 6, 4, 3, 2, 1)
+#: Revisit of each collection, days, where its spec does not say (``revisit_days``); others: Sentinel-2's.
+REVISIT_DAYS = {"sentinel-2": SENTINEL2_REVISIT_DAYS, "landsat": LANDSAT_REVISIT_DAYS}
+#: Listing pages requested at once for one licence (the limiter still bounds the process's requests).
+LISTING_PAGES_IN_FLIGHT = 4
 ENV_PROJECT = ("GMSENSE_EE_PROJECT", "GOOGLE_CLOUD_PROJECT")
 ENV_CREDENTIALS = "GMSENSE_EE_CREDENTIALS"
 ENV_CACHE = "GMSENSE_EE_CACHE"
@@ -323,9 +340,40 @@ _LISTINGS: dict[tuple[Any, ...], tuple[float, list[ImageRef]]] = {}
 _LISTINGS_LOCK = threading.Lock()
 
 
+def page_months(spec: graphs.CollectionSpec) -> int:
+    """Months of one listing page of ``spec``: the longest of :data:`LISTING_PAGE_MONTHS` whose images
+    (by the collection's revisit, ``spec.revisit_days`` or :data:`REVISIT_DAYS`, times
+    :data:`LISTING_IMAGES_PER_ACQUISITION`) stay within :data:`LISTING_PAGE_IMAGES`; at least one month."""
+    revisit = float(getattr(spec, "revisit_days", None) or REVISIT_DAYS.get(spec.key, SENTINEL2_REVISIT_DAYS))
+    per_month = 365.25 / 12 / revisit * LISTING_IMAGES_PER_ACQUISITION
+    return next((m for m in LISTING_PAGE_MONTHS if m * per_month <= LISTING_PAGE_IMAGES), 1)
+
+
+def listing_pages(start: str, end_exclusive: str, months: int) -> list[tuple[str, str]]:
+    """``[start, end_exclusive)`` (ISO dates) cut into consecutive ``(start, end_exclusive)`` pages on
+    calendar boundaries every ``months`` months (a divisor of 12) from January; the first and last
+    pages are cut to the window."""
+    first, stop = pd.Timestamp(start), pd.Timestamp(end_exclusive)
+    pages = []
+    lo = first
+    while lo < stop:
+        boundary = pd.Timestamp(year=lo.year, month=(lo.month - 1) // months * months + 1, day=1)
+        hi = min(boundary + pd.DateOffset(months=months), stop)
+        pages.append((lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d")))
+        lo = hi
+    return pages
+
+
+def _list_page(client: Any, expr: Any, *, limiter: RequestLimiter, policy: RetryPolicy, what: str) -> list[Any]:
+    """The raw rows of one listing page, with its own retries."""
+    rows = call_with_retries(lambda: client.compute_value(expr), limiter=limiter, policy=policy, what=what)
+    return list(rows or [])
+
+
 def list_images(cfg: EarthEngineSettings, grid: Grid, start: str, end_exclusive: str, *,
                 client: Any, limiter: RequestLimiter, policy: RetryPolicy, site_id: str) -> list[ImageRef]:
-    """The images worth fetching over ``grid`` (one computeValue; reused for :data:`LISTING_TTL_S`)."""
+    """The images worth fetching over ``grid``, listed page by page (:func:`listing_pages`, each
+    retried on its own) and merged in time order; reused for :data:`LISTING_TTL_S`."""
     spec = graphs.SPECS[cfg.collection]
     key = (cfg.collection, grid_key(grid), start, end_exclusive, cfg.cs_cdf_threshold, cfg.min_clear_fraction)
     now = time.monotonic()
@@ -334,10 +382,15 @@ def list_images(cfg: EarthEngineSettings, grid: Grid, start: str, end_exclusive:
         if hit is not None and now - hit[0] < LISTING_TTL_S:
             return list(hit[1])
     region = graphs.rectangle(grid.bounds, crs_code(grid.crs))
-    expr = graphs.listing_graph(spec, region, start, end_exclusive, cfg.cs_cdf_threshold)
-    rows = call_with_retries(lambda: client.compute_value(expr), limiter=limiter, policy=policy,
-                             what=f"the image listing of licence {site_id}")
-    refs = _parse_listing(rows, cfg.min_clear_fraction)
+    pages = listing_pages(start, end_exclusive, page_months(spec))
+    # graphs are built here, in the caller's thread; only the requests run in the pool
+    exprs = [graphs.listing_graph(spec, region, lo, hi, cfg.cs_cdf_threshold) for lo, hi in pages]
+    whats = [f"the image listing of licence {site_id} for {lo}..{hi}" for lo, hi in pages]
+    with ThreadPoolExecutor(max_workers=min(len(pages), LISTING_PAGES_IN_FLIGHT) or 1,
+                            thread_name_prefix="gmsense-ee-list") as pool:
+        answers = list(pool.map(lambda expr, what: _list_page(client, expr, limiter=limiter, policy=policy,
+                                                              what=what), exprs, whats))
+    refs = _parse_listing([row for rows in answers for row in rows], cfg.min_clear_fraction)
     with _LISTINGS_LOCK:
         _LISTINGS[key] = (now, refs)
     return list(refs)

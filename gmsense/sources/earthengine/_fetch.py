@@ -7,10 +7,13 @@ Nothing here imports ``ee``: a *client* (anything with ``compute_pixels(expressi
 * :func:`plan_tiles` splits a licence's grid into requests under the computePixels limits;
 * :class:`RequestLimiter` bounds requests in flight and requests started per second, shared by
   every thread of the process (:func:`shared_limiter`);
-* :func:`call_with_retries` retries HTTP 429, 5xx and timeouts with exponential back-off and
-  jitter, and fails at once (with the server's message) on anything else, e.g. a 400; a 400 for a
-  request over the size limit ("Total request size") is instead halved and retried by
-  :func:`fetch_to_cache` (at most :data:`MAX_SIZE_SPLITS` times deep);
+* :func:`call_with_retries` retries HTTP 429, 5xx, timeouts and dropped connections (a reset, a
+  response cut short) with exponential back-off and jitter, an unreachable server only once the
+  service has answered in this process, and fails at once (with the server's message) on anything
+  else, e.g. a 400; a 400 for a request over the size limit ("Total request size") is instead halved
+  and retried by :func:`fetch_to_cache` (at most :data:`MAX_SIZE_SPLITS` times deep);
+* :func:`plan_requests` counts the computePixels requests of a grid without making any
+  (``gmsense plan``);
 * :class:`PixelCache` keeps fetched images in a Zarr store keyed by (collection, licence, grid,
   bands, image id), so a rescan fetches only new images and an interrupted fetch resumes;
 * :func:`fetch_to_cache` puts it together for a list of images.
@@ -19,6 +22,7 @@ Nothing here imports ``ee``: a *client* (anything with ``compute_pixels(expressi
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -151,6 +155,26 @@ def plan_tiles(width: int, height: int, bytes_per_pixel: int, *, byte_limit: int
     tile_h = math.ceil(height / n_rows)
     return [Window(c, r, min(tile_w, width - c), min(tile_h, height - r))
             for r in range(0, height, tile_h) for c in range(0, width, tile_w)]
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """The computePixels requests of one grid, counted without making any: tiles per image,
+    requests for all images, and the largest request's size by the service's rule, bytes."""
+
+    tiles_per_image: int
+    requests: int
+    largest_request_bytes: int
+
+
+def plan_requests(width: int, height: int, bytes_per_pixel: int, images: int, *,
+                  byte_limit: int = REQUEST_BYTE_LIMIT, max_side: int = MAX_GRID_SIDE_PX) -> RequestPlan:
+    """The requests :func:`fetch_to_cache` sends for ``images`` images of a ``width`` x ``height``
+    grid (the tiles of :func:`plan_tiles`, one request each), before any the server might still
+    refuse and have halved."""
+    tiles = plan_tiles(width, height, bytes_per_pixel, byte_limit=byte_limit, max_side=max_side)
+    largest = max(t.width * t.height for t in tiles) * bytes_per_pixel
+    return RequestPlan(len(tiles), images * len(tiles), largest)
 
 
 def crs_code(crs: pyproj.CRS) -> str:
@@ -292,7 +316,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        todo += [e.__cause__, e.__context__, *(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))]
+        reason = getattr(e, "reason", None)  # urllib3's MaxRetryError keeps the failed connection's error there
+        todo += [e.__cause__, e.__context__, reason if isinstance(reason, BaseException) else None,
+                 *(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))]
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -323,6 +349,62 @@ def is_connection_error(exc: BaseException) -> bool:
         exc, "httplib2", "ServerNotFoundError")
 
 
+# How a connection failure shows up through the ee client (earthengine-api 1.x): its HTTP layer
+# (``ee._cloud_api_utils._Http.request``) re-raises requests' ConnectionError and
+# ChunkedEncodingError as the builtin ConnectionError (``from`` the original), precisely so that
+# googleapiclient's own retry loop treats them as transient; with the client's retries off (ours
+# are used instead) that ConnectionError reaches us. Below it, requests tells the two cases apart:
+# a connection that could not be made is a urllib3 MaxRetryError whose ``reason`` is a
+# NewConnectionError (NameResolutionError for DNS, ConnectionRefusedError inside for a refusal); a
+# connection that broke during the request is a urllib3 ProtocolError ("Connection aborted.":
+# ConnectionResetError, RemoteDisconnected) or, while the answer is read, requests'
+# ChunkedEncodingError ("Connection broken: IncompleteRead(...)").
+
+#: Errors on the chain meaning no connection could be made: DNS, refused, no route, proxy.
+UNREACHABLE_ERRORS = (("urllib3", "NewConnectionError"), ("urllib3", "NameResolutionError"),
+                      ("socket", "gaierror"), ("httplib2", "ServerNotFoundError"), ("urllib3", "ProxyError"),
+                      ("requests", "ProxyError"))
+#: Errnos of an unreachable network (no route, network down) when they come as a bare OSError.
+UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
+#: Errors on the chain meaning an established connection broke: a reset, an aborted or half-read answer.
+DROPPED_ERRORS = (("requests", "ChunkedEncodingError"), ("urllib3", "ProtocolError"),
+                  ("http.client", "IncompleteRead"), ("http.client", "RemoteDisconnected"))
+
+
+def _named(e: BaseException, names: Sequence[tuple[str, str]]) -> bool:
+    return any(type(e).__name__ == name and type(e).__module__.startswith(module) for module, name in names)
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """``"unreachable"`` when no connection could be made (DNS, refused, no route, proxy),
+    ``"dropped"`` when an established one broke (reset, aborted, answer cut short), None when
+    ``exc`` is no connection failure. A failure showing signs of both counts as unreachable."""
+    chain = list(_chain(exc))
+    if any(_named(e, UNREACHABLE_ERRORS) or isinstance(e, ConnectionRefusedError)
+           or (isinstance(e, OSError) and e.errno in UNREACHABLE_ERRNOS) for e in chain):
+        return "unreachable"
+    if any(_named(e, DROPPED_ERRORS) or isinstance(e, ConnectionResetError | ConnectionAbortedError | BrokenPipeError)
+           for e in chain):
+        return "dropped"
+    return "unreachable" if is_connection_error(exc) else None
+
+
+#: Set once Earth Engine has answered a request in this process. Before that, an unreachable
+#: server is a set-up problem (network, proxy, firewall) and fails at once with one line; after
+#: it, it is a blip in the middle of a scan and is retried like a timeout.
+_SERVICE_ANSWERED = threading.Event()
+
+
+def service_answered() -> bool:
+    """Whether Earth Engine has answered a request in this process (see :data:`_SERVICE_ANSWERED`)."""
+    return _SERVICE_ANSWERED.is_set()
+
+
+def forget_service_answered() -> None:
+    """Back to "nothing answered yet" (tests; a process that changes networks)."""
+    _SERVICE_ANSWERED.clear()
+
+
 def server_message(exc: BaseException) -> str:
     """One line: the server's message (ee puts it in the exception text)."""
     text = str(exc).strip() or type(exc).__name__
@@ -330,15 +412,24 @@ def server_message(exc: BaseException) -> str:
 
 
 def classify_error(exc: BaseException) -> str:
-    """``"retry"`` for HTTP 429 / 5xx / timeouts, ``"network"`` for an unreachable server, ``"fatal"`` otherwise."""
+    """``"retry"`` for HTTP 429 / 5xx, timeouts and dropped connections (:func:`connection_failure`),
+    ``"network"`` for an unreachable server, ``"fatal"`` otherwise."""
     status = http_status(exc)
     if status is not None:
         return "retry" if status in RETRY_STATUSES or 500 <= status < 600 else "fatal"
     if is_timeout(exc):
         return "retry"
-    if is_connection_error(exc):
-        return "network"
-    return "fatal"
+    failure = connection_failure(exc)
+    if failure == "dropped":
+        return "retry"
+    return "network" if failure == "unreachable" else "fatal"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth another try: :func:`classify_error` says ``"retry"``, or ``"network"`` once the
+    service has answered in this process (:func:`service_answered`)."""
+    kind = classify_error(exc)
+    return kind == "retry" or (kind == "network" and service_answered())
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, jitter: float) -> float:
@@ -381,6 +472,9 @@ def describe_failure(exc: BaseException, what: str) -> str:
         return f"Earth Engine refused {what} (HTTP {status}): {message}"
     if is_timeout(exc):
         return f"Earth Engine did not answer {what} in time ({message}); raise earthengine.timeout_s or retry later"
+    if connection_failure(exc) == "dropped":
+        return (f"the connection to Earth Engine broke during {what} ({message}); check the network and proxy "
+                "(HTTPS_PROXY), or retry later")
     if is_connection_error(exc):
         return (f"cannot reach Earth Engine for {what} ({message}); check the network, proxy (HTTPS_PROXY) "
                 "and firewall")
@@ -390,18 +484,21 @@ def describe_failure(exc: BaseException, what: str) -> str:
 def call_with_retries(fn: Callable[[], T], *, limiter: RequestLimiter, policy: RetryPolicy, what: str,
                       stats: CallStats | None = None, sleep: Callable[[float], None] = time.sleep,
                       rng: Callable[[], float] = random.random) -> T:
-    """``fn()`` inside a limiter slot; retried on 429, 5xx and timeouts (the slot is released while
-    backing off), failing at once on anything else. Raises :class:`EarthEngineError`."""
+    """``fn()`` inside a limiter slot; retried on 429, 5xx, timeouts and dropped connections (and on
+    an unreachable server once the service has answered: :func:`is_retryable`), the slot released
+    while backing off; fails at once on anything else. Raises :class:`EarthEngineError`."""
     for attempt in range(policy.retries + 1):
         try:
             if stats is not None:
                 stats.add(requests=1)
             with limiter.slot():
-                return fn()
+                value = fn()
+            _SERVICE_ANSWERED.set()
+            return value
         except EarthEngineError:
             raise
         except Exception as exc:
-            if classify_error(exc) != "retry" or attempt == policy.retries:
+            if not is_retryable(exc) or attempt == policy.retries:
                 suffix = f" (after {attempt} retries)" if attempt else ""
                 raise EarthEngineError(describe_failure(exc, what) + suffix) from exc
             if stats is not None:
