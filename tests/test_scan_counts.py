@@ -57,7 +57,7 @@ def test_patches_the_store_merges_are_counted_once(tmp_path: Path, monkeypatch: 
         # A rescan: one detection extends the stored patch, another is new.
         _result(box(X0 + 40, Y0 - 20, X0 + 70, Y0), box(X0 + 300, Y0 - 20, X0 + 330, Y0)),
     ])
-    monkeypatch.setattr(scan_module, "analyse_site", lambda *args: next(results))
+    monkeypatch.setattr(scan_module, "analyse_site", lambda *args, **kwargs: next(results))
     store = Store(str(tmp_path / "s.db"))
     request = ScanRequest([SITE], _NoSource(), Settings())
     with caplog.at_level(logging.WARNING, logger="gmsense.batch.scan"):
