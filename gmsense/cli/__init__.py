@@ -303,7 +303,8 @@ def models_list(models_dir: Annotated[Path, typer.Option("--models-dir")] = Path
     out.print(table)
 
 
-bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic truth, speed.", no_args_is_help=True)
+bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic truth, restoration, speed.",
+                        no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
 
@@ -384,6 +385,29 @@ def bench_real(
     from gmsense.bench.real import run_real
 
     run_real(data, model=model, baseline=baseline, settings=load_settings(config), buffer_m=buffer_m, out=out_file)
+    out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True, markup=False)
+    out.print(f"results: {out_file}")
+
+
+@bench_app.command("restoration")
+@user_errors
+def bench_restoration(
+    out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
+        "bench-results/restoration.json"),
+    seeds: Annotated[str, typer.Option("--seeds", help="world seeds (held out: the tests use seeds below 100)")] = (
+        "1001-1003"),
+    polygons: Annotated[int, typer.Option("--polygons", min=2, help="register polygons per world")] = 200,
+    years: Annotated[int, typer.Option("--years", min=3, help="annual composites per world (ending 2024)")] = 30,
+    real: Annotated[bool, typer.Option(help="also the real BC wildfire polygon (../shared/data/real)")] = True,
+    data: Annotated[Path | None, typer.Option("--data", help="the real data folder (default ../shared/data/real "
+                                                             "beside the source checkout)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Restoration accounting against a synthetic world's truth: status accuracy, restored area, county rates."""
+    from gmsense.bench.restoration import run_restoration_bench
+
+    run_restoration_bench(out_file, seeds=parse_seeds(seeds), polygons=polygons, years=years,
+                          settings=load_settings(config), data=data, real=real)
     out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True, markup=False)
     out.print(f"results: {out_file}")
 

@@ -144,6 +144,8 @@ def latest_frame(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
         last = rows.iloc[-1] if len(rows) else None
 
         def year_of(event: str, rows: pd.DataFrame = rows) -> int | None:
+            if rows.empty:  # a polygon the run could not analyse has no rows
+                return None
             hits = rows[rows["events"].fillna("").str.split(",").map(lambda e, ev=event: ev in e)]["year"]
             return int(hits.iloc[-1]) if len(hits) else None
 
