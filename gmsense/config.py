@@ -206,6 +206,11 @@ class RestorationSettings(_Settings):
     restored_seasons: int = Field(2, ge=1, description="consecutive seasons at restored_ratio that make it restored")
     trend_years: int = Field(2, ge=1, description="consecutive yearly rises that make a sustained greening trend")
     min_rise: float = Field(0.05, gt=0, description="rise of the ratio in one year that counts towards a trend")
+    trend_window: int = Field(
+        4, ge=2, description="years over which a slower greening trend is measured (Theil-Sen slope of the ratio)")
+    min_slope: float = Field(
+        0.015, gt=0, description="ratio per year over trend_window that is a sustained greening trend (natural "
+                                "succession); below it a restoration that stalls is damaged again")
     ring_inner_m: float = Field(30.0, ge=0, description="reference ring starts this far out of the polygon, metres")
     ring_outer_m: float = Field(100.0, gt=0, description="reference ring ends this far out of the polygon, metres")
     min_reference_ndvi: float = Field(

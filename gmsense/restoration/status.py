@@ -19,8 +19,10 @@ Status per year, with ``damaged_ratio`` (0.5), ``restored_ratio`` (0.8), ``resto
   row; it stays restored until the ratio falls below ``damaged_ratio`` again, which is
   ``reverted`` (and stays so until a new restoration begins);
 - ``under_restoration``: a sustained greening trend, the ratio rising by at least ``min_rise`` in
-  each of the last ``trend_years`` years, or at reference but not yet for ``restored_seasons``
-  years; it holds while the ratio does not fall by more than ``min_rise`` in a year;
+  each of the last ``trend_years`` years, or by at least ``min_slope`` a year over the last
+  ``trend_window`` years (Theil-Sen: slow natural succession), or at reference but not yet for
+  ``restored_seasons`` years; a restoration whose trend stops is ``damaged`` again (a stalled
+  partial restoration);
 - ``damaged`` otherwise.
 
 Events: ``started`` in the first year of the rise that led to ``under_restoration`` (or
@@ -100,6 +102,16 @@ def measure(ndvi: np.ndarray, polygon: np.ndarray, ring: np.ndarray, settings: R
     return Measures(polygon_ndvi, reference, ratio, share, n_pixels, np.isfinite(around).sum(axis=1))
 
 
+def _window_slope(r: np.ndarray, k: int, window: int) -> float:
+    """Theil-Sen slope (ratio per year) of the ``window`` values of ``r`` ending at ``k``: robust to
+    one noisy composite; 0 with fewer than two values."""
+    values = r[max(0, k - window + 1):k + 1]
+    if values.size < 2:
+        return 0.0
+    i, j = np.triu_indices(values.size, 1)
+    return float(np.median((values[j] - values[i]) / (j - i)))
+
+
 def classify(ratio: np.ndarray, settings: RestorationSettings) -> Trajectory:
     """Status and events per year from the yearly ``ratio`` (NaN: no ratio that year, skipped; the
     rules compare consecutive years that have one). See the module docstring."""
@@ -124,11 +136,12 @@ def classify(ratio: np.ndarray, settings: RestorationSettings) -> Trajectory:
     for k in range(begin, r.size):
         run_high = run_high + 1 if high[k] else 0
         trend = k >= settings.trend_years and bool(rises[k - settings.trend_years + 1:k + 1].all())
+        slope = _window_slope(r, k, settings.trend_window) if k - begin + 1 >= settings.trend_window else 0.0
         if state == "restored":
             status = "reverted" if low[k] else "restored"
         elif run_high >= settings.restored_seasons:
             status = "restored"
-        elif trend or high[k] or (state == "under_restoration" and r[k] >= r[k - 1] - settings.min_rise):
+        elif trend or slope >= settings.min_slope or high[k]:
             status = "under_restoration"
         else:
             status = "reverted" if state == "reverted" else "damaged"
