@@ -244,6 +244,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         geometries.append(geom)
     stats = {"n_dates": int(cube.sizes["time"]), "n_season_dates": int(season.sizes["time"]),
              "clear_share": round(clear_share, 3), "crs": crs.to_string(),
+             "resolution_m": float(abs(transform.a)),
              "first_date": _iso(times.min()), "last_date": _iso(times.max()),
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}

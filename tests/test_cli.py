@@ -138,7 +138,7 @@ def _one_line_error(output: str) -> str:
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "local"], "--imagery"),
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "local", "--imagery", tmp / "nope"], "does not exist"),
         (lambda tmp: ["scan", "--sites", DEMO_SITES, "--source", "radar"], "unknown source"),
-        (lambda tmp: ["export", "patches", "--format", "kml", "--out", tmp / "x.kml", "--db", tmp / "e.db"],
+        (lambda tmp: ["export", "patches", "--format", "shp", "--out", tmp / "x.shp", "--db", tmp / "e.db"],
          "unknown export format"),
         (lambda tmp: ["export", "things", "--db", tmp / "e.db"], "cannot export"),
         (lambda tmp: ["scans", "show", "42", "--db", Store(str(tmp / "e.db")).engine.url.database], "no scan 42"),

@@ -202,6 +202,7 @@ def _merge_stats(parts: list[dict[str, Any]], counted: list[dict[str, Any]], min
         "n_season_dates": max(p["n_season_dates"] for p in parts),
         "clear_share": round(sum(p["clear_share"] * w for p, w in zip(parts, weights, strict=True)) / total, 3),
         "crs": parts[0]["crs"],
+        **({"resolution_m": parts[0]["resolution_m"]} if "resolution_m" in parts[0] else {}),
         "first_date": min(p["first_date"] for p in parts),
         "last_date": max(p["last_date"] for p in parts),
         "last_acquisition": max(p["last_acquisition"] for p in parts),

@@ -474,13 +474,19 @@ def demo(
 @app.command()
 @user_errors
 def export(
-    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites")],
-    fmt: Annotated[str, typer.Option("--format", help="geojson | gpkg | csv | corner-table")] = "geojson",
-    out_file: Annotated[Path, typer.Option("--out", help="file to write")] = Path("patches.geojson"),
+    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites | rasters")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="geojson (default) | gpkg (with a QGIS .qml style beside it) | parquet (GeoParquet) | csv | "
+                         "gpx | kml (patch centroids for the field) | corner-table; rasters: COG only")] = None,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="file to write (default patches.geojson); for rasters the folder (default rasters)")] = None,
     db: DbOption = None,
     crs: Annotated[str | None, typer.Option("--crs", help="for corner-table: EPSG:4490 or a CGCS2000 zone")] = None,
+    site: Annotated[list[str] | None, typer.Option(
+        "--site", help="rasters: only this licence (repeatable); default every analysed licence")] = None,
 ) -> None:
-    """Write stored results for GIS (EPSG:4326) or analysis."""
+    """Write stored results for GIS (EPSG:4326), analysis and the field; `rasters` writes per-licence
+    Cloud-Optimized GeoTIFFs of the patches with a STAC catalogue."""
     from gmsense.errors import InputError
     from gmsense.files import check_target
     from gmsense.outputs import export as ex
@@ -488,11 +494,21 @@ def export(
 
     makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame,
               "sites": ex.sites_frame}
+    if what == "rasters":
+        _export_rasters(fmt, out_file or Path("rasters"), db, site)
+        return
     if what not in makers:
-        raise InputError(f"cannot export {what!r}; choose one of: {', '.join(makers)}")
+        raise InputError(f"cannot export {what!r}; choose one of: {', '.join([*makers, 'rasters'])}")
+    if site:
+        raise InputError("--site selects licences for `export rasters` only")
+    fmt = fmt or "geojson"
+    out_file = out_file or Path("patches.geojson")
     check_target(out_file)  # a symlink, FIFO, device or folder is refused before any work
-    if fmt != "corner-table" and fmt not in ex.FORMATS:  # bad input is refused before the store is opened
-        raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join([*ex.FORMATS, 'corner-table'])}")
+    if fmt != "corner-table":  # bad input is refused before the store is opened
+        if fmt not in ex.FORMATS:
+            raise InputError(f"unknown export format {fmt!r}; choose one of: "
+                             f"{', '.join([*ex.FORMATS, 'corner-table'])}")
+        ex.check_format(fmt, what)
     frame = makers[what](Store(db, create=False))  # reads only: never creates a store
     nouns = {"patches": ("patch", "patches"), "flags": ("flag", "flags"),
              "recovery": ("recovery observation", "recovery observations"), "sites": ("licence", "licences")}
@@ -505,7 +521,28 @@ def export(
         out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}", highlight=False, soft_wrap=True)
         return
     path = ex.write_frame(frame, out_file, fmt, what)
-    out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}", highlight=False, soft_wrap=True)
+    style = " (QGIS style beside it: .qml)" if fmt == "gpkg" and ex.style_path(what) else ""
+    out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}{style}", highlight=False, soft_wrap=True)
+
+
+def _export_rasters(fmt: str | None, out_dir: Path, db: str | None, sites: list[str] | None) -> None:
+    """``gmsense export rasters``: COGs and a STAC catalogue (gmsense.outputs.rasters)."""
+    from gmsense.errors import InputError
+    from gmsense.outputs.rasters import check_rasters_target, export_rasters
+    from gmsense.store import Store
+
+    if fmt not in (None, "cog"):
+        raise InputError(f"export rasters writes Cloud-Optimized GeoTIFFs (--format cog), not {fmt!r}")
+    check_rasters_target(out_dir)  # refused before the store is opened
+    store = Store(db, create=False)  # reads only: never creates a store
+    with err.status("rasters") as status:
+        result = export_rasters(store, out_dir, sites, progress=lambda site_id, done, total: status.update(
+            f"rasters: licence {done + 1} of {total} ({site_id})" if site_id else "rasters: catalogue"))
+    for site_id, why in result.skipped.items():
+        err.print(f"[yellow]warning:[/] no rasters for {site_id}: {why}", highlight=False, soft_wrap=True)
+    out.print(f"wrote rasters of {plural(len(result.licences), 'licence', 'licences')} "
+              f"({plural(result.patches, 'patch', 'patches')}) and their STAC catalogue {result.catalog}",
+              highlight=False, soft_wrap=True)
 
 
 def _vector_driver(path: Path) -> str:
