@@ -42,6 +42,10 @@ class ScanRequest:
     ``classifier``: the trained model that labels the patches (:func:`gmsense.classify.model.load_model`);
     None for the rule baseline. ``imagery``: the imagery path as the caller names it (the command
     line resolves it), recorded with the scan for reports and part of what ``--resume`` matches.
+    ``licence_versions``: for licences from the store's register (``scan --all-active``), licence id
+    -> (version, content digest) of the version scanned (gmsense.geo.licences); the flags record the
+    version, and the digest enters the licence's unit key, so a changed licence is scanned again in
+    full. None for licences read from a --sites file.
     """
 
     sites: tuple[Site, ...]
@@ -52,6 +56,7 @@ class ScanRequest:
     works: dict[str, list[ApprovedWork]] | None = None
     classifier: PatchClassifier | None = None
     imagery: str | None = None
+    licence_versions: dict[str, tuple[int, str]] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -77,18 +82,32 @@ class ScanRequest:
         works = None
         if self.works is not None:
             works = {s.site_id: self.works[s.site_id] for s in sites if s.site_id in self.works}
-        return replace(self, sites=sites, works=works)
+        versions = None
+        if self.licence_versions is not None:
+            versions = {s.site_id: ref for s in sites if (ref := self.licence_versions.get(s.site_id)) is not None}
+        return replace(self, sites=sites, works=works, licence_versions=versions)
+
+    def licence_version(self, site_id: str) -> int | None:
+        """The register version of a licence the request scans; None for a licence from a --sites file."""
+        ref = (self.licence_versions or {}).get(site_id)
+        return ref[0] if ref else None
 
     def unit_key(self, site: Site) -> str:
         """What makes two analyses of a licence the same work: licence, source, settings, detector
-        and model, start.
+        and model, start; for a licence of the register also its content (the version's digest),
+        so a new version of a licence is scanned again in full.
 
         The end date is not part of it: a later periodic scan of the same licence continues the
         same series, and only dates newer than the last analysed one make it worth scanning again.
+        (Keys of licences from --sites files are as older gmsense computed them: the stored scans
+        stay incremental.)
         """
-        blob = json.dumps([site.site_id, self.source.name, self.settings.config_hash(), self.detector,
-                           self.model_version, self.start or ""])
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+        parts: list[Any] = [site.site_id, self.source.name, self.settings.config_hash(), self.detector,
+                            self.model_version, self.start or ""]
+        ref = (self.licence_versions or {}).get(site.site_id)
+        if ref is not None:
+            parts.append(ref[1])
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def describe(self) -> dict[str, Any]:
         """What the scan was asked to do, with its ``key``: only a scan of the same request is resumed.

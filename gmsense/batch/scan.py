@@ -438,7 +438,7 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
     def save(site_id: str, result: Any) -> None:
         # What the store holds for the licence (patches, classes, area, flags), not what the result
         # listed: detections that extend one stored patch count once, as in the store.
-        counts = store.save_site_result(scan_id, result, keys[site_id])
+        counts = store.save_site_result(scan_id, result, keys[site_id], request.licence_version(site_id))
         if result.stats.get("coverage_warning"):
             log.warning("licence %s: %s", site_id, result.stats["coverage_warning"])
         summary.sites[site_id] = {

@@ -14,6 +14,7 @@ from gmsense import __version__
 from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
+from gmsense.cli.licences import licences_app
 from gmsense.cli.plan import plan_command
 from gmsense.config import configs_dir, load_settings
 from gmsense.errors import EXIT_OK
@@ -58,10 +59,11 @@ def _summary_table(summary: Any, title: str) -> Table:
     return table
 
 
-def _scan_options(workers: int | None, scheduler: str | None, memory_limit: str | None, *, sites_file: Path,
+def _scan_options(workers: int | None, scheduler: str | None, memory_limit: str | None, *, sites_file: Path | None,
                   works_file: Path | None = None, resume: bool = False, force: bool = False) -> ScanOptions:
     """How the command line runs a scan (``--memory-limit`` read here: a bad size exits 2 before
-    anything is written); the files it names are recorded with the scan."""
+    anything is written); the files it names are recorded with the scan (no ``sites_file``: the
+    licences came from the store's register, recorded as ``licences: register``)."""
     from gmsense.batch.planner import parse_memory
     from gmsense.batch.request import ScanOptions
     from gmsense.errors import InputError
@@ -70,28 +72,61 @@ def _scan_options(workers: int | None, scheduler: str | None, memory_limit: str 
         limit = parse_memory(memory_limit) if memory_limit else None
     except ValueError as exc:
         raise InputError(f"--memory-limit: {exc}") from None
+    params: dict[str, Any] = {"sites_file": str(sites_file) if sites_file else None,
+                              "works_file": str(works_file) if works_file else None}
+    if sites_file is None:
+        params["licences"] = "register"
     return ScanOptions(workers=workers, scheduler=scheduler, memory_limit=limit, resume=resume, force=force,
-                       params={"sites_file": str(sites_file), "works_file": str(works_file) if works_file else None})
+                       params=params)
 
 
-def _scan_request(sites_file: Path, source_name: str, imagery: Path | None, start: str | None, end: str | None, *,
-                  config: Path | None = None, buffer_m: float | None = None, works_file: Path | None = None,
-                  rules_file: Path | None = None, classifier: Any = None) -> ScanRequest:
+def _scan_request(sites_file: Path | None, source_name: str, imagery: Path | None, start: str | None,
+                  end: str | None, *, config: Path | None = None, buffer_m: float | None = None,
+                  works_file: Path | None = None, rules_file: Path | None = None, classifier: Any = None,
+                  register: tuple[list[Any], dict[str, tuple[int, str]]] | None = None) -> ScanRequest:
     """What the command line's files and flags ask to scan; every one of them is read and checked
-    here, before the store is opened, so bad input writes nothing."""
+    here, before the store is written, so bad input writes nothing. ``register``: instead of
+    ``sites_file``, licences of the store's register and their (version, digest)
+    (:func:`_active_licences`)."""
     from gmsense.batch.request import ScanRequest
     from gmsense.errors import InputError
     from gmsense.geo.sites import read_sites, read_works
     from gmsense.sources import get_source
 
     settings = load_settings(config, {"sites.buffer_m": buffer_m}, rules_path=rules_file)
-    sites = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid)
+    if register is not None:
+        sites, versions = register
+    else:
+        assert sites_file is not None
+        sites, versions = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid), None
     works = read_works(works_file) if works_file else None
     if source_name == "local" and imagery is None:
         raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
     source = get_source(source_name, settings, imagery)
     return ScanRequest(sites, source, settings, start=start, end=end, works=works, classifier=classifier,
-                       imagery=str(imagery.resolve()) if imagery else None)
+                       imagery=str(imagery.resolve()) if imagery else None, licence_versions=versions)
+
+
+def _active_licences(db: str | None, start: str | None, end: str | None) -> tuple[list[Any], dict[str, Any]]:
+    """The licences of the store's register whose latest version is active in the window (gmsense.geo.licences),
+    with their (version, digest); says on stderr which were left out and why. Reads only."""
+    from gmsense.errors import InputError
+    from gmsense.geo.licences import inactive_reason, version_site
+    from gmsense.store import Store
+
+    store = Store(db, create=False)  # a missing store is an error, never a new empty one
+    rows = store.latest_licence_versions()
+    if not rows:
+        raise InputError(f"the store {store.location} holds no licences to scan with --all-active: import them "
+                         "first with 'gmsense licences import FILE'")
+    reasons = {row.licence_id: inactive_reason(row.attrs or {}, start, end) for row in rows}
+    active = [row for row in rows if reasons[row.licence_id] is None]
+    left_out = [f"{licence_id} ({reason})" for licence_id, reason in reasons.items() if reason is not None]
+    err.print(f"--all-active: {plural(len(active), 'licence', 'licences')} of the register active in the window"
+              + (f"; not scanned: {'; '.join(left_out[:20])}" + (f" and {len(left_out) - 20} more"
+                                                                 if len(left_out) > 20 else "")
+                 if left_out else ""), highlight=False, soft_wrap=True)
+    return [version_site(row) for row in active], {row.licence_id: (row.version, row.digest) for row in active}
 
 
 def _scan(request: ScanRequest, options: ScanOptions, db: str | None, show_progress: bool = True) -> Any:
@@ -109,7 +144,12 @@ def _scan(request: ScanRequest, options: ScanOptions, db: str | None, show_progr
 @app.command()
 @user_errors
 def scan(
-    sites: Annotated[Path, typer.Option("--sites", help="licence areas: GeoJSON, GeoPackage or Shapefile, any CRS")],
+    sites: Annotated[Path | None, typer.Option(
+        "--sites", help="licence areas: GeoJSON, GeoPackage or Shapefile, any CRS")] = None,
+    all_active: Annotated[bool, typer.Option(
+        "--all-active", help="instead of --sites: every licence of the store's register (gmsense licences import) "
+                             "whose latest version is active in the window: status not revoked or ended, not ended "
+                             "before --start, not starting after --end (default: today)")] = False,
     source: Annotated[str, typer.Option(
         "--source", help="synthetic | local | earthengine (docs/earthengine.md)")] = "synthetic",
     imagery: Annotated[Path | None, typer.Option(
@@ -142,16 +182,28 @@ def scan(
     """Scan licence areas for vegetation damage and store patches and flags.
 
     Incremental: licences with no acquisition newer than the last one analysed (same settings)
-    are skipped. After a crash, `--resume` finishes the interrupted scan of the same request.
+    are skipped; with --all-active, a licence with a new version in the register is scanned again.
+    After a crash, `--resume` finishes the interrupted scan of the same request.
     """
     from gmsense.batch.scan import check_dates
+    from gmsense.errors import InputError
 
+    if sites is not None and all_active:
+        raise InputError("--sites and --all-active are mutually exclusive: scan the licences of a file (--sites FILE) "
+                         "or the active licences of the store's register (--all-active), not both")
+    if sites is None and not all_active:
+        raise InputError("say which licences to scan: --sites FILE (licence areas), or --all-active (every active "
+                         "licence of the store's register, filled by 'gmsense licences import FILE')")
     check_dates(start, end, ("--start", "--end"))  # before the store exists: bad dates write nothing
     classifier = _classifier(detector, model, load_settings(config).classify.model)
     options = _scan_options(workers, scheduler, memory_limit, sites_file=sites, works_file=works, resume=resume,
                             force=force)
+    register = _active_licences(db, start, end) if all_active else None
+    if register is not None and not register[0]:
+        out.print("no licence of the register is active in the window: nothing to scan", highlight=False)
+        raise typer.Exit(EXIT_OK)
     request = _scan_request(sites, source, imagery, start, end, config=config, buffer_m=buffer, works_file=works,
-                            rules_file=rules, classifier=classifier)
+                            rules_file=rules, classifier=classifier, register=register)
     summary, store = _scan(request, options, db, progress)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:
@@ -786,6 +838,7 @@ app.add_typer(cli_review.labels_app, name="labels")
 app.add_typer(cli_restoration.register_app, name="register")
 app.add_typer(cli_restoration.zones_app, name="zones")
 app.add_typer(cli_restoration.restoration_app, name="restoration")
+app.add_typer(licences_app, name="licences")
 
 
 if __name__ == "__main__":  # pragma: no cover

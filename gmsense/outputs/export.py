@@ -57,13 +57,16 @@ def patches_frame(store: Store) -> gpd.GeoDataFrame:
 
 
 def flags_frame(store: Store) -> gpd.GeoDataFrame:
-    """Every flag with its patch geometry (or the licence's, for licence-level flags), EPSG:4326."""
+    """Every flag with its patch geometry (or the licence's, for licence-level flags), EPSG:4326;
+    ``licence_version``: the register version the flag was checked against (empty for --sites scans)."""
     patches = {r.patch_id: r.geometry_wkt for r in store.patch_rows()}
     sites = {r.site_id: r.geometry_wkt for r in store.site_rows()}
-    fields = ["flag_id", "site_id", "patch_id", "rule", "severity", "status", "message", "created_scan_id"]
+    fields = ["flag_id", "site_id", "patch_id", "rule", "severity", "status", "message", "created_scan_id",
+              "licence_version"]
     data = [
         {"flag_id": f.id, "site_id": f.site_id, "patch_id": f.patch_id, "rule": f.rule, "severity": f.severity,
          "status": f.status, "message": f.message, "created_scan_id": f.created_scan_id,
+         "licence_version": f.licence_version,
          "geometry": wkt.loads(patches[f.patch_id] if f.patch_id else sites[f.site_id])}
         for f in store.flag_rows()
     ]

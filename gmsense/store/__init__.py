@@ -180,6 +180,31 @@ class FlagRow(Base):
     created_scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
     updated_scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # The version of the licence register (licence_versions.version) the flag was last checked
+    # against; NULL when the scan read its licences from a --sites file (or before revision 0007).
+    licence_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class LicenceVersionRow(Base):
+    """One version of a licence of the register (gmsense.geo.licences): its boundary and attributes from
+    ``valid_from`` (the import that brought them) to ``valid_to`` (the import that changed them;
+    NULL for the latest version). ``change``: new | changed | retired."""
+
+    __tablename__ = "licence_versions"
+    __table_args__ = (UniqueConstraint("licence_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    licence_id: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
+    local_wkt: Mapped[str] = mapped_column(Text)
+    local_crs: Mapped[str] = mapped_column(Text)
+    area_m2: Mapped[float] = mapped_column(Float)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    digest: Mapped[str] = mapped_column(String(64))
+    change: Mapped[str] = mapped_column(String(20))
+    source_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    valid_from: Mapped[datetime] = mapped_column(DateTime)
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class UserRow(Base):
@@ -694,6 +719,82 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(SiteRow).order_by(SiteRow.site_id)))
 
+    # --- the licence register (issue 21: gmsense.geo.licences) ----------------------------------------
+    def import_licences(self, sites: list[Site], *, source_file: str | None = None,
+                        retire_missing: bool = False) -> dict[str, list[str]]:
+        """Store a licence file's licences as versions, in one transaction (see gmsense.geo.licences).
+
+        A licence new to the store gets version 1; one whose boundary or attributes differ from its
+        latest version a new version (``valid_from`` now, the previous version's ``valid_to`` now);
+        an identical one nothing. Licences of the store absent from ``sites`` are never deleted:
+        they are listed as ``missing``, and with ``retire_missing`` those not already ended or
+        revoked get a new version with status ``ended`` (``retired``). Returns the licence ids per
+        outcome: ``new``, ``changed``, ``unchanged``, ``missing``, ``retired``.
+        """
+        from gmsense.geo.licences import RETIRED_STATUS, is_inactive_status, json_attrs, licence_digest, same_licence
+
+        outcome: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": [], "missing": [], "retired": []}
+        now = _now()
+        try:
+            with self.session() as s, s.begin():
+                latest = {row.licence_id: row for row in s.scalars(
+                    select(LicenceVersionRow).where(LicenceVersionRow.valid_to.is_(None)))}
+
+                def add(licence_id: str, version: int, change: str, wgs84: Any, local_wkt: str, local_crs: str,
+                        area_m2: float, attrs: dict[str, Any], digest: str, previous: LicenceVersionRow | None) -> None:
+                    if previous is not None:
+                        previous.valid_to = now
+                        s.flush()  # one open version per licence at any time
+                    s.add(LicenceVersionRow(licence_id=licence_id, version=version, geometry_wkt=wgs84.wkt,
+                                            local_wkt=local_wkt, local_crs=local_crs, area_m2=area_m2, attrs=attrs,
+                                            digest=digest, change=change, source_file=source_file,
+                                            valid_from=now, valid_to=None))
+
+                for site in sites:
+                    wgs84, attrs = site.geometry_wgs84, json_attrs(site.attrs)
+                    digest = licence_digest(wgs84, attrs)
+                    previous = latest.get(site.site_id)
+                    if previous is not None and same_licence(previous, wgs84, attrs, digest):
+                        outcome["unchanged"].append(site.site_id)
+                        continue
+                    outcome["new" if previous is None else "changed"].append(site.site_id)
+                    add(site.site_id, previous.version + 1 if previous else 1, "changed" if previous else "new",
+                        wgs84, site.geometry.wkt, site.crs.to_string(), float(site.geometry.area), attrs, digest,
+                        previous)
+                seen = {site.site_id for site in sites}
+                for licence_id in sorted(set(latest) - seen):
+                    outcome["missing"].append(licence_id)
+                    row = latest[licence_id]
+                    if not retire_missing or is_inactive_status((row.attrs or {}).get("status")):
+                        continue
+                    attrs = {**(row.attrs or {}), "status": RETIRED_STATUS}
+                    wgs84 = wkt.loads(row.geometry_wkt)
+                    add(licence_id, row.version + 1, "retired", wgs84, row.local_wkt, row.local_crs, row.area_m2,
+                        attrs, licence_digest(wgs84, attrs), row)
+                    outcome["retired"].append(licence_id)
+        except SQLAlchemyError as exc:
+            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+            raise StoreError(f"cannot import the licences into {self.location} (nothing was imported; another import "
+                             f"running at the same time?): {reason}") from None
+        return outcome
+
+    def latest_licence_versions(self) -> list[LicenceVersionRow]:
+        """The latest version of every licence of the register, by licence id."""
+        with self.session() as s:
+            return list(s.scalars(select(LicenceVersionRow).where(LicenceVersionRow.valid_to.is_(None))
+                                  .order_by(LicenceVersionRow.licence_id)))
+
+    def licence_history(self, licence_id: str) -> list[LicenceVersionRow]:
+        """Every version of one licence, oldest first (empty if the register does not hold it)."""
+        with self.session() as s:
+            return list(s.scalars(select(LicenceVersionRow).where(LicenceVersionRow.licence_id == licence_id)
+                                  .order_by(LicenceVersionRow.version)))
+
+    def licence_version_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            return dict(s.execute(select(LicenceVersionRow.licence_id, func.count())
+                                  .group_by(LicenceVersionRow.licence_id)).all())
+
     # --- register of mine land, demonstration zones, restoration (issue 19) ----------------------
     def upsert_register(self, polygons: list[RegisterPolygon]) -> dict[str, int]:
         """Store register polygons in one transaction; a ``register_id`` already stored is replaced
@@ -772,8 +873,12 @@ class Store:
             return list(s.scalars(select(RestorationRunRow).order_by(RestorationRunRow.id)))
 
     # --- results -----------------------------------------------------------------------------
-    def save_site_result(self, scan_id: int, result: SiteResult, unit_key: str = "") -> dict[str, Any]:
+    def save_site_result(self, scan_id: int, result: SiteResult, unit_key: str = "",
+                         licence_version: int | None = None) -> dict[str, Any]:
         """Write one licence's patches, recovery and flags in one transaction.
+
+        ``licence_version``: the register version of the licence the scan analysed (None for a
+        licence from a --sites file), recorded on every flag the result holds, new or re-checked.
 
         Returns counts of ``new_patches``, ``updated_patches`` and ``new_flags``, and what the store
         holds for the licence once they are written: ``patches`` (several detections that extend one
@@ -820,11 +925,13 @@ class Store:
                 if existing is None:
                     s.add(FlagRow(site_id=result.site_id, patch_id=patch_id, rule=flag.rule, flag_key=flag.key,
                                   severity=flag.severity, message=flag.message, evidence=flag.evidence,
-                                  created_scan_id=scan_id, updated_scan_id=scan_id))
+                                  created_scan_id=scan_id, updated_scan_id=scan_id,
+                                  licence_version=licence_version))
                     counts["new_flags"] += 1
                 else:
                     existing.severity, existing.message = flag.severity, flag.message
                     existing.evidence, existing.updated_scan_id = flag.evidence, scan_id
+                    existing.licence_version = licence_version
             unit = s.scalar(select(ScanUnitRow).where(ScanUnitRow.scan_id == scan_id,
                                                       ScanUnitRow.site_id == result.site_id))
             unit = unit or ScanUnitRow(scan_id=scan_id, site_id=result.site_id)
