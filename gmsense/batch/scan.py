@@ -8,6 +8,16 @@ process writes the store, one transaction per licence (a tiled licence once all 
 back, joined by gmsense.batch.tiles). A licence that fails (after retries of transient errors) is
 recorded with its error and the scan goes on; the status says ``partial``. Progress goes to a
 callback (:class:`ScanProgress` events); the command line draws it as a bar.
+
+A worker that dies (a lost node, a killed process, a pre-empted batch job) costs no licence: the
+scheduler runs the tasks it was running, and recomputes the results it held, on the other workers.
+Only a task during whose runs ``distributed.scheduler.allowed-failures`` + 1 workers died (default
+3, the scheduler's setting: on an external cluster that of the ``dask scheduler`` process) ends in
+``KilledWorker``; the scan then retries the unit ``scan.retries`` times more (each retry again
+survives one loss at most, as the scheduler keeps counting) and only then records its licences
+failed, with a hint at memory: a unit that kills every worker it runs on is usually out of memory.
+The trained model goes to the cluster once per scan, as a task of its own whose result every unit
+takes (recomputed like any other if its worker dies), not inside each unit's task.
 """
 
 from __future__ import annotations
@@ -22,14 +32,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
 from typing import Any
 
 import dask
 import psutil
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
 
 from gmsense import __version__
 from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
@@ -202,34 +212,81 @@ def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest) -> Sc
     return _with_retries(request.settings, tile_sample, site, tile, request)
 
 
-def _context_tasks(client: Client, units: list[WorkUnit], request: ScanRequest, scan_id: int) -> dict[str, Any]:
-    """For every tiled licence, a future of its scene statistics: a first pass over each of its
-    tiles, then their merge (gmsense.batch.tiles.licence_context)."""
-    samples: dict[str, list[Any]] = {}
-    for unit in units:
+def _shared(value: Any) -> Any:
+    """The value itself: the task that puts a large object (the classifier) on the cluster once."""
+    return value
+
+
+def _on_worker(func: Any, request: ScanRequest, classifier: Any, *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, request=request, **kwargs)`` on a worker, the request given back its classifier
+    (sent once per scan as its own task: see :class:`_Tasks`)."""
+    if classifier is not None:
+        request = replace(request, classifier=classifier)
+    return func(*args, request=request, **kwargs)
+
+
+class _Tasks:
+    """Submits a scan's tasks: the classifier once, each tiled licence's first pass and context,
+    each unit. A task carries the request narrowed to its licences and without the classifier (a
+    model of megabytes would travel inside every task; it goes once, as a task whose result
+    the units take, recomputed if the worker that holds it dies)."""
+
+    def __init__(self, client: Client, request: ScanRequest, scan_id: int, threads: int) -> None:
+        self.client, self.request, self.scan_id, self.threads = client, request, scan_id, threads
+        self.classifier = None
+        if request.classifier is not None:
+            # Large by design, and sent once: distributed's warning about large graphs is for repeats.
+            with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
+                self.classifier = client.submit(_shared, request.classifier, key=self._key("classifier"), pure=False)
+        self.contexts: dict[str, Future] = {}
+
+    def _key(self, name: str) -> str:
+        return f"{name}-{self.scan_id}-{uuid.uuid4().hex[:8]}"
+
+    def _mine(self, unit: WorkUnit) -> ScanRequest:
+        return replace(self.request.only(unit.sites), classifier=None)
+
+    def contexts_for(self, units: list[WorkUnit]) -> None:
+        """For every tiled licence, a future of its scene statistics: a first pass over each of its
+        tiles, then their merge (gmsense.batch.tiles.licence_context)."""
+        samples: dict[str, list[Future]] = {}
+        for unit in units:
+            if unit.tile is not None:
+                site = unit.sites[0]
+                samples.setdefault(site.site_id, []).append(self.client.submit(
+                    _on_worker, tile_sample_with_retries, self._mine(unit), self.classifier, site, unit.tile,
+                    key=self._key(f"sample-{unit.name}"), pure=False))
+        self.contexts = {site_id: self.client.submit(licence_context, parts, key=self._key(f"context-{site_id}"),
+                                                     pure=False)
+                         for site_id, parts in samples.items()}
+
+    def unit(self, unit: WorkUnit) -> Future:
+        """The task that runs ``unit`` on a worker; a tile also gets its licence's scene statistics."""
+        mine, key = self._mine(unit), self._key(f"unit-{unit.name}")
         if unit.tile is not None:
             site = unit.sites[0]
-            samples.setdefault(site.site_id, []).append(client.submit(
-                tile_sample_with_retries, site, unit.tile, request.only(unit.sites),
-                key=f"sample-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False))
-    return {site_id: client.submit(licence_context, parts, key=f"context-{scan_id}-{site_id}-{uuid.uuid4().hex[:8]}",
-                                   pure=False)
-            for site_id, parts in samples.items()}
+            return self.client.submit(_on_worker, analyse_tile_with_retries, mine, self.classifier, site, unit.tile,
+                                      context=self.contexts.get(site.site_id), threads=self.threads, key=key,
+                                      pure=False)
+        if len(unit.sites) > 1:
+            return self.client.submit(_on_worker, analyse_group, mine, self.classifier, threads=self.threads, key=key,
+                                      pure=False)
+        return self.client.submit(_on_worker, analyse_with_retries, mine, self.classifier, unit.sites[0],
+                                  threads=self.threads, key=key, pure=False)
+
+    def done_with(self, site_id: str) -> None:
+        """A tiled licence is stored or failed: its scene statistics need not survive a lost worker."""
+        context = self.contexts.pop(site_id, None)
+        if context is not None:
+            context.release()
 
 
-def _task(unit: WorkUnit, request: ScanRequest, contexts: dict[str, Any] | None = None,
-          threads: int = 1) -> tuple[Any, ...]:
-    """The function and arguments that run ``unit`` on a worker: the request goes narrowed to the
-    unit's licences, so a task carries only its own licences and work programmes; a tile also
-    gets its licence's scene statistics (a future of :func:`_context_tasks`). ``threads``: for
-    detection inside the unit."""
-    mine = request.only(unit.sites)
-    if unit.tile is not None:
-        context = (contexts or {}).get(unit.sites[0].site_id)
-        return (analyse_tile_with_retries, unit.sites[0], unit.tile, mine, context, threads)
-    if len(unit.sites) > 1:
-        return (analyse_group, mine, threads)
-    return (analyse_with_retries, unit.sites[0], mine, threads)
+def _killed_message(exc: KilledWorker, attempts: int) -> str:
+    """A licence's error after its unit ended in KilledWorker ``attempts`` times."""
+    return (f"the dask workers running it kept dying: {exc.allowed_failures + 1} workers died while running task "
+            f"{exc.task!r} (the scheduler's distributed.scheduler.allowed-failures is {exc.allowed_failures}; "
+            f"the scan tried the unit {attempts} time(s)); a unit that kills every worker it runs on is usually "
+            f"out of memory: lower --memory-limit, or give the workers more memory (their logs say why they died)")
 
 
 def threads_per_unit(n_units: int, concurrent: int, cores: int) -> int:
@@ -474,25 +531,45 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
             save(unit.sites[0].site_id, value)
 
     with dask_client(options.workers, options.scheduler) as client:
-        contexts = _context_tasks(client, units, request, scan_id)
-        futures = {client.submit(*_task(unit, request, contexts, threads),
-                                 key=f"unit-{scan_id}-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False): unit
-                   for unit in units}
+        tasks = _Tasks(client, request, scan_id, threads)
+        tasks.contexts_for(units)
+        futures = {tasks.unit(unit): unit for unit in units}
+        retried: dict[str, int] = {}  # unit key -> retries after KilledWorker
         report()
         for site_id in skipped:
             report(site_id, "skipped")
-        for n_done, future in enumerate(as_completed(futures), start=1):
+        pending = as_completed(futures)
+        for future in pending:
             unit = futures[future]
             try:
-                handle(unit, future.result())
+                value = future.result()
+            except KilledWorker as exc:
+                # The scheduler already re-ran the unit after each lost worker (allowed-failures):
+                # retry it (and its first passes, if they were the ones killed) a few times more.
+                attempts = retried.get(future.key, 0)
+                if attempts < settings.scan.retries and not all(s.site_id in finished for s in unit.sites):
+                    retried[future.key] = attempts + 1
+                    log.warning("unit %s: its workers died %d times; retrying it", unit.name,
+                                exc.allowed_failures + 1)
+                    client.retry([future])
+                    pending.add(future)
+                    continue
+                for site in unit.sites:
+                    fail(site.site_id, _killed_message(exc, attempts + 1))
             except Exception as exc:  # one licence's failure must not stop the scan
                 for site in unit.sites:
                     fail(site.site_id, _describe(exc))
-            finally:
-                future.release()
+            else:
+                try:
+                    handle(unit, value)
+                except Exception as exc:  # merging tiles or storing one licence
+                    for site in unit.sites:
+                        fail(site.site_id, _describe(exc))
+            future.release()
             # Reported outside the handling above: an error of the callback ends the scan.
-            count["units_done"] = n_done
+            count["units_done"] += 1
             for site_id, outcome in outcomes:
+                tasks.done_with(site_id)
                 report(site_id, outcome)
             if not outcomes:
                 report()
