@@ -15,8 +15,9 @@ from shapely.geometry import box
 
 from gmsense.batch.planner import tile_grid
 from gmsense.batch.request import ScanRequest
-from gmsense.batch.tiles import analyse_in_tiles, analyse_tile, licence_context, tile_sample
+from gmsense.batch.tiles import analyse_in_tiles, analyse_tile, tile_sample
 from gmsense.config import Settings, configs_dir
+from gmsense.detect.context import merge_samples
 from gmsense.errors import NoObservationsError
 from gmsense.geo.sites import Site, read_sites
 from gmsense.pipeline import analyse_site
@@ -79,7 +80,7 @@ def test_a_tile_scaled_by_its_own_median_would_lose_the_clearing(clearing_30m: t
     tiles = tile_grid(site.buffered(SETTINGS.sites.buffer_m), 2, 2)
     alone = analyse_tile(site, top_left, request)
     assert sum(p.area_m2 for p in alone.patches) < 0.5 * 45 * 45 * 30.0**2
-    context = licence_context([tile_sample(site, tile, request) for tile in tiles])
+    context = merge_samples([tile_sample(site, tile, request) for tile in tiles])
     shared = analyse_tile(site, top_left, request, context)
     assert sum(p.area_m2 for p in shared.patches) > 0.9 * 45 * 45 * 30.0**2
 

@@ -44,9 +44,9 @@ from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
 from gmsense import __version__
 from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
 from gmsense.batch.request import ScanOptions, ScanRequest
-from gmsense.batch.tiles import TileResult, analyse_tile, licence_context, merge_tiles, tile_sample
+from gmsense.batch.tiles import TileResult, analyse_tile, merge_tiles, tile_sample
 from gmsense.config import Settings
-from gmsense.detect.context import SceneContext, SceneSample
+from gmsense.detect.context import SceneContext, SceneSample, merge_samples
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
 from gmsense.geo.sites import Site
 from gmsense.pipeline import analyse_site, available_cores
@@ -248,7 +248,7 @@ class _Tasks:
 
     def contexts_for(self, units: list[WorkUnit]) -> None:
         """For every tiled licence, a future of its scene statistics: a first pass over each of its
-        tiles, then their merge (gmsense.batch.tiles.licence_context)."""
+        tiles, then their merge (gmsense.detect.context.merge_samples)."""
         samples: dict[str, list[Future]] = {}
         for unit in units:
             if unit.tile is not None:
@@ -256,7 +256,7 @@ class _Tasks:
                 samples.setdefault(site.site_id, []).append(self.client.submit(
                     _on_worker, tile_sample_with_retries, self._mine(unit), self.classifier, site, unit.tile,
                     key=self._key(f"sample-{unit.name}"), pure=False))
-        self.contexts = {site_id: self.client.submit(licence_context, parts, key=self._key(f"context-{site_id}"),
+        self.contexts = {site_id: self.client.submit(merge_samples, parts, key=self._key(f"context-{site_id}"),
                                                      pure=False)
                          for site_id, parts in samples.items()}
 

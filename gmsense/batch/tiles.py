@@ -1,8 +1,8 @@
 """Large licences in tiles: analyse one tile, then put a licence's tiles back together.
 
 Every tile sees the licence's scene statistics (gmsense.detect.context), gathered from all its
-tiles in a first pass (:func:`tile_sample`, :func:`licence_context`), so the result does not depend
-on how the licence is cut. A tile (gmsense.batch.planner.Tile) is read with a margin; its
+tiles in a first pass (:func:`tile_sample`, merged by gmsense.detect.context.merge_samples), so
+the result does not depend on how the licence is cut. A tile (gmsense.batch.planner.Tile) is read with a margin; its
 analysis keeps the patches whose representative point lies in its core, so each patch is kept
 by one tile, seen whole when it reaches less than the margin beyond the core. Pieces of one
 patch kept by neighbouring tiles (a patch longer than the margin, cut by a tile edge) are
@@ -79,16 +79,12 @@ def tile_sample(site: Site, tile: Tile, request: ScanRequest) -> SceneSample:
     return licence_sample(ndvi, region, reproject_geometry(tile.core, site.crs, crs))
 
 
-def licence_context(samples: list[SceneSample]) -> SceneContext:
-    """The licence's scene statistics from every tile's :func:`tile_sample`."""
-    return merge_samples(samples)
-
-
 def analyse_tile(site: Site, tile: Tile, request: ScanRequest, context: SceneContext | None = None, *,
                  threads: int | None = None) -> TileResult:
     """Load ``tile.read`` of the licence from the request's source and keep the patches of ``tile.core``
     (the rules wait for the whole licence: :func:`merge_tiles`). ``context``: the licence's scene
-    statistics (:func:`licence_context`); without it the tile's own are used, and the result then
+    statistics (the tiles' :func:`tile_sample` merged by
+    gmsense.detect.context.merge_samples); without it the tile's own are used, and the result then
     depends on how the licence was cut. A tile without observations (outside the imagery, all
     no-data or cloud) answers no patches and says so in ``stats["no_data"]``. ``threads``: see
     gmsense.pipeline.analyse_cube."""
@@ -214,6 +210,6 @@ def _merge_stats(parts: list[dict[str, Any]], counted: list[dict[str, Any]], min
 def analyse_in_tiles(site: Site, tiles: list[Tile], request: ScanRequest) -> SiteResult:
     """One licence cut into ``tiles``, in this process: what a scan does with its tiles (first pass,
     context, tiles, merge), one after the other; for checks and notebooks."""
-    context = licence_context([tile_sample(site, tile, request) for tile in tiles])
+    context = merge_samples([tile_sample(site, tile, request) for tile in tiles])
     return merge_tiles(site, [analyse_tile(site, tile, request, context) for tile in tiles], request.settings,
                        request.works_of(site.site_id))

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from gmsense.geo.sites import (
     SiteRepairWarning,
     _clean_geometry,
     _coerce_site_id,
-    _contract_name_for,
+    _contract_renames,
     _crs_problems,
     _duplicate_problems,
     _feature_label,
@@ -127,22 +127,11 @@ def read_zones(path: str | os.PathLike[str], *, repair_invalid: bool = True,
 # --------------------------------------------------------------------------------------------
 
 
-def _renames(columns: Iterable[Any], geometry_column: str, wanted: Sequence[str]) -> dict[str, str]:
-    """Upper-case or Shapefile-cut names (``REGISTER_I``, ``restoratio``) back to the field names."""
-    present = {str(c) for c in columns}
-    candidates: dict[str, list[str]] = {}
-    for column in present - {geometry_column, *wanted}:
-        target = _contract_name_for(column.lower(), wanted)
-        if target is not None and target not in present:
-            candidates.setdefault(target, []).append(column)
-    return {sources[0]: target for target, sources in candidates.items() if len(sources) == 1}
-
-
 def _validated(frame: geopandas.GeoDataFrame, label: str, id_name: str, required: Sequence[str],
                optional: Sequence[str], check_attrs: Any, repair_invalid: bool, item: str, items: str) -> list[Any]:
     """Features as :class:`gmsense.geo.sites.Site` records (id, local UTM geometry, attrs), or one
     SitesError listing every problem."""
-    frame = frame.rename(columns=_renames(frame.columns, frame.geometry.name, (*required, *optional)))
+    frame = frame.rename(columns=_contract_renames(frame.columns, frame.geometry.name, (*required, *optional)))
     geometry_column = frame.geometry.name
     found = [str(c) for c in frame.columns if c != geometry_column]
     missing = [c for c in required if c not in frame.columns]

@@ -332,13 +332,14 @@ def _choose_layer(path: Path, layers: np.ndarray, layer: str | None, default: st
     )
 
 
-def _contract_renames(columns: Iterable[Any], geometry_column: str) -> dict[str, str]:
-    """Renames mapping upper-case or Shapefile-truncated names back to contract names.
+def _contract_renames(columns: Iterable[Any], geometry_column: str,
+                      wanted: Sequence[str] = ("site_id", *CONTRACT_FIELDS)) -> dict[str, str]:
+    """Renames mapping upper-case or Shapefile-truncated names back to the ``wanted`` field names
+    (the licence contract's by default).
 
     ``SITE_ID -> site_id``, ``licence_st -> licence_start``; only when the target name is not
     already present and exactly one column maps to it.
     """
-    wanted = ("site_id", *CONTRACT_FIELDS)
     present = {str(c) for c in columns}
     candidates: dict[str, list[str]] = {}
     for column in present - {geometry_column, *wanted}:
