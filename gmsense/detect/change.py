@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits
 from gmsense._numeric import masked_median
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
+from gmsense.detect._kernels import confirm_runs_kernel, screen_kernel
 from gmsense.detect.context import SceneContext, index_context
 
 NO_BREAK = -1
@@ -149,40 +150,12 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
     ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
-    n_time, n_pix = drop.shape
-    first = np.full(n_pix, NO_BREAK, dtype="int32")
-    confirmed = np.full(n_pix, NO_BREAK, dtype="int32")
-    magnitude = np.full(n_pix, np.nan, dtype="float32")
-    run_len = np.zeros(n_pix, dtype="int32")
-    run_start = np.full(n_pix, NO_BREAK, dtype="int32")
-    run_sum = np.zeros(n_pix)
-    seen_all = np.isfinite(drop)
-    drop0 = np.where(seen_all, drop, 0.0)
-    drops_all = seen_all & (drop0 > threshold)
-    for t in range(n_time):
-        seen, is_drop = seen_all[t], drops_all[t]
-        starts = is_drop & (run_len == 0)
-        run_start[starts] = t
-        run_len = np.where(is_drop, run_len + 1, np.where(seen, 0, run_len))
-        run_sum = np.where(is_drop, run_sum + drop0[t], np.where(seen, 0.0, run_sum))
-        newly = (run_len == confirm_obs) & (first == NO_BREAK)
-        first[newly] = run_start[newly]
-        confirmed[newly] = t
-        magnitude[newly] = run_sum[newly] / confirm_obs
-    probable = np.where((first == NO_BREAK) & (run_len > 0), run_start, NO_BREAK).astype("int32")
-    if min_persistence > 0 and year is not None:
-        broken = first != NO_BREAK
-        t_index = np.arange(n_time)[:, None]
-        start_year = year[np.clip(first, 0, None)]
-        window = (t_index >= first[None, :]) & (year[:, None] == start_year[None, :]) & broken[None, :]
-        seen = window & seen_all
-        drops = window & drops_all
-        share = drops.sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
-        transient = broken & (share < min_persistence)
-        first[transient] = NO_BREAK
-        confirmed[transient] = NO_BREAK
-        magnitude[transient] = np.nan
-    return first, confirmed, magnitude, probable
+    years = np.asarray(year, dtype="int64") if year is not None else np.empty(0, dtype="int64")
+    if drop.dtype != threshold.dtype:
+        drop, threshold = np.asarray(drop, dtype="float64"), np.asarray(threshold, dtype="float64")
+    out = confirm_runs_kernel(drop, threshold, int(confirm_obs), years, float(min_persistence))
+    as_index = out[:, [0, 1, 3]].astype("int32")
+    return as_index[:, 0], as_index[:, 1], out[:, 2].astype("float32"), as_index[:, 2]
 
 
 def _recovered_season(values: np.ndarray, doy: np.ndarray, year: np.ndarray, season: np.ndarray,
@@ -262,207 +235,105 @@ def later_breaks(values: np.ndarray, doy: np.ndarray, year: np.ndarray, first: n
     return latest_first, latest_confirmed, latest_magnitude, next_first
 
 
-def _positions(mask: np.ndarray) -> slice | np.ndarray:
-    """Indices where ``mask`` holds, as a slice when they are contiguous (indexing then copies nothing)."""
-    idx = np.flatnonzero(mask)
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
+def _season_rows(year: np.ndarray, baseline_seasons: int) -> tuple[np.ndarray, ...]:
+    """Per season with a baseline, its baseline dates (the ``baseline_seasons`` seasons before it)
+    and its own dates, as flat index arrays with offsets (CSR): base rows, base offsets, own
+    rows, own offsets."""
+    base, this = [], []
+    for season in np.unique(year):
+        base_t = np.flatnonzero((year < season) & (year >= season - baseline_seasons))
+        if base_t.size:
+            base.append(base_t)
+            this.append(np.flatnonzero(year == season))
 
+    def csr(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype="int64")
+        return rows.astype("int64"), np.cumsum([0, *(len(p) for p in parts)]).astype("int64")
 
-def _solve_batched(normal: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solve ``normal[:, :, p] @ x = rhs[:, p]`` for every p; normal (k, k, P) symmetric positive
-    semi-definite, rhs (k, P) -> x (k, P) and the smallest pivot relative to its diagonal entry
-    (P,), a conditioning measure: near 0 when a column is (almost) a combination of the others.
-    Gaussian elimination vectorised over p (k <= 7), far cheaper than a batched LAPACK call on
-    many tiny systems. Overwrites ``normal`` and ``rhs``."""
-    k = rhs.shape[0]
-    a, b = normal, rhs
-    diagonal = np.diagonal(a).T.copy()  # (k, P)
-    for i in range(k):
-        for j in range(i + 1, k):
-            factor = a[j, i] / a[i, i]
-            a[j, i + 1:] -= factor * a[i, i + 1:]
-            b[j] -= factor * b[i]
-    x = np.empty_like(b)
-    for i in range(k - 1, -1, -1):
-        acc = b[i].copy()
-        for j in range(i + 1, k):
-            acc -= a[i, j] * x[j]
-        x[i] = acc / a[i, i]
-    return x, (np.diagonal(a).T / diagonal).min(axis=0)
-
-
-def _fit_screen(basis: np.ndarray, ridge: np.ndarray, filled: np.ndarray,
-                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_fit` for the screen: ``basis`` (T, k) spanning the design's columns, its columns
-    orthogonal over all dates, and ``ridge`` (k, k) :func:`_fit`'s regularisation in that basis;
-    ``filled`` (T, P) values, 0 where the ``weights`` (0/1) are 0, all of one float dtype ->
-    coefficients (k, P) of that dtype, the weight count per pixel and the conditioning of each
-    fit (see :func:`_solve_batched`). Sums in that dtype, solved in float64."""
-    n_time, k = basis.shape
-    products = (basis[:, :, None] * basis[:, None, :]).reshape(n_time, k * k).T
-    normal = (products @ weights).astype("float64").reshape(k, k, -1)
-    count = weights.sum(axis=0).astype("int64")
-    normal += ridge[:, :, None]
-    coef, conditioning = _solve_batched(normal, (basis.T @ filled).astype("float64"))
-    return coef.astype(basis.dtype), count, conditioning
-
-
-def _unstable(count: np.ndarray, conditioning: np.ndarray, n_terms: int) -> np.ndarray:
-    """Fits the float32 screen cannot stand in for: no more observations than terms, or badly
-    conditioned (bunched observations)."""
-    return (count <= n_terms) | (conditioning < _SCREEN_MIN_CONDITIONING)
+    return (*csr(base), *csr(this))
 
 
 def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings,
                   tolerance: float = SCREEN_TOLERANCE) -> np.ndarray:
     """Pixels the exact detector could flag, bool (P,), from the anomaly (T, P) float32 (NaN where
     missing), cheaply. See :func:`_screen`."""
-    return _screen(anomaly, doy, year, settings, tolerance)[0]
+    return _screen(np.ascontiguousarray(anomaly.T), doy, year, settings, tolerance)[0]
 
 
 def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings,
-            tolerance: float = SCREEN_TOLERANCE, weak: bool = False) -> tuple[np.ndarray, np.ndarray | None,
-                                                                             np.ndarray | None]:
-    """The screen's candidates (P,) and, with ``weak``, the line pass's drops below the screen's
-    model (T, P; NaN where missing or the pixel has too little history) and weak-drop thresholds
-    (T, P): ``max(line_min_drop, line_z x spread)``, the spread robust where the screen computed
-    it and the residuals' root mean square where every residual is small; (None, None) when there
-    are too few dates to screen.
+            tolerance: float = SCREEN_TOLERANCE, weak: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The screen's candidates (P,) and, with ``weak``, the line pass's weak runs (P, 3): first and
+    confirmed time indices (``NO_BREAK`` if none) and the run's mean drop, from ``anomaly`` (P, T;
+    NaN where missing), float32 with up to one harmonic and float64 with more (a season's few
+    observations fit more terms too closely for float32 to follow).
 
-    The same robust seasonal model as :func:`season_drops`, in float32 (float64 with more than one
-    harmonic) and an orthogonal basis; the first fit's residual median is only taken for pixels
-    with a residual beyond ``3 x sigma_floor`` (for the others every observation is an inlier
-    whatever the median, so the refit is the fit). An observation is a *possible drop* when it
-    falls more than ``max(min_drop, z_threshold x sigma_floor)`` less ``tolerance`` below the
-    model (the exact threshold is never lower). A pixel is a candidate when its possible drops,
-    walked like :func:`confirm_runs` walks drops, make a run of ``confirm_obs`` or leave one open
-    at the end; when a fit has no more observations than terms or is badly conditioned; or when
-    its count of baseline inliers sits at ``min_baseline_obs`` (where the screen's and the exact
-    counts might disagree).
+    The same robust seasonal model as :func:`season_drops`, in an orthogonal basis of the design's
+    columns (design = basis @ r, with :func:`_fit`'s ridge carried over: 1e-6 |coef|^2 = 1e-6
+    |inv(r) @ basis_coef|^2), so the same fitted values come from far better conditioned normal
+    equations, sums in the anomaly's dtype and solved in float64. The first fit's residual median
+    is only taken for pixels with a residual beyond ``3 x sigma_floor`` (for the others every
+    observation is an inlier whatever the median, so the refit is the fit). An observation is a
+    *possible drop* when it falls more than ``max(min_drop, z_threshold x sigma_floor)`` less
+    ``tolerance`` below the model (the exact threshold is never lower). A pixel is a candidate
+    when its possible drops, walked like :func:`confirm_runs` walks drops, make a run of
+    ``confirm_obs`` or leave one open at the end; when a fit has no more observations than terms
+    or is badly conditioned; or when its count of baseline inliers sits at ``min_baseline_obs``
+    (where the screen's and the exact counts might disagree).
+
+    The line pass (``weak``): drops below the screen's model against ``max(line_min_drop, line_z x
+    spread)`` (the spread robust where the screen computed it, the residuals' root mean square
+    where every residual is small), walked by :func:`confirm_runs` with ``line_confirm_obs`` for
+    the pixels with that many weak drops at all. Every pixel is a candidate, with no weak runs,
+    when there are too few dates to screen. Compiled, one pixel at a time
+    (:func:`gmsense.detect._kernels.screen_kernel`).
     """
-    n_time, n_pix = anomaly.shape
-    # The same model in an orthogonal basis of the design's columns (design = basis @ r), with
-    # _fit's ridge carried over (1e-6 |coef|^2 = 1e-6 |inv(r) @ basis_coef|^2): the same fitted
-    # values from far better conditioned normal equations. Float32 for up to one harmonic; more
-    # terms fit the few observations of a season too closely for float32 to follow.
+    n_pix, n_time = anomaly.shape
+    no_weak = np.tile(np.array([NO_BREAK, NO_BREAK, np.nan]), (n_pix, 1))
     design = design_matrix(doy, settings.harmonics)
     n_terms = design.shape[1]
     q, r = np.linalg.qr(design)
     if n_time <= n_terms or np.linalg.cond(r) > 1e12:
-        return np.ones(n_pix, dtype=bool), None, None  # too few dates to screen: every pixel is exact
+        return np.ones(n_pix, dtype=bool), no_weak  # too few dates to screen: every pixel is exact
     real = np.float32 if n_terms <= 3 else np.float64
-    anomaly = anomaly.astype(real, copy=False)
-    basis = (q * np.sqrt(n_time)).astype(real)
     inverse = np.linalg.inv(r / np.sqrt(n_time))
-    ridge = 1e-6 * inverse.T @ inverse
-    observed = ~np.isnan(anomaly)
-    filled = np.where(observed, anomaly, real(0))
-    weights = observed.astype(real)
-    floor_threshold = real(max(settings.min_drop, settings.z_threshold * settings.sigma_floor) - tolerance)
-    surely_inlier = real(3 * settings.sigma_floor - 1e-3)
-    sigma_floor = real(settings.sigma_floor)
-    seen = np.zeros((n_time, n_pix), dtype=bool)
-    maybe = np.zeros((n_time, n_pix), dtype=bool)
-    candidate = np.zeros(n_pix, dtype=bool)
-    drops = np.full((n_time, n_pix), np.nan, dtype=real) if weak else None
-    weak_threshold = np.full((n_time, n_pix), np.inf, dtype=real) if weak else None
-    for season in np.unique(year):
-        base_mask = (year < season) & (year >= season - settings.baseline_seasons)
-        if not base_mask.any():
-            continue
-        base, this = _positions(base_mask), _positions(year == season)
-        xb = basis[base]
-        coef, count, conditioning = _fit_screen(xb, ridge, filled[base], weights[base])
-        # A nearly singular fit (as few observations as terms, or bunched ones) is not reproduced
-        # in float32, nor then are the inliers of the refit.
-        candidate |= (count >= settings.min_baseline_obs) & _unstable(count, conditioning, n_terms)
-        resid = anomaly[base] - xb @ coef
-        with np.errstate(invalid="ignore"):
-            dirty = np.flatnonzero((np.abs(resid) > surely_inlier).any(axis=0))
-        if weak:  # the residuals' root mean square; missing observations count as 0 from here on
-            np.nan_to_num(resid, copy=False)
-            noise = np.sqrt(np.einsum("tp,tp->p", resid, resid) / np.maximum(count, 1)).astype(real)
-        if dirty.size:
-            w = observed[base][:, dirty]
-            spread = np.abs(resid[:, dirty])
-            sigma = np.maximum(real(1.4826) * masked_median(spread, w), sigma_floor)
-            with np.errstate(invalid="ignore"):
-                inliers = w & (spread <= 3 * sigma)
-            coef[:, dirty], count[dirty], conditioning[dirty] = _fit_screen(
-                xb, ridge, filled[base][:, dirty] * inliers, inliers.astype(real))
-            if weak:
-                noise[dirty] = sigma
-            candidate[dirty[np.abs(count[dirty] - settings.min_baseline_obs) <= 1]] = True
-        enough = count >= settings.min_baseline_obs
-        candidate |= enough & _unstable(count, conditioning, n_terms)
-        seen[this] = observed[this] & enough
-        below = basis[this] @ coef - anomaly[this]
-        with np.errstate(invalid="ignore"):
-            maybe[this] = seen[this] & (below > floor_threshold)
-        if weak:
-            drops[this] = np.where(seen[this], below, real(np.nan))
-            weak_threshold[this] = np.maximum(settings.line_min_drop,
-                                              settings.line_z * np.maximum(noise, sigma_floor))[None, :]
-    active = np.flatnonzero(maybe.any(axis=0))
-    maybe, seen = maybe[:, active], seen[:, active]
-    run = np.zeros(active.size, dtype="int32")
-    confirmable = np.zeros(active.size, dtype=bool)
-    for t in range(n_time):
-        run = np.where(maybe[t], run + 1, np.where(seen[t], 0, run))
-        confirmable |= run >= settings.confirm_obs
-    candidate[active[confirmable | (run > 0)]] = True
-    return candidate, drops, weak_threshold
-
-
-def weak_runs(drops: np.ndarray, weak_threshold: np.ndarray, year: np.ndarray,
-              settings: DetectSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The line pass's per-pixel test: :func:`confirm_runs` with the weak thresholds and
-    ``line_confirm_obs`` observations, over the pixels with that many weak drops at all.
-    Returns first and confirmed time indices (``NO_BREAK`` if none) and the run's mean drop."""
-    n_pix = drops.shape[1]
-    first = np.full(n_pix, NO_BREAK, dtype="int32")
-    confirmed = np.full(n_pix, NO_BREAK, dtype="int32")
-    magnitude = np.full(n_pix, np.nan, dtype="float32")
-    with np.errstate(invalid="ignore"):
-        active = np.flatnonzero((drops > weak_threshold).sum(axis=0) >= settings.line_confirm_obs)
-    if active.size:
-        f, c, m, _ = confirm_runs(drops[:, active], weak_threshold[:, active], settings.line_confirm_obs, year,
-                                  settings.min_persistence)
-        first[active], confirmed[active], magnitude[active] = f, c, m
-    return first, confirmed, magnitude
+    base_rows, base_ptr, this_rows, this_ptr = _season_rows(year, settings.baseline_seasons)
+    return screen_kernel(
+        np.ascontiguousarray(anomaly, dtype=real), (q * np.sqrt(n_time)).astype(real), 1e-6 * inverse.T @ inverse,
+        np.asarray(year, dtype="int64"), base_rows, base_ptr, this_rows, this_ptr,
+        settings.min_baseline_obs, 1,
+        float(real(max(settings.min_drop, settings.z_threshold * settings.sigma_floor) - tolerance)),
+        float(real(3 * settings.sigma_floor - 1e-3)), float(real(settings.sigma_floor)), _SCREEN_MIN_CONDITIONING,
+        settings.confirm_obs, bool(weak), float(settings.line_min_drop), float(settings.line_z),
+        settings.line_confirm_obs, float(settings.min_persistence))
 
 
 def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy: np.ndarray, year: np.ndarray,
                   settings: DetectSettings, screen: bool = True) -> np.ndarray:
     """(y, x, T) block of the index -> (y, x, N_OUTPUTS) float32: first, confirmed, magnitude, probable;
-    the line pass's weak first, confirmed and magnitude (:func:`weak_runs`; none without ``line_pass``);
-    the latest later break's first, confirmed and magnitude, and the next break's first
-    (:func:`later_breaks`; only pixels with a first break have one, and those all went through the
-    exact detector, so the screen cannot pass one over).
+    the line pass's weak first, confirmed and magnitude (see :func:`_screen`; none without
+    ``line_pass``); the latest later break's first, confirmed and magnitude, and the next break's
+    first (:func:`later_breaks`; only pixels with a first break have one, and those all went
+    through the exact detector, so the screen cannot pass one over).
 
     The anomaly is the index less the per-date scene ``offset``, NaN on dates not to ``keep``.
     With ``screen`` only the pixels :func:`screen_pixels` passes are run through the exact detector.
     """
     ny, nx, n_time = values.shape
-    stack = np.moveaxis(values, -1, 0).reshape(n_time, ny * nx)  # a view when the block is time-major
+    series = values.reshape(ny * nx, n_time)  # (P, T): a view when the block is pixel-major
     out = np.empty((ny * nx, N_OUTPUTS), dtype="float32")
     out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, np.nan, NO_BREAK)
     pixels = np.arange(ny * nx)
     if screen or settings.line_pass:
-        real = "float32" if settings.harmonics <= 1 else "float64"  # as screen_pixels computes
-        anomaly = np.subtract(stack, offset.astype(real)[:, None], dtype=real)
-        anomaly[~keep] = np.nan
-        candidate, drops, weak_threshold = _screen(anomaly, doy, year, settings, weak=settings.line_pass)
+        real = "float32" if settings.harmonics <= 1 else "float64"  # as _screen computes
+        anomaly = np.subtract(series, offset.astype(real)[None, :], dtype=real)
+        anomaly[:, ~keep] = np.nan
+        candidate, weak = _screen(anomaly, doy, year, settings, weak=settings.line_pass)
         del anomaly
-        if drops is not None:
-            out[:, 4:7] = np.stack(weak_runs(drops, weak_threshold, year, settings), axis=-1)
-            del drops, weak_threshold
+        out[:, 4:7] = weak
         if screen:
             pixels = np.flatnonzero(candidate)
     if pixels.size:
-        flat = stack[:, pixels].astype("float64") - offset[:, None]
+        flat = series[pixels].T.astype("float64") - offset[:, None]
         flat[~keep] = np.nan
         drop, threshold = season_drops(flat, doy, year, settings)
         first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
