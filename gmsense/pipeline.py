@@ -103,13 +103,15 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
     return cube, dates
 
 
-def season_index(cube: xr.Dataset, settings: Settings,
-                 site_id: str) -> tuple[xr.Dataset, np.ndarray | slice, xr.Dataset, xr.DataArray]:
+def season_index(cube: xr.Dataset, settings: Settings, site_id: str,
+                 threads: int = 1) -> tuple[xr.Dataset, np.ndarray | slice, xr.Dataset, xr.DataArray]:
     """The growing season of ``cube`` as the detector sees it: where to read the bands from and the
     season's dates there (see :func:`_season_source`), the season with its refined clear mask (not
     refined for annual composites, ``attrs["composite"] == "annual"``: they are made of clear pixels,
     and the haze test misreads composites whose bands are rescaled), and the masked detection index
-    (loaded; NaN where not clear)."""
+    (loaded; NaN where not clear). NDVI is masked in one compiled pass per date
+    (:func:`gmsense.cube.ops.season_ndvi`, dates among ``threads`` threads) and the season then
+    holds only ``clear``."""
     dates = np.flatnonzero(cubeops.in_season(cube["time"], settings.season))
     if dates.size == 0:
         raise ImageryError(
@@ -118,11 +120,16 @@ def season_index(cube: xr.Dataset, settings: Settings,
             "widen the date range (start/end) or the season")
     bands = [b for b in CUBE_BANDS if b in cube]
     source, dates = _season_source(cube[[*bands, "clear"]], dates)
+    refine = cube.attrs.get("composite") != "annual"  # composites are made of clear pixels: nothing to refine
+    if DETECTION_INDEX == "ndvi" and "nir" in source and "red" in source:
+        at = np.arange(source.sizes["time"])[dates]
+        clear, ndvi = cubeops.season_ndvi(source, at, settings.mask, refine, threads)
+        return source, dates, clear.to_dataset(), ndvi
     # Only the bands masking and the detection index need are copied for the season; the
     # patches' spectra are read from ``source`` patch by patch.
     needed = {"red", "blue", *cubeops.INDEX_BANDS[DETECTION_INDEX]}
     season = source[[b for b in bands if b in needed] + ["clear"]].isel(time=dates)
-    if cube.attrs.get("composite") != "annual":  # composites are made of clear pixels: nothing to refine
+    if refine:
         season = cubeops.refine_clear(season, settings.mask)
     return source, dates, season, cubeops.masked_index(season, DETECTION_INDEX).load()
 
@@ -171,14 +178,15 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)
     bands = [b for b in CUBE_BANDS if b in cube]
-    source, dates, season, ndvi = season_index(cube, settings, site.site_id)
+    threads = threads or available_cores()
+    source, dates, season, ndvi = season_index(cube, settings, site.site_id, threads)
     clear_share = float(np.isfinite(ndvi.values).mean())
     if clear_share == 0:
         raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     if context is None:
         context = merge_samples([licence_sample(ndvi, region)])
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
-                                           threads=threads or available_cores(), season=settings.season).load(),
+                                           threads=threads, season=settings.season).load(),
                              ndvi, settings.detect, settings.season)
     # First disturbances, then later disturbances of ground that broke before (their own patches
     # over the same ground, each in its own label image).

@@ -60,7 +60,7 @@ def refine_clear(cube: xr.Dataset, settings: MaskSettings) -> xr.Dataset:
     needs blue and red), are no longer clear. Pixels never observed (outside the image) do not
     grow.
     """
-    radius = round(settings.cloud_buffer_m / float(cube.attrs.get("resolution_m") or _pixel_size(cube)))
+    radius = _buffer_pixels(cube, settings)
     if not any(cube[v].chunks is not None for v in ("clear", "red", "blue") if v in cube):
         return cube.assign(clear=_refine_clear_numpy(cube, radius, settings.haze_hot_threshold))
     clear = cube["clear"]
@@ -98,6 +98,46 @@ def _refine_clear_numpy(cube: xr.Dataset, radius: int, haze_threshold: float | N
         np.subtract(hot, 0.08, out=hot)
         clear &= ~(hot > haze_threshold)
     return xr.DataArray(clear, dims=dims, coords=clear_da.coords).transpose(*cube["clear"].dims)
+
+
+def _buffer_pixels(cube: xr.Dataset, settings: MaskSettings) -> int:
+    """The cloud buffer ``cloud_buffer_m`` in pixels of the cube's grid."""
+    return round(settings.cloud_buffer_m / float(cube.attrs.get("resolution_m") or _pixel_size(cube)))
+
+
+def season_ndvi(cube: xr.Dataset, dates: np.ndarray, settings: MaskSettings, refine: bool = True,
+                threads: int = 1) -> tuple[xr.DataArray, xr.DataArray]:
+    """For a numpy-backed cube with nir and red: the refined ``clear`` (:func:`refine_clear`; as it
+    is without ``refine``) and ``masked_index(..., "ndvi")`` of the dates ``dates`` (indices into
+    ``time``), the same values, in one compiled pass per date that reads the bands in place (no
+    copy of the season first); dates split among ``threads`` threads. Both (time, y, x)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gmsense.cube._kernels import season_ndvi_kernel
+
+    dims = ("time", "y", "x")
+    nir, red = (np.asarray(cube[b].transpose(*dims).values) for b in ("nir", "red"))
+    clear = np.asarray(cube["clear"].transpose(*dims).values, dtype=bool)
+    use_haze = refine and settings.haze_hot_threshold is not None and "blue" in cube
+    blue = np.asarray(cube["blue"].transpose(*dims).values) if use_haze else red
+    haze = np.array([0.5, 0.08, settings.haze_hot_threshold if use_haze else 0.0], dtype=red.dtype)
+    dates = np.asarray(dates, dtype="int64")
+    ndvi = np.empty((dates.size, *clear.shape[1:]), dtype="float32")
+    refined = np.empty(ndvi.shape, dtype=bool)
+    edges = np.linspace(0, dates.size, max(1, min(threads, dates.size)) + 1).round().astype(int)
+
+    def run(first: int, last: int) -> None:
+        season_ndvi_kernel(nir, red, blue, clear, dates, first, last, _buffer_pixels(cube, settings), haze,
+                           use_haze, refine, ndvi, refined)
+
+    if len(edges) <= 2:
+        run(0, dates.size)
+    else:
+        with ThreadPoolExecutor(max_workers=len(edges) - 1, thread_name_prefix="gmsense-mask") as pool:
+            list(pool.map(run, edges[:-1], edges[1:]))
+    coords = xr.Dataset(coords=cube["clear"].coords).isel(time=dates).coords
+    return (xr.DataArray(refined, dims=dims, coords=coords, name="clear"),
+            xr.DataArray(ndvi, dims=dims, coords=coords, name="ndvi"))
 
 
 def _pixel_size(cube: xr.Dataset) -> float:
