@@ -9,7 +9,7 @@ import xarray as xr
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube import ops as cubeops
 from gmsense.detect.change import detect_breaks
-from gmsense.detect.lines import add_line_breaks
+from gmsense.detect.lines import add_line_breaks, ring
 from gmsense.detect.patches import extract_patches
 from gmsense.testutils import make_cube
 
@@ -20,8 +20,8 @@ LINE_ROW, LINE_COLS = 20, slice(8, 30)  # 220 m long, one pixel wide
 START = "2021-06-20"
 
 
-def _ndvi(seed: int = 0, noise: float = 0.004) -> xr.DataArray:
-    cube = make_cube(ny=SIZE, nx=SIZE, seed=seed, noise=noise, cloud_share=0.15)
+def _ndvi(seed: int = 0, noise: float = 0.004, resolution: float = 10.0) -> xr.DataArray:
+    cube = make_cube(ny=SIZE, nx=SIZE, seed=seed, noise=noise, cloud_share=0.15, resolution=resolution)
     return cubeops.index(cubeops.growing_season(cubeops.masked(cube), SEASON), "ndvi").load()
 
 
@@ -55,6 +55,29 @@ def test_a_weak_new_line_becomes_a_break_the_pixel_test_alone_misses() -> None:
     assert len(patches) == 1
     assert patches[0].shape["length_m"] > 150
     assert patches[0].context["line_share"] == 1.0
+
+
+@pytest.mark.parametrize("resolution", [20.0, 30.0])
+def test_a_weak_new_line_is_found_on_coarse_pixels_too(resolution: float) -> None:
+    """At 20 and 30 m the line's ring starts at its edge (10 m is under half a pixel): the ring
+    must not come out empty, which would reject every line at those resolutions."""
+    ndvi = _lower(_ndvi(resolution=resolution), LINE_ROW, LINE_COLS, 0.1, START)
+    result = _lines(ndvi)
+    line = np.zeros((SIZE, SIZE), dtype=bool)
+    line[LINE_ROW, LINE_COLS] = True
+    assert result["line"].values[line].mean() > 0.8
+    assert not result["line"].values[~line].any()
+
+
+@pytest.mark.parametrize("steps", [(0, 1), (0, 3), (1, 2), (2, 4)])
+def test_a_ring_is_the_pixels_between_its_steps_out(steps: tuple[int, int]) -> None:
+    mask = np.zeros((15, 15), dtype=bool)
+    mask[7, 4:11] = True
+    rows, cols = np.indices(mask.shape)
+    distance = np.min([np.abs(rows - 7) + np.abs(cols - c) for c in range(4, 11)], axis=0)
+    assert np.array_equal(ring(mask, steps), (distance > steps[0]) & (distance <= steps[1]))
+    assert ring(mask, steps).any()
+    assert not (ring(mask, steps) & mask).any()
 
 
 @pytest.mark.parametrize(("what", "rows", "cols"), [

@@ -82,8 +82,12 @@ def median_over(index: np.ndarray, dates: np.ndarray, box: tuple[slice, ...] = (
 
 
 def ring(mask: np.ndarray, px: tuple[int, int]) -> np.ndarray:
-    """The pixels ``px[0]`` (exclusive) to ``px[1]`` (inclusive) dilation steps out of ``mask``."""
-    return ndimage.binary_dilation(mask, iterations=px[1]) & ~ndimage.binary_dilation(mask, iterations=px[0])
+    """The pixels ``px[0]`` (exclusive) to ``px[1]`` (inclusive) dilation steps (4-connected) out of
+    ``mask``: a city-block distance from it, in one chamfer pass instead of ``px[1]`` dilations."""
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    steps = ndimage.distance_transform_cdt(~mask, metric="taxicab")
+    return (steps > px[0]) & (steps <= px[1])
 
 
 def _few_weak_around(has_weak: np.ndarray, line: np.ndarray, box: tuple[slice, slice],
@@ -155,12 +159,12 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
         part = labels[box] == label
         if part.sum() < _MIN_PIXELS or has_weak[box][part].mean() <= 0.5:
             continue
-        holes = ndimage.binary_fill_holes(part) & ~part
-        if holes.any() and has_weak[box][holes].mean() > 0.5:
-            continue  # the outline of a patch of weak drops
         reach = min(part.sum() * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(*part.shape)) * pixel
         if reach < settings.line_min_length_m or reach**2 / (part.sum() * pixel**2) < settings.line_min_elongation:
             continue  # cannot be long enough, or thin enough, for the shape test below
+        holes = ndimage.binary_fill_holes(part) & ~part
+        if holes.any() and has_weak[box][holes].mean() > 0.5:
+            continue  # the outline of a patch of weak drops
         outer = _padded(box, pad, labels.shape)
         line = labels[outer] == label
         if not _few_weak_around(has_weak, line, outer, settings, scale):
