@@ -131,6 +131,39 @@ def _fit_pixel(basis, ridge, series, use, rows, coef, normal, rhs, sums):  # pra
 
 
 @njit(nogil=True, cache=True)
+def _median_inplace(values, n):  # pragma: no cover - compiled
+    """The median of ``values[:n]`` (n >= 1; the mean of the two middle values for even n), by
+    selection (Hoare's quickselect, O(n)) instead of a sort; reorders ``values[:n]``."""
+    upper = n // 2
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = values[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if upper <= j:
+            hi = j
+        elif upper >= i:
+            lo = i
+        else:
+            break
+    middle = values[upper]
+    if n % 2:
+        return middle
+    below = values[0]
+    for i in range(1, upper):
+        below = max(below, values[i])
+    return (below + middle) * 0.5
+
+
+@njit(nogil=True, cache=True)
 def _fit3(basis, ridge, series, use, rows, coef, normal, rhs):  # pragma: no cover - compiled
     """:func:`_fit_pixel` for three terms (one harmonic, the default), its sums in registers."""
     s00 = s01 = s02 = s11 = s12 = s22 = r0 = r1 = r2 = 0.0
@@ -233,8 +266,7 @@ def screen_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_rows, t
             noise = np.sqrt(squares / max(count, 1))
             if dirty:
                 ordered[:n_spread] = spread[:n_spread]
-                ordered[:n_spread].sort()
-                mid = 0.5 * (ordered[(n_spread - 1) // 2] + ordered[n_spread // 2])
+                mid = _median_inplace(ordered, n_spread)
                 sigma = max(1.4826 * mid, sigma_floor)
                 for t in range(n_time):
                     inlier[t] = False
