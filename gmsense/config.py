@@ -131,6 +131,18 @@ class DetectSettings(_Settings):
         (30.0, 100.0), description="patch context: the far ring (land cover, scene-wide change), metres out")
 
 
+class AnnualDetectSettings(_Settings):
+    """How the detector reads annual composites (one observation per season, ``attrs["composite"]
+    == "annual"``): the seasonal model is a level (no harmonics: one date cannot show a season's
+    shape), the baseline a few more years, a disturbance two years in a row; no line pass and no
+    haze dips (both need many dates a season). The other detector settings apply as they are."""
+
+    harmonics: int = Field(0, ge=0, le=1, description="harmonic terms of the model (0: a level per pixel)")
+    baseline_seasons: int = Field(5, ge=2, description="earlier years used as the baseline")
+    min_baseline_obs: int = Field(3, ge=2, description="clear baseline years a pixel needs")
+    confirm_obs: int = Field(2, ge=1, description="consecutive years of drops that confirm a disturbance")
+
+
 class ClassifySettings(_Settings):
     """The patch classifier: a trained model (gmsense.classify.train), and the thresholds of the rule-based
     baseline (gmsense.classify.baseline), used with ``--detector rules`` or when no model is named."""
@@ -381,6 +393,7 @@ class Settings(_Settings):
     mask: MaskSettings = MaskSettings()
     sites: SitesSettings = SitesSettings()
     detect: DetectSettings = DetectSettings()
+    detect_annual: AnnualDetectSettings = AnnualDetectSettings()
     classify: ClassifySettings = ClassifySettings()
     trust: TrustSettings = TrustSettings()
     recovery: RecoverySettings = RecoverySettings()
@@ -399,6 +412,8 @@ class Settings(_Settings):
         # the model is keyed by its own version (see gmsense.batch.request.ScanRequest.unit_key)
         data["classify"].pop("model", None)
         data.pop("restoration", None)  # restoration accounting reads composites, never a scan's result
+        if data["detect_annual"] == AnnualDetectSettings().model_dump(mode="json"):
+            data.pop("detect_annual")  # scans of dated imagery keep the hash they had before annual composites
         if data["synthetic"].get("domain") == "classic":  # the world before domains existed: the same hash
             data["synthetic"].pop("domain")
         # Harmonisation changes only TM / ETM+ dates: the hash of a Sentinel-2 or Landsat 8/9 collection, and
@@ -412,6 +427,17 @@ class Settings(_Settings):
                 data.get(section, {}).pop(key, None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def for_cube(self, attrs: dict[str, Any]) -> Settings:
+        """The settings the detector reads imagery with these ``attrs`` by: annual composites
+        (``attrs["composite"] == "annual"``) take ``detect_annual`` over ``detect``, without the
+        line pass and the haze dips; other imagery these settings."""
+        if attrs.get("composite") != "annual":
+            return self
+        detect = self.detect.model_copy(update={**self.detect_annual.model_dump(), "line_pass": False,
+                                                "min_persistence": 0.0})
+        return self.model_copy(update={"detect": detect,
+                                       "mask": self.mask.model_copy(update={"max_scene_dip": None})})
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """Apply dotted overrides such as ``{"sites.buffer_m": 250}``."""

@@ -169,11 +169,15 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     ``threads``: detection works on row blocks in this many threads (the same result); None uses
     every core this process may run on (:func:`available_cores`).
 
+    Annual composites (``cube.attrs["composite"] == "annual"``) are read by the yearly detector
+    (``settings.detect_annual``, :meth:`gmsense.config.Settings.for_cube`).
+
     A later disturbance of ground that broke before (gmsense.detect.change.later_breaks) is a
     patch of its own, after the first disturbances' patches, with its own dates and
     ``metrics["earlier_disturbance"]``; the earlier patch's recovery is followed up to it
     (gmsense.recovery) and its metrics name ``disturbed_again`` (date) and ``disturbed_again_share``.
     """
+    settings = settings.for_cube(cube.attrs)  # annual composites: the yearly detector
     crs = _cube_crs(cube, site.site_id)
     local = site.to_crs(crs)
     region = local.buffered(settings.sites.buffer_m)

@@ -133,3 +133,41 @@ def test_annual_composites_keep_their_clear_mask() -> None:
     composites = season_index(cube.assign_attrs(composite="annual"), Settings(), "T-1")[2]["clear"].values
     assert acquisitions.mean() < 0.5
     np.testing.assert_array_equal(composites, cube["clear"].values[in_season])
+
+
+def _annual(cube: object) -> object:
+    """One composite a year: the acquisition nearest 15 July, dated as the local reader dates them."""
+    times = cube["time"].values
+    years = times.astype("datetime64[Y]")
+    picked = [int(np.argmin(np.abs(np.where(years == y, times - (y + np.timedelta64(195, "D")),
+                                            np.timedelta64(10**6, "D")))))
+              for y in np.unique(years)]
+    return cube.isel(time=picked).assign_attrs(composite="annual")
+
+
+def test_annual_composites_are_read_by_the_yearly_detector() -> None:
+    """One date a season cannot fit a seasonal model: the yearly detector (a level per pixel over
+    five years, two years of drops in a row) finds a clearing the dated-imagery detector cannot."""
+    clearing = PlantedBreak(slice(6, 16), slice(5, 17), "2017-06-01", fraction=0.8)
+    cube = _annual(make_cube(ny=24, nx=24, years=tuple(range(2012, 2021)), every_days=15, cloud_share=0.0,
+                             breaks=(clearing,), seed=4))
+    site = cube_site(cube)
+    settings = Settings()
+    result = analyse_cube(site, cube, settings)
+    assert len(result.patches) == 1
+    patch = result.patches[0]
+    assert patch.first_detected.startswith("2017")
+    assert patch.confirmed_on.startswith("2018")
+    assert 0.8 * 10 * 12 * 100 <= patch.area_m2 <= 1.2 * 10 * 12 * 100
+    as_dated = analyse_cube(site, cube.assign_attrs(composite=None), settings)
+    assert not as_dated.patches, "the seasonal model needs several dates a season"
+
+
+def test_the_yearly_detector_leaves_the_config_hash_of_dated_imagery_alone() -> None:
+    settings = Settings()
+    assert settings.for_cube({}) is settings
+    changed = Settings.model_validate({**settings.model_dump(), "detect_annual": {"baseline_seasons": 4}})
+    assert changed.config_hash() != settings.config_hash()
+    annual = settings.for_cube({"composite": "annual"})
+    assert (annual.detect.harmonics, annual.detect.confirm_obs, annual.detect.line_pass) == (0, 2, False)
+    assert annual.mask.max_scene_dip is None

@@ -98,8 +98,10 @@ def _robust_fit(xb: np.ndarray, yb: np.ndarray, wb: np.ndarray,
     """The robust own-history model: a fit of the observed baseline (``wb``) values ``yb`` (T, P) on
     the design rows ``xb`` (T, k), refitted without the residuals beyond 3 spreads. Returns its
     coefficients (P, k), residual spread (P,; at least ``sigma_floor``, index units) and whether
-    enough inliers remain (P,; ``min_baseline_obs``)."""
-    coef = _fit(xb, yb, wb)
+    enough inliers remain (P,; ``min_baseline_obs``). A level (one design column, annual
+    composites) starts from the median rather than the mean: with five years of baseline one
+    disturbed year moves the mean far enough to hide itself and the next."""
+    coef = masked_median(np.nan_to_num(yb), wb)[:, None] if xb.shape[1] == 1 else _fit(xb, yb, wb)
     resid = yb - (xb @ coef.T)
     sigma = np.maximum(_spread(resid, wb), settings.sigma_floor)
     inliers = wb & (np.abs(np.nan_to_num(resid)) <= 3 * sigma)
@@ -292,8 +294,10 @@ def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: De
     design = design_matrix(doy, settings.harmonics)
     n_terms = design.shape[1]
     q, r = np.linalg.qr(design)
-    if n_time <= n_terms or np.linalg.cond(r) > 1e12:
-        return np.ones(n_pix, dtype=bool), no_weak  # too few dates to screen: every pixel is exact
+    if n_terms == 1 or n_time <= n_terms or np.linalg.cond(r) > 1e12:
+        # A level (annual composites: few dates, a median-started fit the screen does not
+        # reproduce) or too few dates to screen: every pixel is exact.
+        return np.ones(n_pix, dtype=bool), no_weak
     real = np.float32 if n_terms <= 3 else np.float64
     inverse = np.linalg.inv(r / np.sqrt(n_time))
     base_rows, base_ptr, this_rows, this_ptr = _season_rows(year, settings.baseline_seasons)
