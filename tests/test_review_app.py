@@ -259,7 +259,7 @@ def test_admins_manage_users_and_a_disabled_user_is_logged_out(client: TestClien
     client.post("/admin/users", data={"csrf_token": token, "username": "newbie", "password": "short", "role": "viewer"})
     assert "newbie" not in [u.username for u in auth.list_users(store)]
     client.post("/admin/users", data={"csrf_token": token, "username": "newbie", "password": "long-enough-pw",
-                                      "role": "reviewer"})
+                                      "role": "reviewer", "scope": "province"})
     assert auth.get_user(store, "newbie").role == "reviewer"
     other = TestClient(client.app)
     login(other, "rita")
@@ -327,11 +327,14 @@ def test_users_cli_reads_the_password_from_stdin_never_an_argument(store: Store)
     from gmsense.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["users", "add", "zoe", "--role", "reviewer", "--password-stdin", "--db", store.url],
+    ok = runner.invoke(app, ["users", "add", "zoe", "--role", "reviewer", "--scope", "province", "--password-stdin",
+                                     "--db", store.url],
                        input="a-long-password\n")
     assert ok.exit_code == 0, ok.output
     assert auth.login(store, "zoe", "a-long-password", "cli-test")[0]
-    short = runner.invoke(app, ["users", "add", "zed", "--password-stdin", "--db", store.url], input="short\n")
+    short = runner.invoke(app, ["users", "add", "zed", "--scope", "county:230183", "--password-stdin",
+                                "--db", store.url],
+                          input="short\n")
     assert short.exit_code == 2
     assert "at least" in short.output
     assert runner.invoke(app, ["users", "add", "zed", "--password", "x", "--db", store.url]).exit_code == 2

@@ -186,3 +186,37 @@ def test_the_api_docs_render_under_the_strict_policy(served: tuple[str, Store], 
     for path in ("/flags", "/dashboard", "/audit"):
         page.goto(f"{url}{path}")
     assert violations == []
+
+
+def test_a_county_reviewer_sees_and_decides_only_their_county(served: tuple[str, Store], browser: object) -> None:
+    """Issue 20: a reviewer of Xinqing district (the demo's HLJ-EXP-001) in the real browser."""
+    url, store = served
+    auth.add_user(store, "xinqing", "county-password-1", "reviewer", scope="county:新青区")
+    everything = service.queue(store, service.QueueFilter(status="all"), page_size=1000).items
+    mine = {f["id"] for f in everything if f["site_id"] == "HLJ-EXP-001"}
+    other = next(f["id"] for f in everything if f["site_id"] != "HLJ-EXP-001")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    page.goto(f"{url}/flags?status=all")
+    page.fill("input[name=username]", "xinqing")
+    page.fill("input[name=password]", "county-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/flags?status=all")
+    links = page.locator("a.flag-link")
+    shown = {int(links.nth(k).inner_text()) for k in range(links.count())}
+    assert shown, "the county's flags are listed"
+    assert shown <= mine
+    assert "HLJ-EXP-002" not in page.inner_text("table.queue")
+    response = page.goto(f"{url}/flags/{other}")
+    assert response.status == 404
+    assert page.inner_text("h1") == "404"
+    page.goto(f"{url}/flags/{min(shown)}")
+    page.check("input[name=decision][value=field_visit]")
+    page.select_option("select[name=reason]", "needs_field_visit")
+    page.fill("textarea[name=comment]", "Xinqing team to visit")
+    page.click("#decision-form button[type=submit]")
+    page.wait_for_url(f"{url}/flags/{min(shown)}")
+    assert "Xinqing team to visit" in page.inner_text("#history")
+    page.goto(f"{url}/audit")
+    assert "Xinqing team to visit" in page.inner_text("#audit")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "review-county-audit.png"), full_page=True)

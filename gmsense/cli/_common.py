@@ -44,3 +44,22 @@ def user_errors(func: F) -> F:
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def warn_unknown_divisions(records: list[tuple[str, dict[str, Any]]]) -> None:
+    """A warning naming the rows (id, attributes) whose province/city/county name no division of the
+    shipped table (gmsense.geo.divisions): only province-wide users will see them."""
+    from gmsense.geo.divisions import candidates, divisions_of
+
+    unknown: dict[tuple[str, str], list[str]] = {}
+    for ident, attrs in records:
+        codes = divisions_of(attrs)
+        for level in ("county", "city"):
+            value = attrs.get(level)
+            if value not in (None, "") and codes[f"{level}_code"] is None:
+                unknown.setdefault((level, str(value)), []).append(ident)
+    for (level, value), ids in sorted(unknown.items()):
+        near = "; ".join(d.label() for d in candidates(level, value, 3))
+        err.print(f"[yellow]warning:[/] {level} {value!r} ({len(ids)}: {', '.join(ids[:5])}"
+                  f"{', ...' if len(ids) > 5 else ''}) is not a division gmsense knows, so only province-wide "
+                  f"users see them{'; closest: ' + near if near else ''}", highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gmsense.cli._common import ConfigOption, DbOption, out, user_errors
+from gmsense.cli._common import ConfigOption, DbOption, out, user_errors, warn_unknown_divisions
 
 licences_app = typer.Typer(help="The licence register in the store: import licence files, keep their history, "
                                 "list, show and compare versions (scan them with 'gmsense scan --all-active').",
@@ -59,6 +59,7 @@ def licences_import(
         raise InputError(f"{file} holds no licences; nothing was imported"
                          + (" (and none was retired: --retire-missing needs the full register)"
                             if retire_missing else ""))
+    warn_unknown_divisions([(site.site_id, site.attrs) for site in sites])
     store = Store(db)
     outcome = store.import_licences(sites, source_file=str(file.resolve()), retire_missing=retire_missing)
     out.print(f"imported {_plural(len(sites), 'licence')} from {file} into {store.location}: "

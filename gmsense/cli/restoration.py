@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
+from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors, warn_unknown_divisions
 
 register_app = typer.Typer(help="The register of abandoned / legacy mine land and reclamation areas.",
                            no_args_is_help=True)
@@ -38,6 +38,7 @@ def register_import(
     from gmsense.store import Store
 
     polygons = read_register(file, repair_invalid=load_settings(config).sites.repair_invalid, layer=layer)
+    warn_unknown_divisions([(p.register_id, p.attrs) for p in polygons])
     counts = Store(db).upsert_register(polygons)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(p.kind for p in polygons).items()))
     area_ha = sum(p.area_m2 for p in polygons) / 10_000

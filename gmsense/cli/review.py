@@ -13,7 +13,10 @@ from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
 from gmsense.errors import InputError
 
 review_app = typer.Typer(help="The regulators' review web app.", no_args_is_help=True)
-users_app = typer.Typer(help="Users of the review app and their roles (viewer, reviewer, admin).", no_args_is_help=True)
+users_app = typer.Typer(help="Users of the review app, their roles (viewer, reviewer, admin, assessor) and scopes.",
+                        no_args_is_help=True)
+SCOPE_HELP = ("what the user sees: province | city:CODE[,CODE] | county:CODE[,CODE] (a code, or the name as the "
+              "register holds it: county:尚志市, county:Shangzhi) | licence:ID[,ID] (assessors); admins: province")
 labels_app = typer.Typer(help="Reviewers' decisions as training labels.", no_args_is_help=True)
 
 
@@ -77,31 +80,53 @@ def _read_password(password_stdin: bool) -> str:
 @user_errors
 def users_add(
     name: Annotated[str, typer.Argument(help="user name")],
-    role: Annotated[str, typer.Option(help="viewer | reviewer | admin")] = "viewer",
+    role: Annotated[str, typer.Option(help="viewer | reviewer | admin | assessor")] = "viewer",
+    scope: Annotated[str | None, typer.Option(help=SCOPE_HELP)] = None,
     lang: Annotated[str | None, typer.Option(help="interface language: en | zh (default: the browser's)")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from the first line "
                                                  "of stdin instead of a prompt")] = False,
     db: DbOption = None,
 ) -> None:
     """Add a user. The password is asked for (or read from stdin), never taken as an argument."""
-    from gmsense.review.auth import add_user
+    from gmsense.review.auth import add_user, check_scope
+    from gmsense.store.scope import PROVINCE, parse_scope
 
+    if scope is None and role != "admin":
+        raise InputError("give the user a scope with --scope: province, city:CODE, county:CODE (or the name, "
+                         "county:尚志市) or, for an assessor, licence:ID[,ID]")
+    parsed = parse_scope(scope) if scope is not None else PROVINCE
+    check_scope(role, parsed)  # before the password is asked for
     store = _store(db)
-    user = add_user(store, name, _read_password(password_stdin), role, lang)
-    out.print(f"added {user.username} ({user.role})", highlight=False)
+    user = add_user(store, name, _read_password(password_stdin), role, lang, scope=parsed)
+    out.print(f"added {user.username} ({user.role}, {parsed.describe()})", highlight=False)
+
+
+@users_app.command("scope")
+@user_errors
+def users_scope(name: Annotated[str, typer.Argument(help="user name")],
+                scope: Annotated[str, typer.Argument(help=SCOPE_HELP)], db: DbOption = None) -> None:
+    """Change what a user sees (ends their sessions)."""
+    from gmsense.review.auth import set_scope
+    from gmsense.store.scope import parse_scope
+
+    parsed = parse_scope(scope)
+    set_scope(_store(db), name, parsed)
+    out.print(f"{name} now sees {parsed.describe()}", highlight=False)
 
 
 @users_app.command("list")
 @user_errors
 def users_list(db: DbOption = None) -> None:
     """List users, their roles and whether they are active."""
-    from gmsense.review.auth import list_users
+    from gmsense.review.auth import list_users, user_scope
 
     table = Table(title="users")
-    for column in ("user", "role", "language", "active", "created (UTC)"):
+    for column in ("user", "role", "scope", "language", "active", "created (UTC)"):
         table.add_column(column)
-    for u in list_users(_store(db, create=False)):
-        table.add_row(u.username, u.role, u.lang or "-", "yes" if u.active else "no", f"{u.created_at:%Y-%m-%d %H:%M}")
+    store = _store(db, create=False)
+    for u in list_users(store):
+        table.add_row(u.username, u.role, str(user_scope(store, u)), u.lang or "-", "yes" if u.active else "no",
+                      f"{u.created_at:%Y-%m-%d %H:%M}")
     out.print(table)
 
 

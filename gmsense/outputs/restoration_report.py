@@ -31,7 +31,8 @@ from gmsense.errors import InputError
 from gmsense.files import ensure_folder, write_bytes
 from gmsense.outputs.export import write_frame
 from gmsense.outputs.i18n import area, catalog, t
-from gmsense.store import Store
+from gmsense.store import RegisterRow, RestorationStatusRow, Store
+from gmsense.store.scope import PROVINCE, Scope, register_clause
 
 LEVELS = ("province", "city", "county", "zone", "mineral_class", "kind")
 DAMAGED = ("damaged", "under_restoration", "reverted")
@@ -45,14 +46,23 @@ ACCOUNT_COLUMNS = ["level", "group", "year", "polygons", "damaged_m2", "under_re
                    "target_rate", "meets_target"]
 
 
-def status_table(store: Store) -> pd.DataFrame:
-    """Every stored status row with its polygon's area (m²), attributes and zone (one row per
-    polygon and year; the columns of :data:`STATUS_COLUMNS`)."""
-    register = {r.register_id: r for r in store.register_rows()}
+def status_table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
+    """Every stored status row of the register polygons in ``scope`` (selected in SQL) with its
+    polygon's area (m²), attributes and zone (one row per polygon and year; the columns of
+    :data:`STATUS_COLUMNS`)."""
+    from sqlalchemy import select
+
+    in_scope = register_clause(scope)
+    with store.session() as s:
+        register = {r.register_id: r for r in s.scalars(select(RegisterRow).where(in_scope))}
+        status_rows = list(s.scalars(
+            select(RestorationStatusRow).where(RestorationStatusRow.register_id.in_(
+                select(RegisterRow.register_id).where(in_scope)))
+            .order_by(RestorationStatusRow.register_id, RestorationStatusRow.year)))
     zones = [(z.zone_id, wkt.loads(z.geometry_wkt)) for z in store.zone_rows()]
     zone_of = {rid: _zone(r, zones) for rid, r in register.items()}
     data = []
-    for row in store.restoration_rows():
+    for row in status_rows:
         polygon = register[row.register_id]
         attrs = polygon.attrs or {}
         share = row.restored_share

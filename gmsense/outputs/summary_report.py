@@ -31,40 +31,72 @@ from gmsense.outputs.report import class_name, draw_table, plain_text, split_row
 from gmsense.outputs.site_report import report_style
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
+from gmsense.store.scope import PROVINCE, Scope, site_clause
 
 GROUPINGS = ("county", "city", "mineral_class", "province")
 A4_LANDSCAPE = (11.69, 8.27)
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
 
-def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
-    """The figures of the report as plain data (also used by tests and the web dashboard)."""
+def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) -> dict[str, Any]:
+    """The figures of the report as plain data (also used by tests and the web dashboard), of the
+    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row."""
+    from sqlalchemy import case, func, select
+
+    from gmsense.store import FlagRow, PatchRow, ScanUnitRow, SiteRow
+
     if by not in GROUPINGS:
         raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
-    sites = {s.site_id: s for s in store.site_rows()}
-    patches = [p for p in store.patch_rows() if p.disturbance_class in HUMAN_MADE_CLASSES]
-    flags = store.flag_rows()
-    scanned = {u.site_id for scan in store.scans() for u in store.scan(scan.id)[1] if u.status == "done"}
+    group = SiteRow.attrs[by].as_string()
+    in_scope = site_clause(scope)
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
         "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter(),
         "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
-    for site_id in scanned:
-        groups[str((sites[site_id].attrs or {}).get(by) or "unknown")]["licences"] += 1
-    group_of = {sid: str((s.attrs or {}).get(by) or "unknown") for sid, s in sites.items()}
-    for p in patches:
-        g = groups[group_of.get(p.site_id, "unknown")]
-        g["area_ha"] += p.area_m2 / 1e4
-        g["reclaimed_ha"] += p.area_m2 / 1e4 if p.recovery_status == "recovered" else 0.0
-        g["recovering_ha"] += p.area_m2 / 1e4 if p.recovery_status == "recovering" else 0.0
-        g["patches"][p.disturbance_class] += 1
-    for f in flags:
-        g = groups[group_of.get(f.site_id, "unknown")]
-        if f.status == "open":
-            g["open"] += 1
-        elif f.status in ("confirmed", "dismissed"):
-            g[f.status] += 1
-        if f.rule == "reclamation_overdue":
-            g["overdue"] += 1
+    total_area = 0.0
+    with store.session() as s:
+        scanned = s.execute(select(group, func.count(func.distinct(ScanUnitRow.site_id)))
+                            .join(SiteRow, SiteRow.site_id == ScanUnitRow.site_id)
+                            .where(ScanUnitRow.status == "done", in_scope).group_by(group)).all()
+        for name, n in scanned:
+            groups[str(name or "unknown")]["licences"] += int(n)
+        patches = s.execute(select(group, PatchRow.disturbance_class, PatchRow.recovery_status, func.count(),
+                                   func.sum(PatchRow.area_m2))
+                            .join(SiteRow, SiteRow.site_id == PatchRow.site_id)
+                            .where(in_scope, PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES))
+                            .group_by(group, PatchRow.disturbance_class, PatchRow.recovery_status)).all()
+        for name, klass, recovery, n, area_m2 in patches:
+            g, ha = groups[str(name or "unknown")], float(area_m2 or 0.0) / 1e4
+            total_area += float(area_m2 or 0.0)
+            g["area_ha"] += ha
+            g["reclaimed_ha"] += ha if recovery == "recovered" else 0.0
+            g["recovering_ha"] += ha if recovery == "recovering" else 0.0
+            g["patches"][klass] += int(n)
+        overdue = FlagRow.rule == "reclamation_overdue"
+        flags = s.execute(select(group, FlagRow.status, overdue, func.count())
+                          .join(SiteRow, SiteRow.site_id == FlagRow.site_id)
+                          .where(in_scope).group_by(group, FlagRow.status, overdue)).all()
+        n_flags = n_open = 0
+        for name, status, is_overdue, n in flags:
+            g = groups[str(name or "unknown")]
+            n_flags += int(n)
+            if status == "open":
+                g["open"] += int(n)
+                n_open += int(n)
+            elif status in ("confirmed", "dismissed"):
+                g[status] += int(n)
+            if is_overdue:
+                g["overdue"] += int(n)
+        weight = case({"critical": 3, "warning": 2, "info": 1}, value=FlagRow.severity, else_=0)
+        score = func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0))
+        open_flags = func.sum(case((FlagRow.status == "open", 1), else_=0))
+        worst_rows = s.execute(select(FlagRow.site_id, score, open_flags, SiteRow.attrs["name"].as_string())
+                               .join(SiteRow, SiteRow.site_id == FlagRow.site_id).where(in_scope)
+                               .group_by(FlagRow.site_id, SiteRow.attrs["name"].as_string())
+                               .having(score > 0).order_by(score.desc(), FlagRow.site_id).limit(10)).all()
+        n_scanned = int(s.scalar(select(func.count(func.distinct(ScanUnitRow.site_id)))
+                                 .join(SiteRow, SiteRow.site_id == ScanUnitRow.site_id)
+                                 .where(ScanUnitRow.status == "done", in_scope)) or 0)
+        visible = None if scope.everything else set(s.scalars(select(SiteRow.site_id).where(in_scope)))
     rows = []
     for name, g in sorted(groups.items()):
         area = g["area_ha"]
@@ -74,21 +106,18 @@ def summary_tables(store: Store, by: str = "county") -> dict[str, Any]:
                      "patches": dict(sorted(g["patches"].items())), "open_flags": g["open"],
                      "confirmed_flags": g["confirmed"], "dismissed_flags": g["dismissed"],
                      "overdue_reclamation": g["overdue"]})
-    severity = {"critical": 3, "warning": 2, "info": 1}
-    score: Counter[str] = Counter()
-    for f in flags:
-        if f.status in ("open", "confirmed"):
-            score[f.site_id] += severity.get(f.severity, 0)
-    worst = [{"site_id": sid, "score": s, "name": (sites[sid].attrs or {}).get("name", ""),
-              "open_flags": sum(1 for f in flags if f.site_id == sid and f.status == "open")}
-             for sid, s in score.most_common(10)]
+    worst = [{"site_id": sid, "score": int(sc), "name": name or "", "open_flags": int(n_open_site or 0)}
+             for sid, sc, n_open_site, name in worst_rows]
+
+    def new(s: Any, key: str) -> int:
+        return sum(v.get(key, 0) for sid, v in (s.summary or {}).get("sites", {}).items()
+                   if visible is None or sid in visible)
+
     trend = [{"scan": s.id, "date": f"{s.started_at:%Y-%m-%d}", "status": s.status,
-              "patches_new": sum(v.get("new_patches", 0) for v in (s.summary or {}).get("sites", {}).values()),
-              "flags_new": sum(v.get("new_flags", 0) for v in (s.summary or {}).get("sites", {}).values())}
-             for s in store.scans()]
+              "patches_new": new(s, "new_patches"), "flags_new": new(s, "new_flags")} for s in store.scans()]
     return {"by": by, "groups": rows, "worst": worst, "trend": trend,
-            "totals": {"licences": len(scanned), "disturbed_ha": round(sum(p.area_m2 for p in patches) / 1e4, 2),
-                       "open_flags": sum(f.status == "open" for f in flags), "flags": len(flags)}}
+            "totals": {"licences": n_scanned, "disturbed_ha": round(total_area / 1e4, 2),
+                       "open_flags": n_open, "flags": n_flags}}
 
 
 def _unit_value(ha: float, unit: str) -> float:

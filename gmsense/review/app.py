@@ -3,7 +3,10 @@
 Everything it serves comes from the app itself (no CDN), so it works on an offline network.
 Pages need a logged-in user (anonymous visitors are sent to /login); the API answers 401. Every
 form carries the session's CSRF token and every state-changing API call its ``X-CSRF-Token``
-header. Only reviewers and admins decide; only admins manage users; a viewer sees everything.
+header. Only reviewers and admins decide; only admins manage users; viewers and assessors only read.
+Every user sees their scope only (gmsense.store.scope: the province, cities, counties or, for
+assessors, licences): each page, API route, export, picture, dashboard figure and audit view asks
+the database for the rows in scope, and an id outside it is answered exactly as a missing one (404).
 The API docs and schema need a login too. Every response carries the security headers (see
 gmsense.review.security), request bodies over the limit are refused with 413 before parsing, and
 an id no database integer can hold is a 404.
@@ -22,7 +25,7 @@ from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Reques
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -45,6 +48,7 @@ from gmsense.review.security import (
     new_nonce,
 )
 from gmsense.store import ReviewRow, Store, UserRow
+from gmsense.store.scope import PROVINCE, Scope, parse_scope
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "gmsense_session"
@@ -170,6 +174,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                                 secure=secure_cookies)
         return response
 
+    def scope(who: tuple[UserRow, Any]) -> Scope:
+        """What the logged-in user sees."""
+        return auth.user_scope(store, who[0])
+
     def check_csrf(session: Any, token: str | None) -> None:
         if not auth.csrf_ok(session.csrf_token, token):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
@@ -276,20 +284,22 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     @app.get("/flags", response_class=HTMLResponse, include_in_schema=False)
     def flags_page(request: Request, who: PageUser, page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> HTMLResponse:
         flt = queue_filter(request)
-        result = service.queue(store, flt, page)
+        sc = scope(who)
+        result = service.queue(store, flt, page, scope=sc)
         params = flt.as_params()
         return render(request, "flags.html", who[0], session=who[1], queue=result, filter=flt,
-                      choices=service.filter_choices(store), params=params,
+                      choices=service.filter_choices(store, sc), params=params,
                       page_url=lambda p: "/flags?" + urlencode({**params, "page": p}),
                       export_query=urlencode(params))
 
     @app.get("/flags/{flag_id}", response_class=HTMLResponse, include_in_schema=False)
     def flag_page(request: Request, flag_id: FlagId, who: PageUser,
                   error: str = "") -> HTMLResponse:
-        flag, site, patch = service.get_flag(store, flag_id)
+        sc = scope(who)
+        flag, site, patch = service.get_flag(store, flag_id, sc)
         scans = _scans(store, {flag.created_scan_id, flag.updated_scan_id})
         return render(request, "flag.html", who[0], session=who[1], flag=flag, site=site, patch=patch,
-                      history=service.history(store, flag_id), scans=scans, reasons=service.REASONS,
+                      history=service.history(store, flag_id, sc), scans=scans, reasons=service.REASONS,
                       classes=PATCH_CLASSES, evidence=(patch.metrics or {}).get("evidence", {}) if patch else {},
                       error=error)
 
@@ -302,7 +312,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         check_csrf(session, csrf_token)
         if not auth.can(user, "decide"):
             raise HTTPException(403, t("ui.viewer_cannot_decide", pick_language(request, user)))
-        service.get_flag(store, flag_id)  # 404 before anything else
+        service.get_flag(store, flag_id, scope(who))  # 404 before anything else (outside the scope too)
         try:
             service.decide(store, flag_id, user, decision, reason, comment, corrected_class or None)
         except InputError as exc:
@@ -311,18 +321,18 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/flags/{flag_id}/chips.png", include_in_schema=False)
     def chips_png(request: Request, flag_id: FlagId, who: PageUser) -> Response:
-        return _png(pictures.chips(flag_id, pick_language(request, who[0])))
+        return _png(pictures.chips(flag_id, pick_language(request, who[0]), scope(who)))
 
     @app.get("/flags/{flag_id}/trajectory.png", include_in_schema=False)
     def trajectory_png(request: Request, flag_id: FlagId, who: PageUser) -> Response:
-        data = pictures.trajectory(flag_id, pick_language(request, who[0]))
+        data = pictures.trajectory(flag_id, pick_language(request, who[0]), scope(who))
         if data is None:
             raise HTTPException(404, f"flag {flag_id} has no patch, so no trajectory")
         return _png(data)
 
     @app.get("/sites/{site_id}", response_class=HTMLResponse, include_in_schema=False)
     def site_page(request: Request, site_id: str, who: PageUser) -> HTMLResponse:
-        site, patches, flags = service.get_site(store, site_id)
+        site, patches, flags = service.get_site(store, site_id, scope(who))
         last = store.last_unit(site_id)
         coverage = coverage_sentences(last.stats, last.scan_id, pick_language(request, who[0])) if last else []
         return render(request, "site.html", who[0], session=who[1], site=site, patches=patches, flags=flags,
@@ -330,7 +340,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/sites/{site_id}/map.png", include_in_schema=False)
     def site_map_png(request: Request, site_id: str, who: PageUser) -> Response:
-        return _png(pictures.site_map(site_id, pick_language(request, who[0])))
+        return _png(pictures.site_map(site_id, pick_language(request, who[0]), scope(who)))
 
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
@@ -338,8 +348,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
         if by not in GROUPINGS:
             raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
-        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by), by=by,
-                      groupings=GROUPINGS)
+        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, scope(who)),
+                      by=by, groupings=GROUPINGS)
 
     @app.get("/dashboard/{by}.png", include_in_schema=False)
     def dashboard_png(request: Request, by: str, who: PageUser) -> Response:
@@ -347,12 +357,14 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
         if by not in GROUPINGS:
             raise HTTPException(404, f"no grouping {by!r}")
-        return _png(pictures.dashboard(by, pick_language(request, who[0])))
+        return _png(pictures.dashboard(by, pick_language(request, who[0]), scope=scope(who)))
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, who: PageUser) -> HTMLResponse:
-        return render(request, "audit.html", who[0], session=who[1], entries=list(reversed(service.history(store))),
-                      restoration_entries=list(reversed(restoration_service.history(store))))
+        sc = scope(who)
+        return render(request, "audit.html", who[0], session=who[1],
+                      entries=list(reversed(service.history(store, scope=sc))),
+                      restoration_entries=list(reversed(restoration_service.history(store, scope=sc))))
 
     # --- restoration (issue 19) ---------------------------------------------------------------
     @app.get("/restoration", response_class=HTMLResponse, include_in_schema=False)
@@ -361,7 +373,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
             k: v.strip() for k, v in request.query_params.items() if k in restoration_service.FILTERS and v.strip()})
         lang = pick_language(request, who[0])
         return render(request, "restoration.html", who[0], session=who[1], filter=flt,
-                      view=restoration_service.overview(store, settings, flt), pct=_pct,
+                      view=restoration_service.overview(store, settings, flt, scope(who)), pct=_pct,
                       verdict=lambda met: "-" if met is None or met != met else t(
                           "restoration.met" if met else "restoration.not_met", lang),
                       columns=("group", "damaged", "restored", "rate", "target", "verdict", "new_damaged",
@@ -369,9 +381,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/restoration/{register_id}", response_class=HTMLResponse, include_in_schema=False)
     def restoration_polygon(request: Request, register_id: str, who: PageUser, error: str = "") -> HTMLResponse:
-        polygon, rows, change = restoration_service.get_polygon(store, register_id)
+        sc = scope(who)
+        polygon, rows, change = restoration_service.get_polygon(store, register_id, sc)
         return render(request, "restoration_polygon.html", who[0], session=who[1], polygon=polygon, rows=rows,
-                      change=change, history=restoration_service.history(store, register_id),
+                      change=change, history=restoration_service.history(store, register_id, sc),
                       reasons=restoration_service.REASONS, error=error, pct=_pct)
 
     @app.post("/restoration/{register_id}/decision", include_in_schema=False)
@@ -384,7 +397,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         check_csrf(session, csrf_token)
         if not auth.can(user, "decide"):
             raise HTTPException(403, t("ui.viewer_cannot_decide", pick_language(request, user)))
-        restoration_service.get_polygon(store, register_id)  # 404 before anything else
+        restoration_service.get_polygon(store, register_id, scope(who))  # 404 before anything else
         target = f"/restoration/{quote(register_id, safe='')}"
         try:
             restoration_service.decide(store, register_id, user, decision, reason, comment, year, change or None)
@@ -394,7 +407,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/export/{what}.{fmt}", include_in_schema=False)
     def export(request: Request, what: str, fmt: str, who: PageUser) -> Response:
-        return _export(request, what, fmt)
+        return _export(request, what, fmt, scope(who))
 
     # --- users (admins) ---------------------------------------------------------------------
     def admin(who: tuple[UserRow, Any]) -> None:
@@ -404,17 +417,20 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     @app.get("/admin/users", response_class=HTMLResponse, include_in_schema=False)
     def users_page(request: Request, who: PageUser, error: str = "") -> HTMLResponse:
         admin(who)
-        return render(request, "users.html", who[0], session=who[1], users=auth.list_users(store), roles=auth.ROLES,
-                      error=error)
+        users = auth.list_users(store)
+        return render(request, "users.html", who[0], session=who[1], users=users, roles=auth.ROLES,
+                      scopes={u.id: str(auth.user_scope(store, u)) for u in users}, error=error)
 
     @app.post("/admin/users", include_in_schema=False)
     def users_add(request: Request, who: PageUser, csrf_token: Annotated[str, Form()] = "",
                   username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
-                  role: Annotated[str, Form()] = "viewer") -> Response:
+                  role: Annotated[str, Form()] = "viewer", scope_text: Annotated[str, Form(alias="scope")] = "",
+                  ) -> Response:
         check_csrf(who[1], csrf_token)
         admin(who)
         try:
-            auth.add_user(store, username, password, role)
+            given = parse_scope(scope_text) if scope_text.strip() or role != "admin" else PROVINCE  # as the CLI
+            auth.add_user(store, username, password, role, scope=given)
         except InputError as exc:
             return RedirectResponse(f"/admin/users?error={quote(str(exc))}", status_code=303)
         return RedirectResponse("/admin/users", status_code=303)
@@ -452,7 +468,9 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     def api_me(who: ApiUser) -> dict[str, Any]:
         """The logged-in user, their role and the CSRF token to send as ``X-CSRF-Token``."""
         user, session = who
-        return {"username": user.username, "role": user.role, "lang": user.lang, "csrf_token": session.csrf_token}
+        sc = scope(who)
+        return {"username": user.username, "role": user.role, "lang": user.lang, "csrf_token": session.csrf_token,
+                "scope": {"kind": sc.kind, "codes": list(sc.codes)}}
 
     @app.get("/api/flags", tags=["flags"])
     def api_flags(request: Request, who: ApiUser, page: Annotated[int, Query(ge=1, le=100_000)] = 1,
@@ -461,21 +479,22 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                   county: str = "", mineral_class: str = "", licence_type: str = "", site_id: str = "",
                   date_from: str = "", date_to: str = "") -> dict[str, Any]:
         """The queue: flags most severe first, then oldest; filters as on the /flags page."""
-        result = service.queue(store, queue_filter(request), page, page_size)
+        result = service.queue(store, queue_filter(request), page, page_size, scope(who))
         return {"items": result.items, "total": result.total, "page": result.page, "pages": result.pages,
                 "counts": result.counts}
 
     @app.get("/api/flags/{flag_id}", tags=["flags"])
     def api_flag(flag_id: FlagId, who: ApiUser) -> dict[str, Any]:
         """One flag with its evidence, its patch and its decision history."""
-        flag, site, patch = service.get_flag(store, flag_id)
+        sc = scope(who)
+        flag, site, patch = service.get_flag(store, flag_id, sc)
         out = service.flag_summary(flag, site, patch)
         out["evidence"] = flag.evidence
         out["patch"] = None if patch is None else {
             k: getattr(patch, k) for k in ("patch_id", "disturbance_class", "confidence", "first_detected",
                                            "confirmed_on", "last_seen", "area_m2", "inside_licence",
                                            "area_outside_m2", "recovery_status", "recovery_ratio", "geometry_wkt")}
-        out["history"] = [_review_json(r) for r in service.history(store, flag_id)]
+        out["history"] = [_review_json(r) for r in service.history(store, flag_id, sc)]
         return out
 
     @app.post("/api/flags/{flag_id}/decision", tags=["flags"])
@@ -484,14 +503,14 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         """Decide a flag (reviewers and admins); needs the ``X-CSRF-Token`` header from /api/me."""
         user, session = who
         check_csrf(session, x_csrf_token)
-        service.get_flag(store, flag_id)
+        service.get_flag(store, flag_id, scope(who))
         row = service.decide(store, flag_id, user, body.decision, body.reason, body.comment, body.corrected_class)
         return _review_json(row)
 
     @app.get("/api/sites/{site_id}", tags=["sites"])
     def api_site(site_id: str, who: ApiUser) -> dict[str, Any]:
         """A licence: its attributes, patches and flags."""
-        site, patches, flags = service.get_site(store, site_id)
+        site, patches, flags = service.get_site(store, site_id, scope(who))
         return {"site_id": site.site_id, "attrs": site.attrs,
                 "patches": [{k: getattr(p, k) for k in ("patch_id", "disturbance_class", "area_m2", "first_detected",
                                                         "recovery_status", "recovery_ratio")} for p in patches],
@@ -501,21 +520,29 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     def api_audit(who: ApiUser,
                   flag_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[dict]:
         """The decision log, oldest first (append-only)."""
-        return [_review_json(r) for r in service.history(store, flag_id)]
+        return [_review_json(r) for r in service.history(store, flag_id, scope(who))]
 
     @app.get("/api/export/{what}.{fmt}", tags=["exports"])
     def api_export(request: Request, what: str, fmt: str, who: ApiUser) -> Response:
         """Flags or patches matching the queue filters, as GeoJSON, GeoPackage or CSV."""
-        return _export(request, what, fmt)
+        return _export(request, what, fmt, scope(who))
 
-    def _export(request: Request, what: str, fmt: str) -> Response:
-        from gmsense.review.exports import export_bytes
+    def _export(request: Request, what: str, fmt: str, sc: Scope) -> Response:
+        """The rows stream from the database in batches (gmsense.review.exports), within ``sc``."""
+        from starlette.background import BackgroundTask
+
+        from gmsense.review import exports
 
         if what not in ("flags", "patches") or fmt not in EXPORT_FORMATS:
             raise HTTPException(404, "exports: /export/flags|patches.geojson|gpkg|csv")
-        data = export_bytes(store, what, fmt, queue_filter(request))
-        return Response(data, media_type=EXPORT_FORMATS[fmt],
-                        headers={"Content-Disposition": f'attachment; filename="gmsense-{what}.{fmt}"'})
+        columns, rows = exports.batches(store, what, queue_filter(request), sc)
+        headers = {"Content-Disposition": f'attachment; filename="gmsense-{what}.{fmt}"'}
+        if fmt == "gpkg":
+            path, remove = exports.write_gpkg(columns, rows, what)
+            return FileResponse(path, media_type=EXPORT_FORMATS[fmt], headers=headers,
+                                background=BackgroundTask(remove))
+        stream = exports.stream_csv if fmt == "csv" else exports.stream_geojson
+        return StreamingResponse(stream(columns, rows), media_type=EXPORT_FORMATS[fmt], headers=headers)
 
     return app
 

@@ -32,10 +32,14 @@ from sqlalchemy.orm import Session
 
 from gmsense.errors import InputError
 from gmsense.outputs.i18n import LANGUAGES
-from gmsense.store import LoginAttemptRow, SessionRow, Store, UserRow
+from gmsense.store import LoginAttemptRow, SessionRow, Store, UserRow, UserScopeRow
+from gmsense.store.scope import PROVINCE, Scope, parse_scope
 
-ROLES = ("viewer", "reviewer", "admin")
-#: What each role may do; a higher role may do everything a lower one may.
+ROLES = ("viewer", "reviewer", "admin", "assessor")
+#: The rank of each role: a higher role may do everything a lower one may. An assessor (third-party
+#: assessment) only reads, and only the licences of their scope.
+RANK = {"assessor": 0, "viewer": 0, "reviewer": 1, "admin": 2}
+#: What each role may do (the lowest role that may).
 PERMISSIONS = {"view": "viewer", "decide": "reviewer", "manage_users": "admin"}
 SESSION_HOURS = 12
 MIN_PASSWORD = 10
@@ -65,7 +69,47 @@ def can(user: UserRow | None, action: str) -> bool:
     """Whether ``user`` (active) may do ``action`` (a key of PERMISSIONS)."""
     if user is None or not user.active:
         return False
-    return ROLES.index(user.role) >= ROLES.index(PERMISSIONS[action])
+    return RANK.get(user.role, -1) >= RANK[PERMISSIONS[action]]
+
+
+def check_scope(role: str, scope: Scope) -> None:
+    """Assessors, and only they, have a licence scope; admins (who manage every user) the province."""
+    if (role == "assessor") != (scope.kind == "licence"):
+        raise InputError("an assessor's scope is a list of licences (licence:ID,ID), and only an assessor's is"
+                         if role == "assessor" else
+                         f"a {role}'s scope is the province, cities or counties, not licences (those are assessors')")
+    if role == "admin" and not scope.everything:
+        raise InputError("an admin manages every user, so an admin's scope is the province")
+
+
+def user_scope(store: Store, user: UserRow) -> Scope:
+    """The scope ``user`` sees (province for users of stores older than scopes)."""
+    if user.scope_kind == "province":
+        return PROVINCE
+    with store.session() as s:
+        codes = tuple(s.scalars(select(UserScopeRow.code).where(UserScopeRow.user_id == user.id)
+                                .order_by(UserScopeRow.code)))
+    return Scope(user.scope_kind, codes)
+
+
+def _write_scope(s: Session, user: UserRow, scope: Scope) -> None:
+    user.scope_kind = scope.kind
+    s.execute(delete(UserScopeRow).where(UserScopeRow.user_id == user.id))
+    for code in scope.codes:
+        s.add(UserScopeRow(user_id=user.id, code=code))
+
+
+def set_scope(store: Store, username: str, scope: Scope | str) -> UserRow:
+    """Give a user a new scope (checked against their role); ends their sessions."""
+    scope = parse_scope(scope) if isinstance(scope, str) else scope
+    with store.session() as s, s.begin():
+        user = s.scalar(select(UserRow).where(_named(username)))
+        if user is None:
+            raise InputError(f"no user {username!r}; `gmsense users list` shows them")
+        check_scope(user.role, scope)
+        _write_scope(s, user, scope)
+        s.execute(delete(SessionRow).where(SessionRow.user_id == user.id))
+    return user
 
 
 def normalise_username(username: str | None) -> str:
@@ -87,8 +131,9 @@ def check_password_rules(username: str, password: str) -> None:
 
 
 def add_user(store: Store, username: str, password: str, role: str,
-             lang: str | None = None) -> UserRow:
-    """Add a user; the name is stored in lower case and must be new whatever its case."""
+             lang: str | None = None, scope: Scope | str = PROVINCE) -> UserRow:
+    """Add a user; the name is stored in lower case and must be new whatever its case. ``scope``
+    (a Scope or its text, gmsense.store.scope.parse_scope) is what they see."""
     username = normalise_username(username)
     if not _USERNAME.match(username):
         raise InputError("a user name has 2-80 letters, digits or . _ @ -")
@@ -96,6 +141,8 @@ def add_user(store: Store, username: str, password: str, role: str,
         raise InputError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
     if lang is not None and lang not in LANGUAGES:
         raise InputError(f"unknown language {lang!r}; choose one of: {', '.join(LANGUAGES)}")
+    scope = parse_scope(scope) if isinstance(scope, str) else scope
+    check_scope(role, scope)
     check_password_rules(username, password)
     password_hash = _hash(password)
     exists = InputError(f"user {username!r} exists already (user names ignore case)")
@@ -106,6 +153,8 @@ def add_user(store: Store, username: str, password: str, role: str,
             user = UserRow(username=username, password_hash=password_hash, role=role, lang=lang,
                            active=True)
             s.add(user)
+            s.flush()
+            _write_scope(s, user, scope)
     except IntegrityError:  # added at the same moment by someone else: the unique constraint holds
         raise exists from None
     return user

@@ -1,32 +1,174 @@
 """Downloads of the review app: the flags of the queue's filters, or the patches of the licences
-they select, as GeoJSON (EPSG:4326), GeoPackage or CSV, built by gmsense.outputs.export."""
+they select, within the user's scope, as GeoJSON (EPSG:4326), GeoPackage or CSV.
+
+Rows are read in batches of :data:`BATCH` by keyset paging (``WHERE id > last ORDER BY id LIMIT``),
+each batch in its own short session, so an export of any size holds one batch in memory: CSV and
+GeoJSON stream to the client as they are read; a GeoPackage (a SQLite file, which cannot be
+streamed while written) is appended batch by batch to a temporary file, sent, then deleted. The
+columns are those of ``gmsense export`` (gmsense.outputs.export).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from gmsense.outputs.export import flags_frame, patches_frame, write_frame
+import geopandas as gpd
+import pandas as pd
+from shapely import wkt
+from shapely.geometry import mapping
+from sqlalchemy import func, or_, select
+
+from gmsense.outputs.export import EVIDENCE_FIELDS, FORMULA_START, PATCH_FIELDS, PROVENANCE_FIELDS
 from gmsense.review import service
-from gmsense.store import Store
+from gmsense.store import FlagRow, PatchRow, ScanRow, SiteRow, Store
+from gmsense.store.scope import PROVINCE, Scope, patch_clause, site_clause
 
 #: Filters that select licences (the rest select flags).
 SITE_FILTERS = ("province", "city", "county", "mineral_class", "licence_type", "site_id")
+BATCH = 1000
+FLAG_COLUMNS = {"flag_id": "int", "site_id": "str", "patch_id": "str", "rule": "str", "severity": "str",
+                "status": "str", "message": "str", "created_scan_id": "int", "licence_version": "int",
+                "province_code": "str", "city_code": "str", "county_code": "str"}
+_TYPED = {"confidence": "float", "area_m2": "float", "inside_licence": "bool", "area_outside_m2": "float",
+          "recovery_ratio": "float", "created_scan_id": "int", "updated_scan_id": "int"}
+PATCH_COLUMNS = {k: _TYPED.get(k, "str") for k in (*PATCH_FIELDS, *EVIDENCE_FIELDS, "label_reason", *PROVENANCE_FIELDS)}
+_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "object"}
 
 
-def export_bytes(store: Store, what: str, fmt: str, flt: service.QueueFilter) -> bytes:
-    """``flags``: every flag the filter selects (all pages); ``patches``: every patch of the
-    licences the filter's licence fields select."""
+def _flag_batches(store: Store, flt: service.QueueFilter, scope: Scope) -> Iterator[list[dict[str, Any]]]:
+    geometry = func.coalesce(PatchRow.geometry_wkt, SiteRow.geometry_wkt)
+    stmt = (select(FlagRow, geometry).join(SiteRow, SiteRow.site_id == FlagRow.site_id)
+            .outerjoin(PatchRow, PatchRow.patch_id == FlagRow.patch_id)
+            .where(*service.flag_conditions(flt, scope)).order_by(FlagRow.id).limit(BATCH))
+    last = 0
+    while True:
+        with store.session() as s:
+            rows = s.execute(stmt.where(FlagRow.id > last)).all()
+        if not rows:
+            return
+        last = rows[-1][0].id
+        yield [{"flag_id": f.id, **{k: getattr(f, k) for k in list(FLAG_COLUMNS)[1:]}, "geometry": g}
+               for f, g in rows]
+
+
+def _site_conditions(flt: service.QueueFilter) -> list[Any]:
+    out = []
+    for key in SITE_FILTERS:
+        value = getattr(flt, key)
+        if value:
+            named = SiteRow.attrs[key].as_string() == value
+            if key in ("province", "city", "county"):
+                named = or_(named, getattr(SiteRow, f"{key}_code") == value)
+            out.append(PatchRow.site_id == value if key == "site_id" else PatchRow.site_id.in_(
+                select(SiteRow.site_id).where(named)))
+    return out
+
+
+def _patch_batches(store: Store, flt: service.QueueFilter, scope: Scope) -> Iterator[list[dict[str, Any]]]:
+    stmt = (select(PatchRow, ScanRow).outerjoin(ScanRow, ScanRow.id == PatchRow.updated_scan_id)
+            .where(patch_clause(scope), *_site_conditions(flt)).order_by(PatchRow.patch_id).limit(BATCH))
+    last = ""
+    while True:
+        with store.session() as s:
+            rows = s.execute(stmt.where(PatchRow.patch_id > last)).all()
+        if not rows:
+            return
+        last = rows[-1][0].patch_id
+        batch = []
+        for p, scan in rows:
+            metrics = p.metrics or {}
+            evidence = metrics.get("evidence") or {}
+            batch.append({**{f: getattr(p, f) for f in PATCH_FIELDS}, **{f: evidence.get(f) for f in EVIDENCE_FIELDS},
+                          "label_reason": metrics.get("label_reason"),
+                          **{f: getattr(scan, f, None) for f in PROVENANCE_FIELDS}, "geometry": p.geometry_wkt})
+        yield batch
+
+
+def batches(store: Store, what: str, flt: service.QueueFilter, scope: Scope = PROVINCE
+            ) -> tuple[dict[str, str], Iterator[list[dict[str, Any]]]]:
+    """The columns (name -> str|int|float|bool) and batches of rows (``geometry`` as WKT, EPSG:4326)
+    of ``flags`` (every flag the filter selects in scope, all pages) or ``patches`` (every patch of
+    the licences in scope the filter's licence fields select)."""
     if what == "flags":
-        ids = {item["id"] for item in service.queue(store, flt, 1, page_size=10**9).items}
-        frame = flags_frame(store)
-        frame = frame[frame["flag_id"].isin(ids)]
-    else:
-        sites = {r.site_id for r in store.site_rows()
-                 if all(not getattr(flt, k) or str(((r.attrs or {}) | {"site_id": r.site_id}).get(k) or "")
-                        == getattr(flt, k) for k in SITE_FILTERS)}
-        frame = patches_frame(store)
-        frame = frame[frame["site_id"].isin(sites)]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_frame(frame, Path(tmp) / f"{what}.{fmt}", fmt, layer=what)
-        return path.read_bytes()
+        return FLAG_COLUMNS, _flag_batches(store, flt, scope)
+    return PATCH_COLUMNS, _patch_batches(store, flt, scope)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value  # a spreadsheet must not run it (gmsense.outputs.export.defuse_formulas)
+    return "" if value is None else value
+
+
+def stream_csv(columns: dict[str, str], rows: Iterator[list[dict[str, Any]]]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*columns, "geometry"])
+    for batch in rows:
+        for row in batch:
+            writer.writerow([_cell(row[c]) for c in columns] + [row["geometry"]])
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def stream_geojson(columns: dict[str, str], rows: Iterator[list[dict[str, Any]]]) -> Iterator[bytes]:
+    yield b'{"type": "FeatureCollection", "features": [\n'
+    first = True
+    for batch in rows:
+        parts = []
+        for row in batch:
+            feature = {"type": "Feature", "properties": {c: row[c] for c in columns},
+                       "geometry": mapping(wkt.loads(row["geometry"]))}
+            parts.append(("" if first else ",\n") + json.dumps(feature, default=str, ensure_ascii=False))
+            first = False
+        yield "".join(parts).encode()
+    yield b"\n]}\n"
+
+
+def _frame(columns: dict[str, str], batch: list[dict[str, Any]]) -> gpd.GeoDataFrame:
+    table = pd.DataFrame(batch, columns=[*columns, "geometry"])
+    for name, kind in columns.items():
+        table[name] = table[name].astype(_DTYPES[kind])
+    geometry = gpd.GeoSeries.from_wkt(table.pop("geometry").tolist(), crs="EPSG:4326")
+    return gpd.GeoDataFrame(table, geometry=geometry, crs="EPSG:4326")
+
+
+def write_gpkg(columns: dict[str, str], rows: Iterator[list[dict[str, Any]]], layer: str) -> tuple[str, Callable]:
+    """A GeoPackage written batch by batch to a temporary file: its path and the function that
+    deletes it (after it was sent)."""
+    import pyogrio
+
+    fd, path = tempfile.mkstemp(prefix="gmsense-export-", suffix=".gpkg")
+    os.close(fd)
+    Path(path).unlink()  # GDAL creates it
+    try:
+        written = False
+        for batch in rows:
+            pyogrio.write_dataframe(_frame(columns, batch), path, layer=layer, driver="GPKG", append=written)
+            written = True
+        if not written:
+            pyogrio.write_dataframe(_frame(columns, []), path, layer=layer, driver="GPKG")
+    except BaseException:
+        _remove(path)
+        raise
+    return path, lambda: _remove(path)
+
+
+def _remove(path: str) -> None:
+    for name in (path, path + "-journal", path + "-wal", path + "-shm"):
+        Path(name).unlink(missing_ok=True)
+
+
+def sites_in_scope(store: Store, scope: Scope) -> list[str]:
+    """Licence ids in scope (for tests and pages)."""
+    with store.session() as s:
+        return list(s.scalars(select(SiteRow.site_id).where(site_clause(scope)).order_by(SiteRow.site_id)))

@@ -32,6 +32,7 @@ from gmsense.outputs.site_report import report_style
 from gmsense.records import RecoveryObservation
 from gmsense.review import service
 from gmsense.store import RecoveryRow, Store
+from gmsense.store.scope import PROVINCE, Scope
 
 #: Licences whose cube stays in memory (a cube of a 1 km2 licence with its buffer over three
 #: seasons is ~100-300 MB).
@@ -101,9 +102,10 @@ class Pictures:
         return warmed
 
     # --- pictures ------------------------------------------------------------------------------
-    def chips(self, flag_id: int, lang: str = "en") -> bytes:
-        """Before/after true colour and NDVI around the flag's patch (or the licence)."""
-        flag, _site, patch = service.get_flag(self.store, flag_id)
+    def chips(self, flag_id: int, lang: str = "en", scope: Scope = PROVINCE) -> bytes:
+        """Before/after true colour and NDVI around the flag's patch (or the licence); a flag
+        outside ``scope`` is not found (before any cached picture is looked at)."""
+        flag, _site, patch = service.get_flag(self.store, flag_id, scope)
         key = f"chips|{flag.site_id}|{patch.patch_id if patch else '-'}|{flag.updated_scan_id}|{lang}"
 
         def render() -> Any:
@@ -121,9 +123,9 @@ class Pictures:
 
         return self._cached(key, render, lang)
 
-    def trajectory(self, flag_id: int, lang: str = "en") -> bytes | None:
+    def trajectory(self, flag_id: int, lang: str = "en", scope: Scope = PROVINCE) -> bytes | None:
         """The patch's index per season against its reference ring; None without a patch."""
-        _flag, _, patch = service.get_flag(self.store, flag_id)
+        _flag, _, patch = service.get_flag(self.store, flag_id, scope)
         if patch is None:
             return None
         with self.store.session() as s:
@@ -143,8 +145,8 @@ class Pictures:
 
         return self._cached(key, render, lang)
 
-    def site_map(self, site_id: str, lang: str = "en") -> bytes:
-        site, patches, _ = service.get_site(self.store, site_id)
+    def site_map(self, site_id: str, lang: str = "en", scope: Scope = PROVINCE) -> bytes:
+        site, patches, _ = service.get_site(self.store, site_id, scope)
         stamp = max((p.updated_scan_id for p in patches), default=0)
         key = f"map|{site_id}|{stamp}|{len(patches)}|{lang}"
 
@@ -162,12 +164,13 @@ class Pictures:
 
         return self._cached(key, render, lang)
 
-    def dashboard(self, by: str, lang: str = "en", unit: str | None = None) -> bytes:
-        """The programme charts by ``by``, in ``lang``, areas in ``unit`` (default: mu in Chinese, else ha)."""
+    def dashboard(self, by: str, lang: str = "en", unit: str | None = None, scope: Scope = PROVINCE) -> bytes:
+        """The programme charts by ``by`` of the licences in ``scope``, in ``lang``, areas in ``unit``
+        (default: mu in Chinese, else ha); cached by the figures themselves."""
         from gmsense.outputs.summary_report import summary_charts, summary_tables
 
         unit = unit or ("mu" if lang == "zh" else "ha")
-        tables = summary_tables(self.store, by)
+        tables = summary_tables(self.store, by, scope)
         key = f"dashboard|{by}|{lang}|{unit}|{hashlib.sha256(repr(tables).encode()).hexdigest()}"
         return self._cached(key, lambda: summary_charts(tables, lang, unit), lang)
 

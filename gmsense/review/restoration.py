@@ -30,6 +30,7 @@ from gmsense.errors import InputError
 from gmsense.outputs.restoration_report import account_tables, status_table, with_changes
 from gmsense.review.service import NotFoundError
 from gmsense.store import RegisterRow, RestorationDecisionRow, RestorationStatusRow, Store, UserRow
+from gmsense.store.scope import PROVINCE, Scope, register_clause
 
 CHANGES = ("restored", "reverted", "deadline_passed")
 #: Decisions a reviewer can take on a change, and the change's status each leaves.
@@ -59,17 +60,18 @@ class RestorationFilter:
         return table
 
 
-def _table(store: Store) -> pd.DataFrame:
-    return with_changes(status_table(store))
+def _table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
+    return with_changes(status_table(store, scope))
 
 
-def overview(store: Store, settings: Settings, flt: RestorationFilter | None = None) -> dict[str, Any]:
+def overview(store: Store, settings: Settings, flt: RestorationFilter | None = None,
+             scope: Scope = PROVINCE) -> dict[str, Any]:
     """What the restoration page shows: ``year`` (the latest analysed, None without status rows),
     ``tables`` (the report's accounting of the polygons ``flt`` keeps: ``total`` and per level),
     ``latest`` (each table's rows of that year, as dicts), ``trend`` (the total per year),
     ``queue`` (the pending changes) and ``choices`` (the filter values present)."""
     flt = flt or RestorationFilter()
-    full = _table(store)
+    full = _table(store, scope)
     choices = {k: sorted({str(v) for v in full[k].dropna() if str(v)}) for k in FILTERS}
     table = flt.keep(full)
     if full.empty:
@@ -79,7 +81,7 @@ def overview(store: Store, settings: Settings, flt: RestorationFilter | None = N
     latest = {name: frame[frame["year"] == year].to_dict("records") for name, frame in tables.items()}
     trend = tables["total"].to_dict("records") if tables else []
     return {"year": year, "tables": tables, "latest": latest, "trend": trend,
-            "queue": queue(store, flt, table=full), "choices": choices}
+            "queue": queue(store, flt, table=full, scope=scope), "choices": choices}
 
 
 def _change(rows: pd.DataFrame, year: int) -> str | None:
@@ -100,21 +102,27 @@ def _change(rows: pd.DataFrame, year: int) -> str | None:
     return None
 
 
-def _decided(store: Store) -> dict[tuple[str, int, str], RestorationDecisionRow]:
-    """The latest decision on each (register_id, year, change)."""
+def _decided(store: Store, scope: Scope = PROVINCE) -> dict[tuple[str, int, str], RestorationDecisionRow]:
+    """The latest decision on each (register_id, year, change) of the polygons in ``scope``."""
     with store.session() as s:
         return {(r.register_id, r.year, r.change): r
-                for r in s.scalars(select(RestorationDecisionRow).order_by(RestorationDecisionRow.id))}
+                for r in s.scalars(select(RestorationDecisionRow).where(_decision_clause(scope))
+                                   .order_by(RestorationDecisionRow.id))}
 
 
-def changes(store: Store, table: pd.DataFrame | None = None) -> list[dict[str, Any]]:
-    """Every polygon's change in the latest analysed year, decided or not, by register id; each a
-    dict with the polygon's attributes, its latest status and ratio, and ``decision_status``."""
-    table = _table(store) if table is None else table
+def _decision_clause(scope: Scope) -> Any:
+    return RestorationDecisionRow.register_id.in_(select(RegisterRow.register_id).where(register_clause(scope)))
+
+
+def changes(store: Store, table: pd.DataFrame | None = None, scope: Scope = PROVINCE) -> list[dict[str, Any]]:
+    """Every polygon's change (of those in ``scope``) in the latest analysed year, decided or not,
+    by register id; each a dict with the polygon's attributes, its latest status and ratio, and
+    ``decision_status``. ``table``: the status table of that scope, if already read."""
+    table = _table(store, scope) if table is None else table
     if table.empty:
         return []
     year = int(table["year"].max())
-    decided = _decided(store)
+    decided = _decided(store, scope)
     out = []
     for register_id, rows in table.groupby("register_id", sort=True):
         change = _change(rows, year)
@@ -133,31 +141,33 @@ def changes(store: Store, table: pd.DataFrame | None = None) -> list[dict[str, A
     return out
 
 
-def queue(store: Store, flt: RestorationFilter | None = None, table: pd.DataFrame | None = None
-          ) -> list[dict[str, Any]]:
-    """The changes waiting for a decision, of the polygons ``flt`` keeps."""
+def queue(store: Store, flt: RestorationFilter | None = None, table: pd.DataFrame | None = None,
+          scope: Scope = PROVINCE) -> list[dict[str, Any]]:
+    """The changes waiting for a decision, of the polygons ``flt`` keeps within ``scope``."""
     flt = flt or RestorationFilter()
-    return [c for c in changes(store, table) if c["decision_status"] == "pending"
+    return [c for c in changes(store, table, scope) if c["decision_status"] == "pending"
             and all(not getattr(flt, k) or str(c[k] or "") == getattr(flt, k) for k in FILTERS)]
 
 
-def get_polygon(store: Store, register_id: str) -> tuple[RegisterRow, list[RestorationStatusRow],
-                                                          dict[str, Any] | None]:
-    """A register polygon, its status rows (by year) and its change in the latest year (or None)."""
+def get_polygon(store: Store, register_id: str, scope: Scope = PROVINCE
+                ) -> tuple[RegisterRow, list[RestorationStatusRow], dict[str, Any] | None]:
+    """A register polygon in ``scope``, its status rows (by year) and its change in the latest
+    year (or None); NotFoundError for a missing one and one outside the scope alike."""
     with store.session() as s:
-        polygon = s.get(RegisterRow, register_id)
+        polygon = s.scalar(select(RegisterRow).where(RegisterRow.register_id == register_id,
+                                                     register_clause(scope)))
         if polygon is None:
             raise NotFoundError(f"no register polygon {register_id!r}")
         rows = list(s.scalars(select(RestorationStatusRow).where(RestorationStatusRow.register_id == register_id)
                               .order_by(RestorationStatusRow.year)))
-    change = next((c for c in changes(store) if c["register_id"] == register_id), None)
+    change = next((c for c in changes(store, scope=scope) if c["register_id"] == register_id), None)
     return polygon, rows, change
 
 
-def history(store: Store, register_id: str | None = None) -> list[RestorationDecisionRow]:
-    """The restoration decision log (of one polygon, or all), oldest first."""
+def history(store: Store, register_id: str | None = None, scope: Scope = PROVINCE) -> list[RestorationDecisionRow]:
+    """The restoration decision log (of one polygon, or all) of the polygons in ``scope``, oldest first."""
     with store.session() as s:
-        q = select(RestorationDecisionRow).order_by(RestorationDecisionRow.id)
+        q = select(RestorationDecisionRow).where(_decision_clause(scope)).order_by(RestorationDecisionRow.id)
         if register_id is not None:
             q = q.where(RestorationDecisionRow.register_id == register_id)
         return list(s.scalars(q))
@@ -172,10 +182,11 @@ def decide(store: Store, register_id: str, user: UserRow, decision: str, reason:
     ``change``, when given (the page the reviewer saw), must still be the polygon's change: a run
     since then may have changed it.
     """
-    from gmsense.review.auth import can
+    from gmsense.review.auth import can, user_scope
 
     if not can(user, "decide"):
         raise PermissionError(f"user {user.username!r} ({user.role}) may not decide; reviewers and admins may")
+    scope = user_scope(store, user)
     if decision not in DECISIONS:
         raise InputError(f"unknown decision {decision!r}; choose one of: {', '.join(DECISIONS)}")
     if reason not in REASONS[decision]:
@@ -185,7 +196,7 @@ def decide(store: Store, register_id: str, user: UserRow, decision: str, reason:
         raise InputError("a decision needs a comment saying why (what the images show)")
     if len(comment) > MAX_COMMENT:
         raise InputError(f"the comment is longer than {MAX_COMMENT} characters")
-    _, _, current = get_polygon(store, register_id)
+    _, _, current = get_polygon(store, register_id, scope)
     if current is None:
         raise InputError(f"register polygon {register_id} has no status change to decide in the latest year")
     if (year is not None and year != current["year"]) or (change and change != current["change"]):

@@ -1,6 +1,11 @@
 """What the review app does with the store, without HTTP: the queue, a flag's evidence, decisions
 and their audit log, and the labels researchers retrain from. Pure functions over a Store, shared
 by the web app, the JSON API, the CLI and the tests.
+
+Every read takes the user's :class:`~gmsense.store.scope.Scope` and adds its condition to the SQL
+query (filtering, ordering, counting and paging happen in the database); a row outside the scope
+is answered exactly as a missing one (:class:`NotFoundError`). ``decide`` reads the deciding user's
+own scope from the store.
 """
 
 from __future__ import annotations
@@ -9,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 
 from gmsense.errors import InputError
 from gmsense.records import PATCH_CLASSES
 from gmsense.store import FlagRow, PatchRow, ReviewRow, SiteRow, Store, UserRow
+from gmsense.store.scope import PROVINCE, Scope, flag_clause, review_clause, site_clause
 
 #: Decisions a reviewer can take, and the flag status each leaves.
 DECISIONS = {"confirm": "confirmed", "dismiss": "dismissed", "field_visit": "field_visit"}
@@ -74,52 +80,72 @@ class QueuePage:
 
 
 _ATTR_FILTERS = ("province", "city", "county", "mineral_class", "licence_type")
+_DIVISION_CODES = {"province": SiteRow.province_code, "city": SiteRow.city_code, "county": SiteRow.county_code}
+#: Severity as a number for ORDER BY (most severe first).
+SEVERITY_ORDER = case(SEVERITY_RANK, value=FlagRow.severity, else_=9)
 
 
-def _site_matches(attrs: dict[str, Any], flt: QueueFilter) -> bool:
-    return all(not getattr(flt, k) or str(attrs.get(k) or "") == getattr(flt, k) for k in _ATTR_FILTERS)
+def _site_condition(flt: QueueFilter) -> ColumnElement[bool] | None:
+    """Licences whose attributes match the filter's licence fields (a division also by its code)."""
+    conditions = []
+    for key in _ATTR_FILTERS:
+        value = getattr(flt, key)
+        if not value:
+            continue
+        named = SiteRow.attrs[key].as_string() == value
+        conditions.append(or_(named, _DIVISION_CODES[key] == value) if key in _DIVISION_CODES else named)
+    if not conditions:
+        return None
+    return FlagRow.site_id.in_(select(SiteRow.site_id).where(*conditions))
 
 
-def _flag_query(flt: QueueFilter, site_ids: list[str] | None) -> Select[Any]:
-    q = select(FlagRow)
-    if flt.status == "pending":
-        q = q.where(FlagRow.status.in_(("open", "field_visit")))
-    elif flt.status != "all":
-        q = q.where(FlagRow.status == flt.status)
+def flag_conditions(flt: QueueFilter, scope: Scope = PROVINCE, *, status: bool = True) -> list[ColumnElement[bool]]:
+    """The WHERE conditions on ``flags`` of the filter within ``scope`` (without the status
+    filter when ``status`` is False: the counts per status)."""
+    q: list[ColumnElement[bool]] = [flag_clause(scope)]
+    if status and flt.status == "pending":
+        q.append(FlagRow.status.in_(("open", "field_visit")))
+    elif status and flt.status != "all":
+        q.append(FlagRow.status == flt.status)
     if flt.rule:
-        q = q.where(FlagRow.rule == flt.rule)
+        q.append(FlagRow.rule == flt.rule)
     if flt.severity:
-        q = q.where(FlagRow.severity == flt.severity)
+        q.append(FlagRow.severity == flt.severity)
     if flt.site_id:
-        q = q.where(FlagRow.site_id == flt.site_id)
+        q.append(FlagRow.site_id == flt.site_id)
     if flt.date_from:
-        q = q.where(FlagRow.created_at >= datetime.combine(date.fromisoformat(flt.date_from), time.min))
+        q.append(FlagRow.created_at >= datetime.combine(date.fromisoformat(flt.date_from), time.min))
     if flt.date_to:
         day_after = date.fromisoformat(flt.date_to) + timedelta(days=1)
-        q = q.where(FlagRow.created_at < datetime.combine(day_after, time.min))
-    if site_ids is not None:
-        q = q.where(FlagRow.site_id.in_(site_ids))
+        q.append(FlagRow.created_at < datetime.combine(day_after, time.min))
+    sites = _site_condition(flt)
+    if sites is not None:
+        q.append(sites)
     return q
 
 
-def queue(store: Store, flt: QueueFilter | None = None, page: int = 1, page_size: int = PAGE_SIZE) -> QueuePage:
-    """Flags matching ``flt``, most severe first, then oldest first; one page of them, with the
-    total and the counts per status of the flags matching the other filters."""
+#: The queue's order: most severe first, then oldest, then by id (a total order, so pages never overlap).
+QUEUE_ORDER = (SEVERITY_ORDER, FlagRow.created_at, FlagRow.id)
+
+
+def queue(store: Store, flt: QueueFilter | None = None, page: int = 1, page_size: int = PAGE_SIZE,
+          scope: Scope = PROVINCE) -> QueuePage:
+    """Flags matching ``flt`` within ``scope``, most severe first, then oldest first; one page of
+    them (LIMIT/OFFSET in SQL), with the total and the counts per status of the flags matching the
+    other filters (COUNT ... GROUP BY in SQL)."""
     flt = flt or QueueFilter()
     page = max(1, page)
+    where = flag_conditions(flt, scope)
     with store.session() as s:
-        sites = {r.site_id: r for r in s.scalars(select(SiteRow))}
-        site_ids = ([sid for sid, r in sites.items() if _site_matches(r.attrs or {}, flt)]
-                    if any(getattr(flt, k) for k in _ATTR_FILTERS) else None)
-        flags = list(s.scalars(_flag_query(flt, site_ids)))
-        flags.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 9), f.created_at, f.id))
-        total = len(flags)
-        chosen = flags[(page - 1) * page_size: page * page_size]
-        patches = {p.patch_id: p for p in s.scalars(
-            select(PatchRow).where(PatchRow.patch_id.in_([f.patch_id for f in chosen if f.patch_id])))}
-        others = _flag_query(QueueFilter(**{**flt.__dict__, "status": "all"}), site_ids).subquery()
-        counts = dict(s.execute(select(others.c.status, func.count()).group_by(others.c.status)).all())
-    items = [flag_summary(f, sites.get(f.site_id), patches.get(f.patch_id or "")) for f in chosen]
+        total = int(s.scalar(select(func.count()).select_from(FlagRow).where(*where)) or 0)
+        rows = s.execute(select(FlagRow, SiteRow, PatchRow)
+                         .join(SiteRow, SiteRow.site_id == FlagRow.site_id)
+                         .outerjoin(PatchRow, PatchRow.patch_id == FlagRow.patch_id)
+                         .where(*where).order_by(*QUEUE_ORDER)
+                         .limit(page_size).offset((page - 1) * page_size)).all()
+        counts = dict(s.execute(select(FlagRow.status, func.count()).where(*flag_conditions(flt, scope, status=False))
+                                .group_by(FlagRow.status)).all())
+    items = [flag_summary(f, site, patch) for f, site, patch in rows]
     return QueuePage(items, total, page, max(1, -(-total // page_size)),
                      {k: int(counts.get(k, 0)) for k in STATUSES})
 
@@ -132,6 +158,7 @@ def flag_summary(f: FlagRow, site: SiteRow | None, patch: PatchRow | None) -> di
         "created_scan_id": f.created_scan_id, "updated_scan_id": f.updated_scan_id,
         "site_name": attrs.get("name") or "", "province": attrs.get("province") or "",
         "city": attrs.get("city") or "", "county": attrs.get("county") or "",
+        "province_code": f.province_code, "city_code": f.city_code, "county_code": f.county_code,
         "mineral_class": attrs.get("mineral_class") or "", "licence_type": attrs.get("licence_type") or "",
         "disturbance_class": patch.disturbance_class if patch else None,
         "area_m2": patch.area_m2 if patch else None,
@@ -139,20 +166,23 @@ def flag_summary(f: FlagRow, site: SiteRow | None, patch: PatchRow | None) -> di
     }
 
 
-def filter_choices(store: Store) -> dict[str, list[str]]:
-    """Values present in the store for each queue filter (for the filter form)."""
+def filter_choices(store: Store, scope: Scope = PROVINCE) -> dict[str, list[str]]:
+    """Values present within ``scope`` for each queue filter (for the filter form)."""
     with store.session() as s:
-        rules = sorted(s.scalars(select(FlagRow.rule).distinct()))
-        attrs = [r.attrs or {} for r in s.scalars(select(SiteRow))]
-    out = {"rule": rules, "severity": list(SEVERITY_RANK), "status": ["pending", "all", *STATUSES]}
-    for key in _ATTR_FILTERS:
-        out[key] = sorted({str(a[key]) for a in attrs if a.get(key)})
+        rules = sorted(s.scalars(select(FlagRow.rule).where(flag_clause(scope)).distinct()))
+        out = {"rule": rules, "severity": list(SEVERITY_RANK), "status": ["pending", "all", *STATUSES]}
+        for key in _ATTR_FILTERS:
+            column = SiteRow.attrs[key].as_string()
+            values = s.scalars(select(column).where(site_clause(scope), column.is_not(None)).distinct())
+            out[key] = sorted({str(v) for v in values if v})
     return out
 
 
-def get_flag(store: Store, flag_id: int) -> tuple[FlagRow, SiteRow, PatchRow | None]:
+def get_flag(store: Store, flag_id: int, scope: Scope = PROVINCE) -> tuple[FlagRow, SiteRow, PatchRow | None]:
+    """A flag in ``scope``, its licence and its patch; NotFoundError for a missing one and one
+    outside the scope alike (same message)."""
     with store.session() as s:
-        flag = s.get(FlagRow, flag_id)
+        flag = s.scalar(select(FlagRow).where(FlagRow.id == flag_id, flag_clause(scope)))
         if flag is None:
             raise NotFoundError(f"no flag {flag_id}")
         site = s.get(SiteRow, flag.site_id)
@@ -162,20 +192,23 @@ def get_flag(store: Store, flag_id: int) -> tuple[FlagRow, SiteRow, PatchRow | N
     return flag, site, patch
 
 
-def get_site(store: Store, site_id: str) -> tuple[SiteRow, list[PatchRow], list[FlagRow]]:
+def get_site(store: Store, site_id: str, scope: Scope = PROVINCE) -> tuple[SiteRow, list[PatchRow], list[FlagRow]]:
+    """A licence in ``scope`` with its patches and flags; NotFoundError for a missing one and one
+    outside the scope alike."""
     with store.session() as s:
-        site = s.get(SiteRow, site_id)
+        site = s.scalar(select(SiteRow).where(SiteRow.site_id == site_id, site_clause(scope)))
         if site is None:
             raise NotFoundError(f"no licence {site_id!r}")
         patches = list(s.scalars(select(PatchRow).where(PatchRow.site_id == site_id).order_by(PatchRow.patch_id)))
-        flags = list(s.scalars(select(FlagRow).where(FlagRow.site_id == site_id).order_by(FlagRow.id)))
+        flags = list(s.scalars(select(FlagRow).where(FlagRow.site_id == site_id, flag_clause(scope))
+                               .order_by(FlagRow.id)))
     return site, patches, flags
 
 
-def history(store: Store, flag_id: int | None = None) -> list[ReviewRow]:
-    """The audit log (of one flag, or all), oldest first."""
+def history(store: Store, flag_id: int | None = None, scope: Scope = PROVINCE) -> list[ReviewRow]:
+    """The audit log (of one flag, or all) of the flags in ``scope``, oldest first."""
     with store.session() as s:
-        q = select(ReviewRow).order_by(ReviewRow.id)
+        q = select(ReviewRow).where(review_clause(scope)).order_by(ReviewRow.id)
         if flag_id is not None:
             q = q.where(ReviewRow.flag_id == flag_id)
         return list(s.scalars(q))
@@ -185,14 +218,16 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
            corrected_class: str | None = None) -> ReviewRow:
     """Record a decision: one new audit-log row and the flag's new status, in one transaction.
 
-    The user must be an active reviewer or admin. ``reason`` is a code of REASONS[decision];
+    The user must be an active reviewer or admin, and the flag in their scope (else NotFoundError,
+    as for a missing flag). ``reason`` is a code of REASONS[decision];
     ``comment`` (required, at most MAX_COMMENT characters) is the reviewer's own words.
     ``corrected_class`` (optional) is the disturbance class the reviewer saw, for retraining.
     """
-    from gmsense.review.auth import can
+    from gmsense.review.auth import can, user_scope
 
     if not can(user, "decide"):
         raise PermissionError(f"user {user.username!r} ({user.role}) may not decide; reviewers and admins may")
+    scope = user_scope(store, user)
     if decision not in DECISIONS:
         raise InputError(f"unknown decision {decision!r}; choose one of: {', '.join(DECISIONS)}")
     if reason not in REASONS[decision]:
@@ -205,7 +240,7 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
     if corrected_class and corrected_class not in PATCH_CLASSES:
         raise InputError(f"unknown class {corrected_class!r}; choose one of: {', '.join(PATCH_CLASSES)}")
     with store.session() as s, s.begin():
-        flag = s.get(FlagRow, flag_id, with_for_update=True)
+        flag = s.scalar(select(FlagRow).where(FlagRow.id == flag_id, flag_clause(scope)).with_for_update())
         if flag is None:
             raise NotFoundError(f"no flag {flag_id}")
         if (flag.rule == "uncertain_label" and not corrected_class

@@ -52,6 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool, StaticPool
 
 from gmsense.errors import EXIT_BAD_INPUT, StoreError
+from gmsense.geo.divisions import divisions_of
 from gmsense.geo.register import RegisterPolygon, Zone
 from gmsense.geo.sites import WGS84, Site, reproject_geometry
 from gmsense.records import PatchRecord, RestorationRecord, SiteResult, same_disturbance
@@ -96,6 +97,11 @@ class SiteRow(Base):
     geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
     attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # Administrative divisions (gmsense.geo.divisions): 6-digit codes from the attributes' province,
+    # city and county; NULL where absent or unknown (then only province-wide users see the row).
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
 
 
 class ScanRow(Base):
@@ -183,6 +189,10 @@ class FlagRow(Base):
     # The version of the licence register (licence_versions.version) the flag was last checked
     # against; NULL when the scan read its licences from a --sites file (or before revision 0007).
     licence_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The licence's divisions, copied from its site row (revision 0009), so the queue filters flags alone.
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
 
 
 class LicenceVersionRow(Base):
@@ -205,6 +215,11 @@ class LicenceVersionRow(Base):
     source_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     valid_from: Mapped[datetime] = mapped_column(DateTime)
     valid_to: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Administrative divisions (gmsense.geo.divisions): 6-digit codes from the attributes' province,
+    # city and county; NULL where absent or unknown (then only province-wide users see the row).
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
 
 
 class UserRow(Base):
@@ -218,6 +233,19 @@ class UserRow(Base):
     lang: Mapped[str | None] = mapped_column(String(5), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # What the user sees (gmsense.store.scope): province (everything), city, county or licence, the
+    # codes (or licence ids) in user_scope_codes.
+    scope_kind: Mapped[str] = mapped_column(String(10), default="province", server_default="province")
+
+
+class UserScopeRow(Base):
+    """One division code (city or county scope) or licence id (licence scope) of a user's scope."""
+
+    __tablename__ = "user_scope_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code: Mapped[str] = mapped_column(String(200))
 
 
 class SessionRow(Base):
@@ -272,6 +300,11 @@ class RegisterRow(Base):
     area_m2: Mapped[float] = mapped_column(Float)
     attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # Administrative divisions (gmsense.geo.divisions): 6-digit codes from the attributes' province,
+    # city and county; NULL where absent or unknown (then only province-wide users see the row).
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
 
 
 class ZoneRow(Base):
@@ -713,6 +746,12 @@ class Store:
                 row.geometry_wkt = site.geometry_wgs84.wkt
                 row.attrs = json.loads(json.dumps(site.attrs, default=str))
                 row.updated_at = _now()
+                codes = divisions_of(row.attrs)
+                if any(getattr(row, k) != v for k, v in codes.items()):
+                    for key, value in codes.items():
+                        setattr(row, key, value)
+                    # The licence's flags follow it into its (new) jurisdiction.
+                    s.execute(update(FlagRow).where(FlagRow.site_id == site.site_id).values(**codes))
                 s.add(row)
 
     def site_rows(self) -> list[SiteRow]:
@@ -748,7 +787,7 @@ class Store:
                     s.add(LicenceVersionRow(licence_id=licence_id, version=version, geometry_wkt=wgs84.wkt,
                                             local_wkt=local_wkt, local_crs=local_crs, area_m2=area_m2, attrs=attrs,
                                             digest=digest, change=change, source_file=source_file,
-                                            valid_from=now, valid_to=None))
+                                            valid_from=now, valid_to=None, **divisions_of(attrs)))
 
                 for site in sites:
                     wgs84, attrs = site.geometry_wgs84, json_attrs(site.attrs)
@@ -818,6 +857,8 @@ class Store:
                 row.geometry_wkt, row.area_m2 = polygon.geometry_wgs84.wkt, polygon.area_m2
                 row.attrs = json.loads(json.dumps(polygon.attrs, default=str))
                 row.updated_at = _now()
+                for key, value in divisions_of(row.attrs).items():
+                    setattr(row, key, value)
                 s.add(row)
         return counts
 
@@ -887,6 +928,8 @@ class Store:
         """
         counts: dict[str, Any] = {"new_patches": 0, "updated_patches": 0, "new_flags": 0}
         with self.session() as s, s.begin():
+            site = s.get(SiteRow, result.site_id)
+            codes = {k: getattr(site, k) if site else None for k in ("province_code", "city_code", "county_code")}
             stored = list(s.scalars(select(PatchRow).where(PatchRow.site_id == result.site_id)))
             next_number = len(stored) + 1
             patch_ids: list[str] = []
@@ -926,7 +969,7 @@ class Store:
                     s.add(FlagRow(site_id=result.site_id, patch_id=patch_id, rule=flag.rule, flag_key=flag.key,
                                   severity=flag.severity, message=flag.message, evidence=flag.evidence,
                                   created_scan_id=scan_id, updated_scan_id=scan_id,
-                                  licence_version=licence_version))
+                                  licence_version=licence_version, **codes))
                     counts["new_flags"] += 1
                 else:
                     existing.severity, existing.message = flag.severity, flag.message
