@@ -280,3 +280,12 @@ def test_training_across_worlds_holds_one_world_out_at_a_time(tmp_path: Path) ->
     without = fit_classifier(again[domains_of(again) != "wetland"], params=LIGHT)
     assert without.card["training_domain"]["size_max"]  # novelty is known for the refitted model too
     assert domains_of(table.drop(columns="domain")).tolist() == ["labelled"] * len(table)
+
+
+def test_the_training_scenes_report_their_progress() -> None:
+    from gmsense.classify.train import synthetic_training_set
+
+    calls: list[tuple[str, int, int]] = []
+    table = synthetic_training_set([101], 2, progress=lambda scene, done, total: calls.append((scene, done, total)))
+    assert [(done, total) for _, done, total in calls] == [(1, 2), (2, 2)]
+    assert set(table["scene"]) <= {scene for scene, _, _ in calls}

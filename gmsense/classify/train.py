@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,12 +151,14 @@ def label_patches(patch_geometries: list[Any], truth: Any) -> list[str]:
 
 
 def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: Settings | None = None,
-                           domains: list[str] | None = None) -> pd.DataFrame:
+                           domains: list[str] | None = None,
+                           progress: Callable[[str, int, int], None] | None = None) -> pd.DataFrame:
     """Features and labels of every patch the detector proposes in synthetic scenes.
 
     With ``domains`` (synthetic domain names), each seed gives ``sites_per_seed`` licences of every
     domain (:func:`random_licences`) and a scene is named ``domain/seed/site``, so validation can
-    hold out whole domains; without, the classic licences and ``seed/site``."""
+    hold out whole domains; without, the classic licences and ``seed/site``. ``progress(scene,
+    done, total)`` is called after each scene."""
     from shapely import wkt
 
     from gmsense.pipeline import analyse_cube
@@ -163,6 +166,8 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
 
     settings = settings or Settings()
     rows = []
+    total = len(seeds) * len(domains or [None]) * sites_per_seed
+    done = 0
     for seed in seeds:
         for domain in domains or [None]:
             for site in random_licences(seed, sites_per_seed, domain=domain):
@@ -173,6 +178,9 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
                 for record, label in zip(result.patches, label_patches(geoms, truth), strict=True):
                     rows.append({"scene": scene, "label": label, "domain": cube.attrs.get("domain", "classic"),
                                  **dict(zip(FEATURES, features_of(record.metrics), strict=True))})
+                done += 1
+                if progress is not None:
+                    progress(scene, done, total)
     return pd.DataFrame(rows, columns=["scene", "label", "domain", *FEATURES])
 
 
@@ -354,16 +362,19 @@ def save_model(estimator: Any, folder: Path, card: dict[str, Any], without_swir:
 def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int = 0, command: str = "",
           settings: Settings | None = None, table: pd.DataFrame | None = None,
           labelled: list[tuple[str, pd.DataFrame]] | None = None,
-          params: TrainingParams = DEFAULT_PARAMS, domains: list[str] | None = None) -> dict[str, Any]:
+          params: TrainingParams = DEFAULT_PARAMS, domains: list[str] | None = None,
+          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Train on synthetic scenes of ``seeds`` (of every world in ``domains`` when given, see
     :func:`synthetic_training_set`; the cross-validation then holds out one world at a time) or on
     ``table``, plus ``labelled`` tables (a
     description of where they came from, and rows of scene, label, features: reviewers' labels or
     researchers' polygons, see gmsense.classify.labels); cross-validate grouped by scene; save model and card.
-    ``params``: the hyper-parameters (:class:`TrainingParams`), recorded in the card."""
+    ``params``: the hyper-parameters (:class:`TrainingParams`), recorded in the card. ``progress``:
+    see :func:`synthetic_training_set` (the scenes; then once per stage: ``cross-validating``,
+    ``fitting``)."""
     settings = settings or Settings()
     if table is None:
-        table = synthetic_training_set(seeds, sites_per_seed, settings, domains) if seeds else pd.DataFrame(
+        table = synthetic_training_set(seeds, sites_per_seed, settings, domains, progress) if seeds else pd.DataFrame(
             columns=["scene", "label", "domain", *FEATURES])
     sources: list[dict[str, Any]] = []
     if seeds:
@@ -379,9 +390,20 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     table = table.astype(dict.fromkeys(FEATURES, float))
     worlds = np.unique(domains_of(table))
     group_by = "domain" if len(worlds) >= 2 else "scene"
+    stages = ("cross-validating", "cross-validating without SWIR", "cross-validating with red and NIR only",
+              "fitting")
+
+    def stage(k: int) -> None:
+        if progress is not None:
+            progress(stages[k], k, len(stages))
+
+    stage(0)
     metrics = cross_validate(table, seed, params=params, group_by=group_by)
+    stage(1)
     blind_metrics = cross_validate(without_swir(table), seed, params=params, group_by=group_by)
+    stage(2)
     red_nir_metrics = cross_validate(red_nir_only(table), seed, params=params, group_by=group_by)
+    stage(3)
     folder = Path(folder)
     fitted = fit_classifier(table, seed, params, calibrate=metrics["calibration"]["used"], name=folder.name)
     card = {

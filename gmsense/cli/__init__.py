@@ -285,10 +285,18 @@ def train(
     labelled = _labelled_tables(labels or [], imagery, settings, unlabelled)
     folder = models_dir / name
     command = "gmsense " + " ".join(sys.argv[1:]) if sys.argv and "gmsense" in sys.argv[0] else ""
-    card = train_model(parse_seeds(synthetic_seeds) if synthetic_seeds else [], folder,
-                       sites_per_seed=sites_per_seed, seed=seed, settings=settings, command=command,
-                       domains=_domain_list(domains),
-                       labelled=labelled)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("training scenes", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=f"train: {what}", completed=done, total=total)
+
+        card = train_model(parse_seeds(synthetic_seeds) if synthetic_seeds else [], folder,
+                           sites_per_seed=sites_per_seed, seed=seed, settings=settings, command=command,
+                           domains=_domain_list(domains), labelled=labelled, progress=progress)
     confusion_png(card["cv_metrics"], folder / "confusion.png")
     cv = card["cv_metrics"]
     how = "leave-one-domain-out CV" if cv.get("grouped_by") == "domain" else "scene-grouped CV"
