@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from gmsense.cli._common import ConfigOption, err, out, user_errors
+from gmsense.cli._common import ConfigOption, LayoutOption, err, out, user_errors
 
 if TYPE_CHECKING:
     from gmsense.batch.forecast import ScanPlan
@@ -63,7 +63,9 @@ def plan_command(
     source: Annotated[str, typer.Option(
         "--source", help="synthetic | local | earthengine (no request is made)")] = "synthetic",
     imagery: Annotated[Path | None, typer.Option(
-        "--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube (headers only)")] = None,
+        "--imagery", help="for --source local: GeoTIFF folder, product folder (THEIA, SAFE, Landsat), STAC "
+                          "catalogue or .nc/.zarr cube (headers only)")] = None,
+    layout: LayoutOption = None,
     start: Annotated[str | None, typer.Option("--start", help="first date, YYYY-MM-DD")] = None,
     end: Annotated[str | None, typer.Option("--end", help="last date, YYYY-MM-DD")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -88,7 +90,7 @@ def plan_command(
 
     check_dates(start, end, ("--start", "--end"))
     options = _scan_options(workers, None, memory_limit, sites_file=sites)  # a bad --memory-limit exits 2 here
-    settings = load_settings(config, {"sites.buffer_m": buffer})
+    settings = load_settings(config, {"sites.buffer_m": buffer, "local.layout": layout})
     licences = read_sites(sites, repair_invalid=settings.sites.repair_invalid)
     imagery_source = _source(source, settings, imagery)
     concurrent = workers or min(4, os.cpu_count() or 1)  # as the scan: threads in this process without --workers
