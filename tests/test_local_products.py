@@ -322,3 +322,20 @@ def test_stac_errors(tmp_path: Path) -> None:
     bad.write_text('{"type": "Catalog", "stac_version": "1.0.0", ')
     with pytest.raises(ImageryError, match="cannot be read as JSON"):
         check_imagery(bad)
+
+
+def test_planner_shape_of_each_product_layout(tmp_path: Path) -> None:
+    from gmsense.config import SeasonSettings
+    from gmsense.sources.local.shape import describe_imagery
+
+    dn10, dn20, scl = s2_arrays()
+    write_safe(tmp_path / "safe", "2021-06-14", dn10, dn20, scl, UTM52, T10, as_zip=True)
+    write_safe(tmp_path / "safe", "2021-12-14", dn10, dn20, scl, UTM52, T10)
+    write_landsat(tmp_path / "landsat", "2021-06-14", oli_sr(), qa_field(), UTM52, T30, as_tar=True)
+    stac = write_stac(tmp_path / "stac", stac_items(tmp_path / "stac"), kind="items")
+    season = SeasonSettings()
+    safe = describe_imagery(tmp_path / "safe", None, None, season)
+    assert (safe.resolution_m, safe.dates, safe.season_dates) == (10.0, 2, 1)
+    assert describe_imagery(tmp_path / "landsat", None, None, season, layout="landsat").resolution_m == 30.0
+    shape = describe_imagery(stac, "2022-06-01", None, season)
+    assert (shape.resolution_m, shape.dates) == (10.0, 1)
