@@ -102,7 +102,8 @@ def _scan_request(sites_file: Path | None, source_name: str, imagery: Path | Non
         sites, versions = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid), None
     works = read_works(works_file) if works_file else None
     if source_name == "local" and imagery is None:
-        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs; THEIA, Sentinel-2 SAFE or "
+                         "Landsat C2 products; a STAC catalogue; or a .nc/.zarr cube)")
     source = get_source(source_name, settings, imagery)
     return ScanRequest(sites, source, settings, start=start, end=end, works=works, classifier=classifier,
                        imagery=str(imagery.resolve()) if imagery else None, licence_versions=versions)

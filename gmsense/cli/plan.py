@@ -22,7 +22,8 @@ def _source(name: str, settings: Any, imagery: Path | None) -> Any:
     from gmsense.sources import EarthEngineSource, get_source
 
     if name == "local" and imagery is None:
-        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs; THEIA, Sentinel-2 SAFE or "
+                         "Landsat C2 products; a STAC catalogue; or a .nc/.zarr cube)")
     if name == "earthengine":
         return EarthEngineSource(settings)
     return get_source(name, settings, imagery)

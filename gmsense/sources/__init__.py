@@ -177,8 +177,8 @@ def get_source(name: str, settings: Settings, imagery: Path | None = None) -> So
         return SyntheticSource(settings)
     if name == "local":
         if imagery is None:
-            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs, annual composites "
-                             "or THEIA products, or a .nc/.zarr cube)")
+            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs or annual composites; "
+                             "THEIA, Sentinel-2 SAFE or Landsat C2 products; a STAC catalogue; or a .nc/.zarr cube)")
         from gmsense.sources.local import check_imagery
 
         check_imagery(Path(imagery), settings.local.layout)

@@ -19,8 +19,14 @@ These layouts are read by :func:`read_local_cube`:
 3. a folder of THEIA/MAJA Sentinel-2 L2A product folders (see :mod:`gmsense.sources.local.theia`).
 4. a NetCDF (``.nc``) or Zarr (``.zarr``) store already shaped like a cube (dims ``time, y, x``),
    opened lazily with its CRS from the grid-mapping variable.
+5. imagery as delivered, through one product reader (:mod:`gmsense.sources.local.products`):
+   Sentinel-2 L2A SAFE folders or zips (:mod:`~gmsense.sources.local.safe`), Landsat Collection 2
+   Level-2 folders or tars (:mod:`~gmsense.sources.local.landsat`), STAC catalogues, collections,
+   items or ItemCollections (:mod:`~gmsense.sources.local.stac`).
 
-In every layout, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
+The layout is detected from the path, or named (``layout``; :mod:`gmsense.sources.local.layouts`).
+
+In layouts 1-4, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
 plus one pixel, extended with NaN where the imagery does not reach; imagery in a geographic CRS is
 reprojected (nearest) onto a grid in the region's CRS.
 """
@@ -446,7 +452,8 @@ def _require_dated_files(folder: Path) -> list[tuple[np.datetime64, Path]]:
     if not files:
         raise ImageryError(
             f"imagery folder {folder} has no GeoTIFF named YYYY-MM-DD*.tif (or YYYY.tif for annual composites) "
-            "and no THEIA Sentinel-2 product folder (SENTINEL2A_YYYYMMDD-hhmmss-mmm_L2A_T*_*_V*); "
+            "and no product of another layout (THEIA SENTINEL2A_YYYYMMDD-hhmmss-mmm_L2A_T*_*_V*, Sentinel-2 "
+            "S2*_MSIL2A_*.SAFE or .zip, Landsat LC08_L2SP_*_02_T1 or .tar, a STAC catalog.json); "
             "name each acquisition by its date (e.g. 2021-06-14_S2L2A.tif)"
         )
     return files
