@@ -329,6 +329,12 @@ class LocalSettings(_Settings):
         description="make Landsat 5 TM / 7 ETM+ dates (files named after their product, LT05_/LE07_) OLI-like: "
                     "roy2016_ols (Roy et al. 2016, Table 2 OLS), roy2016_rma, or none; see docs/earthengine.md",
     )
+    layout: Literal["auto", "folder", "theia", "safe", "landsat", "stac", "cube"] = Field(
+        "auto",
+        description="layout of the imagery path: auto (detected) or folder (dated GeoTIFFs / YYYY.tif), theia, "
+                    "safe (Sentinel-2 L2A .SAFE or .zip), landsat (Collection 2 L2 folders or .tar), "
+                    "stac (catalogue or ItemCollection .json), cube (.nc/.zarr)",
+    )
 
 
 class ScanSettings(_Settings):
@@ -383,6 +389,8 @@ OPERATIONAL_SETTINGS: dict[str, tuple[str, ...]] = {
     "scan": (),
     # Only the threshold of a warning: changing it must not force every licence to be scanned again.
     "sites": ("min_coverage",),
+    # Which reader opens the imagery (detected by default): the imagery path is part of a scan's identity.
+    "local": ("layout",),
     "earthengine": ("max_concurrent", "max_rps", "retries", "timeout_s", "high_volume", "project", "credentials",
                     "cache_dir"),
 }

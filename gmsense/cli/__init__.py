@@ -13,7 +13,7 @@ from rich.table import Table
 from gmsense import __version__
 from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
-from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
+from gmsense.cli._common import ConfigOption, DbOption, LayoutOption, err, out, user_errors
 from gmsense.cli.licences import licences_app
 from gmsense.cli.plan import plan_command
 from gmsense.config import configs_dir, load_settings
@@ -83,7 +83,8 @@ def _scan_options(workers: int | None, scheduler: str | None, memory_limit: str 
 def _scan_request(sites_file: Path | None, source_name: str, imagery: Path | None, start: str | None,
                   end: str | None, *, config: Path | None = None, buffer_m: float | None = None,
                   works_file: Path | None = None, rules_file: Path | None = None, classifier: Any = None,
-                  register: tuple[list[Any], dict[str, tuple[int, str]]] | None = None) -> ScanRequest:
+                  register: tuple[list[Any], dict[str, tuple[int, str]]] | None = None,
+                  layout: str | None = None) -> ScanRequest:
     """What the command line's files and flags ask to scan; every one of them is read and checked
     here, before the store is written, so bad input writes nothing. ``register``: instead of
     ``sites_file``, licences of the store's register and their (version, digest)
@@ -93,7 +94,7 @@ def _scan_request(sites_file: Path | None, source_name: str, imagery: Path | Non
     from gmsense.geo.sites import read_sites, read_works
     from gmsense.sources import get_source
 
-    settings = load_settings(config, {"sites.buffer_m": buffer_m}, rules_path=rules_file)
+    settings = load_settings(config, {"sites.buffer_m": buffer_m, "local.layout": layout}, rules_path=rules_file)
     if register is not None:
         sites, versions = register
     else:
@@ -101,7 +102,8 @@ def _scan_request(sites_file: Path | None, source_name: str, imagery: Path | Non
         sites, versions = read_sites(sites_file, repair_invalid=settings.sites.repair_invalid), None
     works = read_works(works_file) if works_file else None
     if source_name == "local" and imagery is None:
-        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs; THEIA, Sentinel-2 SAFE or "
+                         "Landsat C2 products; a STAC catalogue; or a .nc/.zarr cube)")
     source = get_source(source_name, settings, imagery)
     return ScanRequest(sites, source, settings, start=start, end=end, works=works, classifier=classifier,
                        imagery=str(imagery.resolve()) if imagery else None, licence_versions=versions)
@@ -153,7 +155,9 @@ def scan(
     source: Annotated[str, typer.Option(
         "--source", help="synthetic | local | earthengine (docs/earthengine.md)")] = "synthetic",
     imagery: Annotated[Path | None, typer.Option(
-        "--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube")] = None,
+        "--imagery", help="for --source local: folder of dated GeoTIFFs, THEIA / Sentinel-2 SAFE (.zip) / Landsat "
+                          "C2 L2 (.tar) products, a STAC catalogue or ItemCollection, a .nc/.zarr cube")] = None,
+    layout: LayoutOption = None,
     start: Annotated[str | None, typer.Option("--start", help="first date, YYYY-MM-DD")] = None,
     end: Annotated[str | None, typer.Option("--end", help="last date, YYYY-MM-DD")] = None,
     db: DbOption = None,
@@ -203,7 +207,7 @@ def scan(
         out.print("no licence of the register is active in the window: nothing to scan", highlight=False)
         raise typer.Exit(EXIT_OK)
     request = _scan_request(sites, source, imagery, start, end, config=config, buffer_m=buffer, works_file=works,
-                            rules_file=rules, classifier=classifier, register=register)
+                            rules_file=rules, classifier=classifier, register=register, layout=layout)
     summary, store = _scan(request, options, db, progress)
     out.print(_summary_table(summary, f"scan {summary.scan_id}: {summary.status}  (store: {store.url})"))
     if summary.failures:

@@ -20,6 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 DbOption = Annotated[str | None, typer.Option(
     "--db", help="store URL or SQLite path; default $GMSENSE_DB, else ./gmsense.db")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="settings YAML overriding configs/default.yaml")]
+LayoutOption = Annotated[str | None, typer.Option(
+    "--layout", help="for --source local: auto (default: detected) | folder | theia | safe | landsat | stac | cube")]
 
 
 def user_errors(func: F) -> F:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from gmsense.cli._common import ConfigOption, err, out, user_errors
+from gmsense.cli._common import ConfigOption, LayoutOption, err, out, user_errors
 
 if TYPE_CHECKING:
     from gmsense.batch.forecast import ScanPlan
@@ -22,7 +22,8 @@ def _source(name: str, settings: Any, imagery: Path | None) -> Any:
     from gmsense.sources import EarthEngineSource, get_source
 
     if name == "local" and imagery is None:
-        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs, or a .nc/.zarr cube)")
+        raise InputError("--source local needs --imagery PATH (a folder of dated GeoTIFFs; THEIA, Sentinel-2 SAFE or "
+                         "Landsat C2 products; a STAC catalogue; or a .nc/.zarr cube)")
     if name == "earthengine":
         return EarthEngineSource(settings)
     return get_source(name, settings, imagery)
@@ -63,7 +64,9 @@ def plan_command(
     source: Annotated[str, typer.Option(
         "--source", help="synthetic | local | earthengine (no request is made)")] = "synthetic",
     imagery: Annotated[Path | None, typer.Option(
-        "--imagery", help="for --source local: GeoTIFF folder or .nc/.zarr cube (headers only)")] = None,
+        "--imagery", help="for --source local: GeoTIFF folder, product folder (THEIA, SAFE, Landsat), STAC "
+                          "catalogue or .nc/.zarr cube (headers only)")] = None,
+    layout: LayoutOption = None,
     start: Annotated[str | None, typer.Option("--start", help="first date, YYYY-MM-DD")] = None,
     end: Annotated[str | None, typer.Option("--end", help="last date, YYYY-MM-DD")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -88,7 +91,7 @@ def plan_command(
 
     check_dates(start, end, ("--start", "--end"))
     options = _scan_options(workers, None, memory_limit, sites_file=sites)  # a bad --memory-limit exits 2 here
-    settings = load_settings(config, {"sites.buffer_m": buffer})
+    settings = load_settings(config, {"sites.buffer_m": buffer, "local.layout": layout})
     licences = read_sites(sites, repair_invalid=settings.sites.repair_invalid)
     imagery_source = _source(source, settings, imagery)
     concurrent = workers or min(4, os.cpu_count() or 1)  # as the scan: threads in this process without --workers

@@ -114,8 +114,8 @@ class SyntheticSource:
 
 @dataclass(frozen=True)
 class LocalSource:
-    """A folder of dated GeoTIFFs or annual composites, THEIA Sentinel-2 products, or a NetCDF/Zarr cube
-    (see gmsense.sources.local)."""
+    """A folder of dated GeoTIFFs or annual composites, THEIA, Sentinel-2 SAFE or Landsat C2 products, a STAC
+    catalogue, or a NetCDF/Zarr cube (see gmsense.sources.local)."""
 
     path: Path
     settings: Settings
@@ -127,18 +127,18 @@ class LocalSource:
         return read_local_cube(self.path, region, site.crs, start=start, end=end,
                                dn_scale=self.settings.local.dn_scale, site_id=site.site_id,
                                band_names=self.settings.local.band_names,
-                               harmonise_method=self.settings.local.harmonise)
+                               harmonise_method=self.settings.local.harmonise, layout=self.settings.local.layout)
 
     def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
         from gmsense.sources.local import latest_date
 
-        return latest_date(self.path, start, end)
+        return latest_date(self.path, start, end, layout=self.settings.local.layout)
 
     def describe(self, site: Site, start: str | None, end: str | None) -> ImageryShape:
         """From file names and the first file's header (or the store's coordinates); read lazily."""
         from gmsense.sources.local.shape import describe_imagery
 
-        return describe_imagery(self.path, start, end, self.settings.season)
+        return describe_imagery(self.path, start, end, self.settings.season, layout=self.settings.local.layout)
 
 
 @dataclass(frozen=True)
@@ -177,11 +177,11 @@ def get_source(name: str, settings: Settings, imagery: Path | None = None) -> So
         return SyntheticSource(settings)
     if name == "local":
         if imagery is None:
-            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs, annual composites "
-                             "or THEIA products, or a .nc/.zarr cube)")
+            raise InputError("the local source needs an imagery path (a folder of dated GeoTIFFs or annual composites; "
+                             "THEIA, Sentinel-2 SAFE or Landsat C2 products; a STAC catalogue; or a .nc/.zarr cube)")
         from gmsense.sources.local import check_imagery
 
-        check_imagery(Path(imagery))
+        check_imagery(Path(imagery), settings.local.layout)
         return LocalSource(Path(imagery), settings)
     if name == "earthengine":
         from gmsense.sources.earthengine import connect

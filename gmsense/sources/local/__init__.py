@@ -19,8 +19,14 @@ These layouts are read by :func:`read_local_cube`:
 3. a folder of THEIA/MAJA Sentinel-2 L2A product folders (see :mod:`gmsense.sources.local.theia`).
 4. a NetCDF (``.nc``) or Zarr (``.zarr``) store already shaped like a cube (dims ``time, y, x``),
    opened lazily with its CRS from the grid-mapping variable.
+5. imagery as delivered, through one product reader (:mod:`gmsense.sources.local.products`):
+   Sentinel-2 L2A SAFE folders or zips (:mod:`~gmsense.sources.local.safe`), Landsat Collection 2
+   Level-2 folders or tars (:mod:`~gmsense.sources.local.landsat`), STAC catalogues, collections,
+   items or ItemCollections (:mod:`~gmsense.sources.local.stac`).
 
-In every layout, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
+The layout is detected from the path, or named (``layout``; :mod:`gmsense.sources.local.layouts`).
+
+In layouts 1-4, the output grid is the imagery's own (no resampling) cropped to the region's bounding box
 plus one pixel, extended with NaN where the imagery does not reach; imagery in a geographic CRS is
 reprojected (nearest) onto a grid in the region's CRS.
 """
@@ -240,7 +246,7 @@ def _finish(ds: xr.Dataset, crs: pyproj.CRS, transform: Affine, *, platform: str
 class TiffInfo:
     """What the header of one dated GeoTIFF says. Band indexes are 1-based."""
 
-    path: Path
+    path: Path  # or a GDAL path (/vsizip/..., /vsicurl/...) for product layouts
     day: np.datetime64
     crs: pyproj.CRS
     transform: Affine
@@ -446,7 +452,8 @@ def _require_dated_files(folder: Path) -> list[tuple[np.datetime64, Path]]:
     if not files:
         raise ImageryError(
             f"imagery folder {folder} has no GeoTIFF named YYYY-MM-DD*.tif (or YYYY.tif for annual composites) "
-            "and no THEIA Sentinel-2 product folder (SENTINEL2A_YYYYMMDD-hhmmss-mmm_L2A_T*_*_V*); "
+            "and no product of another layout (THEIA SENTINEL2A_YYYYMMDD-hhmmss-mmm_L2A_T*_*_V*, Sentinel-2 "
+            "S2*_MSIL2A_*.SAFE or .zip, Landsat LC08_L2SP_*_02_T1 or .tar, a STAC catalog.json); "
             "name each acquisition by its date (e.g. 2021-06-14_S2L2A.tif)"
         )
     return files
@@ -458,39 +465,44 @@ def _is_theia(path: Path) -> bool:
     return is_theia_folder(path)
 
 
-def check_imagery(path: Path) -> None:
-    """A cheap check before a scan starts (headers only, no pixels): the path exists, is a
-    folder of readable dated GeoTIFFs or annual composites, a folder of complete THEIA products,
-    or an openable NetCDF/Zarr cube. Raises ImageryError."""
-    path = Path(path)
+def check_imagery(path: Path, layout: str = "auto") -> None:
+    """A cheap check before a scan starts (headers only, no pixels): the path exists and is imagery of a
+    layout :func:`read_local_cube` reads (``layout``, or detected: see
+    :mod:`gmsense.sources.local.layouts`), complete and readable. Raises ImageryError."""
+    _check(Path(path), layout)
+
+
+def _check(path: Path, layout: str) -> str:
+    """:func:`check_imagery`; returns the layout."""
+    from gmsense.sources.local.layouts import PRODUCT_LAYOUTS, detect_layout, layout_products
+
     if not path.exists():
         raise ImageryError(f"imagery path {path} does not exist; check the imagery path")
-    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+    kind = detect_layout(path, layout)
+    if kind == "cube":
         _open_store(path).close()
-    elif path.is_dir() and _is_theia(path):
+    elif kind == "theia":
         from gmsense.sources.local.theia import theia_products
 
         theia_products(path)
-    elif path.is_dir():
+    elif kind in PRODUCT_LAYOUTS:
+        layout_products(path, kind)
+    else:
         files = _require_dated_files(path)
         is_annual_series(files)
         for day, file in files:
             read_tiff_header(file, day)
-    else:
-        raise ImageryError(
-            f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
-            "point the imagery path at one of those"
-        )
+    return kind
 
 
-def imagery_footprint(path: Path) -> tuple[BaseGeometry, pyproj.CRS]:
-    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' (or THEIA
-    products' 10 m bands') bounds in the first file's CRS, or a NetCDF/Zarr cube's pixel-edge
-    bounds in its CRS (metres)."""
+def imagery_footprint(path: Path, layout: str = "auto") -> tuple[BaseGeometry, pyproj.CRS]:
+    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' (or products' red
+    bands') bounds in the first file's CRS, or a NetCDF/Zarr cube's pixel-edge bounds in its CRS (metres)."""
+    from gmsense.sources.local.layouts import PRODUCT_LAYOUTS, layout_products
+
     path = Path(path)
-    if not _is_theia(path):
-        check_imagery(path)  # (a THEIA folder is checked as its products are read below)
-    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+    kind = _check(path, layout)
+    if kind == "cube":
         with _open_store(path) as ds:
             ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
             crs = _store_crs(ds)
@@ -499,27 +511,34 @@ def imagery_footprint(path: Path) -> tuple[BaseGeometry, pyproj.CRS]:
             t = _store_transform(ds, path)
             width, height = ds.sizes["x"], ds.sizes["y"]
         return box(*Grid(crs, t, width, height).bounds), crs
-    if _is_theia(path):
+    if kind == "theia":
         from gmsense.sources.local.theia import theia_products
 
-        infos = [p.reference for p in theia_products(path)]
+        infos: list[Any] = [p.reference for p in theia_products(path)]
+    elif kind in PRODUCT_LAYOUTS:
+        infos = [p.reference for p in layout_products(path, kind)]
     else:
         infos = [read_tiff_header(file, day) for day, file in _require_dated_files(path)]
     crs = infos[0].crs
     return shapely.union_all([box(*transform_bounds(i.bounds, i.crs, crs)) for i in infos]), crs
 
 
-def latest_date(path: Path, start: str | None = None, end: str | None = None) -> str | None:
+def latest_date(path: Path, start: str | None = None, end: str | None = None, layout: str = "auto") -> str | None:
     """The newest acquisition date of the imagery within ``start..end`` (ISO), from file or
-    product folder names or the store's time coordinate; None when there is none."""
+    product names, a STAC catalogue's items or the store's time coordinate; None when there is none."""
+    from gmsense.sources.local.layouts import PRODUCT_LAYOUTS, detect_layout, layout_days
+
     path = Path(path)
-    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+    kind = detect_layout(path, layout)
+    if kind == "cube":
         with _open_store(path) as ds:
             days = np.asarray(ds["time"].values, dtype="datetime64[ns]")
-    elif _is_theia(path):
+    elif kind == "theia":
         from gmsense.sources.local.theia import theia_product_folders
 
         days = np.array([d for d, _ in theia_product_folders(path)], dtype="datetime64[ns]")
+    elif kind in PRODUCT_LAYOUTS:
+        days = layout_days(path, kind)
     else:
         days = np.array([d for d, _ in dated_files(path)], dtype="datetime64[ns]")
     days = days[parse_range(start, end).keep(days)] if days.size else days
@@ -835,6 +854,7 @@ def read_local_cube(
     site_id: str | None = None,
     band_names: Sequence[str] | None = None,
     harmonise_method: str = DEFAULT_METHOD,
+    layout: str = "auto",
 ) -> xr.Dataset:
     """Read local imagery over ``region`` into the cube contract (see the module docstring).
 
@@ -853,31 +873,37 @@ def read_local_cube(
     ``harmonise_method`` (setting ``local.harmonise``; ``"none"`` keeps them as they are; see
     :mod:`gmsense.cube.harmonise`). A cube recorded as harmonised already is left as it is.
 
+    ``layout``: ``"auto"`` detects the layout (see :mod:`gmsense.sources.local.layouts`), or one of
+    ``folder, theia, safe, landsat, stac, cube`` names it.
+
     Returns a dataset with dims ``(time, y, x)``, float32 reflectance bands under their common
     names (NaN = not observed), boolean ``clear``, ``x``/``y`` pixel centres in metres of the
     imagery's projected CRS (``ds.rio.crs``), and attrs ``source="local"``, ``platform``,
     ``resolution_m``, ``path``. Raises :class:`~gmsense.errors.ImageryError` with a one-line
     message for everything the user can fix.
     """
+    from gmsense.sources.local.layouts import PRODUCT_LAYOUTS, detect_layout, layout_products
+
     path = Path(path)
     if not path.exists():
         raise ImageryError(f"imagery path {path} does not exist; check the imagery path"
                            + (f" for licence {site_id}" if site_id else ""))
     region_crs = normalise_crs(region_crs)
     dates = parse_range(start, end)
-    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+    kind = detect_layout(path, layout)
+    if kind == "cube":
         cube = _read_store(path, region, region_crs, dates, start, end, dn_scale, site_id)
-    elif path.is_dir() and _is_theia(path):
+    elif kind == "theia":
         from gmsense.sources.local.theia import read_theia
 
         cube = read_theia(path, region, region_crs, dates, start, end, dn_scale, site_id)
-    elif path.is_dir():
-        cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id, band_names)
+    elif kind in PRODUCT_LAYOUTS:
+        from gmsense.sources.local.products import read_products
+
+        cube = read_products(layout_products(path, kind, dn_scale), path, region, region_crs, dates, start, end,
+                             site_id, extra={"layout": kind})
     else:
-        raise ImageryError(
-            f"imagery {path} is neither a folder of dated GeoTIFFs nor a .nc/.zarr cube; "
-            "point the imagery path at one of those"
-        )
+        cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id, band_names)
     if SENSOR_COORD in cube.coords and cube.attrs.get(ATTR_METHOD) in (None, "none"):
         cube = harmonise(cube, harmonise_method)
     return validate_cube(cube, where=f"imagery {path}")

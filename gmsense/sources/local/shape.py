@@ -12,9 +12,6 @@ from gmsense.config import SeasonSettings
 from gmsense.sources._bands import plan_bands
 from gmsense.sources.local import (
     _DIM_ALIASES,
-    STORE_SUFFIXES,
-    _is_theia,
-    _is_zarr,
     _open_store,
     _require_dated_files,
     _store_crs,
@@ -29,26 +26,34 @@ from gmsense.sources.shape import ImageryShape, shape_from_times
 METRES_PER_DEGREE = 111_320.0
 
 
-def describe_imagery(path: Path, start: str | None, end: str | None, season: SeasonSettings) -> ImageryShape:
+def describe_imagery(path: Path, start: str | None, end: str | None, season: SeasonSettings,
+                     layout: str = "auto") -> ImageryShape:
     """Pixel size (metres), dates within ``start..end`` and bands of the local imagery at ``path``
-    (any layout of :func:`gmsense.sources.local.read_local_cube`); cached per path, its
-    modification time, the dates and the season."""
+    (any layout of :func:`gmsense.sources.local.read_local_cube`, ``layout`` or detected); cached per
+    path, its modification time, the dates, the season and the layout."""
     path = Path(path)
-    return _describe(str(path.resolve()), path.stat().st_mtime_ns, start, end, season.start_month, season.end_month)
+    return _describe(str(path.resolve()), path.stat().st_mtime_ns, start, end, season.start_month, season.end_month,
+                     layout)
 
 
 @lru_cache(maxsize=64)
 def _describe(path_text: str, _mtime_ns: int, start: str | None, end: str | None, first_month: int,
-              last_month: int) -> ImageryShape:
+              last_month: int, layout: str = "auto") -> ImageryShape:
+    from gmsense.sources.local.layouts import PRODUCT_LAYOUTS, detect_layout, layout_days, layout_resolution
+
     path = Path(path_text)
-    if path.suffix.lower() in STORE_SUFFIXES or _is_zarr(path):
+    kind = detect_layout(path, layout)
+    if kind in PRODUCT_LAYOUTS:
+        days = layout_days(path, kind)
+        size, crs, bands = layout_resolution(path, kind), None, 6
+    elif kind == "cube":
         with _open_store(path) as ds:
             ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
             days = np.asarray(ds["time"].values, dtype="datetime64[ns]")
             size = abs(_store_transform(ds, path).a)
             crs = _store_crs(ds)
             bands = len(plan_bands(str(v) for v in ds.data_vars).bands)
-    elif _is_theia(path):
+    elif kind == "theia":
         from gmsense.sources.local.theia import theia_product_folders
 
         days = np.array([d for d, _ in theia_product_folders(path)], dtype="datetime64[ns]")
