@@ -279,7 +279,8 @@ def test_speed_bench_reports_medians_spreads_and_targets(tmp_path: Path) -> None
     r = run_speed(out, None, end_to_end=False, runs=2, side_m=1_500.0)
     assert r["runs"] == 2
     assert r["cores"] >= 1
-    for name in ("detect_s", "detect_one_core_s", "memory_pass_s", "memory_pass_ratio", "core_speedup"):
+    for name in ("detect_s", "detect_one_core_s", "memory_pass_s", "memory_pass_ratio", "core_speedup",
+                 "masking_one_core_s", "rest_one_core_s"):
         figure = r[name]
         assert len(figure["runs"]) == 2
         assert figure["min"] <= figure["median"] <= figure["max"]
@@ -288,3 +289,5 @@ def test_speed_bench_reports_medians_spreads_and_targets(tmp_path: Path) -> None
     table = out.with_suffix(".md").read_text()
     assert "median of 2 interleaved rounds" in table
     assert "speed-up 1 ->" in table
+    assert "masking (cloud buffer, haze, NDVI)" in table
+    assert r["rest_one_core_s"]["median"] < r["detect_one_core_s"]["median"]

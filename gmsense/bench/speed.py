@@ -14,6 +14,9 @@ seasons) is made once and held in memory. Every figure is the median (with the r
   EWMA (fit on the first season, monitor the rest) on the same NDVI cube (``pip install
   gmsense[bench]``; None when nrt is missing); ``nrt_ewma_ratio_one_core`` likewise;
 - ``core_speedup``: detection on one core / on every core, one licence;
+- ``masking_one_core_s`` and ``rest_one_core_s``: of the one-core time, the masking (cloud buffer,
+  haze test, NDVI) and what is neither masking nor the detector (the scene sample, the line pass,
+  patches, features, recovery, flags: serial Python, which bounds the speed-up on more cores);
 - ``end_to_end_s``: a full ``gmsense scan --source local`` of the same scene written as a
   GeoTIFF folder (reading, detection, store).
 """
@@ -152,6 +155,7 @@ def run_speed(out: Path | None = None, settings: Settings | None = None, end_to_
                "one_core_s": _one_core(lambda: analyse_cube(site, cube, settings, threads=1)),
                "all_cores_s": _timed(lambda: analyse_cube(site, cube, settings, threads=cores))[0],
                "detector_one_core_s": _one_core(lambda: detector(1)),
+               "masking_one_core_s": _one_core(lambda: season_index(cube, settings, site.site_id, 1)),
                "detector_all_cores_s": _timed(lambda: detector(cores))[0]}
         if nrt is not None:
             one["nrt_s"] = _timed(nrt)[0]
@@ -185,6 +189,9 @@ def run_speed(out: Path | None = None, settings: Settings | None = None, end_to_
         "detector_memory_pass_ratio": ratio("detector_all_cores_s", "pass_s", 1),
         "detector_nrt_ewma_ratio": ratio("nrt_s", "detector_all_cores_s"),
         "detector_core_speedup": ratio("detector_one_core_s", "detector_all_cores_s"),
+        "masking_one_core_s": _summary([r["masking_one_core_s"] for r in rounds], 3),
+        "rest_one_core_s": _summary([r["one_core_s"] - r["masking_one_core_s"] - r["detector_one_core_s"]
+                                     for r in rounds], 3),
         "targets": TARGETS,
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "gmsense_version": __version__,
@@ -274,6 +281,9 @@ def speed_markdown(r: dict[str, Any]) -> str:
         ("detector only / memory pass; nrt EWMA / detector only",
          f"{_spread(r['detector_memory_pass_ratio'], 'x')}; {_spread(r['detector_nrt_ewma_ratio'], 'x')}"),
         (f"detector only, speed-up 1 -> {cores} cores", _spread(r["detector_core_speedup"], "x")),
+        ("one core: masking (cloud buffer, haze, NDVI) / the rest (scene sample, line pass, patches, features, "
+         "recovery, flags; one thread)", f"{_spread(r.get('masking_one_core_s'), ' s')} / "
+                                         f"{_spread(r.get('rest_one_core_s'), ' s')}"),
         (f"speed-up 1 -> {cores} cores, one licence", f"{_spread(r['core_speedup'], 'x')}; "
                                                       f"{_target(r, 'core_speedup')}"),
     ]
