@@ -14,6 +14,7 @@ from gmsense import __version__
 from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors
+from gmsense.cli.layers import layers_app
 from gmsense.cli.licences import licences_app
 from gmsense.cli.plan import plan_command
 from gmsense.config import configs_dir, load_settings
@@ -130,12 +131,21 @@ def _active_licences(db: str | None, start: str | None, end: str | None) -> tupl
 
 
 def _scan(request: ScanRequest, options: ScanOptions, db: str | None, show_progress: bool = True) -> Any:
-    """Run the scan into the store ``db`` with a progress bar on stderr; returns (summary, store)."""
+    """Run the scan into the store ``db`` with a progress bar on stderr; returns (summary, store). The
+    store's protected-land layers (gmsense layers add), at their current versions, are checked by the
+    rules, and recorded with the scan."""
+    from dataclasses import replace
+
     from gmsense.batch.scan import run_scan
     from gmsense.cli._progress import ScanProgressBar
     from gmsense.store import Store
 
     store = Store(db)
+    layers = store.layer_set()
+    if layers:
+        request = replace(request, layers=layers)
+        options = replace(options, params={**options.params,
+                                           "layers": [{"name": n, "version": v} for n, v, _ in layers.refs()]})
     with ScanProgressBar(err) as bar:
         summary = run_scan(request, store, options=options, progress=bar if show_progress else None)
     return summary, store
@@ -839,6 +849,7 @@ app.add_typer(cli_restoration.register_app, name="register")
 app.add_typer(cli_restoration.zones_app, name="zones")
 app.add_typer(cli_restoration.restoration_app, name="restoration")
 app.add_typer(licences_app, name="licences")
+app.add_typer(layers_app, name="layers")
 
 
 if __name__ == "__main__":  # pragma: no cover
