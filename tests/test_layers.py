@@ -22,7 +22,7 @@ from gmsense.config import Settings, load_settings
 from gmsense.errors import SitesError
 from gmsense.geo.layers import LayerSet, normalise_kind, read_layer
 from gmsense.geo.register import RegisterPolygon
-from gmsense.geo.sites import Site, SiteRepairWarning, reproject_geometry
+from gmsense.geo.sites import WGS84, Site, SiteRepairWarning, reproject_geometry
 from gmsense.restoration.protected import check_register_layers
 from gmsense.store import Store
 from gmsense.testutils import PlantedBreak, cube_site, make_cube, run_cli
@@ -265,3 +265,81 @@ def test_layers_commands(tmp_path: Path) -> None:
     code, output = run_cli("layers", "remove", "forest", "--db", db)
     assert code == 2
 
+
+
+# --- totals by kind in the summary report and the dashboard, within scopes --------------------------
+
+def _licence_on_farmland(store: Store, scan_id: int, site_id: str, county: str, dx: float) -> None:
+    from gmsense.flags import evaluate
+    from gmsense.geo.layers import LocalLayer
+    from gmsense.records import PatchRecord, SiteResult
+
+    licence = box(600_000 + dx, 5_289_600, 600_400 + dx, 5_290_000)
+    site = Site(site_id, licence, UTM, {"county": county, "mineral_class": "metal"})
+    store.upsert_sites([site])
+    patch_geom = box(600_100 + dx, 5_289_800, 600_220 + dx, 5_289_900)
+    record = PatchRecord(site_id, reproject_geometry(patch_geom, UTM, WGS84).wkt, patch_geom.wkt, UTM.to_string(),
+                         "clearing", 0.9, "2020-07-06", "2020-07-14", "2021-09-01", patch_geom.area, True, 0.0,
+                         "active", None)
+    farmland = LocalLayer("farmland", "basic_farmland", 3, box(599_900 + dx, 5_289_700, 600_160 + dx, 5_290_000))
+    flags = evaluate(site, [record], [patch_geom], "2021-09-01", load_settings().rules, layers=[farmland])
+    store.save_site_result(scan_id, SiteResult(site_id, [record], flags, {"last_acquisition": "2021-09-01"}))
+
+
+@pytest.fixture
+def two_counties(tmp_path: Path) -> Store:
+    from gmsense.review import auth
+
+    store = Store(str(tmp_path / "two.db"))
+    scan_id = store.begin_scan(source="fixed", detector="rules", config_hash="x", gmsense_version="t", params={})
+    _licence_on_farmland(store, scan_id, "SHANGZHI-1", "230183", 0.0)
+    _licence_on_farmland(store, scan_id, "WUCHANG-1", "230184", 5_000.0)
+    store.finish_scan(scan_id, "completed", {"sites": {}})
+    store.upsert_register([RegisterPolygon("R-1", "open_pit", CLEARING, UTM, {"county": "230184"})])
+    path = _write_layer(tmp_path / "farm.geojson", [FARMLAND_UTM])
+    store.add_layer(read_layer(path, "farmland", "basic_farmland"))
+    check_register_layers(store, load_settings().rules)
+    auth.add_user(store, "shangzhi", "layers-password-1", "reviewer", scope="county:230183")
+    return store
+
+
+def test_overlap_totals_by_kind_follow_the_scope(two_counties: Store, tmp_path: Path) -> None:
+    from gmsense.outputs.summary_report import summary_tables, write_summary_report
+    from gmsense.store.scope import PROVINCE, Scope
+
+    [everything] = summary_tables(two_counties, scope=PROVINCE)["protected"]
+    assert everything["kind"] == "basic_farmland"
+    assert (everything["flags"], everything["licences"], everything["register_polygons"]) == (2, 2, 1)
+    assert everything["overlap_m2"] == pytest.approx(2 * 60 * 100, abs=1.0)
+    [county] = summary_tables(two_counties, scope=Scope("county", ("230183",)))["protected"]
+    assert (county["flags"], county["licences"], county["register_polygons"]) == (1, 1, 0)
+    assert county["overlap_m2"] == pytest.approx(60 * 100, abs=1.0)
+    assert summary_tables(two_counties, scope=Scope("licence", ("NONE",)))["protected"] == []
+    html = write_summary_report(two_counties, tmp_path / "summary.html").read_text()
+    assert "Protected land" in html
+    assert "permanent basic farmland" in html
+    assert "1.20" in html  # 12,000 m2 of overlap, in ha
+    zh = write_summary_report(two_counties, tmp_path / "summary_zh.html", lang="zh", unit="mu").read_text()
+    assert "永久基本农田" in zh
+    assert write_summary_report(two_counties, tmp_path / "summary.pdf").stat().st_size > 0
+
+
+def test_the_dashboard_gives_a_county_reviewer_the_totals_of_their_county(two_counties: Store,
+                                                                           tmp_path: Path) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from gmsense.review.app import create_app
+
+    with TestClient(create_app(two_counties, cache_dir=tmp_path / "pictures")) as client:
+        page = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        client.post("/login", data={"username": "shangzhi", "password": "layers-password-1", "csrf_token": token,
+                                    "next": "/flags"}, follow_redirects=False)
+        dashboard = client.get("/dashboard", params={"unit": "ha"}).text
+    table = dashboard[dashboard.index('id="protected-land"'):]
+    table = table[:table.index("</table>")]
+    assert "permanent basic farmland" in table
+    assert "0.60 ha" in table  # their licence's 6,000 m2, not the province's 12,000
+    assert "1.20 ha" not in table
