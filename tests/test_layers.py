@@ -338,6 +338,13 @@ def test_the_dashboard_gives_a_county_reviewer_the_totals_of_their_county(two_co
         client.post("/login", data={"username": "shangzhi", "password": "layers-password-1", "csrf_token": token,
                                     "next": "/flags"}, follow_redirects=False)
         dashboard = client.get("/dashboard", params={"unit": "ha"}).text
+        [mine] = [f for f in two_counties.flag_rows() if f.rule == "protected_land" and f.site_id == "SHANGZHI-1"]
+        [other] = [f for f in two_counties.flag_rows() if f.rule == "protected_land" and f.site_id == "WUCHANG-1"]
+        page = client.get(f"/flags/{mine.id}")
+        assert page.status_code == 200
+        assert "basic farmland layer farmland (version 3)" in page.text
+        assert client.get(f"/flags/{other.id}").status_code == 404
+        assert client.get("/flags", params={"rule": "protected_land", "status": "all"}).status_code == 200
     table = dashboard[dashboard.index('id="protected-land"'):]
     table = table[:table.index("</table>")]
     assert "permanent basic farmland" in table

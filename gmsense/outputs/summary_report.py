@@ -118,6 +118,7 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
     trend = [{"scan": s.id, "date": f"{s.started_at:%Y-%m-%d}", "status": s.status,
               "patches_new": new(s, "new_patches"), "flags_new": new(s, "new_flags")} for s in store.scans()]
     return {"by": by, "groups": rows, "worst": worst, "trend": trend, "protected": protected_totals(store, scope),
+            "protected_layers": len(store.current_layers()),
             "totals": {"licences": n_scanned, "disturbed_ha": round(total_area / 1e4, 2),
                        "open_flags": n_open, "flags": n_flags}}
 
@@ -310,14 +311,15 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                     fig.text(x, 0.95, heading, fontsize=10, weight="bold", va="top")
                     pages += [p for p in _table_figure_pages(fig, (x, 0.06, 0.45, 0.84), head, body, heading)
                               if p not in pages]
-                fig = plt.figure(figsize=A4_LANDSCAPE)
-                fig.text(0.03, 0.95, protected_title, fontsize=10, weight="bold", va="top")
-                if protected:
-                    pages += _table_figure_pages(fig, (0.03, 0.06, 0.94, 0.84), protected_head, protected,
-                                                 protected_title)
-                else:
-                    fig.text(0.03, 0.9, tr("layers.none", lang), fontsize=9, va="top")
-                    pages.append(fig)
+                if protected or t["protected_layers"]:  # a page of its own once the store holds layers
+                    fig = plt.figure(figsize=A4_LANDSCAPE)
+                    fig.text(0.03, 0.95, protected_title, fontsize=10, weight="bold", va="top")
+                    if protected:
+                        pages += _table_figure_pages(fig, (0.03, 0.06, 0.94, 0.84), protected_head, protected,
+                                                     protected_title)
+                    else:
+                        fig.text(0.03, 0.9, tr("layers.none", lang), fontsize=9, va="top")
+                        pages.append(fig)
                 for n, page in enumerate(pages, start=1):
                     page.text(0.5, 0.02, tr("report.page", lang, n=n, total=len(pages)), fontsize=7, ha="center",
                               va="bottom")
@@ -351,7 +353,8 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                 f"<h2>{esc(tr('summary.by', lang, group=group))}</h2>{table(header, rows)}"
                 f"<h2>{esc(tr('summary.worst', lang))}</h2>{table(worst_head, worst)}"
                 f"<h2>{esc(tr('summary.trend', lang))}</h2>{table(trend_head, trend)}"
-                f"<h2>{esc(protected_title)}</h2>"
-                + (table(protected_head, protected) if protected else f"<p>{esc(tr('layers.none', lang))}</p>")
+                + (f"<h2>{esc(protected_title)}</h2>" + (table(protected_head, protected) if protected else
+                                                          f"<p>{esc(tr('layers.none', lang))}</p>")
+                   if protected or t["protected_layers"] else "")
                 + "</body></html>", encoding="utf-8")
     return out
