@@ -350,3 +350,48 @@ def test_the_dashboard_gives_a_county_reviewer_the_totals_of_their_county(two_co
     assert "permanent basic farmland" in table
     assert "0.60 ha" in table  # their licence's 6,000 m2, not the province's 12,000
     assert "1.20 ha" not in table
+
+
+# --- the public disclosure export (issue 20, item 5) -------------------------------------------------
+
+def test_the_disclosure_lists_confirmed_violations_without_reviewers_or_comments(two_counties: Store,
+                                                                                tmp_path: Path) -> None:
+    import csv
+
+    from gmsense.review import auth, service
+
+    boss = auth.add_user(two_counties, "wang_reviewer", "layers-password-2", "admin")
+    flags = {f.site_id: f for f in two_counties.flag_rows() if f.rule == "protected_land"}
+    service.decide(two_counties, flags["SHANGZHI-1"].id, boss, "confirm", "violation",
+                   "INTERNAL-NOTE: the holder's manager phoned me")
+    service.decide(two_counties, flags["WUCHANG-1"].id, boss, "dismiss", "approved_work", "DISMISSED-NOTE")
+    code, output = run_cli("export", "disclosure", "--out", tmp_path / "public", "--db", two_counties.url)
+    assert code == 0, output
+    files = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "public").iterdir()}
+    assert set(files) == {"index.html", "violations.csv", "restoration.csv"}
+    for text in files.values():
+        for secret in ("wang_reviewer", "INTERNAL-NOTE", "DISMISSED-NOTE", "phoned", "violation\",", "shangzhi"):
+            assert secret not in text, secret
+    rows = list(csv.DictReader(io_text(files["violations.csv"])))
+    assert [r["licence"] for r in rows] == ["SHANGZHI-1"], "confirmed violations only"
+    assert rows[0]["protected_kind"] == "permanent basic farmland"
+    assert float(rows[0]["protected_overlap_m2"]) == pytest.approx(6_000, abs=1)
+    assert rows[0]["confirmed_on"]
+    [polygon] = list(csv.DictReader(io_text(files["restoration.csv"])))
+    assert polygon["register_id"] == "R-1"
+    assert "permanent basic farmland" in polygon["protected_land"]
+    assert "<script" not in files["index.html"]
+    code, output = run_cli("export", "disclosure", "--out", tmp_path / "public", "--db", two_counties.url,
+                           "--lang", "zh")
+    assert code == 0, output
+    assert "永久基本农田" in (tmp_path / "public" / "violations.csv").read_text(encoding="utf-8")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    code, output = run_cli("export", "disclosure", "--out", tmp_path / "other", "--db", two_counties.url)
+    assert code == 2
+
+
+def io_text(text: str):
+    import io
+
+    return io.StringIO(text.lstrip("\ufeff"))

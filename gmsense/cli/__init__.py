@@ -536,7 +536,7 @@ def demo(
 @app.command()
 @user_errors
 def export(
-    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites | rasters")],
+    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites | rasters | disclosure")],
     fmt: Annotated[str | None, typer.Option(
         "--format", help="geojson (default) | gpkg (with a QGIS .qml style beside it) | parquet (GeoParquet) | csv | "
                          "gpx | kml (patch centroids for the field) | corner-table; rasters: COG only")] = None,
@@ -546,9 +546,11 @@ def export(
     crs: Annotated[str | None, typer.Option("--crs", help="for corner-table: EPSG:4490 or a CGCS2000 zone")] = None,
     site: Annotated[list[str] | None, typer.Option(
         "--site", help="rasters: only this licence (repeatable); default every analysed licence")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="disclosure: en | zh")] = "en",
 ) -> None:
     """Write stored results for GIS (EPSG:4326), analysis and the field; `rasters` writes per-licence
-    Cloud-Optimized GeoTIFFs of the patches with a STAC catalogue."""
+    Cloud-Optimized GeoTIFFs of the patches with a STAC catalogue; `disclosure` the public page and CSVs of
+    confirmed violations and restoration status (no reviewer names, no comments)."""
     from gmsense.errors import InputError
     from gmsense.files import check_target
     from gmsense.outputs import export as ex
@@ -559,8 +561,18 @@ def export(
     if what == "rasters":
         _export_rasters(fmt, out_file or Path("rasters"), db, site)
         return
+    if what == "disclosure":
+        from gmsense.outputs.disclosure import write_disclosure
+
+        if fmt not in (None, "html"):
+            raise InputError(f"export disclosure writes a folder of HTML and CSV (--format html), not {fmt!r}")
+        result = write_disclosure(Store(db, create=False), out_file or Path("disclosure"), lang)
+        out.print(f"wrote the public disclosure to {result['folder']}: {result['violations']} confirmed "
+                  f"violation(s), {result['restoration']} register polygon(s) (index.html, violations.csv, "
+                  f"restoration.csv)", highlight=False, soft_wrap=True)
+        return
     if what not in makers:
-        raise InputError(f"cannot export {what!r}; choose one of: {', '.join([*makers, 'rasters'])}")
+        raise InputError(f"cannot export {what!r}; choose one of: {', '.join([*makers, 'rasters', 'disclosure'])}")
     if site:
         raise InputError("--site selects licences for `export rasters` only")
     fmt = fmt or "geojson"
