@@ -239,6 +239,11 @@ class RestorationSettings(_Settings):
 
 
 Severity = Literal["info", "warning", "critical"]
+#: Default severity of a protected_land flag per layer kind (configs/rules.yaml: protected_land_severity).
+PROTECTED_LAND_SEVERITY: dict[str, str] = {
+    "ecological_red_line": "critical", "nature_reserve": "critical", "water_source_protection": "critical",
+    "basic_farmland": "critical", "public_welfare_forest": "warning",
+}
 LICENCE_TYPES = ("exploration", "mining")
 MINERAL_CLASSES = ("energy", "metal", "non_metal", "water_gas")
 
@@ -261,6 +266,13 @@ class RulesSettings(_Settings):
     recovery_reversed: RuleSettings = RuleSettings(severity="warning")
     new_disturbance: RuleSettings = RuleSettings(severity="info")
     uncertain_label: RuleSettings = RuleSettings(severity="warning")
+    protected_land: RuleSettings = RuleSettings(severity="warning")
+    protected_land_severity: dict[str, Severity] = Field(
+        default_factory=lambda: dict(PROTECTED_LAND_SEVERITY),
+        description="severity of protected_land per layer kind (gmsense.geo.layers); a kind not listed takes "
+                    "protected_land.severity")
+    protected_min_overlap_m2: float = Field(
+        1.0, ge=0, description="overlap of a patch or register polygon with a protected layer that counts, m2")
     outside_min_area_m2: float = Field(100.0, ge=0, description="disturbed area outside the licence that counts, m2")
     work_tolerance_m: float = Field(
         30.0, ge=0, description="a patch this close to an approved work is covered by it, m")
@@ -292,8 +304,14 @@ class RulesSettings(_Settings):
         return self
 
     def severity(self, rule: str, mineral_class: str | None) -> str:
+        """The severity of ``rule`` for a licence of ``mineral_class`` (its override, else the rule's)."""
         override = self.severity_by_mineral_class.get(mineral_class or "", {}).get(rule)
         return override or getattr(self, rule).severity
+
+    def protected_severity(self, kind: str, mineral_class: str | None = None) -> str:
+        """The severity of a ``protected_land`` flag over a layer of ``kind``: the kind's
+        (``protected_land_severity``), else a mineral-class override of ``protected_land``, else its own."""
+        return self.protected_land_severity.get(kind) or self.severity("protected_land", mineral_class)
 
     def seasons_to_reclaim(self, licence_type: str | None, mineral_class: str | None) -> int:
         table = self.reclamation_seasons
@@ -422,6 +440,13 @@ class Settings(_Settings):
         data.pop("restoration", None)  # restoration accounting reads composites, never a scan's result
         if data["detect_annual"] == AnnualDetectSettings().model_dump(mode="json"):
             data.pop("detect_annual")  # scans of dated imagery keep the hash they had before annual composites
+        # Protected land is checked against the layers of the store, which enter the unit key
+        # (gmsense.batch.request): at their defaults these rules keep the hash scans had before them.
+        for key, default in (("protected_land", {"enabled": True, "severity": "warning"}),
+                             ("protected_land_severity", PROTECTED_LAND_SEVERITY),
+                             ("protected_min_overlap_m2", 1.0)):
+            if data["rules"].get(key) == default:
+                data["rules"].pop(key)
         if data["synthetic"].get("domain") == "classic":  # the world before domains existed: the same hash
             data["synthetic"].pop("domain")
         # Harmonisation changes only TM / ETM+ dates: the hash of a Sentinel-2 or Landsat 8/9 collection, and

@@ -15,6 +15,9 @@ disturbed twice once. ``uncertain_label`` for an
 ``uncertain`` patch inside or touching the licence (gmsense.classify.trust: a label that cannot be
 trusted goes to a reviewer, whose decision trains the next model). Per licence:
 ``permitted_area_exceeded`` and ``approved_work_not_observed`` (one flag per work).
+``protected_land`` for a human-made patch overlapping a protected-land layer (gmsense.geo.layers),
+one flag per patch and layer (its key the layer's name), its severity the layer kind's
+(``protected_land_severity``), with the overlapping area (m2) and the layer version checked.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from shapely.ops import unary_union
 
 from gmsense.config import RulesSettings, SeasonSettings
 from gmsense.cube.ops import season_year
+from gmsense.geo.layers import LocalLayer, overlaps
 from gmsense.geo.sites import ApprovedWork, Site
 from gmsense.outputs.i18n import rule_message
 from gmsense.records import HUMAN_MADE_CLASSES, FlagRecord, PatchRecord
@@ -68,21 +72,33 @@ class _Flagger:
         self.mineral = site.attrs.get("mineral_class")
         self.flags: list[FlagRecord] = []
 
-    def add(self, rule: str, params: dict, patch_index: int | None, evidence: dict, key: str = "") -> None:
+    def add(self, rule: str, params: dict, patch_index: int | None, evidence: dict, key: str = "",
+            severity: str | None = None) -> None:
         """Raise ``rule``; its sentence is rendered from ``params`` (kept in the evidence, so it can
-        be rendered again in another language: gmsense.outputs.i18n.rule_message)."""
+        be rendered again in another language: gmsense.outputs.i18n.rule_message). ``severity``:
+        instead of the rule's (protected land: the layer kind's)."""
         if getattr(self.rules, rule).enabled:
             params = {"site_id": self.site.site_id, **params}
-            self.flags.append(FlagRecord(rule, self.rules.severity(rule, self.mineral), rule_message(rule, params),
-                                         patch_index, {**evidence, "message_params": params}, key))
+            self.flags.append(FlagRecord(rule, severity or self.rules.severity(rule, self.mineral),
+                                         rule_message(rule, params), patch_index,
+                                         {**evidence, "message_params": params}, key))
+
+
+def protected_evidence(layer: LocalLayer, overlap_m2: float) -> dict:
+    """What a ``protected_land`` flag records of the layer it was checked against (the store copies
+    ``layer_name``, ``layer_kind``, ``layer_version`` and ``overlap_m2`` into columns of its own)."""
+    return {"layer_name": layer.name, "layer_kind": layer.kind, "layer_version": layer.version,
+            "overlap_m2": round(overlap_m2, 1)}
 
 
 def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[BaseGeometry], latest_date: str,
              rules: RulesSettings, works: Sequence[ApprovedWork] | None = None,
-             season: SeasonSettings | None = None) -> list[FlagRecord]:
+             season: SeasonSettings | None = None, layers: Sequence[LocalLayer] | None = None) -> list[FlagRecord]:
     """The flags one licence raises.
 
-    ``site`` and ``geometries`` (one per patch) and ``works`` share one projected CRS (metres).
+    ``site`` and ``geometries`` (one per patch), ``works`` and ``layers`` (protected land around the
+    licence: gmsense.geo.layers.LayerSet.localised) share one projected CRS (metres); overlaps are
+    areas in it.
     ``latest_date`` is the ISO date of the scan's last observation. ``works`` is None when the
     licence has no approved work programme. ``season``: the growing-season window that names
     the seasons (gmsense.cube.ops.season_year; None: calendar years).
@@ -125,6 +141,12 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
                   {**what, "status": p.recovery_status, "deadline_kind": "due" if overdue_by_date else "seasons",
                    "reclamation_due": due, "seasons": reclaim_seasons},
                   i, {**evidence, "reclamation_due": due, "seasons_allowed": reclaim_seasons})
+        for layer, overlap in overlaps(geom, layers or (), rules.protected_min_overlap_m2):
+            f.add("protected_land",
+                  {**what, "layer": layer.name, "layer_kind": layer.kind, "layer_version": layer.version,
+                   "overlap_m2": round(overlap, 1)},
+                  i, {**evidence, **protected_evidence(layer, overlap)}, key=layer.name,
+                  severity=rules.protected_severity(layer.kind, f.mineral))
         history = _ratio_history(p, season)
         if len(history) >= 2:
             best_season, best = max(history, key=lambda sr: sr[1])
@@ -165,3 +187,22 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
                   {"work_type": work.work_type, "work_id": work.work_id, "year_planned": work.year},
                   None, {"work_id": work.work_id, "work_type": work.work_type, "year": work.year}, key=work.work_id)
     return f.flags
+
+
+def evaluate_register(register_id: str, geometry: BaseGeometry, layers: Sequence[LocalLayer], rules: RulesSettings,
+                      mineral_class: str | None = None) -> list[FlagRecord]:
+    """The ``protected_land`` flags of one register polygon (mine land, gmsense.geo.register):
+    one per layer it overlaps by at least ``protected_min_overlap_m2``. ``geometry`` and ``layers``
+    share one projected CRS (the polygon's local UTM zone); ``patch_index`` is None, the key the
+    layer's name."""
+    if not rules.protected_land.enabled:
+        return []
+    out = []
+    for layer, overlap in overlaps(geometry, layers, rules.protected_min_overlap_m2):
+        params = {"register_id": register_id, "layer": layer.name, "layer_kind": layer.kind,
+                  "layer_version": layer.version, "overlap_m2": round(overlap, 1)}
+        out.append(FlagRecord("protected_land", rules.protected_severity(layer.kind, mineral_class),
+                              rule_message("protected_land", params), None,
+                              {"register_id": register_id, "area_m2": round(float(geometry.area), 1),
+                               **protected_evidence(layer, overlap), "message_params": params}, layer.name))
+    return out

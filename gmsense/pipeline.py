@@ -29,6 +29,7 @@ from gmsense.errors import ImageryError, NoObservationsError
 from gmsense.flags import evaluate
 from gmsense.geo.coverage import coverage_stats, observed_counts
 from gmsense.geo.grid import grid_transform
+from gmsense.geo.layers import LayerSet
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.records import PatchRecord, SiteResult
 from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, trajectory
@@ -155,7 +156,8 @@ def licence_sample(ndvi: xr.DataArray, region: BaseGeometry, core: BaseGeometry 
 def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
                  works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
                  *, keep_breaks: bool = False, context: SceneContext | None = None,
-                 coverage_within: BaseGeometry | None = None, threads: int | None = None) -> SiteResult:
+                 coverage_within: BaseGeometry | None = None, threads: int | None = None,
+                 layers: LayerSet | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
     ``works``: the licence's approved work programme (None when it has none). ``classifier``:
@@ -167,7 +169,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     ``coverage_within``: count coverage (gmsense.geo.coverage) only there, in the licence's CRS (a
     tile's core: tiles' counts add up to the licence's); None counts the whole monitoring area.
     ``threads``: detection works on row blocks in this many threads (the same result); None uses
-    every core this process may run on (:func:`available_cores`).
+    every core this process may run on (:func:`available_cores`). ``layers``: protected land
+    (gmsense.geo.layers) the rule ``protected_land`` checks the patches against; None checks none.
 
     Annual composites (``cube.attrs["composite"] == "annual"``) are read by the yearly detector
     (``settings.detect_annual``, :meth:`gmsense.config.Settings.for_cube`).
@@ -265,7 +268,9 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     stats.update(coverage_stats(counts, settings.sites.min_coverage))
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
-    flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works, settings.season)
+    local_layers = layers.localised(crs, region) if layers else None
+    flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works, settings.season,
+                     local_layers)
     kept = breaks[["first_detected", "confirmed_on", "magnitude", "line", "rebreak_first_detected",
                    "rebreak_confirmed_on", "rebreak_magnitude"]] if keep_breaks else None
     return SiteResult(site.site_id, records, flags, stats, breaks=kept)
@@ -300,11 +305,12 @@ def label_patches(records: list[PatchRecord], classifier: PatchClassifier | None
 
 def analyse_site(site: Site, source: Source, settings: Settings, start: str | None = None,
                  end: str | None = None, works: list[ApprovedWork] | None = None,
-                 classifier: PatchClassifier | None = None, *, threads: int | None = None) -> SiteResult:
-    """Load the licence's cube from ``source`` and analyse it (``threads``: see :func:`analyse_cube`)."""
+                 classifier: PatchClassifier | None = None, *, threads: int | None = None,
+                 layers: LayerSet | None = None) -> SiteResult:
+    """Load the licence's cube from ``source`` and analyse it (``threads``, ``layers``: see :func:`analyse_cube`)."""
     region = site.buffered(settings.sites.buffer_m)
     cube = source.load(site, region, start, end)
     if cube.sizes.get("time", 0) == 0:
         raise ImageryError(f"licence {site.site_id}: no acquisitions between {start or 'the start'} "
                            f"and {end or 'the end'}")
-    return analyse_cube(site, cube, settings, works, classifier, threads=threads)
+    return analyse_cube(site, cube, settings, works, classifier, threads=threads, layers=layers)

@@ -21,9 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
+
 from gmsense.classify.model import PatchClassifier
 from gmsense.config import Settings
-from gmsense.geo.sites import ApprovedWork, Site
+from gmsense.geo.layers import LayerSet
+from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.sources import Source
 
 
@@ -46,6 +50,10 @@ class ScanRequest:
     -> (version, content digest) of the version scanned (gmsense.geo.licences); the flags record the
     version, and the digest enters the licence's unit key, so a changed licence is scanned again in
     full. None for licences read from a --sites file.
+    ``layers``: the protected-land layers the rules check (gmsense.geo.layers; the store's current
+    versions, read by the caller before the scan: workers never read the database); each task takes
+    only the features near its licences. The versions of the layers near a licence enter its unit
+    key, so a new version of such a layer has the licence scanned again. None: no layer is checked.
     """
 
     sites: tuple[Site, ...]
@@ -57,6 +65,7 @@ class ScanRequest:
     classifier: PatchClassifier | None = None
     imagery: str | None = None
     licence_versions: dict[str, tuple[int, str]] | None = None
+    layers: LayerSet | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -85,7 +94,20 @@ class ScanRequest:
         versions = None
         if self.licence_versions is not None:
             versions = {s.site_id: ref for s in sites if (ref := self.licence_versions.get(s.site_id)) is not None}
-        return replace(self, sites=sites, works=works, licence_versions=versions)
+        layers = None
+        if self.layers:
+            layers = self.layers.near(unary_union([self._area_wgs84(s) for s in sites])) if sites else LayerSet()
+        return replace(self, sites=sites, works=works, licence_versions=versions, layers=layers)
+
+    def _area_wgs84(self, site: Site) -> BaseGeometry:
+        """The licence's monitoring area in EPSG:4326, grown by a little (the analysis clips the
+        layers to 1 km around it in its own CRS: gmsense.geo.layers.LayerSet.localised)."""
+        return reproject_geometry(site.buffered(self.settings.sites.buffer_m + 1000.0), site.crs, WGS84)
+
+    def layers_of(self, site: Site) -> LayerSet | None:
+        """The protected-land layers near one licence (only their features near it); None when the
+        request checks none."""
+        return self.layers.near(self._area_wgs84(site)) if self.layers else None
 
     def licence_version(self, site_id: str) -> int | None:
         """The register version of a licence the request scans; None for a licence from a --sites file."""
@@ -107,6 +129,9 @@ class ScanRequest:
         ref = (self.licence_versions or {}).get(site.site_id)
         if ref is not None:
             parts.append(ref[1])
+        near = self.layers_of(site)
+        if near:  # the versions of the layers around it (a licence no layer touches keeps its key)
+            parts.append(["layers", [list(r) for r in near.refs()]])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def describe(self) -> dict[str, Any]:
@@ -126,6 +151,8 @@ class ScanRequest:
                    "config_hash": self.settings.config_hash(), "detector": self.detector,
                    "model_version": self.model_version,
                    "works": _digest(programme) if programme is not None else None}
+        if self.layers:  # only then: the requests of scans without layers keep their key
+            request["layers"] = _digest(self.layers.refs())
         return {**request, "key": _digest(request)}
 
 

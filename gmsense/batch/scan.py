@@ -184,7 +184,9 @@ def _with_retries(settings: Settings, func: Any, *args: Any) -> Any:
 def analyse_with_retries(site: Site, request: ScanRequest, threads: int = 1) -> Any:
     """One licence's analysis (detection in ``threads`` threads), retried with back-off after
     transient errors."""
-    return _with_retries(request.settings, partial(analyse_site, threads=threads), site, request.source,
+    layers = request.layers_of(site)
+    extra = {"layers": layers} if layers else {}
+    return _with_retries(request.settings, partial(analyse_site, threads=threads, **extra), site, request.source,
                          request.settings, request.start, request.end, request.works_of(site.site_id),
                          request.classifier)
 
@@ -520,7 +522,8 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
             tiles_back.setdefault(site_id, []).append(value)
             if len(tiles_back[site_id]) == unit.tile.count:
                 site = by_id[site_id]
-                save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings, request.works_of(site_id)))
+                save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings, request.works_of(site_id),
+                                          request.layers_of(site)))
         elif len(unit.sites) > 1:
             for site_id, result, error in value:
                 if error is not None:

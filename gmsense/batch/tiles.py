@@ -32,6 +32,7 @@ from gmsense.errors import NoObservationsError
 from gmsense.flags import evaluate
 from gmsense.geo.coverage import coverage_stats, merge_counts, observed_counts
 from gmsense.geo.grid import grid_transform
+from gmsense.geo.layers import LayerSet
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.pipeline import analyse_cube, licence_sample, season_index
 from gmsense.records import PatchRecord, SiteResult
@@ -133,8 +134,9 @@ def _season(record: PatchRecord, season: SeasonSettings) -> int:
 
 
 def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
-                works: list[ApprovedWork] | None = None) -> SiteResult:
-    """The licence's result from all its tiles: patches joined across tile edges, then the rules."""
+                works: list[ApprovedWork] | None = None, layers: LayerSet | None = None) -> SiteResult:
+    """The licence's result from all its tiles: patches joined across tile edges, then the rules
+    (``layers``: the protected land around the licence, gmsense.geo.layers)."""
     if not tiles:
         raise ValueError(f"licence {site.site_id}: no tiles to merge")
     counted = [t.stats for t in tiles]
@@ -183,7 +185,9 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
         stats["tiles_without_data"] = [f"{t.tile.label}: {t.stats['no_data']}" for t in
                                        sorted(empty, key=lambda t: t.tile.index)]
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
-    flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works, settings.season)
+    local_layers = layers.localised(crs, region) if layers else None
+    flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works, settings.season,
+                     local_layers)
     return SiteResult(site.site_id, joined, flags, stats)
 
 
@@ -212,4 +216,4 @@ def analyse_in_tiles(site: Site, tiles: list[Tile], request: ScanRequest) -> Sit
     context, tiles, merge), one after the other; for checks and notebooks."""
     context = merge_samples([tile_sample(site, tile, request) for tile in tiles])
     return merge_tiles(site, [analyse_tile(site, tile, request, context) for tile in tiles], request.settings,
-                       request.works_of(site.site_id))
+                       request.works_of(site.site_id), request.layers_of(site))

@@ -14,6 +14,7 @@ from gmsense import __version__
 from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, LayoutOption, err, out, user_errors
+from gmsense.cli.layers import layers_app
 from gmsense.cli.licences import licences_app
 from gmsense.cli.plan import plan_command
 from gmsense.config import configs_dir, load_settings
@@ -132,12 +133,21 @@ def _active_licences(db: str | None, start: str | None, end: str | None) -> tupl
 
 
 def _scan(request: ScanRequest, options: ScanOptions, db: str | None, show_progress: bool = True) -> Any:
-    """Run the scan into the store ``db`` with a progress bar on stderr; returns (summary, store)."""
+    """Run the scan into the store ``db`` with a progress bar on stderr; returns (summary, store). The
+    store's protected-land layers (gmsense layers add), at their current versions, are checked by the
+    rules, and recorded with the scan."""
+    from dataclasses import replace
+
     from gmsense.batch.scan import run_scan
     from gmsense.cli._progress import ScanProgressBar
     from gmsense.store import Store
 
     store = Store(db)
+    layers = store.layer_set()
+    if layers:
+        request = replace(request, layers=layers)
+        options = replace(options, params={**options.params,
+                                           "layers": [{"name": n, "version": v} for n, v, _ in layers.refs()]})
     with ScanProgressBar(err) as bar:
         summary = run_scan(request, store, options=options, progress=bar if show_progress else None)
     return summary, store
@@ -538,7 +548,7 @@ def demo(
 @app.command()
 @user_errors
 def export(
-    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites | rasters")],
+    what: Annotated[str, typer.Argument(help="patches | flags | recovery | sites | rasters | disclosure")],
     fmt: Annotated[str | None, typer.Option(
         "--format", help="geojson (default) | gpkg (with a QGIS .qml style beside it) | parquet (GeoParquet) | csv | "
                          "gpx | kml (patch centroids for the field) | corner-table; rasters: COG only")] = None,
@@ -548,9 +558,11 @@ def export(
     crs: Annotated[str | None, typer.Option("--crs", help="for corner-table: EPSG:4490 or a CGCS2000 zone")] = None,
     site: Annotated[list[str] | None, typer.Option(
         "--site", help="rasters: only this licence (repeatable); default every analysed licence")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="disclosure: en | zh")] = "en",
 ) -> None:
     """Write stored results for GIS (EPSG:4326), analysis and the field; `rasters` writes per-licence
-    Cloud-Optimized GeoTIFFs of the patches with a STAC catalogue."""
+    Cloud-Optimized GeoTIFFs of the patches with a STAC catalogue; `disclosure` the public page and CSVs of
+    confirmed violations and restoration status (no reviewer names, no comments)."""
     from gmsense.errors import InputError
     from gmsense.files import check_target
     from gmsense.outputs import export as ex
@@ -561,8 +573,18 @@ def export(
     if what == "rasters":
         _export_rasters(fmt, out_file or Path("rasters"), db, site)
         return
+    if what == "disclosure":
+        from gmsense.outputs.disclosure import write_disclosure
+
+        if fmt not in (None, "html"):
+            raise InputError(f"export disclosure writes a folder of HTML and CSV (--format html), not {fmt!r}")
+        result = write_disclosure(Store(db, create=False), out_file or Path("disclosure"), lang)
+        out.print(f"wrote the public disclosure to {result['folder']}: {result['violations']} confirmed "
+                  f"violation(s), {result['restoration']} register polygon(s) (index.html, violations.csv, "
+                  f"restoration.csv)", highlight=False, soft_wrap=True)
+        return
     if what not in makers:
-        raise InputError(f"cannot export {what!r}; choose one of: {', '.join([*makers, 'rasters'])}")
+        raise InputError(f"cannot export {what!r}; choose one of: {', '.join([*makers, 'rasters', 'disclosure'])}")
     if site:
         raise InputError("--site selects licences for `export rasters` only")
     fmt = fmt or "geojson"
@@ -851,6 +873,7 @@ app.add_typer(cli_restoration.register_app, name="register")
 app.add_typer(cli_restoration.zones_app, name="zones")
 app.add_typer(cli_restoration.restoration_app, name="restoration")
 app.add_typer(licences_app, name="licences")
+app.add_typer(layers_app, name="layers")
 
 
 if __name__ == "__main__":  # pragma: no cover

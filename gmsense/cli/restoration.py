@@ -39,11 +39,18 @@ def register_import(
 
     polygons = read_register(file, repair_invalid=load_settings(config).sites.repair_invalid, layer=layer)
     warn_unknown_divisions([(p.register_id, p.attrs) for p in polygons])
-    counts = Store(db).upsert_register(polygons)
+    store = Store(db)
+    counts = store.upsert_register(polygons)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(p.kind for p in polygons).items()))
     area_ha = sum(p.area_m2 for p in polygons) / 10_000
     out.print(f"imported {_plural(len(polygons), 'register polygon')} ({kinds}; {area_ha:.2f} ha): "
               f"{counts['new']} new, {counts['replaced']} replaced", highlight=False, soft_wrap=True)
+    if store.current_layers():  # the register on protected land (gmsense layers add): checked again
+        from gmsense.restoration.protected import check_register_layers
+
+        n = check_register_layers(store, load_settings(config).rules)
+        out.print(f"checked against the protected-land layers: {_plural(n, 'overlap')} (gmsense layers list)",
+                  highlight=False, soft_wrap=True)
     if counts["reset"]:
         out.print(f"{counts['reset']} replaced with a new boundary: their restoration status was cleared "
                   "(run gmsense restoration run again)", highlight=False, soft_wrap=True)

@@ -56,17 +56,23 @@ def patches_frame(store: Store) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, columns=columns, geometry="geometry", crs="EPSG:4326")
 
 
+#: The protected-land columns of a flag (rule protected_land; empty for the other rules).
+LAYER_FIELDS = ("layer_name", "layer_kind", "layer_version", "overlap_m2")
+
+
 def flags_frame(store: Store) -> gpd.GeoDataFrame:
     """Every flag with its patch geometry (or the licence's, for licence-level flags), EPSG:4326;
-    ``licence_version``: the register version the flag was checked against (empty for --sites scans)."""
+    ``licence_version``: the register version the flag was checked against (empty for --sites scans);
+    ``layer_name``, ``layer_kind``, ``layer_version``, ``overlap_m2``: for protected_land flags, the
+    protected-land layer version checked and the overlapping area in m2 (empty for other rules)."""
     patches = {r.patch_id: r.geometry_wkt for r in store.patch_rows()}
     sites = {r.site_id: r.geometry_wkt for r in store.site_rows()}
     fields = ["flag_id", "site_id", "patch_id", "rule", "severity", "status", "message", "created_scan_id",
-              "licence_version"]
+              "licence_version", *LAYER_FIELDS]
     data = [
         {"flag_id": f.id, "site_id": f.site_id, "patch_id": f.patch_id, "rule": f.rule, "severity": f.severity,
          "status": f.status, "message": f.message, "created_scan_id": f.created_scan_id,
-         "licence_version": f.licence_version,
+         "licence_version": f.licence_version, **{k: getattr(f, k) for k in LAYER_FIELDS},
          "geometry": wkt.loads(patches[f.patch_id] if f.patch_id else sites[f.site_id])}
         for f in store.flag_rows()
     ]

@@ -47,7 +47,7 @@ def area(m2: float, lang: str = "en", unit: str = "ha") -> str:
 def rule_message(rule: str, params: dict[str, Any], lang: str = "en", unit: str = "ha") -> str:
     """A flag's sentence from its rule and parameters (see gmsense.flags)."""
     p = dict(params)
-    for key in ("area", "area_outside", "disturbed", "permitted"):
+    for key in ("area", "area_outside", "disturbed", "permitted", "overlap"):
         if f"{key}_m2" in p:
             p[key] = area(float(p[f"{key}_m2"]), lang, unit)
     if "klass" in p:
@@ -60,9 +60,19 @@ def rule_message(rule: str, params: dict[str, Any], lang: str = "en", unit: str 
     p["since"] = t("rule.while_suspended.since", lang, **p) if p.get("suspended_since") else ""
     if "deadline_kind" in p:
         p["deadline"] = t(f"rule.reclamation_overdue.{p['deadline_kind']}", lang, **p)
+    if "layer_kind" in p:
+        p["layer_kind_name"] = layer_kind_name(p["layer_kind"], lang)
     if {"klass", "area", "first_detected"} <= p.keys():
         p["what"] = t("what", lang, **p)
+    if rule == "protected_land" and "register_id" in p:  # a register polygon, not a patch
+        return t("rule.protected_land.register", lang, **p)
     return t(f"rule.{rule}", lang, **p)
+
+
+def layer_kind_name(kind: str, lang: str = "en") -> str:
+    """A protected-land kind (gmsense.geo.layers) in ``lang``; another kind by its own name."""
+    key = f"layer_kind.{kind}"
+    return t(key, lang) if key in catalog("en") else str(kind).replace("_", " ")
 
 
 def flag_sentence(flag: Any, lang: str = "en", unit: str = "ha") -> str:

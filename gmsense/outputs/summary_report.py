@@ -2,7 +2,9 @@
 
 Per group (county, city or mineral class): licences scanned, human-made disturbed area, patches
 by class, open / confirmed / dismissed flags, share of the disturbed area reclaimed (recovered)
-and recovering, patches with overdue reclamation; the trend across scans; the worst licences.
+and recovering, patches with overdue reclamation; the trend across scans; the worst licences; and
+protected land (gmsense.geo.layers): per layer kind, the flags of disturbances overlapping it and
+their overlapping area, and the register polygons on it.
 In English or Simplified Chinese (``lang``), with areas in hectares or mu (``unit``).
 """
 
@@ -31,7 +33,7 @@ from gmsense.outputs.report import class_name, draw_table, plain_text, split_row
 from gmsense.outputs.site_report import report_style
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
-from gmsense.store.scope import PROVINCE, Scope, site_clause
+from gmsense.store.scope import PROVINCE, Scope, flag_clause, register_layer_clause, site_clause
 
 GROUPINGS = ("county", "city", "mineral_class", "province")
 A4_LANDSCAPE = (11.69, 8.27)
@@ -115,9 +117,59 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
 
     trend = [{"scan": s.id, "date": f"{s.started_at:%Y-%m-%d}", "status": s.status,
               "patches_new": new(s, "new_patches"), "flags_new": new(s, "new_flags")} for s in store.scans()]
-    return {"by": by, "groups": rows, "worst": worst, "trend": trend,
+    return {"by": by, "groups": rows, "worst": worst, "trend": trend, "protected": protected_totals(store, scope),
+            "protected_layers": len(store.current_layers()),
             "totals": {"licences": n_scanned, "disturbed_ha": round(total_area / 1e4, 2),
                        "open_flags": n_open, "flags": n_flags}}
+
+
+def protected_totals(store: Store, scope: Scope = PROVINCE) -> list[dict[str, Any]]:
+    """Protected land per layer kind, within ``scope``, summed by the database: ``flags`` (rule
+    protected_land), ``open_flags``, ``confirmed_flags``, ``licences`` and ``patches`` they concern,
+    ``overlap_m2`` (the flags' overlapping areas summed: ground under two patches, or under two
+    layers of one kind, counts twice), ``register_polygons`` and ``register_overlap_m2`` (register
+    polygons on the kind's layers). Sorted by kind."""
+    from sqlalchemy import case, func, select
+
+    from gmsense.store import FlagRow, RegisterLayerFlagRow
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def row(kind: str) -> dict[str, Any]:
+        return out.setdefault(kind, {"kind": kind, "flags": 0, "open_flags": 0, "confirmed_flags": 0, "licences": 0,
+                                     "patches": 0, "overlap_m2": 0.0, "register_polygons": 0,
+                                     "register_overlap_m2": 0.0})
+
+    with store.session() as s:
+        for kind, n, n_open, n_confirmed, licences, patches, overlap in s.execute(
+                select(FlagRow.layer_kind, func.count(), func.sum(case((FlagRow.status == "open", 1), else_=0)),
+                       func.sum(case((FlagRow.status == "confirmed", 1), else_=0)),
+                       func.count(func.distinct(FlagRow.site_id)), func.count(func.distinct(FlagRow.patch_id)),
+                       func.sum(FlagRow.overlap_m2))
+                .where(FlagRow.rule == "protected_land", FlagRow.layer_kind.is_not(None), flag_clause(scope))
+                .group_by(FlagRow.layer_kind)):
+            row(kind).update(flags=int(n), open_flags=int(n_open or 0), confirmed_flags=int(n_confirmed or 0),
+                             licences=int(licences), patches=int(patches), overlap_m2=round(float(overlap or 0), 1))
+        for kind, n, overlap in s.execute(
+                select(RegisterLayerFlagRow.layer_kind, func.count(func.distinct(RegisterLayerFlagRow.register_id)),
+                       func.sum(RegisterLayerFlagRow.overlap_m2))
+                .where(register_layer_clause(scope)).group_by(RegisterLayerFlagRow.layer_kind)):
+            row(kind).update(register_polygons=int(n), register_overlap_m2=round(float(overlap or 0), 1))
+    return [out[k] for k in sorted(out)]
+
+
+def _protected_rows(t: dict[str, Any], lang: str = "en", unit: str = "ha") -> tuple[list[str], list[list[str]]]:
+    """The protected-land table: header and rows of text in ``lang``, areas in ``unit``."""
+    from gmsense.outputs.i18n import layer_kind_name
+
+    u = tr(f"unit.{unit}", lang)
+    header = [tr("layers.kind", lang), tr("layers.flags", lang), tr("summary.col.open", lang),
+              tr("summary.col.confirmed", lang), tr("layers.licences", lang), f"{tr('layers.overlap', lang)} ({u})",
+              tr("layers.register", lang), f"{tr('layers.register', lang)}: {tr('layers.overlap', lang)} ({u})"]
+    rows = [[layer_kind_name(r["kind"], lang), str(r["flags"]), str(r["open_flags"]), str(r["confirmed_flags"]),
+             str(r["licences"]), f"{_unit_value(r['overlap_m2'] / M2_PER_HA, unit):.2f}", str(r["register_polygons"]),
+             f"{_unit_value(r['register_overlap_m2'] / M2_PER_HA, unit):.2f}"] for r in t.get("protected", [])]
+    return header, rows
 
 
 def _unit_value(ha: float, unit: str) -> float:
@@ -235,6 +287,8 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     worst = [[w["site_id"], str(w["name"]), str(w["score"]), str(w["open_flags"])] for w in t["worst"]]
     trend = [[str(r["scan"]), r["date"], _scan_status(r["status"], lang), str(r["patches_new"]), str(r["flags_new"])]
              for r in t["trend"]]
+    protected_head, protected = _protected_rows(t, lang, unit)
+    protected_title = tr("layers.title", lang)
     with report_style(lang), atomic_file(out) as tmp:
         if out.suffix.lower() == ".pdf":
             pages: list[Figure] = []
@@ -257,6 +311,15 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                     fig.text(x, 0.95, heading, fontsize=10, weight="bold", va="top")
                     pages += [p for p in _table_figure_pages(fig, (x, 0.06, 0.45, 0.84), head, body, heading)
                               if p not in pages]
+                if protected or t["protected_layers"]:  # a page of its own once the store holds layers
+                    fig = plt.figure(figsize=A4_LANDSCAPE)
+                    fig.text(0.03, 0.95, protected_title, fontsize=10, weight="bold", va="top")
+                    if protected:
+                        pages += _table_figure_pages(fig, (0.03, 0.06, 0.94, 0.84), protected_head, protected,
+                                                     protected_title)
+                    else:
+                        fig.text(0.03, 0.9, tr("layers.none", lang), fontsize=9, va="top")
+                        pages.append(fig)
                 for n, page in enumerate(pages, start=1):
                     page.text(0.5, 0.02, tr("report.page", lang, n=n, total=len(pages)), fontsize=7, ha="center",
                               va="bottom")
@@ -290,5 +353,8 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                 f"<h2>{esc(tr('summary.by', lang, group=group))}</h2>{table(header, rows)}"
                 f"<h2>{esc(tr('summary.worst', lang))}</h2>{table(worst_head, worst)}"
                 f"<h2>{esc(tr('summary.trend', lang))}</h2>{table(trend_head, trend)}"
-                "</body></html>", encoding="utf-8")
+                + (f"<h2>{esc(protected_title)}</h2>" + (table(protected_head, protected) if protected else
+                                                          f"<p>{esc(tr('layers.none', lang))}</p>")
+                   if protected or t["protected_layers"] else "")
+                + "</body></html>", encoding="utf-8")
     return out

@@ -34,7 +34,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gmsense import __version__
 from gmsense.config import Settings, load_settings
 from gmsense.errors import InputError
-from gmsense.outputs.i18n import LANGUAGES, area, attr_value, catalog, coverage_sentences, flag_sentence, t
+from gmsense.outputs.i18n import (
+    LANGUAGES,
+    area,
+    attr_value,
+    catalog,
+    coverage_sentences,
+    flag_sentence,
+    layer_kind_name,
+    t,
+)
 from gmsense.records import PATCH_CLASSES
 from gmsense.review import auth, service
 from gmsense.review import restoration as restoration_service
@@ -167,7 +176,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
             "area": lambda m2: area(m2, lang, unit) if m2 is not None else "-",
             "sentence": lambda flag: flag_sentence(flag, lang, unit), "url_lang": url_lang,
             "field_label": lambda key: t(f"field.{key}", lang) if f"field.{key}" in catalog("en") else key,
-            "attr": lambda k, v: attr_value(k, v, lang),
+            "attr": lambda k, v: attr_value(k, v, lang), "layer_kind": lambda k: layer_kind_name(k, lang),
             "version": __version__, **context}, status_code=status_code)
         if request.query_params.get("lang") in LANGUAGES:
             response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax",

@@ -35,7 +35,8 @@ SITE_FILTERS = ("province", "city", "county", "mineral_class", "licence_type", "
 BATCH = 1000
 FLAG_COLUMNS = {"flag_id": "int", "site_id": "str", "patch_id": "str", "rule": "str", "severity": "str",
                 "status": "str", "message": "str", "created_scan_id": "int", "licence_version": "int",
-                "province_code": "str", "city_code": "str", "county_code": "str"}
+                "province_code": "str", "city_code": "str", "county_code": "str", "layer_name": "str",
+                "layer_kind": "str", "layer_version": "int", "overlap_m2": "float"}
 _TYPED = {"confidence": "float", "area_m2": "float", "inside_licence": "bool", "area_outside_m2": "float",
           "recovery_ratio": "float", "created_scan_id": "int", "updated_scan_id": "int"}
 PATCH_COLUMNS = {k: _TYPED.get(k, "str") for k in (*PATCH_FIELDS, *EVIDENCE_FIELDS, "label_reason", *PROVENANCE_FIELDS)}

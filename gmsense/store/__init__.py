@@ -53,6 +53,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from gmsense.errors import EXIT_BAD_INPUT, StoreError
 from gmsense.geo.divisions import divisions_of
+from gmsense.geo.layers import LayerSet, ProtectedLayer, area_m2
 from gmsense.geo.register import RegisterPolygon, Zone
 from gmsense.geo.sites import WGS84, Site, reproject_geometry
 from gmsense.records import PatchRecord, RestorationRecord, SiteResult, same_disturbance
@@ -193,6 +194,12 @@ class FlagRow(Base):
     province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
     city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
     county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    # Protected land (rule protected_land, revision 0011): the layer, its kind and the version the
+    # flag was checked against, and the overlapping area (m2, in the licence's projected CRS).
+    layer_name: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    layer_kind: Mapped[str | None] = mapped_column(String(60), nullable=True, index=True)
+    layer_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    overlap_m2: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LicenceVersionRow(Base):
@@ -370,6 +377,60 @@ class RestorationDecisionRow(Base):
     reason: Mapped[str] = mapped_column(String(40))  # a code of gmsense.review.restoration.REASONS
     comment: Mapped[str] = mapped_column(Text)
     previous_status: Mapped[str] = mapped_column(String(20))
+
+
+class LayerVersionRow(Base):
+    """One version of a protected-land layer (gmsense.geo.layers): ``valid_from`` the ``layers add``
+    that brought it, ``valid_to`` the one that replaced it or the ``layers remove`` that ended it (NULL:
+    the layer's current version). ``change``: new | changed | re-added. ``area_m2``: geodesic, of its
+    features (overlaps between features counted once)."""
+
+    __tablename__ = "layer_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(120), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(60))
+    digest: Mapped[str] = mapped_column(String(64))
+    n_features: Mapped[int] = mapped_column(Integer)
+    area_m2: Mapped[float] = mapped_column(Float)
+    change: Mapped[str] = mapped_column(String(20))
+    source_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    valid_from: Mapped[datetime] = mapped_column(DateTime)
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class LayerFeatureRow(Base):
+    """One polygon of a layer version, in EPSG:4326, with the file's properties."""
+
+    __tablename__ = "layer_features"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("layer_versions.id"), index=True)
+    feature_index: Mapped[int] = mapped_column(Integer)
+    geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RegisterLayerFlagRow(Base):
+    """A register polygon (mine land) overlapping a protected-land layer: rule ``protected_land`` for
+    the register, recomputed whenever the register or a layer changes (gmsense.restoration.protected);
+    its divisions copied from the polygon, so scopes filter it alone."""
+
+    __tablename__ = "register_layer_flags"
+    __table_args__ = (UniqueConstraint("register_id", "layer_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    register_id: Mapped[str] = mapped_column(ForeignKey("register_polygons.register_id"), index=True)
+    layer_name: Mapped[str] = mapped_column(String(120))
+    layer_kind: Mapped[str] = mapped_column(String(60), index=True)
+    layer_version: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(20))
+    overlap_m2: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checked_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -834,6 +895,105 @@ class Store:
             return dict(s.execute(select(LicenceVersionRow.licence_id, func.count())
                                   .group_by(LicenceVersionRow.licence_id)).all())
 
+    # --- protected land and zoning layers (issue 20, item 4: gmsense.geo.layers) ----------------------
+    def add_layer(self, layer: ProtectedLayer, *, source_file: str | None = None) -> tuple[LayerVersionRow, str]:
+        """Store a layer as a version, in one transaction: a new name gets version 1, a layer whose
+        content (:func:`gmsense.geo.layers.layer_digest`) differs from its current version, or that was
+        removed, a new version (the previous one's ``valid_to`` now); an identical one nothing.
+        Returns the current version and what happened: ``new``, ``changed``, ``re-added`` or ``unchanged``."""
+        now = _now()
+        try:
+            with self.session() as s, s.begin():
+                latest = s.scalar(select(LayerVersionRow).where(LayerVersionRow.name == layer.name)
+                                  .order_by(LayerVersionRow.version.desc()).limit(1))
+                if latest is not None and latest.valid_to is None and latest.digest == layer.digest:
+                    return latest, "unchanged"
+                if latest is None:
+                    change = "new"
+                elif latest.valid_to is None:
+                    change = "changed"
+                    latest.valid_to = now
+                    s.flush()
+                else:
+                    change = "re-added"
+                row = LayerVersionRow(name=layer.name, version=latest.version + 1 if latest else 1, kind=layer.kind,
+                                      digest=layer.digest, n_features=len(layer.features),
+                                      area_m2=round(area_m2(unary_union(list(layer.features))), 1), change=change,
+                                      source_file=source_file, valid_from=now, valid_to=None)
+                s.add(row)
+                s.flush()
+                attrs = layer.attrs or tuple({} for _ in layer.features)
+                s.add_all(LayerFeatureRow(version_id=row.id, feature_index=i, geometry_wkt=geom.wkt, attrs=a)
+                          for i, (geom, a) in enumerate(zip(layer.features, attrs, strict=True)))
+                return row, change
+        except SQLAlchemyError as exc:
+            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+            raise StoreError(f"cannot add the layer {layer.name} to {self.location} (nothing was added): "
+                             f"{reason}") from None
+
+    def remove_layer(self, name: str) -> LayerVersionRow | None:
+        """End a layer's current version (kept, with its features: flags name it); None when the
+        store has no current layer of that name. Scans check it no more."""
+        with self.session() as s, s.begin():
+            row = s.scalar(select(LayerVersionRow).where(LayerVersionRow.name == name,
+                                                         LayerVersionRow.valid_to.is_(None)))
+            if row is not None:
+                row.valid_to = _now()
+            return row
+
+    def current_layers(self) -> list[LayerVersionRow]:
+        """The current version of every layer not removed, by name."""
+        with self.session() as s:
+            return list(s.scalars(select(LayerVersionRow).where(LayerVersionRow.valid_to.is_(None))
+                                  .order_by(LayerVersionRow.name)))
+
+    def layer_history(self, name: str) -> list[LayerVersionRow]:
+        """Every version of one layer, oldest first (empty if the store never held it)."""
+        with self.session() as s:
+            return list(s.scalars(select(LayerVersionRow).where(LayerVersionRow.name == name)
+                                  .order_by(LayerVersionRow.version)))
+
+    def layer_version_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            return dict(s.execute(select(LayerVersionRow.name, func.count()).group_by(LayerVersionRow.name)).all())
+
+    def layer_set(self) -> LayerSet:
+        """The current version of every layer with its features: what a scan checks (read once, in
+        the scanning process)."""
+        layers = []
+        with self.session() as s:
+            for row in s.scalars(select(LayerVersionRow).where(LayerVersionRow.valid_to.is_(None))
+                                 .order_by(LayerVersionRow.name)):
+                features = list(s.scalars(select(LayerFeatureRow).where(LayerFeatureRow.version_id == row.id)
+                                          .order_by(LayerFeatureRow.feature_index)))
+                layers.append(ProtectedLayer(row.name, row.kind, tuple(wkt.loads(f.geometry_wkt) for f in features),
+                                             tuple(dict(f.attrs or {}) for f in features), row.version, row.digest))
+        return LayerSet(tuple(layers))
+
+    def save_register_layer_flags(self, flags: dict[str, list[Any]]) -> int:
+        """Replace every register polygon's protected-land flags (register id -> FlagRecords of
+        gmsense.flags.evaluate_register), in one transaction; returns how many are stored."""
+        n = 0
+        with self.session() as s, s.begin():
+            s.execute(delete(RegisterLayerFlagRow))
+            for register_id, records in flags.items():
+                polygon = s.get(RegisterRow, register_id)
+                codes = {k: getattr(polygon, k) if polygon else None
+                         for k in ("province_code", "city_code", "county_code")}
+                for f in records:
+                    e = f.evidence
+                    s.add(RegisterLayerFlagRow(register_id=register_id, layer_name=e["layer_name"],
+                                               layer_kind=e["layer_kind"], layer_version=e["layer_version"],
+                                               severity=f.severity, overlap_m2=e["overlap_m2"], message=f.message,
+                                               evidence=e, checked_at=_now(), **codes))
+                    n += 1
+        return n
+
+    def register_layer_flags(self) -> list[RegisterLayerFlagRow]:
+        with self.session() as s:
+            return list(s.scalars(select(RegisterLayerFlagRow)
+                                  .order_by(RegisterLayerFlagRow.register_id, RegisterLayerFlagRow.layer_name)))
+
     # --- register of mine land, demonstration zones, restoration (issue 19) ----------------------
     def upsert_register(self, polygons: list[RegisterPolygon]) -> dict[str, int]:
         """Store register polygons in one transaction; a ``register_id`` already stored is replaced
@@ -965,16 +1125,20 @@ class Store:
                 existing = s.scalar(select(FlagRow).where(
                     FlagRow.rule == flag.rule, FlagRow.site_id == result.site_id, FlagRow.flag_key == flag.key,
                     FlagRow.patch_id.is_(None) if patch_id is None else FlagRow.patch_id == patch_id))
+                layer = {key: flag.evidence.get(key) for key in ("layer_name", "layer_kind", "layer_version",
+                                                                   "overlap_m2")}
                 if existing is None:
                     s.add(FlagRow(site_id=result.site_id, patch_id=patch_id, rule=flag.rule, flag_key=flag.key,
                                   severity=flag.severity, message=flag.message, evidence=flag.evidence,
                                   created_scan_id=scan_id, updated_scan_id=scan_id,
-                                  licence_version=licence_version, **codes))
+                                  licence_version=licence_version, **codes, **layer))
                     counts["new_flags"] += 1
                 else:
                     existing.severity, existing.message = flag.severity, flag.message
                     existing.evidence, existing.updated_scan_id = flag.evidence, scan_id
                     existing.licence_version = licence_version
+                    for key, value in layer.items():
+                        setattr(existing, key, value)
             unit = s.scalar(select(ScanUnitRow).where(ScanUnitRow.scan_id == scan_id,
                                                       ScanUnitRow.site_id == result.site_id))
             unit = unit or ScanUnitRow(scan_id=scan_id, site_id=result.site_id)

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, false, select, true
 
 from gmsense.errors import InputError
 from gmsense.geo import divisions
-from gmsense.store import FlagRow, PatchRow, RegisterRow, ReviewRow, SiteRow
+from gmsense.store import FlagRow, PatchRow, RegisterLayerFlagRow, RegisterRow, ReviewRow, SiteRow
 
 KINDS = ("province", "city", "county", "licence")
 PROVINCE_CODE = "230000"
@@ -113,6 +113,12 @@ def patch_clause(scope: Scope) -> ColumnElement[bool]:
 def register_clause(scope: Scope) -> ColumnElement[bool]:
     """Register polygons (mine land) in scope; none for a licence scope."""
     return _divisions(scope, RegisterRow.province_code, RegisterRow.city_code, RegisterRow.county_code, None)
+
+
+def register_layer_clause(scope: Scope) -> ColumnElement[bool]:
+    """Register polygons' protected-land overlaps in scope (by the polygon's divisions); none for a licence scope."""
+    return _divisions(scope, RegisterLayerFlagRow.province_code, RegisterLayerFlagRow.city_code,
+                      RegisterLayerFlagRow.county_code, None)
 
 
 def review_clause(scope: Scope) -> ColumnElement[bool]:
