@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from gmsense.config import STAGE_LEVELS, RulesSettings, load_settings
 from gmsense.errors import InputError
+from gmsense.review import NotFoundError
 from gmsense.store import EscalationEventRow, FlagRow, ReviewRow, SiteRow, Store, UserRow
 from gmsense.store.scope import PROVINCE, Scope, flag_clause
 
@@ -185,8 +186,6 @@ def _events(s: Session, flag_id: int) -> list[EscalationEventRow]:
 def get_chain(store: Store, flag_id: int, scope: Scope = PROVINCE, rules: RulesSettings | None = None,
               now: datetime | None = None) -> Chain:
     """The chain of a flag in ``scope`` (NotFoundError outside it, as for a missing one)."""
-    from gmsense.review.service import NotFoundError
-
     with store.session() as s:
         flag = s.scalar(select(FlagRow).where(FlagRow.id == flag_id, flag_clause(scope)))
         if flag is None:
@@ -250,8 +249,6 @@ def act(store: Store, flag_id: int, user: UserRow, stage_index: int, action: str
     complete), InputError (a return without a reason, a return of the first stage, text too long).
     """
     from gmsense.review.auth import can, user_scope
-    from gmsense.review.service import NotFoundError
-
     rules, now = rules or shipped_rules(), now or _now()
     if action not in ACTIONS:
         raise InputError(f"unknown stage action {action!r}; choose sign or return")

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, case, func, or_, select
 from gmsense.config import RulesSettings
 from gmsense.errors import InputError
 from gmsense.records import PATCH_CLASSES
+from gmsense.review import NotFoundError
 from gmsense.store import FlagRow, PatchRow, ReviewRow, SiteRow, Store, UserRow
 from gmsense.store.scope import PROVINCE, Scope, flag_clause, review_clause, site_clause
 
@@ -33,10 +34,6 @@ STATUSES = ("open", "field_visit", "confirmed", "dismissed")
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MAX_COMMENT = 2000
 PAGE_SIZE = 25
-
-
-class NotFoundError(LookupError):
-    """An id that is not in the store (the app answers 404)."""
 
 
 @dataclass(frozen=True)
