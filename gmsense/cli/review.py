@@ -140,11 +140,14 @@ def users_list(db: DbOption = None) -> None:
     from gmsense.review.auth import list_users, user_scope
 
     table = Table(title="users")
-    for column in ("user", "role", "scope", "language", "e-mail", "active", "created (UTC)"):
-        table.add_column(column)
     store = _store(db, create=False)
-    for u in list_users(store):
-        table.add_row(u.username, u.role, str(user_scope(store, u)), u.lang or "-", u.email or "-",
+    users = list_users(store)
+    emails = any(u.email for u in users)  # the column only when someone has an address (narrow terminals)
+    for column in ("user", "role", "scope", "language", *(("e-mail",) if emails else ()), "active", "created (UTC)"):
+        table.add_column(column)
+    for u in users:
+        email = (u.email or "-",) if emails else ()
+        table.add_row(u.username, u.role, str(user_scope(store, u)), u.lang or "-", *email,
                       "yes" if u.active else "no", f"{u.created_at:%Y-%m-%d %H:%M}")
     out.print(table)
 
