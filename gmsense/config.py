@@ -253,6 +253,38 @@ class RuleSettings(_Settings):
     severity: Severity = "warning"
 
 
+#: Administrative levels of an escalation chain, lowest first (gmsense.store.scope's division kinds).
+STAGE_LEVELS = ("county", "city", "province")
+#: Roles that may act on an escalation stage (viewers and assessors only read).
+STAGE_ROLES = ("reviewer", "admin")
+
+
+class StageSettings(_Settings):
+    """One stage of an escalation chain: who acts (a user of this ``role`` or higher whose scope is
+    of this ``level``), what the stage is called (``action``: confirm, review, sign_off, ...) and
+    how many days they have from the moment the stage opens."""
+
+    level: Literal["county", "city", "province"]
+    role: str = "reviewer"
+    action: str = Field("review", pattern=r"^[a-z_]{1,30}$")
+    days: int = Field(..., ge=1, le=366, description="deadline, days after the stage opens")
+
+    @model_validator(mode="after")
+    def _known_role(self) -> StageSettings:
+        if self.role not in STAGE_ROLES:
+            raise ValueError(f"unknown role {self.role!r} for a stage; a stage is acted on by one of: "
+                             f"{', '.join(STAGE_ROLES)} (viewers and assessors only read)")
+        return self
+
+
+def _default_chains() -> dict[str, list[StageSettings]]:
+    county, city, province = (StageSettings(level="county", action="confirm", days=5),
+                              StageSettings(level="city", action="review", days=10),
+                              StageSettings(level="province", action="sign_off", days=15))
+    return {"critical": [county, city, province], "warning": [county, city],
+            "info": [StageSettings(level="county", action="confirm", days=10)]}
+
+
 class RulesSettings(_Settings):
     """Flag rules (configs/rules.yaml). Severities per rule, optionally per mineral class."""
 
@@ -284,6 +316,10 @@ class RulesSettings(_Settings):
                     "'default', a licence type, a mineral class, or 'licence_type/mineral_class'")
     severity_by_mineral_class: dict[str, dict[str, Severity]] = Field(
         default_factory=dict, description="per mineral class, rule -> severity overrides")
+    escalation: dict[Severity, list[StageSettings]] = Field(
+        default_factory=_default_chains,
+        description="per severity, the chain of stages a flag travels (gmsense.review.escalation); "
+                    "a severity without a chain has none")
 
     @model_validator(mode="after")
     def _known_keys(self) -> RulesSettings:
@@ -301,6 +337,11 @@ class RulesSettings(_Settings):
             bad = set(overrides) - rule_names
             if bad:
                 raise ValueError(f"severity_by_mineral_class.{mineral}: unknown rules {sorted(bad)}")
+        for severity, chain in self.escalation.items():
+            ranks = [STAGE_LEVELS.index(stage.level) for stage in chain]
+            if ranks != sorted(ranks):
+                raise ValueError(f"escalation.{severity}: stages go up the levels (county, city, province), "
+                                 f"not {[stage.level for stage in chain]}")
         return self
 
     def severity(self, rule: str, mineral_class: str | None) -> str:
@@ -361,6 +402,29 @@ class ScanSettings(_Settings):
     retry_base_delay_s: float = Field(2.0, ge=0, description="back-off before the first retry, seconds; doubles "
                                                             "with each retry, with full jitter")
     retry_max_delay_s: float = Field(60.0, ge=0, description="longest back-off between retries, seconds")
+
+
+class NotifySettings(_Settings):
+    """``gmsense notify digest``: the SMTP server the digests go through and an optional webhook.
+
+    Credentials are never settings: the SMTP user name and password are read from the environment
+    variables named here (none set: no login), the webhook's HMAC secret likewise."""
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="none (a local relay only), starttls (upgrade on the port, usually 587) or tls "
+                                "(TLS from the first byte, usually 465); the server's certificate is verified")
+    smtp_timeout_s: float = Field(30.0, gt=0)
+    from_address: str = "gmsense@localhost"
+    username_env: str = "GMSENSE_SMTP_USER"
+    password_env: str = "GMSENSE_SMTP_PASSWORD"
+    app_url: str = Field("http://127.0.0.1:8000", description="the review app's address, for links in digests")
+    webhook_url: str | None = Field(None, description="POST each run's digests here as JSON (optional)")
+    webhook_secret_env: str = "GMSENSE_WEBHOOK_SECRET"
+    webhook_timeout_s: float = Field(30.0, gt=0)
+    first_digest_days: int = Field(7, ge=0, description="a user's first digest lists the flags of this many days")
+    max_items: int = Field(50, ge=1, description="at most this many flags per list of a digest (the counts are whole)")
 
 
 class EarthEngineSettings(_Settings):
@@ -429,6 +493,7 @@ class Settings(_Settings):
     scan: ScanSettings = ScanSettings()
     earthengine: EarthEngineSettings = EarthEngineSettings()
     rules: RulesSettings = RulesSettings()
+    notify: NotifySettings = NotifySettings()
 
     def config_hash(self) -> str:
         """A short stable hash of every setting that can change a result: two scans with the same
@@ -438,6 +503,8 @@ class Settings(_Settings):
         # the model is keyed by its own version (see gmsense.batch.request.ScanRequest.unit_key)
         data["classify"].pop("model", None)
         data.pop("restoration", None)  # restoration accounting reads composites, never a scan's result
+        data["rules"].pop("escalation", None)  # who reviews a flag, and when, is not the science
+        data.pop("notify", None)  # nor who is told about it
         if data["detect_annual"] == AnnualDetectSettings().model_dump(mode="json"):
             data.pop("detect_annual")  # scans of dated imagery keep the hash they had before annual composites
         # Protected land is checked against the layers of the store, which enter the unit key

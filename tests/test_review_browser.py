@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from gmsense.review import auth, service
+from gmsense.review import auth, escalation, service
 from gmsense.review.app import create_app
 from gmsense.store import Store
 
@@ -93,7 +93,7 @@ def test_a_reviewer_decides_the_top_flag_in_a_browser(served: tuple[str, Store],
     page.screenshot(path=str(ARTIFACTS / "review-flag.png"), full_page=True)
     page.check("input[name=decision][value=dismiss]")
     page.select_option("select[name=reason]", "natural_change")
-    page.fill("textarea[name=comment]", "Windthrow: fallen trees, no spoil or tracks")
+    page.fill("#decision-form textarea[name=comment]", "Windthrow: fallen trees, no spoil or tracks")
     page.click("#decision-form button[type=submit]")
     page.wait_for_url(f"{url}/flags/{top_id}")
     assert "dismissed" in page.inner_text("#flag-status")
@@ -212,7 +212,7 @@ def test_a_county_reviewer_sees_and_decides_only_their_county(served: tuple[str,
     page.goto(f"{url}/flags/{min(shown)}")
     page.check("input[name=decision][value=field_visit]")
     page.select_option("select[name=reason]", "needs_field_visit")
-    page.fill("textarea[name=comment]", "Xinqing team to visit")
+    page.fill("#decision-form textarea[name=comment]", "Xinqing team to visit")
     page.click("#decision-form button[type=submit]")
     page.wait_for_url(f"{url}/flags/{min(shown)}")
     assert "Xinqing team to visit" in page.inner_text("#history")
@@ -220,3 +220,63 @@ def test_a_county_reviewer_sees_and_decides_only_their_county(served: tuple[str,
     assert "Xinqing team to visit" in page.inner_text("#audit")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "review-county-audit.png"), full_page=True)
+
+
+def test_a_flag_escalates_county_city_province_in_a_browser(served: tuple[str, Store], browser: object) -> None:
+    """Issue 20, item 2: Xinqing's reviewer confirms the county stage, Yichun's reviewer signs the city
+    stage (and, for a critical flag, a provincial signer signs off), each in their own browser session."""
+    url, store = served
+    people = {"xinqing": ("county:新青区", "county-password-1"), "yichun": ("city:伊春市", "city-password-1"),
+              "harbin_hq": ("province", "province-password-1")}
+    for name, (scope, password) in people.items():
+        auth.add_user(store, name, password, "reviewer", scope=scope)
+    everything = service.queue(store, service.QueueFilter(status="all"), page_size=1000).items
+    flag = next(f for f in everything if f["site_id"] == "HLJ-EXP-001" and f["severity"] in ("critical", "warning"))
+    n_stages = 3 if flag["severity"] == "critical" else 2
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def session_of(name: str) -> object:
+        context = browser.new_context(viewport={"width": 1400, "height": 1100}, locale="en-GB")
+        page = context.new_page()
+        page.goto(f"{url}/flags/{flag['id']}")
+        page.fill("input[name=username]", name)
+        page.fill("input[name=password]", people[name][1])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{url}/flags/{flag['id']}")
+        return page
+
+    def state(page: object, number: int) -> str:
+        return page.get_attribute(f'#chain tr[data-stage="{number}"]', "data-state")
+
+    county = session_of("xinqing")
+    assert state(county, 1) == "pending"
+    assert county.locator("#return-form").count() == 0, "the first stage has nothing to return to"
+    county.fill("#sign-form textarea[name=comment]", "Spoil heap beyond the boundary, fresh since June")
+    county.click("#sign-stage")
+    county.wait_for_url(f"{url}/flags/{flag['id']}#escalation")
+    assert state(county, 1) == "signed"
+    assert state(county, 2) == "pending"
+    assert county.locator("#sign-form").count() == 0, "the city stage is not the county's"
+    assert "confirmed" in county.inner_text("#flag-status").lower()
+    county.context.close()
+
+    city = session_of("yichun")
+    assert city.locator("#return-form").count() == 1
+    city.fill("#sign-form textarea[name=comment]", "Checked against the licence map")
+    city.click("#sign-stage")
+    city.wait_for_url(f"{url}/flags/{flag['id']}#escalation")
+    assert state(city, 2) == "signed"
+    city.screenshot(path=str(ARTIFACTS / "review-escalation-city.png"), full_page=True)
+    city.context.close()
+
+    if n_stages == 3:
+        province = session_of("harbin_hq")
+        province.click("#sign-stage")
+        province.wait_for_url(f"{url}/flags/{flag['id']}#escalation")
+        assert state(province, 3) == "signed"
+        assert "Every stage is signed" in province.inner_text("#chain-state")
+        province.goto(f"{url}/audit")
+        assert province.locator("#stage-audit tbody tr").count() == 3
+        province.context.close()
+    assert [e.username for e in escalation.history(store, flag_id=flag["id"])] == [
+        "xinqing", "yichun", "harbin_hq"][:n_stages]

@@ -868,6 +868,7 @@ def sources_check(
 
 app.add_typer(cli_review.review_app, name="review")
 app.add_typer(cli_review.users_app, name="users")
+app.add_typer(cli_review.notify_app, name="notify")
 app.add_typer(cli_review.labels_app, name="labels")
 app.add_typer(cli_restoration.register_app, name="register")
 app.add_typer(cli_restoration.zones_app, name="zones")

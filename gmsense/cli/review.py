@@ -18,6 +18,7 @@ users_app = typer.Typer(help="Users of the review app, their roles (viewer, revi
 SCOPE_HELP = ("what the user sees: province | city:CODE[,CODE] | county:CODE[,CODE] (a code, or the name as the "
               "register holds it: county:尚志市, county:Shangzhi) | licence:ID[,ID] (assessors); admins: province")
 labels_app = typer.Typer(help="Reviewers' decisions as training labels.", no_args_is_help=True)
+notify_app = typer.Typer(help="Digests of new and overdue work, by e-mail and a signed webhook.", no_args_is_help=True)
 
 
 def _store(db: str | None, *, create: bool = True):
@@ -44,6 +45,8 @@ def serve(
     warm: Annotated[int, typer.Option(
         "--warm", min=0, help="render the pictures of the first N flags of the queue at start (0: none)")] = 20,
     config: ConfigOption = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="flag rules and escalation chains YAML "
+                                               "(default configs/rules.yaml)")] = None,
 ) -> None:
     """Serve the review app (queue, flag pages with before/after images, decisions, dashboard, restoration)."""
     import uvicorn
@@ -61,7 +64,8 @@ def serve(
         cache_dir = (Path(database).resolve().parent / ".gmsense-review-cache" if database and database != ":memory:"
                      else Path.home() / ".cache" / "gmsense" / "review")
     app = create_app(store, cache_dir=cache_dir, secure_cookies=secure_cookies,
-                     max_body_bytes=max_body_bytes, warm_pictures=warm, settings=load_settings(config))
+                     max_body_bytes=max_body_bytes, warm_pictures=warm,
+                     settings=load_settings(config, rules_path=rules))
     out.print(f"review app on http://{host}:{port}/ (store {store._safe_url()}); Ctrl-C stops it", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
@@ -83,12 +87,13 @@ def users_add(
     role: Annotated[str, typer.Option(help="viewer | reviewer | admin | assessor")] = "viewer",
     scope: Annotated[str | None, typer.Option(help=SCOPE_HELP)] = None,
     lang: Annotated[str | None, typer.Option(help="interface language: en | zh (default: the browser's)")] = None,
+    email: Annotated[str | None, typer.Option(help="where the user's digest goes (gmsense notify digest)")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from the first line "
                                                  "of stdin instead of a prompt")] = False,
     db: DbOption = None,
 ) -> None:
     """Add a user. The password is asked for (or read from stdin), never taken as an argument."""
-    from gmsense.review.auth import add_user, check_scope
+    from gmsense.review.auth import add_user, check_email, check_scope
     from gmsense.store.scope import PROVINCE, parse_scope
 
     if scope is None and role != "admin":
@@ -96,8 +101,10 @@ def users_add(
                          "county:尚志市) or, for an assessor, licence:ID[,ID]")
     parsed = parse_scope(scope) if scope is not None else PROVINCE
     check_scope(role, parsed)  # before the password is asked for
+    if email:
+        check_email(email)
     store = _store(db)
-    user = add_user(store, name, _read_password(password_stdin), role, lang, scope=parsed)
+    user = add_user(store, name, _read_password(password_stdin), role, lang, scope=parsed, email=email)
     out.print(f"added {user.username} ({user.role}, {parsed.describe()})", highlight=False)
 
 
@@ -114,6 +121,18 @@ def users_scope(name: Annotated[str, typer.Argument(help="user name")],
     out.print(f"{name} now sees {parsed.describe()}", highlight=False)
 
 
+@users_app.command("email")
+@user_errors
+def users_email(name: Annotated[str, typer.Argument(help="user name")],
+                address: Annotated[str, typer.Argument(help="e-mail address for digests; '' for none")],
+                db: DbOption = None) -> None:
+    """Set where a user's digest goes (gmsense notify digest)."""
+    from gmsense.review.auth import set_email
+
+    user = set_email(_store(db), name, address or None)
+    out.print(f"digests of {user.username} go to {user.email or 'nowhere'}", highlight=False)
+
+
 @users_app.command("list")
 @user_errors
 def users_list(db: DbOption = None) -> None:
@@ -121,12 +140,15 @@ def users_list(db: DbOption = None) -> None:
     from gmsense.review.auth import list_users, user_scope
 
     table = Table(title="users")
-    for column in ("user", "role", "scope", "language", "active", "created (UTC)"):
-        table.add_column(column)
     store = _store(db, create=False)
-    for u in list_users(store):
-        table.add_row(u.username, u.role, str(user_scope(store, u)), u.lang or "-", "yes" if u.active else "no",
-                      f"{u.created_at:%Y-%m-%d %H:%M}")
+    users = list_users(store)
+    emails = any(u.email for u in users)  # the column only when someone has an address (narrow terminals)
+    for column in ("user", "role", "scope", "language", *(("e-mail",) if emails else ()), "active", "created (UTC)"):
+        table.add_column(column)
+    for u in users:
+        email = (u.email or "-",) if emails else ()
+        table.add_row(u.username, u.role, str(user_scope(store, u)), u.lang or "-", *email,
+                      "yes" if u.active else "no", f"{u.created_at:%Y-%m-%d %H:%M}")
     out.print(table)
 
 
@@ -194,3 +216,40 @@ def labels_export(
 
     path, n = write_labels(_store(db, create=False), out_file)
     out.print(f"{n} labels -> {path}", highlight=False)
+
+
+@notify_app.command("digest")
+@user_errors
+def notify_digest(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the digests; send and record nothing")] = False,
+    user: Annotated[list[str] | None, typer.Option("--user", help="only this user (repeatable)")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="flag rules and escalation chains YAML "
+                                               "(default configs/rules.yaml)")] = None,
+) -> None:
+    """Per user, the new flags since their last digest, the stages awaiting them and the overdue stages
+    in their scope: by e-mail (notify settings; SMTP login from the environment) and the optional
+    signed webhook. Exit 3 if the SMTP server refused some recipients."""
+    from gmsense.config import load_settings
+    from gmsense.errors import EXIT_PARTIAL
+    from gmsense.review.notify import send
+
+    settings = load_settings(config, rules_path=rules)
+    outcome = send(_store(db, create=False), settings, dry_run=dry_run, usernames=user or None)
+    for digest in outcome.digests:
+        name = digest.user.username
+        counts = (f"{digest.new_total} new, {digest.awaiting.total} awaiting, {digest.overdue.total} overdue "
+                  f"({digest.scope})")
+        if dry_run and not digest.empty:
+            out.print(f"--- {name} <{digest.user.email or 'no e-mail'}>: {digest.subject()}", highlight=False,
+                      markup=False, soft_wrap=True)
+            out.print(digest.text(settings.notify.app_url), highlight=False, markup=False, soft_wrap=True)
+        elif name in outcome.failed:
+            err.print(f"[red]{name}: not sent[/] ({counts}): {outcome.failed[name]}", highlight=False)
+        elif name in outcome.skipped:
+            out.print(f"{name}: not sent, {outcome.skipped[name]} ({counts})", highlight=False)
+        elif not dry_run:
+            out.print(f"{name}: sent by {' and '.join(digest.channels) or 'nothing'} ({counts})", highlight=False)
+    if outcome.failed:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -45,7 +47,7 @@ from gmsense.outputs.i18n import (
     t,
 )
 from gmsense.records import PATCH_CLASSES
-from gmsense.review import auth, service
+from gmsense.review import auth, escalation, service
 from gmsense.review import restoration as restoration_service
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
@@ -68,6 +70,15 @@ EXPORT_FORMATS = {"geojson": "application/geo+json", "gpkg": "application/geopac
 MAX_ID = 2**63 - 1
 #: A flag id in a URL path.
 FlagId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+class StageAction(BaseModel):
+    """An action on the pending stage of a flag's escalation chain (JSON API)."""
+
+    reason: str = Field("", description="why the stage goes back to the level before (required to return)",
+                        max_length=escalation.MAX_TEXT)
+    comment: str = Field("", description="a note with the signature (required when it confirms the flag)",
+                         max_length=escalation.MAX_TEXT)
 
 
 class LoginRequiredError(Exception):
@@ -128,13 +139,15 @@ def pick_language(request: Request, user: UserRow | None = None) -> str:
 
 def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: bool = False,
                max_body_bytes: int = MAX_BODY_BYTES, warm_pictures: int = 0,
-               settings: Settings | None = None) -> FastAPI:
+               settings: Settings | None = None, clock: Callable[[], datetime] | None = None) -> FastAPI:
     """The app over ``store``; pictures are cached in ``cache_dir`` (a temporary folder if None).
     ``secure_cookies``: mark cookies Secure (set it when served over HTTPS behind a proxy);
     ``max_body_bytes``: larger request bodies are refused (413) before they are parsed;
     ``warm_pictures``: render the pictures of the first N flags of the queue in a background
     thread at start (``app.state.warming``), so the first look at a flag is quick; ``settings``:
-    the restoration target (default: the configured defaults), as ``gmsense restoration report``."""
+    the restoration target (default: the configured defaults), as ``gmsense restoration report``,
+    and the escalation chains (``settings.rules.escalation``); ``clock``: the time (naive UTC) for
+    deadlines and stage actions (tests pass a controlled one; default: now)."""
     app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
@@ -144,6 +157,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
     pictures = Pictures(store, cache)
     app.state.store, app.state.pictures = store, pictures
+    rules = settings.rules
+
+    def now() -> datetime:
+        return clock() if clock is not None else datetime.now(UTC).replace(tzinfo=None)
     app.state.warming = None
     if warm_pictures > 0:
         app.state.warming = threading.Thread(target=pictures.warm, args=(warm_pictures,), daemon=True,
@@ -176,6 +193,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
             "area": lambda m2: area(m2, lang, unit) if m2 is not None else "-",
             "sentence": lambda flag: flag_sentence(flag, lang, unit), "url_lang": url_lang,
             "field_label": lambda key: t(f"field.{key}", lang) if f"field.{key}" in catalog("en") else key,
+            "label": lambda prefix, key: t(f"{prefix}.{key}", lang) if f"{prefix}.{key}" in catalog("en") else key,
             "attr": lambda k, v: attr_value(k, v, lang), "layer_kind": lambda k: layer_kind_name(k, lang),
             "version": __version__, **context}, status_code=status_code)
         if request.query_params.get("lang") in LANGUAGES:
@@ -230,6 +248,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     @app.exception_handler(InputError)
     async def _bad_input(request: Request, exc: InputError) -> Response:
         return await _http_error(request, HTTPException(400, str(exc)))
+
+    @app.exception_handler(escalation.ConflictError)
+    async def _conflict(request: Request, exc: escalation.ConflictError) -> Response:
+        return await _http_error(request, HTTPException(409, str(exc)))
 
     @app.exception_handler(PermissionError)
     async def _forbidden(request: Request, exc: PermissionError) -> Response:
@@ -307,10 +329,36 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         sc = scope(who)
         flag, site, patch = service.get_flag(store, flag_id, sc)
         scans = _scans(store, {flag.created_scan_id, flag.updated_scan_id})
+        chain = escalation.get_chain(store, flag_id, sc, rules, now())
         return render(request, "flag.html", who[0], session=who[1], flag=flag, site=site, patch=patch,
                       history=service.history(store, flag_id, sc), scans=scans, reasons=service.REASONS,
                       classes=PATCH_CLASSES, evidence=(patch.metrics or {}).get("evidence", {}) if patch else {},
-                      error=error)
+                      error=error, chain=chain, stage_actor=_stage_actor(chain, who[0]))
+
+    def _stage_actor(chain: escalation.Chain, user: UserRow) -> dict[str, Any]:
+        """Whether ``user`` may act on the pending stage, and if not why (for the page and the API)."""
+        stage = chain.pending
+        if stage is None or not auth.can(user, "decide") or not escalation.may_act(user, stage):
+            return {"stage": None, "blocked_by": None}
+        other = escalation.duties_conflict(store, chain, user)
+        return {"stage": None if other is not None else stage.index + 1,
+                "blocked_by": None if other is None else other + 1}
+
+    @app.post("/flags/{flag_id}/stages/{number}/{action}", include_in_schema=False)
+    def stage_form(request: Request, flag_id: FlagId, number: Annotated[int, PathParam(ge=1, le=100)], action: str,
+                   who: PageUser, csrf_token: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
+                   comment: Annotated[str, Form()] = "") -> Response:
+        user, session = who
+        check_csrf(session, csrf_token)
+        if action not in escalation.ACTIONS:
+            raise HTTPException(404, "stage actions: sign, return")
+        service.get_flag(store, flag_id, scope(who))  # 404 before anything else (outside the scope too)
+        try:
+            escalation.act(store, flag_id, user, number - 1, action, reason=reason, comment=comment, rules=rules,
+                           now=now())
+        except InputError as exc:
+            return RedirectResponse(f"/flags/{flag_id}?error={quote(str(exc))}#escalation", status_code=303)
+        return RedirectResponse(f"/flags/{flag_id}#escalation", status_code=303)
 
     @app.post("/flags/{flag_id}/decision", include_in_schema=False)
     def decide_form(request: Request, flag_id: FlagId, who: PageUser,
@@ -323,7 +371,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
             raise HTTPException(403, t("ui.viewer_cannot_decide", pick_language(request, user)))
         service.get_flag(store, flag_id, scope(who))  # 404 before anything else (outside the scope too)
         try:
-            service.decide(store, flag_id, user, decision, reason, comment, corrected_class or None)
+            service.decide(store, flag_id, user, decision, reason, comment, corrected_class or None, rules=rules,
+                           now=now())
         except InputError as exc:
             return RedirectResponse(f"/flags/{flag_id}?error={quote(str(exc))}", status_code=303)
         return RedirectResponse(f"/flags/{flag_id}", status_code=303)
@@ -357,8 +406,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
         if by not in GROUPINGS:
             raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
-        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, scope(who)),
-                      by=by, groupings=GROUPINGS)
+        sc = scope(who)
+        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, sc),
+                      by=by, groupings=GROUPINGS,
+                      overdue=escalation.pending_stages(store, sc, rules=rules, now=now(), overdue_only=True))
 
     @app.get("/dashboard/{by}.png", include_in_schema=False)
     def dashboard_png(request: Request, by: str, who: PageUser) -> Response:
@@ -373,7 +424,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         sc = scope(who)
         return render(request, "audit.html", who[0], session=who[1],
                       entries=list(reversed(service.history(store, scope=sc))),
-                      restoration_entries=list(reversed(restoration_service.history(store, scope=sc))))
+                      restoration_entries=list(reversed(restoration_service.history(store, scope=sc))),
+                      stage_entries=list(reversed(escalation.history(store, sc))))
 
     # --- restoration (issue 19) ---------------------------------------------------------------
     @app.get("/restoration", response_class=HTMLResponse, include_in_schema=False)
@@ -513,8 +565,50 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         user, session = who
         check_csrf(session, x_csrf_token)
         service.get_flag(store, flag_id, scope(who))
-        row = service.decide(store, flag_id, user, body.decision, body.reason, body.comment, body.corrected_class)
+        row = service.decide(store, flag_id, user, body.decision, body.reason, body.comment, body.corrected_class,
+                             rules=rules, now=now())
         return _review_json(row)
+
+    @app.get("/api/flags/{flag_id}/chain", tags=["escalation"])
+    def api_chain(flag_id: FlagId, who: ApiUser) -> dict[str, Any]:
+        """A flag's escalation chain: its stages (level, role, deadline, state, who signed or returned it
+        and why), the pending one, whether it is overdue, the stage log, and ``may_act``: the stage
+        number the logged-in user may sign or return now (null if none; ``blocked_by``: the stage
+        they acted on, when separation of duties keeps them from the pending one)."""
+        chain = escalation.get_chain(store, flag_id, scope(who), rules, now())
+        return {**chain.as_json(), "may_act": _stage_actor(chain, who[0])}
+
+    @app.post("/api/flags/{flag_id}/stages/{number}/{action}", tags=["escalation"])
+    def api_stage(flag_id: FlagId, number: Annotated[int, PathParam(ge=1, le=100)], action: str, body: StageAction,
+                  who: ApiUser, x_csrf_token: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Sign or return (``action``) stage ``number`` (1 = the first) of a flag's chain; needs the
+        ``X-CSRF-Token`` header from /api/me. 404: the flag is not in your scope (or missing); 403: the
+        stage is not for your role and level, or you acted on another stage of this flag; 409: it is not
+        the pending stage (signed already, not reached, the chain closed); 400: a return without a reason."""
+        user, session = who
+        check_csrf(session, x_csrf_token)
+        if action not in escalation.ACTIONS:
+            raise HTTPException(404, "stage actions: sign, return")
+        service.get_flag(store, flag_id, scope(who))
+        row = escalation.act(store, flag_id, user, number - 1, action, reason=body.reason, comment=body.comment,
+                             rules=rules, now=now())
+        return escalation.event_json(row)
+
+    @app.get("/api/escalation/overdue", tags=["escalation"])
+    def api_overdue(who: ApiUser, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        """Pending stages past their deadline of the flags in your scope, longest overdue first."""
+        found = escalation.pending_stages(store, scope(who), rules=rules, now=now(), overdue_only=True, limit=limit)
+        return {"total": found.total, "items": found.items}
+
+    @app.get("/api/escalation/awaiting", tags=["escalation"])
+    def api_awaiting(who: ApiUser, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        """Pending stages of flags in your scope at your level that your role may act on."""
+        user = who[0]
+        if not auth.can(user, "decide"):
+            return {"total": 0, "items": []}
+        found = escalation.pending_stages(store, scope(who), rules=rules, now=now(), level=user.scope_kind,
+                                          role=user.role, limit=limit)
+        return {"total": found.total, "items": found.items}
 
     @app.get("/api/sites/{site_id}", tags=["sites"])
     def api_site(site_id: str, who: ApiUser) -> dict[str, Any]:
@@ -530,6 +624,12 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                   flag_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[dict]:
         """The decision log, oldest first (append-only)."""
         return [_review_json(r) for r in service.history(store, flag_id, scope(who))]
+
+    @app.get("/api/audit/escalation", tags=["escalation"])
+    def api_audit_escalation(who: ApiUser,
+                             flag_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[dict]:
+        """The stage log (every sign and return), oldest first (append-only)."""
+        return [escalation.event_json(e) for e in escalation.history(store, scope(who), flag_id)]
 
     @app.get("/api/export/{what}.{fmt}", tags=["exports"])
     def api_export(request: Request, what: str, fmt: str, who: ApiUser) -> Response:

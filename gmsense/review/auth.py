@@ -52,6 +52,8 @@ ARGON2_CONCURRENCY = 2
 #: The PostgreSQL advisory lock that serialises login reservations across app processes.
 _LOGIN_ADVISORY_LOCK = 0x676D_6C6F  # "gmlo"
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{2,80}$")
+#: An e-mail address for digests: one address, no spaces, line breaks or list separators.
+_EMAIL = re.compile(r"^[^@\s,;<>\"']{1,64}@[^@\s,;<>\"']{1,189}$")
 _hasher = PasswordHasher()
 _argon2_slots = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
 _reservation_lock = threading.Lock()
@@ -130,10 +132,30 @@ def check_password_rules(username: str, password: str) -> None:
         raise InputError("the password must not be the user name")
 
 
+def check_email(email: str) -> str:
+    email = (email or "").strip()
+    if not _EMAIL.match(email):
+        raise InputError(f"{email!r} is not one e-mail address (name@host)")
+    return email
+
+
+def set_email(store: Store, username: str, email: str | None) -> UserRow:
+    """Where a user's digest goes (None or "": nowhere)."""
+    email = check_email(email) if email else None
+    with store.session() as s, s.begin():
+        user = s.scalar(select(UserRow).where(_named(username)))
+        if user is None:
+            raise InputError(f"no user {username!r}; `gmsense users list` shows them")
+        user.email = email
+    return user
+
+
 def add_user(store: Store, username: str, password: str, role: str,
-             lang: str | None = None, scope: Scope | str = PROVINCE) -> UserRow:
+             lang: str | None = None, scope: Scope | str = PROVINCE, email: str | None = None) -> UserRow:
     """Add a user; the name is stored in lower case and must be new whatever its case. ``scope``
-    (a Scope or its text, gmsense.store.scope.parse_scope) is what they see."""
+    (a Scope or its text, gmsense.store.scope.parse_scope) is what they see; ``email`` where their
+    digest goes (gmsense.review.notify)."""
+    email = check_email(email) if email else None
     username = normalise_username(username)
     if not _USERNAME.match(username):
         raise InputError("a user name has 2-80 letters, digits or . _ @ -")
@@ -151,7 +173,7 @@ def add_user(store: Store, username: str, password: str, role: str,
             if s.scalar(select(UserRow).where(_named(username))) is not None:
                 raise exists
             user = UserRow(username=username, password_hash=password_hash, role=role, lang=lang,
-                           active=True)
+                           active=True, email=email)
             s.add(user)
             s.flush()
             _write_scope(s, user, scope)

@@ -16,8 +16,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, or_, select
 
+from gmsense.config import RulesSettings
 from gmsense.errors import InputError
 from gmsense.records import PATCH_CLASSES
+from gmsense.review import NotFoundError
 from gmsense.store import FlagRow, PatchRow, ReviewRow, SiteRow, Store, UserRow
 from gmsense.store.scope import PROVINCE, Scope, flag_clause, review_clause, site_clause
 
@@ -32,10 +34,6 @@ STATUSES = ("open", "field_visit", "confirmed", "dismissed")
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 MAX_COMMENT = 2000
 PAGE_SIZE = 25
-
-
-class NotFoundError(LookupError):
-    """An id that is not in the store (the app answers 404)."""
 
 
 @dataclass(frozen=True)
@@ -215,14 +213,19 @@ def history(store: Store, flag_id: int | None = None, scope: Scope = PROVINCE) -
 
 
 def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str, comment: str,
-           corrected_class: str | None = None) -> ReviewRow:
+           corrected_class: str | None = None, *, rules: RulesSettings | None = None,
+           now: datetime | None = None) -> ReviewRow:
     """Record a decision: one new audit-log row and the flag's new status, in one transaction.
 
     The user must be an active reviewer or admin, and the flag in their scope (else NotFoundError,
     as for a missing flag). ``reason`` is a code of REASONS[decision];
     ``comment`` (required, at most MAX_COMMENT characters) is the reviewer's own words.
     ``corrected_class`` (optional) is the disturbance class the reviewer saw, for retraining.
+    A confirmation by a user who may act on the first stage of the flag's escalation chain signs
+    that stage in the same transaction (gmsense.review.escalation; ``rules`` hold the chains,
+    configs/rules.yaml by default; ``now`` is the time recorded on the stage).
     """
+    from gmsense.review import escalation
     from gmsense.review.auth import can, user_scope
 
     if not can(user, "decide"):
@@ -253,6 +256,8 @@ def decide(store: Store, flag_id: int, user: UserRow, decision: str, reason: str
         s.add(row)
         s.flush()  # the review row first: the database refuses a status change without one
         flag.status = DECISIONS[decision]
+        if decision == "confirm":
+            escalation.on_confirm(s, flag, user, comment, rules, now)
     return row
 
 

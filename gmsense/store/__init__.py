@@ -243,6 +243,8 @@ class UserRow(Base):
     # What the user sees (gmsense.store.scope): province (everything), city, county or licence, the
     # codes (or licence ids) in user_scope_codes.
     scope_kind: Mapped[str] = mapped_column(String(10), default="province", server_default="province")
+    # Where the user's digest goes (gmsense notify digest); NULL: no e-mail (revision 0010).
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
 
 
 class UserScopeRow(Base):
@@ -293,6 +295,49 @@ class ReviewRow(Base):
     comment: Mapped[str] = mapped_column(Text)
     corrected_class: Mapped[str | None] = mapped_column(String(20), nullable=True)
     previous_status: Mapped[str] = mapped_column(String(20))
+
+
+class EscalationEventRow(Base):
+    """An action on a stage of a flag's escalation chain (gmsense.review.escalation): ``action``
+    sign or return (with ``reason``) of stage ``stage`` (0-based) at ``level``, by whom and when;
+    ``chain`` is the chain the flag travels (a list of {level, role, action, days}) and ``next_*``
+    the stage pending after this action (NULL once the last stage is signed), its level, role and
+    deadline. ``seq`` numbers a flag's events from 1 (unique per flag: of two people acting on the
+    same state only one is recorded). Append-only, as ``reviews`` (database triggers)."""
+
+    __tablename__ = "escalation_events"
+    __table_args__ = (UniqueConstraint("flag_id", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flag_id: Mapped[int] = mapped_column(ForeignKey("flags.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(10))  # sign|return
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    chain: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    next_stage: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    next_level: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    next_role: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    next_due_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DigestRow(Base):
+    """A digest sent to a user (gmsense notify digest): when, from when it counted, and its counts.
+    Append-only; the newest row of a user is where their next digest starts."""
+
+    __tablename__ = "digests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    since: Mapped[datetime] = mapped_column(DateTime)
+    new_flags: Mapped[int] = mapped_column(Integer)
+    awaiting: Mapped[int] = mapped_column(Integer)
+    overdue: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[str] = mapped_column(String(40))  # email, webhook or both
 
 
 class RegisterRow(Base):

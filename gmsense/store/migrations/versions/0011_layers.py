@@ -2,7 +2,7 @@
 protected-land flags of register polygons
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-14 09:00:00
 
 Issue 20, item 4 (gmsense.geo.layers): ``layer_versions`` (one row per version of a named layer:
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
