@@ -183,7 +183,7 @@ def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], 
     return pages
 
 
-def _scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]:
+def scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]:
     """The green-survey ranking of licences (gmsense.outputs.scorecards) as table rows."""
     frame = scorecard_tables(store)["licences"]
 
@@ -224,7 +224,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     worst = [[w["site_id"], str(w["name"]), str(w["score"]), str(w["open_flags"])] for w in t["worst"]]
     trend = [[str(r["scan"]), r["date"], _scan_status(r["status"], lang), str(r["patches_new"]), str(r["flags_new"])]
              for r in t["trend"]]
-    cards_head, cards = _scorecard_rows(store, lang)
+    cards_head, cards = scorecard_rows(store, lang)
     cards_title, cards_note = tr("summary.scorecards", lang), tr("summary.scorecards_note", lang, formula=FORMULA)
     with report_style(lang), atomic_file(out) as tmp:
         if out.suffix.lower() == ".pdf":
