@@ -209,7 +209,8 @@ class RecoverySettings(_Settings):
 class RestorationSettings(_Settings):
     """Restoration status of register polygons per year (gmsense.restoration), from annual composites.
 
-    ``ratio`` is the polygon's median NDVI over that of its reference ring in the same composite."""
+    ``ratio`` is the polygon's vegetation cover relative to its reference ring in the same composite:
+    (mean NDVI - soil_ndvi) / (ring's median NDVI - soil_ndvi)."""
 
     damaged_ratio: float = Field(0.5, gt=0, lt=1, description="ratio below which a polygon is damaged (bare)")
     restored_ratio: float = Field(
@@ -227,6 +228,13 @@ class RestorationSettings(_Settings):
     ring_outer_m: float = Field(100.0, gt=0, description="reference ring ends this far out of the polygon, metres")
     min_reference_ndvi: float = Field(
         0.3, description="a ring greener than this is a vegetated reference; below it, the year has no ratio")
+    soil_ndvi: float = Field(
+        0.1, ge=0, lt=0.3, description="NDVI of bare ground: the ratio compares vegetation cover, (NDVI - soil_ndvi) / "
+                                      "(reference NDVI - soil_ndvi) (0: a plain NDVI ratio)")
+    segment_years: int = Field(4, ge=1, description="latest years whose per-pixel median splits a polygon into parts")
+    segment_gap: float = Field(
+        0.3, gt=0, description="two parts only when their median ratios differ by at least this (restored vs bare)")
+    segment_min_share: float = Field(0.1, gt=0, lt=0.5, description="and the smaller part holds this share of pixels")
     target_rate: float = Field(0.4, ge=0, le=1, description="restoration rate to reach (a zone's target_rate wins)")
 
     @model_validator(mode="after")

@@ -63,7 +63,10 @@ def test_summary_report_pdf_and_html(demo_db: Path, tmp_path: Path) -> None:
     code, output = invoke("report", "summary", "--out", tmp_path / "s.pdf", "--db", demo_db)
     assert code == 0, output
     reader = PdfReader(tmp_path / "s.pdf")
-    assert len(reader.pages) == 2
+    assert len(reader.pages) == 3
+    ranking = reader.pages[2].extract_text()
+    assert "Green-survey ranking of licences" in ranking
+    assert "HLJ-MIN-003" in ranking, "the scorecards' ranking"
     text = reader.pages[0].extract_text()
     assert "Green-mine programme summary" in text
     assert "Xinqing" in text
@@ -76,6 +79,8 @@ def test_summary_report_pdf_and_html(demo_db: Path, tmp_path: Path) -> None:
     assert "<th>disturbed ha</th>" in page
     assert "data:image/png;base64," in page
     assert "non-metallic minerals" in page, "mineral classes by their names, not their codes"
+    assert "<h2>Green-survey ranking of licences (gmsense report scorecards)</h2>" in page
+    assert "score = 100 x (1 - (0.35 P(disturbed ha per km2 per year)" in page
     code, output = invoke("report", "summary", "--by", "planet", "--out", tmp_path / "p.pdf", "--db", demo_db)
     assert code == 2
     assert "planet" in output
@@ -87,7 +92,10 @@ def test_chinese_summary_report_pdf_and_html(demo_db: Path, tmp_path: Path) -> N
                           "--db", demo_db)
     assert code == 0, output
     reader = PdfReader(tmp_path / "s.pdf")
-    assert len(reader.pages) == 2
+    assert len(reader.pages) == 3
+    ranking = reader.pages[2].extract_text()
+    assert "绿色勘查排名" in ranking
+    assert "HLJ-MIN-003" in ranking, "the scorecards' ranking"
     text = reader.pages[0].extract_text()
     for expected in ("绿色矿山工作汇总", "已扫描许可证3个", "亩", "县（区）", "扰动面积（亩）", "逾期未复垦",
                      "Xinqing"):

@@ -14,7 +14,7 @@ from affine import Affine
 from shapely.geometry import Point, box
 
 from gmsense.config import RestorationSettings, Settings
-from gmsense.restoration.status import classify, exclusion, masks
+from gmsense.restoration.status import classify, exclusion, masks, restored_shares, segments
 from gmsense.store import Store
 from gmsense.testutils import PlantedMineLand, run_cli, write_annual_composites
 
@@ -35,7 +35,8 @@ ZONE = box(600100, 5289000, 600850, 5289350)
 A = 150 * 150  # m2 of P1-P5
 A6 = 200 * 150  # m2 of P6
 
-#: The statuses the planted trajectories must give (vegetation share -> ratio (0.1 + 0.7 share) / 0.8).
+#: The statuses the planted trajectories must give (vegetation share = NDVI (0.1 + 0.7 share) over a ring at
+#: 0.8 and bare ground at soil_ndvi 0.1: the ratio is the share itself).
 EXPECTED = {
     "P1": {**dict.fromkeys(range(2010, 2012)), **dict.fromkeys(range(2012, 2023), "damaged")},
     # The ramps' greening reads as a trend from their first green year (a Theil-Sen slope of at least
@@ -49,11 +50,14 @@ EXPECTED = {
     "P4": {2010: "damaged", 2011: "damaged", 2012: "damaged", 2013: "under_restoration",
            **dict.fromkeys(range(2014, 2023), "restored")},
     "P5": dict.fromkeys(YEARS, "restored"),
-    "P6": {2010: None, **dict.fromkeys(range(2011, 2023), "damaged")},
+    # 40 % planted: the polygon's cover rises to 0.4 (a greening trend while the slope window holds it), then
+    # stalls: damaged again (the polygon is not restored as a whole; its restored part is restored area).
+    "P6": {2010: None, **dict.fromkeys(range(2011, 2015), "damaged"),
+           **dict.fromkeys(range(2015, 2018), "under_restoration"), **dict.fromkeys(range(2018, 2023), "damaged")},
 }
 #: register_id -> (restoration started, finished, reverted): the latest events.
 MILESTONES = {"P1": (None, None, None), "P2": (2015, 2019, None), "P3": (2014, 2017, 2020), "P4": (2012, 2014, None),
-              "P5": (None, None, None), "P6": (None, None, None)}
+              "P5": (None, None, None), "P6": (2015, None, None)}
 
 
 def _ratios(shares: list[float]) -> np.ndarray:
@@ -77,6 +81,23 @@ def test_rules_on_a_ramp_a_reversion_and_gaps() -> None:
                             "restored"]
     assert classify(np.array([0.6, 0.62, 0.61]), S).statuses == ["damaged"] * 3, "half green, no trend: damaged"
     assert classify(np.full(3, np.nan), S).statuses == [None] * 3
+
+
+def test_restored_area_by_parts_not_pixels() -> None:
+    rng = np.random.default_rng(0)
+    years = 10
+    statuses = ["damaged"] * years
+    partial = rng.normal(0.0, 0.05, (years, 100))
+    partial[4:, :40] += 0.9  # 40 % planted in the fifth year, at reference from then on
+    assert segments(partial, S).sum() == 40
+    assert restored_shares(partial, statuses, S).tolist() == [0] * 5 + [0.4] * 5, "after two seasons at reference"
+    noisy = rng.normal(0.83, 0.06, (years, 100))  # one part just above 80 %: about a third of its pixels below
+    noisy[:3] = 0.05
+    assert segments(noisy, S).sum() == 0, "one part: pixel noise makes no second part"
+    assert restored_shares(noisy, statuses, S).tolist() == [0] * 4 + [1] * 6, "all restored, none by pixel"
+    below = noisy - 0.08  # just below: none restored, although a quarter of its pixels pass 80 % each year
+    assert np.nansum(restored_shares(below, statuses, S)) == 0
+    assert np.isnan(restored_shares(partial, [None] * years, S)).all(), "no status, no restored area"
 
 
 def test_the_reference_ring_leaves_out_every_register_polygon() -> None:
@@ -146,7 +167,8 @@ def test_statuses_and_milestones_as_planted(reported: tuple[Path, str]) -> None:
     assert latest.loc["P5", "zone"] == "Z1", "by location: inside the zone's polygon"
     p6 = table[table["register_id"] == "P6"].set_index("year")
     assert p6.loc[2014, "restored_share"] == 0
-    assert p6.loc[2015, "restored_share"] == pytest.approx(0.4)
+    assert p6.loc[2015, "restored_share"] == 0, "its pixels at reference for one season only"
+    assert p6.loc[2016, "restored_share"] == pytest.approx(0.4), "restored after two seasons at reference"
     assert p6.loc[2022, "image_id"] == "2022.tif", "each figure names its composite"
     assert (table["n_reference"] > 500).all(), "a 30-100 m ring of 10 m pixels"
     assert len(Store(db).restoration_rows()) == 6 * len(YEARS)
@@ -156,26 +178,37 @@ def test_accounting_equals_hand_computed_figures(reported: tuple[Path, str]) -> 
     folder, _ = reported
     county = pd.read_csv(folder / "by_county.csv").set_index(["group", "year"])
     a, b = county.loc[("A", 2022)], county.loc[("B", 2022)]
-    # county A: P1 damaged; P2, P5 restored. county B: P3 reverted, P6 damaged; P4 restored.
+    # Area, not polygons: county A: P1 damaged; P2, P5 restored. County B: P3 reverted, P6 damaged with its
+    # western 40 % restored (restored area), P4 restored.
     assert (a["damaged_m2"], a["restored_m2"]) == (A, 2 * A)
     assert a["restoration_rate"] == pytest.approx(2 / 3)
     assert bool(a["meets_target"])
-    assert (b["damaged_m2"], b["reverted_m2"], b["restored_m2"]) == (A + A6, A, A)
-    assert b["restoration_rate"] == pytest.approx(A / (2 * A + A6))
-    assert not bool(b["meets_target"])
-    assert b["restored_pixel_m2"] == pytest.approx(A + 0.4 * A6), "P4 whole and 40 % of P6"
+    assert b["damaged_m2"] == pytest.approx(A + 0.6 * A6)
+    assert b["restored_m2"] == pytest.approx(A + 0.4 * A6), "P4 whole and 40 % of P6"
+    assert b["reverted_m2"] == A
+    assert b["restored_polygons_m2"] == A, "P4 alone is restored as a whole"
+    assert b["restoration_rate"] == pytest.approx((A + 0.4 * A6) / (2 * A + A6))
+    assert bool(b["meets_target"]), "46 %: met by area, although one polygon of three is restored"
+    assert set(b["register_ids"].split(";")) == {"P3", "P4", "P6"}
     new = county[["newly_damaged_m2", "newly_restored_m2"]]
     assert new.loc[("A", 2011)].tolist() == [A, 0]
     assert new.loc[("A", 2012)].tolist() == [A, 0]
-    assert new.loc[("A", 2019)].tolist() == [0, A]
+    assert new.loc[("A", 2019)].tolist() == [0, A], "P2 as one part: its pixels' noise adds or removes nothing"
     assert new.loc[("B", 2010)].tolist() == [0, 0], "damaged when the archive starts: the stock, not new"
     assert new.loc[("B", 2011)].tolist() == [A + A6, 0]
     assert new.loc[("B", 2014)].tolist() == [0, A]
+    assert new.loc[("B", 2016)].tolist() == pytest.approx([0, 0.4 * A6]), "P6's restored part"
     assert new.loc[("B", 2017)].tolist() == [0, A]
-    assert new.loc[("B", 2020)].tolist() == [A, 0], "the reversion is new damage"
+    assert new.loc[("B", 2020)].tolist() == [A, 0], "the reversion: restored area lost is new damage"
     assert county["newly_damaged_m2"].sum() == 3 * A + A6 + A
+    # the yearly balance: damaged and restored area change by exactly the new areas
+    for group, rows in county.groupby(level="group"):
+        rows = rows.droplevel("group").sort_index()
+        change = rows["damaged_m2"].diff().iloc[1:]
+        balance = (rows["newly_damaged_m2"] - rows["newly_restored_m2"]).iloc[1:]
+        assert change.tolist() == pytest.approx(balance.tolist(), abs=1e-6), group
     total = pd.read_csv(folder / "total.csv").set_index("year").loc[2022]
-    assert total["restoration_rate"] == pytest.approx(3 * A / (3 * A + 2 * A + A6))
+    assert total["restoration_rate"] == pytest.approx((3 * A + 0.4 * A6) / (5 * A + A6))
     assert total["target_rate"] == 0.4
     zone = pd.read_csv(folder / "by_zone.csv").set_index(["group", "year"]).loc[("Z1", 2022)]
     assert (zone["polygons"], zone["restored_m2"], zone["target_rate"]) == (2, 2 * A, 0.6), "the zone's own target"
@@ -183,8 +216,8 @@ def test_accounting_equals_hand_computed_figures(reported: tuple[Path, str]) -> 
     assert kind.loc[("tailings", 2022), "reverted_m2"] == A
     assert set(pd.read_csv(folder / "by_province.csv")["group"]) == {"HLJ"}
     summary = (folder / "summary.md").read_text(encoding="utf-8")
-    assert "restoration rate 47.4% against a target of 40.0% (target met)" in summary
-    assert "| B | 5.25 ha | 2.25 ha | 30.0% | 40.0% | target not met |" in summary
+    assert "restoration rate 55.8% against a target of 40.0% (target met)" in summary
+    assert "| B | 4.05 ha | 3.45 ha | 46.0% | 40.0% | target met |" in summary
 
 
 def test_chinese_summary_in_mu(reported: tuple[Path, str], tmp_path: Path) -> None:
@@ -193,8 +226,8 @@ def test_chinese_summary_in_mu(reported: tuple[Path, str], tmp_path: Path) -> No
                            "--area-unit", "mu")
     assert code == 0, output
     text = (tmp_path / "zh" / "summary.md").read_text(encoding="utf-8")
-    assert "修复率47.4%，目标40.0%（达标）" in text
-    assert "| B | 78.75亩 | 33.75亩 | 30.0% | 40.0% | 未达标 |" in text
+    assert "修复率55.8%，目标40.0%（达标）" in text
+    assert "| B | 60.75亩 | 51.75亩 | 46.0% | 40.0% | 达标 |" in text
     assert "<html lang='zh-CN'>" in (tmp_path / "zh" / "summary.html").read_text(encoding="utf-8")
 
 
@@ -218,3 +251,34 @@ def test_thresholds_are_settings() -> None:
 
     with pytest.raises(ConfigError, match="damaged_ratio must be below restored_ratio"):
         Settings().with_overrides({"restoration.damaged_ratio": 0.9})
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_pdf_report_with_province_rate_and_sources(reported: tuple[Path, str], tmp_path: Path, lang: str) -> None:
+    from pypdf import PdfReader
+
+    _, db = reported
+    folder = tmp_path / lang
+    code, output = run_cli("restoration", "report", "--out", folder, "--db", db, "--format", "pdf", "--lang", lang)
+    assert code == 0, output
+    text = "".join(page.extract_text() for page in PdfReader(folder / "restoration_report.pdf").pages)
+    text = text.replace("\n", "")
+    rate = pd.read_csv(folder / "by_province.csv").set_index(["group", "year"]).loc[("HLJ", 2022), "restoration_rate"]
+    if lang == "zh":
+        assert "矿山生态修复核算报告（2022年）" in text
+        assert "HLJ省：" in text
+        assert f"修复率{rate:.1%}，目标40.0%" in text
+        assert "示范区Z1：修复率" in text
+        assert "目标60.0%" in text, "the zone against its own target"
+        assert "逐年损毁与修复面积" in text
+    else:
+        assert "Restoration of mine land: accounting report, 2022" in text
+        assert "Province HLJ:" in text
+        assert f"restoration rate {rate:.1%} against 40.0%" in text
+    assert "by_county.csv" in text, "each figure names its source"
+    assert "P6" in text, "and its polygons"
+    for name in ("total.csv", "by_county.csv", "by_zone.csv", "status_by_polygon_year.csv"):
+        assert (folder / name).exists(), name
+    assert not (folder / "summary.md").exists(), "--format pdf writes the PDF and the tables it cites"
+    county = pd.read_csv(folder / "by_county.csv")
+    assert set(county.loc[county["group"] == "A", "register_ids"].iloc[-1].split(";")) == {"P1", "P2", "P5"}

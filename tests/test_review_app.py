@@ -216,7 +216,10 @@ def test_flag_page_shows_evidence_and_its_pictures_render(client: TestClient) ->
         assert response.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(response.content) > 10_000  # a picture, not a placeholder
     assert "HLJ" in client.get(f"/sites/{flag['site_id']}").text
-    assert client.get("/dashboard").status_code == 200
+    dashboard = client.get("/dashboard")
+    assert dashboard.status_code == 200
+    assert "Green-survey ranking of licences" in dashboard.text, "the scorecards' ranking with its formula"
+    assert '<a href="/sites/HLJ-MIN-003">HLJ-MIN-003</a>' in dashboard.text
 
 
 def test_site_page_shows_the_imagery_coverage_and_warns_when_it_is_low(client: TestClient, store: Store) -> None:

@@ -12,10 +12,13 @@ a temporary folder; then what a user runs is timed: the register imported into a
   ``restored``, ``reverted``, or none: intact ground, or no ratio) equals the truth's, over the
   polygon-years where either has one; and the same on the latest year only;
 - **restored-area error** per polygon, latest year: ``|est - true| / max(true, AREA_FLOOR_M2)`` over the
-  polygons with a true restored area, ``est`` the report's ``restored_pixel_m2`` (restored share of
-  the polygon's pixels x its area); the median (the target) and the 90th percentile;
-- **county restoration rate** (restored / (damaged + restored) polygon area, the survey's figure), latest
-  year: the error in percentage points against the truth's rate, max and median over counties;
+  polygons with a true restored area, ``est`` the report's ``restored_m2`` (restored share of the
+  polygon's pixels x its area); the median (the target) and the 90th percentile;
+- **county restoration rate** (restored / (damaged + restored) area, the survey's figure), latest year:
+  the report's ``by_county.csv`` against the same function
+  (:func:`gmsense.outputs.restoration_report.accounting`) run on the truth (each polygon with a true
+  status counts its truly restored area, the area of its parts restored, and the rest as damaged); the
+  error in percentage points, max and median over counties;
 - **runtime**: import + run + report (the world's generation is timed apart).
 
 Seeds and land-cover mix: the tests use seeds below 100 and their own mixes; the defaults here (seeds
@@ -44,7 +47,7 @@ from gmsense import __version__
 from gmsense.bench import write_json_and_markdown
 from gmsense.config import Settings
 from gmsense.geo.register import read_register
-from gmsense.outputs.restoration_report import write_restoration_report
+from gmsense.outputs.restoration_report import accounting, write_restoration_report
 from gmsense.restoration.run import run_restoration
 from gmsense.sources.synthetic.restoration import WorldSpec, write_restoration_world
 from gmsense.store import Store
@@ -69,7 +72,7 @@ def account(register: Path, composites: Path, workdir: Path, settings: Settings)
     summary = run_restoration(store, composites, settings)
     t2 = time.perf_counter()
     report = workdir / "report"
-    write_restoration_report(store, report, settings)
+    write_restoration_report(store, report, settings, fmt="tables")
     t3 = time.perf_counter()
     return report, {"import_s": round(t1 - t0, 2), "run_s": round(t2 - t1, 2), "report_s": round(t3 - t2, 2),
                     "runtime_s": round(t3 - t0, 2), "failed": summary["failed"]}
@@ -82,7 +85,7 @@ def _status(value: Any) -> str:
 def score(report: Path, truth: pd.DataFrame, polygons: pd.DataFrame) -> dict[str, Any]:
     """Score a report folder against the world's truth (per polygon-year) and scenarios (per polygon)."""
     est = pd.read_csv(report / "status_by_polygon_year.csv")
-    merged = truth.merge(est[["register_id", "year", "status", "restored_pixel_m2", "ratio"]],
+    merged = truth.merge(est[["register_id", "year", "status", "restored_m2", "ratio"]],
                          on=["register_id", "year"], how="left", suffixes=("_true", "_est"))
     merged["t"] = merged["status_true"].map(_status)
     merged["e"] = merged["status_est"].map(_status)
@@ -94,17 +97,17 @@ def score(report: Path, truth: pd.DataFrame, polygons: pd.DataFrame) -> dict[str
     by_scenario = {s: round(float((g["t"] == g["e"]).mean()), 3) for s, g in scenario.groupby("scenario")}
     # restored area, latest year
     now = merged[merged["year"] == last]
-    has = now[now["restored_m2"] > 0]
-    estimate = has["restored_pixel_m2"].fillna(0.0)
-    errors = (estimate - has["restored_m2"]).abs() / np.maximum(has["restored_m2"], AREA_FLOOR_M2)
-    # county rate, latest year
+    has = now[now["restored_m2_true"] > 0]
+    estimate = has["restored_m2_est"].fillna(0.0)
+    errors = (estimate - has["restored_m2_true"]).abs() / np.maximum(has["restored_m2_true"], AREA_FLOOR_M2)
+    # county rate, latest year: the report's accounting against the same function on the truth
     rates = []
     counties = pd.read_csv(report / "by_county.csv")
+    true_counties = true_accounting(truth, "county")
     for county, rows in now.groupby("county"):
-        counted = rows[rows["t"] != "none"]
-        restored = counted.loc[counted["t"] == "restored", "area_m2"].sum()
-        total = counted["area_m2"].sum()
-        true_rate = restored / total if total > 0 else None
+        mine = true_counties[(true_counties["group"] == str(county)) & (true_counties["year"] == last)]
+        true_rate = float(mine["restoration_rate"].iloc[0]) if len(mine) and pd.notna(
+            mine["restoration_rate"].iloc[0]) else None
         row = counties[(counties["group"].astype(str) == str(county)) & (counties["year"] == last)]
         est_rate = float(row["restoration_rate"].iloc[0]) if len(row) and pd.notna(row["restoration_rate"].iloc[0]) \
             else None
@@ -121,13 +124,22 @@ def score(report: Path, truth: pd.DataFrame, polygons: pd.DataFrame) -> dict[str
         "restored_area_polygons": len(has),
         "restored_area_error_median": _round(float(np.median(errors))) if len(errors) else None,
         "restored_area_error_p90": _round(float(np.quantile(errors, 0.9))) if len(errors) else None,
-        "restored_area_true_ha": round(float(has["restored_m2"].sum()) / 1e4, 2),
+        "restored_area_true_ha": round(float(has["restored_m2_true"].sum()) / 1e4, 2),
         "restored_area_estimated_ha": round(float(estimate.sum()) / 1e4, 2),
         "county_rate_error_pp_max": max(county_errors) if county_errors else None,
         "county_rate_error_pp_median": _round(float(np.median(county_errors))) if county_errors else None,
         "counties": rates,
         "failure_polygon_years_estimated_restored": int((failure["e"] == "restored").sum()),
     }
+
+
+def true_accounting(truth: pd.DataFrame, level: str | None) -> pd.DataFrame:
+    """The report's accounting (:func:`gmsense.outputs.restoration_report.accounting`) of the truth
+    table (per polygon and year: ``status``, ``restored_m2`` the area of its restored parts, ``area_m2``)."""
+    table = truth.copy()
+    table["status"] = table["status"].where(table["status"].notna(), None)
+    table[level or "county"] = table[level or "county"].astype(str)
+    return accounting(table, level, 0.4)
 
 
 def _round(value: Any, digits: int = 4) -> float | None:

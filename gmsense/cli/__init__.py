@@ -685,6 +685,25 @@ def report_summary(
     out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
+@report_app.command("scorecards")
+@user_errors
+def report_scorecards(
+    out_file: Annotated[Path, typer.Option("--out", help="CSV to write (per licence; _holders.csv, _years.csv and "
+                                           ".md beside it)")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Green-survey scorecards: per licence and holder, disturbed area and trench/track length per km2 per year,
+    share reclaimed by the deadline, confirmed violations, trend, and a ranking (formula in the .md)."""
+    from gmsense.config import load_settings
+    from gmsense.outputs.scorecards import FORMULA, write_scorecards
+    from gmsense.store import Store
+
+    written = write_scorecards(Store(db, create=False), out_file, load_settings(config))
+    out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    out.print(FORMULA, highlight=False, soft_wrap=True)
+
+
 sites_app = typer.Typer(help="Licence areas: import registers, export corner tables.", no_args_is_help=True)
 app.add_typer(sites_app, name="sites")
 

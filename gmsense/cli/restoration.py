@@ -111,13 +111,16 @@ def restoration_report(
     config: ConfigOption = None,
     lang: Annotated[str, typer.Option("--lang", help="en | zh (Simplified Chinese)")] = "en",
     unit: Annotated[str, typer.Option("--area-unit", help="ha | mu (1 mu = 666.67 m2)")] = "ha",
+    fmt: Annotated[str, typer.Option("--format", help="all | tables (CSV, GeoPackage, markdown, HTML) | pdf "
+                                     "(restoration_report.pdf and the CSV tables it cites)")] = "all",
 ) -> None:
     """Accounting: status per polygon and year; damaged / restored area, restoration rate against the target,
     newly damaged and restored area per province, city, county, zone, mineral class and kind (CSV);
-    polygons with their latest status (GeoPackage); a summary (markdown and HTML)."""
+    polygons with their latest status (GeoPackage); a summary (markdown and HTML); a PDF report with charts."""
     from gmsense.config import load_settings
     from gmsense.outputs.restoration_report import write_restoration_report
     from gmsense.store import Store
 
-    written = write_restoration_report(Store(db, create=False), out_dir, load_settings(config), lang, unit)
+    written = write_restoration_report(Store(db, create=False), out_dir, load_settings(config), lang, unit,
+                                       fmt)
     out.print(f"wrote {_plural(len(written), 'file')} to {out_dir}", highlight=False, soft_wrap=True)

@@ -1,19 +1,26 @@
 """Restoration accounting the way the surveys report it, from the register's status rows.
 
-Per year and per province / city / county / demonstration zone / mineral class / kind (and the
-whole register): damaged area (m², polygons that are ``damaged``, ``under_restoration`` or
-``reverted``: not yet restored), restored area (m², polygons ``restored``), restoration rate =
-restored / (damaged + restored), newly damaged and newly restored area (m²) and the target
-(``restoration.target_rate``, a zone's own ``target_rate`` where set). Polygons without a status in
-a year (before they were first seen damaged, or without a ratio) are not counted that year.
-``restored_pixel_m2`` sums each polygon's restored share (pixels at the restored ratio of the
-reference) x its area: restoration inside polygons not yet restored as a whole.
+The surveys (e.g. the national survey of abandoned open-pit mines, 2022: damaged 50.74 x 10^4 ha,
+restored 32.00 x 10^4 ha, rate 38.68 %) measure **land**: the restored area is the area of mine land
+interpreted as restored, wherever it lies, and the rate is restored / (damaged + restored) area. So
+the accounting counts area, not polygons: each polygon with a status in a year contributes its
+restored area (its restored pixel share, :func:`gmsense.restoration.status.restored_shares`, x its
+area: a polygon half grown back counts half) and the rest of its area as damaged. Per year and per
+province / city / county / demonstration zone / mineral class / kind (and the whole register):
 
-Newly damaged in a year: a polygon damaged (or reverted, or under restoration) whose last status
-before was ``restored`` or that had none yet (the ground was intact); newly restored: a polygon
-restored whose last status before was another. The first year of the archive has no new area
-(what is damaged then is the stock). A polygon belongs to the zone its ``demonstration_zone``
-names, else to the zone containing its representative point.
+- ``damaged_m2``, ``restored_m2`` (m²) and ``restoration_rate`` = restored / (damaged + restored);
+- ``under_restoration_m2`` and ``reverted_m2``: the damaged area of polygons with that status (a part
+  of ``damaged_m2``); ``restored_polygons_m2``: the area of polygons restored as a whole (their status);
+- ``newly_damaged_m2``: the area of polygons first seen damaged that year (the ground was intact) and
+  restored area lost since the polygon's previous status (reversion); ``newly_restored_m2``: restored
+  area gained since then. So damaged and restored area change by exactly these (the yearly balance);
+- the target (``restoration.target_rate``, a zone's own ``target_rate`` where set).
+
+Polygons without a status in a year (before they were first seen damaged, or without a ratio) are not
+counted that year. The first year of a polygon's rows has no new area (what is damaged then is the
+stock). :func:`accounting` is the one function behind the report's tables, the review app's page and
+the bench (which runs it on the synthetic truth too). A polygon belongs to the zone its
+``demonstration_zone`` names, else to the zone containing its representative point.
 """
 
 from __future__ import annotations
@@ -38,12 +45,12 @@ LEVELS = ("province", "city", "county", "zone", "mineral_class", "kind")
 DAMAGED = ("damaged", "under_restoration", "reverted")
 NONE = "(none)"
 STATUS_COLUMNS = ["register_id", "year", "status", "events", "ratio", "polygon_ndvi", "reference_ndvi",
-                  "restored_share", "area_m2", "restored_pixel_m2", "n_pixels", "n_reference", "image_id", "run_id",
-                  "kind", "mineral_class", "province", "city", "county", "zone", "responsible_party",
+                  "restored_share", "area_m2", "restored_m2", "damaged_m2", "n_pixels", "n_reference", "image_id",
+                  "run_id", "kind", "mineral_class", "province", "city", "county", "zone", "responsible_party",
                   "restoration_deadline"]
 ACCOUNT_COLUMNS = ["level", "group", "year", "polygons", "damaged_m2", "under_restoration_m2", "reverted_m2",
-                   "restored_m2", "restored_pixel_m2", "restoration_rate", "newly_damaged_m2", "newly_restored_m2",
-                   "target_rate", "meets_target"]
+                   "restored_m2", "restored_polygons_m2", "restoration_rate", "newly_damaged_m2", "newly_restored_m2",
+                   "target_rate", "meets_target", "register_ids"]
 
 
 def status_table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
@@ -66,11 +73,12 @@ def status_table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
         polygon = register[row.register_id]
         attrs = polygon.attrs or {}
         share = row.restored_share
+        restored = None if row.status is None else (share or 0.0) * polygon.area_m2
         data.append({
             "register_id": row.register_id, "year": row.year, "status": row.status, "events": row.events,
             "ratio": row.ratio, "polygon_ndvi": row.polygon_ndvi, "reference_ndvi": row.reference_ndvi,
-            "restored_share": share, "area_m2": polygon.area_m2,
-            "restored_pixel_m2": None if share is None else share * polygon.area_m2,
+            "restored_share": share, "area_m2": polygon.area_m2, "restored_m2": restored,
+            "damaged_m2": None if restored is None else polygon.area_m2 - restored,
             "n_pixels": row.n_pixels, "n_reference": row.n_reference, "image_id": row.image_id, "run_id": row.run_id,
             "kind": polygon.kind, **{k: attrs.get(k) for k in ("mineral_class", "province", "city", "county")},
             "zone": zone_of[row.register_id], "responsible_party": attrs.get("responsible_party"),
@@ -87,49 +95,66 @@ def _zone(row: Any, zones: list[tuple[str, Any]]) -> str | None:
 
 
 def with_changes(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with ``new_damage`` and ``new_restored`` (booleans) per polygon and year."""
+    """``table`` (rows with ``register_id, year, status, area_m2, restored_m2``) with, per polygon and
+    year, ``new_damage`` and ``new_restored`` (booleans: the polygon's status changed to damaged from
+    restored or intact, to restored from another) and the area changes ``newly_damaged_m2`` and
+    ``newly_restored_m2`` of the module docstring (m²)."""
     table = table.sort_values(["register_id", "year"]).copy()
-    new_damage, new_restored = [], []
+    new_damage, new_restored, damaged_m2, restored_m2 = [], [], [], []
     for _, rows in table.groupby("register_id", sort=False):
         last: str | None = None
-        for k, status in enumerate(rows["status"]):
+        last_restored: float | None = None
+        for k, (status, area_m2, restored) in enumerate(zip(rows["status"], rows["area_m2"], rows["restored_m2"],
+                                                            strict=True)):
             status = None if pd.isna(status) else status
+            restored = 0.0 if status is None or pd.isna(restored) else float(restored)
             first = k == 0
             new_damage.append(not first and status in DAMAGED and last in (None, "restored"))
             new_restored.append(not first and status == "restored" and last not in (None, "restored"))
-            last = status if status is not None else last
+            if first or status is None:
+                gained = lost = 0.0
+            elif last_restored is None:  # first seen damaged: the ground was intact
+                gained, lost = restored, float(area_m2)
+            else:
+                gained, lost = max(restored - last_restored, 0.0), max(last_restored - restored, 0.0)
+            restored_m2.append(gained)
+            damaged_m2.append(lost)
+            if status is not None:
+                last, last_restored = status, restored
     table["new_damage"], table["new_restored"] = new_damage, new_restored
+    table["newly_damaged_m2"], table["newly_restored_m2"] = damaged_m2, restored_m2
     return table
 
 
 def accounting(table: pd.DataFrame, level: str | None, target: float,
                zone_targets: dict[str, float | None] | None = None) -> pd.DataFrame:
-    """Per group of ``level`` (None: the whole register) and year, the figures of the module
-    docstring; areas in m², rates as shares 0-1."""
-    table = with_changes(table) if "new_damage" not in table else table
+    """Per group of ``level`` (None: the whole register) and year, the area-based figures of the
+    module docstring (:data:`ACCOUNT_COLUMNS`; areas in m², rates as shares 0-1; ``register_ids``: the
+    polygons counted, ``;``-separated). ``table`` needs ``register_id, year, status, area_m2`` and
+    ``restored_m2`` (the polygon's restored area that year) and the ``level`` column."""
+    table = with_changes(table) if "newly_damaged_m2" not in table else table
     key = table[level].fillna(NONE).astype(str) if level else pd.Series("all", index=table.index)
     out = []
     for (group, year), rows in table.groupby([key, table["year"]], sort=True):
         if level == "zone" and group == NONE:
             continue
         counted = rows[rows["status"].notna()]
-
-        def area_of(mask: pd.Series, rows: pd.DataFrame = counted) -> float:
-            return float(rows.loc[mask, "area_m2"].sum())
-
-        damaged = area_of(counted["status"].isin(DAMAGED))
-        restored = area_of(counted["status"] == "restored")
+        restored_of = counted["restored_m2"].fillna(0.0).astype(float)
+        damaged_of = counted["area_m2"].astype(float) - restored_of
+        restored, damaged = float(restored_of.sum()), float(damaged_of.sum())
         goal = (zone_targets or {}).get(group) if level == "zone" else None
         goal = target if goal is None else goal
         rate = restored / (damaged + restored) if damaged + restored > 0 else None
         out.append({
             "level": level or "all", "group": group, "year": int(year), "polygons": len(counted),
-            "damaged_m2": damaged, "under_restoration_m2": area_of(counted["status"] == "under_restoration"),
-            "reverted_m2": area_of(counted["status"] == "reverted"), "restored_m2": restored,
-            "restored_pixel_m2": float(counted["restored_pixel_m2"].fillna(0).sum()),
-            "restoration_rate": rate, "newly_damaged_m2": area_of(rows["new_damage"], rows),
-            "newly_restored_m2": area_of(rows["new_restored"], rows), "target_rate": goal,
-            "meets_target": None if rate is None else bool(rate >= goal)})
+            "damaged_m2": damaged,
+            "under_restoration_m2": float(damaged_of[counted["status"] == "under_restoration"].sum()),
+            "reverted_m2": float(damaged_of[counted["status"] == "reverted"].sum()), "restored_m2": restored,
+            "restored_polygons_m2": float(counted.loc[counted["status"] == "restored", "area_m2"].sum()),
+            "restoration_rate": rate, "newly_damaged_m2": float(rows["newly_damaged_m2"].sum()),
+            "newly_restored_m2": float(rows["newly_restored_m2"].sum()), "target_rate": goal,
+            "meets_target": None if rate is None else bool(rate >= goal),
+            "register_ids": ";".join(sorted(counted["register_id"].astype(str)))})
     return pd.DataFrame(out, columns=ACCOUNT_COLUMNS)
 
 
@@ -176,11 +201,18 @@ def latest_frame(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry="geometry", crs="EPSG:4326")
 
 
+FORMATS = ("all", "tables", "pdf")
+
+
 def write_restoration_report(store: Store, out: Path, settings: Settings, lang: str = "en",
-                             unit: str = "ha") -> list[Path]:
-    """Write the accounting into the folder ``out``: ``status_by_polygon_year.csv``, ``by_<level>.csv``
-    per level of :data:`LEVELS` and ``total.csv``, ``polygons_latest.gpkg`` and ``summary.md`` /
-    ``summary.html`` in ``lang`` (areas in ``unit``). Returns the files written."""
+                             unit: str = "ha", fmt: str = "all") -> list[Path]:
+    """Write the accounting into the folder ``out``: always ``status_by_polygon_year.csv``, ``by_<level>.csv``
+    per level of :data:`LEVELS` and ``total.csv`` (every figure's source); with ``fmt`` ``tables`` or
+    ``all`` also ``polygons_latest.gpkg`` and ``summary.md`` / ``summary.html``; with ``pdf`` or ``all``
+    ``restoration_report.pdf`` (:mod:`gmsense.outputs.restoration_pdf`); in ``lang``, areas in ``unit``.
+    Returns the files written."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
     catalog(lang)
     area(0, lang, unit)  # an unknown unit is an error before any work
     table = status_table(store)
@@ -195,12 +227,17 @@ def write_restoration_report(store: Store, out: Path, settings: Settings, lang: 
     for name, frame in tables.items():
         written.append(write_frame(frame, folder / ("total.csv" if name == "total" else f"by_{name}.csv"), "csv",
                                    name))
-    latest = latest_frame(store, table)
-    written.append(write_frame(latest, folder / "polygons_latest.gpkg", "gpkg", "restoration"))
     run = store.restoration_runs()[-1]
-    markdown, page = summary_texts(tables, latest, run, settings, lang, unit)
-    written.append(write_bytes(folder / "summary.md", markdown.encode("utf-8")))
-    written.append(write_bytes(folder / "summary.html", page.encode("utf-8")))
+    if fmt in ("all", "tables"):
+        latest = latest_frame(store, table)
+        written.append(write_frame(latest, folder / "polygons_latest.gpkg", "gpkg", "restoration"))
+        markdown, page = summary_texts(tables, latest, run, settings, lang, unit)
+        written.append(write_bytes(folder / "summary.md", markdown.encode("utf-8")))
+        written.append(write_bytes(folder / "summary.html", page.encode("utf-8")))
+    if fmt in ("all", "pdf"):
+        from gmsense.outputs.restoration_pdf import PDF_NAME, write_restoration_pdf
+
+        written.append(write_restoration_pdf(tables, table, run, settings, folder / PDF_NAME, lang, unit))
     return written
 
 

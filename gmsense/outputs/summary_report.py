@@ -29,7 +29,8 @@ from gmsense.files import atomic_file, check_target
 from gmsense.outputs.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
 from gmsense.outputs.i18n import area as format_area
 from gmsense.outputs.i18n import t as tr
-from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout
+from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout, wrap_cell
+from gmsense.outputs.scorecards import FORMULA, scorecard_tables
 from gmsense.outputs.site_report import report_style
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
@@ -263,6 +264,23 @@ def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], 
     return pages
 
 
+def scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]:
+    """The green-survey ranking of licences (gmsense.outputs.scorecards) as table rows."""
+    frame = scorecard_tables(store)["licences"]
+
+    def num(v: Any, pattern: str) -> str:
+        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else pattern.format(v)
+
+    head = [tr(f"summary.col.{c}", lang) for c in ("rank", "licence", "holder", "disturbed_intensity",
+                                                    "linear_intensity", "trend", "reclaimed_by_deadline",
+                                                    "confirmed_violations", "green_score")]
+    rows = [[str(r["rank"]), str(r["site_id"]), str(r["holder"] or "-"),
+             num(r["disturbed_ha_per_km2_per_year"], "{:.3f}"), num(r["trench_track_m_per_km2_per_year"], "{:.1f}"),
+             num(r["trend_ha_per_km2_per_year"], "{:+.3f}"), num(r["reclaimed_by_deadline_share"], "{:.0%}"),
+             str(r["confirmed_violations"]), f"{r['score']:.1f}"] for _, r in frame.iterrows()]
+    return head, rows
+
+
 def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha") -> Path:
     """Write the programme summary to ``out`` (.pdf or .html) in ``lang`` (en, zh) with areas in
     ``unit`` (ha, mu)."""
@@ -289,6 +307,8 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
              for r in t["trend"]]
     protected_head, protected = _protected_rows(t, lang, unit)
     protected_title = tr("layers.title", lang)
+    cards_head, cards = scorecard_rows(store, lang)
+    cards_title, cards_note = tr("summary.scorecards", lang), tr("summary.scorecards_note", lang, formula=FORMULA)
     with report_style(lang), atomic_file(out) as tmp:
         if out.suffix.lower() == ".pdf":
             pages: list[Figure] = []
@@ -320,6 +340,10 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                     else:
                         fig.text(0.03, 0.9, tr("layers.none", lang), fontsize=9, va="top")
                         pages.append(fig)
+                fig = plt.figure(figsize=A4_LANDSCAPE)
+                fig.text(0.03, 0.95, cards_title, fontsize=10, weight="bold", va="top")
+                fig.text(0.03, 0.92, "\n".join(wrap_cell(cards_note, 190)), fontsize=7, va="top")
+                pages += _table_figure_pages(fig, (0.03, 0.06, 0.94, 0.80), cards_head, cards, cards_title)
                 for n, page in enumerate(pages, start=1):
                     page.text(0.5, 0.02, tr("report.page", lang, n=n, total=len(pages)), fontsize=7, ha="center",
                               va="bottom")
@@ -356,5 +380,6 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
                 + (f"<h2>{esc(protected_title)}</h2>" + (table(protected_head, protected) if protected else
                                                           f"<p>{esc(tr('layers.none', lang))}</p>")
                    if protected or t["protected_layers"] else "")
-                + "</body></html>", encoding="utf-8")
+                + f"<h2>{esc(cards_title)}</h2><p>{esc(cards_note)}</p>{table(cards_head, cards)}"
+                "</body></html>", encoding="utf-8")
     return out

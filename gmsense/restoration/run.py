@@ -25,7 +25,7 @@ from gmsense.geo.grid import grid_transform
 from gmsense.geo.register import RegisterPolygon
 from gmsense.geo.sites import WGS84, Site, reproject_geometry
 from gmsense.records import RestorationRecord
-from gmsense.restoration.status import annual_ndvi, classify, exclusion, masks, measure
+from gmsense.restoration.status import annual_ndvi, classify, exclusion, masks, measure, restored_shares
 from gmsense.store import RegisterRow, Store
 
 MARGIN_M = 30.0  # read this much beyond the reference ring, metres
@@ -57,6 +57,7 @@ def analyse_polygon(polygon: RegisterPolygon, neighbours: list[RegisterPolygon],
     years, yearly = annual_ndvi(ndvi, date_years)
     found = measure(yearly, inside, ring, s)
     trajectory = classify(found.ratio, s)
+    shares = restored_shares(found.pixel_ratio, trajectory.statuses, s)
     images = cube["image_id"].values if "image_id" in cube.coords else np.array([None] * date_years.size)
     out = []
     for k, year in enumerate(years):
@@ -64,7 +65,7 @@ def analyse_polygon(polygon: RegisterPolygon, neighbours: list[RegisterPolygon],
         image_id = "+".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "") if names else None
         out.append(RestorationRecord(
             polygon.register_id, int(year), trajectory.statuses[k], _num(found.polygon_ndvi[k]),
-            _num(found.reference_ndvi[k]), _num(found.ratio[k]), _num(found.restored_share[k]),
+            _num(found.reference_ndvi[k]), _num(found.ratio[k]), _num(shares[k]),
             int(found.n_pixels[k]), int(found.n_reference[k]), trajectory.events[k], image_id))
     return out
 

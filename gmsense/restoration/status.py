@@ -1,12 +1,27 @@
 """Restoration status of a register polygon per year, against a reference ring (pure numpy).
 
-Per year (growing season), ``ratio`` = median NDVI of the polygon's pixels / median NDVI of its
-reference ring: the pixels ``ring_inner_m``..``ring_outer_m`` (metres) around it, leaving out
-every register polygon and ``ring_inner_m`` around each (as gmsense.recovery's ring leaves out
-patches). The ring is in the same composite, so season, drought and atmosphere cancel. A ring
-whose median NDVI is below ``min_reference_ndvi`` is no vegetated reference: that year has no
-ratio (and no status). The restored share of a polygon is the share of its observed pixels
-whose NDVI reaches ``restored_ratio`` x the ring's median.
+Per year (growing season), ``ratio`` = the polygon's vegetation cover relative to its reference ring:
+(mean NDVI of the polygon's pixels - ``soil_ndvi``) / (median NDVI of the ring - ``soil_ndvi``), the
+dimidiate pixel model of fractional vegetation cover (Gutman & Ignatov 1998, Int. J. Remote Sens.
+19(8)) with the ring as the full-cover end member: NDVI mixes linearly with cover, so the mean over
+the polygon is its area-weighted cover (half the polygon green reads as half, not as the median
+pixel), and subtracting bare ground's NDVI makes "vegetation at 80 % of the reference" a cover of
+80 %, not an NDVI ratio of 80 % (which bare ground's own NDVI reaches at a lower cover). The ring
+is the pixels ``ring_inner_m``..``ring_outer_m`` (metres) around the polygon, leaving out every
+register polygon and ``ring_inner_m`` around each (as gmsense.recovery's ring leaves out patches);
+it is in the same composite, so season, drought and atmosphere cancel. A ring whose median NDVI is
+below ``min_reference_ndvi`` is no vegetated reference: that year has no ratio (and no status).
+
+**Restored area** (:func:`restored_shares`): restoration works are done on parts of a site (a
+terraced and planted section, the rest left bare), so the polygon is read as its homogeneous parts
+(:func:`segments`: two parts when its pixels fall in two clearly different groups over the latest
+years, else one), and each part follows the polygon's rule on its median pixel ratio: from the year
+the polygon is first seen damaged, a part is restored once its ratio has been at least
+``restored_ratio`` for ``restored_seasons`` seasons in a row, and stays restored until it falls below
+``damaged_ratio``. The restored share of a year is the area share of the parts restored then, so a
+polygon half grown back counts half of its area as restored, whatever its status as a whole; a part
+is judged by its median, not pixel by pixel, so single pixels' noise around the threshold neither
+adds nor removes area.
 
 Status per year, with ``damaged_ratio`` (0.5), ``restored_ratio`` (0.8), ``restored_seasons``
 (2), ``trend_years`` (2) and ``min_rise`` (0.05) of :class:`gmsense.config.RestorationSettings`:
@@ -47,15 +62,16 @@ from gmsense.config import RestorationSettings
 
 @dataclass(frozen=True)
 class Measures:
-    """Per year (arrays of one length): NDVI medians of polygon and reference ring, their ratio,
-    the restored share of the polygon's observed pixels (0-1), and the pixel counts."""
+    """Per year (arrays of one length): the polygon's mean and the reference ring's median NDVI, the
+    ratio (relative cover, module docstring), the pixel counts, and ``pixel_ratio`` (years, pixels):
+    each pixel's relative cover (NaN: not observed, or no vegetated ring)."""
 
     polygon_ndvi: np.ndarray
     reference_ndvi: np.ndarray
     ratio: np.ndarray
-    restored_share: np.ndarray
     n_pixels: np.ndarray
     n_reference: np.ndarray
+    pixel_ratio: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -91,15 +107,84 @@ def measure(ndvi: np.ndarray, polygon: np.ndarray, ring: np.ndarray, settings: R
     """Yearly measures from ``ndvi`` (years, y, x; NaN where not observed) and the two masks."""
     inside = np.asarray(ndvi[:, polygon], dtype=float)  # (years, pixels)
     around = np.asarray(ndvi[:, ring], dtype=float)
-    polygon_ndvi = nan_median(inside.T)
+    seen = np.isfinite(inside)
+    n_pixels = seen.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        polygon_ndvi = np.where(n_pixels > 0, np.where(seen, inside, 0.0).sum(axis=1) / np.maximum(n_pixels, 1),
+                                np.nan)
     reference = nan_median(around.T)
     vegetated = np.isfinite(reference) & (reference >= settings.min_reference_ndvi)
+    soil = settings.soil_ndvi
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(vegetated, polygon_ndvi / reference, np.nan)
-        n_pixels = np.isfinite(inside).sum(axis=1)
-        restored = (inside >= settings.restored_ratio * reference[:, None]).sum(axis=1)
-        share = np.where(vegetated & (n_pixels > 0), restored / np.maximum(n_pixels, 1), np.nan)
-    return Measures(polygon_ndvi, reference, ratio, share, n_pixels, np.isfinite(around).sum(axis=1))
+        ratio = np.where(vegetated, (polygon_ndvi - soil) / (reference - soil), np.nan)
+        pixel_ratio = np.where(vegetated[:, None], (inside - soil) / (reference[:, None] - soil), np.nan)
+    return Measures(polygon_ndvi, reference, ratio, n_pixels, np.isfinite(around).sum(axis=1), pixel_ratio)
+
+
+def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
+                    settings: RestorationSettings) -> np.ndarray:
+    """The restored share of the polygon's area per year (NaN in years without a status), from
+    ``pixel_ratio`` (years, pixels) of :class:`Measures` and the polygon's ``statuses`` of
+    :func:`classify`: the polygon's parts (:func:`segments`, over the years from its first status)
+    each follow the polygon's rule on their median ratio (module docstring); a polygon restored from
+    its first year (restored before the archive began) has its parts at reference then restored at once."""
+    pixel_ratio = np.asarray(pixel_ratio, dtype=float)
+    years, pixels = pixel_ratio.shape
+    out = np.full(years, np.nan)
+    known = [k for k, s in enumerate(statuses) if s is not None]
+    if not known or pixels == 0:
+        return out
+    begin = known[0]
+    labels = segments(pixel_ratio[begin:], settings)
+    parts = [labels == k for k in np.unique(labels)]
+    weights = np.array([m.sum() for m in parts], dtype=float)
+    ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in parts], axis=1)  # (years, parts)
+    run = np.full(len(parts), settings.restored_seasons - 1 if statuses[begin] == "restored" else 0)
+    restored = np.zeros(len(parts), dtype=bool)
+    seen = np.zeros(len(parts), dtype=bool)
+    for k in range(begin, years):
+        r = ratio[k]
+        observed = np.isfinite(r)
+        seen |= observed
+        run = np.where(observed, np.where(r >= settings.restored_ratio, run + 1, 0), run)
+        kept = restored & (r >= settings.damaged_ratio)
+        restored = np.where(observed, kept | (run >= settings.restored_seasons), restored)
+        if statuses[k] is not None and seen.any():
+            out[k] = float(weights[seen & restored].sum() / weights[seen].sum())
+    return out
+
+
+def segments(pixel_ratio: np.ndarray, settings: RestorationSettings) -> np.ndarray:
+    """Labels (0 or 1 per pixel) splitting a polygon into two homogeneous parts when its pixels fall
+    in two clearly different groups over the last ``segment_years`` years with a ratio (each pixel's
+    median there, split at the Otsu threshold; the groups' medians at least ``segment_gap`` apart, the
+    smaller at least ``segment_min_share`` of the pixels): a part restored and a part left bare. Else
+    one part. Read again at every run, so a part planted lately splits off once it has grown."""
+    window, min_gap, min_share = settings.segment_years, settings.segment_gap, settings.segment_min_share
+    pixel_ratio = np.asarray(pixel_ratio, dtype=float)
+    labels = np.zeros(pixel_ratio.shape[1], dtype=int)
+    rows = np.flatnonzero(np.isfinite(pixel_ratio).any(axis=1))[-window:]
+    if rows.size == 0 or pixel_ratio.shape[1] < 4:
+        return labels
+    feature = nan_median(pixel_ratio[rows])  # per pixel, over the years
+    ok = np.isfinite(feature)
+    values = np.sort(feature[ok])
+    if values.size < 4:
+        return labels
+    # Otsu: the split of the sorted values with the largest between-group variance
+    n = values.size
+    k = np.arange(1, n)
+    below = np.cumsum(values)[:-1]
+    gap = (values.sum() - below) / (n - k) - below / k
+    best = int(np.argmax(k * (n - k) * gap**2))
+    cut = (values[best] + values[best + 1]) / 2
+    high = ok & (feature > cut)
+    low = ok & ~high
+    share = min(high.sum(), low.sum()) / ok.sum()
+    if share < min_share or np.median(feature[high]) - np.median(feature[low]) < min_gap:
+        return labels
+    labels[high] = 1
+    return labels
 
 
 def _window_slope(r: np.ndarray, k: int, window: int) -> float:
