@@ -126,12 +126,20 @@ def test_a_direct_natural_agent_outweighs_novelty() -> None:
 
 
 def test_low_confidence_gives_uncertain_with_the_competing_classes() -> None:
-    probs = {"trench": 0.45, "track": 0.4, "pad": 0.1, "clearing": 0.03, "natural": 0.02}
+    probs = {"trench": 0.45, "natural": 0.44, "pad": 0.07, "clearing": 0.02, "track": 0.02}
     label = trusted_label("trench", 0.45, TRENCH, SETTINGS, probabilities=probs)
     assert label.disturbance_class == "uncertain"
-    assert label.reason == "low confidence: trench 0.45, track 0.40, pad 0.10"
+    assert label.reason == "low confidence: trench 0.45, natural 0.44, pad 0.07"
     sure = trusted_label("trench", 0.9, TRENCH, SETTINGS, probabilities={**probs, "trench": 0.9})
     assert sure.disturbance_class == "trench"
+
+
+def test_surely_a_work_of_an_unsure_kind_keeps_the_likeliest_work() -> None:
+    """Trench or track, but a work either way (0.85 human-made): the flag stands, the doubt is its reason."""
+    probs = {"trench": 0.45, "track": 0.4, "pad": 0.1, "clearing": 0.03, "natural": 0.02}
+    label = trusted_label("trench", 0.45, TRENCH, SETTINGS, probabilities=probs)
+    assert (label.disturbance_class, label.natural_agent) == ("trench", None)
+    assert label.reason == "human-made 0.98, the kind of work unsure: trench 0.45, track 0.40, pad 0.10"
 
 
 def test_training_domain_survives_the_model_card() -> None:

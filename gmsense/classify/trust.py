@@ -17,7 +17,9 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
    shape (a long narrow line) that only an indirect agent (windthrow, dieback, harvest, drought)
    would explain.
 3. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
-   ``uncertain`` with the competing classes.
+   ``uncertain`` with the competing classes, unless the human-made classes together reach
+   ``min_confidence``: then the patch is surely a work, only its kind is unsure, and it keeps the
+   likeliest work's class (so its flag stands) with the competing kinds as its reason.
 
 Thresholds are :class:`gmsense.config.TrustSettings`; they are physical (burn severity, water
 index, canopy, the field's yearly cycle), not fitted to the synthetic world.
@@ -253,6 +255,11 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
                             "called natural, but no natural agent explains it (" + "; ".join(missed) + ")")
     if probabilities and klass in HUMAN_MADE_CLASSES and confidence < settings.min_confidence:
         ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])[:3]
-        return TrustedLabel("uncertain", confidence, None, "low confidence: " + ", ".join(
-            f"{c} {p:.2f}" for c, p in ranked))
+        competing = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
+        human = sum(p for c, p in probabilities.items() if c in HUMAN_MADE_CLASSES)
+        if human >= settings.min_confidence:
+            # Surely a work, unsure which: the flag must stand; the reviewer sees the competing works.
+            return TrustedLabel(klass, confidence, None,
+                                f"human-made {human:.2f}, the kind of work unsure: {competing}")
+        return TrustedLabel("uncertain", confidence, None, "low confidence: " + competing)
     return TrustedLabel(klass, confidence)
