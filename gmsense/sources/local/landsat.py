@@ -31,7 +31,7 @@ import numpy as np
 from gmsense.cube.harmonise import ETM, OLI, SENSOR_OF_PREFIX, TM
 from gmsense.errors import ImageryError
 from gmsense.sources._bands import LANDSAT_C2_SR_OFFSET, LANDSAT_C2_SR_SCALE
-from gmsense.sources.local.products import Product, band_header
+from gmsense.sources.local.products import Product, band_header, products_in
 
 #: A Collection 2 Level-2 product id: sensor+satellite, level, path/row, acquired, processed, collection, tier.
 PRODUCT_ID = re.compile(r"^(L[CTOE]0[4-9])_L2S[PR]_(\d{6})_(\d{8})_(\d{8})_02_(T1|T2|RT)$")
@@ -64,12 +64,7 @@ def _is_product(p: Path) -> bool:
 
 def landsat_products_in(path: Path) -> list[Path]:
     """The product folders and tars at ``path`` (itself, or its entries), sorted by name."""
-    path = Path(path)
-    if _is_product(path):
-        return [path]
-    if not path.is_dir():
-        return []
-    return sorted((p for p in path.iterdir() if _is_product(p)), key=lambda p: p.name)
+    return products_in(Path(path), _is_product)
 
 
 def is_landsat(path: Path) -> bool:

@@ -53,6 +53,16 @@ from gmsense.sources.local import (
     region_grid,
 )
 
+
+def products_in(path: Any, is_product: Any) -> list[Any]:
+    """The products at ``path`` (a Path): itself when ``is_product(path)``, else its entries that
+    are, sorted by name."""
+    if is_product(path):
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted((p for p in path.iterdir() if is_product(p)), key=lambda p: p.name)
+
 #: Cube band order of the product layouts.
 PRODUCT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from gmsense.errors import ImageryError
-from gmsense.sources.local.products import Product, band_header
+from gmsense.sources.local.products import Product, band_header, products_in
 
 #: A Sentinel-2 L2A product name: mission, sensing start, baseline, orbit, tile, product discriminator.
 SAFE_NAME = re.compile(r"^(S2[A-D])_MSIL2A_(\d{8})T(\d{6})_N(\d{4})_R(\d{3})_T(\w{5})_(\d{8}T\d{6})(\.SAFE)?$")
@@ -78,12 +78,7 @@ def _is_product(p: Path) -> bool:
 
 def safe_products_in(path: Path) -> list[Path]:
     """The SAFE folders and zips at ``path`` (itself, or its entries), sorted by name."""
-    path = Path(path)
-    if _is_product(path):
-        return [path]
-    if not path.is_dir():
-        return []
-    return sorted((p for p in path.iterdir() if _is_product(p)), key=lambda p: p.name)
+    return products_in(Path(path), _is_product)
 
 
 def is_safe(path: Path) -> bool:
