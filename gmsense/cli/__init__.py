@@ -458,7 +458,9 @@ def bench_real(
     """The pipeline on real scenes: natural dieback (THEIA), a 2017 disturbance (Romania), a 2005 wildfire (BC)."""
     from gmsense.bench.real import run_real
 
-    run_real(data, model=model, baseline=baseline, settings=load_settings(config), buffer_m=buffer_m, out=out_file)
+    with err.status("bench real: the dieback, Romania and BC scenes (about a minute)"):
+        run_real(data, model=model, baseline=baseline, settings=load_settings(config), buffer_m=buffer_m,
+                 out=out_file)
     out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True, markup=False)
     out.print(f"results: {out_file}")
 
@@ -480,8 +482,9 @@ def bench_restoration(
     """Restoration accounting against a synthetic world's truth: status accuracy, restored area, county rates."""
     from gmsense.bench.restoration import run_restoration_bench
 
-    run_restoration_bench(out_file, seeds=parse_seeds(seeds), polygons=polygons, years=years,
-                          settings=load_settings(config), data=data, real=real)
+    with err.status(f"bench restoration: seeds {seeds}, {polygons} polygons x {years} years each"):
+        run_restoration_bench(out_file, seeds=parse_seeds(seeds), polygons=polygons, years=years,
+                              settings=load_settings(config), data=data, real=real)
     out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True, markup=False)
     out.print(f"results: {out_file}")
 
@@ -498,7 +501,8 @@ def bench_scale(
     """Scaling: many small licences with 1 vs 2 workers; one large licence in tiles (peak memory)."""
     from gmsense.bench.scale import run_scale, scale_markdown
 
-    results = run_scale(out_file, small=small, large_km=large_km or None, memory_limit=memory_limit)
+    with err.status(f"bench scale: {small} small licences on 1 and 2 workers, then the {large_km:g} km licence"):
+        results = run_scale(out_file, small=small, large_km=large_km or None, memory_limit=memory_limit)
     out.print(scale_markdown(results))
     out.print(f"results: {out_file}")
 
@@ -514,7 +518,8 @@ def bench_speed(
     """Detection throughput against one memory pass and against nrt's EWMA, on one core and on all."""
     from gmsense.bench.speed import run_speed
 
-    run_speed(out_file, load_settings(), end_to_end, runs=runs)
+    with err.status(f"bench speed: {runs} interleaved rounds"):
+        run_speed(out_file, load_settings(), end_to_end, runs=runs)
     out.print(out_file.with_suffix(".md").read_text(), markup=False)
     out.print(f"results: {out_file}")
 
