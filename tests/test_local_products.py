@@ -19,7 +19,7 @@ from gmsense.errors import ImageryError
 from gmsense.sources._bands import QA_CLOUD, QA_CLOUD_SHADOW, QA_FILL, QA_SNOW
 from gmsense.sources.local import check_imagery, imagery_footprint, latest_date, read_local_cube
 from gmsense.sources.local.layouts import detect_layout
-from tests.packaging import (
+from tests.product_factory import (
     landsat_id,
     write_landsat,
     write_raster,

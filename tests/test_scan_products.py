@@ -15,7 +15,7 @@ from gmsense.config import Settings, configs_dir
 from gmsense.geo.sites import read_sites, write_sites
 from gmsense.sources.synthetic.io import write_scene
 from gmsense.store import Store
-from tests.packaging import repackage_scene
+from tests.product_factory import repackage_scene
 
 runner = CliRunner()
 
@@ -57,7 +57,7 @@ def test_scan_of_a_bad_product_exits_2_and_writes_nothing(tmp_path: Path) -> Non
     import pyproj
     from affine import Affine
 
-    from tests.packaging import write_safe
+    from tests.product_factory import write_safe
 
     utm, t10 = pyproj.CRS.from_epsg(32652), Affine(10.0, 0.0, 424_000.0, 0.0, -10.0, 5_205_800.0)
     dn10 = {b: np.full((8, 8), 2000, "uint16") for b in ("B02", "B03", "B04", "B08")}

@@ -77,3 +77,11 @@ def test_scorecards_follow_the_store(demo_folder_for_test: Path, tmp_path: Path)
     code, output = run_cli("report", "scorecards", "--out", tmp_path / "x.xlsx", "--db", db)
     assert code == 2
     assert "CSV" in output
+
+
+def test_the_formula_shown_in_english_is_the_one_the_scores_follow() -> None:
+    from gmsense.outputs.i18n import t
+    from gmsense.outputs.scorecards import FORMULA
+
+    assert t("summary.scorecards_formula", "en") == FORMULA
+    assert "P(" in t("summary.scorecards_formula", "zh")

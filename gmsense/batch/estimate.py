@@ -20,11 +20,12 @@ from gmsense.sources.shape import ImageryShape, shape_from_cadence
 
 #: Working bytes of :func:`gmsense.pipeline.analyse_cube` per pixel and growing-season date, on top
 #: of the cube it is given. Measured with tracemalloc (numpy allocations are traced) on
-#: ``gmsense.testutils.make_cube`` cubes of 40-120 px square at 10 and 30 m, 30-114 season dates,
-#: 4 or 6 bands (peak 48.2-52.5 B per pixel-season-date; a linear fit gives 47.7 B + 142 B per pixel),
-#: and on the synthetic demo licences at 10 and 30 m (49.9-50.6 B): tests/test_plan_estimate.py
-#: checks the estimate against the measured peak.
-WORK_BYTES_PER_PIXEL_SEASON_DATE = 48
+#: ``gmsense.testutils.make_cube`` cubes of 40-120 px square at 10 and 30 m, 57-114 season dates,
+#: 6 bands, after the masking became one compiled pass that copies no band (2026-11-30): 11-67 B per
+#: pixel-season-date (30 B typically; the most where many pixels reach the exact detector, whose row
+#: blocks run in parallel threads). 40 keeps the measured cases within 30 % (tests/test_plan_estimate.py)
+#: and errs high for large scenes, where the row blocks bound the detector's share.
+WORK_BYTES_PER_PIXEL_SEASON_DATE = 40
 #: Working bytes per pixel whatever the dates: the per-pixel break layers (same fit).
 WORK_BYTES_PER_PIXEL = 150
 #: Growing-season pixel-dates :func:`~gmsense.pipeline.analyse_cube` analyses per second on one

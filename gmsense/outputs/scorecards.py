@@ -211,8 +211,9 @@ def _holders(licences: pd.DataFrame, years: pd.DataFrame) -> pd.DataFrame:
         disturbed = float(group["_disturbed_m2"].sum())
         length = float(group["_length_m"].sum())
         due = float(group["_due_m2"].sum())
-        yearly = (years[years["holder"].fillna("(none)").astype(str) == holder].groupby("year")["disturbed_ha"].sum()
-                  / km2 if km2 > 0 else pd.Series(dtype=float))
+        own = years[years["holder"].fillna("(none)").astype(str) == holder] if "holder" in years else years
+        yearly = (own.groupby("year")["disturbed_ha"].sum() / km2 if km2 > 0 and len(own)
+                  else pd.Series(dtype=float))
         slope = _slope(list(yearly.values))
         km2_years = float((group["licence_km2"] * group["years_observed"]).sum())
         rows.append({

@@ -30,7 +30,7 @@ from gmsense.outputs.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
 from gmsense.outputs.i18n import area as format_area
 from gmsense.outputs.i18n import t as tr
 from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout, wrap_cell
-from gmsense.outputs.scorecards import FORMULA, scorecard_tables
+from gmsense.outputs.scorecards import scorecard_tables
 from gmsense.outputs.site_report import report_style
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
@@ -308,7 +308,8 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     protected_head, protected = _protected_rows(t, lang, unit)
     protected_title = tr("layers.title", lang)
     cards_head, cards = scorecard_rows(store, lang)
-    cards_title, cards_note = tr("summary.scorecards", lang), tr("summary.scorecards_note", lang, formula=FORMULA)
+    cards_title = tr("summary.scorecards", lang)
+    cards_note = tr("summary.scorecards_note", lang, formula=tr("summary.scorecards_formula", lang))
     with report_style(lang), atomic_file(out) as tmp:
         if out.suffix.lower() == ".pdf":
             pages: list[Figure] = []

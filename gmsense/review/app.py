@@ -402,7 +402,6 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
-        from gmsense.outputs.scorecards import FORMULA
         from gmsense.outputs.summary_report import GROUPINGS, scorecard_rows, summary_tables
 
         if by not in GROUPINGS:
@@ -410,7 +409,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         sc = scope(who)
         head, cards = scorecard_rows(store, pick_language(request, who[0])) if store.site_rows() else ([], [])
         return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, sc),
-                      by=by, groupings=GROUPINGS, cards_head=head, cards=cards, formula=FORMULA,
+                      by=by, groupings=GROUPINGS, cards_head=head, cards=cards,
+                      formula=t("summary.scorecards_formula", pick_language(request, who[0])),
                       overdue=escalation.pending_stages(store, sc, rules=rules, now=now(), overdue_only=True))
 
     @app.get("/dashboard/{by}.png", include_in_schema=False)
