@@ -91,9 +91,11 @@ class DetectSettings(_Settings):
         description="share of the season's observations from the break on that must still be down (drops, or "
                     "persistence_min_drop below the model)")
     persistence_min_drop: float | None = Field(
-        0.08, ge=0,
+        None, ge=0,
         description="for min_persistence, an observation this far (NDVI) below the model is still down even under "
-                    "the z-score threshold (not back: a harvested field around a track); null: drops only")
+                    "the z-score threshold (not back: a harvested field around a track); null (default): drops only. "
+                    "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
+                    "(docs/detection-recall.md)")
     min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")
     harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
     # A pixel can break again (gmsense.detect.change.later_breaks): after a confirmed break its baseline
