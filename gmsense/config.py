@@ -87,7 +87,15 @@ class DetectSettings(_Settings):
     sigma_floor: float = Field(0.04, gt=0, description="lower bound on the residual spread (NDVI)")
     confirm_obs: int = Field(2, ge=1, description="consecutive clear drops that confirm a disturbance")
     min_persistence: float = Field(
-        0.6, ge=0, le=1, description="share of the season's observations from the break on that must still be drops")
+        0.6, ge=0, le=1,
+        description="share of the season's observations from the break on that must still be down (drops, or "
+                    "persistence_min_drop below the model)")
+    persistence_min_drop: float | None = Field(
+        None, ge=0,
+        description="for min_persistence, an observation this far (NDVI) below the model is still down even under "
+                    "the z-score threshold (not back: a harvested field around a track); null (default): drops only. "
+                    "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
+                    "(docs/detection-recall.md)")
     min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")
     harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
     # A pixel can break again (gmsense.detect.change.later_breaks): after a confirmed break its baseline

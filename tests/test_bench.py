@@ -94,6 +94,9 @@ def test_leave_one_domain_out_scores_each_world_and_names_the_worst(tmp_path: Pa
     out = write_results([results], tmp_path / "lodo.json")
     table = out.with_suffix(".md").read_text()
     assert "| metric | target | cropland_plain+30m | wetland+30m | pooled | worst |" in table
+    widths = results["overall"]["recall_by_width"]
+    assert sum(g["events"] for g in widths.values()) == results["overall"]["events_human"], "every event has a width"
+    assert "| recall, events narrower than 1/3 pixel | - |" in table
 
 
 @pytest.mark.slow

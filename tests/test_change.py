@@ -322,3 +322,18 @@ def test_threads_per_unit_fill_the_cores_a_few_units_leave_idle() -> None:
     assert threads_per_unit(n_units=10, concurrent=2, cores=2) == 1
     assert threads_per_unit(n_units=2, concurrent=4, cores=8) == 4
     assert threads_per_unit(n_units=0, concurrent=2, cores=2) == 2
+
+
+def test_ground_still_well_below_its_model_is_not_withdrawn() -> None:
+    # A track in a field: beyond the threshold while the crop is green, then the field ripens and
+    # is harvested and the track's drop falls under the (crop-inflated) threshold without coming back.
+    drop = np.array([[0.0], [0.4], [0.4], [0.2], [0.15], [0.2], [0.15], [0.2]])
+    year = np.array([2021] * 8)
+    threshold = np.full_like(drop, 0.3)
+    first, *_ = confirm_runs(drop, threshold, 2, year, min_persistence=0.6)
+    assert first[0] == NO_BREAK, "drops only: 2 of 7 observations"
+    first, *_ = confirm_runs(drop, threshold, 2, year, min_persistence=0.6, persist_drop=0.08)
+    assert first[0] == 1
+    back = np.array([[0.0], [0.4], [0.4], [0.05], [0.0], [0.02], [-0.03], [0.0]])  # cloud, haze: back at the model
+    first, *_ = confirm_runs(back, threshold, 2, year, min_persistence=0.6, persist_drop=0.08)
+    assert first[0] == NO_BREAK

@@ -120,3 +120,52 @@ def test_weak_runs_are_the_same_however_the_cube_is_chunked() -> None:
     chunked = detect_breaks(ndvi.chunk({"y": 13, "x": 17}), DETECT).load()
     xr.testing.assert_identical(whole, chunked)
     assert whole["weak_first"].notnull().sum() > 0
+
+
+def test_a_speck_too_small_for_a_patch_joins_the_line_instead_of_keeping_it_away() -> None:
+    # Where a trench covers most of a pixel, a pixel or two pass the per-pixel test: a speck under
+    # min_patch_m2 (here 200 m2 of 250), which used to keep the line pass 30 m away from the whole line.
+    speck = slice(18, 20)
+    ndvi = _lower(_lower(_ndvi(), LINE_ROW, LINE_COLS, 0.1, START), LINE_ROW, speck, 0.25, START)
+    plain = detect_breaks(ndvi, DETECT).load()
+    strong = ~np.isnat(plain["first_detected"].values)
+    assert strong[LINE_ROW, speck].all()
+    assert strong.sum() * 100 < DETECT.min_patch_m2
+    result = _lines(ndvi)
+    assert result["line"].values[LINE_ROW, LINE_COLS].mean() > 0.7
+    patches, _ = extract_patches(result, DETECT.min_patch_m2)
+    assert len(patches) == 1, "the speck and the line are one patch"
+    assert patches[0].shape["length_m"] > 150
+
+
+def test_a_patch_still_keeps_a_line_away_and_a_lone_speck_makes_nothing() -> None:
+    near = _lower(_lower(_ndvi(), LINE_ROW, LINE_COLS, 0.1, START), slice(22, 26), slice(14, 18), 0.3, START)
+    result = _lines(near)  # a 16-pixel patch 20 m from the line: the line within 30 m of it is left to it
+    assert not result["line"].values[LINE_ROW, 13:19].any()
+    lone = _lines(_lower(_ndvi(), LINE_ROW, slice(18, 20), 0.25, START))
+    assert not lone["line"].values.any()
+    assert extract_patches(lone, DETECT.min_patch_m2)[0] == []
+
+
+@pytest.mark.parametrize("resolution", [20.0, 30.0])
+def test_a_sub_pixel_line_is_found_at_20_and_30_m(resolution: float) -> None:
+    # line_ring_m starts 10 m out: less than a pixel here. The ring starts one pixel out (it was
+    # empty, a dilation of 0 steps being scipy's "until nothing changes", and every line rejected).
+    ndvi = _lower(_ndvi(resolution=resolution), LINE_ROW, LINE_COLS, 0.1, START)
+    line = np.zeros((SIZE, SIZE), dtype=bool)
+    line[LINE_ROW, LINE_COLS] = True
+    result = _lines(ndvi)
+    assert result["line"].values[line].mean() > 0.8
+    assert not result["line"].values[~line].any()
+    patches, _ = extract_patches(result, DETECT.min_patch_m2)
+    assert len(patches) == 1
+    assert patches[0].shape["length_m"] > 15 * resolution
+
+
+@pytest.mark.parametrize("resolution", [20.0, 30.0])
+def test_at_20_and_30_m_a_line_beside_a_wider_change_is_still_no_new_line(resolution: float) -> None:
+    wide = _lower(_lower(_ndvi(resolution=resolution), LINE_ROW, LINE_COLS, 0.1, START),
+                  slice(LINE_ROW + 2, LINE_ROW + 5), LINE_COLS, 0.1, START)
+    assert not _lines(wide)["line"].values[LINE_ROW].any()
+    patch = _lines(_lower(_ndvi(resolution=resolution), slice(14, 24), slice(10, 20), 0.1, START))
+    assert not patch["line"].values.any(), "a compact patch of weak drops is no line"

@@ -173,3 +173,41 @@ def test_recovery_status_is_judged_on_the_best_matching_patch() -> None:
     assert _score(truth, patches)["recovery_status_accuracy"] == 1.0
     patches.loc[0, "recovery_status"] = "recovering"
     assert _score(truth, patches)["recovery_status_accuracy"] == 0.0
+
+
+def test_footprint_width_is_twice_area_over_perimeter() -> None:
+    from gmsense.bench.scoring import footprint_width
+
+    assert footprint_width(TRENCH) == pytest.approx(2 * 300 * 6 / 612)  # ~ the trench's 6 m
+    assert footprint_width(PAD_A) == pytest.approx(15.0)  # a 30 m square: half its side
+    assert footprint_width(box(0, 0, 0, 0)) == 0.0
+
+
+@pytest.mark.parametrize(("width_px", "group"), [(0.1, "under_third_px"), (1 / 3, "third_to_one_px"),
+                                                  (0.99, "third_to_one_px"), (1.0, "at_least_one_px"),
+                                                  (7.0, "at_least_one_px"), (None, None), (float("nan"), None)])
+def test_width_groups_bound_at_a_third_and_one_pixel(width_px: float | None, group: str | None) -> None:
+    from gmsense.bench.scoring import width_group
+
+    assert width_group(width_px) == group
+
+
+def test_recall_by_width_groups_events_by_their_width_in_pixels() -> None:
+    thin = LineString([(0, 500), (300, 500)]).buffer(1.5, cap_style="flat")  # 3 m: a tenth of a 30 m pixel
+    far_pad = box(1500, 1000, 1530, 1030)
+    truth = _truth(("trench", "trench", TRENCH), ("trench", "trench", thin), ("pad", "pad", PAD_A),
+                   ("pad", "pad", far_pad), ("fire", "natural", FIRE))
+    found = _patches(("trench", box(0, -4, 300, 4)), ("pad", PAD_A))
+    at_30m = score(truth, found, area_km2=1, years=1, pixel_m=30.0)["recall_by_width"]
+    assert at_30m == {"under_third_px": {"recall": 0.5, "events": 2},  # the 6 m and the 3 m trench
+                      "third_to_one_px": {"recall": 0.5, "events": 2},  # the pads (15 m wide)
+                      "at_least_one_px": {"recall": None, "events": 0}}
+    at_10m = score(truth, found, area_km2=1, years=1, pixel_m=10.0)["recall_by_width"]
+    assert at_10m["under_third_px"] == {"recall": 0.0, "events": 1}  # the 3 m trench, missed
+    assert at_10m["third_to_one_px"] == {"recall": 1.0, "events": 1}
+    assert at_10m["at_least_one_px"] == {"recall": 0.5, "events": 2}
+    assert score(truth, found, area_km2=1, years=1)["recall"] == 0.5, "the recall itself counts every event"
+    events, _ = match_scene(truth, found, pixel_m=30.0)
+    assert events.width_m.iloc[0] == pytest.approx(5.88, abs=0.01)
+    assert score(truth, found, area_km2=1, years=1)["recall_by_width"]["at_least_one_px"]["events"] == 0, \
+        "no pixel size: no group"

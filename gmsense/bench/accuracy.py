@@ -168,7 +168,7 @@ def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[s
         truth = complete_truth(truth, cube, seeded)
         scene_years = len(np.unique(cube["time"].dt.year.values)) - 1  # the first season is history only
         patches = exported[exported.site_id == site.site_id].to_crs(site.crs)
-        events, false_alarms = match_scene(truth, patches)
+        events, false_alarms = match_scene(truth, patches, pixel_m=abs(grid_transform(cube).a))
         out.events.append(events)
         out.patches += len(patches)
         if site.site_id in failures:
@@ -260,6 +260,22 @@ def _years(exposure_km2_years: float, area_km2: float) -> float:
     return round(exposure_km2_years / area_km2, 4) if area_km2 else 0.0
 
 
+#: Row labels of the recall by event width over pixel size (gmsense.bench.scoring.WIDTH_GROUPS).
+WIDTH_LABELS = {"under_third_px": "events narrower than 1/3 pixel", "third_to_one_px": "events 1/3 to 1 pixel wide",
+                "at_least_one_px": "events at least 1 pixel wide"}
+
+
+WIDTH_NOTE = ("Recall by width: human-made events grouped by their footprint's width (2 x area / perimeter) over "
+              "the scene's pixel size, recall (events); the targets apply to all events.")
+
+
+def _width_cell(summary: dict[str, Any], group: str) -> str:
+    """``recall (n events)`` of one width group; ``- (0)`` when the group is empty or not measured."""
+    entry = summary.get("recall_by_width", {}).get(group) or {}
+    value = entry.get("recall")
+    return f"{'-' if value is None else f'{value:.3f}'} ({entry.get('events', 0)})"
+
+
 def _met(value: float | None, op: str, target: float) -> str:
     if value is None:
         return "-"
@@ -285,6 +301,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         row(f"recall {klass}", f">= {RECALL_PER_TYPE_TARGET}",
             [f"{fmt(r['overall']['recall_by_type'][klass])} "
              f"({_met(r['overall']['recall_by_type'][klass], '>=', RECALL_PER_TYPE_TARGET)})" for r in results])
+    for name, label in WIDTH_LABELS.items():
+        row(f"recall, {label}", "-", [_width_cell(r["overall"], name) for r in results])
     row("uncertain patches on no human-made event (review load, per km2 per year)", "-",
         [f"{r['overall'].get('review_load', 0)} ({fmt(r['overall'].get('review_load_per_km2_year'))})"
          for r in results])
@@ -302,6 +320,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
     text = "\n".join(lines) + f"\n\nSeeds {min(seeds)}-{max(seeds)}, {results[0]['sites_per_seed']} licences each.\n"
     text += ("Lag: days from the event's first clear growing-season observation (>= half its footprint clear by "
              "the scene's SCL mask; its start date when there is none) to the patch's `confirmed_on`.\n")
+    text += WIDTH_NOTE + "\n"
     for r in results:
         for f in r.get("failed_sites", []):
             text += (f"\nFailed ({r['detector']}): seed {f['seed']} licence {f['site_id']}: {f['error']}"
@@ -334,6 +353,10 @@ def markdown_domains(results: list[dict[str, Any]]) -> str:
             pooled = r["overall"]["recall_by_type"].get(klass)
             lines.append(f"| recall {klass} | >= {RECALL_PER_TYPE_TARGET} | " + " | ".join(cells)
                          + f" | {fmt(pooled)} ({_met(pooled, '>=', RECALL_PER_TYPE_TARGET)}) | - |")
+        for name, label in WIDTH_LABELS.items():
+            cells = [_width_cell(r["per_domain"][d], name) for d in domains]
+            lines.append(f"| recall, {label} | - | " + " | ".join(cells)
+                         + f" | {_width_cell(r['overall'], name)} | - |")
         cells = [f"{r['per_domain'][d].get('review_load', 0)}" for d in domains]
         lines.append("| uncertain patches on no human-made event (review load) | - | " + " | ".join(cells)
                      + f" | {r['overall'].get('review_load', 0)} | - |")
@@ -344,7 +367,7 @@ def markdown_domains(results: list[dict[str, Any]]) -> str:
     seeds = results[0]["seeds"]
     lines.append(f"Leave-one-domain-out: each world is scanned (test seeds {min(seeds)}-{max(seeds)}, "
                  f"{results[0]['sites_per_seed']} licences each) with a model fitted without that world's "
-                 "training rows; the rule baseline needs no training.")
+                 "training rows; the rule baseline needs no training. " + WIDTH_NOTE)
     return "\n".join(lines) + "\n"
 
 

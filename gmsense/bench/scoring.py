@@ -33,7 +33,13 @@ Rules (both frames in one projected CRS, metres):
   is the violation nobody sees, the second goes to a reviewer); ``natural_labelled_uncertain`` the
   share of detected natural events left to a reviewer;
 - *recovery-status* and *inside-licence* accuracy compare the matched patch with the event, over
-  detected human-made events (reclamation is owed for those; a crop field "recovers" every year).
+  detected human-made events (reclamation is owed for those; a crop field "recovers" every year);
+- *recall by resolvability* (``recall_by_width``): the recall of human-made events grouped by their
+  width relative to the scene's pixel size, so a miss that is physics (a 3 m trench is a tenth of a
+  30 m pixel) reads apart from one that is not. An event's width is ``2 x area / perimeter`` of its
+  truth footprint (exact for a long strip, half the side of a square); the groups are
+  :data:`WIDTH_GROUPS`: narrower than a third of a pixel, a third to one pixel, at least one pixel.
+  The targets stay on all events.
 """
 
 from __future__ import annotations
@@ -52,7 +58,25 @@ def _safe_ratio(num: float, den: float) -> float | None:
 
 
 EVENT_COLUMNS = ["event_id", "kind", "truth_class", "human", "detected", "n_patches", "predicted", "lag_days",
-                 "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok"]
+                 "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok", "width_m", "width_px"]
+
+#: Groups of event width over pixel size (lower bound inclusive, upper exclusive), for ``recall_by_width``.
+WIDTH_GROUPS: dict[str, tuple[float, float]] = {"under_third_px": (0.0, 1 / 3), "third_to_one_px": (1 / 3, 1.0),
+                                                "at_least_one_px": (1.0, float("inf"))}
+
+
+def footprint_width(geometry: Any) -> float:
+    """The width of a footprint in its CRS units: ``2 x area / perimeter`` (a strip of length L and
+    width w gives ``w L / (L + w)``, w for L >> w; a square of side s gives s / 2). 0 for an empty one."""
+    perimeter = float(geometry.length) if geometry is not None else 0.0
+    return 2 * float(geometry.area) / perimeter if perimeter > 0 else 0.0
+
+
+def width_group(width_px: float | None) -> str | None:
+    """The :data:`WIDTH_GROUPS` key of a width in pixels; None when unknown."""
+    if width_px is None or not np.isfinite(width_px):
+        return None
+    return next(name for name, (lo, hi) in WIDTH_GROUPS.items() if lo <= width_px < hi)
 
 
 def _iso(value: Any) -> str | None:
@@ -105,8 +129,10 @@ class FalseAlarms(list):
         return self
 
 
-def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd.DataFrame, list[str | None]]:
-    """Per truth event: detected, predicted class, lag, status and inside-licence agreement; and per
+def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
+                pixel_m: float | None = None) -> tuple[pd.DataFrame, list[str | None]]:
+    """Per truth event: detected, predicted class, lag, status and inside-licence agreement, and its
+    width (:func:`footprint_width`, metres; in pixels of ``pixel_m`` metres when given); and per
     false-alarm patch the natural kind it sits on (None for background)."""
     events = []
     geoms = list(patches.geometry) if len(patches) else []
@@ -142,6 +168,8 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0) -> tuple[pd
             "status_ok": None if best is None or not isinstance(truth_status, str) or not truth_status
             else best.recovery_status == truth_status,
             "inside_ok": None if best is None else _as_bool(best.inside_licence) == _as_bool(ev.inside_licence),
+            "width_m": round(footprint_width(ev.geometry), 2),
+            "width_px": round(footprint_width(ev.geometry) / pixel_m, 4) if pixel_m else None,
         })
     false_alarms = [on_natural[i] for i in range(len(geoms))
                     if not used_by_human[i] and patches.iloc[i].disturbance_class in HUMAN_MADE_CLASSES]
@@ -170,6 +198,7 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
         "recall_by_type": {c: _safe_ratio(int(human[human.truth_class == c].detected.sum()),
                                           int((human.truth_class == c).sum())) if len(human) else None
                            for c in HUMAN_MADE_CLASSES},
+        "recall_by_width": recall_by_width(human),
         "class_accuracy": _safe_ratio(int((detected.predicted == detected.truth_class).sum()), len(detected)),
         "human_labelled_natural": _safe_ratio(int((detected.predicted == "natural").sum()), len(detected)),
         "human_labelled_uncertain": _safe_ratio(int((detected.predicted == "uncertain").sum()), len(detected)),
@@ -197,7 +226,24 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
     }
 
 
-def score(truth: Any, patches: Any, *, area_km2: float, years: float, tolerance_m: float = 15.0) -> dict[str, Any]:
-    """Metrics of one scene (see the module docstring)."""
-    events, false_alarms = match_scene(truth, patches, tolerance_m)
+def recall_by_width(events: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Recall and event count per :data:`WIDTH_GROUPS` group of ``events`` (rows of
+    :func:`match_scene`; human-made ones are taken), by ``width_px``; events without a pixel size
+    fall in no group."""
+    out: dict[str, dict[str, Any]] = {name: {"recall": None, "events": 0} for name in WIDTH_GROUPS}
+    if not len(events) or "width_px" not in events:
+        return out
+    human = events[events.human.astype(bool)]
+    groups = [width_group(None if pd.isna(w) else float(w)) for w in human.width_px]
+    for name in WIDTH_GROUPS:
+        chosen = human[[g == name for g in groups]]
+        out[name] = {"recall": _safe_ratio(int(chosen.detected.astype(bool).sum()), len(chosen)),
+                     "events": len(chosen)}
+    return out
+
+
+def score(truth: Any, patches: Any, *, area_km2: float, years: float, tolerance_m: float = 15.0,
+          pixel_m: float | None = None) -> dict[str, Any]:
+    """Metrics of one scene (see the module docstring); ``pixel_m`` its pixel size, metres."""
+    events, false_alarms = match_scene(truth, patches, tolerance_m, pixel_m)
     return summarise(events, false_alarms, len(patches), area_km2=area_km2, years=years)

@@ -18,9 +18,10 @@ MAX_TERMS = 7  # design columns: 1 + 2 x harmonics, harmonics <= 3
 
 
 @njit(nogil=True, cache=True)
-def _walk(drop, threshold, confirm_obs, year, min_persistence, out):  # pragma: no cover - compiled
+def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, out):  # pragma: no cover - compiled
     """One pixel's first confirmed run (:func:`gmsense.detect.change.confirm_runs`): ``drop`` and
-    ``threshold`` (T,), NaN drop = not seen; writes first, confirmed, magnitude, probable to ``out``."""
+    ``threshold`` (T,), NaN drop = not seen; ``persist_drop`` NaN for none; writes first, confirmed,
+    magnitude, probable to ``out``."""
     n_time = drop.shape[0]
     first = NO_BREAK
     confirmed = NO_BREAK
@@ -52,7 +53,7 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, out):  # pragma: 
             if year[t] != year[first] or np.isnan(drop[t]):
                 continue
             n_seen += 1
-            if drop[t] > threshold[t]:
+            if drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop):
                 n_drops += 1
         if n_drops / max(n_seen, 1) < min_persistence:
             first = NO_BREAK
@@ -65,7 +66,8 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, out):  # pragma: 
 
 
 @njit(nogil=True, cache=True)
-def confirm_runs_kernel(drop, threshold, confirm_obs, year, min_persistence):  # pragma: no cover - compiled
+def confirm_runs_kernel(drop, threshold, confirm_obs, year, min_persistence,  # pragma: no cover - compiled
+                        persist_drop):
     """(T, P) drops and thresholds -> (P, 4) float64: first, confirmed, magnitude, probable."""
     n_time, n_pix = drop.shape
     out = np.empty((n_pix, 4))
@@ -75,7 +77,7 @@ def confirm_runs_kernel(drop, threshold, confirm_obs, year, min_persistence):  #
         for t in range(n_time):
             series[t] = drop[t, p]
             limits[t] = threshold[t, p]
-        _walk(series, limits, confirm_obs, year, min_persistence, out[p])
+        _walk(series, limits, confirm_obs, year, min_persistence, persist_drop, out[p])
     return out
 
 
@@ -311,7 +313,7 @@ def screen_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_rows, t
                 if drops[t] > weak_threshold[t]:
                     n_weak += 1
             if n_weak >= line_confirm_obs:
-                _walk(drops, weak_threshold, line_confirm_obs, year, min_persistence, walk)
+                _walk(drops, weak_threshold, line_confirm_obs, year, min_persistence, np.nan, walk)
                 weak_out[p, 0] = walk[0]
                 weak_out[p, 1] = walk[1]
                 weak_out[p, 2] = walk[2]

@@ -142,20 +142,25 @@ def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray,
 
 
 def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year: np.ndarray | None = None,
-                 min_persistence: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 min_persistence: float = 0.0, persist_drop: float | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """First confirmed run of drops per pixel.
 
     Walks the observations in time order; missing ones (NaN ``drop``) neither extend nor break a
     run. A confirmed run is kept only if at least ``min_persistence`` of the pixel's observations
-    from its start to the end of that season (``year``) are drops: vegetation that is back
-    within weeks was cloud, haze or late leaf-out, not damage. Returns ``first`` and
+    from its start to the end of that season (``year``) are still down: vegetation that is back
+    within weeks was cloud, haze or late leaf-out, not damage. Still down is a drop, or, with
+    ``persist_drop`` (index units), any observation more than that below the model: ground that
+    stays well below its model but no longer beyond the z-score threshold (a field around a track
+    ripening and harvested, its own spread large) has not come back. Returns ``first`` and
     ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
     ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
     years = np.asarray(year, dtype="int64") if year is not None else np.empty(0, dtype="int64")
     if drop.dtype != threshold.dtype:
         drop, threshold = np.asarray(drop, dtype="float64"), np.asarray(threshold, dtype="float64")
-    out = confirm_runs_kernel(drop, threshold, int(confirm_obs), years, float(min_persistence))
+    out = confirm_runs_kernel(drop, threshold, int(confirm_obs), years, float(min_persistence),
+                              np.nan if persist_drop is None else float(persist_drop))
     as_index = out[:, [0, 1, 3]].astype("int32")
     return as_index[:, 0], as_index[:, 1], out[:, 2].astype("float32"), as_index[:, 2]
 
@@ -227,7 +232,8 @@ def later_breaks(values: np.ndarray, doy: np.ndarray, year: np.ndarray, first: n
                            _recovered_season(sub, doy, year, season, model_start, settings))
         drop, threshold = season_drops(sub, doy, year, settings, start=start)
         drop[np.arange(n_time)[:, None] <= prev_confirmed[None, :]] = np.nan
-        f, c, m, _ = confirm_runs(drop, threshold, settings.confirm_obs, year, settings.min_persistence)
+        f, c, m, _ = confirm_runs(drop, threshold, settings.confirm_obs, year, settings.min_persistence,
+                                  settings.persistence_min_drop)
         found = f != NO_BREAK
         active, prev_first, prev_confirmed, model_start = active[found], f[found], c[found], start[found]
         latest_first[active], latest_confirmed[active], latest_magnitude[active] = prev_first, prev_confirmed, m[found]
@@ -341,7 +347,7 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
         flat[~keep] = np.nan
         drop, threshold = season_drops(flat, doy, year, settings)
         first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
-                                                             settings.min_persistence)
+                                                             settings.min_persistence, settings.persistence_min_drop)
         out[pixels, :4] = np.stack([first, confirmed, magnitude, probable], axis=-1)
         out[pixels, 7:] = np.stack(later_breaks(flat, doy, year, first, confirmed, settings), axis=-1)
     return out.reshape(ny, nx, N_OUTPUTS)

@@ -11,11 +11,13 @@ noise. This pass keeps the weak runs that draw a new line:
 2. the connected ridge component is at least ``line_min_length_m`` long, ``line_min_elongation``
    times longer than wide, most of its pixels have a weak run, and it does not enclose weak runs
    (the outline of a patch);
-3. it keeps ``line_clearance_m`` from the confirmed breaks (an edge of a patch is the patch's);
-4. its surroundings (``line_ring_m`` out) are quiet: at most ``line_max_ring_share`` of them have weak
-   runs of their own, and their drop over the same dates (upper quartile) is at most
-   ``line_max_ring_drop`` times the line's: a line, not the edge of a wider change (a harvest,
-   a dry year);
+3. it keeps ``line_clearance_m`` from the confirmed breaks that form a patch (at least ``min_patch_m2``:
+   an edge of a patch is the patch's); a speck of confirmed pixels too small to be a patch (a few
+   pixels of a trench where it covers most of a pixel) does not keep a line away, it joins it;
+4. its surroundings (``line_ring_m`` out, from at least one pixel out) are quiet: at most
+   ``line_max_ring_share`` of them have weak runs of their own, and their drop over the same dates
+   (upper quartile) is at most ``line_max_ring_drop`` times the line's: a line, not the edge of a
+   wider change (a harvest, a dry year);
 5. the same weeks of the season before show no dark line within ``line_prior_reach_m`` (Sato
    dark-ridge response of the median index at most ``line_max_prior_ridge``): not an existing road or ditch answering a
    dry year.
@@ -37,7 +39,7 @@ from scipy import ndimage
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import day_of_year, ring_pixels, scale_pixels, season_year
-from gmsense.detect.patches import shape_metrics
+from gmsense.detect.patches import label_breaks, shape_metrics
 from gmsense.geo.grid import grid_transform
 
 ARC_OVER_DIAGONAL = np.pi / 2  # an arc up to a half circle is at most this much longer than its box's diagonal
@@ -69,8 +71,14 @@ class _Scale:
 
     @classmethod
     def of(cls, settings: DetectSettings, pixel_m: float) -> _Scale:
+        # The ring starts at least one pixel out: a line narrower than a pixel straddles pixel
+        # edges and moves by up to half a pixel between dates (misregistration), so the pixels next
+        # to its own share its drop. (At 20 and 30 m, 10 m rounds to 0 steps, and a dilation of 0
+        # iterations is scipy's "until nothing changes": the ring was empty and every line rejected.)
+        inner, outer = ring_pixels(settings.line_ring_m, pixel_m)
+        inner = max(inner, 1)
         return cls(tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m),
-                   ring_pixels(settings.line_ring_m, pixel_m),
+                   (inner, max(outer, inner + 1)),
                    max(round(settings.line_prior_reach_m / pixel_m), 1))
 
 
@@ -131,6 +139,17 @@ def _padded(box: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, shape, strict=True))
 
 
+def patch_pixels(first_detected: np.ndarray, min_area_m2: float, pixel_m: float,
+                 season: SeasonSettings | None = None) -> np.ndarray:
+    """The confirmed pixels (bool, y x) that form patches: touching pixels of one season
+    (:func:`gmsense.detect.patches.label_breaks`) covering at least ``min_area_m2``."""
+    labels = label_breaks(first_detected, season)
+    counts = np.bincount(labels.ravel())
+    big = counts * pixel_m**2 >= min_area_m2
+    big[0] = False
+    return big[labels]
+
+
 def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, settings: DetectSettings,
                season: SeasonSettings | None = None) -> np.ndarray:
     """Pixels (bool, y x) of the new lines the weak runs of ``breaks`` draw (see the module
@@ -146,7 +165,7 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     years = season_year(times, season)
     first = np.searchsorted(times, np.where(has_weak, weak_first, times[0]))
     magnitude = np.where(has_weak, np.nan_to_num(np.asarray(breaks["weak_magnitude"].values)), 0.0)
-    confirmed = ~np.isnat(np.asarray(breaks["first_detected"].values))
+    confirmed = patch_pixels(np.asarray(breaks["first_detected"].values), settings.min_patch_m2, pixel, season)
     scale = _Scale.of(settings, pixel)
     clearance = int(np.ceil(settings.line_clearance_m / pixel))
     free = ~(ndimage.binary_dilation(confirmed, iterations=clearance) if confirmed.any() and clearance else confirmed)
