@@ -102,7 +102,9 @@ def test_leave_one_domain_out_scores_each_world_and_names_the_worst(tmp_path: Pa
 @pytest.mark.slow
 def test_small_accuracy_run_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "acc.json"
-    results = run_accuracy([3], sites_per_seed=1, out=out)
+    seen: list[tuple[str, int, int]] = []
+    results = run_accuracy([3], sites_per_seed=1, out=out, progress=lambda *step: seen.append(step))
+    assert seen == [("classic seed 3", 1, 1)]
     saved = json.loads(out.read_text())
     assert saved["overall"].keys() == results["overall"].keys()
     for key in ("recall", "class_accuracy", "recovery_status_accuracy", "inside_licence_accuracy"):

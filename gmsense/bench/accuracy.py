@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,12 +135,17 @@ class Scored:
         return pooled
 
 
+#: Called after each seed is scored: (what, seeds done, seeds in all).
+Progress = Callable[[str, int, int], None]
+
+
 def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, workers: int | None,
-                classifier: PatchClassifier | None, domain: str | None = None) -> Scored:
+                classifier: PatchClassifier | None, domain: str | None = None,
+                progress: Progress | None = None) -> Scored:
     """Scan the licences of every seed (of ``domain``'s world when given) and match them to truth."""
     scored = Scored()
     empty = pd.DataFrame(columns=EVENT_COLUMNS)
-    for seed in seeds:
+    for done, seed in enumerate(seeds, start=1):
         seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
         sites = random_licences(seed, sites_per_seed, domain=domain)
         with tempfile.TemporaryDirectory() as tmp:
@@ -149,6 +155,8 @@ def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, wo
             failures = scan_failures(store, summary, sites)
             exported = patches_frame(store)
         scored.add(_score_sites(seed, sites, seeded, failures, exported, empty))
+        if progress is not None:
+            progress(f"{domain or 'classic'} seed {seed}", done, len(seeds))
     return scored
 
 
@@ -187,7 +195,7 @@ def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[s
 
 def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Settings | None = None,
                  workers: int | None = None, classifier: PatchClassifier | None = None,
-                 out: Path | None = None) -> dict[str, Any]:
+                 out: Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Scan and score every scene; write ``out`` (JSON) and a sibling ``.md`` table if given.
 
     A licence whose scan failed is not dropped: its truth events are scored as misses (recall counts
@@ -198,7 +206,7 @@ def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Setting
     settings = settings or Settings()
     t0 = time.perf_counter()
     scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
-                         classifier=classifier)
+                         classifier=classifier, progress=progress)
     results = {"detector": "model" if classifier else "rules",
                "model_version": classifier.version if classifier else None,
                "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": scored.summary(),
@@ -213,7 +221,7 @@ def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Setting
 
 def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2, settings: Settings | None = None,
                 workers: int | None = None, model: Path | None = None,
-                params: TrainingParams = DEFAULT_PARAMS) -> dict[str, Any]:
+                params: TrainingParams = DEFAULT_PARAMS, progress: Progress | None = None) -> dict[str, Any]:
     """Leave-one-domain-out: each world of ``domains`` is scanned (test ``seeds``) with a model
     fitted on the training table of ``model`` (a folder from ``gmsense train --domains``) without
     that world's rows, so the figures of a world come from a model that never saw it; without
@@ -231,7 +239,7 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
             classifier = fit_classifier(table[keep], params=params, name=f"without {domain}")
             trained_on[domain] = sorted(set(domains_of(table[keep])))
         scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
-                             classifier=classifier, domain=domain)
+                             classifier=classifier, domain=domain, progress=progress)
         per_domain[domain] = scored.summary()
         pooled.add(scored)
     worst = {}

@@ -413,29 +413,38 @@ def bench_accuracy(
     config: ConfigOption = None,
 ) -> None:
     """Scan synthetic scenes as a user would and score the patches against their truth."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from gmsense.bench.accuracy import run_accuracy, run_domains, write_results
 
     settings = load_settings(config)
     seed_list = parse_seeds(seeds)
     runs = []
     worlds = _domain_list(domains)
-    if worlds:
-        if model:
-            runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
-                                    workers=workers, model=model))
-        if not model or baseline:
-            runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
-                                    workers=workers))
-        write_results(runs, out_file)
-        out.print(out_file.with_suffix(".md").read_text(), markup=False)
-        out.print(f"results: {out_file}")
-        return
-    classifier = _classifier("model", model) if model else None
-    if classifier is None or baseline:
-        runs.append(run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings, workers=workers))
-    if classifier is not None:
-        runs.insert(0, run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
-                                    classifier=classifier))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("bench accuracy", total=None)
+
+        def progress(label: str) -> Any:
+            def report(what: str, done: int, total: int) -> None:
+                bar.update(task, description=f"bench accuracy ({label}): {what} scored", completed=done, total=total)
+            return report
+
+        if worlds:
+            if model:
+                runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
+                                        workers=workers, model=model, progress=progress("model")))
+            if not model or baseline:
+                runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
+                                        workers=workers, progress=progress("rules")))
+        else:
+            classifier = _classifier("model", model) if model else None
+            if classifier is None or baseline:
+                runs.append(run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings,
+                                         workers=workers, progress=progress("rules")))
+            if classifier is not None:
+                runs.insert(0, run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings,
+                                            workers=workers, classifier=classifier, progress=progress("model")))
     write_results(runs, out_file)
     out.print(out_file.with_suffix(".md").read_text(), markup=False)
     out.print(f"results: {out_file}")
