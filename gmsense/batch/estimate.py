@@ -84,5 +84,5 @@ def core_side_m(memory_limit: int, shape: ImageryShape, margin_m: float, min_cor
     """The side (metres) of a square tile core whose read (core plus ``margin_m`` each side) fits
     ``memory_limit`` bytes; never below ``min_core_m`` (below that the margins cost more than the
     core: the budget is then exceeded rather than the licence cut into thousands of tiles)."""
-    side_px = math.sqrt(memory_limit / bytes_per_pixel(shape))
+    side_px = math.sqrt(memory_limit / bytes_per_pixel(shape)) - 1  # a pixel for rounding the read up to pixels
     return max(side_px * shape.resolution_m - 2 * margin_m, min_core_m)
