@@ -553,7 +553,7 @@ def demo(
     out.print(f"store: {db_file}\npatches: {geojson}", highlight=False, soft_wrap=True)
     # Commands on lines of their own, never wrapped at the terminal's width, so they can be pasted.
     out.print("review the flags in a browser:", highlight=False)
-    for command in (f"gmsense users add NAME --role reviewer --db {shlex.quote(str(db_file))}",
+    for command in (f"gmsense users add NAME --role reviewer --scope province --db {shlex.quote(str(db_file))}",
                     f"gmsense review serve --db {shlex.quote(str(db_file))}"):
         out.print(f"  {command}", highlight=False, soft_wrap=True, markup=False)
     raise typer.Exit(summary.exit_code)
