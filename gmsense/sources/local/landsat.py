@@ -31,7 +31,7 @@ import numpy as np
 from gmsense.cube.harmonise import ETM, OLI, SENSOR_OF_PREFIX, TM
 from gmsense.errors import ImageryError
 from gmsense.sources._bands import LANDSAT_C2_SR_OFFSET, LANDSAT_C2_SR_SCALE
-from gmsense.sources.local.products import Product, band_header, products_in
+from gmsense.sources.local.products import Product, band_header, compact_day, products_in
 
 #: A Collection 2 Level-2 product id: sensor+satellite, level, path/row, acquired, processed, collection, tier.
 PRODUCT_ID = re.compile(r"^(L[CTOE]0[4-9])_L2S[PR]_(\d{6})_(\d{8})_(\d{8})_02_(T1|T2|RT)$")
@@ -49,11 +49,7 @@ def product_day(name: str) -> np.datetime64 | None:
     m = PRODUCT_ID.match(name.removesuffix(".tar"))
     if not m:
         return None
-    d = m.group(3)
-    try:
-        return np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:]}", "D")
-    except ValueError:
-        return None
+    return compact_day(m.group(3))
 
 
 def _is_product(p: Path) -> bool:

@@ -54,6 +54,14 @@ from gmsense.sources.local import (
 )
 
 
+def compact_day(digits: str) -> np.datetime64 | None:
+    """The day of ``YYYYMMDD`` as product names write it, or None when it is no valid date."""
+    try:
+        return np.datetime64(f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}", "D")
+    except ValueError:
+        return None
+
+
 def products_in(path: Any, is_product: Any) -> list[Any]:
     """The products at ``path`` (a Path): itself when ``is_product(path)``, else its entries that
     are, sorted by name."""

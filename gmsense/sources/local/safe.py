@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from gmsense.errors import ImageryError
-from gmsense.sources.local.products import Product, band_header, products_in
+from gmsense.sources.local.products import Product, band_header, compact_day, products_in
 
 #: A Sentinel-2 L2A product name: mission, sensing start, baseline, orbit, tile, product discriminator.
 SAFE_NAME = re.compile(r"^(S2[A-D])_MSIL2A_(\d{8})T(\d{6})_N(\d{4})_R(\d{3})_T(\w{5})_(\d{8}T\d{6})(\.SAFE)?$")
@@ -63,11 +63,7 @@ def safe_name_day(name: str) -> np.datetime64 | None:
     m = SAFE_NAME.match(_stem(name) if name.endswith(".zip") else name)
     if not m:
         return None
-    d = m.group(2)
-    try:
-        return np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:]}", "D")
-    except ValueError:
-        return None
+    return compact_day(m.group(2))
 
 
 def _is_product(p: Path) -> bool:
