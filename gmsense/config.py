@@ -96,6 +96,10 @@ class DetectSettings(_Settings):
                     "the z-score threshold (not back: a harvested field around a track); null (default): drops only. "
                     "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
                     "(docs/detection-recall.md)")
+    phenology_groups: bool = Field(
+        False, description="compare each pixel with the per-date median of the pixels sharing its seasonal curve "
+                           "(a crop calendar) where that lowers their spread, instead of the scene median alone "
+                           "(gmsense.detect.phenology)")
     min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")
     harmonics: int = Field(1, ge=0, le=3, description="harmonic terms of the within-season model")
     # A pixel can break again (gmsense.detect.change.later_breaks): after a confirmed break its baseline
@@ -521,6 +525,9 @@ class Settings(_Settings):
         data.pop("restoration", None)  # restoration accounting reads composites, never a scan's result
         data["rules"].pop("escalation", None)  # who reviews a flag, and when, is not the science
         data.pop("notify", None)  # nor who is told about it
+        for section in ("detect", "detect_annual"):
+            if not data[section].get("phenology_groups", True):
+                data[section].pop("phenology_groups")  # off: the hash scans had before the setting
         if data["detect_annual"] == AnnualDetectSettings().model_dump(mode="json"):
             data.pop("detect_annual")  # scans of dated imagery keep the hash they had before annual composites
         # Protected land is checked against the layers of the store, which enter the unit key

@@ -191,7 +191,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     if clear_share == 0:
         raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     if context is None:
-        context = merge_samples([licence_sample(ndvi, region)])
+        context = merge_samples([licence_sample(ndvi, region)], settings)
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
                                            threads=threads, season=settings.season).load(),
                              ndvi, settings.detect, settings.season)

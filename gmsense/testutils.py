@@ -47,8 +47,13 @@ def make_cube(
     origin: tuple[float, float] = (600_000.0, 5_290_000.0),
     epsg: int = 32652,
     southern: bool = False,
+    calendar_shifts: tuple[float, ...] = (0.0,),
 ) -> xr.Dataset:
     """A cube (the DESIGN.md contract) of forest with phenology, clouds and planted breaks.
+
+    ``calendar_shifts``: the columns are cut into that many vertical strips of equal width (fields),
+    each greening up and senescing that many days later (earlier if negative): crops on their own
+    calendars.
 
     Acquisitions every ``every_days`` days from April to October of each year; with ``southern``,
     from October of the year before to April of each year, the phenology half a year later (the
@@ -64,8 +69,11 @@ def make_cube(
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
     if southern:
         doy = (doy + 182) % 365 + 1
-    green = 0.3 + 0.65 / (1 + np.exp(-(doy - 130) / 8)) * (1 - 1 / (1 + np.exp(-(doy - 265) / 10)))
-    veg = np.broadcast_to(green[:, None, None], (times.size, ny, nx)).copy()
+    strip = np.minimum(np.arange(nx) * len(calendar_shifts) // nx, len(calendar_shifts) - 1)
+    shift = np.asarray(calendar_shifts, dtype=float)[strip][None, :]  # (1, nx) days
+    day = doy[:, None] - shift
+    green = 0.3 + 0.65 / (1 + np.exp(-(day - 130) / 8)) * (1 - 1 / (1 + np.exp(-(day - 265) / 10)))
+    veg = np.broadcast_to(green[:, None, :], (times.size, ny, nx)).copy()
     for b in breaks:
         after = times >= np.datetime64(b.date)
         if b.recovered_by is None:

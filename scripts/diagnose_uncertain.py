@@ -48,10 +48,17 @@ def bucket(reason: str) -> str:
     return reason[:40] or "-"
 
 
-def diagnose(model: Path, seeds: list[int], domains: list[str]) -> pd.DataFrame:
+def diagnose(model: Path, seeds: list[int], domains: list[str], leave_out: bool = False) -> pd.DataFrame:
+    """Per human-made event: the label of the patch over it. ``leave_out``: each world scanned with the
+    model refitted without that world's training rows, as the benchmark's leave-one-world-out does."""
+    from gmsense.classify.train import domains_of, fit_classifier, read_training_table
+
     classifier = load_model(model)
+    table = read_training_table(model) if leave_out else None
     rows = []
     for domain in domains:
+        if table is not None:
+            classifier = fit_classifier(table[domains_of(table) != domain], name=f"without {domain}")
         for seed in seeds:
             settings = Settings()
             seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
@@ -61,7 +68,9 @@ def diagnose(model: Path, seeds: list[int], domains: list[str]) -> pd.DataFrame:
                 truth = complete_truth(truth, cube, seeded)
                 patches = gpd.GeoDataFrame(
                     {"label": [p.disturbance_class for p in result.patches],
-                     "reason": [p.metrics.get("label_reason") or "" for p in result.patches]},
+                     "reason": [p.metrics.get("label_reason") or "" for p in result.patches],
+                     "agent": [p.natural_agent or "" for p in result.patches],
+                     "confidence": [p.confidence for p in result.patches]},
                     geometry=[wkt.loads(p.local_wkt) for p in result.patches], crs=result.stats["crs"],
                 ).to_crs(site.crs)
                 for _, event in truth[truth.disturbance_class.isin(HUMAN_MADE_CLASSES)].iterrows():
@@ -71,9 +80,11 @@ def diagnose(model: Path, seeds: list[int], domains: list[str]) -> pd.DataFrame:
                     if len(hits):
                         best = hits.iloc[int(np.argmax([g.intersection(near).area for g in hits.geometry]))]
                         row |= {"label": best.label, "bucket": bucket(best.reason) if best.label == "uncertain"
-                                else None, "reason": best.reason}
+                                else None, "reason": best.reason, "agent": best.agent,
+                                "confidence": best.confidence}
                     rows.append(row)
-    return pd.DataFrame(rows, columns=["domain", "seed", "site_id", "truth", "label", "bucket", "reason"])
+    return pd.DataFrame(rows, columns=["domain", "seed", "site_id", "truth", "label", "bucket", "reason", "agent",
+                                       "confidence"])
 
 
 def main() -> None:
@@ -82,15 +93,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="205,206", help="comma-separated tuning seeds (200+)")
     parser.add_argument("--domains", default=",".join(VALIDATION_DOMAINS))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--leave-out", action="store_true",
+                        help="refit the model without each scanned world's rows (leave-one-world-out)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if any(s < 200 for s in seeds):
         parser.error("tuning seeds only: 200 and up (1-8 test the benchmark, 101-115 trained the model)")
-    frame = diagnose(args.model, seeds, args.domains.split(","))
+    frame = diagnose(args.model, seeds, args.domains.split(","), args.leave_out)
     frame.to_csv(args.out, index=False)
     detected = frame[frame.label.notna()]
     print(detected.groupby("domain").label.value_counts().unstack(fill_value=0).to_string())
     print(detected[detected.label == "uncertain"].groupby(["domain", "bucket"]).size().to_string())
+    natural = detected[detected.label == "natural"]
+    if len(natural):
+        print(natural.groupby(["domain", "truth", "agent"]).size().to_string())
 
 
 if __name__ == "__main__":

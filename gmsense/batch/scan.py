@@ -258,8 +258,8 @@ class _Tasks:
                 samples.setdefault(site.site_id, []).append(self.client.submit(
                     _on_worker, tile_sample_with_retries, self._mine(unit), self.classifier, site, unit.tile,
                     key=self._key(f"sample-{unit.name}"), pure=False))
-        self.contexts = {site_id: self.client.submit(merge_samples, parts, key=self._key(f"context-{site_id}"),
-                                                     pure=False)
+        self.contexts = {site_id: self.client.submit(merge_samples, parts, self.request.settings,
+                                                     key=self._key(f"context-{site_id}"), pure=False)
                          for site_id, parts in samples.items()}
 
     def unit(self, unit: WorkUnit) -> Future:

@@ -214,6 +214,6 @@ def _merge_stats(parts: list[dict[str, Any]], counted: list[dict[str, Any]], min
 def analyse_in_tiles(site: Site, tiles: list[Tile], request: ScanRequest) -> SiteResult:
     """One licence cut into ``tiles``, in this process: what a scan does with its tiles (first pass,
     context, tiles, merge), one after the other; for checks and notebooks."""
-    context = merge_samples([tile_sample(site, tile, request) for tile in tiles])
+    context = merge_samples([tile_sample(site, tile, request) for tile in tiles], request.settings)
     return merge_tiles(site, [analyse_tile(site, tile, request, context) for tile in tiles], request.settings,
                        request.works_of(site.site_id), request.layers_of(site))

@@ -47,6 +47,7 @@ from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.detect._kernels import confirm_runs_kernel, screen_kernel
 from gmsense.detect.context import SceneContext, index_context
+from gmsense.detect.phenology import GroupsOnDates
 
 NO_BREAK = -1
 _DAYS_PER_YEAR = 365.25
@@ -318,24 +319,33 @@ def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: De
 
 
 def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy: np.ndarray, year: np.ndarray,
-                  settings: DetectSettings, screen: bool = True) -> np.ndarray:
+                  settings: DetectSettings, screen: bool = True, groups: GroupsOnDates | None = None) -> np.ndarray:
     """(y, x, T) block of the index -> (y, x, N_OUTPUTS) float32: first, confirmed, magnitude, probable;
     the line pass's weak first, confirmed and magnitude (see :func:`_screen`; none without
     ``line_pass``); the latest later break's first, confirmed and magnitude, and the next break's
     first (:func:`later_breaks`; only pixels with a first break have one, and those all went
     through the exact detector, so the screen cannot pass one over).
 
-    The anomaly is the index less the per-date scene ``offset``, NaN on dates not to ``keep``.
+    The anomaly is the index less the per-date scene ``offset``, NaN on dates not to ``keep``, and
+    less each pixel's phenology-group offset with ``groups`` (gmsense.detect.phenology).
     With ``screen`` only the pixels :func:`screen_pixels` passes are run through the exact detector.
     """
     ny, nx, n_time = values.shape
     series = values.reshape(ny * nx, n_time)  # (P, T): a view when the block is pixel-major
+    extra = None  # (T, P) phenology-group offsets
+    if groups is not None:
+        base = series.T.astype("float64") - offset[:, None]
+        base[~keep] = np.nan
+        extra = groups.pixel_offsets(base)
+        del base
     out = np.empty((ny * nx, N_OUTPUTS), dtype="float32")
     out[:] = (NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, NO_BREAK, np.nan, NO_BREAK, NO_BREAK, np.nan, NO_BREAK)
     pixels = np.arange(ny * nx)
     if screen or settings.line_pass:
         real = "float32" if settings.harmonics <= 1 else "float64"  # as _screen computes
         anomaly = np.subtract(series, offset.astype(real)[None, :], dtype=real)
+        if extra is not None:
+            anomaly -= extra.T.astype(real)
         anomaly[:, ~keep] = np.nan
         candidate, weak = _screen(anomaly, doy, year, settings, weak=settings.line_pass)
         del anomaly
@@ -344,6 +354,8 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
             pixels = np.flatnonzero(candidate)
     if pixels.size:
         flat = series[pixels].T.astype("float64") - offset[:, None]
+        if extra is not None:
+            flat -= extra[:, pixels]
         flat[~keep] = np.nan
         drop, threshold = season_drops(flat, doy, year, settings)
         first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
@@ -410,7 +422,9 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     pixel (same result, slower; for tests and checks).
 
     ``context``: the licence's per-date scene median (:mod:`gmsense.detect.context`), the same
-    for every tile of it; None takes it from ``index`` as a whole. Haze dips are found on the
+    for every tile of it, and with ``settings.phenology_groups`` its phenology groups (a context
+    made with the settings: gmsense.detect.context.merge_samples); None takes the median from
+    ``index`` as a whole. Haze dips are found on the
     context's dates, so a tile drops the dates the whole licence drops.
 
     ``threads``: for an ``index`` in memory, work on row blocks in this many threads (the same
@@ -426,6 +440,8 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     keep = np.ones(offset.shape, dtype=bool)
     if max_scene_dip is not None:
         keep = ~np.isin(times, context.times[scene_dips(context.offset, context.has_data, max_scene_dip)])
+    groups = GroupsOnDates.of(context.groups, times, season) \
+        if settings.phenology_groups and context.groups is not None else None
     if index.chunks is not None:
         index = index.chunk({"time": -1})
     packed = xr.apply_ufunc(
@@ -434,7 +450,7 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
         input_core_dims=[["time"]],
         output_core_dims=[["output"]],
         kwargs={"offset": offset, "keep": keep, "doy": doy, "year": year, "settings": settings, "screen": screen,
-                "threads": 1 if index.chunks is not None else threads},
+                "groups": groups, "threads": 1 if index.chunks is not None else threads},
         dask="parallelized",
         output_dtypes=["float32"],
         dask_gufunc_kwargs={"output_sizes": {"output": N_OUTPUTS}},

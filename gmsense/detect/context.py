@@ -21,6 +21,8 @@ import numpy as np
 import xarray as xr
 
 from gmsense._numeric import nan_median
+from gmsense.config import Settings
+from gmsense.detect.phenology import PhenologyGroups, fit_groups
 
 #: Pixels of a licence's monitoring area in the scene sample (at most): the median of 40,000
 #: values is within ~1 % of the scene's spread of the median of all of them, far under the drops
@@ -40,11 +42,13 @@ class SceneSample:
 @dataclass(frozen=True)
 class SceneContext:
     """The per-date scene median of a licence's index and whether the sample saw anything that
-    date, on ``times`` (datetime64[ns], sorted)."""
+    date, on ``times`` (datetime64[ns], sorted); with ``detect.phenology_groups``, the licence's
+    phenology groups (:mod:`gmsense.detect.phenology`; None when none earns its place)."""
 
     times: np.ndarray
     offset: np.ndarray
     has_data: np.ndarray
+    groups: PhenologyGroups | None = None
 
     def at(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Offset and has-data on ``times`` (a date the context lacks has offset 0 and no data)."""
@@ -87,9 +91,10 @@ def scene_sample(index: xr.DataArray, step: int,
     return SceneSample(times, values[:, chosen].astype("float32", copy=False))
 
 
-def merge_samples(samples: Sequence[SceneSample]) -> SceneContext:
+def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = None) -> SceneContext:
     """The licence's context from the samples of its pieces (each lattice point in one piece):
-    per date the NaN-aware median over every piece's values that date."""
+    per date the NaN-aware median over every piece's values that date; with ``settings`` whose
+    ``detect.phenology_groups`` is on, the phenology groups too."""
     times = np.unique(np.concatenate([s.times for s in samples])) if samples else \
         np.empty(0, dtype="datetime64[ns]")
     columns = []
@@ -102,13 +107,22 @@ def merge_samples(samples: Sequence[SceneSample]) -> SceneContext:
         return SceneContext(times, np.zeros(times.size), np.zeros(times.size, dtype=bool))
     medians = nan_median(stacked.T)
     has_data = ~np.isnan(medians)
-    return SceneContext(times, np.where(has_data, medians, 0.0).astype("float64"), has_data)
+    offset = np.where(has_data, medians, 0.0).astype("float64")
+    groups = None
+    if settings is not None and settings.detect.phenology_groups:
+        from gmsense.detect.change import scene_dips  # change imports this module
+
+        keep = np.ones(times.size, dtype=bool)
+        if settings.mask.max_scene_dip is not None:
+            keep = ~scene_dips(offset, has_data, settings.mask.max_scene_dip)
+        groups = fit_groups(stacked, times, offset, keep, settings.detect, settings.season)
+    return SceneContext(times, offset, has_data, groups)
 
 
-def index_context(index: xr.DataArray) -> SceneContext:
+def index_context(index: xr.DataArray, settings: Settings | None = None) -> SceneContext:
     """The context of ``index`` taken whole (every pixel of its grid belongs to the area)."""
     x, y = index["x"].values, index["y"].values
     pixel_x = float(abs(x[1] - x[0])) if x.size > 1 else 1.0
     pixel_y = float(abs(y[1] - y[0])) if y.size > 1 else pixel_x
     step = sample_step(x.size * y.size * pixel_x * pixel_y, pixel_x * pixel_y)
-    return merge_samples([scene_sample(index, step)])
+    return merge_samples([scene_sample(index, step)], settings)
