@@ -137,6 +137,14 @@ def test_an_assessment_is_stored_signed_and_read_within_scope(url: str) -> None:
         assessments.add(store, sun, "licence", "WC-1", "compliant", "x")
     result = assessments.verify(store)
     assert (result.ok, result.assessments, result.attachments) == (True, 2, 2)
+    code, output = run_cli("assessments", "list", "--licence", "SZ-1", "--db", store.url)
+    assert code == 0, output
+    assert "2 assessments" in output
+    code, output = run_cli("assessments", "list", "--licence", "WC-1", "--db", store.url)
+    assert "0 assessments" in output
+    code, output = run_cli("assessments", "list", "--licence", "NOPE-1", "--db", store.url)
+    assert code == 2
+    assert "no licence 'NOPE-1'" in output
     store.engine.dispose()
 
 

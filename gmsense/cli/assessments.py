@@ -22,10 +22,16 @@ def assessments_list(
     db: DbOption = None,
 ) -> None:
     """List assessments, oldest first: number, time (UTC), assessor, target, verdict, files, digest."""
+    from gmsense.errors import InputError
     from gmsense.review.assessments import assessments
-    from gmsense.store import Store
+    from gmsense.store import SiteRow, Store
 
-    found = assessments(Store(db, create=False), site_id=licence)
+    store = Store(db, create=False)
+    if licence is not None:
+        with store.session() as s:
+            if s.get(SiteRow, licence) is None:
+                raise InputError(f"no licence {licence!r} in the store {store.location}")
+    found = assessments(store, site_id=licence)
     table = Table(title=f"assessments{' of ' + licence if licence else ''}")
     for column in ("#", "id", "recorded (UTC)", "assessor", "licence", "flag", "verdict", "files", "digest"):
         table.add_column(column, justify="right" if column in ("#", "id", "files") else "left")

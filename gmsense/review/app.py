@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Form, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -48,9 +48,18 @@ from gmsense.outputs.i18n import (
     t,
 )
 from gmsense.records import PATCH_CLASSES
+from gmsense.review import assessment_routes, auth, escalation, service, uploads
 from gmsense.review import assessments as assessment_service
-from gmsense.review import auth, escalation, service, uploads
 from gmsense.review import restoration as restoration_service
+from gmsense.review.deps import (
+    MAX_ID,
+    SESSION_COOKIE,
+    ApiUser,
+    FlagId,
+    LoginRequiredError,
+    PageUser,
+)
+from gmsense.review.deps import current_user as _current
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
     MAX_BODY_BYTES,
@@ -64,14 +73,9 @@ from gmsense.store import ReviewRow, Store, UserRow
 from gmsense.store.scope import PROVINCE, Scope, parse_scope
 
 HERE = Path(__file__).resolve().parent
-SESSION_COOKIE = "gmsense_session"
 LOGIN_CSRF_COOKIE = "gmsense_login_csrf"
 LANG_COOKIE = "gmsense_lang"
 EXPORT_FORMATS = {"geojson": "application/geo+json", "gpkg": "application/geopackage+sqlite3", "csv": "text/csv"}
-#: The largest id a database integer holds; a larger one in a URL is a 404, not an overflow.
-MAX_ID = 2**63 - 1
-#: A flag id in a URL path.
-FlagId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 class StageAction(BaseModel):
@@ -83,10 +87,6 @@ class StageAction(BaseModel):
                          max_length=escalation.MAX_TEXT)
 
 
-class LoginRequiredError(Exception):
-    """A page asked for by an anonymous visitor: redirect to /login."""
-
-
 class Decision(BaseModel):
     """A reviewer's decision on a flag (JSON API)."""
 
@@ -95,29 +95,6 @@ class Decision(BaseModel):
                                     "misregistration, other; field_visit: needs_field_visit")
     comment: str = Field(description="what the images show; required", max_length=service.MAX_COMMENT)
     corrected_class: str | None = Field(None, description="the disturbance class the reviewer saw, if different")
-
-
-def _current(request: Request) -> tuple[UserRow, Any] | None:
-    return auth.session_user(request.app.state.store, request.cookies.get(SESSION_COOKIE))
-
-
-def _page_user(request: Request) -> tuple[UserRow, Any]:
-    found = _current(request)
-    if found is None:
-        raise LoginRequiredError()
-    return found
-
-
-def _api_user(request: Request) -> tuple[UserRow, Any]:
-    found = _current(request)
-    if found is None:
-        raise HTTPException(401, "log in first (POST /login)")
-    return found
-
-
-#: The logged-in user and session of a page (anonymous visitors go to /login) or an API call (401).
-PageUser = Annotated[tuple[UserRow, Any], Depends(_page_user)]
-ApiUser = Annotated[tuple[UserRow, Any], Depends(_api_user)]
 
 
 def pick_language(request: Request, user: UserRow | None = None) -> str:
@@ -150,8 +127,6 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     the restoration target (default: the configured defaults), as ``gmsense restoration report``,
     and the escalation chains (``settings.rules.escalation``); ``clock``: the time (naive UTC) for
     deadlines and stage actions (tests pass a controlled one; default: now)."""
-    from gmsense.review import assessment_routes  # it imports this module's dependencies: not at the top
-
     app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from gmsense.errors import InputError
 from gmsense.review import assessments as service
 from gmsense.review import uploads
-from gmsense.review.app import MAX_ID, ApiUser, FlagId, PageUser
+from gmsense.review.deps import MAX_ID, ApiUser, FlagId, PageUser
 from gmsense.review.signing import SigningKeyError
 from gmsense.store import Store, UserRow
 from gmsense.store.scope import Scope
