@@ -280,3 +280,66 @@ def test_a_flag_escalates_county_city_province_in_a_browser(served: tuple[str, S
         province.context.close()
     assert [e.username for e in escalation.history(store, flag_id=flag["id"])] == [
         "xinqing", "yichun", "harbin_hq"][:n_stages]
+
+
+def test_an_assessor_attaches_a_pdf_to_a_flag_and_a_reviewer_sees_it(served: tuple[str, Store], browser: object,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20, item 5: a third-party assessor of HLJ-EXP-002 attaches a signed assessment with a PDF
+    to one of its flags in the browser; a reviewer opens the flag, sees it and downloads the same bytes."""
+    from pypdf import PdfWriter
+
+    from gmsense.review import assessments
+    from gmsense.review.signing import SIGNING_KEY_ENV
+
+    url, store = served
+    monkeypatch.setenv(SIGNING_KEY_ENV, "browser-test-key-" + "3c" * 16)  # the server reads it when signing
+    auth.add_user(store, "sun", "assessor-password-1", "assessor", scope="licence:HLJ-EXP-002")
+    everything = service.queue(store, service.QueueFilter(status="all"), page_size=1000).items
+    flag = next(f for f in everything if f["site_id"] == "HLJ-EXP-002")
+    report = tmp_path / "现场核查报告.pdf"
+    writer = PdfWriter()
+    writer.add_blank_page(width=595, height=842)
+    with report.open("wb") as f:
+        writer.write(f)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    assessor = browser.new_context(viewport={"width": 1400, "height": 1100}, locale="en-GB").new_page()
+    assessor.goto(f"{url}/flags/{flag['id']}")
+    assessor.fill("input[name=username]", "sun")
+    assessor.fill("input[name=password]", "assessor-password-1")
+    assessor.click("button[type=submit]")
+    assessor.wait_for_url(f"{url}/flags/{flag['id']}")
+    assert assessor.locator("#decision-form").count() == 0, "an assessor does not decide"
+    assessor.check("#assessment-form input[name=verdict][value=non_compliant]")
+    assessor.fill("#assessment-form textarea[name=text]", "Spoil heap 40 m beyond the north boundary, fresh tracks")
+    assessor.set_input_files("#assessment-form input[name=files]", str(report))
+    assessor.click("#submit-assessment")
+    assessor.wait_for_url(f"{url}/flags/{flag['id']}#assessments")
+    listed = assessor.inner_text("#assessment-list")
+    assert "现场核查报告.pdf" in listed
+    assert "non-compliant" in listed
+    assessor.screenshot(path=str(ARTIFACTS / "review-assessment-assessor.png"), full_page=True)
+    assessor.context.close()
+
+    reviewer = browser.new_context(viewport={"width": 1400, "height": 1100}, locale="en-GB",
+                                   accept_downloads=True).new_page()
+    reviewer.goto(f"{url}/flags/{flag['id']}")
+    reviewer.fill("input[name=username]", "rita")
+    reviewer.fill("input[name=password]", "reviewer-password-1")
+    reviewer.click("button[type=submit]")
+    reviewer.wait_for_url(f"{url}/flags/{flag['id']}")
+    row = reviewer.inner_text("#assessment-list tbody tr")
+    assert "sun" in row
+    assert "Spoil heap 40 m beyond the north boundary" in row
+    assert reviewer.locator("#assessment-form").count() == 0, "reviewers do not add assessments"
+    with reviewer.expect_download() as download:
+        reviewer.click("#assessment-list a[download]")
+    assert Path(download.value.path()).read_bytes() == report.read_bytes()
+    assert download.value.suggested_filename == "现场核查报告.pdf"
+    reviewer.screenshot(path=str(ARTIFACTS / "review-assessment-reviewer.png"), full_page=True)
+    reviewer.context.close()
+    [made] = assessments.assessments(store, flag_id=flag["id"])
+    assert (made.row.username, made.row.verdict, made.attachments[0].media_type) == ("sun", "non_compliant",
+                                                                                      "application/pdf")
+    assert assessments.verify(store).ok

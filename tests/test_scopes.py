@@ -14,20 +14,21 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gmsense.errors import InputError
 from gmsense.geo import divisions
 from gmsense.review import auth, exports, service
 from gmsense.review.app import create_app
-from gmsense.store import FlagRow, ReviewRow, ScanRow, SiteRow, Store
+from gmsense.store import AssessmentRow, FlagRow, ReviewRow, ScanRow, SiteRow, Store
 from gmsense.store.scope import PROVINCE, Scope, parse_scope
 
 PASSWORD = "scoped-password-1"
 #: The demo licences' counties (configs/demo_sites.geojson): Yichun's districts before 2019.
 XINQING, WUYING, JIAYIN = "230707", "230710", "230722"
 USERS = {"county_rev": ("reviewer", "county:新青区"), "prov_rev": ("reviewer", "province"),
-         "assessor": ("assessor", "licence:HLJ-EXP-002"), "boss": ("admin", "province")}
+         "assessor": ("assessor", "licence:HLJ-EXP-002"), "assessor_001": ("assessor", "licence:HLJ-EXP-001"),
+         "boss": ("admin", "province")}
 
 
 # --- the division table -------------------------------------------------------------------------
@@ -280,6 +281,60 @@ def test_an_assessor_reads_only_their_licences(client: TestClient, store: Store)
     assert client.get("/restoration").status_code == 200  # no register polygon is an assessor's licence
     with store.session() as s:
         assert s.scalar(select(ReviewRow).where(ReviewRow.username == "assessor")) is None
+
+
+def test_an_assessor_reads_and_assesses_only_their_licences(client: TestClient, store: Store,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Third-party assessments (issue 20, item 5): the assessor of HLJ-EXP-002 can neither read nor attach
+    to HLJ-EXP-001 or its flags, nor read another assessor's assessment of them: each answers exactly as
+    a missing id; a reviewer of HLJ-EXP-001's county sees that one and not theirs."""
+    from gmsense.review import assessments, uploads
+    from gmsense.review.signing import SIGNING_KEY_ENV
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, "scope-test-key-" + "7e" * 16)
+    by_site = _flags_by_site(store)
+    theirs, own = by_site["HLJ-EXP-001"][0], by_site["HLJ-EXP-002"][0]
+    other_assessor = auth.get_user(store, "assessor_001")
+    for k in range(2):
+        assessments.add(store, other_assessor, "licence", "HLJ-EXP-001", "compliant", f"licence visit {k}")
+    notes = [uploads.check_file(name, b"field notes") for name in ("a.txt", "b.txt")]
+    other = assessments.add(store, other_assessor, "flag", theirs, "non_compliant", "OTHER-ASSESSOR", notes).row.id
+    missing_flag, missing = max(max(ids) for ids in by_site.values()) + 1000, other + 1000
+    login(client, "assessor")
+    token = csrf(client)
+    path = "/api/flags/{}/assessments"
+    _missing_like(client.get(path.format(theirs)), client.get(path.format(missing_flag)), theirs, missing_flag)
+    _missing_like(client.get("/api/sites/HLJ-EXP-001/assessments"), client.get("/api/sites/NOPE-001/assessments"),
+                  "HLJ-EXP-001", "NOPE-001")
+    for path in ("/api/assessments/{}", "/api/assessments/{}/attachments/2", "/assessments/{}/attachments/2"):
+        _missing_like(client.get(path.format(other)), client.get(path.format(missing)), other, missing)
+    body = {"verdict": "compliant", "text": "seen from the road"}
+    api = {"headers": {"X-CSRF-Token": token}, "data": body}
+    _missing_like(client.post(f"/api/flags/{theirs}/assessments", **api),
+                  client.post(f"/api/flags/{missing_flag}/assessments", **api), theirs, missing_flag)
+    _missing_like(client.post("/api/sites/HLJ-EXP-001/assessments", **api),
+                  client.post("/api/sites/NOPE-001/assessments", **api), "HLJ-EXP-001", "NOPE-001")
+    form = {"data": {**body, "csrf_token": token}, "files": [("files", ("n.txt", b"notes", "text/plain"))]}
+    _missing_like(client.post(f"/flags/{theirs}/assessments", **form),
+                  client.post(f"/flags/{missing_flag}/assessments", **form), theirs, missing_flag)
+    _missing_like(client.post("/sites/HLJ-EXP-001/assessments", **form),
+                  client.post("/sites/NOPE-001/assessments", **form), "HLJ-EXP-001", "NOPE-001")
+    assert client.get("/api/audit/assessments").json() == []
+    assert "OTHER-ASSESSOR" not in client.get("/audit").text
+    assert "OTHER-ASSESSOR" not in client.get(f"/flags/{own}").text
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(AssessmentRow)) == 3, "nothing written outside the scope"
+    # ... but reads and assesses their own licence and its flags
+    mine = client.post(f"/api/flags/{own}/assessments", **api)
+    assert mine.status_code == 201, mine.text
+    assert client.post("/api/sites/HLJ-EXP-002/assessments", **api).status_code == 201
+    assert len(client.get("/api/sites/HLJ-EXP-002/assessments").json()) == 2
+    login(client, "county_rev")  # Xinqing: HLJ-EXP-001
+    assert [a["text"] for a in client.get(f"/api/flags/{theirs}/assessments").json()] == ["OTHER-ASSESSOR"]
+    assert client.get(f"/api/assessments/{mine.json()['id']}").status_code == 404
+    assert len(client.get("/api/audit/assessments").json()) == 3
+    assert client.post(f"/api/flags/{theirs}/assessments", data=body,
+                       headers={"X-CSRF-Token": csrf(client)}).status_code == 403, "reviewers do not assess"
 
 
 def test_the_queue_pages_in_sql_without_gaps_or_overlaps(store: Store) -> None:

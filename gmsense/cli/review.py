@@ -54,11 +54,17 @@ def serve(
     from gmsense.config import load_settings
     from gmsense.review.app import create_app
     from gmsense.review.auth import list_users
+    from gmsense.review.signing import SigningKeyError, signing_key
 
     store = _store(db)
     if not list_users(store):
         err.print("[yellow]warning:[/] no users yet; add one with `gmsense users add NAME --role admin`",
                   highlight=False)
+    try:
+        signing_key()
+    except SigningKeyError as exc:
+        err.print(f"[yellow]warning:[/] assessors cannot add assessments until this is fixed: {exc}",
+                  highlight=False, soft_wrap=True)
     if cache_dir is None:
         database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
         cache_dir = (Path(database).resolve().parent / ".gmsense-review-cache" if database and database != ":memory:"

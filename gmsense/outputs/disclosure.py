@@ -7,7 +7,9 @@ and two CSV files (UTF-8 with a byte-order mark, so spreadsheet programs read th
   ``confirmed``: a public reference, the licence number, its name and holder, province / city /
   county, the rule's name and severity, the flag's sentence (rendered from its rule and parameters,
   never a reviewer's words), the patch's class, area, area outside the licence and first detection,
-  the protected-land kind and overlap for ``protected_land`` flags, and the date of confirmation;
+  the protected-land kind and overlap for ``protected_land`` flags, the date of confirmation, and
+  how many third-party assessments the flag has with their verdicts in order (gmsense.review.assessments:
+  the count and the coded verdicts only, never the assessor's name, text or files);
 - ``restoration.csv``: the **restoration status** of every register polygon (mine land): id, kind,
   mineral class, divisions, area, deadline, the latest analysed year and its status, and the register
   polygon's protected-land overlaps.
@@ -34,6 +36,7 @@ from gmsense.errors import InputError
 from gmsense.outputs.i18n import catalog, flag_sentence, layer_kind_name
 from gmsense.outputs.i18n import t as tr
 from gmsense.store import (
+    AssessmentRow,
     FlagRow,
     PatchRow,
     RegisterLayerFlagRow,
@@ -46,7 +49,7 @@ from gmsense.store import (
 
 VIOLATION_COLUMNS = ("reference", "licence", "licence_name", "holder", "province", "city", "county", "rule",
                      "severity", "finding", "class", "area_m2", "area_outside_m2", "first_detected",
-                     "protected_kind", "protected_overlap_m2", "confirmed_on")
+                     "protected_kind", "protected_overlap_m2", "confirmed_on", "assessments", "assessment_verdicts")
 RESTORATION_COLUMNS = ("register_id", "kind", "mineral_class", "province", "city", "county", "area_m2",
                        "restoration_deadline", "year", "status", "protected_land")
 _TITLES = {"en": "Mine land: confirmed violations and restoration status",
@@ -68,6 +71,11 @@ def violation_rows(store: Store, lang: str = "en") -> list[dict[str, Any]]:
                          .outerjoin(PatchRow, PatchRow.patch_id == FlagRow.patch_id)
                          .outerjoin(confirmed_on, confirmed_on.c.flag_id == FlagRow.id)
                          .where(FlagRow.status == "confirmed").order_by(FlagRow.id)).all()
+        verdicts: dict[int, list[str]] = {}
+        for flag_id, verdict in s.execute(select(AssessmentRow.flag_id, AssessmentRow.verdict)
+                                          .join(FlagRow, FlagRow.id == AssessmentRow.flag_id)
+                                          .where(FlagRow.status == "confirmed").order_by(AssessmentRow.seq)):
+            verdicts.setdefault(flag_id, []).append(verdict)
     out = []
     for flag, site, patch, at in rows:
         attrs = site.attrs or {}
@@ -83,6 +91,8 @@ def violation_rows(store: Store, lang: str = "en") -> list[dict[str, Any]]:
             "protected_kind": layer_kind_name(flag.layer_kind, lang) if flag.layer_kind else "",
             "protected_overlap_m2": round(flag.overlap_m2, 1) if flag.overlap_m2 is not None else "",
             "confirmed_on": f"{at:%Y-%m-%d}" if at is not None else "",
+            "assessments": len(verdicts.get(flag.id, [])),
+            "assessment_verdicts": "; ".join(tr(f"verdict.{v}", lang) for v in verdicts.get(flag.id, [])),
         })
     return out
 

@@ -3,7 +3,8 @@
 Everything it serves comes from the app itself (no CDN), so it works on an offline network.
 Pages need a logged-in user (anonymous visitors are sent to /login); the API answers 401. Every
 form carries the session's CSRF token and every state-changing API call its ``X-CSRF-Token``
-header. Only reviewers and admins decide; only admins manage users; viewers and assessors only read.
+header. Only reviewers and admins decide; only admins manage users; viewers only read; assessors
+read and add signed third-party assessments (gmsense.review.assessment_routes).
 Every user sees their scope only (gmsense.store.scope: the province, cities, counties or, for
 assessors, licences): each page, API route, export, picture, dashboard figure and audit view asks
 the database for the rows in scope, and an id outside it is answered exactly as a missing one (404).
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Form, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -47,8 +48,18 @@ from gmsense.outputs.i18n import (
     t,
 )
 from gmsense.records import PATCH_CLASSES
-from gmsense.review import auth, escalation, service
+from gmsense.review import assessment_routes, auth, escalation, service, uploads
+from gmsense.review import assessments as assessment_service
 from gmsense.review import restoration as restoration_service
+from gmsense.review.deps import (
+    MAX_ID,
+    SESSION_COOKIE,
+    ApiUser,
+    FlagId,
+    LoginRequiredError,
+    PageUser,
+)
+from gmsense.review.deps import current_user as _current
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
     MAX_BODY_BYTES,
@@ -62,14 +73,9 @@ from gmsense.store import ReviewRow, Store, UserRow
 from gmsense.store.scope import PROVINCE, Scope, parse_scope
 
 HERE = Path(__file__).resolve().parent
-SESSION_COOKIE = "gmsense_session"
 LOGIN_CSRF_COOKIE = "gmsense_login_csrf"
 LANG_COOKIE = "gmsense_lang"
 EXPORT_FORMATS = {"geojson": "application/geo+json", "gpkg": "application/geopackage+sqlite3", "csv": "text/csv"}
-#: The largest id a database integer holds; a larger one in a URL is a 404, not an overflow.
-MAX_ID = 2**63 - 1
-#: A flag id in a URL path.
-FlagId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 class StageAction(BaseModel):
@@ -81,10 +87,6 @@ class StageAction(BaseModel):
                          max_length=escalation.MAX_TEXT)
 
 
-class LoginRequiredError(Exception):
-    """A page asked for by an anonymous visitor: redirect to /login."""
-
-
 class Decision(BaseModel):
     """A reviewer's decision on a flag (JSON API)."""
 
@@ -93,29 +95,6 @@ class Decision(BaseModel):
                                     "misregistration, other; field_visit: needs_field_visit")
     comment: str = Field(description="what the images show; required", max_length=service.MAX_COMMENT)
     corrected_class: str | None = Field(None, description="the disturbance class the reviewer saw, if different")
-
-
-def _current(request: Request) -> tuple[UserRow, Any] | None:
-    return auth.session_user(request.app.state.store, request.cookies.get(SESSION_COOKIE))
-
-
-def _page_user(request: Request) -> tuple[UserRow, Any]:
-    found = _current(request)
-    if found is None:
-        raise LoginRequiredError()
-    return found
-
-
-def _api_user(request: Request) -> tuple[UserRow, Any]:
-    found = _current(request)
-    if found is None:
-        raise HTTPException(401, "log in first (POST /login)")
-    return found
-
-
-#: The logged-in user and session of a page (anonymous visitors go to /login) or an API call (401).
-PageUser = Annotated[tuple[UserRow, Any], Depends(_page_user)]
-ApiUser = Annotated[tuple[UserRow, Any], Depends(_api_user)]
 
 
 def pick_language(request: Request, user: UserRow | None = None) -> str:
@@ -151,7 +130,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     app = FastAPI(title="gmsense review", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.openapi_version = "3.0.3"  # the bundled Swagger UI (4.x) renders OpenAPI 3.0, not 3.1
-    app.add_middleware(SecurityMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(SecurityMiddleware, max_body_bytes=max_body_bytes,
+                       upload_body_bytes=uploads.MAX_UPLOAD_BODY_BYTES, upload_paths=uploads.UPLOAD_PATHS)
     templates = Jinja2Templates(directory=HERE / "templates")
     settings = settings or load_settings()
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
@@ -325,7 +305,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/flags/{flag_id}", response_class=HTMLResponse, include_in_schema=False)
     def flag_page(request: Request, flag_id: FlagId, who: PageUser,
-                  error: str = "") -> HTMLResponse:
+                  error: str = "", assessment_error: str = "") -> HTMLResponse:
         sc = scope(who)
         flag, site, patch = service.get_flag(store, flag_id, sc)
         scans = _scans(store, {flag.created_scan_id, flag.updated_scan_id})
@@ -333,7 +313,9 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         return render(request, "flag.html", who[0], session=who[1], flag=flag, site=site, patch=patch,
                       history=service.history(store, flag_id, sc), scans=scans, reasons=service.REASONS,
                       classes=PATCH_CLASSES, evidence=(patch.metrics or {}).get("evidence", {}) if patch else {},
-                      error=error, chain=chain, stage_actor=_stage_actor(chain, who[0]))
+                      error=error, chain=chain, stage_actor=_stage_actor(chain, who[0]),
+                      **assessment_routes.page_context(store, who[0], sc, action=f"/flags/{flag_id}/assessments",
+                                                       error=assessment_error, flag_id=flag_id))
 
     def _stage_actor(chain: escalation.Chain, user: UserRow) -> dict[str, Any]:
         """Whether ``user`` may act on the pending stage, and if not why (for the page and the API)."""
@@ -389,12 +371,15 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         return _png(data)
 
     @app.get("/sites/{site_id}", response_class=HTMLResponse, include_in_schema=False)
-    def site_page(request: Request, site_id: str, who: PageUser) -> HTMLResponse:
-        site, patches, flags = service.get_site(store, site_id, scope(who))
+    def site_page(request: Request, site_id: str, who: PageUser, assessment_error: str = "") -> HTMLResponse:
+        sc = scope(who)
+        site, patches, flags = service.get_site(store, site_id, sc)
         last = store.last_unit(site_id)
         coverage = coverage_sentences(last.stats, last.scan_id, pick_language(request, who[0])) if last else []
+        action = f"/sites/{quote(site_id, safe='')}/assessments"
         return render(request, "site.html", who[0], session=who[1], site=site, patches=patches, flags=flags,
-                      coverage=coverage)
+                      coverage=coverage, **assessment_routes.page_context(store, who[0], sc, action=action,
+                                                                          error=assessment_error, site_id=site_id))
 
     @app.get("/sites/{site_id}/map.png", include_in_schema=False)
     def site_map_png(request: Request, site_id: str, who: PageUser) -> Response:
@@ -427,7 +412,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         return render(request, "audit.html", who[0], session=who[1],
                       entries=list(reversed(service.history(store, scope=sc))),
                       restoration_entries=list(reversed(restoration_service.history(store, scope=sc))),
-                      stage_entries=list(reversed(escalation.history(store, sc))))
+                      stage_entries=list(reversed(escalation.history(store, sc))),
+                      assessment_entries=list(reversed(assessment_service.assessments(store, sc))))
 
     # --- restoration (issue 19) ---------------------------------------------------------------
     @app.get("/restoration", response_class=HTMLResponse, include_in_schema=False)
@@ -655,6 +641,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         stream = exports.stream_csv if fmt == "csv" else exports.stream_geojson
         return StreamingResponse(stream(columns, rows), media_type=EXPORT_FORMATS[fmt], headers=headers)
 
+    assessment_routes.install(app, store, scope_of=scope, check_csrf=check_csrf, now=now)
     return app
 
 

@@ -37,7 +37,8 @@ from gmsense.store.scope import PROVINCE, Scope, parse_scope
 
 ROLES = ("viewer", "reviewer", "admin", "assessor")
 #: The rank of each role: a higher role may do everything a lower one may. An assessor (third-party
-#: assessment) only reads, and only the licences of their scope.
+#: assessment) reads only the licences of their scope, and is the one role that adds signed assessments
+#: to them (gmsense.review.assessments.may_assess).
 RANK = {"assessor": 0, "viewer": 0, "reviewer": 1, "admin": 2}
 #: What each role may do (the lowest role that may).
 PERMISSIONS = {"view": "viewer", "decide": "reviewer", "manage_users": "admin"}

@@ -4,7 +4,7 @@ limit enforced before anything parses the body, and the Content-Security-Policy 
 A pure ASGI middleware (not Starlette's BaseHTTPMiddleware) so that it sees every response the
 app sends, including those of exception handlers, and can refuse an oversized body while it is
 still arriving: from its Content-Length, or by counting the bytes of a body sent without one
-(chunked).
+(chunked). POSTs to the upload routes (assessments' attachments) have a limit of their own.
 """
 
 from __future__ import annotations
@@ -56,35 +56,48 @@ def add_nonce(html: str, nonce: str) -> str:
 
 class SecurityMiddleware:
     """Adds SECURITY_HEADERS (and ``Cache-Control: no-store`` outside /static) to every response
-    that does not set them itself, and answers 413 to a request body over ``max_body_bytes``
-    before the app sees it."""
+    that does not set them itself, and answers 413 to a request body over ``max_body_bytes`` (a
+    POST to a path ``upload_paths`` matches: over ``upload_body_bytes``) before the app sees it."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES, upload_body_bytes: int = 0,
+                 upload_paths: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.upload_body_bytes = upload_body_bytes
+        self.upload_paths = upload_paths
+
+    def limit(self, scope: MutableMapping[str, Any]) -> int:
+        """The largest body this request may send."""
+        if (self.upload_paths is not None and scope.get("method") == "POST"
+                and self.upload_paths.fullmatch(scope.get("path", ""))):
+            return max(self.max_body_bytes, self.upload_body_bytes)
+        return self.max_body_bytes
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = self._with_headers(scope, send)
-        if self._declared_too_large(scope):
-            await self._too_large(scope, send)
+        limit = self.limit(scope)
+        if self._declared_too_large(scope, limit):
+            await self._too_large(scope, send, limit)
             return
-        body = await self._read_body(receive)
+        body = await self._read_body(receive, limit)
         if body is None:
-            await self._too_large(scope, send)
+            await self._too_large(scope, send, limit)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _declared_too_large(self, scope: MutableMapping[str, Any]) -> bool:
+    @staticmethod
+    def _declared_too_large(scope: MutableMapping[str, Any], limit: int) -> bool:
         """Whether the Content-Length header says (or, unreadable, may hide) too large a body."""
         for key, value in scope.get("headers", []):
             if key.lower() == b"content-length":
-                return not value.strip().isdigit() or int(value) > self.max_body_bytes
+                return not value.strip().isdigit() or int(value) > limit
         return False
 
-    async def _read_body(self, receive: Receive) -> list[Message] | None:
+    @staticmethod
+    async def _read_body(receive: Receive, limit: int) -> list[Message] | None:
         """The request's body messages, read up to the limit; None as soon as it is exceeded."""
         messages: list[Message] = []
         size = 0
@@ -94,13 +107,14 @@ class SecurityMiddleware:
             if message["type"] != "http.request":
                 return messages  # the client went away; the app sees that too
             size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             if not message.get("more_body", False):
                 return messages
 
-    async def _too_large(self, scope: MutableMapping[str, Any], send: Send) -> None:
-        detail = f"the request body is larger than the limit of {self.max_body_bytes} bytes"
+    @staticmethod
+    async def _too_large(scope: MutableMapping[str, Any], send: Send, limit: int) -> None:
+        detail = f"the request body is larger than the limit of {limit} bytes"
         if scope.get("path", "").startswith("/api/"):
             body, media_type = json.dumps({"detail": detail}).encode(), b"application/json"
         else:

@@ -32,10 +32,12 @@ from shapely.ops import unary_union
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -478,6 +480,57 @@ class RegisterLayerFlagRow(Base):
     county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
 
 
+class AssessmentRow(Base):
+    """A third-party assessor's signed assessment of a licence or of one of its flags
+    (gmsense.review.assessments): ``target_kind`` licence or flag, the licence always (a flag's own
+    licence), the flag for a flag; the author, the time (UTC), the ``verdict`` and the ``text``.
+    ``seq`` numbers the assessments from 1 without gaps (a deleted row shows as a gap); ``digest`` is
+    the SHA-256 of the canonical serialisation (gmsense.review.signing: author, target, time, verdict,
+    text, the attachments' hashes in order) and ``signature`` its HMAC-SHA256 with the deployment's
+    key, ``key_id`` naming which key. Append-only (revision 0012's triggers): only the division codes,
+    copied from the target so scopes filter in SQL, follow the licence into a new jurisdiction."""
+
+    __tablename__ = "assessments"
+    __table_args__ = (
+        UniqueConstraint("seq"),
+        CheckConstraint("(target_kind = 'licence' AND flag_id IS NULL) OR "
+                        "(target_kind = 'flag' AND flag_id IS NOT NULL)", name="ck_assessments_target"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    target_kind: Mapped[str] = mapped_column(String(10))  # licence|flag
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"), index=True)
+    flag_id: Mapped[int | None] = mapped_column(ForeignKey("flags.id"), nullable=True, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    verdict: Mapped[str] = mapped_column(String(20))  # a code of gmsense.review.assessments.VERDICTS
+    text: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16))
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    county_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+
+
+class AssessmentAttachmentRow(Base):
+    """A file attached to an assessment, in the order given (``position`` from 1): its sanitised
+    name, the media type its content proved to be (gmsense.review.uploads), its size and SHA-256, and
+    the bytes themselves (loaded only when asked for). Append-only, as ``assessments``."""
+
+    __tablename__ = "assessment_attachments"
+    __table_args__ = (UniqueConstraint("assessment_id", "position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessments.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -856,8 +909,9 @@ class Store:
                 if any(getattr(row, k) != v for k, v in codes.items()):
                     for key, value in codes.items():
                         setattr(row, key, value)
-                    # The licence's flags follow it into its (new) jurisdiction.
+                    # The licence's flags and assessments follow it into its (new) jurisdiction.
                     s.execute(update(FlagRow).where(FlagRow.site_id == site.site_id).values(**codes))
+                    s.execute(update(AssessmentRow).where(AssessmentRow.site_id == site.site_id).values(**codes))
                 s.add(row)
 
     def site_rows(self) -> list[SiteRow]:

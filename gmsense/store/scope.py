@@ -19,7 +19,15 @@ from sqlalchemy import ColumnElement, false, select, true
 
 from gmsense.errors import InputError
 from gmsense.geo import divisions
-from gmsense.store import FlagRow, PatchRow, RegisterLayerFlagRow, RegisterRow, ReviewRow, SiteRow
+from gmsense.store import (
+    AssessmentRow,
+    FlagRow,
+    PatchRow,
+    RegisterLayerFlagRow,
+    RegisterRow,
+    ReviewRow,
+    SiteRow,
+)
 
 KINDS = ("province", "city", "county", "licence")
 PROVINCE_CODE = "230000"
@@ -126,3 +134,10 @@ def review_clause(scope: Scope) -> ColumnElement[bool]:
     if scope.everything:
         return true()
     return ReviewRow.flag_id.in_(select(FlagRow.id).where(flag_clause(scope)))
+
+
+def assessment_clause(scope: Scope) -> ColumnElement[bool]:
+    """Third-party assessments (of a licence or a flag) in scope, by the divisions copied onto them,
+    or their licence."""
+    return _divisions(scope, AssessmentRow.province_code, AssessmentRow.city_code, AssessmentRow.county_code,
+                      AssessmentRow.site_id)
