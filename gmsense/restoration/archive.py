@@ -144,15 +144,21 @@ class LocalArchive:
             if band in cube.data_vars:  # a band the imagery of this block lacks stays NaN
                 values[:, k] = cube[band].transpose("time", "y", "x").values
         clear = cube["clear"].transpose("time", "y", "x").values.astype(bool)
-        ids = [str(i) for i in cube["image_id"].values] if "image_id" in cube.coords else [None] * n
-        sensors = [str(s) for s in cube[SENSOR_COORD].values] if SENSOR_COORD in cube.coords else [""] * n
+        # an image is named by its id (products, files), else by its day (a NetCDF/Zarr cube); a sensor the
+        # cube does not name (Sentinel-2 THEIA, a cube) by the platform
+        days = [str(t)[:10] for t in cube["time"].values]
+        ids = [str(i) for i in cube["image_id"].values] if "image_id" in cube.coords else days
+        platform = str(cube.attrs.get("platform") or "unknown")
+        sensors = [platform] * n
+        if SENSOR_COORD in cube.coords:
+            sensors = [str(s) or platform for s in cube[SENSOR_COORD].values]
         del cube  # its bands are in ``values`` now
         composite, count = reduce_stack(values, clear, method)
         used = clear.copy()
         for k in range(len(self.bands)):
             used &= np.isfinite(values[:, k])
         used = used.any(axis=(1, 2))
-        images = {i: s for i, s, u in zip(ids, sensors, used, strict=True) if u and i is not None}
+        images = {i: s for i, s, u in zip(ids, sensors, used, strict=True) if u}
         return Block(window, composite, count, images)
 
 
