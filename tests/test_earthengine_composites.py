@@ -27,8 +27,9 @@ from ee import apitestcase
 from shapely.geometry import box
 
 from gmsense.cube.harmonise import TRANSFORMS
+from gmsense.restoration.earthengine_archive import BYTES_PER_PIXEL, COMPOSITE_BANDS
 from gmsense.sources.earthengine import _graph as graphs
-from gmsense.sources.earthengine.composites import BYTES_PER_PIXEL, COMPOSITE_BANDS, composite_graph
+from gmsense.sources.earthengine.composites import composite_graph
 from gmsense.testutils import run_cli
 from tests.test_earthengine import (  # noqa: F401  (offline: the fixture the server below needs)
     GOLDEN,
@@ -127,7 +128,7 @@ def _aoi(tmp_path: Path) -> Path:
 def test_composite_graph_matches_golden_file(server: CompositeServer) -> None:
     rect = graphs.rectangle((499_965.0, 4_999_965.0, 500_445.0, 5_000_355.0), "EPSG:32650")
     got = {method: graphs.encode(composite_graph(ARCHIVE, rect, "2014-05-01", "2014-10-01", method, 0.6,
-                                                 "roy2016_ols")) for method in ("median", "medoid")}
+                                                 "roy2016_ols", "clear_count")) for method in ("median", "medoid")}
     path = GOLDEN / "composite-landsat-archive.json"
     if os.environ.get("GMSENSE_UPDATE_GOLDEN"):
         path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
@@ -154,7 +155,7 @@ def _harmonised_collections(graph: Any, slopes: list[float]) -> set[str]:
 def test_tm_and_etm_are_made_oli_like_on_the_server(server: CompositeServer, method: str) -> None:
     rect = graphs.rectangle(AREA.bounds, "EPSG:32650")
     graph = decode_graph(graphs.encode(composite_graph(ARCHIVE, rect, "2005-05-01", "2005-10-01", "median", 0.6,
-                                                       method)))
+                                                       method, "clear_count")))
     constants = [c["value"] for c in graph_calls(graph, "Image.constant") if isinstance(c["value"], list)]
     if method == "none":
         assert constants == [[0.0] * 6], "only the empty placeholder"
@@ -170,9 +171,9 @@ def test_tm_and_etm_are_made_oli_like_on_the_server(server: CompositeServer, met
 
 def test_command_writes_each_tile_where_it_belongs(server: CompositeServer, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from gmsense.sources.earthengine import composites
+    from gmsense.restoration import earthengine_archive
 
-    monkeypatch.setattr(composites, "TILE_PX", 8)  # many tiles over a small area
+    monkeypatch.setattr(earthengine_archive, "TILE_PX", 8)  # many tiles over a small area
     server.grid_x0 = 499_985.0  # the grid's left edge: the area plus a pixel, on the lattice
     out = tmp_path / "composites"
     code, output = run_cli("restoration", "composites", "--source", "earthengine", "--aoi", _aoi(tmp_path),

@@ -200,8 +200,8 @@ def _composite_source(source: str, imagery: Path | None, collection: str, layout
 
         if collection not in SPECS:
             raise InputError(f"unknown --collection {collection!r}; choose one of {', '.join(SPECS)}")
+        from gmsense.restoration.earthengine_archive import EarthEngineArchive
         from gmsense.sources.earthengine import connect
-        from gmsense.sources.earthengine.composites import EarthEngineArchive
 
         cfg = settings.earthengine.model_copy(update={"collection": collection})
         connect(cfg)  # credentials, project and network, before anything is written
