@@ -375,3 +375,37 @@ def test_season_parsing() -> None:
     assert str(Season.of(SeasonSettings())) == "05-01:09-30"
     assert str(Season.of(SeasonSettings(start_month=10, end_month=2))) == "10-01:02-28"
     assert valid_year_file(Path("/nonexistent.tif"), None, (), {}) is False  # type: ignore[arg-type]
+
+
+def test_sentinel2_and_landsat_in_one_folder_compose_together(tmp_path: Path) -> None:
+    """A folder holding a Landsat 8 product and a Sentinel-2 SAFE product of one season: both are read, onto
+    the Sentinel-2 10 m lattice (Landsat warped bilinear), and each pixel's composite holds both dates."""
+    from tests.product_factory import write_safe
+
+    archive = tmp_path / "mixed"
+    x0, y0 = 600_000.0, 5_290_000.0  # S2 edges on multiples of 10 m; Landsat's at odd multiples of 15 m
+    landsat = Affine(30.0, 0.0, x0 - 15, 0.0, -30.0, y0 + 15)
+    red, nir = 0.05, 0.35
+    dn = {b: np.full((12, 12), round((v + 0.2) / 2.75e-5), "uint16")
+          for b, v in zip(BANDS, (0.03, 0.06, red, nir, 0.18, 0.08), strict=True)}
+    write_landsat(archive, "2020-06-10", dn, np.full((12, 12), 1 << 6, "uint16"), UTM52, landsat)
+    s2 = Affine(10.0, 0.0, x0, 0.0, -10.0, y0)
+    dn10 = {"B02": np.full((30, 30), 1300 + 1000, "uint16"), "B03": np.full((30, 30), 1600 + 1000, "uint16"),
+            "B04": np.full((30, 30), 700 + 1000, "uint16"), "B08": np.full((30, 30), 4500 + 1000, "uint16")}
+    dn20 = {"B11": np.full((15, 15), 1800 + 1000, "uint16"), "B12": np.full((15, 15), 800 + 1000, "uint16")}
+    write_safe(archive, "2020-07-05", dn10, dn20, np.full((15, 15), 4, "uint8"), UTM52, s2,
+               offsets=dict.fromkeys([*dn10, *dn20], -1000))
+    aoi = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame(geometry=[box(x0 + 50, y0 - 250, x0 + 250, y0 - 50)], crs=UTM52).to_crs(4326).to_file(aoi)
+    out = tmp_path / "composites"
+    code, output = run_cli("restoration", "composites", "--imagery", archive, "--aoi", aoi, "--start-year", 2020,
+                           "--end-year", 2020, "--out", out)
+    assert code == 0, output
+    with rasterio.open(out / "2020.tif") as src:
+        assert src.transform.a == 10.0, "the finest lattice: Sentinel-2's"
+        data = {name: src.read(i + 1) for i, name in enumerate(src.descriptions)}
+    assert (data["clear_count"] == 2).all()
+    np.testing.assert_allclose(data["red"], (0.07 + red) / 2, atol=1e-4)
+    np.testing.assert_allclose(data["nir"], (0.45 + nir) / 2, atol=1e-4)
+    sensors = json.loads((out / "composites.json").read_text())["years"]["2020"]["sensors"]
+    assert sensors == {"MSI": 1, "OLI": 1}
