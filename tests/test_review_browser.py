@@ -112,12 +112,15 @@ def test_a_reviewer_decides_the_top_flag_in_a_browser(served: tuple[str, Store],
 def test_a_reviewer_confirms_a_restoration_change_in_a_browser(served: tuple[str, Store], browser: object,
                                                                tmp_path: Path) -> None:
     from gmsense.review import restoration
-    from tests.test_review_restoration import QUEUED, plant_restoration
+    from tests.test_review_restoration import QUEUED, YEARS, plant_restoration
 
     url, store = served
     plant_restoration(tmp_path / "restoration", store.url)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
     page.goto(f"{url}/restoration")
     page.fill("input[name=username]", "rita")
     page.fill("input[name=password]", "reviewer-password-1")
@@ -125,6 +128,11 @@ def test_a_reviewer_confirms_a_restoration_change_in_a_browser(served: tuple[str
     page.wait_for_url(f"{url}/restoration")
     assert "restoration rate" in page.inner_text("#restoration-total")
     assert page.locator("a.polygon-link").count() == len(QUEUED)
+    chart = page.locator("#trend-chart")  # the inline SVG trend: drawn, one damaged and one restored bar a year
+    assert chart.is_visible()
+    assert chart.bounding_box()["width"] > 300
+    assert page.locator("#trend-chart rect.bar").count() == 2 * len(YEARS)
+    assert violations == [], "the chart breaks no Content-Security-Policy"
     page.screenshot(path=str(ARTIFACTS / "review-restoration.png"), full_page=True)
     page.click('a.polygon-link:text-is("R-RESTORED")')
     page.wait_for_url(f"{url}/restoration/R-RESTORED")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from gmsense.cli._common import ConfigOption, DbOption, err, out, user_errors, warn_unknown_divisions
+from gmsense.cli._common import (
+    ConfigOption,
+    DbOption,
+    LayoutOption,
+    err,
+    out,
+    user_errors,
+    warn_unknown_divisions,
+)
 
 register_app = typer.Typer(help="The register of abandoned / legacy mine land and reclamation areas.",
                            no_args_is_help=True)
@@ -17,6 +25,10 @@ restoration_app = typer.Typer(help="Restoration status per register polygon and 
                               no_args_is_help=True)
 
 LayerOption = Annotated[str | None, typer.Option("--layer", help="GeoPackage layer (default: the only one)")]
+ArchiveOption = Annotated[Path | None, typer.Option("--imagery", help=(
+    "--source local: the archive (Landsat C2 L2 products, Sentinel-2 SAFE/THEIA, STAC, dated GeoTIFFs, a cube)"))]
+CollectionOption = Annotated[str, typer.Option("--collection", help=(
+    "--source earthengine: landsat-archive (TM + ETM+ + OLI, from 1984) | landsat (OLI) | sentinel-2"))]
 
 
 def _plural(n: int, noun: str) -> str:
@@ -101,6 +113,100 @@ def restoration_run(
         err.print(f"[red]failed[/] {register_id}: {error}", highlight=False, soft_wrap=True)
     if summary["failed"]:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+@restoration_app.command("composites")
+@user_errors
+def restoration_composites(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write YYYY.tif into (what restoration run "
+                                          "--imagery reads)")],
+    start_year: Annotated[int, typer.Option("--start-year", help="first year (growing season)")],
+    end_year: Annotated[int, typer.Option("--end-year", help="last year (growing season)")],
+    source: Annotated[str, typer.Option("--source", help="local | earthengine")] = "local",
+    imagery: ArchiveOption = None,
+    register_from_db: Annotated[bool, typer.Option("--register-from-db", help="the area: the store's register "
+                                                   "polygons with their reference rings")] = False,
+    aoi: Annotated[Path | None, typer.Option("--aoi", help="the area: polygons of a GeoJSON, GeoPackage or "
+                                             "Shapefile (any CRS)")] = None,
+    season: Annotated[str | None, typer.Option("--season", help="MM-DD:MM-DD (default: the configured "
+                                               "season.start_month..end_month)")] = None,
+    method: Annotated[str, typer.Option("--method", help="median (per band) | medoid (the observation nearest "
+                                        "the median)")] = "median",
+    collection: CollectionOption = "landsat-archive",
+    layout: LayoutOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Yearly growing-season composites (median or medoid of the clear observations of every sensor, TM / ETM+
+    made OLI-like; clear_count band), one YYYY.tif per year; a year already written is skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gmsense.config import load_settings
+    from gmsense.errors import InputError
+    from gmsense.restoration.composites import METHODS, Season, build_composites
+
+    settings = load_settings(config)
+    if method not in METHODS:
+        raise InputError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if not 1972 <= start_year <= end_year <= 2100:
+        raise InputError(f"--start-year {start_year} .. --end-year {end_year} is not a range of years (1972-2100, "
+                         "start before end)")
+    if register_from_db == (aoi is not None):
+        raise InputError("give the area: --register-from-db (the store's register polygons) or --aoi FILE, not both")
+    chosen = Season.parse(season) if season else Season.of(settings.season)
+    composite_source = _composite_source(source, imagery, collection, layout, settings)
+    if aoi is not None:
+        from gmsense.restoration.archive import aoi_area
+
+        area = aoi_area(aoi)
+    else:
+        from gmsense.restoration.archive import register_area
+        from gmsense.store import Store
+
+        area = register_area(Store(db, create=False), settings)
+    years = list(range(start_year, end_year + 1))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("composites", total=None)
+
+        def progress(year: int, done: int, total: int) -> None:
+            bar.update(task, description=f"composites: {year}", completed=done, total=total)
+
+        run = build_composites(composite_source, area, years, chosen, method, out_dir, progress)
+    written, skipped, empty = run.of("written"), run.of("skipped"), run.of("no imagery")
+    out.print(f"composites {start_year}-{end_year} ({method}, season {chosen}) in {out_dir}: {len(written)} written, "
+              f"{len(skipped)} already there, {len(empty)} without imagery; {run.grid.width} x {run.grid.height} px, "
+              f"{run.windows} block(s) read per year", highlight=False, soft_wrap=True)
+    if empty:
+        err.print(f"[yellow]warning:[/] no imagery of the area in the season of {', '.join(map(str, empty))}: no "
+                  "composite for those years", highlight=False, soft_wrap=True)
+
+
+def _composite_source(source: str, imagery: Path | None, collection: str, layout: str | None, settings: Any) -> Any:
+    """The :class:`~gmsense.restoration.composites.CompositeSource` the options name."""
+    from gmsense.errors import InputError
+
+    if source == "local":
+        if imagery is None:
+            raise InputError("--source local needs --imagery PATH (the archive of products or dated imagery)")
+        from gmsense.restoration.archive import LocalArchive
+        from gmsense.sources.local import check_imagery
+
+        chosen = layout or settings.local.layout
+        check_imagery(imagery, chosen)
+        return LocalArchive(imagery, settings, chosen)
+    if source == "earthengine":
+        from gmsense.sources.earthengine._graph import SPECS
+
+        if collection not in SPECS:
+            raise InputError(f"unknown --collection {collection!r}; choose one of {', '.join(SPECS)}")
+        from gmsense.restoration.earthengine_archive import EarthEngineArchive
+        from gmsense.sources.earthengine import connect
+
+        cfg = settings.earthengine.model_copy(update={"collection": collection})
+        connect(cfg)  # credentials, project and network, before anything is written
+        return EarthEngineArchive(cfg)
+    raise InputError(f"unknown --source {source!r}; choose local or earthengine")
 
 
 @restoration_app.command("report")

@@ -1,7 +1,8 @@
 """``gmsense restoration report --format pdf``: the restoration accounting as a PDF (A4, en or zh).
 
 Pages: the province and per-zone restoration rates against their targets (40 % by default, a zone's
-own ``target_rate``), the method and where every figure comes from; a chart of damaged and restored
+own ``target_rate``), the method and where every figure comes from; a map of the register polygons by status
+(:mod:`gmsense.outputs.restoration_map`); a chart of damaged and restored
 area per year (the stock with the rate against the target, and the yearly newly damaged / newly
 restored area); tables by province, zone and county for the latest year; the register polygons of
 the latest year. Every figure is read from the accounting tables the report writes beside the PDF
@@ -14,6 +15,7 @@ without it the report stops with a message saying so (never boxes instead of cha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +92,11 @@ def _group_rows(frame: pd.DataFrame, year: int, lang: str, unit: str) -> list[li
 
 
 def pages(tables: dict[str, pd.DataFrame], table: pd.DataFrame, run: Any, settings: Settings, lang: str,
-          unit: str) -> list[Figure]:
-    """The report's pages from the accounting ``tables`` (``total`` and per level) and the status ``table``."""
+          unit: str, polygons: pd.DataFrame | None = None, zone_areas: Sequence[tuple[str, Any]] = ()) -> list[Figure]:
+    """The report's pages from the accounting ``tables`` (``total`` and per level) and the status ``table``;
+    with ``polygons`` (the register's, with their status in the latest year and EPSG:4326 geometry) a map
+    (:mod:`gmsense.outputs.restoration_map`), the demonstration zones (``zone_areas``: zone id, EPSG:4326
+    geometry) outlined on it."""
     total = tables["total"]
     year = int(total["year"].max())
     lines = []
@@ -120,6 +125,13 @@ def pages(tables: dict[str, pd.DataFrame], table: pd.DataFrame, run: Any, settin
                       [(t("restoration.pdf_targets", lang, year=year), lines + overview),
                        (t("restoration.by_zone", lang), zone_lines),
                        (t("restoration.pdf_method", lang), method)])
+    if polygons is not None and len(polygons):
+        from gmsense.outputs.restoration_map import map_figure
+
+        figure = map_figure(polygons, year, lang, zone_areas)
+        figure.set_size_inches(*A4)
+        figure.subplots_adjust(top=0.93, bottom=0.07, left=0.06, right=0.94)
+        out.append(figure)
     chart = chart_figure(total, settings.restoration.target_rate, lang, unit)
     chart.suptitle(t("restoration.pdf_chart", lang), fontsize=13, weight="bold")
     chart.text(0.05, 0.01, t("restoration.pdf_chart_note", lang), fontsize=7)
@@ -145,10 +157,12 @@ def pages(tables: dict[str, pd.DataFrame], table: pd.DataFrame, run: Any, settin
 
 
 def write_restoration_pdf(tables: dict[str, pd.DataFrame], table: pd.DataFrame, run: Any, settings: Settings,
-                          out: Path, lang: str = "en", unit: str = "ha") -> Path:
-    """Write the PDF to ``out`` (a temporary file renamed into place); returns ``out``."""
+                          out: Path, lang: str = "en", unit: str = "ha", polygons: pd.DataFrame | None = None,
+                          zone_areas: Sequence[tuple[str, Any]] = ()) -> Path:
+    """Write the PDF to ``out`` (a temporary file renamed into place); returns ``out``. ``polygons`` and
+    ``zone_areas``: the map's (see :func:`pages`)."""
     with report_style(lang):
-        figures = pages(tables, table, run, settings, lang, unit)
+        figures = pages(tables, table, run, settings, lang, unit, polygons, zone_areas)
         number_pages(figures, lang)
         try:
             with atomic_file(Path(out)) as tmp, PdfPages(tmp) as pdf:

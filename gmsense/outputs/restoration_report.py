@@ -201,6 +201,18 @@ def latest_frame(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry="geometry", crs="EPSG:4326")
 
 
+def map_polygons(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
+    """Every register polygon (EPSG:4326) with its county and its status in the latest year of ``table``
+    (None where it has no status that year): what the PDF's map draws."""
+    year = int(table["year"].max())
+    now = table[table["year"] == year].set_index("register_id")["status"]
+    rows = [{"register_id": r.register_id, "county": (r.attrs or {}).get("county"),
+             "status": None if r.register_id not in now.index or pd.isna(now[r.register_id]) else now[r.register_id],
+             "geometry": wkt.loads(r.geometry_wkt)} for r in store.register_rows()]
+    return gpd.GeoDataFrame(rows, columns=["register_id", "county", "status", "geometry"], geometry="geometry",
+                            crs="EPSG:4326")
+
+
 FORMATS = ("all", "tables", "pdf")
 
 
@@ -237,7 +249,9 @@ def write_restoration_report(store: Store, out: Path, settings: Settings, lang: 
     if fmt in ("all", "pdf"):
         from gmsense.outputs.restoration_pdf import PDF_NAME, write_restoration_pdf
 
-        written.append(write_restoration_pdf(tables, table, run, settings, folder / PDF_NAME, lang, unit))
+        zones = [(z.zone_id, wkt.loads(z.geometry_wkt)) for z in store.zone_rows()]
+        written.append(write_restoration_pdf(tables, table, run, settings, folder / PDF_NAME, lang, unit,
+                                             map_polygons(store, table), zones))
     return written
 
 

@@ -51,6 +51,7 @@ from gmsense.records import PATCH_CLASSES
 from gmsense.review import assessment_routes, auth, escalation, service, uploads
 from gmsense.review import assessments as assessment_service
 from gmsense.review import restoration as restoration_service
+from gmsense.review.charts import trend_svg
 from gmsense.review.deps import (
     MAX_ID,
     SESSION_COOKIE,
@@ -426,7 +427,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                       verdict=lambda met: "-" if met is None or met != met else t(
                           "restoration.met" if met else "restoration.not_met", lang),
                       columns=("group", "damaged", "restored", "rate", "target", "verdict", "new_damaged",
-                               "new_restored"))
+                               "new_restored"), trend_chart=trend_svg)
 
     @app.get("/restoration/{register_id}", response_class=HTMLResponse, include_in_schema=False)
     def restoration_polygon(request: Request, register_id: str, who: PageUser, error: str = "") -> HTMLResponse:

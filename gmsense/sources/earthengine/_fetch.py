@@ -643,6 +643,37 @@ def _split_fields(block: np.ndarray, bands: Sequence[str], qa_band: str) -> tupl
     return values, qa
 
 
+def fetch_block(client: PixelClient, expression: Any, grid: Grid, window: Window, *, bands: Sequence[str],
+                qa_band: str, limiter: RequestLimiter, policy: RetryPolicy, label: str, calls: CallStats | None = None,
+                sleep: Callable[[float], None] = time.sleep, on_split: Callable[[], None] | None = None,
+                splits: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, qa)`` of ``window`` of ``grid``: one computePixels request of ``expression`` (retried by
+    :func:`call_with_retries`), split into ``bands`` (float32 ``(band, y, x)``, NaN where qa is 0) and the
+    uint8 ``qa_band``. A request the server still finds too large is halved and retried, at most
+    :data:`MAX_SIZE_SPLITS` times deep (``on_split`` is called for each halving)."""
+    try:
+        block = call_with_retries(lambda: client.compute_pixels(expression, request_grid(grid, window)),
+                                  limiter=limiter, policy=policy, what=label, stats=calls, sleep=sleep)
+    except EarthEngineError as exc:
+        halves = halve(window) if splits < MAX_SIZE_SPLITS and is_request_too_large(exc) else None
+        if halves is None:
+            if is_request_too_large(exc):
+                raise EarthEngineError(f"{exc} (the request was halved {splits} times)") from exc
+            raise
+        if on_split is not None:
+            on_split()
+        parts = [fetch_block(client, expression, grid, half, bands=bands, qa_band=qa_band, limiter=limiter,
+                             policy=policy, label=label, calls=calls, sleep=sleep, on_split=on_split,
+                             splits=splits + 1) for half in halves]
+        axis = 1 if halves[0].row_off == halves[1].row_off else 0  # side by side: columns; else rows
+        return (np.concatenate([p[0] for p in parts], axis=axis + 1),
+                np.concatenate([p[1] for p in parts], axis=axis))
+    if block.shape != (window.height, window.width):
+        raise EarthEngineError(f"Earth Engine returned {block.shape} pixels for {label}; asked for "
+                               f"{(window.height, window.width)}")
+    return _split_fields(block, bands, qa_band)
+
+
 def fetch_to_cache(images: Sequence[ImageRef], *, grid: Grid, bands: Sequence[str], qa_band: str,
                    bytes_per_pixel: int, expression_for: Callable[[str], Any], client: PixelClient,
                    cache: PixelCache, limiter: RequestLimiter, policy: RetryPolicy,
@@ -669,33 +700,15 @@ def fetch_to_cache(images: Sequence[ImageRef], *, grid: Grid, bands: Sequence[st
     lock = threading.Lock()
     partial: dict[str, tuple[np.ndarray, np.ndarray, list[int]]] = {}
 
-    def fetch_window(expression: Any, label: str, window: Window, splits: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, qa)`` of ``window``; a request the server still finds too large is halved
-        and retried, at most :data:`MAX_SIZE_SPLITS` times deep."""
-        try:
-            block = call_with_retries(lambda: client.compute_pixels(expression, request_grid(grid, window)),
-                                      limiter=limiter, policy=policy, what=label, stats=calls, sleep=sleep)
-        except EarthEngineError as exc:
-            halves = halve(window) if splits < MAX_SIZE_SPLITS and is_request_too_large(exc) else None
-            if halves is None:
-                if is_request_too_large(exc):
-                    raise EarthEngineError(f"{exc} (the request was halved {splits} times)") from exc
-                raise
-            with lock:
-                stats.size_splits += 1
-            parts = [fetch_window(expression, label, half, splits + 1) for half in halves]
-            axis = 1 if halves[0].row_off == halves[1].row_off else 0  # side by side: columns; else rows
-            return (np.concatenate([p[0] for p in parts], axis=axis + 1),
-                    np.concatenate([p[1] for p in parts], axis=axis))
-        if block.shape != (window.height, window.width):
-            raise EarthEngineError(f"Earth Engine returned {block.shape} pixels for {label}; asked for "
-                                   f"{(window.height, window.width)}")
-        return _split_fields(block, bands, qa_band)
+    def count_split() -> None:
+        with lock:
+            stats.size_splits += 1
 
     def fetch_tile(ref: ImageRef, window: Window) -> None:
         expression = expression_for(ref.image_id)
         label = f"the pixels of {ref.image_id}{what}"
-        values, qa = fetch_window(expression, label, window, 0)
+        values, qa = fetch_block(client, expression, grid, window, bands=bands, qa_band=qa_band, limiter=limiter,
+                                 policy=policy, label=label, calls=calls, sleep=sleep, on_split=count_split)
         with lock:
             if ref.image_id not in partial:
                 partial[ref.image_id] = (np.full((len(bands), grid.height, grid.width), np.nan, "float32"),

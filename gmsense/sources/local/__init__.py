@@ -495,32 +495,58 @@ def _check(path: Path, layout: str) -> str:
     return kind
 
 
-def imagery_footprint(path: Path, layout: str = "auto") -> tuple[BaseGeometry, pyproj.CRS]:
-    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' (or products' red
-    bands') bounds in the first file's CRS, or a NetCDF/Zarr cube's pixel-edge bounds in its CRS (metres)."""
+def _store_footprint(path: Path) -> tuple[BaseGeometry, pyproj.CRS, np.ndarray]:
+    """A NetCDF/Zarr cube's pixel-edge bounds, CRS and days (headers and coordinates only)."""
+    with _open_store(path) as ds:
+        ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
+        crs = _store_crs(ds)
+        if crs is None:
+            raise ImageryError(f"imagery store {path} has no CRS; record one (rioxarray: ds.rio.write_crs)")
+        t = _store_transform(ds, path)
+        width, height = ds.sizes["x"], ds.sizes["y"]
+        days = np.asarray(ds["time"].values, dtype="datetime64[D]") if "time" in ds.coords else np.array(
+            [], dtype="datetime64[D]")
+    return box(*Grid(crs, t, width, height).bounds), crs, days
+
+
+def _headers(path: Path, kind: str) -> list[Any]:
+    """The acquisitions of a file or product layout as headers with ``day``, ``bounds`` and ``crs`` (no pixels):
+    the dated GeoTIFFs, or each product's red band."""
     from gmsense.sources.local.layouts import PRODUCT_LAYOUTS, layout_products
 
-    path = Path(path)
-    kind = _check(path, layout)
-    if kind == "cube":
-        with _open_store(path) as ds:
-            ds = ds.rename({k: v for k, v in _DIM_ALIASES.items() if k in ds.dims and v not in ds.dims})
-            crs = _store_crs(ds)
-            if crs is None:
-                raise ImageryError(f"imagery store {path} has no CRS; record one (rioxarray: ds.rio.write_crs)")
-            t = _store_transform(ds, path)
-            width, height = ds.sizes["x"], ds.sizes["y"]
-        return box(*Grid(crs, t, width, height).bounds), crs
     if kind == "theia":
         from gmsense.sources.local.theia import theia_products
 
-        infos: list[Any] = [p.reference for p in theia_products(path)]
-    elif kind in PRODUCT_LAYOUTS:
-        infos = [p.reference for p in layout_products(path, kind)]
-    else:
-        infos = [read_tiff_header(file, day) for day, file in _require_dated_files(path)]
+        return [p.reference for p in theia_products(path)]
+    if kind in PRODUCT_LAYOUTS:
+        return [p.reference for p in layout_products(path, kind)]
+    return [read_tiff_header(file, day) for day, file in _require_dated_files(path)]
+
+
+def imagery_footprint(path: Path, layout: str = "auto") -> tuple[BaseGeometry, pyproj.CRS]:
+    """The extent of local imagery (headers only): the union of the dated GeoTIFFs' (or products' red
+    bands') bounds in the first file's CRS, or a NetCDF/Zarr cube's pixel-edge bounds in its CRS (metres)."""
+    path = Path(path)
+    kind = _check(path, layout)
+    if kind == "cube":
+        footprint, crs, _ = _store_footprint(path)
+        return footprint, crs
+    infos = _headers(path, kind)
     crs = infos[0].crs
     return shapely.union_all([box(*transform_bounds(i.bounds, i.crs, crs)) for i in infos]), crs
+
+
+def dated_footprints(path: Path, crs: pyproj.CRS, layout: str = "auto") -> list[tuple[np.datetime64, BaseGeometry]]:
+    """``(day, footprint in crs)`` of every acquisition of local imagery (headers only, as
+    :func:`imagery_footprint`), by day: what a reader would find over an area on a day."""
+    path = Path(path)
+    kind = _check(path, layout)
+    if kind == "cube":
+        footprint, own, days = _store_footprint(path)
+        moved = box(*transform_bounds(footprint.bounds, own, crs))
+        return [(day, moved) for day in sorted(days)]
+    found = [(np.datetime64(i.day, "D"), box(*transform_bounds(i.bounds, i.crs, crs))) for i in _headers(path, kind)]
+    return sorted(found, key=lambda df: df[0])
 
 
 def latest_date(path: Path, start: str | None = None, end: str | None = None, layout: str = "auto") -> str | None:
