@@ -97,7 +97,7 @@ class DetectSettings(_Settings):
                     "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
                     "(docs/detection-recall.md)")
     phenology_groups: bool = Field(
-        False, description="compare each pixel with the per-date median of the pixels sharing its seasonal curve "
+        True, description="compare each pixel with the per-date median of the pixels sharing its seasonal curve "
                            "(a crop calendar) where that lowers their spread, instead of the scene median alone "
                            "(gmsense.detect.phenology)")
     min_patch_m2: float = Field(250.0, ge=0, description="smaller patches are discarded, m2")

@@ -182,7 +182,8 @@ def fit_groups(values: np.ndarray, times: np.ndarray, scene_offset: np.ndarray, 
     usable = np.isfinite(shapes).sum(axis=1) >= MIN_CURVE_BINS
     if usable.sum() < MIN_GROUP_SAMPLES:
         return None
-    fill = np.nanmean(shapes[usable], axis=0)
+    seen = np.isfinite(shapes[usable])
+    fill = np.where(seen, shapes[usable], 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)  # 0: a bin never seen
     filled = np.where(np.isfinite(shapes), shapes, fill[None, :])[usable]
     filled = filled[np.lexsort(filled.T[::-1])]  # canonical order: the same whatever the tiles' order
     distinct = np.unique(filled, axis=0).shape[0]
