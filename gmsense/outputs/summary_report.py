@@ -30,7 +30,7 @@ from gmsense.outputs.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
 from gmsense.outputs.i18n import area as format_area
 from gmsense.outputs.i18n import t as tr
 from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout, wrap_cell
-from gmsense.outputs.scorecards import scorecard_tables
+from gmsense.outputs.scorecards import LicenceFigures, scorecard_tables
 from gmsense.outputs.site_report import report_style
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
@@ -43,30 +43,35 @@ HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
 def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) -> dict[str, Any]:
     """The figures of the report as plain data (also used by tests and the web dashboard), of the
-    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row."""
+    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row.
+    Each licence's group (its attribute ``by``) is read once per licence (a materialized CTE joined
+    to the flags, patches and scan units), not once per flag; the trend counts each scan's new
+    patches and flags by the scan that created them (as the scan's summary recorded them)."""
     from sqlalchemy import case, func, select
 
-    from gmsense.store import FlagRow, PatchRow, ScanUnitRow, SiteRow
+    from gmsense.store import FlagRow, PatchRow, ScanRow, ScanUnitRow, SiteRow
 
     if by not in GROUPINGS:
         raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
-    group = SiteRow.attrs[by].as_string()
     in_scope = site_clause(scope)
+    group = (select(SiteRow.site_id.label("site_id"), SiteRow.attrs[by].as_string().label("name"))
+             .where(in_scope).cte("licence_group").prefix_with("MATERIALIZED"))
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
         "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter(),
         "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
     total_area = 0.0
     with store.session() as s:
-        scanned = s.execute(select(group, func.count(func.distinct(ScanUnitRow.site_id)))
-                            .join(SiteRow, SiteRow.site_id == ScanUnitRow.site_id)
-                            .where(ScanUnitRow.status == "done", in_scope).group_by(group)).all()
-        for name, n in scanned:
+        scanned_sites = (select(ScanUnitRow.site_id).where(ScanUnitRow.status == "done").distinct()
+                         .subquery("scanned"))
+        for name, n in s.execute(select(group.c.name, func.count()).select_from(group)
+                                 .join(scanned_sites, scanned_sites.c.site_id == group.c.site_id)
+                                 .group_by(group.c.name)).all():
             groups[str(name or "unknown")]["licences"] += int(n)
-        patches = s.execute(select(group, PatchRow.disturbance_class, PatchRow.recovery_status, func.count(),
+        patches = s.execute(select(group.c.name, PatchRow.disturbance_class, PatchRow.recovery_status, func.count(),
                                    func.sum(PatchRow.area_m2))
-                            .join(SiteRow, SiteRow.site_id == PatchRow.site_id)
-                            .where(in_scope, PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES))
-                            .group_by(group, PatchRow.disturbance_class, PatchRow.recovery_status)).all()
+                            .join(group, group.c.site_id == PatchRow.site_id)
+                            .where(PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES))
+                            .group_by(group.c.name, PatchRow.disturbance_class, PatchRow.recovery_status)).all()
         for name, klass, recovery, n, area_m2 in patches:
             g, ha = groups[str(name or "unknown")], float(area_m2 or 0.0) / 1e4
             total_area += float(area_m2 or 0.0)
@@ -75,9 +80,9 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
             g["recovering_ha"] += ha if recovery == "recovering" else 0.0
             g["patches"][klass] += int(n)
         overdue = FlagRow.rule == "reclamation_overdue"
-        flags = s.execute(select(group, FlagRow.status, overdue, func.count())
-                          .join(SiteRow, SiteRow.site_id == FlagRow.site_id)
-                          .where(in_scope).group_by(group, FlagRow.status, overdue)).all()
+        flags = s.execute(select(group.c.name, FlagRow.status, overdue, func.count())
+                          .join(group, group.c.site_id == FlagRow.site_id)
+                          .group_by(group.c.name, FlagRow.status, overdue)).all()
         n_flags = n_open = 0
         for name, status, is_overdue, n in flags:
             g = groups[str(name or "unknown")]
@@ -92,14 +97,20 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
         weight = case({"critical": 3, "warning": 2, "info": 1}, value=FlagRow.severity, else_=0)
         score = func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0))
         open_flags = func.sum(case((FlagRow.status == "open", 1), else_=0))
-        worst_rows = s.execute(select(FlagRow.site_id, score, open_flags, SiteRow.attrs["name"].as_string())
+        worst_rows = s.execute(select(FlagRow.site_id, score, open_flags)
                                .join(SiteRow, SiteRow.site_id == FlagRow.site_id).where(in_scope)
-                               .group_by(FlagRow.site_id, SiteRow.attrs["name"].as_string())
-                               .having(score > 0).order_by(score.desc(), FlagRow.site_id).limit(10)).all()
-        n_scanned = int(s.scalar(select(func.count(func.distinct(ScanUnitRow.site_id)))
-                                 .join(SiteRow, SiteRow.site_id == ScanUnitRow.site_id)
-                                 .where(ScanUnitRow.status == "done", in_scope)) or 0)
-        visible = None if scope.everything else set(s.scalars(select(SiteRow.site_id).where(in_scope)))
+                               .group_by(FlagRow.site_id).having(score > 0)
+                               .order_by(score.desc(), FlagRow.site_id).limit(10)).all()
+        names = dict(s.execute(select(SiteRow.site_id, SiteRow.attrs["name"].as_string())
+                               .where(SiteRow.site_id.in_([r[0] for r in worst_rows]))).all()) if worst_rows else {}
+        visible = None if scope.everything else select(SiteRow.site_id).where(in_scope)
+        new_patches = dict(s.execute(select(PatchRow.created_scan_id, func.count())
+                                     .where(*([] if visible is None else [PatchRow.site_id.in_(visible)]))
+                                     .group_by(PatchRow.created_scan_id)).all())
+        new_flags = dict(s.execute(select(FlagRow.created_scan_id, func.count())
+                                   .where(*([] if visible is None else [FlagRow.site_id.in_(visible)]))
+                                   .group_by(FlagRow.created_scan_id)).all())
+        scans = s.execute(select(ScanRow.id, ScanRow.started_at, ScanRow.status).order_by(ScanRow.id)).all()
     rows = []
     for name, g in sorted(groups.items()):
         area = g["area_ha"]
@@ -109,19 +120,15 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
                      "patches": dict(sorted(g["patches"].items())), "open_flags": g["open"],
                      "confirmed_flags": g["confirmed"], "dismissed_flags": g["dismissed"],
                      "overdue_reclamation": g["overdue"]})
-    worst = [{"site_id": sid, "score": int(sc), "name": name or "", "open_flags": int(n_open_site or 0)}
-             for sid, sc, n_open_site, name in worst_rows]
-
-    def new(s: Any, key: str) -> int:
-        return sum(v.get(key, 0) for sid, v in (s.summary or {}).get("sites", {}).items()
-                   if visible is None or sid in visible)
-
-    trend = [{"scan": s.id, "date": f"{s.started_at:%Y-%m-%d}", "status": s.status,
-              "patches_new": new(s, "new_patches"), "flags_new": new(s, "new_flags")} for s in store.scans()]
+    worst = [{"site_id": sid, "score": int(sc), "name": names.get(sid) or "", "open_flags": int(n_open_site or 0)}
+             for sid, sc, n_open_site in worst_rows]
+    trend = [{"scan": scan_id, "date": f"{started:%Y-%m-%d}", "status": status,
+              "patches_new": int(new_patches.get(scan_id, 0)), "flags_new": int(new_flags.get(scan_id, 0))}
+             for scan_id, started, status in scans]
     return {"by": by, "groups": rows, "worst": worst, "trend": trend, "protected": protected_totals(store, scope),
             "protected_layers": len(store.current_layers()),
-            "totals": {"licences": n_scanned, "disturbed_ha": round(total_area / 1e4, 2),
-                       "open_flags": n_open, "flags": n_flags}}
+            "totals": {"licences": sum(g["licences"] for g in groups.values()),
+                       "disturbed_ha": round(total_area / 1e4, 2), "open_flags": n_open, "flags": n_flags}}
 
 
 def protected_totals(store: Store, scope: Scope = PROVINCE) -> list[dict[str, Any]]:
@@ -264,9 +271,11 @@ def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], 
     return pages
 
 
-def scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]:
-    """The green-survey ranking of licences (gmsense.outputs.scorecards) as table rows."""
-    frame = scorecard_tables(store)["licences"]
+def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: LicenceFigures | None = None
+                   ) -> tuple[list[str], list[list[str]]]:
+    """The green-survey ranking of the licences in ``scope`` (gmsense.outputs.scorecards, ranked among
+    them) as table rows; ``figures``: their licence figures when known already (ScorecardCache)."""
+    frame = scorecard_tables(store, scope=scope, holders=False, figures=figures)["licences"]
 
     def num(v: Any, pattern: str) -> str:
         return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else pattern.format(v)
@@ -277,13 +286,14 @@ def scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]
     rows = [[str(r["rank"]), str(r["site_id"]), str(r["holder"] or "-"),
              num(r["disturbed_ha_per_km2_per_year"], "{:.3f}"), num(r["trench_track_m_per_km2_per_year"], "{:.1f}"),
              num(r["trend_ha_per_km2_per_year"], "{:+.3f}"), num(r["reclaimed_by_deadline_share"], "{:.0%}"),
-             str(r["confirmed_violations"]), f"{r['score']:.1f}"] for _, r in frame.iterrows()]
+             str(r["confirmed_violations"]), f"{r['score']:.1f}"] for r in frame.to_dict("records")]
     return head, rows
 
 
-def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha") -> Path:
-    """Write the programme summary to ``out`` (.pdf or .html) in ``lang`` (en, zh) with areas in
-    ``unit`` (ha, mu)."""
+def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha",
+                         scope: Scope = PROVINCE) -> Path:
+    """Write the programme summary of the licences in ``scope`` (gmsense.store.scope; the scorecards
+    ranked among them) to ``out`` (.pdf or .html) in ``lang`` (en, zh) with areas in ``unit`` (ha, mu)."""
     out = Path(out)
     if out.suffix.lower() not in (".pdf", ".html", ".htm"):
         raise InputError(f"summary report {out} must end in .pdf or .html")
@@ -291,7 +301,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     if unit not in ("ha", "mu"):
         raise InputError(f"unknown area unit {unit!r}; choose ha or mu")
     check_target(out)
-    t = summary_tables(store, by)
+    t = summary_tables(store, by, scope)
     header, rows = _rows(t, lang, unit)
     stamp = tr("summary.generated", lang, when=f"{datetime.now(UTC):%Y-%m-%d %H:%M}", version=__version__)
     totals = t["totals"]
@@ -307,7 +317,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
              for r in t["trend"]]
     protected_head, protected = _protected_rows(t, lang, unit)
     protected_title = tr("layers.title", lang)
-    cards_head, cards = scorecard_rows(store, lang)
+    cards_head, cards = scorecard_rows(store, lang, scope)
     cards_title = tr("summary.scorecards", lang)
     cards_note = tr("summary.scorecards_note", lang, formula=tr("summary.scorecards_formula", lang))
     with report_style(lang), atomic_file(out) as tmp:

@@ -46,6 +46,7 @@ from gmsense.outputs.i18n import (
     layer_kind_name,
     t,
 )
+from gmsense.outputs.scorecards import ScorecardCache
 from gmsense.records import PATCH_CLASSES
 from gmsense.review import auth, escalation, service
 from gmsense.review import restoration as restoration_service
@@ -158,6 +159,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     pictures = Pictures(store, cache)
     app.state.store, app.state.pictures = store, pictures
     rules = settings.rules
+    scorecards = ScorecardCache(settings)  # the dashboard's licence figures, kept until the next scan
 
     def now() -> datetime:
         return clock() if clock is not None else datetime.now(UTC).replace(tzinfo=None)
@@ -316,7 +318,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     def flags_page(request: Request, who: PageUser, page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> HTMLResponse:
         flt = queue_filter(request)
         sc = scope(who)
-        result = service.queue(store, flt, page, scope=sc)
+        result = service.queue(store, flt, page, scope=sc, rules=rules, now=now())
         params = flt.as_params()
         return render(request, "flags.html", who[0], session=who[1], queue=result, filter=flt,
                       choices=service.filter_choices(store, sc), params=params,
@@ -407,9 +409,11 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         if by not in GROUPINGS:
             raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
         sc = scope(who)
-        head, cards = scorecard_rows(store, pick_language(request, who[0])) if store.site_rows() else ([], [])
+        head, cards = ([], [])
+        if service.has_licences(store, sc):
+            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, scorecards.figures(store, sc))
         return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, sc),
-                      by=by, groupings=GROUPINGS, cards_head=head, cards=cards,
+                      by=by, groupings=GROUPINGS, cards_head=head, cards=_ranking_ends(cards),
                       formula=t("summary.scorecards_formula", pick_language(request, who[0])),
                       overdue=escalation.pending_stages(store, sc, rules=rules, now=now(), overdue_only=True))
 
@@ -540,9 +544,12 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                   page_size: Annotated[int, Query(ge=1, le=500)] = service.PAGE_SIZE,
                   status: str = "pending", rule: str = "", severity: str = "", province: str = "", city: str = "",
                   county: str = "", mineral_class: str = "", licence_type: str = "", site_id: str = "",
-                  date_from: str = "", date_to: str = "") -> dict[str, Any]:
-        """The queue: flags most severe first, then oldest; filters as on the /flags page."""
-        result = service.queue(store, queue_filter(request), page, page_size, scope(who))
+                  date_from: str = "", date_to: str = "", stage: str = "", overdue: str = "") -> dict[str, Any]:
+        """The queue: flags most severe first, then oldest; filters as on the /flags page (``stage``:
+        county, city or province, the level of the pending escalation stage, or complete; ``overdue``:
+        yes). Each item's ``stage``: where it stands on its escalation chain (state, number, level,
+        action, due_at, overdue)."""
+        result = service.queue(store, queue_filter(request), page, page_size, scope(who), rules=rules, now=now())
         return {"items": result.items, "total": result.total, "page": result.page, "pages": result.pages,
                 "counts": result.counts}
 
@@ -646,7 +653,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
         if what not in ("flags", "patches") or fmt not in EXPORT_FORMATS:
             raise HTTPException(404, "exports: /export/flags|patches.geojson|gpkg|csv")
-        columns, rows = exports.batches(store, what, queue_filter(request), sc)
+        columns, rows = exports.batches(store, what, queue_filter(request), sc, rules=rules, now=now())
         headers = {"Content-Disposition": f'attachment; filename="gmsense-{what}.{fmt}"'}
         if fmt == "gpkg":
             path, remove = exports.write_gpkg(columns, rows, what)
@@ -660,6 +667,17 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
 def _png(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+#: The dashboard shows this many of the greenest and of the least green licences of a longer ranking.
+RANKING_ENDS = 20
+
+
+def _ranking_ends(rows: list[list[str]]) -> list[list[str] | int]:
+    """A long ranking as its first and last RANKING_ENDS rows, with the number of rows left out between."""
+    if len(rows) <= 2 * RANKING_ENDS + 1:
+        return list(rows)
+    return [*rows[:RANKING_ENDS], len(rows) - 2 * RANKING_ENDS, *rows[-RANKING_ENDS:]]
 
 
 def _pct(value: Any) -> str:
