@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import statistics
-import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,13 +248,20 @@ def flag_counts(store: Store, scope: Scope = PROVINCE, *, per_patch: bool = True
 
 
 def scorecard_tables(store: Store, settings: Settings | None = None, scope: Scope = PROVINCE, *,
-                     holders: bool = True, figures: LicenceFigures | None = None) -> dict[str, Any]:
+                     holders: bool = True, figures: LicenceFigures | None = None,
+                     flag_totals: tuple[dict[str, dict[str | None, int]], dict[str, int]] | None = None
+                     ) -> dict[str, Any]:
     """``licences`` (one row per licence in ``scope``, ranked among them), ``holders`` (one per holder,
     ranked among holders) and ``years`` (one row per licence and observed year) as DataFrames (without
     ``holders``: None and an empty frame), and the ``formula``. ``figures``: the licence figures of
-    ``scope`` when known already (:class:`ScorecardCache`); the flag counts are read each time."""
+    ``scope`` when known already (the review app keeps them between scans: gmsense.review.cache). The
+    flag counts are read here, unless ``flag_totals`` gives them per licence (as :func:`flag_counts`
+    without ``per_patch``; not with ``holders``, whose yearly rows count violations per patch)."""
     figures = figures or licence_figures(store, settings, scope, years=holders)
-    violations, open_flags = flag_counts(store, scope, per_patch=holders)
+    if flag_totals is not None and not holders:
+        violations, open_flags = flag_totals
+    else:
+        violations, open_flags = flag_counts(store, scope, per_patch=holders)
     licence_rows = []
     for row in figures.licences:
         counts = violations.get(row["site_id"], {})
@@ -272,41 +278,6 @@ def scorecard_tables(store: Store, settings: Settings | None = None, scope: Scop
     return {"licences": licences[LICENCE_COLUMNS].reset_index(drop=True),
             "holders": _holders(licences, years_frame) if holders else None,
             "years": years_frame, "formula": FORMULA, "observed_years": figures.observed}
-
-
-def scan_stamp(store: Store) -> tuple[Any, ...]:
-    """What changes whenever the licence figures may: the licences (their number and latest update) and
-    the scan units (their number and latest finish: every patch is written with its licence's unit)."""
-    from sqlalchemy import func, select
-
-    from gmsense.store import ScanUnitRow, SiteRow
-
-    with store.session() as s:
-        sites = s.execute(select(func.count(), func.max(SiteRow.updated_at))).one()
-        units = s.execute(select(func.count(), func.max(ScanUnitRow.finished_at))).one()
-    return (*sites, *units)
-
-
-class ScorecardCache:
-    """The licence figures of each scope, kept while :func:`scan_stamp` is unchanged (a scan, a licence
-    import), for the review app's dashboard: the flag counts, the score and the ranking are computed at
-    every request, so a decision shows at once. Safe to share between threads."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings
-        self._kept: dict[str, tuple[tuple[Any, ...], LicenceFigures]] = {}
-        self._lock = threading.Lock()
-
-    def figures(self, store: Store, scope: Scope = PROVINCE) -> LicenceFigures:
-        stamp = scan_stamp(store)
-        with self._lock:
-            kept = self._kept.get(str(scope))
-        if kept is not None and kept[0] == stamp:
-            return kept[1]
-        figures = licence_figures(store, self.settings, scope, years=False)
-        with self._lock:
-            self._kept[str(scope)] = (stamp, figures)
-        return figures
 
 
 def rules_seasons(settings: Settings, attrs: dict[str, Any]) -> int:

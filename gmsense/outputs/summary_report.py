@@ -41,13 +41,42 @@ A4_LANDSCAPE = (11.69, 8.27)
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
 
-def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) -> dict[str, Any]:
-    """The figures of the report as plain data (also used by tests and the web dashboard), of the
-    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row.
-    Each licence's group (its attribute ``by``) is read once per licence (a materialized CTE joined
-    to the flags, patches and scan units), not once per flag; the trend counts each scan's new
-    patches and flags by the scan that created them (as the scan's summary recorded them)."""
-    from sqlalchemy import case, func, select
+#: What a licence's flags count (:func:`licence_flag_counts`): all of them, by status, the reclamation_overdue
+#: ones, the severity score of the open and confirmed ones (critical 3, warning 2, info 1) and the confirmed
+#: violations (confirmed flags other than new_disturbance: the scorecards').
+FLAG_COUNTS = ("flags", "open", "confirmed", "dismissed", "overdue", "score", "violations")
+
+
+def licence_flag_counts(store: Store, scope: Scope = PROVINCE) -> dict[str, dict[str, int]]:
+    """FLAG_COUNTS per licence in ``scope`` that has flags: one GROUP BY over the flags (the
+    dashboard's only pass over them: decisions change these at every moment)."""
+    from sqlalchemy import and_, case, func, select
+
+    from gmsense.store import FlagRow, SiteRow
+
+    def count(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
+    weight = case({"critical": 3, "warning": 2, "info": 1}, value=FlagRow.severity, else_=0)
+    where = [] if scope.everything else [FlagRow.site_id.in_(select(SiteRow.site_id).where(site_clause(scope)))]
+    with store.session() as s:
+        rows = s.execute(select(FlagRow.site_id, func.count(), count(FlagRow.status == "open"),
+                                count(FlagRow.status == "confirmed"), count(FlagRow.status == "dismissed"),
+                                count(FlagRow.rule == "reclamation_overdue"),
+                                func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0)),
+                                count(and_(FlagRow.status == "confirmed", FlagRow.rule != "new_disturbance")))
+                         .where(*where).group_by(FlagRow.site_id)).all()
+    return {site_id: dict(zip(FLAG_COUNTS, (int(v or 0) for v in values), strict=True))
+            for site_id, *values in rows}
+
+
+def summary_scan_figures(store: Store, by: str = "county", scope: Scope = PROVINCE) -> dict[str, Any]:
+    """The figures of the summary that only scans and licence imports change (the review app keeps
+    them between scans: gmsense.review.cache): each licence's group (its attribute ``by``) and name,
+    the licences scanned and the human-made patches per group (the group read once per licence: a
+    materialized CTE joined to the patches), and each scan's new patches and flags (counted by the
+    scan that created them, as the scan's summary recorded them)."""
+    from sqlalchemy import func, select
 
     from gmsense.store import FlagRow, PatchRow, ScanRow, ScanUnitRow, SiteRow
 
@@ -57,53 +86,18 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
     group = (select(SiteRow.site_id.label("site_id"), SiteRow.attrs[by].as_string().label("name"))
              .where(in_scope).cte("licence_group").prefix_with("MATERIALIZED"))
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
-        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter(),
-        "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
+        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter()})
     total_area = 0.0
+    visible = None if scope.everything else select(SiteRow.site_id).where(in_scope)
     with store.session() as s:
-        scanned_sites = (select(ScanUnitRow.site_id).where(ScanUnitRow.status == "done").distinct()
-                         .subquery("scanned"))
-        for name, n in s.execute(select(group.c.name, func.count()).select_from(group)
-                                 .join(scanned_sites, scanned_sites.c.site_id == group.c.site_id)
-                                 .group_by(group.c.name)).all():
-            groups[str(name or "unknown")]["licences"] += int(n)
+        licences = s.execute(select(SiteRow.site_id, SiteRow.attrs[by].as_string(), SiteRow.attrs["name"].as_string())
+                             .where(in_scope)).all()
+        scanned = set(s.scalars(select(ScanUnitRow.site_id).where(ScanUnitRow.status == "done").distinct()))
         patches = s.execute(select(group.c.name, PatchRow.disturbance_class, PatchRow.recovery_status, func.count(),
                                    func.sum(PatchRow.area_m2))
                             .join(group, group.c.site_id == PatchRow.site_id)
                             .where(PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES))
                             .group_by(group.c.name, PatchRow.disturbance_class, PatchRow.recovery_status)).all()
-        for name, klass, recovery, n, area_m2 in patches:
-            g, ha = groups[str(name or "unknown")], float(area_m2 or 0.0) / 1e4
-            total_area += float(area_m2 or 0.0)
-            g["area_ha"] += ha
-            g["reclaimed_ha"] += ha if recovery == "recovered" else 0.0
-            g["recovering_ha"] += ha if recovery == "recovering" else 0.0
-            g["patches"][klass] += int(n)
-        overdue = FlagRow.rule == "reclamation_overdue"
-        flags = s.execute(select(group.c.name, FlagRow.status, overdue, func.count())
-                          .join(group, group.c.site_id == FlagRow.site_id)
-                          .group_by(group.c.name, FlagRow.status, overdue)).all()
-        n_flags = n_open = 0
-        for name, status, is_overdue, n in flags:
-            g = groups[str(name or "unknown")]
-            n_flags += int(n)
-            if status == "open":
-                g["open"] += int(n)
-                n_open += int(n)
-            elif status in ("confirmed", "dismissed"):
-                g[status] += int(n)
-            if is_overdue:
-                g["overdue"] += int(n)
-        weight = case({"critical": 3, "warning": 2, "info": 1}, value=FlagRow.severity, else_=0)
-        score = func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0))
-        open_flags = func.sum(case((FlagRow.status == "open", 1), else_=0))
-        worst_rows = s.execute(select(FlagRow.site_id, score, open_flags)
-                               .join(SiteRow, SiteRow.site_id == FlagRow.site_id).where(in_scope)
-                               .group_by(FlagRow.site_id).having(score > 0)
-                               .order_by(score.desc(), FlagRow.site_id).limit(10)).all()
-        names = dict(s.execute(select(SiteRow.site_id, SiteRow.attrs["name"].as_string())
-                               .where(SiteRow.site_id.in_([r[0] for r in worst_rows]))).all()) if worst_rows else {}
-        visible = None if scope.everything else select(SiteRow.site_id).where(in_scope)
         new_patches = dict(s.execute(select(PatchRow.created_scan_id, func.count())
                                      .where(*([] if visible is None else [PatchRow.site_id.in_(visible)]))
                                      .group_by(PatchRow.created_scan_id)).all())
@@ -111,6 +105,48 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
                                    .where(*([] if visible is None else [FlagRow.site_id.in_(visible)]))
                                    .group_by(FlagRow.created_scan_id)).all())
         scans = s.execute(select(ScanRow.id, ScanRow.started_at, ScanRow.status).order_by(ScanRow.id)).all()
+    group_of = {site_id: str(name or "unknown") for site_id, name, _ in licences}
+    for site_id, name in group_of.items():
+        if site_id in scanned:
+            groups[name]["licences"] += 1
+    for name, klass, recovery, n, area_m2 in patches:
+        g, ha = groups[str(name or "unknown")], float(area_m2 or 0.0) / 1e4
+        total_area += float(area_m2 or 0.0)
+        g["area_ha"] += ha
+        g["reclaimed_ha"] += ha if recovery == "recovered" else 0.0
+        g["recovering_ha"] += ha if recovery == "recovering" else 0.0
+        g["patches"][klass] += int(n)
+    trend = [{"scan": scan_id, "date": f"{started:%Y-%m-%d}", "status": status,
+              "patches_new": int(new_patches.get(scan_id, 0)), "flags_new": int(new_flags.get(scan_id, 0))}
+             for scan_id, started, status in scans]
+    return {"by": by, "group_of": group_of, "names": {site_id: name or "" for site_id, _, name in licences},
+            "groups": {name: {**g, "patches": dict(g["patches"])} for name, g in groups.items()},
+            "total_area_m2": total_area, "trend": trend}
+
+
+def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE, *,
+                   scan_figures: dict[str, Any] | None = None,
+                   flag_counts: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """The figures of the report as plain data (also used by tests and the web dashboard), of the
+    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row.
+    ``scan_figures`` (:func:`summary_scan_figures` of the same ``by`` and ``scope``) and ``flag_counts``
+    (:func:`licence_flag_counts` of ``scope``) when read already; else they are read here."""
+    if by not in GROUPINGS:
+        raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
+    scan = scan_figures if scan_figures is not None else summary_scan_figures(store, by, scope)
+    counts = flag_counts if flag_counts is not None else licence_flag_counts(store, scope)
+    groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
+        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": {},
+        "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
+    for name, g in scan["groups"].items():
+        groups[name].update(g)
+    n_flags = n_open = 0
+    for site_id, c in counts.items():
+        g = groups[scan["group_of"].get(site_id, "unknown")]
+        for key in ("open", "confirmed", "dismissed", "overdue"):
+            g[key] += c[key]
+        n_flags += c["flags"]
+        n_open += c["open"]
     rows = []
     for name, g in sorted(groups.items()):
         area = g["area_ha"]
@@ -120,15 +156,13 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
                      "patches": dict(sorted(g["patches"].items())), "open_flags": g["open"],
                      "confirmed_flags": g["confirmed"], "dismissed_flags": g["dismissed"],
                      "overdue_reclamation": g["overdue"]})
-    worst = [{"site_id": sid, "score": int(sc), "name": names.get(sid) or "", "open_flags": int(n_open_site or 0)}
-             for sid, sc, n_open_site in worst_rows]
-    trend = [{"scan": scan_id, "date": f"{started:%Y-%m-%d}", "status": status,
-              "patches_new": int(new_patches.get(scan_id, 0)), "flags_new": int(new_flags.get(scan_id, 0))}
-             for scan_id, started, status in scans]
-    return {"by": by, "groups": rows, "worst": worst, "trend": trend, "protected": protected_totals(store, scope),
-            "protected_layers": len(store.current_layers()),
+    ranked = sorted(((-c["score"], site_id) for site_id, c in counts.items() if c["score"] > 0))[:10]
+    worst = [{"site_id": site_id, "score": -negative, "name": scan["names"].get(site_id) or "",
+              "open_flags": counts[site_id]["open"]} for negative, site_id in ranked]
+    return {"by": by, "groups": rows, "worst": worst, "trend": [dict(r) for r in scan["trend"]],
+            "protected": protected_totals(store, scope), "protected_layers": len(store.current_layers()),
             "totals": {"licences": sum(g["licences"] for g in groups.values()),
-                       "disturbed_ha": round(total_area / 1e4, 2), "open_flags": n_open, "flags": n_flags}}
+                       "disturbed_ha": round(scan["total_area_m2"] / 1e4, 2), "open_flags": n_open, "flags": n_flags}}
 
 
 def protected_totals(store: Store, scope: Scope = PROVINCE) -> list[dict[str, Any]]:
@@ -271,11 +305,15 @@ def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], 
     return pages
 
 
-def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: LicenceFigures | None = None
-                   ) -> tuple[list[str], list[list[str]]]:
+def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: LicenceFigures | None = None,
+                   flag_counts: dict[str, dict[str, int]] | None = None) -> tuple[list[str], list[list[str]]]:
     """The green-survey ranking of the licences in ``scope`` (gmsense.outputs.scorecards, ranked among
-    them) as table rows; ``figures``: their licence figures when known already (ScorecardCache)."""
-    frame = scorecard_tables(store, scope=scope, holders=False, figures=figures)["licences"]
+    them) as table rows; ``figures`` (their licence figures: the review app keeps them between scans,
+    gmsense.review.cache) and ``flag_counts`` (:func:`licence_flag_counts`) when read already."""
+    totals = None if flag_counts is None else (
+        {site_id: {None: c["violations"]} for site_id, c in flag_counts.items()},
+        {site_id: c["open"] for site_id, c in flag_counts.items()})
+    frame = scorecard_tables(store, scope=scope, holders=False, figures=figures, flag_totals=totals)["licences"]
 
     def num(v: Any, pattern: str) -> str:
         return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else pattern.format(v)
@@ -283,10 +321,12 @@ def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: Li
     head = [tr(f"summary.col.{c}", lang) for c in ("rank", "licence", "holder", "disturbed_intensity",
                                                     "linear_intensity", "trend", "reclaimed_by_deadline",
                                                     "confirmed_violations", "green_score")]
-    rows = [[str(r["rank"]), str(r["site_id"]), str(r["holder"] or "-"),
-             num(r["disturbed_ha_per_km2_per_year"], "{:.3f}"), num(r["trench_track_m_per_km2_per_year"], "{:.1f}"),
-             num(r["trend_ha_per_km2_per_year"], "{:+.3f}"), num(r["reclaimed_by_deadline_share"], "{:.0%}"),
-             str(r["confirmed_violations"]), f"{r['score']:.1f}"] for r in frame.to_dict("records")]
+    columns = ("rank", "site_id", "holder", "disturbed_ha_per_km2_per_year", "trench_track_m_per_km2_per_year",
+               "trend_ha_per_km2_per_year", "reclaimed_by_deadline_share", "confirmed_violations", "score")
+    rows = [[str(rank), str(site_id), str(holder or "-"), num(disturbed, "{:.3f}"), num(linear, "{:.1f}"),
+             num(trend, "{:+.3f}"), num(reclaimed, "{:.0%}"), str(violations), f"{score:.1f}"]
+            for rank, site_id, holder, disturbed, linear, trend, reclaimed, violations, score
+            in zip(*(frame[c].tolist() for c in columns), strict=True)]
     return head, rows
 
 

@@ -46,10 +46,11 @@ from gmsense.outputs.i18n import (
     layer_kind_name,
     t,
 )
-from gmsense.outputs.scorecards import ScorecardCache
+from gmsense.outputs.scorecards import licence_figures
 from gmsense.records import PATCH_CLASSES
 from gmsense.review import auth, escalation, service
 from gmsense.review import restoration as restoration_service
+from gmsense.review.cache import ScanCache
 from gmsense.review.figures import Pictures
 from gmsense.review.security import (
     MAX_BODY_BYTES,
@@ -159,7 +160,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     pictures = Pictures(store, cache)
     app.state.store, app.state.pictures = store, pictures
     rules = settings.rules
-    scorecards = ScorecardCache(settings)  # the dashboard's licence figures, kept until the next scan
+    kept = ScanCache()  # figures only scans and licence imports change (gmsense.review.cache)
 
     def now() -> datetime:
         return clock() if clock is not None else datetime.now(UTC).replace(tzinfo=None)
@@ -321,7 +322,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         result = service.queue(store, flt, page, scope=sc, rules=rules, now=now())
         params = flt.as_params()
         return render(request, "flags.html", who[0], session=who[1], queue=result, filter=flt,
-                      choices=service.filter_choices(store, sc), params=params,
+                      choices=kept.get(store, ("choices", str(sc)), lambda: service.filter_choices(store, sc)),
+                      params=params,
                       page_url=lambda p: "/flags?" + urlencode({**params, "page": p}),
                       export_query=urlencode(params))
 
@@ -404,26 +406,42 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
-        from gmsense.outputs.summary_report import GROUPINGS, scorecard_rows, summary_tables
+        """The figures that only scans change are kept between scans (gmsense.review.cache); the flags
+        are counted once per request, per licence (decisions change them at any moment)."""
+        from gmsense.outputs.summary_report import (
+            GROUPINGS,
+            licence_flag_counts,
+            scorecard_rows,
+            summary_scan_figures,
+            summary_tables,
+        )
 
         if by not in GROUPINGS:
             raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
         sc = scope(who)
+        counts = licence_flag_counts(store, sc)
+        tables = summary_tables(store, by, sc, flag_counts=counts, scan_figures=kept.get(
+            store, ("summary", by, str(sc)), lambda: summary_scan_figures(store, by, sc)))
         head, cards = ([], [])
         if service.has_licences(store, sc):
-            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, scorecards.figures(store, sc))
-        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, sc),
+            figures = kept.get(store, ("scorecards", str(sc)),
+                               lambda: licence_figures(store, settings, sc, years=False))
+            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, figures, counts)
+        return render(request, "dashboard.html", who[0], session=who[1], tables=tables,
                       by=by, groupings=GROUPINGS, cards_head=head, cards=_ranking_ends(cards),
                       formula=t("summary.scorecards_formula", pick_language(request, who[0])),
                       overdue=escalation.pending_stages(store, sc, rules=rules, now=now(), overdue_only=True))
 
     @app.get("/dashboard/{by}.png", include_in_schema=False)
     def dashboard_png(request: Request, by: str, who: PageUser) -> Response:
-        from gmsense.outputs.summary_report import GROUPINGS
+        from gmsense.outputs.summary_report import GROUPINGS, summary_scan_figures, summary_tables
 
         if by not in GROUPINGS:
             raise HTTPException(404, f"no grouping {by!r}")
-        return _png(pictures.dashboard(by, pick_language(request, who[0]), scope=scope(who)))
+        sc = scope(who)
+        tables = summary_tables(store, by, sc, scan_figures=kept.get(
+            store, ("summary", by, str(sc)), lambda: summary_scan_figures(store, by, sc)))
+        return _png(pictures.dashboard(by, pick_language(request, who[0]), scope=sc, tables=tables))
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, who: PageUser) -> HTMLResponse:

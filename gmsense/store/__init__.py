@@ -98,7 +98,8 @@ class SiteRow(Base):
     site_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
     attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # Indexed (revision 0013): its maximum is half of the review app's scan stamp (gmsense.review.cache).
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, index=True)
     # Administrative divisions (gmsense.geo.divisions): 6-digit codes from the attributes' province,
     # city and county; NULL where absent or unknown (then only province-wide users see the row).
     province_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
@@ -134,7 +135,8 @@ class ScanUnitRow(Base):
     n_patches: Mapped[int] = mapped_column(Integer, default=0)
     n_flags: Mapped[int] = mapped_column(Integer, default=0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    finished_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # Indexed (revision 0013): its maximum is half of the review app's scan stamp (gmsense.review.cache).
+    finished_at: Mapped[datetime] = mapped_column(DateTime, default=_now, index=True)
 
 
 class PatchRow(Base):

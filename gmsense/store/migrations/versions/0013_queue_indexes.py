@@ -1,4 +1,4 @@
-"""queue indexes: the queue's order read from an index
+"""queue indexes: the queue's order read from an index; the review app's scan stamp
 
 Revision ID: 0013
 Revises: 0011 (to be re-chained onto 0012 at merge: 0012 is written on another branch)
@@ -8,7 +8,9 @@ Issue 20, item 6 (``gmsense bench queue``). ``ix_flags_queue_order`` on flags (s
 id): the review queue's order (most severe first, then oldest, then by id) is read from it one
 severity at a time (gmsense.review.service), instead of sorting every matching flag for each page;
 measured with 100,000 flags, a deep page went from a sort of the matching rows (spilled to disk on
-PostgreSQL; seconds on SQLite) to an index walk.
+PostgreSQL; seconds on SQLite) to an index walk. ``ix_sites_updated_at`` and
+``ix_scan_units_finished_at``: the maxima that make the review app's scan stamp (gmsense.review.cache),
+checked at every dashboard and queue page, read from an index instead of a pass over the tables.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("ix_flags_queue_order", "flags", ["severity", "created_at", "id"], unique=False)
+    op.create_index("ix_sites_updated_at", "sites", ["updated_at"], unique=False)
+    op.create_index("ix_scan_units_finished_at", "scan_units", ["finished_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_scan_units_finished_at", table_name="scan_units")
+    op.drop_index("ix_sites_updated_at", table_name="sites")
     op.drop_index("ix_flags_queue_order", table_name="flags")
