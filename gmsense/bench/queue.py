@@ -215,7 +215,7 @@ def traced_export(store: Store, query: dict[str, str], *, keep: bool = False, ba
     from gmsense.review import exports, service
 
     kept: list[bytes] = []
-    rows = 0
+    rows = size = 0
     flt = service.QueueFilter(**query)
     tracemalloc.start()
     try:
@@ -223,12 +223,14 @@ def traced_export(store: Store, query: dict[str, str], *, keep: bool = False, ba
         columns, batches = exports.batches(store, "flags", flt, **({"batch": batch} if batch else {}))
         for chunk in exports.stream_csv(columns, batches):
             rows += chunk.count(b"\n")
+            size += len(chunk)
             if keep:
                 kept.append(chunk)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return {"query": query, "rows": max(0, rows - 1), "kept": keep, "peak_mb": round(peak / 1e6, 2)}
+    return {"query": query, "rows": max(0, rows - 1), "mb": round(size / 1e6, 2), "kept": keep,
+            "peak_mb": round(peak / 1e6, 2)}
 
 
 def run_queue_bench(db: str, out: Path | None = None, *, flags: int = 100_000, licences: int = 5_000, runs: int = 7,

@@ -48,7 +48,8 @@ STAGE_COLUMNS = {"stage_state": "str", "stage": "int", "stages": "int", "stage_l
 _TYPED = {"confidence": "float", "area_m2": "float", "inside_licence": "bool", "area_outside_m2": "float",
           "recovery_ratio": "float", "created_scan_id": "int", "updated_scan_id": "int"}
 PATCH_COLUMNS = {k: _TYPED.get(k, "str") for k in (*PATCH_FIELDS, *EVIDENCE_FIELDS, "label_reason", *PROVENANCE_FIELDS)}
-_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "object"}
+#: pandas dtypes of the column kinds.
+DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "object"}
 
 
 def _flag_batches(store: Store, flt: service.QueueFilter, scope: Scope, rules: RulesSettings, now: datetime,
@@ -161,7 +162,7 @@ def stream_geojson(columns: dict[str, str], rows: Iterator[list[dict[str, Any]]]
 def _frame(columns: dict[str, str], batch: list[dict[str, Any]]) -> gpd.GeoDataFrame:
     table = pd.DataFrame(batch, columns=[*columns, "geometry"])
     for name, kind in columns.items():
-        table[name] = table[name].astype(_DTYPES[kind])
+        table[name] = table[name].astype(DTYPES[kind])
     geometry = gpd.GeoSeries.from_wkt(table.pop("geometry").tolist(), crs="EPSG:4326")
     return gpd.GeoDataFrame(table, geometry=geometry, crs="EPSG:4326")
 
