@@ -163,7 +163,8 @@ def fill_store(store: Store, *, flags: int = 100_000, licences: int = 5_000, see
     weights[busy] = max(weights) * 1.5
     summary.counties, summary.cities = len(counties), len(CITIES)
 
-    scan_times = [now - timedelta(days=SCAN_DAYS * (SCANS - k) - 3) for k in range(SCANS)]
+    # A scan a season, the last two days ago: its flags' first stages are not due yet.
+    scan_times = [now - timedelta(days=SCAN_DAYS * (SCANS - 1 - k) + 2) for k in range(SCANS)]
     sites = _sites(rng, licences, counties, weights)
     patches = _patches(rng, sites, round(flags * PATCHES_PER_FLAG), scan_times)
     flag_rows = _flags(rng, flags, sites, patches, scan_times, rules)

@@ -45,12 +45,13 @@ PAGE_SIZE = 25
 @dataclass(frozen=True)
 class QueueFilter:
     """Filters of the queue; empty strings mean "any". ``status`` defaults to the open work
-    (open and field visit). Dates are ISO ``YYYY-MM-DD`` on the flag's creation day. ``stage``: the
-    flags whose escalation stage pending is at a level (county, city, province), or whose chain is
-    complete; ``overdue`` (yes): the flags whose pending stage is past its deadline
+    (open and field visit), or to every status when a stage filter is given (the flags awaiting a
+    later stage are confirmed ones). Dates are ISO ``YYYY-MM-DD`` on the flag's creation day.
+    ``stage``: the flags whose escalation stage pending is at a level (county, city, province), or
+    whose chain is complete; ``overdue`` (yes): the flags whose pending stage is past its deadline
     (gmsense.review.stages)."""
 
-    status: str = "pending"
+    status: str = ""
     rule: str = ""
     severity: str = ""
     province: str = ""
@@ -65,6 +66,8 @@ class QueueFilter:
     overdue: str = ""
 
     def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "all" if self.stage or self.overdue else "pending")
         if self.status not in ("pending", "all", *STATUSES):
             raise InputError(f"unknown status {self.status!r}; choose pending, all or one of {', '.join(STATUSES)}")
         if self.stage and self.stage not in stages.STAGE_FILTERS:
