@@ -53,6 +53,7 @@ def licence_flag_counts(store: Store, scope: Scope = PROVINCE) -> dict[str, dict
     from sqlalchemy import and_, case, func, select
 
     from gmsense.store import FlagRow, SiteRow
+    from gmsense.store.sql import unindexed
 
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
@@ -65,7 +66,7 @@ def licence_flag_counts(store: Store, scope: Scope = PROVINCE) -> dict[str, dict
                                 count(FlagRow.rule == "reclamation_overdue"),
                                 func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0)),
                                 count(and_(FlagRow.status == "confirmed", FlagRow.rule != "new_disturbance")))
-                         .where(*where).group_by(FlagRow.site_id)).all()
+                         .where(*where).group_by(unindexed(FlagRow.site_id))).all()
     return {site_id: dict(zip(FLAG_COUNTS, (int(v or 0) for v in values), strict=True))
             for site_id, *values in rows}
 

@@ -25,6 +25,7 @@ from gmsense.config import STAGE_LEVELS, RulesSettings
 from gmsense.errors import InputError
 from gmsense.review.escalation import configured_chain, effective_chain, first_stage_cases
 from gmsense.store import EscalationEventRow, FlagRow
+from gmsense.store.sql import unindexed
 
 #: Values of the queue's ``stage`` filter: pending at a level, or every stage signed.
 STAGE_FILTERS = (*STAGE_LEVELS, "complete")
@@ -58,7 +59,7 @@ def stage_condition(stage: str, rules: RulesSettings) -> ColumnElement[bool]:
 
 def overdue_condition(rules: RulesSettings, now: datetime) -> ColumnElement[bool]:
     """Flags whose pending stage was due before ``now``."""
-    first = [and_(condition, FlagRow.created_at < now - timedelta(days=days))
+    first = [and_(condition, unindexed(FlagRow.created_at) < now - timedelta(days=days))
              for condition, _, _, days in first_stage_cases(rules)]
     return and_(FlagRow.status != "dismissed",
                 or_(_latest_action(EscalationEventRow.next_due_at < now),

@@ -177,9 +177,11 @@ class RecoveryRow(Base):
 
 class FlagRow(Base):
     __tablename__ = "flags"
-    # ix_flags_queue_order (revision 0013): the review queue's order, read one severity at a time.
+    # Revision 0013: ix_flags_queue_order, the review queue's order read one severity at a time;
+    # ix_flags_created_at, the oldest flags first (stages pending since the flag was stored) and date filters.
     __table_args__ = (UniqueConstraint("rule", "site_id", "patch_id", "flag_key"),
-                      Index("ix_flags_queue_order", "severity", "created_at", "id"))
+                      Index("ix_flags_queue_order", "severity", "created_at", "id"),
+                      Index("ix_flags_created_at", "created_at", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"), index=True)
     patch_id: Mapped[str | None] = mapped_column(ForeignKey("patches.patch_id"), nullable=True)
