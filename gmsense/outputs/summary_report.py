@@ -20,6 +20,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
@@ -307,10 +308,13 @@ def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], 
 
 
 def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: LicenceFigures | None = None,
-                   flag_counts: dict[str, dict[str, int]] | None = None) -> tuple[list[str], list[list[str]]]:
+                   flag_counts: dict[str, dict[str, int]] | None = None, ends: int | None = None
+                   ) -> tuple[list[str], list[Any]]:
     """The green-survey ranking of the licences in ``scope`` (gmsense.outputs.scorecards, ranked among
     them) as table rows; ``figures`` (their licence figures: the review app keeps them between scans,
-    gmsense.review.cache) and ``flag_counts`` (:func:`licence_flag_counts`) when read already."""
+    gmsense.review.cache) and ``flag_counts`` (:func:`licence_flag_counts`) when read already.
+    ``ends``: of a ranking longer than twice as many rows and one, only its first and last ``ends``
+    rows, with the number of rows left out between them (an int) in their place."""
     totals = None if flag_counts is None else (
         {site_id: {None: c["violations"]} for site_id, c in flag_counts.items()},
         {site_id: c["open"] for site_id, c in flag_counts.items()})
@@ -324,10 +328,15 @@ def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: Li
                                                     "confirmed_violations", "green_score")]
     columns = ("rank", "site_id", "holder", "disturbed_ha_per_km2_per_year", "trench_track_m_per_km2_per_year",
                "trend_ha_per_km2_per_year", "reclaimed_by_deadline_share", "confirmed_violations", "score")
-    rows = [[str(rank), str(site_id), str(holder or "-"), num(disturbed, "{:.3f}"), num(linear, "{:.1f}"),
-             num(trend, "{:+.3f}"), num(reclaimed, "{:.0%}"), str(violations), f"{score:.1f}"]
-            for rank, site_id, holder, disturbed, linear, trend, reclaimed, violations, score
-            in zip(*(frame[c].tolist() for c in columns), strict=True)]
+    left_out = len(frame) - 2 * ends if ends is not None and len(frame) > 2 * ends + 1 else 0
+    if left_out:
+        frame = pd.concat([frame.iloc[:ends], frame.iloc[-ends:]])
+    rows: list[Any] = [[str(rank), str(site_id), str(holder or "-"), num(disturbed, "{:.3f}"), num(linear, "{:.1f}"),
+                        num(trend, "{:+.3f}"), num(reclaimed, "{:.0%}"), str(violations), f"{score:.1f}"]
+                       for rank, site_id, holder, disturbed, linear, trend, reclaimed, violations, score
+                       in zip(*(frame[c].tolist() for c in columns), strict=True)]
+    if left_out:
+        rows.insert(ends, left_out)
     return head, rows
 
 

@@ -426,9 +426,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         if service.has_licences(store, sc):
             figures = kept.get(store, ("scorecards", str(sc)),
                                lambda: licence_figures(store, settings, sc, years=False))
-            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, figures, counts)
+            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, figures, counts,
+                                         ends=RANKING_ENDS)
         return render(request, "dashboard.html", who[0], session=who[1], tables=tables,
-                      by=by, groupings=GROUPINGS, cards_head=head, cards=_ranking_ends(cards),
+                      by=by, groupings=GROUPINGS, cards_head=head, cards=cards,
                       formula=t("summary.scorecards_formula", pick_language(request, who[0])),
                       overdue=escalation.pending_stages(store, sc, rules=rules, now=now(), overdue_only=True))
 
@@ -689,13 +690,6 @@ def _png(data: bytes) -> Response:
 
 #: The dashboard shows this many of the greenest and of the least green licences of a longer ranking.
 RANKING_ENDS = 20
-
-
-def _ranking_ends(rows: list[list[str]]) -> list[list[str] | int]:
-    """A long ranking as its first and last RANKING_ENDS rows, with the number of rows left out between."""
-    if len(rows) <= 2 * RANKING_ENDS + 1:
-        return list(rows)
-    return [*rows[:RANKING_ENDS], len(rows) - 2 * RANKING_ENDS, *rows[-RANKING_ENDS:]]
 
 
 def _pct(value: Any) -> str:
