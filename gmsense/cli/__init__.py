@@ -13,7 +13,18 @@ from rich.table import Table
 from gmsense import __version__
 from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
-from gmsense.cli._common import ConfigOption, DbOption, LayoutOption, err, out, user_errors
+from gmsense.cli._common import (
+    AsUserOption,
+    ConfigOption,
+    DbOption,
+    LayoutOption,
+    ScopeOption,
+    check_scope_options,
+    cli_scope,
+    err,
+    out,
+    user_errors,
+)
 from gmsense.cli.assessments import assessments_app
 from gmsense.cli.layers import layers_app
 from gmsense.cli.licences import licences_app
@@ -378,7 +389,8 @@ def models_list(models_dir: Annotated[Path, typer.Option("--models-dir")] = Path
     out.print(table)
 
 
-bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic truth, restoration, speed.",
+bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic truth, restoration, speed, "
+                             "scale, the review queue.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -534,6 +546,30 @@ def bench_speed(
     out.print(f"results: {out_file}")
 
 
+@bench_app.command("queue")
+@user_errors
+def bench_queue(
+    db: Annotated[str, typer.Option("--db", help="an empty store to fill: a new SQLite file, or the URL of an "
+                                                 "empty PostgreSQL database")],
+    out_file: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written beside it)")] = Path(
+        "bench-results/queue.json"),
+    flags: Annotated[int, typer.Option("--flags", min=100, help="flags of the synthetic province")] = 100_000,
+    licences: Annotated[int, typer.Option("--licences", min=10, help="its licences")] = 5_000,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="timed requests per figure after a warm-up")] = 7,
+    seed: Annotated[int, typer.Option("--seed", help="of the synthetic province")] = 20,
+) -> None:
+    """The review app at the size of a province: fills an empty store (bulk inserts), serves it, and times
+    the queue's pages and the dashboard as a province and a county reviewer, and the flags export's memory."""
+    from gmsense.bench.queue import run_queue_bench
+    from gmsense.store import resolve_db_url
+
+    with err.status("bench queue") as status:
+        run_queue_bench(resolve_db_url(db), out_file, flags=flags, licences=licences, runs=runs, seed=seed,
+                        progress=lambda message: status.update(f"bench queue: {message}"))
+    out.print(out_file.with_suffix(".md").read_text(), soft_wrap=True, markup=False)
+    out.print(f"results: {out_file}")
+
+
 @app.command()
 @user_errors
 def demo(
@@ -574,10 +610,14 @@ def export(
     site: Annotated[list[str] | None, typer.Option(
         "--site", help="rasters: only this licence (repeatable); default every analysed licence")] = None,
     lang: Annotated[str, typer.Option("--lang", help="disclosure: en | zh")] = "en",
+    scope: ScopeOption = None,
+    as_user: AsUserOption = None,
 ) -> None:
     """Write stored results for GIS (EPSG:4326), analysis and the field; `rasters` writes per-licence
     Cloud-Optimized GeoTIFFs of the patches with a STAC catalogue; `disclosure` the public page and CSVs of
-    confirmed violations and restoration status (no reviewer names, no comments)."""
+    confirmed violations and restoration status (no reviewer names, no comments). `--scope` or `--as-user`:
+    only the licences (and mine land) of that scope, filtered by the database as in the review app; flags
+    carry their escalation stage."""
     from gmsense.errors import InputError
     from gmsense.files import check_target
     from gmsense.outputs import export as ex
@@ -585,15 +625,17 @@ def export(
 
     makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame,
               "sites": ex.sites_frame}
+    check_scope_options(scope, as_user)  # a bad --scope is refused before any work
     if what == "rasters":
-        _export_rasters(fmt, out_file or Path("rasters"), db, site)
+        _export_rasters(fmt, out_file or Path("rasters"), db, site, scope, as_user)
         return
     if what == "disclosure":
         from gmsense.outputs.disclosure import write_disclosure
 
         if fmt not in (None, "html"):
             raise InputError(f"export disclosure writes a folder of HTML and CSV (--format html), not {fmt!r}")
-        result = write_disclosure(Store(db, create=False), out_file or Path("disclosure"), lang)
+        store = Store(db, create=False)
+        result = write_disclosure(store, out_file or Path("disclosure"), lang, cli_scope(store, scope, as_user))
         out.print(f"wrote the public disclosure to {result['folder']}: {result['violations']} confirmed "
                   f"violation(s), {result['restoration']} register polygon(s) (index.html, violations.csv, "
                   f"restoration.csv)", highlight=False, soft_wrap=True)
@@ -610,7 +652,8 @@ def export(
             raise InputError(f"unknown export format {fmt!r}; choose one of: "
                              f"{', '.join([*ex.FORMATS, 'corner-table'])}")
         ex.check_format(fmt, what)
-    frame = makers[what](Store(db, create=False))  # reads only: never creates a store
+    store = Store(db, create=False)  # reads only: never creates a store
+    frame = makers[what](store, cli_scope(store, scope, as_user))
     nouns = {"patches": ("patch", "patches"), "flags": ("flag", "flags"),
              "recovery": ("recovery observation", "recovery observations"), "sites": ("licence", "licences")}
     if fmt == "corner-table":
@@ -626,16 +669,28 @@ def export(
     out.print(f"wrote {plural(len(frame), *nouns[what])} to {path}{style}", highlight=False, soft_wrap=True)
 
 
-def _export_rasters(fmt: str | None, out_dir: Path, db: str | None, sites: list[str] | None) -> None:
-    """``gmsense export rasters``: COGs and a STAC catalogue (gmsense.outputs.rasters)."""
+def _export_rasters(fmt: str | None, out_dir: Path, db: str | None, sites: list[str] | None,
+                    scope_text: str | None = None, as_user: str | None = None) -> None:
+    """``gmsense export rasters``: COGs and a STAC catalogue (gmsense.outputs.rasters); with a scope, of
+    its licences only (a --site outside it is refused as one the store does not hold)."""
     from gmsense.errors import InputError
     from gmsense.outputs.rasters import check_rasters_target, export_rasters
+    from gmsense.review.exports import sites_in_scope
     from gmsense.store import Store
 
     if fmt not in (None, "cog"):
         raise InputError(f"export rasters writes Cloud-Optimized GeoTIFFs (--format cog), not {fmt!r}")
     check_rasters_target(out_dir)  # refused before the store is opened
     store = Store(db, create=False)  # reads only: never creates a store
+    scope = cli_scope(store, scope_text, as_user)
+    if not scope.everything:
+        visible = sites_in_scope(store, scope)
+        outside = [s for s in sites or [] if s not in visible]
+        if outside:
+            raise InputError(f"no licence {', '.join(map(repr, outside))} in the scope {scope}")
+        if not visible:
+            raise InputError(f"the store {store.location} holds no licence in the scope {scope}")
+        sites = sites or visible
     with err.status("rasters") as status:
         result = export_rasters(store, out_dir, sites, progress=lambda site_id, done, total: status.update(
             f"rasters: licence {done + 1} of {total} ({site_id})" if site_id else "rasters: catalogue"))
@@ -689,14 +744,19 @@ def report_summary(
     db: DbOption = None,
     lang: Annotated[str, typer.Option("--lang", help="en | zh (Simplified Chinese)")] = "en",
     unit: Annotated[str, typer.Option("--area-unit", help="ha | mu (1 mu = 666.67 m2)")] = "ha",
+    scope: ScopeOption = None,
+    as_user: AsUserOption = None,
 ) -> None:
-    """Programme summary: disturbed and reclaimed area, flags, overdue reclamation, worst licences."""
+    """Programme summary: disturbed and reclaimed area, flags, overdue reclamation, worst licences; with
+    --scope or --as-user, of that scope's licences only (the ranking among them)."""
     from gmsense.outputs.i18n import catalog
     from gmsense.outputs.summary_report import write_summary_report
     from gmsense.store import Store
 
     catalog(lang)  # an unknown language is a clear error before any work
-    path = write_summary_report(Store(db, create=False), out_file, by, lang, unit)  # never creates a store
+    check_scope_options(scope, as_user)  # and a bad --scope
+    store = Store(db, create=False)  # never creates a store
+    path = write_summary_report(store, out_file, by, lang, unit, cli_scope(store, scope, as_user))
     out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 

@@ -22,6 +22,39 @@ DbOption = Annotated[str | None, typer.Option(
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="settings YAML overriding configs/default.yaml")]
 LayoutOption = Annotated[str | None, typer.Option(
     "--layout", help="for --source local: auto (default: detected) | folder | theia | safe | landsat | stac | cube")]
+ScopeOption = Annotated[str | None, typer.Option(
+    "--scope", help="only what this scope sees, as the review app filters it: province (default) | city:CODE[,CODE] | "
+                    "county:CODE[,CODE] (a code or the name: county:尚志市, county:Shangzhi) | licence:ID[,ID]")]
+AsUserOption = Annotated[str | None, typer.Option(
+    "--as-user", help="only what this review-app user sees (their scope; gmsense users list)")]
+
+
+def check_scope_options(scope: str | None, as_user: str | None) -> Any:
+    """The Scope ``--scope`` names (parsed before any work), or None for ``--as-user`` (read from the
+    store by :func:`cli_scope`) or neither (the province); both at once is an InputError."""
+    from gmsense.errors import InputError
+    from gmsense.store.scope import PROVINCE, parse_scope
+
+    if scope is not None and as_user is not None:
+        raise InputError("give --scope or --as-user, not both")
+    if scope is not None:
+        return parse_scope(scope)
+    return None if as_user is not None else PROVINCE
+
+
+def cli_scope(store: Any, scope: str | None, as_user: str | None) -> Any:
+    """What a command reading ``store`` may show: the scope ``--scope`` names, the scope of the user
+    ``--as-user`` names (an unknown or disabled user is an InputError), else the province."""
+    from gmsense.errors import InputError
+    from gmsense.review.auth import get_user, user_scope
+
+    given = check_scope_options(scope, as_user)
+    if given is not None:
+        return given
+    user = get_user(store, as_user)
+    if not user.active:
+        raise InputError(f"user {user.username!r} is disabled: their scope is not used")
+    return user_scope(store, user)
 
 
 def user_errors(func: F) -> F:

@@ -46,6 +46,7 @@ from gmsense.store import (
     SiteRow,
     Store,
 )
+from gmsense.store.scope import PROVINCE, Scope, register_clause, site_clause
 
 VIOLATION_COLUMNS = ("reference", "licence", "licence_name", "holder", "province", "city", "county", "rule",
                      "severity", "finding", "class", "area_m2", "area_outside_m2", "first_detected",
@@ -61,8 +62,8 @@ def _rule_name(rule: str, lang: str) -> str:
     return tr(key, lang) if key in catalog("en") else rule
 
 
-def violation_rows(store: Store, lang: str = "en") -> list[dict[str, Any]]:
-    """The confirmed violations (see the module docstring), oldest first."""
+def violation_rows(store: Store, lang: str = "en", scope: Scope = PROVINCE) -> list[dict[str, Any]]:
+    """The confirmed violations (see the module docstring) on the licences in ``scope``, oldest first."""
     with store.session() as s:
         confirmed_on = (select(ReviewRow.flag_id, func.max(ReviewRow.at).label("at"))
                         .where(ReviewRow.decision == "confirmed").group_by(ReviewRow.flag_id).subquery())
@@ -70,7 +71,7 @@ def violation_rows(store: Store, lang: str = "en") -> list[dict[str, Any]]:
                          .join(SiteRow, SiteRow.site_id == FlagRow.site_id)
                          .outerjoin(PatchRow, PatchRow.patch_id == FlagRow.patch_id)
                          .outerjoin(confirmed_on, confirmed_on.c.flag_id == FlagRow.id)
-                         .where(FlagRow.status == "confirmed").order_by(FlagRow.id)).all()
+                         .where(FlagRow.status == "confirmed", site_clause(scope)).order_by(FlagRow.id)).all()
         verdicts: dict[int, list[str]] = {}
         for flag_id, verdict in s.execute(select(AssessmentRow.flag_id, AssessmentRow.verdict)
                                           .join(FlagRow, FlagRow.id == AssessmentRow.flag_id)
@@ -97,10 +98,11 @@ def violation_rows(store: Store, lang: str = "en") -> list[dict[str, Any]]:
     return out
 
 
-def restoration_rows(store: Store, lang: str = "en") -> list[dict[str, Any]]:
-    """Every register polygon with its latest analysed status (see the module docstring)."""
+def restoration_rows(store: Store, lang: str = "en", scope: Scope = PROVINCE) -> list[dict[str, Any]]:
+    """Every register polygon in ``scope`` (none for a licence scope) with its latest analysed status
+    (see the module docstring)."""
     with store.session() as s:
-        polygons = list(s.scalars(select(RegisterRow).order_by(RegisterRow.register_id)))
+        polygons = list(s.scalars(select(RegisterRow).where(register_clause(scope)).order_by(RegisterRow.register_id)))
         latest_year = (select(RestorationStatusRow.register_id, func.max(RestorationStatusRow.year).label("year"))
                        .where(RestorationStatusRow.status.is_not(None))
                        .group_by(RestorationStatusRow.register_id).subquery())
@@ -139,9 +141,10 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_disclosure(store: Store, out_dir: Path, lang: str = "en") -> dict[str, Any]:
-    """Write ``index.html``, ``violations.csv`` and ``restoration.csv`` into ``out_dir`` (created; an
-    existing folder must be empty or an earlier disclosure export). Returns the counts and paths."""
+def write_disclosure(store: Store, out_dir: Path, lang: str = "en", scope: Scope = PROVINCE) -> dict[str, Any]:
+    """Write ``index.html``, ``violations.csv`` and ``restoration.csv`` of the licences and mine land in
+    ``scope`` into ``out_dir`` (created; an existing folder must be empty or an earlier disclosure
+    export). Returns the counts and paths."""
     catalog(lang)  # an unknown language is a clear error before any work
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or out_dir.is_symlink()):
@@ -149,7 +152,7 @@ def write_disclosure(store: Store, out_dir: Path, lang: str = "en") -> dict[str,
     names = {"index.html", "violations.csv", "restoration.csv"}
     if out_dir.exists() and {p.name for p in out_dir.iterdir()} - names:
         raise InputError(f"{out_dir} holds other files: give an empty folder (or an earlier disclosure export)")
-    violations, restoration = violation_rows(store, lang), restoration_rows(store, lang)
+    violations, restoration = violation_rows(store, lang, scope), restoration_rows(store, lang, scope)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "violations.csv").write_text("\ufeff" + _csv(violations, VIOLATION_COLUMNS), encoding="utf-8")
     (out_dir / "restoration.csv").write_text("\ufeff" + _csv(restoration, RESTORATION_COLUMNS), encoding="utf-8")

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import io
 import os
+from datetime import datetime
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 from shapely import wkt
+from sqlalchemy import select
 
+from gmsense.config import RulesSettings
 from gmsense.errors import InputError
 from gmsense.files import atomic_file, check_target, write_bytes
-from gmsense.store import Store
+from gmsense.store import PatchRow, RecoveryRow, SiteRow, Store
+from gmsense.store.scope import PROVINCE, Scope, patch_clause, site_clause
 
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "parquet": ".parquet", "csv": ".csv", "gpx": ".gpx", "kml": ".kml"}
 #: Formats of points for the field (one waypoint per patch): they export patches only.
@@ -39,12 +43,18 @@ EVIDENCE_FIELDS = ["before_date", "before_image", "after_date", "after_image", "
 PROVENANCE_FIELDS = ["source", "config_hash", "detector", "model_version", "gmsense_version"]
 
 
-def patches_frame(store: Store) -> gpd.GeoDataFrame:
-    """Every stored patch with the fields of DESIGN.md and its provenance (the images it rests
-    on, the scan that last updated it and that scan's settings), geometry in EPSG:4326."""
+def _patch_rows(store: Store, scope: Scope) -> list[PatchRow]:
+    with store.session() as s:
+        return list(s.scalars(select(PatchRow).where(patch_clause(scope)).order_by(PatchRow.patch_id)))
+
+
+def patches_frame(store: Store, scope: Scope = PROVINCE) -> gpd.GeoDataFrame:
+    """Every stored patch of the licences in ``scope`` (gmsense.store.scope, filtered by the database)
+    with the fields of DESIGN.md and its provenance (the images it rests on, the scan that last updated
+    it and that scan's settings), geometry in EPSG:4326."""
     scans = {s.id: s for s in store.scans()}
     data = []
-    for r in store.patch_rows():
+    for r in _patch_rows(store, scope):
         scan = scans.get(r.updated_scan_id)
         evidence = (r.metrics or {}).get("evidence", {})
         data.append({**{f: getattr(r, f) for f in PATCH_FIELDS},
@@ -60,33 +70,41 @@ def patches_frame(store: Store) -> gpd.GeoDataFrame:
 LAYER_FIELDS = ("layer_name", "layer_kind", "layer_version", "overlap_m2")
 
 
-def flags_frame(store: Store) -> gpd.GeoDataFrame:
-    """Every flag with its patch geometry (or the licence's, for licence-level flags), EPSG:4326;
-    ``licence_version``: the register version the flag was checked against (empty for --sites scans);
-    ``layer_name``, ``layer_kind``, ``layer_version``, ``overlap_m2``: for protected_land flags, the
-    protected-land layer version checked and the overlapping area in m2 (empty for other rules)."""
-    patches = {r.patch_id: r.geometry_wkt for r in store.patch_rows()}
-    sites = {r.site_id: r.geometry_wkt for r in store.site_rows()}
-    fields = ["flag_id", "site_id", "patch_id", "rule", "severity", "status", "message", "created_scan_id",
-              "licence_version", *LAYER_FIELDS]
-    data = [
-        {"flag_id": f.id, "site_id": f.site_id, "patch_id": f.patch_id, "rule": f.rule, "severity": f.severity,
-         "status": f.status, "message": f.message, "created_scan_id": f.created_scan_id,
-         "licence_version": f.licence_version, **{k: getattr(f, k) for k in LAYER_FIELDS},
-         "geometry": wkt.loads(patches[f.patch_id] if f.patch_id else sites[f.site_id])}
-        for f in store.flag_rows()
-    ]
-    return gpd.GeoDataFrame(data, columns=[*fields, "geometry"], geometry="geometry", crs="EPSG:4326")
+def flags_frame(store: Store, scope: Scope = PROVINCE, *, rules: RulesSettings | None = None,
+                now: datetime | None = None) -> gpd.GeoDataFrame:
+    """Every flag of the licences in ``scope`` with its patch geometry (or the licence's, for
+    licence-level flags), EPSG:4326, read as the review app's export reads them (in batches, filtered
+    by the database: gmsense.review.exports), with the same columns: ``licence_version``, the register
+    version the flag was checked against (empty for --sites scans); ``province_code``, ``city_code``,
+    ``county_code``; ``layer_name``, ``layer_kind``, ``layer_version``, ``overlap_m2`` for
+    protected_land flags (empty for other rules); and its escalation stage (``stage_state``, ``stage``,
+    ``stages``, ``stage_level``, ``stage_action``, ``stage_due``, ``stage_overdue``; gmsense.review.stages,
+    judged by ``rules`` at ``now``)."""
+    from gmsense.review import exports
+    from gmsense.review.service import QueueFilter
+
+    columns, batches = exports.batches(store, "flags", QueueFilter(status="all"), scope, rules=rules, now=now)
+    rows = [row for batch in batches for row in batch]
+    table = pd.DataFrame(rows, columns=[*columns, "geometry"])
+    for name, kind in columns.items():
+        table[name] = table[name].astype(exports.DTYPES[kind])
+    geometry = gpd.GeoSeries.from_wkt(table.pop("geometry").tolist(), crs="EPSG:4326")
+    return gpd.GeoDataFrame(table, geometry=geometry, crs="EPSG:4326")
 
 
-def recovery_frame(store: Store) -> pd.DataFrame:
-    """Per-patch, per-season recovery observations (no geometry)."""
+def recovery_frame(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
+    """Per-patch, per-season recovery observations of the patches of the licences in ``scope`` (no geometry)."""
     fields = ["patch_id", "season", "index_name", "n_obs", "patch_value", "ring_value", "relative"]
-    return pd.DataFrame([{f: getattr(r, f) for f in fields} for r in store.recovery_rows()], columns=fields)
+    with store.session() as s:
+        rows = list(s.scalars(select(RecoveryRow).join(PatchRow, PatchRow.patch_id == RecoveryRow.patch_id)
+                              .where(patch_clause(scope)).order_by(RecoveryRow.patch_id, RecoveryRow.season)))
+    return pd.DataFrame([{f: getattr(r, f) for f in fields} for r in rows], columns=fields)
 
 
-def sites_frame(store: Store) -> gpd.GeoDataFrame:
-    rows = store.site_rows()
+def sites_frame(store: Store, scope: Scope = PROVINCE) -> gpd.GeoDataFrame:
+    """The licences in ``scope`` with their attributes."""
+    with store.session() as s:
+        rows = list(s.scalars(select(SiteRow).where(site_clause(scope)).order_by(SiteRow.site_id)))
     data = [{"site_id": r.site_id, **{k: v for k, v in r.attrs.items() if not isinstance(v, dict | list)},
              "geometry": wkt.loads(r.geometry_wkt)} for r in rows]
     return gpd.GeoDataFrame(data, geometry="geometry", crs="EPSG:4326")

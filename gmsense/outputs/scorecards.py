@@ -29,7 +29,10 @@ with nothing due counts as reclaiming fully; violations count up to three.
 
 from __future__ import annotations
 
+import functools
+import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from gmsense.files import write_bytes
 from gmsense.outputs.export import write_frame
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
+from gmsense.store.scope import PROVINCE, Scope
 
 LINEAR = ("trench", "track")
 WEIGHTS = {"disturbed": 0.35, "linear": 0.25, "reclamation": 0.25, "violations": 0.15}
@@ -59,8 +63,10 @@ LICENCE_COLUMNS = ["rank", "site_id", "name", "holder", "licence_type", "mineral
 _GEOD = Geod(ellps="WGS84")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def licence_km2(geometry_wkt: str) -> float:
-    """The geodesic area of a licence polygon (WKT in EPSG:4326), km²."""
+    """The geodesic area of a licence polygon (WKT in EPSG:4326), km² (remembered per polygon: the
+    licences of a province are measured once per process, not at every dashboard)."""
     area, _ = _GEOD.geometry_area_perimeter(wkt.loads(geometry_wkt))
     return abs(area) / 1e6
 
@@ -69,29 +75,13 @@ def _season(iso: str) -> int:
     return int(str(iso)[:4])
 
 
-def observed_years(store: Store, patches: list[Any]) -> dict[str, list[int]]:
-    """Per licence, the growing seasons its imagery covered in the store's scans (each finished scan
-    unit records the first and last acquisition it analysed); a licence without such records gets the
-    seasons of its patches."""
-    years: dict[str, set[int]] = defaultdict(set)
-    for scan in store.scans():
-        for unit in store.scan(scan.id)[1]:
-            stats = unit.stats or {}
-            if unit.status == "done" and stats.get("first_date") and stats.get("last_date"):
-                years[unit.site_id].update(range(_season(stats["first_date"]), _season(stats["last_date"]) + 1))
-    for p in patches:
-        if p.site_id not in years:
-            years[p.site_id].add(_season(p.first_detected))
-    return {site_id: sorted(v) for site_id, v in years.items()}
-
-
 def _slope(values: list[float]) -> float | None:
-    """Theil-Sen slope per step of ``values`` (one per year); None with fewer than two."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
+    """Theil-Sen slope per step of ``values`` (one per year); None with fewer than two. (In plain
+    Python: a licence has a handful of years, for which numpy's set-up costs more than the sums.)"""
+    v = [float(x) for x in values]
+    if len(v) < 2:
         return None
-    i, j = np.triu_indices(v.size, 1)
-    return float(np.median((v[j] - v[i]) / (j - i)))
+    return float(statistics.median((v[j] - v[i]) / (j - i) for i in range(len(v)) for j in range(i + 1, len(v))))
 
 
 def _percentile(values: pd.Series) -> pd.Series:
@@ -115,76 +105,179 @@ def _score(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["rank", frame.columns[1]])
 
 
-def scorecard_tables(store: Store, settings: Settings | None = None) -> dict[str, Any]:
-    """``licences`` (one row per licence, ranked), ``holders`` (one per holder, ranked among holders),
-    ``years`` (one row per licence and observed year) as DataFrames, and the ``formula``."""
+def _observed_years(units: list[tuple[str, str | None, str | None]], patches: list[Any]) -> dict[str, list[int]]:
+    """Per licence, the growing seasons its imagery covered in the store's scans (each finished scan
+    unit records the first and last acquisition it analysed: ``units`` are (licence, first season,
+    last season)); a licence without such records gets the seasons of its patches."""
+    years: dict[str, set[int]] = defaultdict(set)
+    for site_id, first, last in units:
+        if first and last:
+            years[site_id].update(range(int(first), int(last) + 1))
+    for p in patches:
+        if p.site_id not in years:
+            years[p.site_id].add(_season(p.first_detected))
+    return {site_id: sorted(v) for site_id, v in years.items()}
+
+
+def _in_scope(scope: Scope) -> Any:
+    """(licences in scope, a condition-maker for a licence-id column of another table)."""
+    from sqlalchemy import select
+
+    from gmsense.store import SiteRow
+    from gmsense.store.scope import site_clause
+
+    in_scope = site_clause(scope)
+    ids = None if scope.everything else select(SiteRow.site_id).where(in_scope)
+    return in_scope, (lambda column: [] if ids is None else [column.in_(ids)])
+
+
+@dataclass
+class LicenceFigures:
+    """What scans and licence imports alone change (flags' decisions do not): per licence in a scope,
+    every column of LICENCE_COLUMNS but the flag counts, ranks and score (``licences``), the per-year
+    rows when asked for (``years``, without their violations), and the seasons observed."""
+
+    licences: list[dict[str, Any]]
+    years: list[dict[str, Any]]
+    observed: list[int]
+
+
+def licence_figures(store: Store, settings: Settings | None = None, scope: Scope = PROVINCE, *,
+                    years: bool = True) -> LicenceFigures:
+    """The licence figures of ``scope`` (:class:`LicenceFigures`), from the licences, their human-made
+    patches (the columns used; the trench/track length out of the metrics, in SQL), the seasons their
+    scan units covered and the newest observation of the whole store; ``years``: the per-year rows too."""
+    from sqlalchemy import func, select
+
+    from gmsense.store import PatchRow, ScanUnitRow, SiteRow
+
     settings = settings or Settings()
-    sites = {s.site_id: s for s in store.site_rows()}
+    in_scope, of = _in_scope(scope)
+    with store.session() as s:
+        sites = s.execute(select(SiteRow.site_id, SiteRow.geometry_wkt, SiteRow.attrs).where(in_scope)).all()
+        patches = s.execute(select(PatchRow.patch_id, PatchRow.site_id, PatchRow.disturbance_class, PatchRow.area_m2,
+                                   PatchRow.first_detected, PatchRow.recovery_status,
+                                   PatchRow.metrics["length_m"].as_float().label("length_m"))
+                            .where(PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES), *of(PatchRow.site_id))
+                            .order_by(PatchRow.patch_id)).all()
+        units = s.execute(select(ScanUnitRow.site_id, func.substr(ScanUnitRow.stats["first_date"].as_string(), 1, 4),
+                                 func.substr(ScanUnitRow.stats["last_date"].as_string(), 1, 4))
+                          .where(ScanUnitRow.status == "done", *of(ScanUnitRow.site_id)).distinct()).all()
+        latest = s.scalar(select(func.max(PatchRow.last_seen)))
     if not sites:
+        if not scope.everything:
+            raise InputError(f"the store {store.location} holds no licences in the scope {scope}")
         raise InputError(f"the store {store.location} holds no licences: run gmsense scan first")
-    patches = [p for p in store.patch_rows() if p.disturbance_class in HUMAN_MADE_CLASSES]
-    flags = store.flag_rows()
-    observed = observed_years(store, patches)
-    latest = max((p.last_seen for p in store.patch_rows()), default=None)
+    observed = _observed_years(units, patches)
     by_site: dict[str, list[Any]] = defaultdict(list)
     for p in patches:
         by_site[p.site_id].append(p)
     year_rows, licence_rows = [], []
-    for site_id, site in sorted(sites.items()):
-        attrs = site.attrs or {}
-        years = observed.get(site_id, [])
-        km2 = licence_km2(site.geometry_wkt)
+    for site_id, geometry_wkt, attrs in sorted(sites, key=lambda row: row[0]):
+        attrs = attrs or {}
+        seen = observed.get(site_id, [])
+        km2 = licence_km2(geometry_wkt)
         mine = by_site.get(site_id, [])
-        confirmed = [f for f in flags if f.site_id == site_id and f.status == "confirmed"
-                     and f.rule != "new_disturbance"]
-        patch_year = {p.patch_id: _season(p.first_detected) for p in mine}
+        of_year: dict[int, list[Any]] = defaultdict(list)
+        for p in mine:
+            of_year[_season(p.first_detected)].append(p)
         yearly = []
-        for year in years:
-            these = [p for p in mine if patch_year[p.patch_id] == year]
+        for year in seen:
+            these = of_year.get(year, [])
             disturbed = sum(p.area_m2 for p in these)
-            length = sum(float((p.metrics or {}).get("length_m") or 0.0) for p in these
-                         if p.disturbance_class in LINEAR)
             intensity = disturbed / 1e4 / km2 if km2 > 0 else None
             yearly.append(intensity or 0.0)
-            year_rows.append({
-                "site_id": site_id, "holder": attrs.get("holder"), "year": year, "licence_km2": round(km2, 4),
-                "patches": len(these), "disturbed_ha": round(disturbed / 1e4, 4),
-                "disturbed_ha_per_km2": None if intensity is None else round(intensity, 4),
-                "trench_track_m": round(length, 1),
-                "trench_track_m_per_km2": round(length / km2, 2) if km2 > 0 else None,
-                "confirmed_violations": sum(1 for f in confirmed if f.patch_id in patch_year
-                                            and patch_year[f.patch_id] == year),
-                "patch_ids": ";".join(sorted(p.patch_id for p in these))})
+            if years:
+                length = sum(float(p.length_m or 0.0) for p in these if p.disturbance_class in LINEAR)
+                year_rows.append({
+                    "site_id": site_id, "holder": attrs.get("holder"), "year": year, "licence_km2": round(km2, 4),
+                    "patches": len(these), "disturbed_ha": round(disturbed / 1e4, 4),
+                    "disturbed_ha_per_km2": None if intensity is None else round(intensity, 4),
+                    "trench_track_m": round(length, 1),
+                    "trench_track_m_per_km2": round(length / km2, 2) if km2 > 0 else None,
+                    "_patch_ids": {p.patch_id for p in these},
+                    "patch_ids": ";".join(sorted(p.patch_id for p in these))})
         seasons = rules_seasons(settings, attrs)
         due = [p for p in mine if _is_due(p, attrs.get("reclamation_due"), seasons, latest)]
         due_m2 = sum(p.area_m2 for p in due)
         reclaimed = sum(p.area_m2 for p in due if p.recovery_status in ("recovered", "recovering"))
-        n = max(len(years), 1)
+        n = max(len(seen), 1)
         disturbed = sum(p.area_m2 for p in mine)
-        length = sum(float((p.metrics or {}).get("length_m") or 0.0) for p in mine if p.disturbance_class in LINEAR)
+        length = sum(float(p.length_m or 0.0) for p in mine if p.disturbance_class in LINEAR)
         slope = _slope(yearly)
         licence_rows.append({
             "site_id": site_id, "name": attrs.get("name"), "holder": attrs.get("holder"),
             "licence_type": attrs.get("licence_type"), "mineral_class": attrs.get("mineral_class"),
             "province": attrs.get("province"), "city": attrs.get("city"), "county": attrs.get("county"),
-            "licence_km2": round(km2, 4), "years_observed": len(years), "first_year": years[0] if years else None,
-            "last_year": years[-1] if years else None, "patches": len(mine), "disturbed_ha": round(disturbed / 1e4, 4),
+            "licence_km2": round(km2, 4), "years_observed": len(seen), "first_year": seen[0] if seen else None,
+            "last_year": seen[-1] if seen else None, "patches": len(mine), "disturbed_ha": round(disturbed / 1e4, 4),
             "disturbed_ha_per_km2_per_year": round(disturbed / 1e4 / km2 / n, 4) if km2 > 0 else 0.0,
             "trench_track_m": round(length, 1),
             "trench_track_m_per_km2_per_year": round(length / km2 / n, 2) if km2 > 0 else 0.0,
             "trend_ha_per_km2_per_year": None if slope is None else round(slope, 4),
             "due_ha": round(due_m2 / 1e4, 4),
             "reclaimed_by_deadline_share": round(reclaimed / due_m2, 4) if due_m2 > 0 else None,
-            "confirmed_violations": len(confirmed),
-            "open_flags": sum(1 for f in flags if f.site_id == site_id and f.status == "open"),
             "patch_ids": ";".join(sorted(p.patch_id for p in mine)), "_due_m2": due_m2, "_reclaimed_m2": reclaimed,
             "_disturbed_m2": disturbed, "_length_m": length})
+    return LicenceFigures(licence_rows, year_rows, sorted({y for v in observed.values() for y in v}))
+
+
+def flag_counts(store: Store, scope: Scope = PROVINCE, *, per_patch: bool = True
+                ) -> tuple[dict[str, dict[str | None, int]], dict[str, int]]:
+    """Counted by the database for the licences in ``scope``: the confirmed violations (confirmed
+    flags other than new_disturbance) per licence and flagged patch (None: a flag of no patch; without
+    ``per_patch``, all under None), and the open flags per licence."""
+    from sqlalchemy import func, null, select
+
+    from gmsense.store import FlagRow
+
+    _, of = _in_scope(scope)
+    patch = FlagRow.patch_id if per_patch else null()
+    with store.session() as s:
+        confirmed = s.execute(select(FlagRow.site_id, patch, func.count())
+                              .where(FlagRow.status == "confirmed", FlagRow.rule != "new_disturbance",
+                                     *of(FlagRow.site_id))
+                              .group_by(FlagRow.site_id, *([patch] if per_patch else []))).all()
+        open_flags = {site_id: int(n) for site_id, n in s.execute(
+            select(FlagRow.site_id, func.count()).where(FlagRow.status == "open", *of(FlagRow.site_id))
+            .group_by(FlagRow.site_id)).all()}
+    violations: dict[str, dict[str | None, int]] = defaultdict(dict)
+    for site_id, patch_id, n in confirmed:
+        violations[site_id][patch_id] = int(n)
+    return violations, open_flags
+
+
+def scorecard_tables(store: Store, settings: Settings | None = None, scope: Scope = PROVINCE, *,
+                     holders: bool = True, figures: LicenceFigures | None = None,
+                     flag_totals: tuple[dict[str, dict[str | None, int]], dict[str, int]] | None = None
+                     ) -> dict[str, Any]:
+    """``licences`` (one row per licence in ``scope``, ranked among them), ``holders`` (one per holder,
+    ranked among holders) and ``years`` (one row per licence and observed year) as DataFrames (without
+    ``holders``: None and an empty frame), and the ``formula``. ``figures``: the licence figures of
+    ``scope`` when known already (the review app keeps them between scans: gmsense.review.cache). The
+    flag counts are read here, unless ``flag_totals`` gives them per licence (as :func:`flag_counts`
+    without ``per_patch``; not with ``holders``, whose yearly rows count violations per patch)."""
+    figures = figures or licence_figures(store, settings, scope, years=holders)
+    if flag_totals is not None and not holders:
+        violations, open_flags = flag_totals
+    else:
+        violations, open_flags = flag_counts(store, scope, per_patch=holders)
+    licence_rows = []
+    for row in figures.licences:
+        counts = violations.get(row["site_id"], {})
+        licence_rows.append({**row, "confirmed_violations": sum(counts.values()),
+                             "open_flags": open_flags.get(row["site_id"], 0)})
     licences = _score(pd.DataFrame(licence_rows))
+    year_rows = []
+    for row in figures.years if holders else []:
+        counts = violations.get(row["site_id"], {})
+        year_rows.append({k: v for k, v in row.items() if k not in ("_patch_ids", "patch_ids")}
+                         | {"confirmed_violations": sum(counts.get(p, 0) for p in row["_patch_ids"]),
+                            "patch_ids": row["patch_ids"]})
     years_frame = pd.DataFrame(year_rows)
-    holders = _holders(licences, years_frame)
-    return {"licences": licences[LICENCE_COLUMNS].reset_index(drop=True), "holders": holders,
-            "years": years_frame, "formula": FORMULA,
-            "observed_years": sorted({y for v in observed.values() for y in v})}
+    return {"licences": licences[LICENCE_COLUMNS].reset_index(drop=True),
+            "holders": _holders(licences, years_frame) if holders else None,
+            "years": years_frame, "formula": FORMULA, "observed_years": figures.observed}
 
 
 def rules_seasons(settings: Settings, attrs: dict[str, Any]) -> int:
@@ -205,13 +298,15 @@ def _holders(licences: pd.DataFrame, years: pd.DataFrame) -> pd.DataFrame:
     """Per holder (licences without one are ``(none)``): the licences' sums as intensities (per km² of
     licence and per licence-year observed, km²-weighted), scored among holders."""
     frame = licences.assign(holder=licences["holder"].fillna("(none)").astype(str))
+    years_of = ({str(h): g for h, g in years.groupby(years["holder"].fillna("(none)").astype(str))}
+                if "holder" in years else {})
     rows = []
     for holder, group in frame.groupby("holder", sort=True):
         km2 = float(group["licence_km2"].sum())
         disturbed = float(group["_disturbed_m2"].sum())
         length = float(group["_length_m"].sum())
         due = float(group["_due_m2"].sum())
-        own = years[years["holder"].fillna("(none)").astype(str) == holder] if "holder" in years else years
+        own = years_of.get(str(holder), years.iloc[:0]) if "holder" in years else years
         yearly = (own.groupby("year")["disturbed_ha"].sum() / km2 if km2 > 0 and len(own)
                   else pd.Series(dtype=float))
         slope = _slope(list(yearly.values))

@@ -20,6 +20,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
@@ -30,7 +31,7 @@ from gmsense.outputs.i18n import M2_PER_HA, M2_PER_MU, attr_value, catalog
 from gmsense.outputs.i18n import area as format_area
 from gmsense.outputs.i18n import t as tr
 from gmsense.outputs.report import class_name, draw_table, plain_text, split_rows, table_layout, wrap_cell
-from gmsense.outputs.scorecards import scorecard_tables
+from gmsense.outputs.scorecards import LicenceFigures, scorecard_tables
 from gmsense.outputs.site_report import report_style
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.store import Store
@@ -41,65 +42,113 @@ A4_LANDSCAPE = (11.69, 8.27)
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
 
-def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) -> dict[str, Any]:
-    """The figures of the report as plain data (also used by tests and the web dashboard), of the
-    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row."""
-    from sqlalchemy import case, func, select
+#: What a licence's flags count (:func:`licence_flag_counts`): all of them, by status, the reclamation_overdue
+#: ones, the severity score of the open and confirmed ones (critical 3, warning 2, info 1) and the confirmed
+#: violations (confirmed flags other than new_disturbance: the scorecards').
+FLAG_COUNTS = ("flags", "open", "confirmed", "dismissed", "overdue", "score", "violations")
 
-    from gmsense.store import FlagRow, PatchRow, ScanUnitRow, SiteRow
+
+def licence_flag_counts(store: Store, scope: Scope = PROVINCE) -> dict[str, dict[str, int]]:
+    """FLAG_COUNTS per licence in ``scope`` that has flags: one GROUP BY over the flags (the
+    dashboard's only pass over them: decisions change these at every moment)."""
+    from sqlalchemy import and_, case, func, select
+
+    from gmsense.store import FlagRow, SiteRow
+    from gmsense.store.sql import unindexed
+
+    def count(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
+    weight = case({"critical": 3, "warning": 2, "info": 1}, value=FlagRow.severity, else_=0)
+    where = [] if scope.everything else [FlagRow.site_id.in_(select(SiteRow.site_id).where(site_clause(scope)))]
+    with store.session() as s:
+        rows = s.execute(select(FlagRow.site_id, func.count(), count(FlagRow.status == "open"),
+                                count(FlagRow.status == "confirmed"), count(FlagRow.status == "dismissed"),
+                                count(FlagRow.rule == "reclamation_overdue"),
+                                func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0)),
+                                count(and_(FlagRow.status == "confirmed", FlagRow.rule != "new_disturbance")))
+                         .where(*where).group_by(unindexed(FlagRow.site_id))).all()
+    return {site_id: dict(zip(FLAG_COUNTS, (int(v or 0) for v in values), strict=True))
+            for site_id, *values in rows}
+
+
+def summary_scan_figures(store: Store, by: str = "county", scope: Scope = PROVINCE) -> dict[str, Any]:
+    """The figures of the summary that only scans and licence imports change (the review app keeps
+    them between scans: gmsense.review.cache): each licence's group (its attribute ``by``) and name,
+    the licences scanned and the human-made patches per group (the group read once per licence: a
+    materialized CTE joined to the patches), and each scan's new patches and flags (counted by the
+    scan that created them, as the scan's summary recorded them)."""
+    from sqlalchemy import func, select
+
+    from gmsense.store import FlagRow, PatchRow, ScanRow, ScanUnitRow, SiteRow
 
     if by not in GROUPINGS:
         raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
-    group = SiteRow.attrs[by].as_string()
     in_scope = site_clause(scope)
+    group = (select(SiteRow.site_id.label("site_id"), SiteRow.attrs[by].as_string().label("name"))
+             .where(in_scope).cte("licence_group").prefix_with("MATERIALIZED"))
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
-        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter(),
-        "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
+        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": Counter()})
     total_area = 0.0
+    visible = None if scope.everything else select(SiteRow.site_id).where(in_scope)
     with store.session() as s:
-        scanned = s.execute(select(group, func.count(func.distinct(ScanUnitRow.site_id)))
-                            .join(SiteRow, SiteRow.site_id == ScanUnitRow.site_id)
-                            .where(ScanUnitRow.status == "done", in_scope).group_by(group)).all()
-        for name, n in scanned:
-            groups[str(name or "unknown")]["licences"] += int(n)
-        patches = s.execute(select(group, PatchRow.disturbance_class, PatchRow.recovery_status, func.count(),
+        licences = s.execute(select(SiteRow.site_id, SiteRow.attrs[by].as_string(), SiteRow.attrs["name"].as_string())
+                             .where(in_scope)).all()
+        scanned = set(s.scalars(select(ScanUnitRow.site_id).where(ScanUnitRow.status == "done").distinct()))
+        patches = s.execute(select(group.c.name, PatchRow.disturbance_class, PatchRow.recovery_status, func.count(),
                                    func.sum(PatchRow.area_m2))
-                            .join(SiteRow, SiteRow.site_id == PatchRow.site_id)
-                            .where(in_scope, PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES))
-                            .group_by(group, PatchRow.disturbance_class, PatchRow.recovery_status)).all()
-        for name, klass, recovery, n, area_m2 in patches:
-            g, ha = groups[str(name or "unknown")], float(area_m2 or 0.0) / 1e4
-            total_area += float(area_m2 or 0.0)
-            g["area_ha"] += ha
-            g["reclaimed_ha"] += ha if recovery == "recovered" else 0.0
-            g["recovering_ha"] += ha if recovery == "recovering" else 0.0
-            g["patches"][klass] += int(n)
-        overdue = FlagRow.rule == "reclamation_overdue"
-        flags = s.execute(select(group, FlagRow.status, overdue, func.count())
-                          .join(SiteRow, SiteRow.site_id == FlagRow.site_id)
-                          .where(in_scope).group_by(group, FlagRow.status, overdue)).all()
-        n_flags = n_open = 0
-        for name, status, is_overdue, n in flags:
-            g = groups[str(name or "unknown")]
-            n_flags += int(n)
-            if status == "open":
-                g["open"] += int(n)
-                n_open += int(n)
-            elif status in ("confirmed", "dismissed"):
-                g[status] += int(n)
-            if is_overdue:
-                g["overdue"] += int(n)
-        weight = case({"critical": 3, "warning": 2, "info": 1}, value=FlagRow.severity, else_=0)
-        score = func.sum(case((FlagRow.status.in_(("open", "confirmed")), weight), else_=0))
-        open_flags = func.sum(case((FlagRow.status == "open", 1), else_=0))
-        worst_rows = s.execute(select(FlagRow.site_id, score, open_flags, SiteRow.attrs["name"].as_string())
-                               .join(SiteRow, SiteRow.site_id == FlagRow.site_id).where(in_scope)
-                               .group_by(FlagRow.site_id, SiteRow.attrs["name"].as_string())
-                               .having(score > 0).order_by(score.desc(), FlagRow.site_id).limit(10)).all()
-        n_scanned = int(s.scalar(select(func.count(func.distinct(ScanUnitRow.site_id)))
-                                 .join(SiteRow, SiteRow.site_id == ScanUnitRow.site_id)
-                                 .where(ScanUnitRow.status == "done", in_scope)) or 0)
-        visible = None if scope.everything else set(s.scalars(select(SiteRow.site_id).where(in_scope)))
+                            .join(group, group.c.site_id == PatchRow.site_id)
+                            .where(PatchRow.disturbance_class.in_(HUMAN_MADE_CLASSES))
+                            .group_by(group.c.name, PatchRow.disturbance_class, PatchRow.recovery_status)).all()
+        new_patches = dict(s.execute(select(PatchRow.created_scan_id, func.count())
+                                     .where(*([] if visible is None else [PatchRow.site_id.in_(visible)]))
+                                     .group_by(PatchRow.created_scan_id)).all())
+        new_flags = dict(s.execute(select(FlagRow.created_scan_id, func.count())
+                                   .where(*([] if visible is None else [FlagRow.site_id.in_(visible)]))
+                                   .group_by(FlagRow.created_scan_id)).all())
+        scans = s.execute(select(ScanRow.id, ScanRow.started_at, ScanRow.status).order_by(ScanRow.id)).all()
+    group_of = {site_id: str(name or "unknown") for site_id, name, _ in licences}
+    for site_id, name in group_of.items():
+        if site_id in scanned:
+            groups[name]["licences"] += 1
+    for name, klass, recovery, n, area_m2 in patches:
+        g, ha = groups[str(name or "unknown")], float(area_m2 or 0.0) / 1e4
+        total_area += float(area_m2 or 0.0)
+        g["area_ha"] += ha
+        g["reclaimed_ha"] += ha if recovery == "recovered" else 0.0
+        g["recovering_ha"] += ha if recovery == "recovering" else 0.0
+        g["patches"][klass] += int(n)
+    trend = [{"scan": scan_id, "date": f"{started:%Y-%m-%d}", "status": status,
+              "patches_new": int(new_patches.get(scan_id, 0)), "flags_new": int(new_flags.get(scan_id, 0))}
+             for scan_id, started, status in scans]
+    return {"by": by, "group_of": group_of, "names": {site_id: name or "" for site_id, _, name in licences},
+            "groups": {name: {**g, "patches": dict(g["patches"])} for name, g in groups.items()},
+            "total_area_m2": total_area, "trend": trend}
+
+
+def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE, *,
+                   scan_figures: dict[str, Any] | None = None,
+                   flag_counts: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """The figures of the report as plain data (also used by tests and the web dashboard), of the
+    licences in ``scope``: counted and summed by the database (GROUP BY), never loading every row.
+    ``scan_figures`` (:func:`summary_scan_figures` of the same ``by`` and ``scope``) and ``flag_counts``
+    (:func:`licence_flag_counts` of ``scope``) when read already; else they are read here."""
+    if by not in GROUPINGS:
+        raise InputError(f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
+    scan = scan_figures if scan_figures is not None else summary_scan_figures(store, by, scope)
+    counts = flag_counts if flag_counts is not None else licence_flag_counts(store, scope)
+    groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
+        "licences": 0, "area_ha": 0.0, "reclaimed_ha": 0.0, "recovering_ha": 0.0, "patches": {},
+        "open": 0, "confirmed": 0, "dismissed": 0, "overdue": 0})
+    for name, g in scan["groups"].items():
+        groups[name].update(g)
+    n_flags = n_open = 0
+    for site_id, c in counts.items():
+        g = groups[scan["group_of"].get(site_id, "unknown")]
+        for key in ("open", "confirmed", "dismissed", "overdue"):
+            g[key] += c[key]
+        n_flags += c["flags"]
+        n_open += c["open"]
     rows = []
     for name, g in sorted(groups.items()):
         area = g["area_ha"]
@@ -109,19 +158,13 @@ def summary_tables(store: Store, by: str = "county", scope: Scope = PROVINCE) ->
                      "patches": dict(sorted(g["patches"].items())), "open_flags": g["open"],
                      "confirmed_flags": g["confirmed"], "dismissed_flags": g["dismissed"],
                      "overdue_reclamation": g["overdue"]})
-    worst = [{"site_id": sid, "score": int(sc), "name": name or "", "open_flags": int(n_open_site or 0)}
-             for sid, sc, n_open_site, name in worst_rows]
-
-    def new(s: Any, key: str) -> int:
-        return sum(v.get(key, 0) for sid, v in (s.summary or {}).get("sites", {}).items()
-                   if visible is None or sid in visible)
-
-    trend = [{"scan": s.id, "date": f"{s.started_at:%Y-%m-%d}", "status": s.status,
-              "patches_new": new(s, "new_patches"), "flags_new": new(s, "new_flags")} for s in store.scans()]
-    return {"by": by, "groups": rows, "worst": worst, "trend": trend, "protected": protected_totals(store, scope),
-            "protected_layers": len(store.current_layers()),
-            "totals": {"licences": n_scanned, "disturbed_ha": round(total_area / 1e4, 2),
-                       "open_flags": n_open, "flags": n_flags}}
+    ranked = sorted(((-c["score"], site_id) for site_id, c in counts.items() if c["score"] > 0))[:10]
+    worst = [{"site_id": site_id, "score": -negative, "name": scan["names"].get(site_id) or "",
+              "open_flags": counts[site_id]["open"]} for negative, site_id in ranked]
+    return {"by": by, "groups": rows, "worst": worst, "trend": [dict(r) for r in scan["trend"]],
+            "protected": protected_totals(store, scope), "protected_layers": len(store.current_layers()),
+            "totals": {"licences": sum(g["licences"] for g in groups.values()),
+                       "disturbed_ha": round(scan["total_area_m2"] / 1e4, 2), "open_flags": n_open, "flags": n_flags}}
 
 
 def protected_totals(store: Store, scope: Scope = PROVINCE) -> list[dict[str, Any]]:
@@ -264,9 +307,18 @@ def _table_figure_pages(first: Figure, rect: tuple[float, float, float, float], 
     return pages
 
 
-def scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]:
-    """The green-survey ranking of licences (gmsense.outputs.scorecards) as table rows."""
-    frame = scorecard_tables(store)["licences"]
+def scorecard_rows(store: Store, lang: str, scope: Scope = PROVINCE, figures: LicenceFigures | None = None,
+                   flag_counts: dict[str, dict[str, int]] | None = None, ends: int | None = None
+                   ) -> tuple[list[str], list[Any]]:
+    """The green-survey ranking of the licences in ``scope`` (gmsense.outputs.scorecards, ranked among
+    them) as table rows; ``figures`` (their licence figures: the review app keeps them between scans,
+    gmsense.review.cache) and ``flag_counts`` (:func:`licence_flag_counts`) when read already.
+    ``ends``: of a ranking longer than twice as many rows and one, only its first and last ``ends``
+    rows, with the number of rows left out between them (an int) in their place."""
+    totals = None if flag_counts is None else (
+        {site_id: {None: c["violations"]} for site_id, c in flag_counts.items()},
+        {site_id: c["open"] for site_id, c in flag_counts.items()})
+    frame = scorecard_tables(store, scope=scope, holders=False, figures=figures, flag_totals=totals)["licences"]
 
     def num(v: Any, pattern: str) -> str:
         return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else pattern.format(v)
@@ -274,16 +326,24 @@ def scorecard_rows(store: Store, lang: str) -> tuple[list[str], list[list[str]]]
     head = [tr(f"summary.col.{c}", lang) for c in ("rank", "licence", "holder", "disturbed_intensity",
                                                     "linear_intensity", "trend", "reclaimed_by_deadline",
                                                     "confirmed_violations", "green_score")]
-    rows = [[str(r["rank"]), str(r["site_id"]), str(r["holder"] or "-"),
-             num(r["disturbed_ha_per_km2_per_year"], "{:.3f}"), num(r["trench_track_m_per_km2_per_year"], "{:.1f}"),
-             num(r["trend_ha_per_km2_per_year"], "{:+.3f}"), num(r["reclaimed_by_deadline_share"], "{:.0%}"),
-             str(r["confirmed_violations"]), f"{r['score']:.1f}"] for _, r in frame.iterrows()]
+    columns = ("rank", "site_id", "holder", "disturbed_ha_per_km2_per_year", "trench_track_m_per_km2_per_year",
+               "trend_ha_per_km2_per_year", "reclaimed_by_deadline_share", "confirmed_violations", "score")
+    left_out = len(frame) - 2 * ends if ends is not None and len(frame) > 2 * ends + 1 else 0
+    if left_out:
+        frame = pd.concat([frame.iloc[:ends], frame.iloc[-ends:]])
+    rows: list[Any] = [[str(rank), str(site_id), str(holder or "-"), num(disturbed, "{:.3f}"), num(linear, "{:.1f}"),
+                        num(trend, "{:+.3f}"), num(reclaimed, "{:.0%}"), str(violations), f"{score:.1f}"]
+                       for rank, site_id, holder, disturbed, linear, trend, reclaimed, violations, score
+                       in zip(*(frame[c].tolist() for c in columns), strict=True)]
+    if left_out:
+        rows.insert(ends, left_out)
     return head, rows
 
 
-def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha") -> Path:
-    """Write the programme summary to ``out`` (.pdf or .html) in ``lang`` (en, zh) with areas in
-    ``unit`` (ha, mu)."""
+def write_summary_report(store: Store, out: Path, by: str = "county", lang: str = "en", unit: str = "ha",
+                         scope: Scope = PROVINCE) -> Path:
+    """Write the programme summary of the licences in ``scope`` (gmsense.store.scope; the scorecards
+    ranked among them) to ``out`` (.pdf or .html) in ``lang`` (en, zh) with areas in ``unit`` (ha, mu)."""
     out = Path(out)
     if out.suffix.lower() not in (".pdf", ".html", ".htm"):
         raise InputError(f"summary report {out} must end in .pdf or .html")
@@ -291,7 +351,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
     if unit not in ("ha", "mu"):
         raise InputError(f"unknown area unit {unit!r}; choose ha or mu")
     check_target(out)
-    t = summary_tables(store, by)
+    t = summary_tables(store, by, scope)
     header, rows = _rows(t, lang, unit)
     stamp = tr("summary.generated", lang, when=f"{datetime.now(UTC):%Y-%m-%d %H:%M}", version=__version__)
     totals = t["totals"]
@@ -307,7 +367,7 @@ def write_summary_report(store: Store, out: Path, by: str = "county", lang: str 
              for r in t["trend"]]
     protected_head, protected = _protected_rows(t, lang, unit)
     protected_title = tr("layers.title", lang)
-    cards_head, cards = scorecard_rows(store, lang)
+    cards_head, cards = scorecard_rows(store, lang, scope)
     cards_title = tr("summary.scorecards", lang)
     cards_note = tr("summary.scorecards_note", lang, formula=tr("summary.scorecards_formula", lang))
     with report_style(lang), atomic_file(out) as tmp:

@@ -47,10 +47,12 @@ from gmsense.outputs.i18n import (
     layer_kind_name,
     t,
 )
+from gmsense.outputs.scorecards import licence_figures
 from gmsense.records import PATCH_CLASSES
 from gmsense.review import assessment_routes, auth, escalation, service, uploads
 from gmsense.review import assessments as assessment_service
 from gmsense.review import restoration as restoration_service
+from gmsense.review.cache import ScanCache
 from gmsense.review.charts import trend_svg
 from gmsense.review.deps import (
     MAX_ID,
@@ -139,6 +141,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     pictures = Pictures(store, cache)
     app.state.store, app.state.pictures = store, pictures
     rules = settings.rules
+    kept = ScanCache()  # figures only scans and licence imports change (gmsense.review.cache)
 
     def now() -> datetime:
         return clock() if clock is not None else datetime.now(UTC).replace(tzinfo=None)
@@ -297,10 +300,11 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     def flags_page(request: Request, who: PageUser, page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> HTMLResponse:
         flt = queue_filter(request)
         sc = scope(who)
-        result = service.queue(store, flt, page, scope=sc)
+        result = service.queue(store, flt, page, scope=sc, rules=rules, now=now())
         params = flt.as_params()
         return render(request, "flags.html", who[0], session=who[1], queue=result, filter=flt,
-                      choices=service.filter_choices(store, sc), params=params,
+                      choices=kept.get(store, ("choices", str(sc)), lambda: service.filter_choices(store, sc)),
+                      params=params,
                       page_url=lambda p: "/flags?" + urlencode({**params, "page": p}),
                       export_query=urlencode(params))
 
@@ -388,24 +392,43 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
-        from gmsense.outputs.summary_report import GROUPINGS, scorecard_rows, summary_tables
+        """The figures that only scans change are kept between scans (gmsense.review.cache); the flags
+        are counted once per request, per licence (decisions change them at any moment)."""
+        from gmsense.outputs.summary_report import (
+            GROUPINGS,
+            licence_flag_counts,
+            scorecard_rows,
+            summary_scan_figures,
+            summary_tables,
+        )
 
         if by not in GROUPINGS:
             raise HTTPException(400, f"cannot group by {by!r}; choose one of: {', '.join(GROUPINGS)}")
         sc = scope(who)
-        head, cards = scorecard_rows(store, pick_language(request, who[0])) if store.site_rows() else ([], [])
-        return render(request, "dashboard.html", who[0], session=who[1], tables=summary_tables(store, by, sc),
+        counts = licence_flag_counts(store, sc)
+        tables = summary_tables(store, by, sc, flag_counts=counts, scan_figures=kept.get(
+            store, ("summary", by, str(sc)), lambda: summary_scan_figures(store, by, sc)))
+        head, cards = ([], [])
+        if service.has_licences(store, sc):
+            figures = kept.get(store, ("scorecards", str(sc)),
+                               lambda: licence_figures(store, settings, sc, years=False))
+            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, figures, counts,
+                                         ends=RANKING_ENDS)
+        return render(request, "dashboard.html", who[0], session=who[1], tables=tables,
                       by=by, groupings=GROUPINGS, cards_head=head, cards=cards,
                       formula=t("summary.scorecards_formula", pick_language(request, who[0])),
                       overdue=escalation.pending_stages(store, sc, rules=rules, now=now(), overdue_only=True))
 
     @app.get("/dashboard/{by}.png", include_in_schema=False)
     def dashboard_png(request: Request, by: str, who: PageUser) -> Response:
-        from gmsense.outputs.summary_report import GROUPINGS
+        from gmsense.outputs.summary_report import GROUPINGS, summary_scan_figures, summary_tables
 
         if by not in GROUPINGS:
             raise HTTPException(404, f"no grouping {by!r}")
-        return _png(pictures.dashboard(by, pick_language(request, who[0]), scope=scope(who)))
+        sc = scope(who)
+        tables = summary_tables(store, by, sc, scan_figures=kept.get(
+            store, ("summary", by, str(sc)), lambda: summary_scan_figures(store, by, sc)))
+        return _png(pictures.dashboard(by, pick_language(request, who[0]), scope=sc, tables=tables))
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, who: PageUser) -> HTMLResponse:
@@ -527,9 +550,12 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
                   page_size: Annotated[int, Query(ge=1, le=500)] = service.PAGE_SIZE,
                   status: str = "pending", rule: str = "", severity: str = "", province: str = "", city: str = "",
                   county: str = "", mineral_class: str = "", licence_type: str = "", site_id: str = "",
-                  date_from: str = "", date_to: str = "") -> dict[str, Any]:
-        """The queue: flags most severe first, then oldest; filters as on the /flags page."""
-        result = service.queue(store, queue_filter(request), page, page_size, scope(who))
+                  date_from: str = "", date_to: str = "", stage: str = "", overdue: str = "") -> dict[str, Any]:
+        """The queue: flags most severe first, then oldest; filters as on the /flags page (``stage``:
+        county, city or province, the level of the pending escalation stage, or complete; ``overdue``:
+        yes). Each item's ``stage``: where it stands on its escalation chain (state, number, level,
+        action, due_at, overdue)."""
+        result = service.queue(store, queue_filter(request), page, page_size, scope(who), rules=rules, now=now())
         return {"items": result.items, "total": result.total, "page": result.page, "pages": result.pages,
                 "counts": result.counts}
 
@@ -633,7 +659,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
         if what not in ("flags", "patches") or fmt not in EXPORT_FORMATS:
             raise HTTPException(404, "exports: /export/flags|patches.geojson|gpkg|csv")
-        columns, rows = exports.batches(store, what, queue_filter(request), sc)
+        columns, rows = exports.batches(store, what, queue_filter(request), sc, rules=rules, now=now())
         headers = {"Content-Disposition": f'attachment; filename="gmsense-{what}.{fmt}"'}
         if fmt == "gpkg":
             path, remove = exports.write_gpkg(columns, rows, what)
@@ -648,6 +674,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
 
 def _png(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+#: The dashboard shows this many of the greenest and of the least green licences of a longer ranking.
+RANKING_ENDS = 20
 
 
 def _pct(value: Any) -> str:

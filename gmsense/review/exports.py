@@ -5,7 +5,10 @@ Rows are read in batches of :data:`BATCH` by keyset paging (``WHERE id > last OR
 each batch in its own short session, so an export of any size holds one batch in memory: CSV and
 GeoJSON stream to the client as they are read; a GeoPackage (a SQLite file, which cannot be
 streamed while written) is appended batch by batch to a temporary file, sent, then deleted. The
-columns are those of ``gmsense export`` (gmsense.outputs.export).
+columns are those of ``gmsense export`` (gmsense.outputs.export), which reads through here too.
+A flag's escalation stage (gmsense.review.stages) is in the ``stage_*`` columns: ``stage_state``
+(pending, complete, closed, none), the pending stage's number, level, task, deadline and whether it
+is overdue (one query for the latest stage action of each batch's flags).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,9 @@ from shapely import wkt
 from shapely.geometry import mapping
 from sqlalchemy import func, or_, select
 
+from gmsense.config import RulesSettings
 from gmsense.outputs.export import EVIDENCE_FIELDS, FORMULA_START, PATCH_FIELDS, PROVENANCE_FIELDS
-from gmsense.review import service
+from gmsense.review import service, stages
 from gmsense.store import FlagRow, PatchRow, ScanRow, SiteRow, Store
 from gmsense.store.scope import PROVINCE, Scope, patch_clause, site_clause
 
@@ -37,26 +42,39 @@ FLAG_COLUMNS = {"flag_id": "int", "site_id": "str", "patch_id": "str", "rule": "
                 "status": "str", "message": "str", "created_scan_id": "int", "licence_version": "int",
                 "province_code": "str", "city_code": "str", "county_code": "str", "layer_name": "str",
                 "layer_kind": "str", "layer_version": "int", "overlap_m2": "float"}
+#: The escalation columns of a flag (gmsense.review.stages.CurrentStage).
+STAGE_COLUMNS = {"stage_state": "str", "stage": "int", "stages": "int", "stage_level": "str", "stage_action": "str",
+                 "stage_due": "str", "stage_overdue": "bool"}
 _TYPED = {"confidence": "float", "area_m2": "float", "inside_licence": "bool", "area_outside_m2": "float",
           "recovery_ratio": "float", "created_scan_id": "int", "updated_scan_id": "int"}
 PATCH_COLUMNS = {k: _TYPED.get(k, "str") for k in (*PATCH_FIELDS, *EVIDENCE_FIELDS, "label_reason", *PROVENANCE_FIELDS)}
-_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "object"}
+#: pandas dtypes of the column kinds.
+DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "object"}
 
 
-def _flag_batches(store: Store, flt: service.QueueFilter, scope: Scope) -> Iterator[list[dict[str, Any]]]:
+def _flag_batches(store: Store, flt: service.QueueFilter, scope: Scope, rules: RulesSettings, now: datetime,
+                  batch: int) -> Iterator[list[dict[str, Any]]]:
     geometry = func.coalesce(PatchRow.geometry_wkt, SiteRow.geometry_wkt)
     stmt = (select(FlagRow, geometry).join(SiteRow, SiteRow.site_id == FlagRow.site_id)
             .outerjoin(PatchRow, PatchRow.patch_id == FlagRow.patch_id)
-            .where(*service.flag_conditions(flt, scope)).order_by(FlagRow.id).limit(BATCH))
+            .where(*service.flag_conditions(flt, scope, rules=rules, now=now)).order_by(FlagRow.id).limit(batch))
     last = 0
     while True:
         with store.session() as s:
             rows = s.execute(stmt.where(FlagRow.id > last)).all()
+            current = stages.current_stages(s, [f for f, _ in rows], rules, now)
         if not rows:
             return
         last = rows[-1][0].id
-        yield [{"flag_id": f.id, **{k: getattr(f, k) for k in list(FLAG_COLUMNS)[1:]}, "geometry": g}
-               for f, g in rows]
+        yield [{"flag_id": f.id, **{k: getattr(f, k) for k in list(FLAG_COLUMNS)[1:]},
+                **_stage_cells(current[f.id]), "geometry": g} for f, g in rows]
+
+
+def _stage_cells(stage: stages.CurrentStage) -> dict[str, Any]:
+    return {"stage_state": stage.state, "stage": stage.number, "stages": stage.stages or None,
+            "stage_level": stage.level, "stage_action": stage.action,
+            "stage_due": stage.due_at.isoformat(timespec="seconds") if stage.due_at else None,
+            "stage_overdue": stage.overdue if stage.state == "pending" else None}
 
 
 def _site_conditions(flt: service.QueueFilter) -> list[Any]:
@@ -72,9 +90,10 @@ def _site_conditions(flt: service.QueueFilter) -> list[Any]:
     return out
 
 
-def _patch_batches(store: Store, flt: service.QueueFilter, scope: Scope) -> Iterator[list[dict[str, Any]]]:
+def _patch_batches(store: Store, flt: service.QueueFilter, scope: Scope, batch: int
+                   ) -> Iterator[list[dict[str, Any]]]:
     stmt = (select(PatchRow, ScanRow).outerjoin(ScanRow, ScanRow.id == PatchRow.updated_scan_id)
-            .where(patch_clause(scope), *_site_conditions(flt)).order_by(PatchRow.patch_id).limit(BATCH))
+            .where(patch_clause(scope), *_site_conditions(flt)).order_by(PatchRow.patch_id).limit(batch))
     last = ""
     while True:
         with store.session() as s:
@@ -92,14 +111,19 @@ def _patch_batches(store: Store, flt: service.QueueFilter, scope: Scope) -> Iter
         yield batch
 
 
-def batches(store: Store, what: str, flt: service.QueueFilter, scope: Scope = PROVINCE
+def batches(store: Store, what: str, flt: service.QueueFilter, scope: Scope = PROVINCE, *,
+            rules: RulesSettings | None = None, now: datetime | None = None, batch: int = BATCH
             ) -> tuple[dict[str, str], Iterator[list[dict[str, Any]]]]:
-    """The columns (name -> str|int|float|bool) and batches of rows (``geometry`` as WKT, EPSG:4326)
-    of ``flags`` (every flag the filter selects in scope, all pages) or ``patches`` (every patch of
-    the licences in scope the filter's licence fields select)."""
+    """The columns (name -> str|int|float|bool) and batches of ``batch`` rows (``geometry`` as WKT,
+    EPSG:4326) of ``flags`` (every flag the filter selects in scope, all pages, with its escalation
+    stage judged by ``rules`` at ``now``: defaults configs/rules.yaml and now) or ``patches`` (every
+    patch of the licences in scope the filter's licence fields select)."""
     if what == "flags":
-        return FLAG_COLUMNS, _flag_batches(store, flt, scope)
-    return PATCH_COLUMNS, _patch_batches(store, flt, scope)
+        from gmsense.review.escalation import shipped_rules
+
+        return {**FLAG_COLUMNS, **STAGE_COLUMNS}, _flag_batches(
+            store, flt, scope, rules or shipped_rules(), now or datetime.now(UTC).replace(tzinfo=None), batch)
+    return PATCH_COLUMNS, _patch_batches(store, flt, scope, batch)
 
 
 def _cell(value: Any) -> Any:
@@ -138,7 +162,7 @@ def stream_geojson(columns: dict[str, str], rows: Iterator[list[dict[str, Any]]]
 def _frame(columns: dict[str, str], batch: list[dict[str, Any]]) -> gpd.GeoDataFrame:
     table = pd.DataFrame(batch, columns=[*columns, "geometry"])
     for name, kind in columns.items():
-        table[name] = table[name].astype(_DTYPES[kind])
+        table[name] = table[name].astype(DTYPES[kind])
     geometry = gpd.GeoSeries.from_wkt(table.pop("geometry").tolist(), crs="EPSG:4326")
     return gpd.GeoDataFrame(table, geometry=geometry, crs="EPSG:4326")
 

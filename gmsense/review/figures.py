@@ -164,13 +164,15 @@ class Pictures:
 
         return self._cached(key, render, lang)
 
-    def dashboard(self, by: str, lang: str = "en", unit: str | None = None, scope: Scope = PROVINCE) -> bytes:
+    def dashboard(self, by: str, lang: str = "en", unit: str | None = None, scope: Scope = PROVINCE,
+                  tables: dict[str, Any] | None = None) -> bytes:
         """The programme charts by ``by`` of the licences in ``scope``, in ``lang``, areas in ``unit``
-        (default: mu in Chinese, else ha); cached by the figures themselves."""
+        (default: mu in Chinese, else ha); cached by the figures themselves (``tables``: the summary
+        tables of ``by`` and ``scope`` when read already)."""
         from gmsense.outputs.summary_report import summary_charts, summary_tables
 
         unit = unit or ("mu" if lang == "zh" else "ha")
-        tables = summary_tables(self.store, by, scope)
+        tables = tables if tables is not None else summary_tables(self.store, by, scope)
         key = f"dashboard|{by}|{lang}|{unit}|{hashlib.sha256(repr(tables).encode()).hexdigest()}"
         return self._cached(key, lambda: summary_charts(tables, lang, unit), lang)
 

@@ -6,20 +6,26 @@ Every read takes the user's :class:`~gmsense.store.scope.Scope` and adds its con
 query (filtering, ordering, counting and paging happen in the database); a row outside the scope
 is answered exactly as a missing one (:class:`NotFoundError`). ``decide`` reads the deciding user's
 own scope from the store.
+
+The queue's order (most severe first, then oldest, then by id) is read from the index
+``ix_flags_queue_order`` (severity, created_at, id; revision 0013), one severity after the other: the
+counts per status and severity of the matching flags (one GROUP BY) say which severities a page
+falls in and at what offset, so no query sorts the matching flags.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, or_, select
+from sqlalchemy.orm import Session
 
 from gmsense.config import RulesSettings
 from gmsense.errors import InputError
 from gmsense.records import PATCH_CLASSES
-from gmsense.review import NotFoundError
+from gmsense.review import NotFoundError, stages
 from gmsense.store import FlagRow, PatchRow, ReviewRow, SiteRow, Store, UserRow
 from gmsense.store.scope import PROVINCE, Scope, flag_clause, review_clause, site_clause
 
@@ -39,9 +45,13 @@ PAGE_SIZE = 25
 @dataclass(frozen=True)
 class QueueFilter:
     """Filters of the queue; empty strings mean "any". ``status`` defaults to the open work
-    (open and field visit). Dates are ISO ``YYYY-MM-DD`` on the flag's creation day."""
+    (open and field visit), or to every status when a stage filter is given (the flags awaiting a
+    later stage are confirmed ones). Dates are ISO ``YYYY-MM-DD`` on the flag's creation day.
+    ``stage``: the flags whose escalation stage pending is at a level (county, city, province), or
+    whose chain is complete; ``overdue`` (yes): the flags whose pending stage is past its deadline
+    (gmsense.review.stages)."""
 
-    status: str = "pending"
+    status: str = ""
     rule: str = ""
     severity: str = ""
     province: str = ""
@@ -52,10 +62,19 @@ class QueueFilter:
     site_id: str = ""
     date_from: str = ""
     date_to: str = ""
+    stage: str = ""
+    overdue: str = ""
 
     def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "all" if self.stage or self.overdue else "pending")
         if self.status not in ("pending", "all", *STATUSES):
             raise InputError(f"unknown status {self.status!r}; choose pending, all or one of {', '.join(STATUSES)}")
+        if self.stage and self.stage not in stages.STAGE_FILTERS:
+            raise InputError(f"unknown stage {self.stage!r}; choose one of: {', '.join(stages.STAGE_FILTERS)}")
+        if self.overdue not in ("", "yes"):
+            raise InputError(f"overdue is 'yes' (only the flags whose stage is past its deadline) or empty, "
+                             f"not {self.overdue!r}")
         for name in ("date_from", "date_to"):
             value = getattr(self, name)
             if value:
@@ -97,14 +116,26 @@ def _site_condition(flt: QueueFilter) -> ColumnElement[bool] | None:
     return FlagRow.site_id.in_(select(SiteRow.site_id).where(*conditions))
 
 
-def flag_conditions(flt: QueueFilter, scope: Scope = PROVINCE, *, status: bool = True) -> list[ColumnElement[bool]]:
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def selected_statuses(flt: QueueFilter) -> tuple[str, ...] | None:
+    """The statuses the filter selects (None: every status)."""
+    if flt.status == "pending":
+        return ("open", "field_visit")
+    return None if flt.status == "all" else (flt.status,)
+
+
+def flag_conditions(flt: QueueFilter, scope: Scope = PROVINCE, *, status: bool = True,
+                    rules: RulesSettings | None = None, now: datetime | None = None) -> list[ColumnElement[bool]]:
     """The WHERE conditions on ``flags`` of the filter within ``scope`` (without the status
-    filter when ``status`` is False: the counts per status)."""
+    filter when ``status`` is False: the counts per status). ``rules`` (the escalation chains;
+    default configs/rules.yaml) and ``now`` (default: now, naive UTC) judge the stage filters."""
     q: list[ColumnElement[bool]] = [flag_clause(scope)]
-    if status and flt.status == "pending":
-        q.append(FlagRow.status.in_(("open", "field_visit")))
-    elif status and flt.status != "all":
-        q.append(FlagRow.status == flt.status)
+    statuses = selected_statuses(flt)
+    if status and statuses is not None:
+        q.append(FlagRow.status.in_(statuses) if len(statuses) > 1 else FlagRow.status == statuses[0])
     if flt.rule:
         q.append(FlagRow.rule == flt.rule)
     if flt.severity:
@@ -119,6 +150,14 @@ def flag_conditions(flt: QueueFilter, scope: Scope = PROVINCE, *, status: bool =
     sites = _site_condition(flt)
     if sites is not None:
         q.append(sites)
+    if flt.stage or flt.overdue:
+        from gmsense.review.escalation import shipped_rules
+
+        rules = rules or shipped_rules()
+        if flt.stage:
+            q.append(stages.stage_condition(flt.stage, rules))
+        if flt.overdue:
+            q.append(stages.overdue_condition(rules, now or _utc_now()))
     return q
 
 
@@ -126,24 +165,69 @@ def flag_conditions(flt: QueueFilter, scope: Scope = PROVINCE, *, status: bool =
 QUEUE_ORDER = (SEVERITY_ORDER, FlagRow.created_at, FlagRow.id)
 
 
+def _severity_segments() -> list[tuple[str | None, ColumnElement[bool]]]:
+    """The queue's severities in their order, then every other severity (ranked last together)."""
+    ranked = sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__)
+    return [*((severity, FlagRow.severity == severity) for severity in ranked),
+            (None, FlagRow.severity.not_in(ranked))]
+
+
+def _page_ids(s: Session, where: list[ColumnElement[bool]], per_severity: dict[str, int], offset: int,
+              limit: int) -> list[int]:
+    """Ids of the flags at ``offset`` .. ``offset + limit`` of the queue's order among those meeting
+    ``where``, given how many of them each severity has: each severity's part is read from the index
+    (severity, created_at, id) with its own offset, never sorted. Should a count be stale (a change
+    between the two statements), the page is filled from the next severity."""
+    ids: list[int] = []
+    for severity, condition in _severity_segments():
+        n = per_severity.get(severity, 0) if severity is not None else sum(
+            v for k, v in per_severity.items() if k not in SEVERITY_RANK)
+        if offset >= n:
+            offset -= n
+            continue
+        ids += s.scalars(select(FlagRow.id).where(*where, condition).order_by(FlagRow.created_at, FlagRow.id)
+                         .offset(offset).limit(limit - len(ids)))
+        offset = 0
+        if len(ids) >= limit:
+            break
+    return ids
+
+
 def queue(store: Store, flt: QueueFilter | None = None, page: int = 1, page_size: int = PAGE_SIZE,
-          scope: Scope = PROVINCE) -> QueuePage:
+          scope: Scope = PROVINCE, *, rules: RulesSettings | None = None, now: datetime | None = None) -> QueuePage:
     """Flags matching ``flt`` within ``scope``, most severe first, then oldest first; one page of
-    them (LIMIT/OFFSET in SQL), with the total and the counts per status of the flags matching the
-    other filters (COUNT ... GROUP BY in SQL)."""
+    them, with the total and the counts per status of the flags matching the other filters, and
+    each flag's escalation stage (``stage``: gmsense.review.stages.CurrentStage as JSON). One
+    COUNT ... GROUP BY status, severity gives the counts, the total and where the page starts; the
+    page's ids come from the queue-order index, then their rows (licence and patch joined) by id.
+    ``rules`` and ``now``: as :func:`flag_conditions`."""
+    from gmsense.review.escalation import shipped_rules
+
     flt = flt or QueueFilter()
     page = max(1, page)
-    where = flag_conditions(flt, scope)
+    rules, now = rules or shipped_rules(), now or _utc_now()
+    statuses = selected_statuses(flt)
     with store.session() as s:
-        total = int(s.scalar(select(func.count()).select_from(FlagRow).where(*where)) or 0)
+        grouped = s.execute(select(FlagRow.status, FlagRow.severity, func.count())
+                            .where(*flag_conditions(flt, scope, status=False, rules=rules, now=now))
+                            .group_by(FlagRow.status, FlagRow.severity)).all()
+        counts: dict[str, int] = {}
+        per_severity: dict[str, int] = {}
+        for status, severity, n in grouped:
+            counts[status] = counts.get(status, 0) + int(n)
+            if statuses is None or status in statuses:
+                per_severity[severity] = per_severity.get(severity, 0) + int(n)
+        total = sum(per_severity.values())
+        ids = _page_ids(s, flag_conditions(flt, scope, rules=rules, now=now), per_severity,
+                        (page - 1) * page_size, page_size)
         rows = s.execute(select(FlagRow, SiteRow, PatchRow)
                          .join(SiteRow, SiteRow.site_id == FlagRow.site_id)
                          .outerjoin(PatchRow, PatchRow.patch_id == FlagRow.patch_id)
-                         .where(*where).order_by(*QUEUE_ORDER)
-                         .limit(page_size).offset((page - 1) * page_size)).all()
-        counts = dict(s.execute(select(FlagRow.status, func.count()).where(*flag_conditions(flt, scope, status=False))
-                                .group_by(FlagRow.status)).all())
-    items = [flag_summary(f, site, patch) for f, site, patch in rows]
+                         .where(FlagRow.id.in_(ids))).all() if ids else []
+        current = stages.current_stages(s, [f for f, _, _ in rows], rules, now)
+    position = {flag_id: k for k, flag_id in enumerate(ids)}
+    rows.sort(key=lambda row: position[row[0].id])
+    items = [{**flag_summary(f, site, patch), "stage": current[f.id].as_json()} for f, site, patch in rows]
     return QueuePage(items, total, page, max(1, -(-total // page_size)),
                      {k: int(counts.get(k, 0)) for k in STATUSES})
 
@@ -162,6 +246,12 @@ def flag_summary(f: FlagRow, site: SiteRow | None, patch: PatchRow | None) -> di
         "area_m2": patch.area_m2 if patch else None,
         "first_detected": patch.first_detected if patch else None,
     }
+
+
+def has_licences(store: Store, scope: Scope = PROVINCE) -> bool:
+    """Whether any licence is in ``scope``."""
+    with store.session() as s:
+        return s.scalar(select(SiteRow.site_id).where(site_clause(scope)).limit(1)) is not None
 
 
 def filter_choices(store: Store, scope: Scope = PROVINCE) -> dict[str, list[str]]:
