@@ -14,6 +14,7 @@ from gmsense import __version__
 from gmsense.cli import restoration as cli_restoration
 from gmsense.cli import review as cli_review
 from gmsense.cli._common import ConfigOption, DbOption, LayoutOption, err, out, user_errors
+from gmsense.cli.divisions import divisions_app
 from gmsense.cli.layers import layers_app
 from gmsense.cli.licences import licences_app
 from gmsense.cli.plan import plan_command
@@ -908,6 +909,7 @@ app.add_typer(cli_restoration.zones_app, name="zones")
 app.add_typer(cli_restoration.restoration_app, name="restoration")
 app.add_typer(licences_app, name="licences")
 app.add_typer(layers_app, name="layers")
+app.add_typer(divisions_app, name="divisions")
 
 
 if __name__ == "__main__":  # pragma: no cover
