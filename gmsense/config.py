@@ -428,13 +428,16 @@ class NotifySettings(_Settings):
     """``gmsense notify digest``: the SMTP server the digests go through and an optional webhook.
 
     Credentials are never settings: the SMTP user name and password are read from the environment
-    variables named here (none set: no login), the webhook's HMAC secret likewise."""
+    variables named here (none set: no login; only over TLS), the webhook's HMAC secret likewise."""
 
     smtp_host: str = "localhost"
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_security: Literal["none", "starttls", "tls"] = Field(
         "starttls", description="none (a local relay only), starttls (upgrade on the port, usually 587) or tls "
                                 "(TLS from the first byte, usually 465); the server's certificate is verified")
+    smtp_ca_file: str | None = Field(
+        None, description="PEM certificate of the CA that signed the SMTP server's certificate (a private CA); "
+                          "null: the system's trust store. Certificates are always verified")
     smtp_timeout_s: float = Field(30.0, gt=0)
     from_address: str = "gmsense@localhost"
     username_env: str = "GMSENSE_SMTP_USER"
@@ -443,6 +446,11 @@ class NotifySettings(_Settings):
     webhook_url: str | None = Field(None, description="POST each run's digests here as JSON (optional)")
     webhook_secret_env: str = "GMSENSE_WEBHOOK_SECRET"
     webhook_timeout_s: float = Field(30.0, gt=0)
+    webhook_retries: int = Field(3, ge=0, le=10, description="attempts after the first when the webhook fails with "
+                                                            "a connection error, a timeout, HTTP 408/425/429 or 5xx")
+    webhook_retry_base_delay_s: float = Field(2.0, ge=0, description="back-off before the first retry, seconds; "
+                                                                    "doubles with each retry")
+    webhook_retry_max_delay_s: float = Field(60.0, ge=0, description="longest back-off between retries, seconds")
     first_digest_days: int = Field(7, ge=0, description="a user's first digest lists the flags of this many days")
     max_items: int = Field(50, ge=1, description="at most this many flags per list of a digest (the counts are whole)")
 

@@ -126,7 +126,7 @@ def test_store_reimport_replaces_and_resets_changed_boundaries(tmp_path: Path, d
     first = read_register(_write(tmp_path / "a.gpkg", [_entry("R-1"), _entry("R-2", box(X0 + 500, Y0 - 100,
                                                                                           X0 + 600, Y0))]))
     store = Store(db)
-    assert store.upsert_register(first) == {"new": 2, "replaced": 0, "reset": 0}
+    assert store.upsert_register(first) == {"new": 2, "replaced": 0, "reset": 0, "located": 0, "unlocated": 0}
     run = store.begin_restoration_run("x", {}, "0")
     from gmsense.records import RestorationRecord
 
@@ -135,7 +135,7 @@ def test_store_reimport_replaces_and_resets_changed_boundaries(tmp_path: Path, d
     again = read_register(_write(tmp_path / "b.gpkg", [
         _entry("R-1", kind="tailings", county="230103"),  # same boundary: its status rows stay
         _entry("R-2", box(X0 + 500, Y0 - 200, X0 + 600, Y0))]))  # new boundary: its rows no longer describe it
-    assert store.upsert_register(again) == {"new": 0, "replaced": 2, "reset": 1}
+    assert store.upsert_register(again) == {"new": 0, "replaced": 2, "reset": 1, "located": 0, "unlocated": 0}
     rows = {r.register_id: r for r in store.register_rows()}
     assert len(rows) == 2
     assert rows["R-1"].kind == "tailings"

@@ -26,6 +26,7 @@ from gmsense.cli._common import (
     user_errors,
 )
 from gmsense.cli.assessments import assessments_app
+from gmsense.cli.divisions import divisions_app
 from gmsense.cli.layers import layers_app
 from gmsense.cli.licences import licences_app
 from gmsense.cli.plan import plan_command
@@ -970,6 +971,7 @@ app.add_typer(cli_restoration.restoration_app, name="restoration")
 app.add_typer(licences_app, name="licences")
 app.add_typer(layers_app, name="layers")
 app.add_typer(assessments_app, name="assessments")
+app.add_typer(divisions_app, name="divisions")
 
 
 if __name__ == "__main__":  # pragma: no cover

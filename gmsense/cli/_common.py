@@ -81,11 +81,14 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
-def warn_unknown_divisions(records: list[tuple[str, dict[str, Any]]]) -> None:
+def warn_unknown_divisions(records: list[tuple[str, dict[str, Any]]], *, located: bool = False) -> None:
     """A warning naming the rows (id, attributes) whose province/city/county name no division of the
-    shipped table (gmsense.geo.divisions): only province-wide users will see them."""
+    shipped table (gmsense.geo.divisions): only province-wide users will see them, unless ``located``
+    (the store holds county boundaries: their divisions then come from their geometry)."""
     from gmsense.geo.divisions import candidates, divisions_of
 
+    fate = ("their divisions come from their geometry (the county boundaries)" if located
+            else "only province-wide users see them")
     unknown: dict[tuple[str, str], list[str]] = {}
     for ident, attrs in records:
         codes = divisions_of(attrs)
@@ -96,5 +99,5 @@ def warn_unknown_divisions(records: list[tuple[str, dict[str, Any]]]) -> None:
     for (level, value), ids in sorted(unknown.items()):
         near = "; ".join(d.label() for d in candidates(level, value, 3))
         err.print(f"[yellow]warning:[/] {level} {value!r} ({len(ids)}: {', '.join(ids[:5])}"
-                  f"{', ...' if len(ids) > 5 else ''}) is not a division gmsense knows, so only province-wide "
-                  f"users see them{'; closest: ' + near if near else ''}", highlight=False, soft_wrap=True)
+                  f"{', ...' if len(ids) > 5 else ''}) is not a division gmsense knows, so "
+                  f"{fate}{'; closest: ' + near if near else ''}", highlight=False, soft_wrap=True)

@@ -59,8 +59,9 @@ def licences_import(
         raise InputError(f"{file} holds no licences; nothing was imported"
                          + (" (and none was retired: --retire-missing needs the full register)"
                             if retire_missing else ""))
-    warn_unknown_divisions([(site.site_id, site.attrs) for site in sites])
     store = Store(db)
+    located = store.has_boundaries()
+    warn_unknown_divisions([(site.site_id, site.attrs) for site in sites], located=located)
     outcome = store.import_licences(sites, source_file=str(file.resolve()), retire_missing=retire_missing)
     out.print(f"imported {_plural(len(sites), 'licence')} from {file} into {store.location}: "
               f"{len(outcome['new'])} new, {len(outcome['changed'])} changed (a new version each), "
@@ -68,6 +69,13 @@ def licences_import(
     if outcome["changed"]:
         out.print(f"new versions: {_ids(outcome['changed'])} (see 'gmsense licences diff ID')",
                   highlight=False, soft_wrap=True)
+    if located:
+        unlocated = f"; {len(outcome['unlocated'])} in no boundary, without a division" if outcome["unlocated"] else ""
+        relocated = (f"; the divisions of {_plural(len(outcome['relocated']), 'unchanged licence')} updated"
+                     if outcome["relocated"] else "")
+        out.print(f"divisions from the county boundaries (no division attributes): "
+                  f"{_plural(len(outcome['located']), 'licence')}{unlocated}{relocated}", highlight=False,
+                  soft_wrap=True)
     missing = [m for m in outcome["missing"] if m not in outcome["retired"]]
     if outcome["retired"]:
         out.print(f"retired {_plural(len(outcome['retired']), 'licence')} absent from this file (a last version with "

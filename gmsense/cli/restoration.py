@@ -47,16 +47,29 @@ def register_import(
     optional planned_measure, restoration_deadline, demonstration_zone). An id already stored is replaced."""
     from gmsense.config import load_settings
     from gmsense.geo.register import read_register
-    from gmsense.store import Store
+    from gmsense.store import NoStoreError, Store
 
-    polygons = read_register(file, repair_invalid=load_settings(config).sites.repair_invalid, layer=layer)
-    warn_unknown_divisions([(p.register_id, p.attrs) for p in polygons])
+    try:  # the store's county boundaries make the division columns optional (not creating a store to know)
+        existing = Store(db, create=False)
+    except NoStoreError:
+        located = False
+    else:
+        located = existing.has_boundaries()
+        existing.engine.dispose()
+    polygons = read_register(file, repair_invalid=load_settings(config).sites.repair_invalid, layer=layer,
+                             divisions_required=not located)
+    warn_unknown_divisions([(p.register_id, p.attrs) for p in polygons], located=located)
     store = Store(db)
     counts = store.upsert_register(polygons)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(p.kind for p in polygons).items()))
     area_ha = sum(p.area_m2 for p in polygons) / 10_000
     out.print(f"imported {_plural(len(polygons), 'register polygon')} ({kinds}; {area_ha:.2f} ha): "
               f"{counts['new']} new, {counts['replaced']} replaced", highlight=False, soft_wrap=True)
+    if located:
+        unlocated = f"; {counts['unlocated']} in no boundary, without a division" if counts["unlocated"] else ""
+        located_n = _plural(counts["located"], "polygon")
+        out.print(f"divisions from the county boundaries (no division attributes): {located_n}{unlocated}",
+                  highlight=False, soft_wrap=True)
     if store.current_layers():  # the register on protected land (gmsense layers add): checked again
         from gmsense.restoration.protected import check_register_layers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -235,27 +235,43 @@ def notify_digest(
                                                "(default configs/rules.yaml)")] = None,
 ) -> None:
     """Per user, the new flags since their last digest, the stages awaiting them and the overdue stages
-    in their scope: by e-mail (notify settings; SMTP login from the environment) and the optional
-    signed webhook. Exit 3 if the SMTP server refused some recipients."""
+    in their scope: by e-mail (notify settings; TLS verified; SMTP login from the environment) and the
+    optional signed webhook (retried). Exit 3 if the SMTP server refused some recipients, 1 if a
+    channel delivered nothing (what the other delivered is recorded all the same)."""
     from gmsense.config import load_settings
     from gmsense.errors import EXIT_PARTIAL
-    from gmsense.review.notify import send
+    from gmsense.review.notify import NotifyError, send
 
     settings = load_settings(config, rules_path=rules)
-    outcome = send(_store(db, create=False), settings, dry_run=dry_run, usernames=user or None)
+    try:
+        outcome = send(_store(db, create=False), settings, dry_run=dry_run, usernames=user or None)
+    except NotifyError as exc:
+        if exc.outcome is None:
+            raise
+        _report_digests(exc.outcome, settings, dry_run)
+        raise
+    _report_digests(outcome, settings, dry_run)
+    if outcome.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _report_digests(outcome: Any, settings: Any, dry_run: bool) -> None:
+    """One line per user (what was sent by which channel, or why not); the whole digests for a dry run."""
     for digest in outcome.digests:
         name = digest.user.username
         counts = (f"{digest.new_total} new, {digest.awaiting.total} awaiting, {digest.overdue.total} overdue "
                   f"({digest.scope})")
+        channels = outcome.channels.get(name, [])
         if dry_run and not digest.empty:
             out.print(f"--- {name} <{digest.user.email or 'no e-mail'}>: {digest.subject()}", highlight=False,
                       markup=False, soft_wrap=True)
             out.print(digest.text(settings.notify.app_url), highlight=False, markup=False, soft_wrap=True)
         elif name in outcome.failed:
-            err.print(f"[red]{name}: not sent[/] ({counts}): {outcome.failed[name]}", highlight=False)
+            also = f" (sent by {' and '.join(channels)})" if channels else ""
+            err.print(f"[red]{name}: not e-mailed[/]{also} ({counts}): {outcome.failed[name]}", highlight=False)
         elif name in outcome.skipped:
             out.print(f"{name}: not sent, {outcome.skipped[name]} ({counts})", highlight=False)
         elif not dry_run:
-            out.print(f"{name}: sent by {' and '.join(digest.channels) or 'nothing'} ({counts})", highlight=False)
-    if outcome.failed:
-        raise typer.Exit(EXIT_PARTIAL)
+            out.print(f"{name}: sent by {' and '.join(channels) or 'nothing'} ({counts})", highlight=False)
+    if outcome.delivery_id:
+        out.print(f"webhook delivery {outcome.delivery_id}", highlight=False)

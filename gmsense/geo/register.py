@@ -8,7 +8,8 @@ polygon ends in the WGS 84 / UTM zone of its centroid (metres).
 
 Register properties: ``register_id`` (unique), ``kind`` (one of :data:`KINDS`), ``mineral_class``
 (energy, metal, non_metal, water_gas), ``responsible_party`` (a name, or ``none: historical``),
-``province``, ``city``, ``county`` (codes or names), and optionally ``planned_measure``,
+``province``, ``city``, ``county`` (codes or names; optional when the store holds county boundaries:
+gmsense.geo.county_boundaries), and optionally ``planned_measure``,
 ``restoration_deadline`` (a date, kept as ``YYYY-MM-DD``) and ``demonstration_zone`` (a
 ``zone_id``). Zone properties: ``zone_id`` (unique), ``name``, optional ``target_rate`` (the
 restoration rate the zone must reach, a share 0-1).
@@ -55,6 +56,10 @@ NO_PARTY = "none: historical"
 REGISTER_REQUIRED: tuple[str, ...] = ("register_id", "kind", "mineral_class", "responsible_party",
                                       "province", "city", "county")
 REGISTER_OPTIONAL: tuple[str, ...] = ("planned_measure", "restoration_deadline", "demonstration_zone")
+DIVISION_COLUMNS: tuple[str, ...] = ("province", "city", "county")
+_DIVISIONS_HINT = dict.fromkeys(DIVISION_COLUMNS, "without division columns, load county boundaries first (gmsense "
+                                                  "divisions import FILE): the divisions then come from each "
+                                                  "polygon's geometry")
 ZONE_REQUIRED: tuple[str, ...] = ("zone_id", "name")
 ZONE_OPTIONAL: tuple[str, ...] = ("target_rate",)
 
@@ -96,9 +101,13 @@ class Zone:
         return reproject_geometry(self.geometry, self.crs, WGS84)
 
 
-def read_register(path: str | os.PathLike[str], *, repair_invalid: bool = True,
-                  layer: str | None = None) -> list[RegisterPolygon]:
+def read_register(path: str | os.PathLike[str], *, repair_invalid: bool = True, layer: str | None = None,
+                  divisions_required: bool = True) -> list[RegisterPolygon]:
     """Read and validate a register of mine land (see the module docstring).
+
+    ``divisions_required=False`` (the store holds county boundaries, gmsense.geo.county_boundaries)
+    makes ``province``, ``city`` and ``county`` optional: a polygon without them gets its divisions
+    from its geometry when it is stored.
 
     Raises :class:`~gmsense.errors.SitesError` with one message listing every problem: missing
     columns, missing or duplicate ``register_id``, an unknown ``kind`` (the message lists the
@@ -108,8 +117,12 @@ def read_register(path: str | os.PathLike[str], *, repair_invalid: bool = True,
     """
     path = Path(path)
     frame = _read_frame(path, layer, what="register polygons", item="register", default_layer="register")
-    rows = _validated(frame, str(path), "register_id", REGISTER_REQUIRED, REGISTER_OPTIONAL, _register_attrs,
-                      repair_invalid, "mine land", "register polygons")
+    required, optional = REGISTER_REQUIRED, REGISTER_OPTIONAL
+    if not divisions_required:
+        required = tuple(c for c in REGISTER_REQUIRED if c not in DIVISION_COLUMNS)
+        optional = (*DIVISION_COLUMNS, *REGISTER_OPTIONAL)
+    rows = _validated(frame, str(path), "register_id", required, optional, _register_attrs,
+                      repair_invalid, "mine land", "register polygons", missing_hint=_DIVISIONS_HINT)
     return [RegisterPolygon(s.site_id, s.attrs.pop("kind"), s.geometry, s.crs, s.attrs) for s in rows]
 
 
@@ -128,18 +141,21 @@ def read_zones(path: str | os.PathLike[str], *, repair_invalid: bool = True,
 
 
 def _validated(frame: geopandas.GeoDataFrame, label: str, id_name: str, required: Sequence[str],
-               optional: Sequence[str], check_attrs: Any, repair_invalid: bool, item: str, items: str) -> list[Any]:
+               optional: Sequence[str], check_attrs: Any, repair_invalid: bool, item: str, items: str,
+               missing_hint: dict[str, str] | None = None) -> list[Any]:
     """Features as :class:`gmsense.geo.sites.Site` records (id, local UTM geometry, attrs), or one
-    SitesError listing every problem."""
+    SitesError listing every problem (``missing_hint``: a sentence added when a column it names is
+    missing)."""
     frame = frame.rename(columns=_contract_renames(frame.columns, frame.geometry.name, (*required, *optional)))
     geometry_column = frame.geometry.name
     found = [str(c) for c in frame.columns if c != geometry_column]
     missing = [c for c in required if c not in frame.columns]
     problems: list[str] = []
     if missing:
+        hints = dict.fromkeys((missing_hint or {}).get(c) for c in missing if (missing_hint or {}).get(c))
         problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                         f"(columns found: {', '.join(found) or 'none'}); a {item} file needs "
-                        f"{', '.join(required)}")
+                        f"{', '.join(required)}" + "".join(f"; {h}" for h in hints))
     crs_problems = _crs_problems(frame, Path(label).name)
     problems.extend(crs_problems)
     has_ids = id_name in frame.columns

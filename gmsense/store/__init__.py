@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool, StaticPool
 
 from gmsense.errors import EXIT_BAD_INPUT, StoreError
+from gmsense.geo.county_boundaries import CountyBoundary, CountyLocator, DivisionWarning
 from gmsense.geo.divisions import divisions_of
 from gmsense.geo.layers import LayerSet, ProtectedLayer, area_m2
 from gmsense.geo.register import RegisterPolygon, Zone
@@ -538,6 +540,23 @@ class AssessmentAttachmentRow(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
 
+class DivisionBoundaryRow(Base):
+    """A county's boundary (gmsense.geo.county_boundaries, ``gmsense divisions import``), in EPSG:4326:
+    the divisions of licences and register polygons whose attributes name none come from these.
+    ``area_m2``: geodesic. One row per county; importing a county again replaces its row."""
+
+    __tablename__ = "division_boundaries"
+    county_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    city_code: Mapped[str | None] = mapped_column(String(6), nullable=True, index=True)
+    province_code: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    geometry_wkt: Mapped[str] = mapped_column(Text)
+    area_m2: Mapped[float] = mapped_column(Float)
+    n_features: Mapped[int] = mapped_column(Integer)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    imported_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -669,6 +688,19 @@ def _known_schemas() -> dict[str | None, dict[str, tuple[Any, ...]]]:
         finally:
             scratch.dispose()
     return _KNOWN_SCHEMAS
+
+
+def _division_codes(locator: CountyLocator | None, label: str, attrs: dict[str, Any], geometry_wgs84: Any, *,
+                    warn: bool) -> tuple[dict[str, str | None], str]:
+    """The division codes of a polygon and where they came from (``attributes``, ``geometry``,
+    ``none``): its attributes, and its geometry where they name none and the store holds county
+    boundaries (gmsense.geo.county_boundaries); ``warn``: emit its DivisionWarning if any."""
+    if locator is None:
+        return divisions_of(attrs), "attributes"
+    located = locator.locate(label, attrs, geometry_wgs84)
+    if warn and located.warning:
+        warnings.warn(located.warning, DivisionWarning, stacklevel=3)
+    return located.codes, located.source
 
 
 def _merge_dates(a: str, b: str, pick: Any) -> str:
@@ -922,13 +954,17 @@ class Store:
 
     # --- sites -------------------------------------------------------------------------------
     def upsert_sites(self, sites: list[Site]) -> None:
+        """Store the licences a scan reads; their divisions from their attributes or, where these name
+        none, from the store's county boundaries (no warnings: the imports give them)."""
+        locator = self.county_locator()
         with self.session() as s, s.begin():
             for site in sites:
                 row = s.get(SiteRow, site.site_id) or SiteRow(site_id=site.site_id)
-                row.geometry_wkt = site.geometry_wgs84.wkt
+                wgs84 = site.geometry_wgs84
+                row.geometry_wkt = wgs84.wkt
                 row.attrs = json.loads(json.dumps(site.attrs, default=str))
                 row.updated_at = _now()
-                codes = divisions_of(row.attrs)
+                codes, _ = _division_codes(locator, f"licence {site.site_id}", row.attrs, wgs84, warn=False)
                 if any(getattr(row, k) != v for k, v in codes.items()):
                     for key, value in codes.items():
                         setattr(row, key, value)
@@ -952,37 +988,60 @@ class Store:
         they are listed as ``missing``, and with ``retire_missing`` those not already ended or
         revoked get a new version with status ``ended`` (``retired``). Returns the licence ids per
         outcome: ``new``, ``changed``, ``unchanged``, ``missing``, ``retired``.
+
+        Division codes come from the attributes or, where these name none and the store holds county
+        boundaries, from the boundary (``located``: those; ``unlocated``: those in no boundary, left
+        without codes; each with a :class:`~gmsense.geo.county_boundaries.DivisionWarning` when split,
+        in no boundary or at odds with the attributes). The codes of an unchanged licence's latest
+        version are brought up to date (``relocated``): they derive from the boundaries loaded since.
         """
         from gmsense.geo.licences import RETIRED_STATUS, is_inactive_status, json_attrs, licence_digest, same_licence
 
-        outcome: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": [], "missing": [], "retired": []}
+        outcome: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": [], "missing": [], "retired": [],
+                                         "located": [], "unlocated": [], "relocated": []}
         now = _now()
+        locator = self.county_locator()
+
+        def codes_of(licence_id: str, attrs: dict[str, Any], wgs84: Any, warn: bool = True) -> dict[str, str | None]:
+            codes, source = _division_codes(locator, f"licence {licence_id}", attrs, wgs84, warn=warn)
+            if source == "geometry":
+                outcome["located"].append(licence_id)
+            elif source == "none":
+                outcome["unlocated"].append(licence_id)
+            return codes
+
         try:
             with self.session() as s, s.begin():
                 latest = {row.licence_id: row for row in s.scalars(
                     select(LicenceVersionRow).where(LicenceVersionRow.valid_to.is_(None)))}
 
                 def add(licence_id: str, version: int, change: str, wgs84: Any, local_wkt: str, local_crs: str,
-                        area_m2: float, attrs: dict[str, Any], digest: str, previous: LicenceVersionRow | None) -> None:
+                        area_m2: float, attrs: dict[str, Any], digest: str, previous: LicenceVersionRow | None,
+                        codes: dict[str, str | None]) -> None:
                     if previous is not None:
                         previous.valid_to = now
                         s.flush()  # one open version per licence at any time
                     s.add(LicenceVersionRow(licence_id=licence_id, version=version, geometry_wkt=wgs84.wkt,
                                             local_wkt=local_wkt, local_crs=local_crs, area_m2=area_m2, attrs=attrs,
                                             digest=digest, change=change, source_file=source_file,
-                                            valid_from=now, valid_to=None, **divisions_of(attrs)))
+                                            valid_from=now, valid_to=None, **codes))
 
                 for site in sites:
                     wgs84, attrs = site.geometry_wgs84, json_attrs(site.attrs)
                     digest = licence_digest(wgs84, attrs)
                     previous = latest.get(site.site_id)
+                    codes = codes_of(site.site_id, attrs, wgs84)
                     if previous is not None and same_licence(previous, wgs84, attrs, digest):
                         outcome["unchanged"].append(site.site_id)
+                        if any(getattr(previous, key) != value for key, value in codes.items()):
+                            for key, value in codes.items():
+                                setattr(previous, key, value)
+                            outcome["relocated"].append(site.site_id)
                         continue
                     outcome["new" if previous is None else "changed"].append(site.site_id)
                     add(site.site_id, previous.version + 1 if previous else 1, "changed" if previous else "new",
                         wgs84, site.geometry.wkt, site.crs.to_string(), float(site.geometry.area), attrs, digest,
-                        previous)
+                        previous, codes)
                 seen = {site.site_id for site in sites}
                 for licence_id in sorted(set(latest) - seen):
                     outcome["missing"].append(licence_id)
@@ -991,8 +1050,9 @@ class Store:
                         continue
                     attrs = {**(row.attrs or {}), "status": RETIRED_STATUS}
                     wgs84 = wkt.loads(row.geometry_wkt)
+                    codes = {key: getattr(row, key) for key in ("province_code", "city_code", "county_code")}
                     add(licence_id, row.version + 1, "retired", wgs84, row.local_wkt, row.local_crs, row.area_m2,
-                        attrs, licence_digest(wgs84, attrs), row)
+                        attrs, licence_digest(wgs84, attrs), row, codes)
                     outcome["retired"].append(licence_id)
         except SQLAlchemyError as exc:
             reason = exc.orig if getattr(exc, "orig", None) is not None else exc
@@ -1116,12 +1176,55 @@ class Store:
             return list(s.scalars(select(RegisterLayerFlagRow)
                                   .order_by(RegisterLayerFlagRow.register_id, RegisterLayerFlagRow.layer_name)))
 
+    # --- county boundaries: divisions from geometry (gmsense.geo.county_boundaries) -------------------
+    def import_boundaries(self, boundaries: list[CountyBoundary], *,
+                          source_file: str | None = None) -> dict[str, list[str]]:
+        """Store county boundaries in one transaction: a county already stored is replaced, the
+        others are kept. Returns the county codes ``new`` and ``replaced``."""
+        outcome: dict[str, list[str]] = {"new": [], "replaced": []}
+        now = _now()
+        try:
+            with self.session() as s, s.begin():
+                for boundary in boundaries:
+                    row = s.get(DivisionBoundaryRow, boundary.code)
+                    outcome["new" if row is None else "replaced"].append(boundary.code)
+                    row = row or DivisionBoundaryRow(county_code=boundary.code)
+                    codes = divisions_of({"county": boundary.code})
+                    row.city_code, row.province_code = codes["city_code"], codes["province_code"]
+                    row.geometry_wkt, row.area_m2 = boundary.geometry.wkt, round(area_m2(boundary.geometry), 1)
+                    row.n_features, row.attrs = boundary.n_features, boundary.attrs
+                    row.source_file, row.imported_at = source_file, now
+                    s.add(row)
+        except SQLAlchemyError as exc:
+            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+            raise StoreError(f"cannot import the county boundaries into {self.location} (nothing was imported): "
+                             f"{reason}") from None
+        return outcome
+
+    def boundary_rows(self) -> list[DivisionBoundaryRow]:
+        with self.session() as s:
+            return list(s.scalars(select(DivisionBoundaryRow).order_by(DivisionBoundaryRow.county_code)))
+
+    def has_boundaries(self) -> bool:
+        with self.session() as s:
+            return s.scalar(select(DivisionBoundaryRow.county_code).limit(1)) is not None
+
+    def county_locator(self) -> CountyLocator | None:
+        """The store's county boundaries, indexed to find divisions from geometry; None when it has none."""
+        rows = self.boundary_rows()
+        if not rows:
+            return None
+        return CountyLocator([CountyBoundary(r.county_code, wkt.loads(r.geometry_wkt)) for r in rows])
+
     # --- register of mine land, demonstration zones, restoration (issue 19) ----------------------
     def upsert_register(self, polygons: list[RegisterPolygon]) -> dict[str, int]:
         """Store register polygons in one transaction; a ``register_id`` already stored is replaced
         (and its status rows dropped when its boundary changed: they no longer describe it).
-        Returns counts ``new``, ``replaced``, ``reset`` (replaced with a new boundary)."""
-        counts = {"new": 0, "replaced": 0, "reset": 0}
+        Returns counts ``new``, ``replaced``, ``reset`` (replaced with a new boundary), ``located``
+        (divisions from the county boundaries: the attributes name none) and ``unlocated`` (in no
+        boundary either: no divisions); see gmsense.geo.county_boundaries."""
+        counts = {"new": 0, "replaced": 0, "reset": 0, "located": 0, "unlocated": 0}
+        locator = self.county_locator()
         with self.session() as s, s.begin():
             for polygon in polygons:
                 row = s.get(RegisterRow, polygon.register_id)
@@ -1139,7 +1242,11 @@ class Store:
                 row.geometry_wkt, row.area_m2 = polygon.geometry_wgs84.wkt, polygon.area_m2
                 row.attrs = json.loads(json.dumps(polygon.attrs, default=str))
                 row.updated_at = _now()
-                for key, value in divisions_of(row.attrs).items():
+                codes, source = _division_codes(locator, f"register polygon {polygon.register_id}", row.attrs,
+                                                polygon.geometry_wgs84, warn=True)
+                counts["located"] += source == "geometry"
+                counts["unlocated"] += source == "none"
+                for key, value in codes.items():
                     setattr(row, key, value)
                 s.add(row)
         return counts
