@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings, SeasonSettings
@@ -53,6 +54,11 @@ MIN_GROUP_SAMPLES = 50
 MIN_SPREAD_GAIN = 0.25
 #: Most a used group's per-season level (relative to the scene median) may move, index units.
 MAX_LEVEL_RANGE = 0.1
+#: Most curves k-means is run on and a group's median is taken over, and members its spread is
+#: tested on (evenly thinned in a canonical order): shapes, medians and spreads are settled long
+#: before 40,000 pixels.
+MAX_CLUSTERED = 4_000
+MAX_SPREAD_TESTED = 1_000
 #: Clear bins a curve needs (of CURVE_BINS); pixels with fewer sit in no group.
 MIN_CURVE_BINS = CURVE_BINS // 2
 _KMEANS_SEED = 0
@@ -184,10 +190,17 @@ def fit_groups(values: np.ndarray, times: np.ndarray, scene_offset: np.ndarray, 
         return None
     seen = np.isfinite(shapes[usable])
     fill = np.where(seen, shapes[usable], 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)  # 0: a bin never seen
-    filled = np.where(np.isfinite(shapes), shapes, fill[None, :])[usable]
-    filled = filled[np.lexsort(filled.T[::-1])]  # canonical order: the same whatever the tiles' order
-    distinct = np.unique(filled, axis=0).shape[0]
-    kmeans = KMeans(n_clusters=min(MAX_GROUPS, distinct), n_init=3, random_state=_KMEANS_SEED).fit(filled)
+    # A canonical order of the sample's pixels (by their filled curves, then their series), so
+    # the same pixels give the same groups whatever the order of the tiles' samples; thinned
+    # evenly in that order for k-means and the spread test.
+    filled = np.where(np.isfinite(shapes), shapes, fill[None, :])
+    series_key = np.nan_to_num(anomaly, nan=9.0).T @ np.random.default_rng(_KMEANS_SEED).random(times.size)
+    order = np.lexsort(np.concatenate([series_key[None, :], filled.T])[::-1])  # curves first, then series
+    order = order[usable[order]]
+    thinned = order[::max(1, order.size // MAX_CLUSTERED)]
+    distinct = np.unique(filled[thinned], axis=0).shape[0]
+    with threadpool_limits(1):  # a few thousand curves: OpenMP's threads only cost here (and a scan runs many)
+        kmeans = KMeans(n_clusters=min(MAX_GROUPS, distinct), n_init=3, random_state=_KMEANS_SEED).fit(filled[thinned])
     centroids = _merge_close(kmeans.cluster_centers_)
     groups = PhenologyGroups(seasons, centroids, fill, times, np.zeros((times.size, len(centroids))))
     member = nearest_group(shapes, groups)
@@ -195,12 +208,14 @@ def fit_groups(values: np.ndarray, times: np.ndarray, scene_offset: np.ndarray, 
     grouping_t = np.flatnonzero(in_grouping)
     offsets = np.zeros_like(groups.offsets)
     for g in range(len(groups.centroids)):
-        members = anomaly[:, member == g]
-        if members.shape[1] < MIN_GROUP_SAMPLES:
+        in_group = order[member[order] == g]
+        if in_group.size < MIN_GROUP_SAMPLES:
             continue
-        median = np.nan_to_num(nan_median(members.T))  # 0 on dates none of the group saw
-        before = _members_spread(members[grouping_t], doy[grouping_t], settings)
-        after = _members_spread(members[grouping_t] - median[grouping_t, None], doy[grouping_t], settings)
+        # 0 on dates none of the group saw
+        median = np.nan_to_num(nan_median(anomaly[:, in_group[::max(1, in_group.size // MAX_CLUSTERED)]].T))
+        tested = anomaly[np.ix_(grouping_t, in_group[::max(1, in_group.size // MAX_SPREAD_TESTED)])]
+        before = _members_spread(tested, doy[grouping_t], settings)
+        after = _members_spread(tested - median[grouping_t, None], doy[grouping_t], settings)
         levels = [np.median(median[(years == y) & keep]) for y in np.unique(years) if ((years == y) & keep).any()]
         if after <= (1 - MIN_SPREAD_GAIN) * before and max(levels) - min(levels) <= MAX_LEVEL_RANGE:
             offsets[:, g] = median
