@@ -35,8 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from threadpoolctl import threadpool_limits
+from scipy.cluster.vq import ClusterError, kmeans2
 
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings, SeasonSettings
@@ -48,20 +47,19 @@ CURVE_BINS = 8
 MAX_GROUPS = 6
 #: Groups whose curves differ by less than this root mean square (index units, NDVI) are one.
 MERGE_RMS = 0.03
-#: Sample pixels a group needs to be a reference (of up to 40,000 in the licence's sample).
+#: Sample pixels a group needs to be a reference (of up to MAX_SAMPLED).
 MIN_GROUP_SAMPLES = 50
 #: Share by which a group's median must lower its members' residual spread to be used.
 MIN_SPREAD_GAIN = 0.25
 #: Most a used group's per-season level (relative to the scene median) may move, index units.
 MAX_LEVEL_RANGE = 0.1
-#: Most curves k-means is run on and a group's median is taken over, and members its spread is
-#: tested on (evenly thinned in a canonical order): shapes, medians and spreads are settled long
-#: before 40,000 pixels.
-MAX_CLUSTERED = 4_000
+#: Most pixels of the licence's sample the groups are made from (an even, canonical subset).
+MAX_SAMPLED = 8_000
+#: Most members a group's spread is tested on (evenly, in the subset's order).
 MAX_SPREAD_TESTED = 1_000
 #: Clear bins a curve needs (of CURVE_BINS); pixels with fewer sit in no group.
 MIN_CURVE_BINS = CURVE_BINS // 2
-_KMEANS_SEED = 0
+_SEED = 0
 _DAYS_PER_MONTH = 30.44
 
 
@@ -147,6 +145,18 @@ class GroupsOnDates:
         return self.table[:, member]  # member -1 takes the zero column
 
 
+def _kmeans(curves_: np.ndarray, n_groups: int) -> np.ndarray:
+    """Centroids of ``curves_`` (n, CURVE_BINS) by k-means (scipy, k-means++ from a fixed seed:
+    the same curves give the same centroids); one group fewer while a group comes out empty."""
+    for k in range(n_groups, 1, -1):
+        try:
+            centroids, _ = kmeans2(curves_, k, iter=20, minit="++", missing="raise", seed=_SEED)
+        except ClusterError:
+            continue
+        return centroids
+    return curves_.mean(axis=0, keepdims=True)
+
+
 def _merge_close(centroids: np.ndarray) -> np.ndarray:
     """Centroids with every pair closer than MERGE_RMS merged (the later one dropped)."""
     centroids = centroids.copy()
@@ -184,36 +194,31 @@ def fit_groups(values: np.ndarray, times: np.ndarray, scene_offset: np.ndarray, 
         return None
     anomaly = values.astype("float64") - scene_offset[:, None]
     anomaly[~keep] = np.nan
+    # An even, canonical subset of the sample (ordered by a fixed projection of each pixel's series,
+    # so the same pixels are chosen whatever the order of the tiles' samples): groups, medians and
+    # spreads are settled long before 40,000 pixels.
+    series_key = np.nan_to_num(anomaly, nan=9.0).T @ np.random.default_rng(_SEED).random(times.size)
+    order = np.argsort(series_key, kind="stable")
+    anomaly = anomaly[:, order[::max(1, order.size // MAX_SAMPLED)]]
     shapes = curves(anomaly, season_bin(times, season), in_grouping)
     usable = np.isfinite(shapes).sum(axis=1) >= MIN_CURVE_BINS
     if usable.sum() < MIN_GROUP_SAMPLES:
         return None
     seen = np.isfinite(shapes[usable])
     fill = np.where(seen, shapes[usable], 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)  # 0: a bin never seen
-    # A canonical order of the sample's pixels (by their filled curves, then their series), so
-    # the same pixels give the same groups whatever the order of the tiles' samples; thinned
-    # evenly in that order for k-means and the spread test.
-    filled = np.where(np.isfinite(shapes), shapes, fill[None, :])
-    series_key = np.nan_to_num(anomaly, nan=9.0).T @ np.random.default_rng(_KMEANS_SEED).random(times.size)
-    order = np.lexsort(np.concatenate([series_key[None, :], filled.T])[::-1])  # curves first, then series
-    order = order[usable[order]]
-    thinned = order[::max(1, order.size // MAX_CLUSTERED)]
-    distinct = np.unique(filled[thinned], axis=0).shape[0]
-    with threadpool_limits(1):  # a few thousand curves: OpenMP's threads only cost here (and a scan runs many)
-        kmeans = KMeans(n_clusters=min(MAX_GROUPS, distinct), n_init=3, random_state=_KMEANS_SEED).fit(filled[thinned])
-    centroids = _merge_close(kmeans.cluster_centers_)
+    filled = np.where(np.isfinite(shapes), shapes, fill[None, :])[usable]
+    centroids = _merge_close(_kmeans(filled, min(MAX_GROUPS, np.unique(filled, axis=0).shape[0])))
     groups = PhenologyGroups(seasons, centroids, fill, times, np.zeros((times.size, len(centroids))))
     member = nearest_group(shapes, groups)
     doy = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1.0
     grouping_t = np.flatnonzero(in_grouping)
     offsets = np.zeros_like(groups.offsets)
     for g in range(len(groups.centroids)):
-        in_group = order[member[order] == g]
-        if in_group.size < MIN_GROUP_SAMPLES:
+        members = anomaly[:, member == g]
+        if members.shape[1] < MIN_GROUP_SAMPLES:
             continue
-        # 0 on dates none of the group saw
-        median = np.nan_to_num(nan_median(anomaly[:, in_group[::max(1, in_group.size // MAX_CLUSTERED)]].T))
-        tested = anomaly[np.ix_(grouping_t, in_group[::max(1, in_group.size // MAX_SPREAD_TESTED)])]
+        median = np.nan_to_num(nan_median(members.T))  # 0 on dates none of the group saw
+        tested = members[grouping_t][:, ::max(1, members.shape[1] // MAX_SPREAD_TESTED)]
         before = _members_spread(tested, doy[grouping_t], settings)
         after = _members_spread(tested - median[grouping_t, None], doy[grouping_t], settings)
         levels = [np.median(median[(years == y) & keep]) for y in np.unique(years) if ((years == y) & keep).any()]
