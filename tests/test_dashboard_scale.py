@@ -84,3 +84,37 @@ def test_what_only_scans_change_is_kept_until_the_scan_stamp_moves(province: Sto
         # ... until the licence is stamped as every licence write does (gmsense.store: upsert_sites).
         s.execute(update(SiteRow).where(SiteRow.site_id == site.site_id).values(updated_at=datetime(2030, 1, 1)))
     assert 'option value="uranium"' in client.get("/flags").text
+
+
+def _ranking(page: str) -> list[list[str]]:
+    table = page[page.index('id="scorecards"'):]
+    rows = re.findall(r"<tr>((?:<td>.*?</td>)+)</tr>", table[:table.index("</table>")])
+    return [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td>(.*?)</td>", row)] for row in rows]
+
+
+def test_the_ranking_kept_between_requests_follows_every_decision(province: Store, client: TestClient) -> None:
+    """The green-survey ranking is kept by the flag counts it was ranked with: a confirmed violation
+    ranks again at once, and the page always shows what ranking afresh shows."""
+    from gmsense.outputs.scorecards import licence_figures
+    from gmsense.outputs.summary_report import scorecard_rows
+
+    def fresh() -> list[list[str]]:
+        figures = licence_figures(province, None, years=False)
+        _, rows = scorecard_rows(province, "en", figures=figures, flag_counts=licence_flag_counts(province),
+                                 ends=RANKING_ENDS)
+        return [row for row in rows if not isinstance(row, int)]
+
+    before = _ranking(client.get("/dashboard").text)
+    assert before == _ranking(client.get("/dashboard").text) == fresh()
+    shown = {row[1]: row for row in before}
+    with province.session() as s:
+        flag = s.scalars(select(FlagRow).where(FlagRow.status == "open", FlagRow.site_id.in_(shown),
+                                               FlagRow.rule.not_in(("uncertain_label", "new_disturbance")))
+                         .order_by(FlagRow.id).limit(1)).one()
+    service.decide(province, flag.id, auth.get_user(province, "bench-province"), "confirm", "violation", "seen")
+    after = _ranking(client.get("/dashboard").text)
+    assert after == fresh()
+    assert after != before
+    moved = {row[1]: row for row in after}.get(flag.site_id)
+    if moved is not None:  # still among the ends shown: one more confirmed violation
+        assert int(moved[7]) == int(shown[flag.site_id][7]) + 1

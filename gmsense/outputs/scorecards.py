@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,14 @@ class LicenceFigures:
     licences: list[dict[str, Any]]
     years: list[dict[str, Any]]
     observed: list[int]
+    _frame: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
+
+    def licence_frame(self) -> pd.DataFrame:
+        """``licences`` as a DataFrame, made once (the review app ranks the same figures again with
+        each decision's flag counts: building the frame was half of a ranking's time)."""
+        if self._frame is None:
+            self._frame = pd.DataFrame(self.licences)
+        return self._frame
 
 
 def licence_figures(store: Store, settings: Settings | None = None, scope: Scope = PROVINCE, *,
@@ -262,12 +270,13 @@ def scorecard_tables(store: Store, settings: Settings | None = None, scope: Scop
         violations, open_flags = flag_totals
     else:
         violations, open_flags = flag_counts(store, scope, per_patch=holders)
-    licence_rows = []
-    for row in figures.licences:
-        counts = violations.get(row["site_id"], {})
-        licence_rows.append({**row, "confirmed_violations": sum(counts.values()),
-                             "open_flags": open_flags.get(row["site_id"], 0)})
-    licences = _score(pd.DataFrame(licence_rows))
+    if figures.licences:
+        ids = [row["site_id"] for row in figures.licences]  # the frame's rows, in order
+        licences = _score(figures.licence_frame().assign(
+            confirmed_violations=[sum(violations.get(site_id, {}).values()) for site_id in ids],
+            open_flags=[open_flags.get(site_id, 0) for site_id in ids]))
+    else:
+        licences = _score(pd.DataFrame([]))
     year_rows = []
     for row in figures.years if holders else []:
         counts = violations.get(row["site_id"], {})

@@ -52,7 +52,7 @@ from gmsense.records import PATCH_CLASSES
 from gmsense.review import assessment_routes, auth, escalation, service, uploads
 from gmsense.review import assessments as assessment_service
 from gmsense.review import restoration as restoration_service
-from gmsense.review.cache import ScanCache
+from gmsense.review.cache import DerivedCache, ScanCache
 from gmsense.review.charts import trend_svg
 from gmsense.review.deps import (
     MAX_ID,
@@ -142,6 +142,8 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     app.state.store, app.state.pictures = store, pictures
     rules = settings.rules
     kept = ScanCache()  # figures only scans and licence imports change (gmsense.review.cache)
+    # The dashboard's green-survey rankings, by the flag counts they were ranked with (see dashboard()).
+    rankings = DerivedCache()
 
     def now() -> datetime:
         return clock() if clock is not None else datetime.now(UTC).replace(tzinfo=None)
@@ -393,7 +395,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, who: PageUser, by: str = "county") -> HTMLResponse:
         """The figures that only scans change are kept between scans (gmsense.review.cache); the flags
-        are counted once per request, per licence (decisions change them at any moment)."""
+        per licence are read at every request from the counts the database keeps as flags are written
+        (revision 0015: a decision shows at once). The green-survey ranking, a pure function of the
+        kept licence figures and of those counts, is kept by the counts it was ranked with: ranked
+        again only when a count it uses changed."""
         from gmsense.outputs.summary_report import (
             GROUPINGS,
             licence_flag_counts,
@@ -412,8 +417,10 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
         if service.has_licences(store, sc):
             figures = kept.get(store, ("scorecards", str(sc)),
                                lambda: licence_figures(store, settings, sc, years=False))
-            head, cards = scorecard_rows(store, pick_language(request, who[0]), sc, figures, counts,
-                                         ends=RANKING_ENDS)
+            lang = pick_language(request, who[0])
+            ranked_by = tuple(sorted((site_id, c["violations"], c["open"]) for site_id, c in counts.items()))
+            head, cards = rankings.get(figures, (str(sc), lang, ranked_by),
+                                       lambda: scorecard_rows(store, lang, sc, figures, counts, ends=RANKING_ENDS))
         return render(request, "dashboard.html", who[0], session=who[1], tables=tables,
                       by=by, groupings=GROUPINGS, cards_head=head, cards=cards,
                       formula=t("summary.scorecards_formula", pick_language(request, who[0])),

@@ -56,3 +56,29 @@ class ScanCache:
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         return value
+
+
+class DerivedCache:
+    """Values derived from one object (``source``: e.g. figures a :class:`ScanCache` keeps) and a
+    hashable ``key`` of everything else they depend on: a value is used only while it is asked for
+    with the very same source object and an equal key, so a source computed again (a scan) or any
+    change of the key's inputs computes it again. The ``size`` most recently used keys are kept."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._kept: OrderedDict[Hashable, tuple[object, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: object, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] is source:
+                self._kept.move_to_end(key)
+                return kept[1]
+        value = compute()
+        with self._lock:
+            self._kept[key] = (source, value)  # holding the source: its id is never reused meanwhile
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return value

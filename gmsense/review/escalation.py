@@ -376,8 +376,6 @@ def pending_stages(store: Store, scope: Scope = PROVINCE, *, rules: RulesSetting
     if level is not None and level not in STAGE_LEVELS:
         raise InputError(f"unknown level {level!r}; choose one of {', '.join(STAGE_LEVELS)}")
     roles = _roles_up_to(role) if role is not None else None
-    latest = (select(EscalationEventRow.flag_id, func.max(EscalationEventRow.seq).label("seq"))
-              .group_by(EscalationEventRow.flag_id).subquery())
     base = [flag_clause(scope), FlagRow.status != "dismissed"]
     # Flags on their chain: the latest event says what is pending.
     on_chain = [EscalationEventRow.next_stage.is_not(None)]
@@ -387,10 +385,14 @@ def pending_stages(store: Store, scope: Scope = PROVINCE, *, rules: RulesSetting
         on_chain.append(EscalationEventRow.next_role.in_(roles))
     if overdue_only:
         on_chain.append(EscalationEventRow.next_due_at < now)
-    q1 = (select(FlagRow, EscalationEventRow.next_stage, EscalationEventRow.next_due_at, EscalationEventRow.chain)
-          .join(EscalationEventRow, EscalationEventRow.flag_id == FlagRow.id)
+    # Narrow rows (the event's id, its deadline and the flag's id) counted by a window and sorted; the
+    # flags and chains of the first ``limit`` are read after. (The latest event by a GROUP BY joined
+    # back: on PostgreSQL 20 ms against 70 ms for NOT EXISTS a later one, which made it scan every flag.)
+    latest = (select(EscalationEventRow.flag_id, func.max(EscalationEventRow.seq).label("seq"))
+              .group_by(EscalationEventRow.flag_id).subquery())
+    q1 = (select(EscalationEventRow.id, EscalationEventRow.next_due_at, FlagRow.id, func.count().over())
           .join(latest, and_(latest.c.flag_id == EscalationEventRow.flag_id, latest.c.seq == EscalationEventRow.seq))
-          .where(*base, *on_chain))
+          .join(FlagRow, FlagRow.id == EscalationEventRow.flag_id).where(*base, *on_chain))
     # Flags not yet on their chain: the first stage, pending since the flag was stored.
     wanted = [cond & (unindexed(FlagRow.created_at) < now - timedelta(days=days) if overdue_only else true())
               for cond, lvl, rl, days in first_stage_cases(rules)
@@ -398,10 +400,18 @@ def pending_stages(store: Store, scope: Scope = PROVINCE, *, rules: RulesSetting
     fresh = [*base, ~exists().where(EscalationEventRow.flag_id == FlagRow.id), or_(*wanted) if wanted else false()]
     q2 = select(FlagRow).where(*fresh)
     with store.session() as s:
-        total = int(s.scalar(select(func.count()).select_from(q1.subquery())) or 0)
+        # The flags on their chain counted by the query that lists their first ``limit`` (one pass
+        # over the chains, not two); at least one row is read to carry the count.
+        listed = s.execute(q1.order_by(EscalationEventRow.next_due_at, FlagRow.id).limit(max(limit, 1))).all()
+        total = int(listed[0][-1]) if listed else 0
         total += int(s.scalar(select(func.count()).select_from(FlagRow).where(*fresh)) or 0)
-        rows = [(f, stage, due, chain[stage]) for f, stage, due, chain in
-                s.execute(q1.order_by(EscalationEventRow.next_due_at, FlagRow.id).limit(limit)).all()]
+        listed = listed[:limit]
+        events = {e.id: e for e in s.scalars(select(EscalationEventRow).where(
+            EscalationEventRow.id.in_([event_id for event_id, *_ in listed])))} if listed else {}
+        flags = {f.id: f for f in s.scalars(select(FlagRow).where(
+            FlagRow.id.in_([flag_id for _, _, flag_id, _ in listed])))} if listed else {}
+        rows = [(flags[flag_id], events[event_id].next_stage, due, events[event_id].chain[events[event_id].next_stage])
+                for event_id, due, flag_id, _ in listed]
         # Flags not yet on their chain, oldest first (the first stage's days differ per severity,
         # so the earliest deadlines are among the oldest ``limit`` flags of each first stage's days).
         for flag in s.scalars(q2.order_by(FlagRow.created_at, FlagRow.id).limit(limit)):

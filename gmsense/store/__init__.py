@@ -213,6 +213,24 @@ class FlagRow(Base):
     overlap_m2: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class LicenceFlagCountRow(Base):
+    """The flags of a licence counted (gmsense.outputs.summary_report.FLAG_COUNTS), kept by database
+    triggers on ``flags`` in the statement that inserts, deletes or re-counts a flag (revision 0015):
+    all of them, by status, the reclamation_overdue ones, the severity score of the open and confirmed
+    ones (critical 3, warning 2, info 1) and the confirmed violations (other than new_disturbance).
+    One row per licence that ever had a flag; never written by the application."""
+
+    __tablename__ = "licence_flag_counts"
+    site_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    flags: Mapped[int] = mapped_column(Integer)
+    open: Mapped[int] = mapped_column(Integer)
+    confirmed: Mapped[int] = mapped_column(Integer)
+    dismissed: Mapped[int] = mapped_column(Integer)
+    overdue: Mapped[int] = mapped_column(Integer)
+    score: Mapped[int] = mapped_column(Integer)
+    violations: Mapped[int] = mapped_column(Integer)
+
+
 class LicenceVersionRow(Base):
     """One version of a licence of the register (gmsense.geo.licences): its boundary and attributes from
     ``valid_from`` (the import that brought them) to ``valid_to`` (the import that changed them;
