@@ -622,9 +622,10 @@ def export(
     from gmsense.errors import InputError
     from gmsense.files import check_target
     from gmsense.outputs import export as ex
+    from gmsense.review.exports import flags_frame
     from gmsense.store import Store
 
-    makers = {"patches": ex.patches_frame, "flags": ex.flags_frame, "recovery": ex.recovery_frame,
+    makers = {"patches": ex.patches_frame, "flags": flags_frame, "recovery": ex.recovery_frame,
               "sites": ex.sites_frame}
     check_scope_options(scope, as_user)  # a bad --scope is refused before any work
     if what == "rasters":

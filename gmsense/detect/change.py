@@ -42,15 +42,15 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from gmsense._numeric import masked_median
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.detect._kernels import confirm_runs_kernel, screen_kernel
-from gmsense.detect.context import SceneContext, index_context
+from gmsense.detect.context import SceneContext, index_context, scene_dips
+from gmsense.detect.model import design_matrix
+from gmsense.detect.model import robust_fit as _robust_fit
 from gmsense.detect.phenology import GroupsOnDates
 
 NO_BREAK = -1
-_DAYS_PER_YEAR = 365.25
 #: NDVI units the float32 screen's expected value may differ from the exact float64 detector's
 #: before a pixel it passes over could be flagged (the arithmetic differs by ~1e-5).
 SCREEN_TOLERANCE = 0.02
@@ -62,54 +62,6 @@ _MAX_BLOCK_PIXELS = 32_768
 N_OUTPUTS = 11  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude;
 #                later first, confirmed, magnitude, and the next break's first (later_breaks)
 _NEVER = np.iinfo("int64").max // 2  # a season that never comes
-
-
-def design_matrix(doy: np.ndarray, harmonics: int) -> np.ndarray:
-    """Columns ``1, cos(2 pi k doy / 365.25), sin(...)`` for k = 1..harmonics; shape (T, 1 + 2h)."""
-    cols = [np.ones_like(doy, dtype="float64")]
-    for k in range(1, harmonics + 1):
-        angle = 2 * np.pi * k * doy / _DAYS_PER_YEAR
-        cols += [np.cos(angle), np.sin(angle)]
-    return np.stack(cols, axis=1)
-
-
-def _fit(design: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted least squares per pixel. design (T, k); values, weights (T, P) -> coefficients (P, k).
-
-    The per-pixel normal matrices come from one matrix product of the weights with the (T, k*k)
-    column products of the design, so the cost is two GEMMs and a batched k x k solve.
-    """
-    k = design.shape[1]
-    w = weights.astype("float64")
-    products = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], k * k)
-    normal = (w.T @ products).reshape(-1, k, k)
-    normal += 1e-6 * np.eye(k)
-    rhs = np.where(weights, values, 0.0).T @ design
-    return np.linalg.solve(normal, rhs[..., None])[..., 0]
-
-
-def _spread(residuals: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """1.4826 x median absolute residual per pixel over the weighted observations; (T, P) -> (P,)."""
-    out = 1.4826 * masked_median(np.abs(np.nan_to_num(residuals)), weights & np.isfinite(residuals))
-    return np.where(np.isnan(out), np.inf, out)
-
-
-def _robust_fit(xb: np.ndarray, yb: np.ndarray, wb: np.ndarray,
-                settings: DetectSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The robust own-history model: a fit of the observed baseline (``wb``) values ``yb`` (T, P) on
-    the design rows ``xb`` (T, k), refitted without the residuals beyond 3 spreads. Returns its
-    coefficients (P, k), residual spread (P,; at least ``sigma_floor``, index units) and whether
-    enough inliers remain (P,; ``min_baseline_obs``). A level (one design column, annual
-    composites) starts from the median rather than the mean: with five years of baseline one
-    disturbed year moves the mean far enough to hide itself and the next."""
-    coef = masked_median(np.nan_to_num(yb), wb)[:, None] if xb.shape[1] == 1 else _fit(xb, yb, wb)
-    resid = yb - (xb @ coef.T)
-    sigma = np.maximum(_spread(resid, wb), settings.sigma_floor)
-    inliers = wb & (np.abs(np.nan_to_num(resid)) <= 3 * sigma)
-    coef = _fit(xb, yb, inliers)
-    resid = yb - (xb @ coef.T)
-    sigma = np.maximum(_spread(resid, inliers), settings.sigma_floor)
-    return coef, sigma, inliers.sum(axis=0) >= settings.min_baseline_obs
 
 
 def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray,
@@ -363,23 +315,6 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
         out[pixels, :4] = np.stack([first, confirmed, magnitude, probable], axis=-1)
         out[pixels, 7:] = np.stack(later_breaks(flat, doy, year, first, confirmed, settings), axis=-1)
     return out.reshape(ny, nx, N_OUTPUTS)
-
-
-def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.ndarray:
-    """Dates whose scene median falls ``max_dip`` below the centred median of 5 observed dates.
-
-    Such isolated dips are haze or unflagged cloud over much of the scene; a lasting change
-    moves the neighbours too and is kept.
-    """
-    observed = np.flatnonzero(has_data)
-    dips = np.zeros(offset.shape, dtype=bool)
-    if observed.size == 0:
-        return dips
-    values = offset[observed]
-    padded = np.pad(values, 2, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 5)
-    dips[observed] = values < np.median(windows, axis=1) - max_dip
-    return dips
 
 
 def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.ndarray:

@@ -110,8 +110,6 @@ def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = No
     offset = np.where(has_data, medians, 0.0).astype("float64")
     groups = None
     if settings is not None and settings.detect.phenology_groups:
-        from gmsense.detect.change import scene_dips  # change imports this module
-
         keep = np.ones(times.size, dtype=bool)
         if settings.mask.max_scene_dip is not None:
             keep = ~scene_dips(offset, has_data, settings.mask.max_scene_dip)
@@ -126,3 +124,20 @@ def index_context(index: xr.DataArray, settings: Settings | None = None) -> Scen
     pixel_y = float(abs(y[1] - y[0])) if y.size > 1 else pixel_x
     step = sample_step(x.size * y.size * pixel_x * pixel_y, pixel_x * pixel_y)
     return merge_samples([scene_sample(index, step)], settings)
+
+
+def scene_dips(offset: np.ndarray, has_data: np.ndarray, max_dip: float) -> np.ndarray:
+    """Dates whose scene median falls ``max_dip`` below the centred median of 5 observed dates.
+
+    Such isolated dips are haze or unflagged cloud over much of the scene; a lasting change
+    moves the neighbours too and is kept.
+    """
+    observed = np.flatnonzero(has_data)
+    dips = np.zeros(offset.shape, dtype=bool)
+    if observed.size == 0:
+        return dips
+    values = offset[observed]
+    padded = np.pad(values, 2, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 5)
+    dips[observed] = values < np.median(windows, axis=1) - max_dip
+    return dips

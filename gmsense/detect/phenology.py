@@ -40,6 +40,7 @@ from scipy.cluster.vq import ClusterError, kmeans2
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
+from gmsense.detect.model import design_matrix, robust_fit
 
 #: Bins of the growing season a pixel's curve is summarised in (about 19 days each in May-September).
 CURVE_BINS = 8
@@ -172,10 +173,8 @@ def _merge_close(centroids: np.ndarray) -> np.ndarray:
 
 def _members_spread(anomaly: np.ndarray, doy: np.ndarray, settings: DetectSettings) -> float:
     """Median residual spread of the detector's robust seasonal fit over ``anomaly`` (T, P)."""
-    from gmsense.detect.change import _robust_fit, design_matrix  # change imports this module's callers
-
     observed = np.isfinite(anomaly)
-    _, sigma, _ = _robust_fit(design_matrix(doy, settings.harmonics), anomaly, observed, settings)
+    _, sigma, _ = robust_fit(design_matrix(doy, settings.harmonics), anomaly, observed, settings)
     return float(np.median(sigma))
 
 

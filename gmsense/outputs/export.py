@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-from datetime import datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,7 +21,6 @@ import pandas as pd
 from shapely import wkt
 from sqlalchemy import select
 
-from gmsense.config import RulesSettings
 from gmsense.errors import InputError
 from gmsense.files import atomic_file, check_target, write_bytes
 from gmsense.store import PatchRow, RecoveryRow, SiteRow, Store
@@ -68,28 +66,6 @@ def patches_frame(store: Store, scope: Scope = PROVINCE) -> gpd.GeoDataFrame:
 
 #: The protected-land columns of a flag (rule protected_land; empty for the other rules).
 LAYER_FIELDS = ("layer_name", "layer_kind", "layer_version", "overlap_m2")
-
-
-def flags_frame(store: Store, scope: Scope = PROVINCE, *, rules: RulesSettings | None = None,
-                now: datetime | None = None) -> gpd.GeoDataFrame:
-    """Every flag of the licences in ``scope`` with its patch geometry (or the licence's, for
-    licence-level flags), EPSG:4326, read as the review app's export reads them (in batches, filtered
-    by the database: gmsense.review.exports), with the same columns: ``licence_version``, the register
-    version the flag was checked against (empty for --sites scans); ``province_code``, ``city_code``,
-    ``county_code``; ``layer_name``, ``layer_kind``, ``layer_version``, ``overlap_m2`` for
-    protected_land flags (empty for other rules); and its escalation stage (``stage_state``, ``stage``,
-    ``stages``, ``stage_level``, ``stage_action``, ``stage_due``, ``stage_overdue``; gmsense.review.stages,
-    judged by ``rules`` at ``now``)."""
-    from gmsense.review import exports
-    from gmsense.review.service import QueueFilter
-
-    columns, batches = exports.batches(store, "flags", QueueFilter(status="all"), scope, rules=rules, now=now)
-    rows = [row for batch in batches for row in batch]
-    table = pd.DataFrame(rows, columns=[*columns, "geometry"])
-    for name, kind in columns.items():
-        table[name] = table[name].astype(exports.DTYPES[kind])
-    geometry = gpd.GeoSeries.from_wkt(table.pop("geometry").tolist(), crs="EPSG:4326")
-    return gpd.GeoDataFrame(table, geometry=geometry, crs="EPSG:4326")
 
 
 def recovery_frame(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:

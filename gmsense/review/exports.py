@@ -197,3 +197,23 @@ def sites_in_scope(store: Store, scope: Scope) -> list[str]:
     """Licence ids in scope (for tests and pages)."""
     with store.session() as s:
         return list(s.scalars(select(SiteRow.site_id).where(site_clause(scope)).order_by(SiteRow.site_id)))
+
+
+def flags_frame(store: Store, scope: Scope = PROVINCE, *, rules: RulesSettings | None = None,
+                now: datetime | None = None) -> gpd.GeoDataFrame:
+    """Every flag of the licences in ``scope`` with its patch geometry (or the licence's, for
+    licence-level flags), EPSG:4326, read as the review app's export reads them (in batches, filtered
+    by the database: :func:`batches`; ``gmsense export flags`` writes it), with the same columns:
+    ``licence_version``, the register
+    version the flag was checked against (empty for --sites scans); ``province_code``, ``city_code``,
+    ``county_code``; ``layer_name``, ``layer_kind``, ``layer_version``, ``overlap_m2`` for
+    protected_land flags (empty for other rules); and its escalation stage (``stage_state``, ``stage``,
+    ``stages``, ``stage_level``, ``stage_action``, ``stage_due``, ``stage_overdue``; gmsense.review.stages,
+    judged by ``rules`` at ``now``)."""
+    columns, flag_batches = batches(store, "flags", service.QueueFilter(status="all"), scope, rules=rules, now=now)
+    rows = [row for batch in flag_batches for row in batch]
+    table = pd.DataFrame(rows, columns=[*columns, "geometry"])
+    for name, kind in columns.items():
+        table[name] = table[name].astype(DTYPES[kind])
+    geometry = gpd.GeoSeries.from_wkt(table.pop("geometry").tolist(), crs="EPSG:4326")
+    return gpd.GeoDataFrame(table, geometry=geometry, crs="EPSG:4326")
