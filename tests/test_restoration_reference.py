@@ -20,7 +20,7 @@ from shapely.geometry import box
 
 from gmsense.config import RestorationSettings
 from gmsense.restoration import reference as ref
-from gmsense.restoration.status import fill_gaps
+from gmsense.restoration.status import fill_gaps, part_cores, restored_shares, segments
 from gmsense.store import Store
 from gmsense.testutils import PlantedMineLand, run_cli, write_annual_composites
 
@@ -79,6 +79,19 @@ def test_soil_line_and_pre_damage_level() -> None:
     assert ref.pre_damage_level(cover, S).tolist() == pytest.approx([0.875, 0.925, 0.9])
     assert ref.pre_damage_level(cover[1:], S) is None, "one year at reference before damage is not enough"
     assert ref.pre_damage_level(cover[:2], S) is None, "never damaged: nothing to calibrate"
+
+
+def test_a_part_is_judged_away_from_the_line_it_shares_with_the_other() -> None:
+    # 6 x 6 pixels: a planted strip (column 0, cover 0.92), pixels across the cut (columns 1 and 2, mixed),
+    # bare ground (columns 3-5); the planted part's median over all its pixels is 0.77, below 0.8
+    polygon = np.ones((6, 6), dtype=bool)
+    cover = np.tile(np.array([0.92, 0.62, 0.3, 0.0, 0.0, 0.0]), 6)
+    pixel_ratio = np.vstack([np.zeros(36), np.zeros(36), cover, cover, cover])
+    statuses = ["damaged"] * 5
+    assert segments(pixel_ratio[2:], S).sum() == 12, "the strip and the line's planted side"
+    assert [c.sum() for c in part_cores(segments(pixel_ratio[2:], S), polygon)] == [18, 6]
+    assert restored_shares(pixel_ratio, statuses, S).tolist() == [0] * 5, "the mixed line drags the median"
+    assert restored_shares(pixel_ratio, statuses, S, polygon).tolist() == pytest.approx([0, 0, 0, 1 / 3, 1 / 3])
 
 
 # --- planted composites through the commands ---------------------------------------------------------------

@@ -56,13 +56,13 @@ def analyse_polygon(polygon: RegisterPolygon, neighbours: list[RegisterPolygon],
     """The yearly records of one polygon (``neighbours``: the register polygons near it, itself
     included, left out of its reference ring and of its region)."""
     s = settings.restoration
-    found, years, date_years, images = _measured(polygon, neighbours, source, settings, land_cover,
-                                                 s.ring_outer_m + MARGIN_M)
+    found, polygon_mask, years, date_years, images = _measured(polygon, neighbours, source, settings, land_cover,
+                                                               s.ring_outer_m + MARGIN_M)
     if not found.vegetated_ring:  # the land-cover fallback: read the region around the pit
-        found, years, date_years, images = _measured(polygon, neighbours, source, settings, land_cover,
-                                                     max(s.land_cover_radius_m, s.ring_outer_m) + MARGIN_M)
+        found, polygon_mask, years, date_years, images = _measured(
+            polygon, neighbours, source, settings, land_cover, max(s.land_cover_radius_m, s.ring_outer_m) + MARGIN_M)
     trajectory = classify(found.ratio, s)
-    shares = restored_shares(found.pixel_ratio, trajectory.statuses, s)
+    shares = restored_shares(found.pixel_ratio, trajectory.statuses, s, polygon_mask)
     out = []
     for k, year in enumerate(years):
         names = [str(i) for i in images[date_years == year] if i is not None]
@@ -77,10 +77,11 @@ def analyse_polygon(polygon: RegisterPolygon, neighbours: list[RegisterPolygon],
 
 
 def _measured(polygon: RegisterPolygon, neighbours: list[RegisterPolygon], source: Any, settings: Settings,
-              land_cover: LandCoverMap | None, reach_m: float) -> tuple[Measures, np.ndarray, np.ndarray, np.ndarray]:
+              land_cover: LandCoverMap | None, reach_m: float
+              ) -> tuple[Measures, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The polygon's :class:`Measures` from the imagery within ``reach_m`` of it (beyond the ring: the
-    region a pit without a vegetated ring takes its land-cover reference from); the years, each
-    date's year and its image id."""
+    region a pit without a vegetated ring takes its land-cover reference from), its pixel mask, the
+    years, each date's year and its image id."""
     s = settings.restoration
     site = Site(polygon.register_id, polygon.geometry, polygon.crs, {})
     cube = growing_season(source.load(site, polygon.geometry.buffer(reach_m), None, None), settings.season).load()
@@ -103,7 +104,7 @@ def _measured(polygon: RegisterPolygon, neighbours: list[RegisterPolygon], sourc
     years, yearly = annual_ndvi(ndvi, date_years)
     found = measure(yearly, inside, ring, s, transform, land_cover=classes, allowed=allowed, region=region)
     images = cube["image_id"].values if "image_id" in cube.coords else np.array([None] * date_years.size)
-    return found, years, date_years, images
+    return found, inside, years, date_years, images
 
 
 def run_restoration(store: Store, imagery: Path, settings: Settings,

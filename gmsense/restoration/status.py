@@ -23,7 +23,8 @@ polygon was seen (0: the status is carried). No status before a polygon is first
 **Restored area** (:func:`restored_shares`): restoration works are done on parts of a site (a
 terraced and planted section, the rest left bare), so the polygon is read as its homogeneous parts
 (:func:`segments`: two parts when its pixels fall in two clearly different groups over the latest
-years, else one), and each part follows the polygon's rule on its median pixel ratio: from the year
+years, else one), and each part follows the polygon's rule on its median pixel ratio (of its pixels
+away from the other part: those on the line between them are mixed, :func:`part_cores`): from the year
 the polygon is first seen damaged, a part is restored once its ratio has been at least
 ``restored_ratio`` for ``restored_seasons`` seasons in a row, and stays restored until it falls below
 ``damaged_ratio``. The restored share of a year is the area share of the parts restored then, so a
@@ -192,12 +193,15 @@ def measure(ndvi: np.ndarray, polygon: np.ndarray, ring: np.ndarray, settings: R
 
 
 def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
-                    settings: RestorationSettings) -> np.ndarray:
+                    settings: RestorationSettings, polygon: np.ndarray | None = None) -> np.ndarray:
     """The restored share of the polygon's area per year (NaN in years without a status), from
     ``pixel_ratio`` (years, pixels) of :class:`Measures` and the polygon's ``statuses`` of
     :func:`classify`: the polygon's parts (:func:`segments`, over the years from its first status)
     each follow the polygon's rule on their median ratio (module docstring); a polygon restored from
-    its first year (restored before the archive began) has its parts at reference then restored at once."""
+    its first year (restored before the archive began) has its parts at reference then restored at once.
+    With ``polygon``, the (y, x) mask the pixels come from (row-major), a part's median leaves out its
+    pixels touching the other part (:func:`part_cores`): a 30 m pixel across the line between a planted
+    and a bare part is half of each, and along a long line they pull the planted part's median down."""
     pixel_ratio = np.asarray(pixel_ratio, dtype=float)
     years, pixels = pixel_ratio.shape
     out = np.full(years, np.nan)
@@ -208,7 +212,8 @@ def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
     labels = segments(pixel_ratio[begin:], settings)
     parts = [labels == k for k in np.unique(labels)]
     weights = np.array([m.sum() for m in parts], dtype=float)
-    ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in parts], axis=1)  # (years, parts)
+    cores = part_cores(labels, polygon) if polygon is not None and len(parts) > 1 else parts
+    ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in cores], axis=1)  # (years, parts)
     run = np.full(len(parts), settings.restored_seasons - 1 if statuses[begin] == "restored" else 0)
     restored = np.zeros(len(parts), dtype=bool)
     seen = np.zeros(len(parts), dtype=bool)
@@ -221,6 +226,23 @@ def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
         restored = np.where(observed, kept | (run >= settings.restored_seasons), restored)
         if statuses[k] is not None and seen.any():
             out[k] = float(weights[seen & restored].sum() / weights[seen].sum())
+    return out
+
+
+def part_cores(labels: np.ndarray, polygon: np.ndarray, min_pixels: int = 3) -> list[np.ndarray]:
+    """Per part of ``labels`` (one per pixel of the (y, x) mask ``polygon``, row-major), the pixels
+    whose eight neighbours hold no pixel of another part; the whole part when fewer than
+    ``min_pixels`` are left (a thin strip)."""
+    from scipy import ndimage
+
+    grid = np.full(polygon.shape, -1)
+    grid[polygon] = labels
+    out = []
+    for label in np.unique(labels):
+        part = labels == label
+        others = (grid >= 0) & (grid != label)
+        core = part & ~ndimage.binary_dilation(others, structure=np.ones((3, 3), dtype=bool))[polygon]
+        out.append(core if core.sum() >= min_pixels else part)
     return out
 
 
