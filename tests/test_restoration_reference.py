@@ -53,11 +53,16 @@ def test_unobserved_years_are_filled_from_the_observed_years_around_them() -> No
 
 
 def test_nearest_medians_take_the_nearest_observed_sources() -> None:
-    values = np.array([[1.0, 2.0, 3.0, 10.0], [np.nan, 2.0, 3.0, 10.0]])
-    distance = np.array([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, np.inf, 0.0]])
-    out = ref.nearest_medians(values, distance, 2)
-    assert out[0].tolist() == [1.5, 6.0]
-    assert out[1].tolist() == [2.5, 6.0], "an unobserved source is skipped; an infinite distance never counts"
+    here = np.array([[0.0, 0.0], [10.0, 0.0]])
+    there = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [11.0, 0.0]])
+    candidates = ref.nearest_sources(here, there, 3)
+    assert candidates.tolist() == [[0, 1, 2], [3, 2, 1]]
+    assert ref.nearest_sources(here, there[:2], 3)[:, 2].tolist() == [-1, -1], "fewer sources than asked"
+    values = np.array([[1.0, 2.0, 3.0, 10.0], [np.nan, 2.0, 3.0, 10.0], [np.nan] * 4])
+    out = ref.nearest_medians(values, candidates, 2)
+    assert out[0].tolist() == [1.5, 6.5]
+    assert out[1].tolist() == [2.5, 6.5], "an unobserved source is skipped for the next nearest"
+    assert np.isnan(out[2]).all()
 
 
 def test_a_pit_takes_the_land_cover_of_the_nearest_vegetated_land() -> None:

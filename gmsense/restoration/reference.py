@@ -50,6 +50,7 @@ VEGETATED_REGION = "vegetated_region"
 PRE_DAMAGE = "pre_damage"
 SOURCES = (RING, RING_LAND_COVER, LAND_COVER_REGION, VEGETATED_REGION)
 NO_CLASS = 0
+CANDIDATES = 4  # a pixel's reference is looked for among this many times reference_pixels nearest ring pixels
 _MIN_SEEN = 0.5  # share of a polygon's pixels observed for its year to tell its soil NDVI
 
 
@@ -87,20 +88,35 @@ def pixel_classes(land_cover: np.ndarray, polygon: np.ndarray, allowed: np.ndarr
     return np.where(green[polygon], own, nearest)
 
 
-def nearest_medians(values: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
-    """Per year and target: the median of the ``k`` nearest observed ``values`` ((years, sources),
-    NaN: not observed) by ``distance`` ((targets, sources); inf: never). (years, targets)."""
-    years, targets = values.shape[0], distance.shape[0]
+def nearest_sources(here: np.ndarray, there: np.ndarray, count: int) -> np.ndarray:
+    """For each point of ``here`` (n, 2), the indices of its ``count`` nearest points of ``there``
+    (m, 2), nearest first; -1 where ``there`` has fewer. (n, count)."""
+    from scipy.spatial import cKDTree
+
+    out = np.full((here.shape[0], count), -1, dtype=np.int64)
+    if there.shape[0] == 0 or here.shape[0] == 0:
+        return out
+    take = min(count, there.shape[0])
+    _, index = cKDTree(there).query(here, k=take)
+    out[:, :take] = np.asarray(index).reshape(here.shape[0], take)
+    return out
+
+
+def nearest_medians(values: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """Per year and target: the median of the first ``k`` observed ``values`` ((years, sources), NaN:
+    not observed) among the target's ``candidates`` ((targets, n) source indices, nearest first; -1:
+    none). (years, targets); NaN where none of its candidates was observed."""
+    years, targets = values.shape[0], candidates.shape[0]
     out = np.full((years, targets), np.nan)
     if values.shape[1] == 0 or targets == 0:
         return out
-    order = np.argsort(distance, axis=1, kind="stable")
-    usable = np.isfinite(np.take_along_axis(distance, order, axis=1))
+    usable = candidates >= 0
+    index = np.where(usable, candidates, 0)
     for year in range(years):
-        row = values[year]
-        seen = np.isfinite(row)[order] & usable
+        picked = values[year][index]
+        seen = np.isfinite(picked) & usable
         take = seen & (np.cumsum(seen, axis=1) <= k)
-        out[year] = masked_median(np.where(take, row[order], 0.0).T, take.T)
+        out[year] = masked_median(np.where(take, picked, 0.0).T, take.T)
     return out
 
 
@@ -124,16 +140,19 @@ def ring_reference(ndvi: np.ndarray, polygon: np.ndarray, ring: np.ndarray, tran
     are given and the ring holds ``min_class_pixels`` of it), from ``ndvi`` (years, y, x)."""
     around = np.asarray(ndvi[:, ring], dtype=float)
     here, there = centres(polygon, transform), centres(ring, transform)
-    distance = ((here[:, None, :] - there[None, :, :]) ** 2).sum(axis=-1)
+    count = CANDIDATES * settings.reference_pixels  # enough nearest ring pixels for cloudy years
+    candidates = nearest_sources(here, there, count)
     source = RING
     if classes is not None and ring_classes is not None:
         source = RING_LAND_COVER
         for cls in np.unique(classes):
-            same = ring_classes == cls
-            if cls == NO_CLASS or same.sum() < settings.min_class_pixels:
+            same = np.flatnonzero(ring_classes == cls)
+            if cls == NO_CLASS or same.size < settings.min_class_pixels:
                 continue  # too little of it in the ring: the nearest ring pixels of any land cover
-            distance[np.ix_(classes == cls, ~same)] = np.inf
-    reference = _vegetated(nearest_medians(around, distance, settings.reference_pixels), settings)
+            rows = classes == cls
+            found = nearest_sources(here[rows], there[same], count)
+            candidates[rows] = np.where(found >= 0, same[np.maximum(found, 0)], -1)
+    reference = _vegetated(nearest_medians(around, candidates, settings.reference_pixels), settings)
     return Reference(reference, np.isfinite(around).sum(axis=1), source)
 
 
