@@ -243,6 +243,28 @@ class RestorationSettings(_Settings):
     soil_ndvi: float = Field(
         0.1, ge=0, lt=0.3, description="NDVI of bare ground: the ratio compares vegetation cover, (NDVI - soil_ndvi) / "
                                       "(reference NDVI - soil_ndvi) (0: a plain NDVI ratio)")
+    reference_pixels: int = Field(
+        20, ge=1, description="each pixel's reference: the median NDVI of this many nearest ring pixels (of its land "
+                              "cover, with a land-cover map) observed that year")
+    min_class_pixels: int = Field(
+        5, ge=1, description="a land cover with fewer ring pixels than this is no reference: the pixel takes the "
+                             "nearest ring pixels of any land cover")
+    land_cover: str | None = Field(
+        None, description="land-cover map (GeoTIFF of class codes, any CRS): each pixel is compared with the ring "
+                          "pixels of its own land cover; a pit without a vegetated ring with its land cover in the "
+                          "region (restoration run --land-cover)")
+    land_cover_vegetated: list[int] = Field(
+        [1, 2, 3, 4], description="the map's vegetated classes (default CLCD: 1 cropland, 2 forest, 3 shrub, "
+                                  "4 grassland); other codes (barren, built-up, water) are no reference")
+    land_cover_radius_m: float = Field(
+        1000.0, gt=0, description="a pit without a vegetated ring takes the median NDVI of its land cover within "
+                                  "this many metres (outside every register polygon)")
+    bare_ratio: float = Field(
+        0.2, gt=0, lt=1, description="the polygon's barest year (lowest mean NDVI) is bare ground when its ratio "
+                                     "with soil_ndvi is below this: its mean NDVI is then the polygon's own soil NDVI")
+    pre_damage_years: int = Field(
+        2, ge=0, description="years at reference before the polygon is first seen damaged that calibrate each "
+                             "pixel against its own ground before damage (0: off)")
     segment_years: int = Field(4, ge=1, description="latest years whose per-pixel median splits a polygon into parts")
     segment_gap: float = Field(
         0.3, gt=0, description="two parts only when their median ratios differ by at least this (restored vs bare)")

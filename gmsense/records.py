@@ -100,12 +100,15 @@ RESTORATION_STATUSES = ("damaged", "under_restoration", "restored", "reverted")
 
 @dataclass
 class RestorationRecord:
-    """One register polygon in one year (gmsense.restoration): medians of NDVI over the polygon's
-    pixels and over its reference ring, their ``ratio``, the ``restored_share`` of the polygon's
-    pixels (0-1) at the restored ratio of the reference, and the status (one of
+    """One register polygon in one year (gmsense.restoration): the mean NDVI of the polygon's observed
+    pixels and the median of their reference NDVI, the ``ratio`` (relative cover), the
+    ``restored_share`` of the polygon's area (0-1), and the status (one of
     :data:`RESTORATION_STATUSES`; None before the polygon was first seen damaged, or without a
     ratio). ``events``: what began this year, comma-separated (``started``, ``finished``,
-    ``reverted``). ``image_id``: the composite(s) the year was read from."""
+    ``reverted``). ``image_id``: the composite(s) the year was read from. ``observed_share``: the
+    share of the polygon's pixels observed that year (below 1, the rest of the ratio comes from the
+    observed years around it; 0: the status is carried from them); ``reference_source`` and
+    ``soil_ndvi``: the polygon's reference (gmsense.restoration.reference) and bare-ground NDVI."""
 
     register_id: str
     year: int
@@ -118,3 +121,6 @@ class RestorationRecord:
     n_reference: int
     events: str = ""
     image_id: str | None = None
+    observed_share: float | None = None
+    reference_source: str | None = None
+    soil_ndvi: float | None = None

@@ -152,9 +152,11 @@ def coarsen_cube(cube: xr.Dataset, factor: int) -> xr.Dataset:
 class PlantedMineLand:
     """A register polygon planted in synthetic annual composites: vegetated (share 1) until
     ``damaged_from`` (year), bare from then on; with ``restoration`` = (first year, year whole) its
-    vegetation grows back linearly (share 0 in the first year, 1 from the second on), on the western
-    ``restored_part`` of its columns only (the rest stays bare); bare again from ``reverted_in``.
-    ``geometry`` in the composites' CRS (metres), best on the pixel grid."""
+    vegetation grows back linearly (share 0 in the first year, ``level`` from the second on), on the
+    western ``restored_part`` of its columns only (the rest stays bare); bare again from ``reverted_in``.
+    ``bare_ndvi`` is its own bare ground's NDVI and ``ground_ndvi`` its vegetated ground's (None: the
+    composites' ``bare_ndvi`` and background). ``geometry`` in the composites' CRS (metres), best on the
+    pixel grid."""
 
     register_id: str
     geometry: object
@@ -162,6 +164,9 @@ class PlantedMineLand:
     restoration: tuple[int, int] | None = None
     reverted_in: int | None = None
     restored_part: float = 1.0
+    level: float = 1.0
+    bare_ndvi: float | None = None
+    ground_ndvi: float | None = None
 
     def vegetation(self, year: int) -> float:
         """The restored part's vegetation share (0-1) in ``year``."""
@@ -172,16 +177,19 @@ class PlantedMineLand:
         if self.restoration is None:
             return 0.0
         first, whole = self.restoration
-        return float(np.clip((year - first) / (whole - first), 0.0, 1.0))
+        return self.level * float(np.clip((year - first) / (whole - first), 0.0, 1.0))
 
 
 def write_annual_composites(folder: str | Path, years: tuple[int, ...], plants: tuple[PlantedMineLand, ...], *,
                             size: int = 200, resolution: float = 10.0, origin: tuple[float, float] = (600_000.0,
-                            5_290_000.0), epsg: int = 32652, vegetated_ndvi: float = 0.8, bare_ndvi: float = 0.1,
-                            noise: float = 0.02, seed: int = 0) -> Path:
+                            5_290_000.0), epsg: int = 32652, vegetated_ndvi: float | np.ndarray = 0.8,
+                            bare_ndvi: float = 0.1, noise: float = 0.02, seed: int = 0,
+                            bare_ground: tuple[object, ...] = (), clouds: dict[int, object] | None = None) -> Path:
     """Annual composites ``YYYY.tif`` (bands ``red``, ``nir``; float32 reflectance) of a vegetated
-    background (NDVI ``vegetated_ndvi``) with ``plants`` whose NDVI mixes ``bare_ndvi`` and the
-    background by their vegetation share each year, plus Gaussian noise (NDVI units) per pixel.
+    background (NDVI ``vegetated_ndvi``: one value, or one per pixel, (size, size)) with ``plants`` whose
+    NDVI mixes their bare ground and their vegetated ground by their vegetation share each year, plus
+    Gaussian noise (NDVI units) per pixel. ``bare_ground``: geometries of unregistered bare land
+    (``bare_ndvi``, every year); ``clouds``: year -> a geometry not observed that year (NaN).
     ``size`` x ``size`` pixels of ``resolution`` metres from the north-west corner ``origin``."""
     import rasterio
     from rasterio.features import geometry_mask
@@ -191,9 +199,17 @@ def write_annual_composites(folder: str | Path, years: tuple[int, ...], plants: 
     rng = np.random.default_rng(seed)
     transform = Affine(resolution, 0, origin[0], 0, -resolution, origin[1])
     shape = (size, size)
+    background = np.broadcast_to(np.asarray(vegetated_ndvi, dtype=float), shape)
+
+    def mask_of(geometry: object) -> np.ndarray:
+        return geometry_mask([geometry], out_shape=shape, transform=transform, invert=True)
+
+    bare_land = np.zeros(shape, dtype=bool)
+    for geometry in bare_ground:
+        bare_land |= mask_of(geometry)
     planted = []
     for plant in plants:
-        inside = geometry_mask([plant.geometry], out_shape=shape, transform=transform, invert=True)
+        inside = mask_of(plant.geometry)
         minx, _, maxx, _ = plant.geometry.bounds
         cols = origin[0] + (np.arange(size) + 0.5) * resolution
         west = np.broadcast_to(cols < minx + plant.restored_part * (maxx - minx), shape)
@@ -201,15 +217,24 @@ def write_annual_composites(folder: str | Path, years: tuple[int, ...], plants: 
     profile = {"driver": "GTiff", "height": size, "width": size, "count": 2, "dtype": "float32",
                "crs": pyproj.CRS.from_epsg(epsg).to_wkt(), "transform": transform}
     for year in years:
-        ndvi = np.full(shape, vegetated_ndvi)
+        ndvi = background.copy()
+        ndvi[bare_land] = bare_ndvi
         for plant, restored, bare in planted:
             share = plant.vegetation(year)
-            ndvi[restored] = bare_ndvi + share * (vegetated_ndvi - bare_ndvi)
+            soil = bare_ndvi if plant.bare_ndvi is None else plant.bare_ndvi
+            ground = background[restored] if plant.ground_ndvi is None else plant.ground_ndvi
+            ndvi[restored] = soil + share * (ground - soil)
             if plant.damaged_from is not None and year >= plant.damaged_from:
-                ndvi[bare] = bare_ndvi
+                ndvi[bare] = soil
+            elif plant.ground_ndvi is not None:
+                ndvi[bare] = plant.ground_ndvi
         ndvi = np.clip(ndvi + rng.normal(0, noise, shape), -0.9, 0.95)
-        with rasterio.open(folder / f"{year}.tif", "w", **profile) as dst:
-            dst.write((0.25 * (1 - ndvi)).astype("float32"), 1)
-            dst.write((0.25 * (1 + ndvi)).astype("float32"), 2)
+        red, nir = 0.25 * (1 - ndvi), 0.25 * (1 + ndvi)
+        if clouds and year in clouds:
+            cloud = mask_of(clouds[year])
+            red[cloud], nir[cloud] = np.nan, np.nan
+        with rasterio.open(folder / f"{year}.tif", "w", **profile, nodata=float("nan")) as dst:
+            dst.write(red.astype("float32"), 1)
+            dst.write(nir.astype("float32"), 2)
             dst.descriptions = ("red", "nir")
     return folder

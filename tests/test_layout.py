@@ -13,8 +13,9 @@ README = PACKAGE.parent / "README.md"
 #: earlier one, never a later one. Shared foundations (config, errors, files, records, the
 #: translations the rules' sentences use) come first; the store is the sink the batch scan
 #: writes to; labels and training read what reviewers decided (review -> labels -> train). The
-#: restoration science (restoration.status) sits with recovery; the restoration run, which reads
-#: imagery for the register in the store and writes its status there, sits after the batch scan.
+#: restoration science (restoration.status, restoration.reference) sits with recovery; the
+#: restoration run, which reads imagery for the register in the store and writes its status
+#: there, sits after the batch scan.
 STAGES = [
     ("config", "errors", "files", "records", "_numeric", "outputs.i18n"),
     ("geo",),
@@ -22,7 +23,7 @@ STAGES = [
     ("sources",),
     ("detect",),
     ("classify.baseline", "classify.trust", "classify.model"),
-    ("recovery", "restoration.status"),
+    ("recovery", "restoration.status", "restoration.reference"),
     ("flags",),
     ("pipeline",),
     ("classify",),

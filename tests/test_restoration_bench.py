@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from rasterio.features import geometry_mask
 from shapely.geometry import box
 
 from gmsense.bench.real import default_real_data
@@ -109,6 +110,14 @@ def test_written_world_reads_as_a_register_and_composites(tmp_path: Path) -> Non
         red, nir = src.read(1), src.read(2)
     ndvi = (nir - red) / (nir + red)
     assert 0.4 < float(np.nanmedian(ndvi)) < 0.9, "a vegetated landscape"
+    with rasterio.open(paths["land_cover"]) as src:
+        assert (src.res, src.crs.to_epsg(), src.shape) == ((30.0, 30.0), 32652, tuple(paths["size_px"]))
+        classes = src.read(1)
+    assert set(np.unique(classes)) <= {2, 4, 7, 8}, "forest and grassland of the test mix, pits, villages (CLCD)"
+    pits = geometry_mask([p.geometry for p in register], out_shape=classes.shape, transform=src.transform,
+                         invert=True)
+    assert (classes[pits] == 7).mean() > 0.9, "the map shows the pits as barren, not the land under them"
+    assert {2, 4} <= set(np.unique(classes[~pits]))
     truth = pd.read_csv(paths["truth"])
     assert len(truth) == 8 * len(spec.years)
     assert set(truth["status"].dropna()) <= {"damaged", "under_restoration", "restored", "reverted"}

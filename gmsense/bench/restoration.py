@@ -5,7 +5,8 @@ pits, dumps and tailings over forest, shrubland and grassland, with planting, na
 failure, reversion and partial restoration, annual 30 m composites with noise and gaps) is written to
 a temporary folder; then what a user runs is timed: the register imported into a fresh SQLite store
 (:func:`gmsense.geo.register.read_register`, ``Store.upsert_register``), the restoration run
-(:func:`gmsense.restoration.run.run_restoration`) and the report
+(:func:`gmsense.restoration.run.run_restoration`, with the world's land-cover map as ``--land-cover``)
+and the report
 (:func:`gmsense.outputs.restoration_report.write_restoration_report`). The report's tables are scored:
 
 - **status accuracy**: the share of polygon-years whose status (``damaged``, ``under_restoration``,
@@ -62,9 +63,13 @@ BC_BURN = "specrec_bc06_wildfire/wildfire_516.gpkg"
 BAP_BAND_NAMES = ["blue", "green", "red", "nir", "swir16", "swir22"]  # as gmsense.bench.real
 
 
-def account(register: Path, composites: Path, workdir: Path, settings: Settings) -> tuple[Path, dict[str, Any]]:
-    """Import ``register`` into a fresh store in ``workdir``, run restoration over ``composites`` and write the
-    report; (report folder, timings in seconds and the run's summary)."""
+def account(register: Path, composites: Path, workdir: Path, settings: Settings,
+            land_cover: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Import ``register`` into a fresh store in ``workdir``, run restoration over ``composites`` (with the
+    ``land_cover`` map, as ``restoration run --land-cover``) and write the report; (report folder, timings
+    in seconds and the run's summary)."""
+    if land_cover is not None:
+        settings = settings.with_overrides({"restoration.land_cover": str(land_cover)})
     t0 = time.perf_counter()
     store = Store(str(workdir / "bench.db"))
     store.upsert_register(read_register(register))
@@ -75,7 +80,8 @@ def account(register: Path, composites: Path, workdir: Path, settings: Settings)
     write_restoration_report(store, report, settings, fmt="tables")
     t3 = time.perf_counter()
     return report, {"import_s": round(t1 - t0, 2), "run_s": round(t2 - t1, 2), "report_s": round(t3 - t2, 2),
-                    "runtime_s": round(t3 - t0, 2), "failed": summary["failed"]}
+                    "runtime_s": round(t3 - t0, 2), "failed": summary["failed"],
+                    "reference_sources": summary["reference_sources"]}
 
 
 def _status(value: Any) -> str:
@@ -153,7 +159,7 @@ def run_seed(spec: WorldSpec, settings: Settings) -> dict[str, Any]:
         t0 = time.perf_counter()
         world = write_restoration_world(work / "world", spec)
         generated = time.perf_counter() - t0
-        report, timing = account(world["register"], world["composites"], work, settings)
+        report, timing = account(world["register"], world["composites"], work, settings, world["land_cover"])
         truth = pd.read_csv(world["truth"])
         polygons = pd.read_csv(world["polygons"])
         figures = score(report, truth, polygons)

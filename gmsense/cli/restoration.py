@@ -103,6 +103,9 @@ def zones_import(
 def restoration_run(
     imagery: Annotated[Path, typer.Option("--imagery", help="folder of annual composites YYYY.tif (or dated "
                                           "GeoTIFFs, or a .nc/.zarr cube)")],
+    land_cover: Annotated[Path | None, typer.Option(
+        "--land-cover", help="land-cover map (GeoTIFF of class codes, e.g. CLCD): each pixel is compared with "
+                             "ring pixels of its own land cover; overrides restoration.land_cover")] = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -114,7 +117,8 @@ def restoration_run(
 
     if not imagery.exists():
         raise InputError(f"imagery {imagery} does not exist; point --imagery at a folder of annual composites")
-    settings = load_settings(config)
+    overrides = {} if land_cover is None else {"restoration.land_cover": str(land_cover.resolve())}
+    settings = load_settings(config, overrides)
     store = Store(db, create=False)
     with err.status("restoration") as status:
         summary = run_restoration(store, imagery, settings,
@@ -122,6 +126,9 @@ def restoration_run(
     years = "-".join(map(str, summary["years"])) or "none"
     out.print(f"restoration run {summary['run_id']}: {summary['done']} of "
               f"{_plural(summary['polygons'], 'register polygon')} analysed, years {years}", highlight=False)
+    references = ", ".join(f"{source} {n}" for source, n in summary["reference_sources"].items())
+    if references:
+        out.print(f"references: {references}", highlight=False, soft_wrap=True)
     for register_id, error in summary["failed"].items():
         err.print(f"[red]failed[/] {register_id}: {error}", highlight=False, soft_wrap=True)
     if summary["failed"]:

@@ -14,7 +14,10 @@ province / city / county / demonstration zone / mineral class / kind (and the wh
 - ``newly_damaged_m2``: the area of polygons first seen damaged that year (the ground was intact) and
   restored area lost since the polygon's previous status (reversion); ``newly_restored_m2``: restored
   area gained since then. So damaged and restored area change by exactly these (the yearly balance);
-- the target (``restoration.target_rate``, a zone's own ``target_rate`` where set).
+- the target (``restoration.target_rate``, a zone's own ``target_rate`` where set);
+- ``unobserved_m2``: the part of the counted area not observed that year (area x (1 - the polygon's
+  ``observed_share``): cloud, SLC-off stripes), whose status comes from the observed years around it
+  (gmsense.restoration.status), so a figure resting on carried statuses says so.
 
 Polygons without a status in a year (before they were first seen damaged, or without a ratio) are not
 counted that year. The first year of a polygon's rows has no new area (what is damaged then is the
@@ -45,12 +48,12 @@ LEVELS = ("province", "city", "county", "zone", "mineral_class", "kind")
 DAMAGED = ("damaged", "under_restoration", "reverted")
 NONE = "(none)"
 STATUS_COLUMNS = ["register_id", "year", "status", "events", "ratio", "polygon_ndvi", "reference_ndvi",
-                  "restored_share", "area_m2", "restored_m2", "damaged_m2", "n_pixels", "n_reference", "image_id",
-                  "run_id", "kind", "mineral_class", "province", "city", "county", "zone", "responsible_party",
-                  "restoration_deadline"]
+                  "restored_share", "area_m2", "restored_m2", "damaged_m2", "observed_share", "unobserved_m2",
+                  "reference_source", "soil_ndvi", "n_pixels", "n_reference", "image_id", "run_id", "kind",
+                  "mineral_class", "province", "city", "county", "zone", "responsible_party", "restoration_deadline"]
 ACCOUNT_COLUMNS = ["level", "group", "year", "polygons", "damaged_m2", "under_restoration_m2", "reverted_m2",
                    "restored_m2", "restored_polygons_m2", "restoration_rate", "newly_damaged_m2", "newly_restored_m2",
-                   "target_rate", "meets_target", "register_ids"]
+                   "unobserved_m2", "target_rate", "meets_target", "register_ids"]
 
 
 def status_table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
@@ -79,11 +82,20 @@ def status_table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
             "ratio": row.ratio, "polygon_ndvi": row.polygon_ndvi, "reference_ndvi": row.reference_ndvi,
             "restored_share": share, "area_m2": polygon.area_m2, "restored_m2": restored,
             "damaged_m2": None if restored is None else polygon.area_m2 - restored,
+            "observed_share": row.observed_share,
+            "unobserved_m2": None if row.status is None else unobserved(polygon.area_m2, row.observed_share),
+            "reference_source": row.reference_source, "soil_ndvi": row.soil_ndvi,
             "n_pixels": row.n_pixels, "n_reference": row.n_reference, "image_id": row.image_id, "run_id": row.run_id,
             "kind": polygon.kind, **{k: attrs.get(k) for k in ("mineral_class", "province", "city", "county")},
             "zone": zone_of[row.register_id], "responsible_party": attrs.get("responsible_party"),
             "restoration_deadline": attrs.get("restoration_deadline")})
     return pd.DataFrame(data, columns=STATUS_COLUMNS)
+
+
+def unobserved(area_m2: float, observed_share: float | None) -> float:
+    """The area of a polygon not observed in a year (rows without an ``observed_share``, written before
+    it was recorded, count as observed)."""
+    return 0.0 if observed_share is None or pd.isna(observed_share) else float(area_m2) * (1 - float(observed_share))
 
 
 def _zone(row: Any, zones: list[tuple[str, Any]]) -> str | None:
@@ -131,7 +143,8 @@ def accounting(table: pd.DataFrame, level: str | None, target: float,
     """Per group of ``level`` (None: the whole register) and year, the area-based figures of the
     module docstring (:data:`ACCOUNT_COLUMNS`; areas in m², rates as shares 0-1; ``register_ids``: the
     polygons counted, ``;``-separated). ``table`` needs ``register_id, year, status, area_m2`` and
-    ``restored_m2`` (the polygon's restored area that year) and the ``level`` column."""
+    ``restored_m2`` (the polygon's restored area that year) and the ``level`` column; ``unobserved_m2``
+    (the polygon's area not observed that year) when known, else none is counted."""
     table = with_changes(table) if "newly_damaged_m2" not in table else table
     key = table[level].fillna(NONE).astype(str) if level else pd.Series("all", index=table.index)
     out = []
@@ -142,6 +155,7 @@ def accounting(table: pd.DataFrame, level: str | None, target: float,
         restored_of = counted["restored_m2"].fillna(0.0).astype(float)
         damaged_of = counted["area_m2"].astype(float) - restored_of
         restored, damaged = float(restored_of.sum()), float(damaged_of.sum())
+        hidden = float(counted["unobserved_m2"].fillna(0.0).sum()) if "unobserved_m2" in counted else 0.0
         goal = (zone_targets or {}).get(group) if level == "zone" else None
         goal = target if goal is None else goal
         rate = restored / (damaged + restored) if damaged + restored > 0 else None
@@ -152,7 +166,7 @@ def accounting(table: pd.DataFrame, level: str | None, target: float,
             "reverted_m2": float(damaged_of[counted["status"] == "reverted"].sum()), "restored_m2": restored,
             "restored_polygons_m2": float(counted.loc[counted["status"] == "restored", "area_m2"].sum()),
             "restoration_rate": rate, "newly_damaged_m2": float(rows["newly_damaged_m2"].sum()),
-            "newly_restored_m2": float(rows["newly_restored_m2"].sum()), "target_rate": goal,
+            "newly_restored_m2": float(rows["newly_restored_m2"].sum()), "unobserved_m2": hidden, "target_rate": goal,
             "meets_target": None if rate is None else bool(rate >= goal),
             "register_ids": ";".join(sorted(counted["register_id"].astype(str)))})
     return pd.DataFrame(out, columns=ACCOUNT_COLUMNS)
@@ -171,8 +185,8 @@ def account_tables(store: Store, table: pd.DataFrame, settings: Settings) -> dic
 
 
 def latest_frame(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
-    """One row per register polygon (EPSG:4326): its latest status, ratio, restored share, and the
-    latest years restoration started, finished and reverted."""
+    """One row per register polygon (EPSG:4326): its latest status, ratio, restored share, observed
+    share, reference source and soil NDVI, and the latest years restoration started, finished and reverted."""
     data = []
     for row in store.register_rows():
         rows = table[table["register_id"] == row.register_id].sort_values("year")
@@ -195,6 +209,9 @@ def latest_frame(store: Store, table: pd.DataFrame) -> gpd.GeoDataFrame:
             "year": None if last is None else int(last["year"]), "status": None if last is None else last["status"],
             "ratio": None if last is None else last["ratio"],
             "restored_share": None if last is None else last["restored_share"],
+            "observed_share": None if last is None else last["observed_share"],
+            "reference_source": None if last is None else last["reference_source"],
+            "soil_ndvi": None if last is None else last["soil_ndvi"],
             "restoration_started": started,
             "restoration_finished": finished if finished is not None and (started is None or finished >= started)
             else None, "reverted": year_of("reverted"), "geometry": wkt.loads(row.geometry_wkt)})
@@ -275,6 +292,8 @@ def summary_texts(tables: dict[str, pd.DataFrame], latest: gpd.GeoDataFrame, run
                target=pct(now["target_rate"]), verdict=verdict(now["meets_target"])),
              t("restoration.changes", lang, year=year, damaged=area(now["newly_damaged_m2"], lang, unit),
                restored=area(now["newly_restored_m2"], lang, unit))]
+    if now["unobserved_m2"] > 0:
+        lines.append(t("restoration.unobserved", lang, year=year, area=area(now["unobserved_m2"], lang, unit)))
     counts = latest["status"].fillna("none").value_counts()
     lines.append(t("restoration.statuses", lang, counts=", ".join(
         f"{t('restoration.status.' + s, lang)} {n}" for s, n in counts.items())))

@@ -1,21 +1,30 @@
-"""Restoration status of a register polygon per year, against a reference ring (pure numpy).
+"""Restoration status of a register polygon per year, against a reference (pure numpy).
 
-Per year (growing season), ``ratio`` = the polygon's vegetation cover relative to its reference ring:
-(mean NDVI of the polygon's pixels - ``soil_ndvi``) / (median NDVI of the ring - ``soil_ndvi``), the
+Per year (growing season) and pixel, the **relative cover** = (NDVI - soil) / (reference - soil), the
 dimidiate pixel model of fractional vegetation cover (Gutman & Ignatov 1998, Int. J. Remote Sens.
-19(8)) with the ring as the full-cover end member: NDVI mixes linearly with cover, so the mean over
-the polygon is its area-weighted cover (half the polygon green reads as half, not as the median
-pixel), and subtracting bare ground's NDVI makes "vegetation at 80 % of the reference" a cover of
-80 %, not an NDVI ratio of 80 % (which bare ground's own NDVI reaches at a lower cover). The ring
-is the pixels ``ring_inner_m``..``ring_outer_m`` (metres) around the polygon, leaving out every
-register polygon and ``ring_inner_m`` around each (as gmsense.recovery's ring leaves out patches);
-it is in the same composite, so season, drought and atmosphere cancel. A ring whose median NDVI is
-below ``min_reference_ndvi`` is no vegetated reference: that year has no ratio (and no status).
+19(8)) with the reference as the full-cover end member: NDVI mixes linearly with cover, so the
+polygon's ``ratio``, the mean of its pixels' covers, is its area-weighted cover (half the polygon
+green reads as half, not as the median pixel), and subtracting bare ground's NDVI makes "vegetation
+at 80 % of the reference" a cover of 80 %, not an NDVI ratio of 80 % (which bare ground's own NDVI
+reaches at a lower cover). The reference of each pixel, the soil NDVI and the pixels' own ground
+before damage are :mod:`gmsense.restoration.reference`'s: the ring ``ring_inner_m``..``ring_outer_m``
+(metres) around the polygon, leaving out every register polygon and ``ring_inner_m`` around each
+(as gmsense.recovery's ring leaves out patches), near each pixel and of its land cover, in the same
+composite, so season, drought and atmosphere cancel; a land-cover reference in the region for a pit
+without a vegetated ring.
+
+**Years without a clear observation.** A pixel not observed in a year (cloud, an SLC-off stripe, no
+reference) takes its cover from the observed years around it: linearly between the two nearest, and
+carried from the last one after it (never silently bare). So a year without a clear composite
+over a polygon keeps its status from its neighbours, and the two consecutive seasons at reference
+count the unobserved year as its neighbours read; ``observed_share`` says per year how much of the
+polygon was seen (0: the status is carried). No status before a polygon is first observed.
 
 **Restored area** (:func:`restored_shares`): restoration works are done on parts of a site (a
 terraced and planted section, the rest left bare), so the polygon is read as its homogeneous parts
 (:func:`segments`: two parts when its pixels fall in two clearly different groups over the latest
-years, else one), and each part follows the polygon's rule on its median pixel ratio: from the year
+years, else one), and each part follows the polygon's rule on its median pixel ratio (of its pixels
+away from the other part: those on the line between them are mixed, :func:`part_cores`): from the year
 the polygon is first seen damaged, a part is restored once its ratio has been at least
 ``restored_ratio`` for ``restored_seasons`` seasons in a row, and stays restored until it falls below
 ``damaged_ratio``. The restored share of a year is the area share of the parts restored then, so a
@@ -58,13 +67,18 @@ from shapely.ops import unary_union
 
 from gmsense._numeric import nan_median
 from gmsense.config import RestorationSettings
+from gmsense.restoration import reference as ref
 
 
 @dataclass(frozen=True)
 class Measures:
-    """Per year (arrays of one length): the polygon's mean and the reference ring's median NDVI, the
-    ratio (relative cover, module docstring), the pixel counts, and ``pixel_ratio`` (years, pixels):
-    each pixel's relative cover (NaN: not observed, or no vegetated ring)."""
+    """Per year (arrays of one length): the polygon's mean NDVI (observed pixels) and the median of its
+    pixels' reference NDVI, the ``ratio`` (relative cover, module docstring; unobserved years filled),
+    the polygon's and the reference's observed pixel counts, ``observed_share`` (the share of the
+    polygon's pixels observed with a reference), and ``pixel_ratio`` (years, pixels): each pixel's
+    relative cover, unobserved years filled (NaN before a pixel is first observed). Per polygon:
+    ``reference_source`` (:data:`gmsense.restoration.reference.SOURCES`, ``+pre_damage`` when its
+    pixels' own ground calibrates it; None: no reference), ``soil_ndvi`` and ``vegetated_ring``."""
 
     polygon_ndvi: np.ndarray
     reference_ndvi: np.ndarray
@@ -72,6 +86,10 @@ class Measures:
     n_pixels: np.ndarray
     n_reference: np.ndarray
     pixel_ratio: np.ndarray
+    observed_share: np.ndarray
+    reference_source: str | None
+    soil_ndvi: float | None
+    vegetated_ring: bool
 
 
 @dataclass(frozen=True)
@@ -103,31 +121,87 @@ def masks(geometry: BaseGeometry, excluded: BaseGeometry, shape: tuple[int, int]
     return polygon, geometry_mask([ring], out_shape=shape, transform=transform, invert=True)
 
 
-def measure(ndvi: np.ndarray, polygon: np.ndarray, ring: np.ndarray, settings: RestorationSettings) -> Measures:
-    """Yearly measures from ``ndvi`` (years, y, x; NaN where not observed) and the two masks."""
-    inside = np.asarray(ndvi[:, polygon], dtype=float)  # (years, pixels)
-    around = np.asarray(ndvi[:, ring], dtype=float)
+def outside(excluded: BaseGeometry, shape: tuple[int, int], transform: Affine) -> np.ndarray:
+    """Boolean (y, x) mask of the pixels outside ``excluded`` (every register polygon and its margin)."""
+    if excluded.is_empty:
+        return np.ones(shape, dtype=bool)
+    return geometry_mask([excluded], out_shape=shape, transform=transform)
+
+
+def fill_gaps(values: np.ndarray) -> np.ndarray:
+    """``values`` (years, pixels) with each pixel's NaN years filled from its observed years: linearly
+    between the nearest before and after, the last observed value carried after it; NaN before the first."""
+    values = np.asarray(values, dtype=float)
+    years = values.shape[0]
+    index = np.broadcast_to(np.arange(years)[:, None], values.shape)
+    seen = np.isfinite(values)
+    before = np.maximum.accumulate(np.where(seen, index, -1), axis=0)
+    after = np.minimum.accumulate(np.where(seen, index, years)[::-1], axis=0)[::-1]
+    low = np.take_along_axis(values, np.clip(before, 0, years - 1), axis=0)
+    high = np.take_along_axis(values, np.clip(after, 0, years - 1), axis=0)
+    weight = (index - before) / np.maximum(after - before, 1)
+    between = np.where(after < years, low + weight * (high - low), low)
+    return np.where(seen, values, np.where(before >= 0, between, np.nan))
+
+
+def _row_mean(values: np.ndarray) -> np.ndarray:
+    seen = np.isfinite(values)
+    total = np.where(seen, values, 0.0).sum(axis=1)
+    return np.where(seen.any(axis=1), total / np.maximum(seen.sum(axis=1), 1), np.nan)
+
+
+def measure(ndvi: np.ndarray, polygon: np.ndarray, ring: np.ndarray, settings: RestorationSettings,
+            transform: Affine, *, land_cover: np.ndarray | None = None, allowed: np.ndarray | None = None,
+            region: np.ndarray | None = None) -> Measures:
+    """Yearly measures from ``ndvi`` (years, y, x; NaN where not observed) and the masks of the polygon
+    and its ring on the grid ``transform``. ``land_cover``: the map's classes on the grid; ``allowed``:
+    the pixels outside every register polygon and its margin (:func:`outside`); ``region``: the pixels
+    a pit without a vegetated ring takes its land-cover reference from (without it, such a pit has no
+    reference: every ratio NaN, ``vegetated_ring`` False, so the caller can read a wider window)."""
+    ndvi = np.asarray(ndvi, dtype=float)
+    inside = ndvi[:, polygon]  # (years, pixels)
     seen = np.isfinite(inside)
-    n_pixels = seen.sum(axis=1)
+    polygon_ndvi = _row_mean(inside)
+    years, pixels = inside.shape
+    classes = ring_classes = None
+    if land_cover is not None:
+        classes = ref.pixel_classes(land_cover, polygon, allowed if allowed is not None else ~polygon,
+                                    settings.land_cover_vegetated)
+        ring_classes = land_cover[ring]
+    vegetated_ring = ref.ring_is_vegetated(ndvi, ring, settings)
+    if vegetated_ring:
+        reference = ref.ring_reference(ndvi, polygon, ring, transform, settings, classes, ring_classes)
+    elif region is not None:
+        reference = ref.region_reference(ndvi, polygon, region, settings, classes, land_cover)
+    else:
+        empty = np.full(years, np.nan)
+        return Measures(polygon_ndvi, empty, empty, seen.sum(axis=1), np.isfinite(ndvi[:, ring]).sum(axis=1),
+                        np.full((years, pixels), np.nan), np.zeros(years), None, None, False)
+    soil = ref.soil_line(inside, reference.ndvi, settings)
     with np.errstate(invalid="ignore", divide="ignore"):
-        polygon_ndvi = np.where(n_pixels > 0, np.where(seen, inside, 0.0).sum(axis=1) / np.maximum(n_pixels, 1),
-                                np.nan)
-    reference = nan_median(around.T)
-    vegetated = np.isfinite(reference) & (reference >= settings.min_reference_ndvi)
-    soil = settings.soil_ndvi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(vegetated, (polygon_ndvi - soil) / (reference - soil), np.nan)
-        pixel_ratio = np.where(vegetated[:, None], (inside - soil) / (reference[:, None] - soil), np.nan)
-    return Measures(polygon_ndvi, reference, ratio, n_pixels, np.isfinite(around).sum(axis=1), pixel_ratio)
+        cover = (inside - soil) / (reference.ndvi - soil)
+    source = reference.source
+    level = ref.pre_damage_level(cover, settings)
+    if level is not None:
+        cover = cover / level[None, :]
+        source = f"{source}+{ref.PRE_DAMAGE}"
+    observed = np.isfinite(cover)
+    pixel_ratio = fill_gaps(cover)
+    share = observed.mean(axis=1) if pixels else np.zeros(years)
+    return Measures(polygon_ndvi, nan_median(reference.ndvi.T), _row_mean(pixel_ratio), seen.sum(axis=1),
+                    reference.n_pixels, pixel_ratio, share, source, float(soil), vegetated_ring)
 
 
 def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
-                    settings: RestorationSettings) -> np.ndarray:
+                    settings: RestorationSettings, polygon: np.ndarray | None = None) -> np.ndarray:
     """The restored share of the polygon's area per year (NaN in years without a status), from
     ``pixel_ratio`` (years, pixels) of :class:`Measures` and the polygon's ``statuses`` of
     :func:`classify`: the polygon's parts (:func:`segments`, over the years from its first status)
     each follow the polygon's rule on their median ratio (module docstring); a polygon restored from
-    its first year (restored before the archive began) has its parts at reference then restored at once."""
+    its first year (restored before the archive began) has its parts at reference then restored at once.
+    With ``polygon``, the (y, x) mask the pixels come from (row-major), a part's median leaves out its
+    pixels touching the other part (:func:`part_cores`): a 30 m pixel across the line between a planted
+    and a bare part is half of each, and along a long line they pull the planted part's median down."""
     pixel_ratio = np.asarray(pixel_ratio, dtype=float)
     years, pixels = pixel_ratio.shape
     out = np.full(years, np.nan)
@@ -138,7 +212,8 @@ def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
     labels = segments(pixel_ratio[begin:], settings)
     parts = [labels == k for k in np.unique(labels)]
     weights = np.array([m.sum() for m in parts], dtype=float)
-    ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in parts], axis=1)  # (years, parts)
+    cores = part_cores(labels, polygon) if polygon is not None and len(parts) > 1 else parts
+    ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in cores], axis=1)  # (years, parts)
     run = np.full(len(parts), settings.restored_seasons - 1 if statuses[begin] == "restored" else 0)
     restored = np.zeros(len(parts), dtype=bool)
     seen = np.zeros(len(parts), dtype=bool)
@@ -151,6 +226,23 @@ def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
         restored = np.where(observed, kept | (run >= settings.restored_seasons), restored)
         if statuses[k] is not None and seen.any():
             out[k] = float(weights[seen & restored].sum() / weights[seen].sum())
+    return out
+
+
+def part_cores(labels: np.ndarray, polygon: np.ndarray, min_pixels: int = 3) -> list[np.ndarray]:
+    """Per part of ``labels`` (one per pixel of the (y, x) mask ``polygon``, row-major), the pixels
+    whose eight neighbours hold no pixel of another part; the whole part when fewer than
+    ``min_pixels`` are left (a thin strip)."""
+    from scipy import ndimage
+
+    grid = np.full(polygon.shape, -1)
+    grid[polygon] = labels
+    out = []
+    for label in np.unique(labels):
+        part = labels == label
+        others = (grid >= 0) & (grid != label)
+        core = part & ~ndimage.binary_dilation(others, structure=np.ones((3, 3), dtype=bool))[polygon]
+        out.append(core if core.sum() >= min_pixels else part)
     return out
 
 

@@ -431,6 +431,9 @@ class RestorationStatusRow(Base):
     n_reference: Mapped[int] = mapped_column(Integer)
     image_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("restoration_runs.id"))
+    observed_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reference_source: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    soil_ndvi: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RestorationDecisionRow(Base):

@@ -45,7 +45,13 @@ part's ``f >= 0.8`` in two consecutive seasons, kept until the polygon is damage
 
 Outputs (:func:`write_restoration_world`): ``composites/YYYY.tif`` (bands ``red``, ``nir``, float32,
 NaN for gaps), ``register.gpkg`` (the register importer's columns; counties are blocks of the landscape,
-cities group counties), ``truth.csv`` (per polygon and year) and ``polygons.csv`` (the scenario of each).
+cities group counties), ``truth.csv`` (per polygon and year), ``polygons.csv`` (the scenario of each) and
+``landcover.tif``: a 30 m land-cover map in CLCD codes (:data:`LAND_COVER_CODES`: forest 2, shrubland 3,
+grassland 4; villages and roads 8, impervious; the register's pits 7, barren, as a map made after they
+were dug shows them), the majority class of each pixel's 10 m cells. It is exact where a real map is not
+(CLCD's overall accuracy is about 80 %), and it says nothing of a cell's NDVI level or of the land under
+a pit: it is drawn from the landscape, not from the truth, and uses no random draw (the worlds of a seed
+are the same with or without it).
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ RESTORED_SEASONS = 2
 MIN_GAP_M = 80.0  # between register polygons
 FINE_M = 10.0  # rendering resolution; composites average it to ``resolution``
 STATUS_NAMES = ("damaged", "under_restoration", "restored", "reverted")
+#: Land-cover map codes (CLCD): the covers, bare ground nobody restores, the register's pits.
+LAND_COVER_CODES = {"forest": 2, "shrubland": 3, "grassland": 4, "barren": 7, "impervious": 8}
 
 
 @dataclass(frozen=True)
@@ -462,9 +470,27 @@ def _gaps(rng: np.random.Generator, world: World, year: int, shape: tuple[int, i
     return gap
 
 
+def land_cover_map(world: World) -> np.ndarray:
+    """The world's land-cover map at ``spec.resolution`` (module docstring): per pixel the majority
+    CLCD code of its 10 m cells."""
+    from rasterio.features import geometry_mask
+
+    codes = np.array([LAND_COVER_CODES[c] for c in world.covers], dtype=np.uint8)
+    fine = codes[world.cell_cover][world.cell_of]
+    fine[world.villages] = LAND_COVER_CODES["impervious"]
+    pits = geometry_mask([land.geometry for land in world.lands], out_shape=fine.shape, transform=world.transform,
+                         invert=True)
+    fine[pits] = LAND_COVER_CODES["barren"]
+    k = round(world.spec.resolution / FINE_M)
+    ny, nx = fine.shape[0] // k, fine.shape[1] // k
+    blocks = fine[:ny * k, :nx * k].reshape(ny, k, nx, k).transpose(0, 2, 1, 3).reshape(ny, nx, k * k)
+    counts = np.stack([(blocks == code).sum(axis=-1) for code in sorted(set(LAND_COVER_CODES.values()))], axis=-1)
+    return np.array(sorted(set(LAND_COVER_CODES.values())), dtype=np.uint8)[counts.argmax(axis=-1)]
+
+
 def write_restoration_world(folder: str | Path, spec: WorldSpec) -> dict[str, Any]:
     """Draw the world of ``spec`` and write it into ``folder`` (module docstring); returns the paths
-    (``composites``, ``register``, ``truth``, ``polygons``) and the world's size."""
+    (``composites``, ``register``, ``truth``, ``polygons``, ``land_cover``) and the world's size."""
     import geopandas as gpd
     import rasterio
 
@@ -493,6 +519,9 @@ def write_restoration_world(folder: str | Path, spec: WorldSpec) -> dict[str, An
             dst.write(red, 1)
             dst.write(nir, 2)
             dst.descriptions = ("red", "nir")
+    land_cover = folder / "landcover.tif"
+    with rasterio.open(land_cover, "w", **{**profile, "count": 1, "dtype": "uint8", "nodata": 0}) as dst:
+        dst.write(land_cover_map(world), 1)
     rows, truth = [], []
     for land in world.lands:
         rows.append({"register_id": land.register_id, "kind": land.kind, "mineral_class": land.mineral_class,
@@ -515,4 +544,5 @@ def write_restoration_world(folder: str | Path, spec: WorldSpec) -> dict[str, An
                    "ramp_target": round(land.parts[0].ramp.target, 3) if land.parts[0].ramp else None}
                   for land in world.lands]).to_csv(polygons_path, index=False)
     return {"composites": composites, "register": register, "truth": truth_path, "polygons": polygons_path,
-            "size_px": list(shape), "extent_km": [round(world.width_m / 1000, 2), round(world.height_m / 1000, 2)]}
+            "land_cover": land_cover, "size_px": list(shape),
+            "extent_km": [round(world.width_m / 1000, 2), round(world.height_m / 1000, 2)]}
