@@ -1,7 +1,7 @@
 """restoration evidence: per polygon and year, the share observed, the reference's source and the soil NDVI
 
-Revision ID: 0015
-Revises: 0011
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-20 09:00:00
 
 Issue 19 (gmsense.restoration.reference): a year without a clear composite over a polygon takes its
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0011"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
