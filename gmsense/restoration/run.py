@@ -51,16 +51,18 @@ def register_polygon(row: RegisterRow) -> RegisterPolygon:
                            pyproj.CRS.from_user_input(row.local_crs), dict(row.attrs or {}))
 
 
-def analyse_polygon(polygon: RegisterPolygon, neighbours: list[RegisterPolygon], source: Any,
+def analyse_polygon(polygon: RegisterPolygon, near: Callable[[float], list[RegisterPolygon]], source: Any,
                     settings: Settings, land_cover: LandCoverMap | None = None) -> list[RestorationRecord]:
-    """The yearly records of one polygon (``neighbours``: the register polygons near it, itself
-    included, left out of its reference ring and of its region)."""
+    """The yearly records of one polygon (``near(metres)``: the register polygons within that distance
+    of it, itself included, left out of its reference ring and of its region)."""
     s = settings.restoration
-    found, polygon_mask, years, date_years, images = _measured(polygon, neighbours, source, settings, land_cover,
-                                                               s.ring_outer_m + MARGIN_M)
+    reach = s.ring_outer_m + MARGIN_M
+    found, polygon_mask, years, date_years, images = _measured(polygon, near(reach), source, settings, land_cover,
+                                                               reach)
     if not found.vegetated_ring:  # the land-cover fallback: read the region around the pit
-        found, polygon_mask, years, date_years, images = _measured(
-            polygon, neighbours, source, settings, land_cover, max(s.land_cover_radius_m, s.ring_outer_m) + MARGIN_M)
+        reach = max(s.land_cover_radius_m, s.ring_outer_m) + MARGIN_M
+        found, polygon_mask, years, date_years, images = _measured(polygon, near(reach), source, settings,
+                                                                   land_cover, reach)
     trajectory = classify(found.ratio, s)
     shares = restored_shares(found.pixel_ratio, trajectory.statuses, s, polygon_mask)
     out = []
@@ -127,12 +129,12 @@ def run_restoration(store: Store, imagery: Path, settings: Settings,
     sources: dict[str, int] = {}
     try:
         for n, polygon in enumerate(polygons, start=1):
-            # the neighbours reach as far as the region a pit without a vegetated ring may need
-            reach = reproject_geometry(polygon.geometry.buffer(max(s.ring_outer_m, s.land_cover_radius_m)),
-                                       polygon.crs, WGS84)
-            neighbours = [polygons[i] for i in tree.query(reach)]
+            def near(metres: float, polygon: RegisterPolygon = polygon) -> list[RegisterPolygon]:
+                reach = reproject_geometry(polygon.geometry.buffer(metres), polygon.crs, WGS84)
+                return [polygons[i] for i in tree.query(reach)]
+
             try:
-                records = analyse_polygon(polygon, neighbours, source, settings, land_cover)
+                records = analyse_polygon(polygon, near, source, settings, land_cover)
             except ImageryError as exc:
                 failed[polygon.register_id] = str(exc)
             else:
