@@ -156,3 +156,6 @@ def test_the_bc_wildfire_polygon_as_a_restoration_trajectory() -> None:
     assert years[2006]["status"] == "damaged"
     assert years[2006]["ratio"] < 0.5
     assert bc["status"] in ("PLAUSIBLE", "NOT plausible")
+    # 2024.tif is byte for byte 2023.tif (the data's README): no second season, so no restoration finished in 2024
+    assert years[2024]["status"] == years[2023]["status"]
+    assert "finished" not in years[2024]["events"]

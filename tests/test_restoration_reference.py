@@ -20,7 +20,15 @@ from shapely.geometry import box
 
 from gmsense.config import RestorationSettings
 from gmsense.restoration import reference as ref
-from gmsense.restoration.status import fill_gaps, part_cores, restored_shares, segments
+from gmsense.restoration.status import (
+    Trajectory,
+    fill_gaps,
+    hold_after_last_observation,
+    part_cores,
+    repeated_years,
+    restored_shares,
+    segments,
+)
 from gmsense.store import Store
 from gmsense.testutils import PlantedMineLand, run_cli, write_annual_composites
 
@@ -50,6 +58,30 @@ def test_unobserved_years_are_filled_from_the_observed_years_around_them() -> No
     assert np.isnan(filled[0, 0]), "no value before the first observation"
     assert filled[:, 0][1:].tolist() == pytest.approx([0.2, 0.4, 0.6, 0.6]), "linear between, carried after"
     assert filled[:, 1].tolist() == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.4])
+
+
+def test_a_composite_repeating_the_year_before_is_no_observation() -> None:
+    rng = np.random.default_rng(3)
+    yearly = rng.uniform(0.2, 0.8, size=(5, 4, 4))
+    yearly[1, 0, 0] = np.nan
+    yearly[2] = yearly[1]  # the tool filled 2 with 1
+    yearly[4] = yearly[3] + 1e-9  # close is not the same image
+    empty = np.full((2, 4, 4), np.nan)  # two years without imagery repeat nothing
+    assert repeated_years(yearly).tolist() == [False, False, True, False, False]
+    assert not repeated_years(empty).any()
+
+
+def test_years_after_the_last_observation_hold_its_status_without_events() -> None:
+    trajectory = Trajectory(["damaged", "under_restoration", "under_restoration", "restored"],
+                            ["", "started", "", "finished"])
+    shares = np.array([0.0, 0.0, 0.2, 1.0])
+    held, held_shares = hold_after_last_observation(trajectory, shares, np.array([1.0, 0.6, 0.3, 0.0]))
+    assert held.statuses == ["damaged", "under_restoration", "under_restoration", "under_restoration"]
+    assert held.events == ["", "started", "", ""], "an extrapolated ratio finishes nothing"
+    assert held_shares.tolist() == [0.0, 0.0, 0.2, 0.2]
+    same, same_shares = hold_after_last_observation(trajectory, shares, np.array([1.0, 0.0, 0.3, 0.1]))
+    assert same == trajectory, "an unobserved year between two observed ones counts"
+    assert same_shares is shares
 
 
 def test_nearest_medians_take_the_nearest_observed_sources() -> None:

@@ -35,9 +35,11 @@ from gmsense.restoration.status import (
     annual_ndvi,
     classify,
     exclusion,
+    hold_after_last_observation,
     masks,
     measure,
     outside,
+    repeated_years,
     restored_shares,
 )
 from gmsense.store import RegisterRow, Store
@@ -65,6 +67,7 @@ def analyse_polygon(polygon: RegisterPolygon, near: Callable[[float], list[Regis
                                                                    land_cover, reach)
     trajectory = classify(found.ratio, s)
     shares = restored_shares(found.pixel_ratio, trajectory.statuses, s, polygon_mask)
+    trajectory, shares = hold_after_last_observation(trajectory, shares, found.observed_share)
     out = []
     for k, year in enumerate(years):
         names = [str(i) for i in images[date_years == year] if i is not None]
@@ -104,6 +107,7 @@ def _measured(polygon: RegisterPolygon, neighbours: list[RegisterPolygon], sourc
     ndvi = masked_index(cube, "ndvi").transpose("time", "y", "x").values
     date_years = season_year(cube["time"].values, settings.season)
     years, yearly = annual_ndvi(ndvi, date_years)
+    yearly[repeated_years(yearly)] = np.nan
     found = measure(yearly, inside, ring, s, transform, land_cover=classes, allowed=allowed, region=region)
     images = cube["image_id"].values if "image_id" in cube.coords else np.array([None] * date_years.size)
     return found, inside, years, date_years, images

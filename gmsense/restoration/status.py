@@ -18,7 +18,11 @@ reference) takes its cover from the observed years around it: linearly between t
 carried from the last one after it (never silently bare). So a year without a clear composite
 over a polygon keeps its status from its neighbours, and the two consecutive seasons at reference
 count the unobserved year as its neighbours read; ``observed_share`` says per year how much of the
-polygon was seen (0: the status is carried). No status before a polygon is first observed.
+polygon was seen (0: the status is carried). No status before a polygon is first observed. Years
+after the polygon's last observation only hold what was last seen (:func:`hold_after_last_observation`):
+an extrapolated ratio neither completes a restoration nor marks an event. A composite identical to the
+year before it (:func:`repeated_years`: a compositing tool that filled a year with its predecessor) is
+no new observation.
 
 **Restored area** (:func:`restored_shares`): restoration works are done on parts of a site (a
 terraced and planted section, the rest left bare), so the polygon is read as its homogeneous parts
@@ -142,6 +146,34 @@ def fill_gaps(values: np.ndarray) -> np.ndarray:
     weight = (index - before) / np.maximum(after - before, 1)
     between = np.where(after < years, low + weight * (high - low), low)
     return np.where(seen, values, np.where(before >= 0, between, np.nan))
+
+
+def repeated_years(yearly: np.ndarray) -> np.ndarray:
+    """Per year of ``yearly`` (years, ...): True where the image repeats the year before it exactly
+    (every value equal, NaN where it is NaN, something observed): the same composite written twice, as
+    a compositing tool does when it fills a year without imagery with its predecessor."""
+    yearly = np.asarray(yearly, dtype=float)
+    out = np.zeros(yearly.shape[0], dtype=bool)
+    for k in range(1, yearly.shape[0]):
+        out[k] = bool(np.isfinite(yearly[k]).any()) and np.array_equal(yearly[k], yearly[k - 1], equal_nan=True)
+    return out
+
+
+def hold_after_last_observation(trajectory: Trajectory, shares: np.ndarray, observed_share: np.ndarray
+                                ) -> tuple[Trajectory, np.ndarray]:
+    """``trajectory`` and restored ``shares`` with every year after the last one that observed any of the
+    polygon (``observed_share`` > 0) holding that year's status and share, without events: a ratio
+    carried past the last observation is no evidence of a change, so it cannot finish a restoration."""
+    seen = np.flatnonzero(np.asarray(observed_share, dtype=float) > 0)
+    if seen.size == 0 or seen[-1] == len(trajectory.statuses) - 1:
+        return trajectory, shares
+    last = int(seen[-1])
+    tail = len(trajectory.statuses) - last - 1
+    statuses = trajectory.statuses[:last + 1] + [trajectory.statuses[last]] * tail
+    events = trajectory.events[:last + 1] + [""] * tail
+    held = np.asarray(shares, dtype=float).copy()
+    held[last + 1:] = held[last]
+    return Trajectory(statuses, events), held
 
 
 def _row_mean(values: np.ndarray) -> np.ndarray:
