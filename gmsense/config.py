@@ -270,6 +270,9 @@ class RestorationSettings(_Settings):
         0.3, gt=0, description="two parts only when their median ratios differ by at least this (restored vs bare)")
     segment_min_share: float = Field(0.1, gt=0, lt=0.5, description="and the smaller part holds this share of pixels")
     target_rate: float = Field(0.4, ge=0, le=1, description="restoration rate to reach (a zone's target_rate wins)")
+    borderline_margin: float = Field(
+        0.05, ge=0, lt=0.5, description="a polygon whose ratio is within this of restored_ratio could read either "
+                                        "way: the accounting's rate_low / rate_high count it both ways (0: no range)")
 
     @model_validator(mode="after")
     def _ordered(self) -> RestorationSettings:

@@ -207,6 +207,9 @@ def test_accounting_equals_hand_computed_figures(reported: tuple[Path, str]) -> 
         change = rows["damaged_m2"].diff().iloc[1:]
         balance = (rows["newly_damaged_m2"] - rows["newly_restored_m2"]).iloc[1:]
         assert change.tolist() == pytest.approx(balance.tolist(), abs=1e-6), group
+    rated = county.dropna(subset=["restoration_rate"])
+    assert (rated["rate_low"] <= rated["restoration_rate"] + 1e-12).all()
+    assert (rated["restoration_rate"] <= rated["rate_high"] + 1e-12).all()
     total = pd.read_csv(folder / "total.csv").set_index("year").loc[2022]
     assert total["restoration_rate"] == pytest.approx((3 * A + 0.4 * A6) / (5 * A + A6))
     assert total["target_rate"] == 0.4
@@ -282,3 +285,20 @@ def test_pdf_report_with_province_rate_and_sources(reported: tuple[Path, str], t
     assert not (folder / "summary.md").exists(), "--format pdf writes the PDF and the tables it cites"
     county = pd.read_csv(folder / "by_county.csv")
     assert set(county.loc[county["group"] == "A", "register_ids"].iloc[-1].split(";")) == {"P1", "P2", "P5"}
+
+
+def test_the_rate_range_counts_polygons_at_the_threshold_both_ways() -> None:
+    from gmsense.outputs.restoration_report import accounting
+
+    table = pd.DataFrame({
+        "register_id": ["R1", "R2", "R3", "R4"], "year": [2024] * 4, "county": ["C"] * 4,
+        "status": ["restored", "damaged", "damaged", "restored"],
+        "ratio": [0.83, 0.77, 0.40, 0.95],  # R1 and R2 within 0.05 of 0.8: either way
+        "area_m2": [100.0, 200.0, 300.0, 400.0], "restored_m2": [100.0, 0.0, 0.0, 400.0]})
+    row = accounting(table, "county", 0.4, borderline=(0.8, 0.05)).iloc[0]
+    assert row["restoration_rate"] == pytest.approx(500 / 1000)
+    assert row["borderline_m2"] == 300.0
+    assert (row["rate_low"], row["rate_high"]) == pytest.approx((400 / 1000, 700 / 1000))
+    plain = accounting(table, "county", 0.4).iloc[0]
+    assert plain["rate_low"] == plain["rate_high"] == plain["restoration_rate"], "no margin, no range"
+    assert plain["borderline_m2"] == 0.0

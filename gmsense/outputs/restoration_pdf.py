@@ -117,6 +117,9 @@ def pages(tables: dict[str, pd.DataFrame], table: pd.DataFrame, run: Any, settin
                   target=_pct(now["target_rate"]), verdict=_verdict(now["meets_target"], lang)),
                 t("restoration.changes", lang, year=year, damaged=area(now["newly_damaged_m2"], lang, unit),
                   restored=area(now["newly_restored_m2"], lang, unit))]
+    if now["borderline_m2"] > 0:
+        overview.append(t("restoration.range", lang, area=area(now["borderline_m2"], lang, unit),
+                          low=_pct(now["rate_low"]), high=_pct(now["rate_high"])))
     s = settings.restoration
     method = [t("restoration.provenance", lang, run=run.id, imagery=run.imagery, damaged=f"{s.damaged_ratio:.0%}",
                 restored=f"{s.restored_ratio:.0%}", seasons=s.restored_seasons),

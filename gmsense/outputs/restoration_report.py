@@ -17,7 +17,12 @@ province / city / county / demonstration zone / mineral class / kind (and the wh
 - the target (``restoration.target_rate``, a zone's own ``target_rate`` where set);
 - ``unobserved_m2``: the part of the counted area not observed that year (area x (1 - the polygon's
   ``observed_share``): cloud, SLC-off stripes), whose status comes from the observed years around it
-  (gmsense.restoration.status), so a figure resting on carried statuses says so.
+  (gmsense.restoration.status), so a figure resting on carried statuses says so;
+- ``borderline_m2``, ``rate_low``, ``rate_high``: the area of polygons whose ratio is within
+  ``restoration.borderline_margin`` of ``restored_ratio`` that year (their cover is at the threshold
+  within what a 30 m composite can tell, so they could read either way), and the rate with their
+  restored area counted as damaged (low) and their damaged area as restored (high). One large
+  polygon at the threshold moves a county's rate by points; the range says by how many.
 
 Polygons without a status in a year (before they were first seen damaged, or without a ratio) are not
 counted that year. The first year of a polygon's rows has no new area (what is damaged then is the
@@ -53,7 +58,8 @@ STATUS_COLUMNS = ["register_id", "year", "status", "events", "ratio", "polygon_n
                   "mineral_class", "province", "city", "county", "zone", "responsible_party", "restoration_deadline"]
 ACCOUNT_COLUMNS = ["level", "group", "year", "polygons", "damaged_m2", "under_restoration_m2", "reverted_m2",
                    "restored_m2", "restored_polygons_m2", "restoration_rate", "newly_damaged_m2", "newly_restored_m2",
-                   "unobserved_m2", "target_rate", "meets_target", "register_ids"]
+                   "unobserved_m2", "borderline_m2", "rate_low", "rate_high", "target_rate", "meets_target",
+                   "register_ids"]
 
 
 def status_table(store: Store, scope: Scope = PROVINCE) -> pd.DataFrame:
@@ -139,12 +145,15 @@ def with_changes(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def accounting(table: pd.DataFrame, level: str | None, target: float,
-               zone_targets: dict[str, float | None] | None = None) -> pd.DataFrame:
+               zone_targets: dict[str, float | None] | None = None,
+               borderline: tuple[float, float] | None = None) -> pd.DataFrame:
     """Per group of ``level`` (None: the whole register) and year, the area-based figures of the
     module docstring (:data:`ACCOUNT_COLUMNS`; areas in m², rates as shares 0-1; ``register_ids``: the
     polygons counted, ``;``-separated). ``table`` needs ``register_id, year, status, area_m2`` and
     ``restored_m2`` (the polygon's restored area that year) and the ``level`` column; ``unobserved_m2``
-    (the polygon's area not observed that year) when known, else none is counted."""
+    (the polygon's area not observed that year) when known, else none is counted. ``borderline``:
+    (``restored_ratio``, margin) with a ``ratio`` column in ``table``: the rate's range (else no
+    polygon is borderline and the range is the rate)."""
     table = with_changes(table) if "newly_damaged_m2" not in table else table
     key = table[level].fillna(NONE).astype(str) if level else pd.Series("all", index=table.index)
     out = []
@@ -156,6 +165,7 @@ def accounting(table: pd.DataFrame, level: str | None, target: float,
         damaged_of = counted["area_m2"].astype(float) - restored_of
         restored, damaged = float(restored_of.sum()), float(damaged_of.sum())
         hidden = float(counted["unobserved_m2"].fillna(0.0).sum()) if "unobserved_m2" in counted else 0.0
+        edge = _borderline(counted, borderline)
         goal = (zone_targets or {}).get(group) if level == "zone" else None
         goal = target if goal is None else goal
         rate = restored / (damaged + restored) if damaged + restored > 0 else None
@@ -166,21 +176,36 @@ def accounting(table: pd.DataFrame, level: str | None, target: float,
             "reverted_m2": float(damaged_of[counted["status"] == "reverted"].sum()), "restored_m2": restored,
             "restored_polygons_m2": float(counted.loc[counted["status"] == "restored", "area_m2"].sum()),
             "restoration_rate": rate, "newly_damaged_m2": float(rows["newly_damaged_m2"].sum()),
-            "newly_restored_m2": float(rows["newly_restored_m2"].sum()), "unobserved_m2": hidden, "target_rate": goal,
+            "newly_restored_m2": float(rows["newly_restored_m2"].sum()), "unobserved_m2": hidden,
+            "borderline_m2": float(counted.loc[edge, "area_m2"].sum()),
+            "rate_low": None if rate is None else (restored - float(restored_of[edge].sum())) / (damaged + restored),
+            "rate_high": None if rate is None else (restored + float(damaged_of[edge].sum())) / (damaged + restored),
+            "target_rate": goal,
             "meets_target": None if rate is None else bool(rate >= goal),
             "register_ids": ";".join(sorted(counted["register_id"].astype(str)))})
     return pd.DataFrame(out, columns=ACCOUNT_COLUMNS)
+
+
+def _borderline(counted: pd.DataFrame, borderline: tuple[float, float] | None) -> pd.Series:
+    """Per counted row: its ratio is within the margin of the restored threshold."""
+    if borderline is None or "ratio" not in counted:
+        return pd.Series(False, index=counted.index)
+    threshold, margin = borderline
+    ratio = pd.to_numeric(counted["ratio"], errors="coerce")
+    return (ratio - threshold).abs().le(margin).fillna(False).astype(bool)
 
 
 def account_tables(store: Store, table: pd.DataFrame, settings: Settings) -> dict[str, pd.DataFrame]:
     """The report's accounting of ``table`` (rows of :func:`status_table`, best through
     :func:`with_changes`): ``total`` (the whole table) and one table per level of :data:`LEVELS`,
     against ``restoration.target_rate`` or a stored zone's own target. The review app shows these too."""
-    target = settings.restoration.target_rate
+    s = settings.restoration
+    target = s.target_rate
     zone_targets = {z.zone_id: z.target_rate for z in store.zone_rows()}
-    tables = {"total": accounting(table, None, target)}
+    edge = (s.restored_ratio, s.borderline_margin)
+    tables = {"total": accounting(table, None, target, borderline=edge)}
     for level in LEVELS:
-        tables[level] = accounting(table, level, target, zone_targets)
+        tables[level] = accounting(table, level, target, zone_targets, borderline=edge)
     return tables
 
 
@@ -292,6 +317,9 @@ def summary_texts(tables: dict[str, pd.DataFrame], latest: gpd.GeoDataFrame, run
                target=pct(now["target_rate"]), verdict=verdict(now["meets_target"])),
              t("restoration.changes", lang, year=year, damaged=area(now["newly_damaged_m2"], lang, unit),
                restored=area(now["newly_restored_m2"], lang, unit))]
+    if now["borderline_m2"] > 0:
+        lines.append(t("restoration.range", lang, area=area(now["borderline_m2"], lang, unit),
+                       low=pct(now["rate_low"]), high=pct(now["rate_high"])))
     if now["unobserved_m2"] > 0:
         lines.append(t("restoration.unobserved", lang, year=year, area=area(now["unobserved_m2"], lang, unit)))
     counts = latest["status"].fillna("none").value_counts()
