@@ -302,3 +302,25 @@ def test_the_rate_range_counts_polygons_at_the_threshold_both_ways() -> None:
     plain = accounting(table, "county", 0.4).iloc[0]
     assert plain["rate_low"] == plain["rate_high"] == plain["restoration_rate"], "no margin, no range"
     assert plain["borderline_m2"] == 0.0
+
+
+def test_one_command_runs_and_reports_in_chinese(world: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "store.db")
+    for args in (("register", "import", world / "register.gpkg"), ("zones", "import", world / "zones.geojson")):
+        code, output = run_cli(*args, "--db", db)
+        assert code == 0, output
+    code, output = run_cli("restoration", "run", "--imagery", world / "composites", "--db", db,
+                           "--report", tmp_path / "report", "--lang", "zh", "--area-unit", "mu")
+    assert code == 0, output
+    folder = tmp_path / "report"
+    written = {p.name for p in folder.iterdir()}
+    assert {"by_county.csv", "by_zone.csv", "restoration_report.pdf", "summary.md"} <= written
+    assert "修复率" in (folder / "summary.md").read_text(encoding="utf-8")
+    total = pd.read_csv(folder / "total.csv").set_index("year").loc[2022]
+    zone = pd.read_csv(folder / "by_zone.csv").set_index(["group", "year"]).loc[("Z1", 2022)]
+    printed = {(cells[0], cells[1]): cells[2:] for cells in
+               ([c.strip() for c in line.split("\u2502")[1:-1]] for line in output.splitlines()
+                if line.startswith("\u2502"))}
+    assert printed[("all", "all")][:2] == ["2022", f"{total['restoration_rate']:.1%}"], output
+    assert printed[("zone", "Z1")][:2] == ["2022", f"{zone['restoration_rate']:.1%}"]
+    assert printed[("zone", "Z1")][3] == "60%", "the zone against its own target"

@@ -106,10 +106,16 @@ def restoration_run(
     land_cover: Annotated[Path | None, typer.Option(
         "--land-cover", help="land-cover map (GeoTIFF of class codes, e.g. CLCD): each pixel is compared with "
                              "ring pixels of its own land cover; overrides restoration.land_cover")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="also write the accounting report (tables, GeoPackage, summary, PDF) into this folder "
+                         "and print the rates against their targets")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="the report's language: en | zh (Simplified Chinese)")] = "en",
+    unit: Annotated[str, typer.Option("--area-unit", help="the report's area unit: ha | mu")] = "ha",
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Status of every register polygon in the store per year, from the imagery; stored (replacing earlier rows)."""
+    """Status of every register polygon in the store per year, from the imagery; stored (replacing earlier rows).
+    With --report, the accounting report too (as restoration report --format all) and the rates in the terminal."""
     from gmsense.config import load_settings
     from gmsense.errors import EXIT_PARTIAL, InputError
     from gmsense.restoration.run import run_restoration
@@ -131,8 +137,37 @@ def restoration_run(
         out.print(f"references: {references}", highlight=False, soft_wrap=True)
     for register_id, error in summary["failed"].items():
         err.print(f"[red]failed[/] {register_id}: {error}", highlight=False, soft_wrap=True)
+    if report is not None and summary["done"]:
+        from gmsense.outputs.restoration_report import write_restoration_report
+
+        written = write_restoration_report(store, report, settings, lang, unit, "all")
+        _print_rates(report)
+        out.print(f"wrote {_plural(len(written), 'file')} to {report}", highlight=False, soft_wrap=True)
     if summary["failed"]:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_rates(folder: Path) -> None:
+    """The latest year's restoration rate of the register, each province and each zone against its target,
+    from the report's tables in ``folder``."""
+    import pandas as pd
+    from rich.table import Table
+
+    table = Table(title="restoration rate (latest year, by area)")
+    for column in ("level", "group", "year", "rate", "range", "target", ""):
+        table.add_column(column)
+    for name in ("total", "by_province", "by_zone"):
+        frame = pd.read_csv(folder / f"{name}.csv")
+        if frame.empty:
+            continue
+        latest = frame[frame["year"] == frame["year"].max()]
+        for row in latest.itertuples():
+            if pd.isna(row.restoration_rate):
+                continue
+            met = "met" if row.meets_target else "[red]not met[/]"
+            table.add_row(str(row.level), str(row.group), str(row.year), f"{row.restoration_rate:.1%}",
+                          f"{row.rate_low:.1%}-{row.rate_high:.1%}", f"{row.target_rate:.0%}", met)
+    out.print(table)
 
 
 @restoration_app.command("composites")
