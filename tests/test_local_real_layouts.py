@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 import gmsense
 from gmsense.cli import app
 from gmsense.errors import ImageryError
-from gmsense.sources.local import MissingMaskWarning, latest_date, read_local_cube
+from gmsense.sources.local import MissingMaskWarning, RescaledImageryWarning, latest_date, read_local_cube
 from gmsense.store import Store
 
 runner = CliRunner()
@@ -182,6 +182,8 @@ def test_composites_10m_dates_values_and_clear(real_data: Path) -> None:
         warnings.simplefilter("always")
         cube = gmsense.open_imagery(real_data / C10).load()
     assert not [w for w in caught if issubclass(w.category, MissingMaskWarning)], "composites are cloud-screened"
+    assert not [w for w in caught if issubclass(w.category, RescaledImageryWarning)], "reflectance, not rescaled"
+    assert "rescaled_per_image" not in cube.attrs
     years = sorted(int(p.stem) for p in (real_data / C10).glob("*.tif"))
     assert [str(t)[:10] for t in cube["time"].values] == [f"{y}-07-15" for y in years]
     assert cube.attrs["composite"] == "annual"
@@ -203,7 +205,9 @@ def test_composites_10m_dates_values_and_clear(real_data: Path) -> None:
 def test_bap_30m_needs_band_names_and_then_reads_the_files(real_data: Path) -> None:
     with pytest.raises(ImageryError, match=r"no descriptions.*local\.band_names"):
         gmsense.open_imagery(real_data / BAP)
-    cube = gmsense.open_imagery(real_data / BAP, band_names=BAP_NAMES).load()
+    with pytest.warns(RescaledImageryWarning, match="min-max rescaled per image"):
+        cube = gmsense.open_imagery(real_data / BAP, band_names=BAP_NAMES).load()
+    assert cube.attrs["rescaled_per_image"] == 1, "the data's README: every band of every year spans 0..1"
     assert cube.sizes == {"time": 23, "y": 34, "x": 56}
     assert str(cube["time"].values[0])[:10] == "2002-07-15"
     assert str(cube["time"].values[-1])[:10] == "2024-07-15"
@@ -374,3 +378,23 @@ def test_folder_mixing_annual_and_dated_files_is_refused(tmp_path: Path) -> None
         _write(folder / name, np.ones((4, 4)), 10, "float32")
     with pytest.raises(ImageryError, match=r"mixes annual composites \(YYYY\.tif\) with per-acquisition files"):
         gmsense.open_imagery(folder)
+
+
+def test_rescaled_per_image_tells_rescaled_from_clipped_reflectance() -> None:
+    from gmsense.sources.local import rescaled_per_image
+    from gmsense.testutils import make_cube
+
+    cube = make_cube(ny=20, nx=20, years=(2020,), every_days=30, cloud_share=0.0, seed=1)
+    bands = [b for b in ("blue", "green", "red", "nir", "swir1", "swir2") if b in cube.data_vars]
+    assert not rescaled_per_image(cube), "reflectance"
+    rescaled = cube.copy()
+    for band in bands:
+        v = rescaled[band]
+        low, high = v.min(dim=("y", "x")), v.max(dim=("y", "x"))
+        rescaled[band] = ((v - low) / (high - low)).astype("float32")
+    assert rescaled_per_image(rescaled)
+    clipped = cube.copy()
+    for band in bands:  # a bright cloud saturating a tenth of every image
+        clipped[band] = clipped[band].where(clipped["x"] > clipped["x"][1], 1.0).where(
+            clipped["x"] > clipped["x"][0], 0.0).astype("float32")
+    assert not rescaled_per_image(clipped), "whole clouds at 1 are clipped reflectance, not a rescaling"

@@ -108,6 +108,7 @@ def _cube_inputs(cube: xr.Dataset, path: Path, licence: Any, crs: Any, buffer_m:
             "dates": f"{np.datetime64(times.min(), 'D')}..{np.datetime64(times.max(), 'D')}",
             "shape_yx": [int(cube.sizes["y"]), int(cube.sizes["x"])],
             "resolution_m": cube.attrs.get("resolution_m"),
+            "rescaled_per_image": bool(cube.attrs.get("rescaled_per_image")),
             "licence_bounds": [round(v, 1) for v in licence.bounds], "buffer_m": buffer_m,
             "monitoring_area_m2": round(licence.buffer(buffer_m).area, 1)}
 

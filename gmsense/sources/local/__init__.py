@@ -93,6 +93,15 @@ class MissingMaskWarning(UserWarning):
     """Imagery without a mask band: ``clear`` only means "all bands observed"."""
 
 
+class RescaledImageryWarning(UserWarning):
+    """Imagery whose every band of every image spans exactly 0..1: rescaled per image, not reflectance."""
+
+
+RESCALED_TOLERANCE = 1e-6  # a band's maximum "is 1" this close to it
+RESCALED_MIN = 0.1  # and its minimum below this (0 itself is often the files' no-data value)
+RESCALED_AT_MAX = 0.005  # and few pixels at 1 (clipped reflectance saturates whole clouds at 1)
+
+
 # --------------------------------------------------------------------------------------------
 # small pure helpers: CRS, dates, messages (the grid: gmsense.geo.grid)
 
@@ -932,4 +941,37 @@ def read_local_cube(
         cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id, band_names)
     if SENSOR_COORD in cube.coords and cube.attrs.get(ATTR_METHOD) in (None, "none"):
         cube = harmonise(cube, harmonise_method)
+    if rescaled_per_image(cube):
+        cube.attrs["rescaled_per_image"] = 1
+        warnings.warn(
+            f"imagery {path}: every band of every sampled image reaches exactly 1 at its brightest pixel and about 0 "
+            "at its darkest, so the values look min-max rescaled per image, not reflectance; breaks in the index "
+            "trajectories are still found, but the signatures that read reflectance (fire, water, bare soil) and the "
+            "learned model do not hold on them, "
+            "so expect patches labelled uncertain (use surface reflectance if you have it)",
+            RescaledImageryWarning, stacklevel=2)
     return validate_cube(cube, where=f"imagery {path}")
+
+
+def rescaled_per_image(cube: xr.Dataset) -> bool:
+    """Whether every band of up to :data:`DN_SAMPLE_DATES` dates (evenly spread) has its maximum at exactly 1
+    (within :data:`RESCALED_TOLERANCE`) in at most :data:`RESCALED_AT_MAX` of its pixels (one pixel is the
+    image's maximum; reflectance clipped at 1 saturates whole clouds) and its minimum below
+    :data:`RESCALED_MIN` over the cube's window: images min-max rescaled one by one (as some compositing
+    tools export them; their 0 is then often read as no data). At least two dates and two bands; reads
+    the sampled dates."""
+    bands = [b for b in ("blue", "green", "red", "nir", "swir1", "swir2") if b in cube.data_vars]
+    n = cube.sizes.get("time", 0)
+    if n < 2 or len(bands) < 2:
+        return False
+    pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
+    sample = cube[bands].isel(time=pick)
+    values = sample.to_array().values.reshape(len(bands), pick.size, -1)  # (band, date, pixel)
+    seen = np.isfinite(values)
+    if not seen.any(axis=2).all():
+        return False
+    low = np.where(seen, values, np.inf).min(axis=2)
+    high = np.where(seen, values, -np.inf).max(axis=2)
+    at_max = (np.abs(np.where(seen, values, 0.0) - 1) <= RESCALED_TOLERANCE).sum(axis=2)
+    few = at_max <= np.maximum(1, RESCALED_AT_MAX * seen.sum(axis=2))
+    return bool(np.all(low < RESCALED_MIN) and np.all(np.abs(high - 1) <= RESCALED_TOLERANCE) and np.all(few))
