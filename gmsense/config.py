@@ -414,7 +414,7 @@ class SyntheticSettings(_Settings):
     seed: int = 0
     domain: str = Field("classic", description="synthetic world: classic, boreal_forest, steppe_grassland, "
                         "cropland_plain, wetland or mountain_forest, optionally with +modifiers (sensor s2, "
-                        "s2_no_swir, landsat; 10m, 20m, 30m; clear, normal, cloudy; shift+N / shift-N days); "
+                        "s2_no_swir, landsat; 10m, 20m, 30m; clear, normal, cloudy; shift+N / shift-N days; south); "
                         "a licence's synthetic_domain property takes precedence")
 
 

@@ -187,3 +187,22 @@ def test_a_line_explained_only_by_its_surroundings_stays_uncertain() -> None:
     assert trusted_label("natural", 0.9, burnt_line, SETTINGS).natural_agent == "fire"
     blob = {**line, "elongation": 1.5, "width_m": 120.0}
     assert trusted_label("natural", 0.9, blob, SETTINGS).natural_agent == "drought"
+
+
+def test_signatures_of_a_southern_harvest_across_new_year() -> None:
+    """The same field half a year later (a season from November to March): the same measurements. The
+    'same drop a year before' compares days of the season; by calendar day, a cut from December to
+    January spanned the whole prior season."""
+    from gmsense.config import SeasonSettings
+
+    times = np.array([f"{y}-{m:02d}-15" for y in (2020, 2021) for m in (5, 6, 7, 8, 9)], dtype="datetime64[ns]")
+    forest = {"blue": 0.03, "green": 0.06, "red": 0.03, "nir": 0.40, "swir1": 0.18, "swir2": 0.08}
+    char = {"blue": 0.03, "green": 0.035, "red": 0.035, "nir": 0.07, "swir1": 0.10, "swir2": 0.09}
+    cut = [forest, char, char, forest, forest]  # cut in June and July (December and January in the south)
+    crop = {b: np.array([c[b] for c in cut] * 2) for b in forest}
+    north = signatures(crop, times, np.datetime64("2021-06-15"))
+    half = np.timedelta64(184, "D")
+    south = signatures(crop, times + half, np.datetime64("2021-06-15") + half, SeasonSettings(start_month=11,
+                                                                                                end_month=3))
+    assert north["sig_cycle_repeat"] > 0.5
+    assert south["sig_cycle_repeat"] == pytest.approx(north["sig_cycle_repeat"])

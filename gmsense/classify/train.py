@@ -162,7 +162,7 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
     from shapely import wkt
 
     from gmsense.pipeline import analyse_cube
-    from gmsense.sources.synthetic import synthesize
+    from gmsense.sources.synthetic import scan_settings, synthesize
 
     settings = settings or Settings()
     rows = []
@@ -172,7 +172,7 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
         for domain in domains or [None]:
             for site in random_licences(seed, sites_per_seed, domain=domain):
                 cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
-                result = analyse_cube(site, cube, settings)
+                result = analyse_cube(site, cube, scan_settings(settings, domain))
                 geoms = [wkt.loads(p.local_wkt) for p in result.patches]
                 scene = f"{seed}/{site.site_id}" if domain is None else f"{cube.attrs['domain']}/{seed}/{site.site_id}"
                 for record, label in zip(result.patches, label_patches(geoms, truth), strict=True):

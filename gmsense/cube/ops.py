@@ -246,6 +246,15 @@ def day_of_year(times: np.ndarray) -> np.ndarray:
     return (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(int) + 1
 
 
+def season_days(times: np.ndarray, years: np.ndarray) -> np.ndarray:
+    """Days (int) from 1 January of each date's season ``years`` (:func:`season_year`) to the date: the
+    day of the year less one, negative before New Year in a season across it (November 2020 in season
+    2021), so the count runs on through a season and the same days of two seasons compare."""
+    days = np.asarray(times).astype("datetime64[D]")
+    new_year = (np.asarray(years, dtype="int64") - 1970).astype("datetime64[Y]").astype("datetime64[D]")
+    return (days - new_year).astype(int)
+
+
 def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a - b) / (a + b)`` elementwise (numpy), NaN where ``a + b`` is 0 or a value is missing."""
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from gmsense.config import SeasonSettings
-from gmsense.cube.ops import day_of_year, normalized_difference, season_year
+from gmsense.cube.ops import normalized_difference, season_days, season_year
 from gmsense.detect.lines import finite_quantile
 
 #: Dates within this many days of the same day of year count as "the same time of year".
@@ -87,10 +87,10 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
     prior = ndvi[before_t]
     if np.isfinite(prior).sum() >= 3:
         out["sig_prior_amplitude"] = float(np.nanpercentile(prior, 90) - np.nanpercentile(prior, 10))
-        doy = day_of_year(times)
-        after_days = doy[after_t]
+        day = season_days(times, years)
+        after_days = day[after_t]
         if after_days.size and drop > 0:
-            same = before_t & (doy >= after_days.min() - SAME_DAYS_WINDOW) & (doy <= after_days.max()
+            same = before_t & (day >= after_days.min() - SAME_DAYS_WINDOW) & (day <= after_days.max()
                                                                               + SAME_DAYS_WINDOW)
             out["sig_cycle_repeat"] = (out["sig_ndvi_before"] - _median(ndvi[same])) / drop
         early_t = (years == year) & (times < first_detected)

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings, SeasonSettings
-from gmsense.cube.ops import day_of_year, ring_pixels, scale_pixels, season_year
+from gmsense.cube.ops import ring_pixels, scale_pixels, season_days, season_year
 from gmsense.detect.patches import label_breaks, shape_metrics
 from gmsense.geo.grid import grid_transform
 
@@ -113,8 +113,8 @@ def _quiet_surroundings(index: np.ndarray, times: np.ndarray, years: np.ndarray,
     start = int(np.median(first[box][line & has_weak[box]]))
     year = years[start]
     after = np.flatnonzero((np.arange(times.size) >= start) & (years == year))
-    doy = day_of_year(times)
-    before = np.flatnonzero((years == year - 1) & (doy >= doy[start]) & (doy <= doy[after[-1]]))
+    day = season_days(times, years)
+    before = np.flatnonzero((years == year - 1) & (day >= day[start]) & (day <= day[after[-1]]))
     if before.size == 0:
         return False
     prior = median_over(index, before, box)

@@ -47,11 +47,19 @@ import xarray as xr
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
-from gmsense.config import SyntheticSettings
+from gmsense.config import Settings, SyntheticSettings
 from gmsense.cube.ops import season_year
 from gmsense.geo.grid import Grid
 from gmsense.geo.sites import Site
-from gmsense.sources.synthetic._domains import DOMAINS, MODIFIERS, VALIDATION_DOMAINS, Domain, domain_named
+from gmsense.sources.synthetic._domains import (
+    DOMAINS,
+    HALF_YEAR_DAYS,
+    MODIFIERS,
+    VALIDATION_DOMAINS,
+    Domain,
+    domain_named,
+    southern_months,
+)
 from gmsense.sources.synthetic._events import (
     ANTHROPOGENIC,
     HARVEST_REGROWTH_YEARS,
@@ -86,7 +94,7 @@ from gmsense.sources.synthetic._world import build_world, shift_season, subpixel
 
 __all__ = ["ANTHROPOGENIC", "BAND_NAMES", "DOMAINS", "ENDMEMBERS", "MODIFIERS", "SCENARIOS", "SUBPIXEL",
            "VALIDATION_DOMAINS", "Domain", "Event", "acquisition_dates", "domain_named", "resolve_domain",
-           "scene_dates", "synthesize", "truth_frame"]
+           "scan_settings", "scene_dates", "synthesize", "truth_frame"]
 
 BAND_NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
@@ -122,7 +130,32 @@ def scene_dates(site: Site, settings: SyntheticSettings, *, seed: int | None = N
     without drawing anything (the dates are the first draws of the licence's generator)."""
     dom = resolve_domain(site, settings, domain)
     rng = _rng_for(site.site_id, settings.seed if seed is None else seed)
-    return acquisition_dates(settings, rng, dom.sensor.revisit_days), dom
+    return acquisition_dates(settings, rng, dom.sensor.revisit_days) + _calendar_offset(dom), dom
+
+
+def _calendar_offset(dom: Domain) -> np.timedelta64:
+    """How much later than drawn a domain's dates are: half a year in the south."""
+    return np.timedelta64(HALF_YEAR_DAYS if dom.hemisphere == "south" else 0, "D").astype("timedelta64[ns]")
+
+
+def _to_southern(cube: xr.Dataset, truth: gpd.GeoDataFrame, offset: np.timedelta64
+                 ) -> tuple[xr.Dataset, gpd.GeoDataFrame]:
+    """A world drawn on the northern calendar, dated ``offset`` later (its truth's dates too)."""
+    cube = cube.assign_coords(time=cube["time"].values + offset)
+    truth = truth.copy()
+    days = np.timedelta64(offset, "D")
+    for column in ("start", "first_observed"):
+        truth[column] = [str(np.datetime64(v, "D") + days) if isinstance(v, str) and v else v for v in truth[column]]
+    return cube, truth
+
+
+def scan_settings(settings: Settings, domain: str | Domain | None) -> Settings:
+    """``settings`` for scanning a scene of ``domain``: a southern world's growing season is the
+    configured months six months on (May-September -> November-March); else unchanged."""
+    if domain is None or domain_named(domain).hemisphere != "south":
+        return settings
+    start, end = southern_months(settings.season.start_month, settings.season.end_month)
+    return settings.with_overrides({"season.start_month": start, "season.end_month": end})
 
 
 def scene_grid(region: BaseGeometry, crs: pyproj.CRS, resolution: float) -> Grid:
@@ -206,7 +239,10 @@ def synthesize(site: Site, region: BaseGeometry, settings: SyntheticSettings, *,
     masks = [full > 0 for _, full in stamped] + _field_masks(land, harvests, shape, transform)
     observed = [first_observed(e.start, m, days, clear) for e, m in zip(all_events, masks, strict=True)]
     last = days[-1] if times.size else np.datetime64(settings.end, "D")
-    return cube, truth_frame(all_events, site, last, observed, domain=dom.name)
+    truth = truth_frame(all_events, site, last, observed, domain=dom.name)
+    if dom.hemisphere == "south":
+        return _to_southern(cube, truth, _calendar_offset(dom))
+    return cube, truth
 
 
 def _field_masks(land: Landscape, harvests: list[Event], shape: tuple[int, int], transform: Affine,

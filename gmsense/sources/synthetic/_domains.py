@@ -14,16 +14,18 @@ sizes and places). Each combines with imaging modifiers joined by ``+``:
   sub-pixel;
 - clouds: ``clear``, ``normal`` (default) or ``cloudy`` (share of cloudy dates, cloud size, haze);
 - season: ``shift+N`` / ``shift-N``: green-up, senescence, sowing, harvest and snow shifted by N
-  days (at most 21).
+  days (at most 21);
+- hemisphere: ``south``: the world on the southern calendar. It is drawn as in the north and every
+  date (acquisitions, events, first observations) is :data:`HALF_YEAR` later, so green-up comes in
+  October-November, the growing season runs across New Year (a season is named by the year it ends
+  in) and the scene covers the same number of seasons, half a year later. A southern scene is
+  scanned with the growing-season months shifted by six months too (:func:`scan_settings`). The
+  sun over terrain keeps the northern geometry.
 
 For example ``boreal_forest+landsat+cloudy`` or ``cropland_plain+20m+s2_no_swir+shift-14``. The
 canonical name (:attr:`Domain.name`, modifiers in this order, defaults left out) is what a cube's
 ``attrs["domain"]`` and the truth's ``domain`` column record.
 
-No southern-hemisphere domain yet: the pipeline takes a growing season across New Year
-(``season.start_month`` 10, ``season.end_month`` 4; :func:`gmsense.cube.ops.season_year` names it
-by the year it ends in, tested on :func:`gmsense.testutils.make_cube` with ``southern``), but the
-synthetic worlds still draw their phenology, events and sky on the northern calendar.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from dataclasses import dataclass, replace
 from gmsense.sources.synthetic._biomes import BIOMES, Biome
 
 MAX_SEASON_SHIFT_DAYS = 21
+HALF_YEAR_DAYS = 184  # a southern world's dates are this much later: 1 May -> 1 November
+HEMISPHERES = ("north", "south")
 RESOLUTIONS_M = (10.0, 20.0, 30.0)
 
 
@@ -105,6 +109,7 @@ class Domain:
     clouds: Clouds = CLOUD_REGIMES["normal"]
     resolution_m: float | None = None
     season_shift_days: float = 0.0
+    hemisphere: str = "north"
 
     @property
     def name(self) -> str:
@@ -118,6 +123,8 @@ class Domain:
             parts.append(self.clouds.name)
         if self.season_shift_days:
             parts.append(f"shift{self.season_shift_days:+g}")
+        if self.hemisphere != "north":
+            parts.append(self.hemisphere)
         return "+".join(parts)
 
     @property
@@ -137,7 +144,7 @@ DOMAINS: dict[str, Domain] = {name: Domain(biome) for name, biome in BIOMES.item
 #: through another sensor, pixel size or sky, so a held-out world differs in more than one way.
 VALIDATION_DOMAINS = ("classic", "boreal_forest+20m", "steppe_grassland+landsat", "cropland_plain+s2_no_swir",
                       "wetland+cloudy", "mountain_forest+30m")
-MODIFIERS = (*SENSORS, *(f"{r:g}m" for r in RESOLUTIONS_M), *CLOUD_REGIMES)
+MODIFIERS = (*SENSORS, *(f"{r:g}m" for r in RESOLUTIONS_M), *CLOUD_REGIMES, "south")
 
 
 def domain_named(name: str | Domain) -> Domain:
@@ -166,6 +173,8 @@ def domain_named(name: str | Domain) -> Domain:
 
 
 def _modify(domain: Domain, part: str, name: str) -> Domain:
+    if part == "south":
+        return replace(domain, hemisphere="south")
     if part in SENSORS:
         return replace(domain, sensor=SENSORS[part])
     if part in CLOUD_REGIMES:
@@ -183,3 +192,8 @@ def _modify(domain: Domain, part: str, name: str) -> Domain:
         return replace(domain, season_shift_days=days)
     raise ValueError(f"synthetic domain {name!r}: unknown modifier {part!r}; known: {', '.join(MODIFIERS)}, "
                      "shift+N, shift-N")
+
+
+def southern_months(start_month: int, end_month: int) -> tuple[int, int]:
+    """The growing-season months six months on (May-September -> November-March)."""
+    return (start_month + 5) % 12 + 1, (end_month + 5) % 12 + 1
