@@ -114,6 +114,7 @@ def random_licences(seed: int, n: int, domain: str | None = None) -> list[Any]:
 def _domain_licences(seed: int, n: int, domain: str) -> list[Any]:
     """Licences for the synthetic ``domain`` (see :func:`random_licences`)."""
     import zlib
+    from dataclasses import replace
 
     import pyproj
     from shapely import affinity
@@ -124,7 +125,9 @@ def _domain_licences(seed: int, n: int, domain: str) -> list[Any]:
 
     resolved = domain_named(domain)
     biome = resolved.biome
-    rng = np.random.default_rng([seed, 7_919, zlib.crc32(resolved.name.encode())])
+    # a southern world has its northern twin's licences (the same world, half a year later)
+    twin = replace(resolved, hemisphere="north").name
+    rng = np.random.default_rng([seed, 7_919, zlib.crc32(twin.encode())])
     sites = []
     for k in range(n):
         lon, lat = rng.uniform(*biome.lon), rng.uniform(*biome.lat)
