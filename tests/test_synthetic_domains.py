@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -481,3 +482,19 @@ def test_a_southern_world_is_the_same_world_half_a_year_later() -> None:
     assert sum(found(p, south) for p in north) >= len(north) - 1, "every northern patch but at most one"
     assert sum(found(p, north) for p in south) >= len(south) - 1
     assert any(p.disturbance_class == "trench" for p in south), "the trench whose season crosses New Year"
+
+
+def test_a_southern_world_scanned_with_a_northern_season_warns() -> None:
+    from dataclasses import replace
+
+    from gmsense.sources import SyntheticSource
+
+    north = _biome_site("classic")
+    site = replace(north, attrs={**north.attrs, "synthetic_domain": "classic+south"})
+    settings = Settings.model_validate({"synthetic": {"start": "2020-04-01", "end": "2021-10-31"}})
+    with pytest.warns(UserWarning, match="southern calendar.*start_month 11, end_month 3"):
+        SyntheticSource(settings).load(site, site.buffered(500), None, None)
+    southern = settings.with_overrides({"season.start_month": 11, "season.end_month": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SyntheticSource(southern).load(site, site.buffered(500), None, None)

@@ -73,6 +73,21 @@ def _synthetic_world(site: Site, area: BaseGeometry, settings: Settings) -> xr.D
     return _LAST_WORLD[key]
 
 
+def _check_hemisphere(cube: xr.Dataset, settings: Settings) -> None:
+    """Warn when a southern synthetic world is scanned with a growing season that does not run across
+    New Year (its green season is November to March: the scan would see its shoulders only)."""
+    import warnings
+
+    from gmsense.sources.synthetic import scan_settings
+
+    domain = str(cube.attrs.get("domain", "classic"))
+    if "+south" in domain and not settings.season.crosses_new_year:
+        season = scan_settings(settings, domain).season
+        warnings.warn(f"synthetic world {domain} is on the southern calendar but the growing season is months "
+                      f"{settings.season.start_month}-{settings.season.end_month}; scan it with season "
+                      f"start_month {season.start_month}, end_month {season.end_month}", UserWarning, stacklevel=3)
+
+
 @dataclass(frozen=True)
 class SyntheticSource:
     """The embedded default: a seeded synthetic world (see gmsense.sources.synthetic)."""
@@ -86,6 +101,7 @@ class SyntheticSource:
         whole = site.buffered(self.settings.sites.buffer_m)
         area = whole if whole.covers(region) else whole.union(region)
         cube = _synthetic_world(site, area, self.settings).sel(time=slice(start, end))
+        _check_hemisphere(cube, self.settings)
         if region.covers(whole):
             return cube
         minx, miny, maxx, maxy = region.bounds
