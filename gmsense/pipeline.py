@@ -35,6 +35,12 @@ from gmsense.records import PatchRecord, SiteResult
 from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, trajectory
 from gmsense.sources import Source
 
+#: What a licence's stats say when its imagery was min-max rescaled per image (the local source's check).
+RESCALED_IMAGERY = ("the imagery's values look min-max rescaled per image, not reflectance: breaks are found, but "
+                    "the reflectance signatures (fire, water, bare soil) and the learned model do not hold on them, "
+                    "so labels lean to uncertain")
+
+
 DETECTION_INDEX = "ndvi"
 
 
@@ -266,6 +272,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     within = None if coverage_within is None else reproject_geometry(coverage_within, site.crs, crs)
     counts = observed_counts(np.isfinite(values).any(axis=0), transform, local.geometry, region, within)
     stats.update(coverage_stats(counts, settings.sites.min_coverage))
+    if cube.attrs.get("rescaled_per_image"):
+        stats["imagery_warning"] = RESCALED_IMAGERY
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     local_layers = layers.localised(crs, region) if layers else None

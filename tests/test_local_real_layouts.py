@@ -241,6 +241,9 @@ def test_composite_scan_through_the_cli(real_data: Path, tmp_path: Path, series:
     assert unit.stats["n_dates"] == unit.stats["n_season_dates"] == n_years, "one mid-July date per year"
     assert unit.stats["first_date"] == "2002-07-15"
     assert unit.stats["crs"] == "EPSG:26910"
+    # the licence's window misses the images' extremes; the folder's small files are checked whole
+    assert ("rescaled per image" in unit.stats.get("imagery_warning", "")) == (series == BAP)
+    assert ("rescaled imagery" in output) == (series == BAP)
 
 
 # ---------------------------------------------------------------------------------------------

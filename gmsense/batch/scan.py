@@ -54,7 +54,7 @@ from gmsense.store import Store
 
 log = logging.getLogger(__name__)
 #: Per-licence stats of the analysis copied into the scan summary (coverage: gmsense.geo.coverage).
-SUMMARY_STATS = ("tiles", "coverage_licence", "coverage_area", "coverage_warning")
+SUMMARY_STATS = ("tiles", "coverage_licence", "coverage_area", "coverage_warning", "imagery_warning")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Seconds between two heartbeats of a running scan (``params["owner"]["heartbeat"]``).
 HEARTBEAT_S = 30.0
@@ -498,8 +498,9 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
         # What the store holds for the licence (patches, classes, area, flags), not what the result
         # listed: detections that extend one stored patch count once, as in the store.
         counts = store.save_site_result(scan_id, result, keys[site_id], request.licence_version(site_id))
-        if result.stats.get("coverage_warning"):
-            log.warning("licence %s: %s", site_id, result.stats["coverage_warning"])
+        for key in ("coverage_warning", "imagery_warning"):
+            if result.stats.get(key):
+                log.warning("licence %s: %s", site_id, result.stats[key])
         summary.sites[site_id] = {
             **counts, **{k: result.stats[k] for k in SUMMARY_STATS if k in result.stats},
         }

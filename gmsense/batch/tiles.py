@@ -208,6 +208,7 @@ def _merge_stats(parts: list[dict[str, Any]], counted: list[dict[str, Any]], min
         "last_acquisition": max(p["last_acquisition"] for p in parts),
         "tiles": len(parts),
         **coverage_stats(merge_counts(counted), min_coverage),
+        **{key: p[key] for p in parts[:1] for key in ("imagery_warning",) if key in p},
     }
 
 

@@ -68,6 +68,8 @@ def _summary_table(summary: Any, title: str) -> Table:
             continue
         classes = ", ".join(f"{k} {v}" for k, v in row["by_class"].items()) or "-"
         status = f"coverage {_coverage_cell(row)}" if row.get("coverage_warning") else "ok"
+        if row.get("imagery_warning"):
+            status = "[yellow]rescaled imagery[/]" if status == "ok" else f"{status}, [yellow]rescaled imagery[/]"
         table.add_row(site_id, str(row["patches"]), classes, f"{row['area_m2'] / 10_000:.2f}", str(row["flags"]),
                       status)
     return table
@@ -875,8 +877,9 @@ def scans_show(scan_id: Annotated[int, typer.Argument()], db: DbOption = None) -
                       u.error or "")
     out.print(table)
     for u in units:
-        if (u.stats or {}).get("coverage_warning"):
-            out.print(f"[yellow]warning[/]: {u.site_id}: {u.stats['coverage_warning']}", soft_wrap=True)
+        for key in ("coverage_warning", "imagery_warning"):
+            if (u.stats or {}).get(key):
+                out.print(f"[yellow]warning[/]: {u.site_id}: {u.stats[key]}", soft_wrap=True)
 
 
 def _coverage_cell(stats: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ reprojected (nearest) onto a grid in the region's CRS.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
@@ -100,6 +101,7 @@ class RescaledImageryWarning(UserWarning):
 RESCALED_TOLERANCE = 1e-6  # a band's maximum "is 1" this close to it
 RESCALED_MIN = 0.1  # and its minimum below this (0 itself is often the files' no-data value)
 RESCALED_AT_MAX = 0.005  # and few pixels at 1 (clipped reflectance saturates whole clouds at 1)
+RESCALED_CHECK_MAX_BYTES = 64 * 2**20  # files up to this size are read whole for the check (site exports)
 
 
 # --------------------------------------------------------------------------------------------
@@ -941,7 +943,7 @@ def read_local_cube(
         cube = _read_folder(path, region, region_crs, dates, start, end, dn_scale, site_id, band_names)
     if SENSOR_COORD in cube.coords and cube.attrs.get(ATTR_METHOD) in (None, "none"):
         cube = harmonise(cube, harmonise_method)
-    if rescaled_per_image(cube):
+    if rescaled_per_image(cube) or (kind == "folder" and files_rescaled(tuple(sorted(path.glob("*.tif"))))):
         cube.attrs["rescaled_per_image"] = 1
         warnings.warn(
             f"imagery {path}: every band of every sampled image reaches exactly 1 at its brightest pixel and about 0 "
@@ -951,6 +953,51 @@ def read_local_cube(
             "so expect patches labelled uncertain (use surface reflectance if you have it)",
             RescaledImageryWarning, stacklevel=2)
     return validate_cube(cube, where=f"imagery {path}")
+
+
+def files_rescaled(files: tuple[Path, ...]) -> bool:
+    """:func:`rescaled_per_image`'s test on whole files (a licence's window may miss an image's brightest
+    pixel): up to :data:`DN_SAMPLE_DATES` of ``files`` (evenly spread), each at most
+    :data:`RESCALED_CHECK_MAX_BYTES` (larger scenes are not read whole for a warning), every band
+    read with its no-data masked. Remembered per file list, sizes and modification times, so the many
+    windows of one folder (tiles, register polygons) read the files once."""
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _files_rescaled(stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _files_rescaled(stamp: tuple[tuple[str, int, int], ...]) -> bool:
+    import rasterio
+
+    small = [Path(name) for name, size, _ in stamp if size <= RESCALED_CHECK_MAX_BYTES]
+    if len(small) < 2 or len(small) < len(stamp):
+        return False
+    pick = np.unique(np.linspace(0, len(small) - 1, min(len(small), DN_SAMPLE_DATES)).round().astype(int))
+    for k in pick:
+        try:
+            with rasterio.open(small[k]) as src:
+                bands = src.read(masked=True).astype("float64").filled(np.nan)
+        except rasterio.errors.RasterioError:
+            return False
+        if bands.shape[0] < 2:
+            return False
+        values = bands.reshape(bands.shape[0], 1, -1)
+        values = np.where(values == 0, np.nan, values)  # such exports write no data as 0
+        if not _rescaled(values):
+            return False
+    return True
+
+
+def _rescaled(values: np.ndarray) -> bool:
+    """The test of :func:`rescaled_per_image` on ``values`` (band, date, pixel; NaN: no data)."""
+    seen = np.isfinite(values)
+    if not seen.any(axis=2).all():
+        return False
+    low = np.where(seen, values, np.inf).min(axis=2)
+    high = np.where(seen, values, -np.inf).max(axis=2)
+    at_max = (np.abs(np.where(seen, values, 0.0) - 1) <= RESCALED_TOLERANCE).sum(axis=2)
+    few = at_max <= np.maximum(1, RESCALED_AT_MAX * seen.sum(axis=2))
+    return bool(np.all(low < RESCALED_MIN) and np.all(np.abs(high - 1) <= RESCALED_TOLERANCE) and np.all(few))
 
 
 def rescaled_per_image(cube: xr.Dataset) -> bool:
@@ -966,12 +1013,4 @@ def rescaled_per_image(cube: xr.Dataset) -> bool:
         return False
     pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
     sample = cube[bands].isel(time=pick)
-    values = sample.to_array().values.reshape(len(bands), pick.size, -1)  # (band, date, pixel)
-    seen = np.isfinite(values)
-    if not seen.any(axis=2).all():
-        return False
-    low = np.where(seen, values, np.inf).min(axis=2)
-    high = np.where(seen, values, -np.inf).max(axis=2)
-    at_max = (np.abs(np.where(seen, values, 0.0) - 1) <= RESCALED_TOLERANCE).sum(axis=2)
-    few = at_max <= np.maximum(1, RESCALED_AT_MAX * seen.sum(axis=2))
-    return bool(np.all(low < RESCALED_MIN) and np.all(np.abs(high - 1) <= RESCALED_TOLERANCE) and np.all(few))
+    return _rescaled(sample.to_array().values.reshape(len(bands), pick.size, -1))  # (band, date, pixel)
