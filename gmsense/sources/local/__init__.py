@@ -1009,8 +1009,8 @@ def rescaled_per_image(cube: xr.Dataset) -> bool:
     the sampled dates."""
     bands = [b for b in ("blue", "green", "red", "nir", "swir1", "swir2") if b in cube.data_vars]
     n = cube.sizes.get("time", 0)
-    if n < 2 or len(bands) < 2:
-        return False
+    if n < 2 or len(bands) < 2 or any(cube[b].chunks is not None for b in bands):
+        return False  # a lazy cube (a Zarr or NetCDF store) is not read for a warning
     pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
     sample = cube[bands].isel(time=pick)
     return _rescaled(sample.to_array().values.reshape(len(bands), pick.size, -1))  # (band, date, pixel)
