@@ -8,9 +8,8 @@ and the drop threshold (four spreads) grows past what a track or a trench can gi
 
 So the licence's sample is cut into groups of pixels with the same seasonal curve: per pixel, the
 median of its anomaly (index less the scene median) in :data:`CURVE_BINS` bins of the growing
-season over the first season of the series (:func:`grouping_seasons`: the one season nothing can be
-detected in, since the detector compares every later season with the seasons before it; so a
-disturbance the detector could report never shapes its own group, nor the group of its pixels); k-means on the
+season over the first ``baseline_seasons`` seasons of the series (seasons nothing can be detected
+in, so a disturbance the detector could report never shapes its own group); k-means on the
 sample's curves (at most :data:`MAX_GROUPS`), groups whose curves differ by less than
 :data:`MERGE_RMS` merged. A pixel belongs to the group whose curve is nearest its own, and is
 compared with the per-date median of that group's sample pixels instead of the scene's.
@@ -100,13 +99,9 @@ def season_bin(times: np.ndarray, season: SeasonSettings | None) -> np.ndarray:
     return np.clip((position / length * CURVE_BINS).astype("int64"), 0, CURVE_BINS - 1)
 
 
-def grouping_seasons(years: np.ndarray) -> np.ndarray:
-    """The seasons of ``years`` the curves are taken from: the first, the only one the detector reports
-    nothing in (gmsense.detect.change.season_drops compares each later season with up to
-    ``baseline_seasons`` before it, so the second season is already watched). A work in a watched
-    season must not shape the curves: its pixels would join the group of whatever shared its drop
-    (a burn, a drought patch) and be compared with that group's median, which falls with it."""
-    return np.unique(years)[:1]
+def grouping_seasons(years: np.ndarray, baseline_seasons: int) -> np.ndarray:
+    """The first ``baseline_seasons`` seasons of ``years`` (the detector's first baseline)."""
+    return np.unique(years)[:baseline_seasons]
 
 
 def curves(anomaly: np.ndarray, bins: np.ndarray, in_grouping: np.ndarray) -> np.ndarray:
@@ -192,7 +187,7 @@ def fit_groups(values: np.ndarray, times: np.ndarray, scene_offset: np.ndarray, 
         return None
     times = np.asarray(times, dtype="datetime64[ns]")
     years = season_year(times, season)
-    seasons = grouping_seasons(years)
+    seasons = grouping_seasons(years, settings.baseline_seasons)
     in_grouping = np.isin(years, seasons) & keep
     if np.unique(years).size <= seasons.size or not in_grouping.any():
         return None
