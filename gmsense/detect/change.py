@@ -334,7 +334,8 @@ def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.n
     with BLAS on one thread each; every pixel is computed alone, so the result is the one block's.
     Blocks keep the working arrays small enough to be reused rather than mapped afresh."""
     ny, nx = values.shape[:2]
-    n_blocks = min(ny, max(threads * _BLOCKS_PER_THREAD if threads > 1 else 1, -(-ny * nx // _MAX_BLOCK_PIXELS)))
+    n_blocks = max(threads * _BLOCKS_PER_THREAD if threads > 1 else 1, -(-ny * nx // _MAX_BLOCK_PIXELS))
+    n_blocks = min(ny, -(-n_blocks // threads) * threads)  # a multiple of the threads: each gets as many
     if n_blocks <= 1:
         return _breaks_block(values, **kwargs)
     edges = np.linspace(0, ny, n_blocks + 1).round().astype(int)
@@ -402,9 +403,11 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
         dask_gufunc_kwargs={"output_sizes": {"output": N_OUTPUTS}},
     )
 
+    # Time index -> date in one lookup: NO_BREAK (-1) picks the NaT appended last.
+    table = np.append(times, np.datetime64("NaT", "ns"))
+
     def to_dates(idx: np.ndarray) -> np.ndarray:
-        picked = times[np.clip(idx, 0, None).astype("int64")]
-        return np.where(idx >= 0, picked, np.datetime64("NaT", "ns"))
+        return table[idx.astype("int64")]
 
     def as_dates(k: int) -> xr.DataArray:
         return xr.apply_ufunc(to_dates, packed.isel(output=k), dask="parallelized",
