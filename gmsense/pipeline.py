@@ -7,11 +7,15 @@ nothing; the scan hands results to the store.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyproj
 import shapely
 import xarray as xr
+from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.classify.baseline import classify_patch
@@ -102,6 +106,55 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
     if any(cube[v].chunks is not None for v in cube.data_vars):
         return cube.isel(time=dates).load(), slice(None)
     return cube, dates
+
+
+@dataclass(frozen=True)
+class _PatchFollowing:
+    """What following one patch needs (its monitoring area, reference ring, recovery, evidence):
+    the licence and its monitoring area (``region``), every patch's geometry and their
+    :func:`gmsense.recovery.ring_exclusion`, the index ``values`` (T, y, x) on ``times`` and its grid
+    ``transform``, the latest season, the acquisitions' identifiers, and the breaks' ``again``
+    (``disturbed_again``; None without later disturbances) and ``first_dates`` (``first_detected``)."""
+
+    licence: BaseGeometry
+    region: BaseGeometry
+    all_geoms: list[BaseGeometry]
+    exclusion: BaseGeometry | None
+    transform: Affine
+    values: np.ndarray
+    times: np.ndarray
+    latest_season: int
+    image_ids: list[str]
+    again: np.ndarray | None
+    first_dates: np.ndarray
+    settings: Settings
+
+    def follow(self, patch: Patch, patch_labels: np.ndarray, is_later: bool) -> tuple | None:
+        """The patch's part of the monitoring area, its record's dates, area and recovery fields,
+        its evidence and its sequence metrics; None for a patch (almost) outside the area."""
+        settings = self.settings
+        geom = patch.geometry.intersection(self.region)
+        if geom.is_empty or geom.area < settings.detect.min_patch_m2:
+            return None
+        pmask = patch_labels == patch.label
+        ring = ring_mask(patch.geometry, self.all_geoms, pmask.shape, self.transform, self.exclusion)
+        # A first disturbance's ground disturbed again is followed up to the new disturbance
+        # (gmsense.recovery); the later one from its own detection.
+        until = self.again if self.again is not None and not is_later else None
+        obs = trajectory(self.values, self.times, pmask, ring, patch.first_detected, DETECTION_INDEX, until,
+                         settings.season)
+        status, ratio = recovery_status(obs, patch.first_detected, self.latest_season, settings.recovery,
+                                        settings.season)
+        inside = self.values[:, pmask]
+        seen = np.isfinite(inside).any(axis=1)
+        evidence = _evidence(self.times, np.isfinite(inside).mean(axis=1), patch, self.image_ids)
+        outside = geom.difference(self.licence).area
+        fields = {"first_detected": _iso(patch.first_detected), "confirmed_on": _iso(patch.confirmed_on),
+                  "last_seen": _iso(self.times[seen].max()) if seen.any() else _iso(patch.confirmed_on),
+                  "area_m2": round(float(geom.area), 1), "inside_licence": bool(outside < 1e-6),
+                  "area_outside_m2": round(float(outside), 1), "recovery_status": status, "recovery_ratio": ratio,
+                  "recovery": obs}
+        return geom, fields, evidence, _sequence(pmask, self.first_dates if is_later else until, is_later)
 
 
 def season_index(cube: xr.Dataset, settings: Settings, site_id: str,
@@ -202,39 +255,44 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
     values = np.asarray(ndvi.transpose("time", "y", "x").values)
+    clear = np.asarray(season["clear"].transpose("time", "y", "x").values)
+    features = []  # per group: its spectra, then its context (each fills its own fields of the patches)
     for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
         if group:
-            add_patch_spectra(group, group_labels, source[bands], clear=np.asarray(season["clear"].transpose(
-                "time", "y", "x").values), time_index=dates, season=settings.season)
-            add_patch_context(group, group_labels, values, times, np.asarray(breaks[magnitude].values),
-                              settings.detect, abs(transform.a), settings.season)
+            features.append(partial(add_patch_spectra, group, group_labels, source[bands], clear=clear,
+                                    time_index=dates, season=settings.season))
+            features.append(partial(add_patch_context, group, group_labels, values, times,
+                                    np.asarray(breaks[magnitude].values), settings.detect, abs(transform.a),
+                                    settings.season))
 
     years = cubeops.season_year(times, settings.season)
-    latest_season = int(years.max())
     all_geoms = [p.geometry for p in [*patches, *later]]
     exclusion = ring_exclusion(all_geoms) if all_geoms else None
     image_ids = _image_ids(season, cube.attrs)
     again = np.asarray(breaks["disturbed_again"].values) if later else None
     first_dates = np.asarray(breaks["first_detected"].values)
+    followed = _PatchFollowing(local.geometry, region, all_geoms, exclusion, transform, values, times, int(years.max()),
+                               image_ids, again, first_dates, settings)
+    candidates = [*((p, labels, False) for p in patches), *((p, later_labels, True) for p in later)]
+    # The features and each patch's recovery are independent of one another: with more than one
+    # thread they run side by side (numpy, shapely and rasterio release the GIL in their array work).
+    if threads > 1 and candidates:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-patch") as pool:
+            pending = [pool.submit(task) for task in features]
+            recoveries = list(pool.map(lambda c: followed.follow(*c), candidates))
+            for task in pending:
+                task.result()
+    else:
+        for task in features:
+            task()
+        recoveries = [followed.follow(*c) for c in candidates]
     records: list[PatchRecord] = []
     geometries = []
-    for patch, patch_labels in [*((p, labels) for p in patches), *((p, later_labels) for p in later)]:
-        geom = patch.geometry.intersection(region)
-        if geom.is_empty or geom.area < settings.detect.min_patch_m2:
+    for (patch, _, _), recovery in zip(candidates, recoveries, strict=True):
+        if recovery is None:
             continue
-        pmask = patch_labels == patch.label
-        is_later = patch_labels is later_labels
+        geom, fields, evidence, sequence = recovery
         klass, confidence = classify_patch(patch, settings.classify)
-        ring = ring_mask(patch.geometry, all_geoms, pmask.shape, transform, exclusion)
-        # A first disturbance's ground disturbed again is followed up to the new disturbance
-        # (gmsense.recovery); the later one from its own detection.
-        until = again if again is not None and not is_later else None
-        obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX, until, settings.season)
-        status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery, settings.season)
-        seen = np.isfinite(values[:, pmask]).any(axis=1)
-        evidence = _evidence(times, np.isfinite(values[:, pmask]).mean(axis=1), patch, image_ids)
-        outside = geom.difference(local.geometry).area
-        sequence = _sequence(pmask, first_dates if is_later else until, is_later)
         records.append(PatchRecord(
             site_id=site.site_id,
             geometry_wkt=reproject_geometry(geom, crs, WGS84).wkt,
@@ -242,19 +300,11 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             local_crs=crs.to_string(),
             disturbance_class=klass,
             confidence=confidence,
-            first_detected=_iso(patch.first_detected),
-            confirmed_on=_iso(patch.confirmed_on),
-            last_seen=_iso(times[seen].max()) if seen.any() else _iso(patch.confirmed_on),
-            area_m2=round(float(geom.area), 1),
-            inside_licence=bool(outside < 1e-6),
-            area_outside_m2=round(float(outside), 1),
-            recovery_status=status,
-            recovery_ratio=ratio,
+            **fields,
             metrics={"n_pixels": patch.n_pixels, "magnitude": round(patch.magnitude, 4), "evidence": evidence,
                      **sequence, **{k: round(float(v), 4) for k, v in patch.shape.items()},
                      **{k: round(float(v), 4) for k, v in (patch.spectral | patch.context).items()
                         if np.isfinite(v)}},
-            recovery=obs,
         ))
         geometries.append(geom)
     stats = {"n_dates": int(cube.sizes["time"]), "n_season_dates": int(season.sizes["time"]),
