@@ -129,6 +129,8 @@ def screen_block_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_r
     is_candidate = np.empty(LANES, dtype=np.bool_)
     unstable = np.empty(LANES, dtype=np.bool_)
     noise = np.empty(LANES)
+    enough = np.empty(LANES, dtype=np.bool_)
+    limit = np.empty(LANES)
     run = np.empty(LANES, dtype=np.int64)
     # One pixel's series, for its rare per-pixel steps.
     filled = np.empty(n_time, dtype=real)
@@ -166,12 +168,12 @@ def screen_block_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_r
             for i in range(base.shape[0]):
                 r = base[i]
                 for j in range(width):
-                    if observed[r, j]:
-                        resid = anomaly[r, p0 + j] - _fitted_lane(basis, r, coef, j)
-                        squares[j] += float(resid) * float(resid)
-                        spread[i, j] = abs(resid)
-                        if abs(resid) > surely_inlier:
-                            dirty[j] = True
+                    # Branch-free: an unobserved date's residual (NaN) is stored but never read, adds zero.
+                    seen_here = observed[r, j]
+                    resid = anomaly[r, p0 + j] - _fitted_lane(basis, r, coef, j)
+                    squares[j] += float(resid) * float(resid) if seen_here else 0.0
+                    spread[i, j] = abs(resid)
+                    dirty[j] = dirty[j] or (seen_here and abs(resid) > surely_inlier)
             for j in range(width):
                 noise[j] = np.sqrt(squares[j] / max(count[j], 1))
                 if not dirty[j]:
@@ -199,17 +201,18 @@ def screen_block_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_r
                 if abs(n_fit - min_baseline_obs) <= baseline_obs_band:
                     is_candidate[j] = True
             for j in range(width):
-                if count[j] >= min_baseline_obs and unstable[j]:
+                enough[j] = count[j] >= min_baseline_obs
+                if enough[j] and unstable[j]:
                     is_candidate[j] = True
-            for r in this:
+                limit[j] = max(line_min_drop, line_z * max(noise[j], sigma_floor))
+            for r in this:  # (each date is in one season's own dates: written once)
                 for j in range(width):
-                    limit = max(line_min_drop, line_z * max(noise[j], sigma_floor))
-                    weak_threshold[r, j] = limit
-                    if observed[r, j] and count[j] >= min_baseline_obs:
-                        seen[r, j] = True
-                        below = _fitted_lane(basis, r, coef, j) - anomaly[r, p0 + j]
-                        drops[r, j] = below
-                        maybe[r, j] = below > floor_threshold
+                    weak_threshold[r, j] = limit[j]
+                    use_here = observed[r, j] and enough[j]
+                    below = _fitted_lane(basis, r, coef, j) - anomaly[r, p0 + j]
+                    seen[r, j] = use_here
+                    drops[r, j] = below if use_here else np.nan
+                    maybe[r, j] = use_here and below > floor_threshold
         for j in range(width):
             run[j] = 0
         for t in range(n_time):
