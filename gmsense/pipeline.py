@@ -244,10 +244,10 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     if clear_share == 0:
         raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     if context is None:
-        context = merge_samples([licence_sample(ndvi, region)], settings)
+        context = merge_samples([licence_sample(ndvi, region)], settings, threads=threads)
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
                                            threads=threads, season=settings.season).load(),
-                             ndvi, settings.detect, settings.season)
+                             ndvi, settings.detect, settings.season, threads)
     # First disturbances, then later disturbances of ground that broke before (their own patches
     # over the same ground, each in its own label image).
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2, season=settings.season)

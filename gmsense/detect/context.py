@@ -101,10 +101,11 @@ def scene_sample(index: xr.DataArray, step: int,
     return SceneSample(times, values[:, chosen].astype("float32", copy=False))
 
 
-def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = None) -> SceneContext:
+def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = None, threads: int = 1) -> SceneContext:
     """The licence's context from the samples of its pieces (each lattice point in one piece):
     per date the NaN-aware median over every piece's values that date; with ``settings`` whose
-    ``detect.phenology_groups`` is on, the phenology groups too."""
+    ``detect.phenology_groups`` is on, the phenology groups too. The medians of the dates are
+    split among ``threads`` threads (numpy sorts without the GIL; the same result)."""
     times = np.unique(np.concatenate([s.times for s in samples])) if samples else \
         np.empty(0, dtype="datetime64[ns]")
     columns = []
@@ -115,7 +116,7 @@ def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = No
     stacked = np.concatenate(columns, axis=1) if columns else np.empty((times.size, 0), dtype="float32")
     if stacked.shape[1] == 0:
         return SceneContext(times, np.zeros(times.size), np.zeros(times.size, dtype=bool))
-    medians = row_medians(stacked)
+    medians = row_medians(stacked, threads)
     has_data = ~np.isnan(medians)
     offset = np.where(has_data, medians, 0.0).astype("float64")
     groups = None
