@@ -240,7 +240,9 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     bands = [b for b in CUBE_BANDS if b in cube]
     threads = threads or available_cores()
     source, dates, season, ndvi = season_index(cube, settings, site.site_id, threads)
-    clear_share = float(np.isfinite(ndvi.values).mean())
+    values = np.asarray(ndvi.transpose("time", "y", "x").values)
+    finite = np.isfinite(values)  # (the clear share and the coverage count read it)
+    clear_share = float(finite.mean())
     if clear_share == 0:
         raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     if context is None:
@@ -254,7 +256,6 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     later, later_labels = extract_patches(breaks, settings.detect.min_patch_m2, later=True, season=settings.season)
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
-    values = np.asarray(ndvi.transpose("time", "y", "x").values)
     clear = np.asarray(season["clear"].transpose("time", "y", "x").values)
     features = []  # per group: its spectra, then its context (each fills its own fields of the patches)
     for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
@@ -314,7 +315,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
     within = None if coverage_within is None else reproject_geometry(coverage_within, site.crs, crs)
-    counts = observed_counts(np.isfinite(values).any(axis=0), transform, local.geometry, region, within)
+    counts = observed_counts(finite.any(axis=0), transform, local.geometry, region, within)
     stats.update(coverage_stats(counts, settings.sites.min_coverage))
     label_patches(records, classifier, settings)
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
