@@ -169,17 +169,3 @@ def test_at_20_and_30_m_a_line_beside_a_wider_change_is_still_no_new_line(resolu
     assert not _lines(wide)["line"].values[LINE_ROW].any()
     patch = _lines(_lower(_ndvi(resolution=resolution), slice(14, 24), slice(10, 20), 0.1, START))
     assert not patch["line"].values.any(), "a compact patch of weak drops is no line"
-
-
-@pytest.mark.parametrize("threads", [2, 3])
-def test_lines_judged_in_threads_are_the_one_thread_lines(threads: int) -> None:
-    # A new line, a compact patch of weak drops, a short line and a road answering a dry year: kept
-    # and rejected components alike, judged side by side.
-    ndvi = _lower(_ndvi(seed=3), LINE_ROW, LINE_COLS, 0.1, START)
-    ndvi = _lower(ndvi, slice(30, 38), slice(8, 16), 0.1, START)
-    ndvi = _lower(ndvi, LINE_ROW - 12, slice(8, 13), 0.1, START)
-    ndvi = _lower(_lower(ndvi, LINE_ROW + 12, LINE_COLS, 0.35), LINE_ROW + 12, LINE_COLS, 0.1, START)
-    breaks = detect_breaks(ndvi, DETECT).load()
-    one = add_line_breaks(breaks, ndvi, DETECT)
-    assert one["line"].values[LINE_ROW].any()
-    xr.testing.assert_identical(add_line_breaks(breaks, ndvi, DETECT, threads=threads), one)

@@ -166,7 +166,7 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     """Pixels (bool, y x) of the new lines the weak runs of ``breaks`` draw (see the module
     docstring). ``breaks`` from :func:`gmsense.detect.change.detect_breaks`, loaded; ``index`` the
     (time, y, x) index it was computed from (NaN where not clear), as numpy, on dates ``times``;
-    the ridge filter of the whole image and the candidate lines in ``threads`` threads (the same result)."""
+    the ridge filter of the whole image in ``threads`` threads."""
     weak_first = np.asarray(breaks["weak_first"].values)
     has_weak = ~np.isnat(weak_first)
     found = np.zeros(has_weak.shape, dtype=bool)
@@ -184,40 +184,27 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     candidate = (ridge_response(magnitude, scale.sigmas, threads=threads) >= settings.line_min_ridge) & free
     labels, _ = ndimage.label(candidate, structure=_EIGHT)
     pad = scale.ring[1] + 2
-
-    def line_of(label: int, box: tuple[slice, slice]) -> tuple[tuple[slice, slice], np.ndarray] | None:
-        """The component ``label`` as a new line (its window and pixels there), or None."""
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
         part = labels[box] == label
         if part.sum() < _MIN_PIXELS or has_weak[box][part].mean() <= 0.5:
-            return None
+            continue
         reach = min(part.sum() * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(*part.shape)) * pixel
         if reach < settings.line_min_length_m or reach**2 / (part.sum() * pixel**2) < settings.line_min_elongation:
-            return None  # cannot be long enough, or thin enough, for the shape test below
+            continue  # cannot be long enough, or thin enough, for the shape test below
         holes = ndimage.binary_fill_holes(part) & ~part
         if holes.any() and has_weak[box][holes].mean() > 0.5:
-            return None  # the outline of a patch of weak drops
+            continue  # the outline of a patch of weak drops
         outer = _padded(box, pad, labels.shape)
         line = labels[outer] == label
         if not _few_weak_around(has_weak, line, outer, settings, scale):
-            return None
+            continue
         shape = shape_metrics(part, pixel)
         if shape["length_m"] < settings.line_min_length_m or shape["elongation"] < settings.line_min_elongation:
-            return None
+            continue
         if _quiet_surroundings(index, times, years, first, has_weak, line, outer, settings, scale):
-            return outer, line & has_weak[outer]
-        return None
-
-    # Each component is judged on its own (read-only inputs), so they are judged in ``threads`` threads
-    # (scipy's filters and numpy's sorts release the GIL) and the lines drawn in label order.
-    components = [(label, box) for label, box in enumerate(ndimage.find_objects(labels), start=1) if box is not None]
-    if threads > 1 and len(components) > 1:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-lines") as pool:
-            judged = list(pool.map(lambda c: line_of(*c), components))
-    else:
-        judged = [line_of(*c) for c in components]
-    for kept in judged:
-        if kept is not None:
-            found[kept[0]] |= kept[1]
+            found[outer] |= line & has_weak[outer]
     return found
 
 
