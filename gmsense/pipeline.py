@@ -7,7 +7,6 @@ nothing; the scan hands results to the store.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -249,7 +248,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         context = merge_samples([licence_sample(ndvi, region)], settings, threads=threads)
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
                                            threads=threads, season=settings.season).load(),
-                             ndvi, settings.detect, settings.season, threads)
+                             ndvi, settings.detect, settings.season)
     # First disturbances, then later disturbances of ground that broke before (their own patches
     # over the same ground, each in its own label image).
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2, season=settings.season)
@@ -275,18 +274,11 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     followed = _PatchFollowing(local.geometry, region, all_geoms, exclusion, transform, values, times, int(years.max()),
                                image_ids, again, first_dates, settings)
     candidates = [*((p, labels, False) for p in patches), *((p, later_labels, True) for p in later)]
-    # The features and each patch's recovery are independent of one another: with more than one
-    # thread they run side by side (numpy, shapely and rasterio release the GIL in their array work).
-    if threads > 1 and candidates:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-patch") as pool:
-            pending = [pool.submit(task) for task in features]
-            recoveries = list(pool.map(lambda c: followed.follow(*c), candidates))
-            for task in pending:
-                task.result()
-    else:
-        for task in features:
-            task()
-        recoveries = [followed.follow(*c) for c in candidates]
+    # On one thread: in threads side by side the features and recoveries (small arrays, Python
+    # between them) fought over the interpreter lock and one licence took longer on two cores.
+    for task in features:
+        task()
+    recoveries = [followed.follow(*c) for c in candidates]
     records: list[PatchRecord] = []
     geometries = []
     for (patch, _, _), recovery in zip(candidates, recoveries, strict=True):

@@ -1,7 +1,7 @@
 """The faster helpers give, bit for bit, what the code they replace gave: row medians by contiguous
 sort (scene sample medians) against :func:`gmsense._numeric.nan_median`, the scene sample taken
-by slices against the same sample gathered by index arrays, and work split among threads (row
-medians, the ridge filter) against one thread."""
+by slices against the same sample gathered by index arrays, and row medians split among threads
+against one thread."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from hypothesis.extra import numpy as hnp
 
 from gmsense._numeric import nan_median, row_medians
 from gmsense.detect.context import _as_slice, _lattice, scene_sample
-from gmsense.detect.lines import ridge_response
 
 _VALUES = hnp.arrays("float32", st.tuples(st.integers(0, 6), st.integers(0, 40)),
                      elements=st.one_of(st.floats(-1, 1, width=32), st.just(np.nan), st.just(np.inf),
@@ -49,17 +48,6 @@ def test_row_medians_in_threads_equal_one_thread(threads: int) -> None:
     values[5] = np.nan
     np.testing.assert_array_equal(row_medians(values, threads), row_medians(values))
     np.testing.assert_array_equal(row_medians(values[:1], threads), row_medians(values[:1]))
-
-
-@pytest.mark.parametrize(("bright", "sigmas"), [(True, (1.0, 2.0)), (False, (0.7,)), (True, (1.0, 1.5, 3.0))])
-def test_ridge_response_in_threads_equals_one_thread(bright: bool, sigmas: tuple[float, ...]) -> None:
-    rng = np.random.default_rng(4)
-    image = rng.normal(0, 0.05, (60, 70))
-    image[30, 5:60] += 0.3  # a line
-    one = ridge_response(image, sigmas, bright)
-    assert one.max() > 0
-    np.testing.assert_array_equal(ridge_response(image, sigmas, bright, threads=2), one)
-    np.testing.assert_array_equal(ridge_response(image, sigmas, bright, threads=4), one)
 
 
 @pytest.mark.parametrize(("positions", "expected"), [

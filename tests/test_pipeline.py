@@ -95,9 +95,9 @@ def test_a_second_disturbance_on_recovered_ground_is_its_own_patch() -> None:
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_patches_followed_in_threads_give_the_one_thread_result(threads: int) -> None:
-    # Features and each patch's recovery run side by side with more than one thread: first and later
-    # disturbances, a patch partly outside the licence, the same records and flags as one thread.
+def test_a_licence_in_threads_gives_the_one_thread_result(threads: int) -> None:
+    # Masking, scene medians and detection split among threads: first and later disturbances, a
+    # patch partly outside the licence, the same records and flags as one thread.
     ground = (slice(4, 12), slice(4, 14))
     breaks = (PlantedBreak(*ground, "2016-06-20", recovered_by="2018-06-01"), PlantedBreak(*ground, "2020-07-01"),
               PlantedBreak(slice(18, 26), slice(14, 24), "2016-06-20"), PlantedBreak(slice(0, 6), slice(22, 30),

@@ -30,7 +30,6 @@ window at least one pixel); drops in index (NDVI) units.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,25 +47,15 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 _MIN_PIXELS = 3
 
 
-def ridge_response(image: np.ndarray, sigmas: tuple[float, ...], bright: bool = True, threads: int = 1) -> np.ndarray:
+def ridge_response(image: np.ndarray, sigmas: tuple[float, ...], bright: bool = True) -> np.ndarray:
     """Sato's tubeness in 2-D (``skimage.filters.sato``): per pixel, the largest over ``sigmas`` (pixels) of
     sigma^2 x the larger Hessian eigenvalue of the (for bright ridges, negated) image, clipped at
-    0; the Hessian from Gaussian derivatives, three separable filters per sigma, run in ``threads``
-    threads (scipy's filters release the GIL; the same result)."""
+    0; the Hessian from Gaussian derivatives, three separable filters per sigma."""
     image = np.asarray(-image if bright else image, dtype="float64")
-    jobs = [(sigma, order) for sigma in sigmas for order in ((2, 0), (1, 1), (0, 2))]
-
-    def derivative(job: tuple[float, tuple[int, int]]) -> np.ndarray:
-        return ndimage.gaussian_filter(image, job[0], order=job[1], mode="reflect")
-
-    if threads > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-ridge") as pool:
-            hessians = list(pool.map(derivative, jobs))
-    else:
-        hessians = [derivative(job) for job in jobs]
     best = np.zeros(image.shape)
-    for k, sigma in enumerate(sigmas):
-        h_rr, h_rc, h_cc = hessians[3 * k:3 * k + 3]
+    for sigma in sigmas:
+        h_rr, h_rc, h_cc = (ndimage.gaussian_filter(image, sigma, order=order, mode="reflect")
+                            for order in ((2, 0), (1, 1), (0, 2)))
         larger = 0.5 * (h_rr + h_cc) + np.sqrt((0.5 * (h_rr - h_cc)) ** 2 + h_rc**2)
         best = np.maximum(best, sigma**2 * np.maximum(larger, 0))
     return best
@@ -162,11 +151,10 @@ def patch_pixels(first_detected: np.ndarray, min_area_m2: float, pixel_m: float,
 
 
 def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, settings: DetectSettings,
-               season: SeasonSettings | None = None, threads: int = 1) -> np.ndarray:
+               season: SeasonSettings | None = None) -> np.ndarray:
     """Pixels (bool, y x) of the new lines the weak runs of ``breaks`` draw (see the module
     docstring). ``breaks`` from :func:`gmsense.detect.change.detect_breaks`, loaded; ``index`` the
-    (time, y, x) index it was computed from (NaN where not clear), as numpy, on dates ``times``;
-    the ridge filter of the whole image in ``threads`` threads."""
+    (time, y, x) index it was computed from (NaN where not clear), as numpy, on dates ``times``."""
     weak_first = np.asarray(breaks["weak_first"].values)
     has_weak = ~np.isnat(weak_first)
     found = np.zeros(has_weak.shape, dtype=bool)
@@ -181,7 +169,7 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     scale = _Scale.of(settings, pixel)
     clearance = int(np.ceil(settings.line_clearance_m / pixel))
     free = ~(ndimage.binary_dilation(confirmed, iterations=clearance) if confirmed.any() and clearance else confirmed)
-    candidate = (ridge_response(magnitude, scale.sigmas, threads=threads) >= settings.line_min_ridge) & free
+    candidate = (ridge_response(magnitude, scale.sigmas) >= settings.line_min_ridge) & free
     labels, _ = ndimage.label(candidate, structure=_EIGHT)
     pad = scale.ring[1] + 2
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -209,12 +197,11 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
 
 
 def add_line_breaks(breaks: xr.Dataset, index: xr.DataArray, settings: DetectSettings,
-                    season: SeasonSettings | None = None, threads: int = 1) -> xr.Dataset:
+                    season: SeasonSettings | None = None) -> xr.Dataset:
     """``breaks`` with the pixels of :func:`find_lines` confirmed by their weak runs and a ``line``
-    mask (bool, y x). Without ``settings.line_pass`` the mask is all false and nothing changes.
-    ``threads``: see :func:`find_lines`."""
+    mask (bool, y x). Without ``settings.line_pass`` the mask is all false and nothing changes."""
     line = (find_lines(breaks, np.asarray(index.transpose("time", "y", "x").values), index["time"].values, settings,
-                       season, threads)
+                       season)
             if settings.line_pass else np.zeros((breaks.sizes["y"], breaks.sizes["x"]), dtype=bool))
     out = breaks.copy()
     mask = xr.DataArray(line, dims=("y", "x"))
