@@ -7,11 +7,14 @@ nothing; the scan hands results to the store.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyproj
 import shapely
 import xarray as xr
+from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from gmsense.classify.baseline import classify_patch
@@ -110,6 +113,55 @@ def _season_source(cube: xr.Dataset, dates: np.ndarray) -> tuple[xr.Dataset, np.
     return cube, dates
 
 
+@dataclass(frozen=True)
+class _PatchFollowing:
+    """What following one patch needs (its monitoring area, reference ring, recovery, evidence):
+    the licence and its monitoring area (``region``), every patch's geometry and their
+    :func:`gmsense.recovery.ring_exclusion`, the index ``values`` (T, y, x) on ``times`` and its grid
+    ``transform``, the latest season, the acquisitions' identifiers, and the breaks' ``again``
+    (``disturbed_again``; None without later disturbances) and ``first_dates`` (``first_detected``)."""
+
+    licence: BaseGeometry
+    region: BaseGeometry
+    all_geoms: list[BaseGeometry]
+    exclusion: BaseGeometry | None
+    transform: Affine
+    values: np.ndarray
+    times: np.ndarray
+    latest_season: int
+    image_ids: list[str]
+    again: np.ndarray | None
+    first_dates: np.ndarray
+    settings: Settings
+
+    def follow(self, patch: Patch, patch_labels: np.ndarray, is_later: bool) -> tuple | None:
+        """The patch's part of the monitoring area, its record's dates, area and recovery fields,
+        its evidence and its sequence metrics; None for a patch (almost) outside the area."""
+        settings = self.settings
+        geom = patch.geometry.intersection(self.region)
+        if geom.is_empty or geom.area < settings.detect.min_patch_m2:
+            return None
+        pmask = patch_labels == patch.label
+        ring = ring_mask(patch.geometry, self.all_geoms, pmask.shape, self.transform, self.exclusion)
+        # A first disturbance's ground disturbed again is followed up to the new disturbance
+        # (gmsense.recovery); the later one from its own detection.
+        until = self.again if self.again is not None and not is_later else None
+        obs = trajectory(self.values, self.times, pmask, ring, patch.first_detected, DETECTION_INDEX, until,
+                         settings.season)
+        status, ratio = recovery_status(obs, patch.first_detected, self.latest_season, settings.recovery,
+                                        settings.season)
+        inside = self.values[:, pmask]
+        seen = np.isfinite(inside).any(axis=1)
+        evidence = _evidence(self.times, np.isfinite(inside).mean(axis=1), patch, self.image_ids)
+        outside = geom.difference(self.licence).area
+        fields = {"first_detected": _iso(patch.first_detected), "confirmed_on": _iso(patch.confirmed_on),
+                  "last_seen": _iso(self.times[seen].max()) if seen.any() else _iso(patch.confirmed_on),
+                  "area_m2": round(float(geom.area), 1), "inside_licence": bool(outside < 1e-6),
+                  "area_outside_m2": round(float(outside), 1), "recovery_status": status, "recovery_ratio": ratio,
+                  "recovery": obs}
+        return geom, fields, evidence, _sequence(pmask, self.first_dates if is_later else until, is_later)
+
+
 def season_index(cube: xr.Dataset, settings: Settings, site_id: str,
                  threads: int = 1) -> tuple[xr.Dataset, np.ndarray | slice, xr.Dataset, xr.DataArray]:
     """The growing season of ``cube`` as the detector sees it: where to read the bands from and the
@@ -193,11 +245,13 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     bands = [b for b in CUBE_BANDS if b in cube]
     threads = threads or available_cores()
     source, dates, season, ndvi = season_index(cube, settings, site.site_id, threads)
-    clear_share = float(np.isfinite(ndvi.values).mean())
+    values = np.asarray(ndvi.transpose("time", "y", "x").values)
+    finite = np.isfinite(values)  # (the clear share and the coverage count read it)
+    clear_share = float(finite.mean())
     if clear_share == 0:
         raise NoObservationsError(f"licence {site.site_id}: every growing-season observation is cloudy or missing")
     if context is None:
-        context = merge_samples([licence_sample(ndvi, region)], settings)
+        context = merge_samples([licence_sample(ndvi, region)], settings, threads=threads)
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
                                            threads=threads, season=settings.season).load(),
                              ndvi, settings.detect, settings.season)
@@ -207,40 +261,37 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     later, later_labels = extract_patches(breaks, settings.detect.min_patch_m2, later=True, season=settings.season)
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
-    values = np.asarray(ndvi.transpose("time", "y", "x").values)
+    clear = np.asarray(season["clear"].transpose("time", "y", "x").values)
+    features = []  # per group: its spectra, then its context (each fills its own fields of the patches)
     for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
         if group:
-            add_patch_spectra(group, group_labels, source[bands], clear=np.asarray(season["clear"].transpose(
-                "time", "y", "x").values), time_index=dates, season=settings.season)
-            add_patch_context(group, group_labels, values, times, np.asarray(breaks[magnitude].values),
-                              settings.detect, abs(transform.a), settings.season)
+            features.append(partial(add_patch_spectra, group, group_labels, source[bands], clear=clear,
+                                    time_index=dates, season=settings.season))
+            features.append(partial(add_patch_context, group, group_labels, values, times,
+                                    np.asarray(breaks[magnitude].values), settings.detect, abs(transform.a),
+                                    settings.season))
 
     years = cubeops.season_year(times, settings.season)
-    latest_season = int(years.max())
     all_geoms = [p.geometry for p in [*patches, *later]]
     exclusion = ring_exclusion(all_geoms) if all_geoms else None
     image_ids = _image_ids(season, cube.attrs)
     again = np.asarray(breaks["disturbed_again"].values) if later else None
     first_dates = np.asarray(breaks["first_detected"].values)
+    followed = _PatchFollowing(local.geometry, region, all_geoms, exclusion, transform, values, times, int(years.max()),
+                               image_ids, again, first_dates, settings)
+    candidates = [*((p, labels, False) for p in patches), *((p, later_labels, True) for p in later)]
+    # On one thread: in threads side by side the features and recoveries (small arrays, Python
+    # between them) fought over the interpreter lock and one licence took longer on two cores.
+    for task in features:
+        task()
+    recoveries = [followed.follow(*c) for c in candidates]
     records: list[PatchRecord] = []
     geometries = []
-    for patch, patch_labels in [*((p, labels) for p in patches), *((p, later_labels) for p in later)]:
-        geom = patch.geometry.intersection(region)
-        if geom.is_empty or geom.area < settings.detect.min_patch_m2:
+    for (patch, _, _), recovery in zip(candidates, recoveries, strict=True):
+        if recovery is None:
             continue
-        pmask = patch_labels == patch.label
-        is_later = patch_labels is later_labels
+        geom, fields, evidence, sequence = recovery
         klass, confidence = classify_patch(patch, settings.classify)
-        ring = ring_mask(patch.geometry, all_geoms, pmask.shape, transform, exclusion)
-        # A first disturbance's ground disturbed again is followed up to the new disturbance
-        # (gmsense.recovery); the later one from its own detection.
-        until = again if again is not None and not is_later else None
-        obs = trajectory(values, times, pmask, ring, patch.first_detected, DETECTION_INDEX, until, settings.season)
-        status, ratio = recovery_status(obs, patch.first_detected, latest_season, settings.recovery, settings.season)
-        seen = np.isfinite(values[:, pmask]).any(axis=1)
-        evidence = _evidence(times, np.isfinite(values[:, pmask]).mean(axis=1), patch, image_ids)
-        outside = geom.difference(local.geometry).area
-        sequence = _sequence(pmask, first_dates if is_later else until, is_later)
         records.append(PatchRecord(
             site_id=site.site_id,
             geometry_wkt=reproject_geometry(geom, crs, WGS84).wkt,
@@ -248,19 +299,11 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
             local_crs=crs.to_string(),
             disturbance_class=klass,
             confidence=confidence,
-            first_detected=_iso(patch.first_detected),
-            confirmed_on=_iso(patch.confirmed_on),
-            last_seen=_iso(times[seen].max()) if seen.any() else _iso(patch.confirmed_on),
-            area_m2=round(float(geom.area), 1),
-            inside_licence=bool(outside < 1e-6),
-            area_outside_m2=round(float(outside), 1),
-            recovery_status=status,
-            recovery_ratio=ratio,
+            **fields,
             metrics={"n_pixels": patch.n_pixels, "magnitude": round(patch.magnitude, 4), "evidence": evidence,
                      **sequence, **{k: round(float(v), 4) for k, v in patch.shape.items()},
                      **{k: round(float(v), 4) for k, v in (patch.spectral | patch.context).items()
                         if np.isfinite(v)}},
-            recovery=obs,
         ))
         geometries.append(geom)
     stats = {"n_dates": int(cube.sizes["time"]), "n_season_dates": int(season.sizes["time"]),
@@ -270,7 +313,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
              "last_acquisition": _iso(cube["time"].values.max()),
              "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])]}
     within = None if coverage_within is None else reproject_geometry(coverage_within, site.crs, crs)
-    counts = observed_counts(np.isfinite(values).any(axis=0), transform, local.geometry, region, within)
+    counts = observed_counts(finite.any(axis=0), transform, local.geometry, region, within)
     stats.update(coverage_stats(counts, settings.sites.min_coverage))
     if cube.attrs.get("rescaled_per_image"):
         stats["imagery_warning"] = RESCALED_IMAGERY

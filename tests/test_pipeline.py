@@ -94,6 +94,26 @@ def test_a_second_disturbance_on_recovered_ground_is_its_own_patch() -> None:
     assert repr(_records(result)) == repr(_records(lazy))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_licence_in_threads_gives_the_one_thread_result(threads: int) -> None:
+    # Masking, scene medians and detection split among threads: first and later disturbances, a
+    # patch partly outside the licence, the same records and flags as one thread.
+    ground = (slice(4, 12), slice(4, 14))
+    breaks = (PlantedBreak(*ground, "2016-06-20", recovered_by="2018-06-01"), PlantedBreak(*ground, "2020-07-01"),
+              PlantedBreak(slice(18, 26), slice(14, 24), "2016-06-20"), PlantedBreak(slice(0, 6), slice(22, 30),
+                                                                                     "2019-07-01"))
+    cube = make_cube(ny=30, nx=30, years=tuple(range(2015, 2023)), breaks=breaks, seed=12, cloud_share=0.0)
+    site = cube_site(cube, inset_m=40)
+    one = analyse_cube(site, cube, Settings(), threads=1)
+    assert len(one.patches) >= 4
+    assert any(not p.inside_licence for p in one.patches)
+    assert any("earlier_disturbance" in p.metrics for p in one.patches)
+    more = analyse_cube(site, cube, Settings(), threads=threads)
+    assert repr(_records(more)) == repr(_records(one))
+    assert repr(more.flags) == repr(one.flags)
+    assert more.stats == one.stats
+
+
 def test_a_southern_season_across_new_year_is_one_season() -> None:
     """October to April: a clearing whose pixels went in late December and mid-January is one patch
     of one season (named by the year it ends in), followed as such by recovery and the rules; the

@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.detect._kernels import confirm_runs_kernel, screen_kernel
+from gmsense.detect._screen_block import screen_block_kernel
 from gmsense.detect.context import SceneContext, index_context, scene_dips
 from gmsense.detect.model import design_matrix
 from gmsense.detect.model import robust_fit as _robust_fit
@@ -218,13 +219,14 @@ def screen_pixels(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settin
                   tolerance: float = SCREEN_TOLERANCE) -> np.ndarray:
     """Pixels the exact detector could flag, bool (P,), from the anomaly (T, P) float32 (NaN where
     missing), cheaply. See :func:`_screen`."""
-    return _screen(np.ascontiguousarray(anomaly.T), doy, year, settings, tolerance)[0]
+    return _screen(anomaly, doy, year, settings, tolerance)[0]
 
 
 def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: DetectSettings,
-            tolerance: float = SCREEN_TOLERANCE, weak: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            tolerance: float = SCREEN_TOLERANCE, weak: bool = False,
+            per_pixel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The screen's candidates (P,) and, with ``weak``, the line pass's weak runs (P, 3): first and
-    confirmed time indices (``NO_BREAK`` if none) and the run's mean drop, from ``anomaly`` (P, T;
+    confirmed time indices (``NO_BREAK`` if none) and the run's mean drop, from ``anomaly`` (T, P;
     NaN where missing), float32 with up to one harmonic and float64 with more (a season's few
     observations fit more terms too closely for float32 to follow).
 
@@ -245,10 +247,13 @@ def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: De
     spread)`` (the spread robust where the screen computed it, the residuals' root mean square
     where every residual is small), walked by :func:`confirm_runs` with ``line_confirm_obs`` for
     the pixels with that many weak drops at all. Every pixel is a candidate, with no weak runs,
-    when there are too few dates to screen. Compiled, one pixel at a time
-    (:func:`gmsense.detect._kernels.screen_kernel`).
+    when there are too few dates to screen. Compiled: with one harmonic (three terms, the default)
+    a block of pixels per date, SIMD lanes over pixels
+    (:func:`gmsense.detect._screen_block.screen_block_kernel`), with more one pixel at a time
+    (:func:`gmsense.detect._kernels.screen_kernel`; ``per_pixel`` takes it for three terms too, as a
+    reference); the same results either way.
     """
-    n_pix, n_time = anomaly.shape
+    n_time, n_pix = anomaly.shape
     no_weak = np.tile(np.array([NO_BREAK, NO_BREAK, np.nan]), (n_pix, 1))
     design = design_matrix(doy, settings.harmonics)
     n_terms = design.shape[1]
@@ -260,8 +265,12 @@ def _screen(anomaly: np.ndarray, doy: np.ndarray, year: np.ndarray, settings: De
     real = np.float32 if n_terms <= 3 else np.float64
     inverse = np.linalg.inv(r / np.sqrt(n_time))
     base_rows, base_ptr, this_rows, this_ptr = _season_rows(year, settings.baseline_seasons)
-    return screen_kernel(
-        np.ascontiguousarray(anomaly, dtype=real), (q * np.sqrt(n_time)).astype(real), 1e-6 * inverse.T @ inverse,
+    if n_terms == 3 and not per_pixel:
+        kernel, series = screen_block_kernel, np.ascontiguousarray(anomaly, dtype=real)
+    else:
+        kernel, series = screen_kernel, np.ascontiguousarray(anomaly.T, dtype=real)
+    return kernel(
+        series, (q * np.sqrt(n_time)).astype(real), 1e-6 * inverse.T @ inverse,
         np.asarray(year, dtype="int64"), base_rows, base_ptr, this_rows, this_ptr,
         settings.min_baseline_obs, 1,
         float(real(max(settings.min_drop, settings.z_threshold * settings.sigma_floor) - tolerance)),
@@ -283,10 +292,11 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
     With ``screen`` only the pixels :func:`screen_pixels` passes are run through the exact detector.
     """
     ny, nx, n_time = values.shape
-    series = values.reshape(ny * nx, n_time)  # (P, T): a view when the block is pixel-major
+    # (T, P): a view when the block is date-major (rows of an in-memory (time, y, x) index).
+    series = np.moveaxis(values, -1, 0).reshape(n_time, ny * nx)
     extra = None  # (T, P) phenology-group offsets
     if groups is not None:
-        base = series.T.astype("float64") - offset[:, None]
+        base = series.astype("float64") - offset[:, None]
         base[~keep] = np.nan
         extra = groups.pixel_offsets(base)
         del base
@@ -295,17 +305,18 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
     pixels = np.arange(ny * nx)
     if screen or settings.line_pass:
         real = "float32" if settings.harmonics <= 1 else "float64"  # as _screen computes
-        anomaly = np.subtract(series, offset.astype(real)[None, :], dtype=real)
+        anomaly = np.empty((n_time, ny * nx), dtype=real)
+        np.subtract(series, offset.astype(real)[:, None], out=anomaly, dtype=real)
         if extra is not None:
-            anomaly -= extra.T.astype(real)
-        anomaly[:, ~keep] = np.nan
+            anomaly -= extra.astype(real)
+        anomaly[~keep] = np.nan
         candidate, weak = _screen(anomaly, doy, year, settings, weak=settings.line_pass)
         del anomaly
         out[:, 4:7] = weak
         if screen:
             pixels = np.flatnonzero(candidate)
     if pixels.size:
-        flat = series[pixels].T.astype("float64") - offset[:, None]
+        flat = series[:, pixels].astype("float64") - offset[:, None]
         if extra is not None:
             flat -= extra[:, pixels]
         flat[~keep] = np.nan
@@ -323,7 +334,8 @@ def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.n
     with BLAS on one thread each; every pixel is computed alone, so the result is the one block's.
     Blocks keep the working arrays small enough to be reused rather than mapped afresh."""
     ny, nx = values.shape[:2]
-    n_blocks = min(ny, max(threads * _BLOCKS_PER_THREAD if threads > 1 else 1, -(-ny * nx // _MAX_BLOCK_PIXELS)))
+    n_blocks = max(threads * _BLOCKS_PER_THREAD if threads > 1 else 1, -(-ny * nx // _MAX_BLOCK_PIXELS))
+    n_blocks = min(ny, -(-n_blocks // threads) * threads)  # a multiple of the threads: each gets as many
     if n_blocks <= 1:
         return _breaks_block(values, **kwargs)
     edges = np.linspace(0, ny, n_blocks + 1).round().astype(int)
@@ -391,9 +403,11 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
         dask_gufunc_kwargs={"output_sizes": {"output": N_OUTPUTS}},
     )
 
+    # Time index -> date in one lookup: NO_BREAK (-1) picks the NaT appended last.
+    table = np.append(times, np.datetime64("NaT", "ns"))
+
     def to_dates(idx: np.ndarray) -> np.ndarray:
-        picked = times[np.clip(idx, 0, None).astype("int64")]
-        return np.where(idx >= 0, picked, np.datetime64("NaT", "ns"))
+        return table[idx.astype("int64")]
 
     def as_dates(k: int) -> xr.DataArray:
         return xr.apply_ufunc(to_dates, packed.isel(output=k), dask="parallelized",

@@ -205,8 +205,9 @@ def add_line_breaks(breaks: xr.Dataset, index: xr.DataArray, settings: DetectSet
             if settings.line_pass else np.zeros((breaks.sizes["y"], breaks.sizes["x"]), dtype=bool))
     out = breaks.copy()
     mask = xr.DataArray(line, dims=("y", "x"))
-    out["first_detected"] = out["first_detected"].where(~mask, out["weak_first"])
-    out["confirmed_on"] = out["confirmed_on"].where(~mask, out["weak_confirmed"])
-    out["magnitude"] = out["magnitude"].where(~mask, out["weak_magnitude"])
+    if line.any():  # (no new line, the common case: nothing to replace)
+        out["first_detected"] = out["first_detected"].where(~mask, out["weak_first"])
+        out["confirmed_on"] = out["confirmed_on"].where(~mask, out["weak_confirmed"])
+        out["magnitude"] = out["magnitude"].where(~mask, out["weak_magnitude"])
     out["line"] = mask
     return out
