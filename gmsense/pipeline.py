@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pyproj
@@ -262,14 +261,14 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     transform = grid_transform(ndvi)
     times = ndvi["time"].values.astype("datetime64[ns]")
     clear = np.asarray(season["clear"].transpose("time", "y", "x").values)
-    features = []  # per group: its spectra, then its context (each fills its own fields of the patches)
+    # On one thread: in threads side by side the features and recoveries (small arrays, Python
+    # between them) fought over the interpreter lock and one licence took longer on two cores.
     for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
         if group:
-            features.append(partial(add_patch_spectra, group, group_labels, source[bands], clear=clear,
-                                    time_index=dates, season=settings.season))
-            features.append(partial(add_patch_context, group, group_labels, values, times,
-                                    np.asarray(breaks[magnitude].values), settings.detect, abs(transform.a),
-                                    settings.season))
+            add_patch_spectra(group, group_labels, source[bands], clear=clear, time_index=dates,
+                              season=settings.season)
+            add_patch_context(group, group_labels, values, times, np.asarray(breaks[magnitude].values),
+                              settings.detect, abs(transform.a), settings.season)
 
     years = cubeops.season_year(times, settings.season)
     all_geoms = [p.geometry for p in [*patches, *later]]
@@ -280,10 +279,6 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     followed = _PatchFollowing(local.geometry, region, all_geoms, exclusion, transform, values, times, int(years.max()),
                                image_ids, again, first_dates, settings)
     candidates = [*((p, labels, False) for p in patches), *((p, later_labels, True) for p in later)]
-    # On one thread: in threads side by side the features and recoveries (small arrays, Python
-    # between them) fought over the interpreter lock and one licence took longer on two cores.
-    for task in features:
-        task()
     recoveries = [followed.follow(*c) for c in candidates]
     records: list[PatchRecord] = []
     geometries = []

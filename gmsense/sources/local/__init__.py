@@ -961,8 +961,8 @@ def files_rescaled(files: tuple[Path, ...]) -> bool:
     :data:`RESCALED_CHECK_MAX_BYTES` (larger scenes are not read whole for a warning), every band
     read with its no-data masked. Remembered per file list, sizes and modification times, so the many
     windows of one folder (tiles, register polygons) read the files once."""
-    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _files_rescaled(stamp)
+    stats = [(f, f.stat()) for f in files]
+    return _files_rescaled(tuple((str(f), s.st_size, s.st_mtime_ns) for f, s in stats))
 
 
 @functools.lru_cache(maxsize=16)
