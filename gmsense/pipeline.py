@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyproj
@@ -214,7 +215,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
                  works: list[ApprovedWork] | None = None, classifier: PatchClassifier | None = None,
                  *, keep_breaks: bool = False, context: SceneContext | None = None,
                  coverage_within: BaseGeometry | None = None, threads: int | None = None,
-                 layers: LayerSet | None = None) -> SiteResult:
+                 layers: LayerSet | None = None, prepared: tuple[Any, ...] | None = None) -> SiteResult:
     """Detect, classify and follow the disturbances of one licence in its cube.
 
     ``works``: the licence's approved work programme (None when it has none). ``classifier``:
@@ -228,6 +229,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     ``threads``: detection works on row blocks in this many threads (the same result); None uses
     every core this process may run on (:func:`available_cores`). ``layers``: protected land
     (gmsense.geo.layers) the rule ``protected_land`` checks the patches against; None checks none.
+    ``prepared``: :func:`season_index` of ``cube`` already computed (with ``settings.for_cube``),
+    not computed again.
 
     Annual composites (``cube.attrs["composite"] == "annual"``) are read by the yearly detector
     (``settings.detect_annual``, :meth:`gmsense.config.Settings.for_cube`).
@@ -243,7 +246,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     region = local.buffered(settings.sites.buffer_m)
     bands = [b for b in CUBE_BANDS if b in cube]
     threads = threads or available_cores()
-    source, dates, season, ndvi = season_index(cube, settings, site.site_id, threads)
+    source, dates, season, ndvi = prepared or season_index(cube, settings, site.site_id, threads)
     values = np.asarray(ndvi.transpose("time", "y", "x").values)
     finite = np.isfinite(values)  # (the clear share and the coverage count read it)
     clear_share = float(finite.mean())

@@ -238,3 +238,26 @@ def write_annual_composites(folder: str | Path, years: tuple[int, ...], plants: 
             dst.write(nir.astype("float32"), 2)
             dst.descriptions = ("red", "nir")
     return folder
+
+
+@dataclass(frozen=True)
+class CountingSource:
+    """A source (gmsense.sources.Source) that appends one line per ``load`` (``site_id``, region's
+    bounds) to the file ``log`` and otherwise is ``inner``: how often a scan reads its imagery, also
+    when the loads run in worker processes (it pickles with ``inner``)."""
+
+    inner: object
+    log: Path
+    name: str = "counting"
+
+    def load(self, site: Site, region: object, start: str | None, end: str | None) -> xr.Dataset:
+        with Path(self.log).open("a", encoding="utf-8") as out:
+            out.write(f"{site.site_id} {tuple(round(v, 1) for v in region.bounds)}\n")  # type: ignore[attr-defined]
+        return self.inner.load(site, region, start, end)  # type: ignore[attr-defined]
+
+    def latest_date(self, site: Site, start: str | None, end: str | None) -> str | None:
+        return self.inner.latest_date(site, start, end)  # type: ignore[attr-defined]
+
+    def describe(self, site: Site, start: str | None, end: str | None) -> object:
+        describe = getattr(self.inner, "describe", None)
+        return None if describe is None else describe(site, start, end)

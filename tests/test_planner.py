@@ -15,6 +15,8 @@ from shapely.ops import unary_union
 from gmsense.batch.estimate import default_shape
 from gmsense.batch.planner import (
     MAX_GROUP,
+    PARALLEL_MIN_CORE_M,
+    PARALLEL_MIN_SECONDS,
     TILE_MARGIN_M,
     estimate_bytes,
     parse_memory,
@@ -91,3 +93,30 @@ def test_memory_sizes(text: str, value: int) -> None:
 def test_bad_memory_sizes_say_how_to_write_them(text: str) -> None:
     with pytest.raises(ValueError, match="memory size"):
         parse_memory(text)
+
+
+def test_a_long_licence_is_cut_for_idle_workers_and_held_between_passes() -> None:
+    """Fewer units than worker processes: the longest licence is cut into tiles for the idle ones,
+    each read once and held (the licence fits the budget whole); not with one slot, not when the
+    licences already fill the slots, not when the cores would be mostly margin."""
+    large = _site("L", 4_000, 4_000)
+    limit = parse_memory("16GB")
+    assert [u.tile for u in plan([large], SETTINGS, limit)] == [None]
+    units = plan([large], SETTINGS, limit, slots=2)
+    assert len(units) == 2
+    assert all(u.tile is not None and u.hold for u in units)
+    for unit in units:
+        minx, miny, maxx, maxy = unit.tile.core.bounds
+        assert min(maxx - minx, maxy - miny) >= PARALLEL_MIN_CORE_M
+    region = large.buffered(SETTINGS.sites.buffer_m)
+    assert region.difference(unary_union([u.tile.core for u in units])).area < 1e-6 * region.area
+    assert len(plan([large], SETTINGS, limit, slots=4)) == 4
+    other = _site("O", 4_000, 4_000, 700_000)
+    assert [u.tile for u in plan([large, other], SETTINGS, limit, slots=2)] == [None, None]
+    small = _site("S", 1_400, 1_200)  # 2.4 x 2.2 km with its buffers: halves would be mostly margin
+    period = {"start": "2014-04-01", "end": "2021-10-31"}
+    assert plan([small], SETTINGS, limit, **period)[0].estimated_seconds >= PARALLEL_MIN_SECONDS
+    assert [u.tile for u in plan([small], SETTINGS, limit, slots=2, **period)] == [None]
+    budget_tiles = plan([_site("BIG", 20_000, 20_000)], SETTINGS, parse_memory("2GB"), slots=2)
+    assert len(budget_tiles) > 2
+    assert not any(u.hold for u in budget_tiles)  # over the budget: each tile read twice, none held

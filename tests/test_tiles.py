@@ -86,6 +86,35 @@ def test_pieces_cut_by_a_tile_edge_are_joined_and_neighbours_are_not() -> None:
     assert {f.rule for f in result.flags} >= {"new_disturbance"}
 
 
+@pytest.mark.slow
+def test_a_licence_cut_for_two_workers_finds_what_the_whole_scan_finds_reading_each_tile_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One licence and two worker processes: the planner cuts it in two tiles (its cores here
+    lowered to 900 m so the demo licence splits), each read once and held for its analysis; the
+    patches are those of the whole licence in one process."""
+    from gmsense.batch import planner
+    from gmsense.testutils import CountingSource
+
+    monkeypatch.setattr(planner, "PARALLEL_MIN_CORE_M", 900.0)
+    site = next(s for s in read_sites(configs_dir() / "demo_sites.geojson") if s.site_id == "HLJ-EXP-001")
+    whole = _scan(site, tmp_path / "whole.db", None)
+    log = tmp_path / "loads.txt"
+    split = run_scan(ScanRequest([site], CountingSource(get_source("synthetic", SETTINGS), log), SETTINGS),
+                     Store(str(tmp_path / "split.db")), options=ScanOptions(workers=2))
+    assert whole.status == split.status == "completed"
+    assert split.sites[site.site_id]["tiles"] == 2
+    assert len(log.read_text().splitlines()) == 2, "each tile is read once"
+    a, b = Store(str(tmp_path / "whole.db")).patch_rows(), Store(str(tmp_path / "split.db")).patch_rows()
+    assert len(a) == len(b) > 0
+    for p in a:
+        g = wkt.loads(p.local_wkt)
+        best = max(b, key=lambda q: wkt.loads(q.local_wkt).intersection(g).area)
+        q = wkt.loads(best.local_wkt)
+        assert q.intersection(g).area / q.union(g).area >= 0.95, p.patch_id
+        assert best.disturbance_class == p.disturbance_class
+    assert whole.sites[site.site_id]["flags"] == split.sites[site.site_id]["flags"]
+
+
 class _TileBreaker:
     """The synthetic source, but loads that cover the given point fail with a corrupt-file error."""
 

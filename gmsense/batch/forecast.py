@@ -121,13 +121,13 @@ def wall_seconds(durations: list[float], workers: int) -> float:
 
 
 def forecast(sites: list[Site], settings: Settings, memory_limit: int, workers: int, *, start: str | None = None,
-             end: str | None = None, source: Any = None) -> ScanPlan:
+             end: str | None = None, source: Any = None, slots: int = 1) -> ScanPlan:
     """The plan :func:`gmsense.batch.scan.run_scan` would make for ``sites`` (see
     :func:`gmsense.batch.planner.plan`), with a warning for each licence over :data:`LONG_LICENCE_S`
     on one core or whose smallest tile still needs more than ``memory_limit`` bytes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # over-budget tiles are reported below, with numbers
-        units = plan(sites, settings, memory_limit, start=start, end=end, source=source)
+        units = plan(sites, settings, memory_limit, start=start, end=end, source=source, slots=slots)
     unit_requests = earthengine_requests(units, settings, start, end, source)
     requests_of = {id(u): r for u, r in zip(units, unit_requests or [], strict=False)}
     rows: list[PlanRow] = []

@@ -39,6 +39,15 @@ GROUP_MAX_SECONDS = 1.0
 GROUP_TARGET_SECONDS = 8.0
 #: At most this many licences in one grouped task (a failure re-runs the group's licences).
 MAX_GROUP = 16
+#: A licence estimated to take at least this long (seconds on one core) is cut into tiles when the
+#: scan has more task slots (worker processes) than units, so one large licence uses every worker
+#: (issue 16: dask chunks inside a licence; threads inside one task scale 1.1-1.2x on 2 cores, the
+#: per-patch Python holding the interpreter lock). Below it the margins and the first pass cost
+#: more than the second core gives.
+PARALLEL_MIN_SECONDS = 2.0
+#: The smallest core of such a split, metres: a tile read with its margins is then at most
+#: (1 + 2 * 300 / 1200) = 1.5 times its core in each direction cut.
+PARALLEL_MIN_CORE_M = 4 * TILE_MARGIN_M
 #: Memory budget per worker by default: this share of the machine's memory over the workers.
 DEFAULT_MEMORY_SHARE = 0.5
 
@@ -65,6 +74,9 @@ class WorkUnit:
     tile: Tile | None = None
     estimated_bytes: int = 0  # peak memory, bytes
     estimated_seconds: float = 0.0  # reading and analysis on one core, seconds
+    #: A tile of a licence that fits the budget whole, cut for idle workers (:func:`spread_over_slots`):
+    #: read once and held from the first pass to the analysis (gmsense.batch.tiles.LoadedTile).
+    hold: bool = False
 
     @property
     def name(self) -> str:
@@ -146,10 +158,12 @@ def shape_reader(settings: Settings, start: str | None, end: str | None,
 
 
 def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str | None = None,
-         end: str | None = None, source: Any = None) -> list[WorkUnit]:
+         end: str | None = None, source: Any = None, slots: int = 1) -> list[WorkUnit]:
     """The scan's work units, in the order of ``sites``: tiles for licences over the budget
     (``memory_limit``, bytes), groups of small licences, and single licences otherwise. Each
-    licence's imagery is what ``source`` describes (see :func:`shape_reader`)."""
+    licence's imagery is what ``source`` describes (see :func:`shape_reader`). ``slots``: the
+    worker processes that run units at once; with fewer units than slots, the longest licences
+    are cut into tiles for the idle ones (:func:`spread_over_slots`)."""
     shape_of = shape_reader(settings, start, end, source)
     units: list[WorkUnit] = []
     group: list[Site] = []
@@ -182,7 +196,45 @@ def plan(sites: list[Site], settings: Settings, memory_limit: int, *, start: str
             flush()
             units.append(WorkUnit((site,), None, need, estimate_seconds(area, shape)))
     flush()
-    return units
+    return spread_over_slots(units, slots, area_of=lambda site: site.buffered(settings.sites.buffer_m),
+                             shape_of=shape_of)
+
+
+def spread_over_slots(units: list[WorkUnit], slots: int, *, area_of: Callable[[Site], BaseGeometry],
+                      shape_of: Callable[[Site], ImageryShape]) -> list[WorkUnit]:
+    """``units`` with the longest single licences (at least :data:`PARALLEL_MIN_SECONDS`, not
+    already tiled) cut into tiles while there are fewer units than ``slots``: each licence into as
+    many tiles as slots are idle (cores of at least :data:`PARALLEL_MIN_CORE_M`). Tiles give the
+    same patches as the whole licence (gmsense.batch.tiles: the scene context is licence-wide)."""
+    if slots <= 1 or len(units) >= slots:
+        return units
+    out = list(units)
+    candidates = sorted((u for u in units if u.tile is None and len(u.sites) == 1
+                         and u.estimated_seconds >= PARALLEL_MIN_SECONDS), key=lambda u: -u.estimated_seconds)
+    for unit in candidates:
+        idle = slots - len(out) + 1  # this unit's slot and the idle ones
+        if idle < 2:
+            break
+        site = unit.sites[0]
+        area, shape = area_of(site), shape_of(site)
+        tiles = _parallel_tiles(area, idle)
+        if not tiles:
+            continue
+        k = out.index(unit)
+        out[k:k + 1] = [WorkUnit((site,), tile, estimate_bytes(tile.read, shape), estimate_seconds(tile.read, shape),
+                                 hold=True) for tile in tiles]
+    return out
+
+
+def _parallel_tiles(area: BaseGeometry, most: int) -> list[Tile]:
+    """``area`` cut into as many tiles as possible, at most ``most`` and at least 2, with cores of
+    at least :data:`PARALLEL_MIN_CORE_M` each way; [] when no such cut exists."""
+    for n in range(most, 1, -1):
+        tiles = tile_area(area, n)
+        if len(tiles) > 1 and all(min(t.core.bounds[2] - t.core.bounds[0], t.core.bounds[3] - t.core.bounds[1])
+                                  >= PARALLEL_MIN_CORE_M for t in tiles):
+            return tiles
+    return []
 
 
 def _tiles(site: Site, area: BaseGeometry, shape: ImageryShape, memory_limit: int) -> list[Tile]:

@@ -44,7 +44,7 @@ from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
 from gmsense import __version__
 from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
 from gmsense.batch.request import ScanOptions, ScanRequest
-from gmsense.batch.tiles import TileResult, analyse_tile, merge_tiles, tile_sample
+from gmsense.batch.tiles import LoadedTile, TileResult, analyse_tile, load_tile, merge_tiles, tile_sample
 from gmsense.config import Settings
 from gmsense.detect.context import SceneContext, SceneSample, merge_samples
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
@@ -203,15 +203,24 @@ def analyse_group(request: ScanRequest, threads: int = 1) -> list[tuple[str, Any
     return out
 
 
-def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest,
-                              context: SceneContext | None = None, threads: int = 1) -> TileResult:
-    """One tile of a large licence, retried with back-off after transient errors."""
-    return _with_retries(request.settings, partial(analyse_tile, threads=threads), site, tile, request, context)
+def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest, context: SceneContext | None = None,
+                              threads: int = 1, loaded: LoadedTile | None = None) -> TileResult:
+    """One tile of a large licence, retried with back-off after transient errors. ``loaded``: the
+    tile already read (:func:`gmsense.batch.tiles.load_tile`)."""
+    return _with_retries(request.settings, partial(analyse_tile, threads=threads, loaded=loaded), site, tile,
+                         request, context)
 
 
-def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest) -> SceneSample:
+def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest,
+                             loaded: LoadedTile | None = None) -> SceneSample:
     """The first pass over one tile (its share of the licence's scene sample), with retries."""
-    return _with_retries(request.settings, tile_sample, site, tile, request)
+    return _with_retries(request.settings, tile_sample, site, tile, request, loaded)
+
+
+def load_tile_with_retries(site: Site, tile: Tile, request: ScanRequest) -> LoadedTile:
+    """One tile read into memory and its season masked, with retries (held by the cluster until the
+    tile's analysis: see gmsense.batch.tiles.LoadedTile)."""
+    return _with_retries(request.settings, load_tile, site, tile, request)
 
 
 def _shared(value: Any) -> Any:
@@ -241,6 +250,7 @@ class _Tasks:
             with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
                 self.classifier = client.submit(_shared, request.classifier, key=self._key("classifier"), pure=False)
         self.contexts: dict[str, Future] = {}
+        self.loaded: dict[str, dict[str, Future]] = {}  # licence id -> unit name -> its LoadedTile
 
     def _key(self, name: str) -> str:
         return f"{name}-{self.scan_id}-{uuid.uuid4().hex[:8]}"
@@ -255,8 +265,13 @@ class _Tasks:
         for unit in units:
             if unit.tile is not None:
                 site = unit.sites[0]
+                loaded = None
+                if unit.hold:
+                    loaded = self.client.submit(_on_worker, load_tile_with_retries, self._mine(unit), None, site,
+                                                unit.tile, key=self._key(f"read-{unit.name}"), pure=False)
+                    self.loaded.setdefault(site.site_id, {})[unit.name] = loaded
                 samples.setdefault(site.site_id, []).append(self.client.submit(
-                    _on_worker, tile_sample_with_retries, self._mine(unit), self.classifier, site, unit.tile,
+                    _on_worker, tile_sample_with_retries, self._mine(unit), None, site, unit.tile, loaded=loaded,
                     key=self._key(f"sample-{unit.name}"), pure=False))
         self.contexts = {site_id: self.client.submit(merge_samples, parts, self.request.settings,
                                                      key=self._key(f"context-{site_id}"), pure=False)
@@ -269,7 +284,7 @@ class _Tasks:
             site = unit.sites[0]
             return self.client.submit(_on_worker, analyse_tile_with_retries, mine, self.classifier, site, unit.tile,
                                       context=self.contexts.get(site.site_id), threads=self.threads, key=key,
-                                      pure=False)
+                                      loaded=self.loaded.get(site.site_id, {}).get(unit.name), pure=False)
         if len(unit.sites) > 1:
             return self.client.submit(_on_worker, analyse_group, mine, self.classifier, threads=self.threads, key=key,
                                       pure=False)
@@ -277,10 +292,13 @@ class _Tasks:
                                   threads=self.threads, key=key, pure=False)
 
     def done_with(self, site_id: str) -> None:
-        """A tiled licence is stored or failed: its scene statistics need not survive a lost worker."""
+        """A tiled licence is stored or failed: its scene statistics and held tiles need not survive a lost
+        worker."""
         context = self.contexts.pop(site_id, None)
         if context is not None:
             context.release()
+        for loaded in self.loaded.pop(site_id, {}).values():
+            loaded.release()
 
 
 def _killed_message(exc: KilledWorker, attempts: int) -> str:
@@ -289,6 +307,17 @@ def _killed_message(exc: KilledWorker, attempts: int) -> str:
             f"{exc.task!r} (the scheduler's distributed.scheduler.allowed-failures is {exc.allowed_failures}; "
             f"the scan tried the unit {attempts} time(s)); a unit that kills every worker it runs on is usually "
             f"out of memory: lower --memory-limit, or give the workers more memory (their logs say why they died)")
+
+
+def process_slots(client: Client, options: ScanOptions) -> int:
+    """Worker processes that run units side by side: ``--workers``, a remote cluster's workers, or 1
+    for the in-process cluster (its threads share one interpreter lock, so a licence cut into tiles
+    there would not run faster; its units use the cores as detector threads instead)."""
+    if options.workers:
+        return options.workers
+    if options.scheduler:
+        return max(1, len(client.nthreads()))
+    return 1
 
 
 def threads_per_unit(n_units: int, concurrent: int, cores: int) -> int:
@@ -476,65 +505,66 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
         summary.sites[site_id] = {"patches": 0, "by_class": {}, "area_m2": 0.0, "flags": 0,
                                   "skipped": f"up to date (analysed through {last})"}
     todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
-    concurrent = options.workers or (1 if options.scheduler else _threads())
-    units = plan(todo, settings, options.memory_limit or default_memory_limit(concurrent),
-                 start=request.start, end=request.end, source=request.source)
-    # Only the in-process cluster's cores are known here; a remote cluster's units use one thread.
-    threads = 1 if options.scheduler else threads_per_unit(len(units), concurrent, available_cores())
-    by_id = {s.site_id: s for s in todo}
-    tiles_back: dict[str, list[TileResult]] = {}
-    finished: set[str] = set()
-    outcomes: list[tuple[str, str]] = []  # (licence id, outcome) not yet reported
-    count = {"done": len(sites) - len(todo) - len(skipped), "failed": len(summary.failures), "units_done": 0}
+    with dask_client(options.workers, options.scheduler) as client:
+        concurrent = options.workers or (1 if options.scheduler else _threads())
+        units = plan(todo, settings, options.memory_limit or default_memory_limit(concurrent),
+                     start=request.start, end=request.end, source=request.source,
+                     slots=process_slots(client, options))
+        # Only the in-process cluster's cores are known here; a remote cluster's units use one thread.
+        threads = 1 if options.scheduler else threads_per_unit(len(units), concurrent, available_cores())
+        by_id = {s.site_id: s for s in todo}
+        tiles_back: dict[str, list[TileResult]] = {}
+        finished: set[str] = set()
+        outcomes: list[tuple[str, str]] = []  # (licence id, outcome) not yet reported
+        count = {"done": len(sites) - len(todo) - len(skipped), "failed": len(summary.failures), "units_done": 0}
 
-    def report(site_id: str | None = None, outcome: str | None = None) -> None:
-        count["done"] += site_id is not None
-        count["failed"] += outcome == "failed"
-        if progress is not None:
-            progress(ScanProgress(scan_id, len(sites), count["done"], count["failed"], count["units_done"],
-                                  len(units), site_id, outcome))
+        def report(site_id: str | None = None, outcome: str | None = None) -> None:
+            count["done"] += site_id is not None
+            count["failed"] += outcome == "failed"
+            if progress is not None:
+                progress(ScanProgress(scan_id, len(sites), count["done"], count["failed"], count["units_done"],
+                                      len(units), site_id, outcome))
 
-    def save(site_id: str, result: Any) -> None:
-        # What the store holds for the licence (patches, classes, area, flags), not what the result
-        # listed: detections that extend one stored patch count once, as in the store.
-        counts = store.save_site_result(scan_id, result, keys[site_id], request.licence_version(site_id))
-        for key in ("coverage_warning", "imagery_warning"):
-            if result.stats.get(key):
-                log.warning("licence %s: %s", site_id, result.stats[key])
-        summary.sites[site_id] = {
-            **counts, **{k: result.stats[k] for k in SUMMARY_STATS if k in result.stats},
-        }
-        finished.add(site_id)
-        outcomes.append((site_id, "stored"))
+        def save(site_id: str, result: Any) -> None:
+            # What the store holds for the licence (patches, classes, area, flags), not what the result
+            # listed: detections that extend one stored patch count once, as in the store.
+            counts = store.save_site_result(scan_id, result, keys[site_id], request.licence_version(site_id))
+            for key in ("coverage_warning", "imagery_warning"):
+                if result.stats.get(key):
+                    log.warning("licence %s: %s", site_id, result.stats[key])
+            summary.sites[site_id] = {
+                **counts, **{k: result.stats[k] for k in SUMMARY_STATS if k in result.stats},
+            }
+            finished.add(site_id)
+            outcomes.append((site_id, "stored"))
 
-    def fail(site_id: str, message: str) -> None:
-        if site_id in finished:
-            return
-        store.record_failure(scan_id, site_id, message, keys[site_id])
-        summary.sites[site_id] = {"error": message}
-        finished.add(site_id)
-        outcomes.append((site_id, "failed"))
-
-    def handle(unit: WorkUnit, value: Any) -> None:
-        if unit.tile is not None:
-            site_id = unit.sites[0].site_id
+        def fail(site_id: str, message: str) -> None:
             if site_id in finished:
                 return
-            tiles_back.setdefault(site_id, []).append(value)
-            if len(tiles_back[site_id]) == unit.tile.count:
-                site = by_id[site_id]
-                save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings, request.works_of(site_id),
-                                          request.layers_of(site)))
-        elif len(unit.sites) > 1:
-            for site_id, result, error in value:
-                if error is not None:
-                    fail(site_id, error)
-                else:
-                    save(site_id, result)
-        else:
-            save(unit.sites[0].site_id, value)
+            store.record_failure(scan_id, site_id, message, keys[site_id])
+            summary.sites[site_id] = {"error": message}
+            finished.add(site_id)
+            outcomes.append((site_id, "failed"))
 
-    with dask_client(options.workers, options.scheduler) as client:
+        def handle(unit: WorkUnit, value: Any) -> None:
+            if unit.tile is not None:
+                site_id = unit.sites[0].site_id
+                if site_id in finished:
+                    return
+                tiles_back.setdefault(site_id, []).append(value)
+                if len(tiles_back[site_id]) == unit.tile.count:
+                    site = by_id[site_id]
+                    save(site_id, merge_tiles(site, tiles_back.pop(site_id), settings, request.works_of(site_id),
+                                              request.layers_of(site)))
+            elif len(unit.sites) > 1:
+                for site_id, result, error in value:
+                    if error is not None:
+                        fail(site_id, error)
+                    else:
+                        save(site_id, result)
+            else:
+                save(unit.sites[0].site_id, value)
+
         tasks = _Tasks(client, request, scan_id, threads)
         tasks.contexts_for(units)
         futures = {tasks.unit(unit): unit for unit in units}

@@ -67,33 +67,70 @@ def _load_tile(site: Site, tile: Tile, request: ScanRequest) -> xr.Dataset:
     return cube
 
 
-def tile_sample(site: Site, tile: Tile, request: ScanRequest) -> SceneSample:
-    """The first pass over a tile: its share of the licence's scene sample (the lattice points of
-    its core; gmsense.detect.context). A tile without observations gives an empty sample."""
+@dataclass
+class LoadedTile:
+    """A tile's imagery, read once and held on the worker that read it from the first pass to the
+    analysis: for licences cut only so that idle workers share them (gmsense.batch.planner
+    :func:`~gmsense.batch.planner.spread_over_slots`), which fit the memory budget whole.
+    ``prepared``: the growing season as the detector sees it (gmsense.pipeline.season_index), so the
+    analysis does not mask it again; ``no_data``: why the tile has no imagery (then both are None)."""
+
+    cube: xr.Dataset | None
+    prepared: tuple[Any, ...] | None
+    no_data: str | None = None
+
+
+def load_tile(site: Site, tile: Tile, request: ScanRequest) -> LoadedTile:
+    """Read ``tile.read`` of the licence into memory and mask its growing season (see
+    :class:`LoadedTile`)."""
     try:
-        cube = _load_tile(site, tile, request)
-        _source, _dates, _season, ndvi = season_index(cube, request.settings, site.site_id)
-    except NoObservationsError:
-        return SceneSample(np.empty(0, dtype="datetime64[ns]"), np.empty((0, 0), dtype="float32"))
+        cube = _load_tile(site, tile, request).load()
+    except NoObservationsError as exc:
+        return LoadedTile(None, None, str(exc))
+    return LoadedTile(cube, season_index(cube, request.settings.for_cube(cube.attrs), site.site_id))
+
+
+def tile_sample(site: Site, tile: Tile, request: ScanRequest, loaded: LoadedTile | None = None) -> SceneSample:
+    """The first pass over a tile: its share of the licence's scene sample (the lattice points of
+    its core; gmsense.detect.context). A tile without observations gives an empty sample.
+    ``loaded``: the tile already read (:func:`load_tile`); None reads it here."""
+    empty = SceneSample(np.empty(0, dtype="datetime64[ns]"), np.empty((0, 0), dtype="float32"))
+    if loaded is not None:
+        if loaded.cube is None or loaded.prepared is None:
+            return empty
+        cube, ndvi = loaded.cube, loaded.prepared[3]
+    else:
+        try:
+            cube = _load_tile(site, tile, request)
+            _source, _dates, _season, ndvi = season_index(cube, request.settings, site.site_id)
+        except NoObservationsError:
+            return empty
     crs = pyproj.CRS.from_user_input(cube.rio.crs)
     region = site.to_crs(crs).buffered(request.settings.sites.buffer_m)
     return licence_sample(ndvi, region, reproject_geometry(tile.core, site.crs, crs))
 
 
 def analyse_tile(site: Site, tile: Tile, request: ScanRequest, context: SceneContext | None = None, *,
-                 threads: int | None = None) -> TileResult:
+                 threads: int | None = None, loaded: LoadedTile | None = None) -> TileResult:
     """Load ``tile.read`` of the licence from the request's source and keep the patches of ``tile.core``
     (the rules wait for the whole licence: :func:`merge_tiles`). ``context``: the licence's scene
     statistics (the tiles' :func:`tile_sample` merged by
     gmsense.detect.context.merge_samples); without it the tile's own are used, and the result then
     depends on how the licence was cut. A tile without observations (outside the imagery, all
     no-data or cloud) answers no patches and says so in ``stats["no_data"]``. ``threads``: see
-    gmsense.pipeline.analyse_cube."""
+    gmsense.pipeline.analyse_cube. ``loaded``: the tile already read (:func:`load_tile`); None
+    reads it here."""
     cube = None
     try:
-        cube = _load_tile(site, tile, request)
+        if loaded is None:
+            cube = _load_tile(site, tile, request)
+        elif loaded.no_data is not None:
+            raise NoObservationsError(loaded.no_data)
+        else:
+            cube = loaded.cube
         result = analyse_cube(site, cube, request.settings, None, request.classifier, context=context,
-                              coverage_within=tile.core, threads=threads)
+                              coverage_within=tile.core, threads=threads,
+                              prepared=None if loaded is None else loaded.prepared)
     except NoObservationsError as exc:
         stats: dict[str, Any] = {"no_data": str(exc), "tile_area_m2": float(tile.core.area)}
         if cube is not None:  # its pixels count as unobserved in the licence's coverage

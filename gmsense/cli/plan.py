@@ -96,7 +96,7 @@ def plan_command(
     imagery_source = _source(source, settings, imagery)
     concurrent = workers or min(4, os.cpu_count() or 1)  # as the scan: threads in this process without --workers
     result = forecast(licences, settings, options.memory_limit or default_memory_limit(concurrent), concurrent,
-                      start=start, end=end, source=imagery_source)
+                      start=start, end=end, source=imagery_source, slots=workers or 1)
     out.print(plan_table(result, top))
     out.print(totals_line(result), highlight=False, soft_wrap=True)
     if (line := requests_line(result)) is not None:

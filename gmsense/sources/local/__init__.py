@@ -86,6 +86,9 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 STORE_SUFFIXES = (".nc", ".nc4", ".netcdf", ".zarr")
 #: How many acquisitions are sampled (eagerly, region window only) to decide ``dn_scale="auto"``.
 DN_SAMPLE_DATES = 8
+#: ... and at most this many pixels each way, around the window's centre: a store chunked along
+#: space with every date in a chunk (as Zarr cubes often are) is otherwise read whole for the guess.
+DN_SAMPLE_PIXELS = 256
 
 DnScale = float | Literal["auto"]
 
@@ -866,7 +869,12 @@ def _store_scaling(bands: dict[str, xr.DataArray], dn_scale: DnScale, platform: 
         return 1.0, 0.0, {}
     n = bands["red"].sizes["time"]
     pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
-    sample = np.concatenate([bands[b].isel(time=pick).values.ravel() for b in ("red", "nir")])
+    centre = {dim: slice(max(0, (bands["red"].sizes[dim] - DN_SAMPLE_PIXELS) // 2),
+                         max(0, (bands["red"].sizes[dim] - DN_SAMPLE_PIXELS) // 2) + DN_SAMPLE_PIXELS)
+              for dim in ("y", "x")}
+    sample = np.concatenate([bands[b].isel(time=pick, **centre).values.ravel() for b in ("red", "nir")])
+    if not np.isfinite(sample).any():  # the centre is outside the imagery: the whole window then
+        sample = np.concatenate([bands[b].isel(time=pick).values.ravel() for b in ("red", "nir")])
     if not looks_like_dn(sample):
         return 1.0, 0.0, {}
     scale, offset = default_dn_scaling(platform)
