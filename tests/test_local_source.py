@@ -605,3 +605,38 @@ def test_geographic_store_is_reprojected(tmp_path: Path) -> None:
     west, east = lon_of_x < lons[95], lon_of_x > lons[105]
     assert bool(cube["clear"].values[0][:, west].all())
     assert not bool(cube["clear"].values[0][:, east].any())
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize("offset_px", [0.0, 0.5], ids=["same-lattice", "other-lattice"])
+def test_a_store_window_is_its_reindex_onto_the_grid(lazy: bool, offset_px: float) -> None:
+    """A store cut onto a grid that reaches one pixel past it each way (as every read's grid does):
+    slices and padding give exactly the nearest-neighbour reindex (integer bands NaN outside, so not
+    observed there); a grid on another lattice is reindexed as before (nothing matches: all NaN)."""
+    from gmsense.geo.grid import crop_grid
+    from gmsense.sources.local import _on_lattice
+
+    rng = np.random.default_rng(3)
+    xs, ys = 500_005.0 + 10 * np.arange(12), 5_200_115.0 - 10 * np.arange(12)
+    ds = xr.Dataset({"B04": (("time", "y", "x"), rng.integers(1, 9_000, (3, 12, 12)).astype("uint16")),
+                     "B08": (("time", "y", "x"), rng.random((3, 12, 12), dtype="float32")),
+                     "SCL": (("time", "y", "x"), rng.integers(0, 11, (3, 12, 12)).astype("uint8"))},
+                    coords={"time": np.arange(3).astype("datetime64[D]"), "y": ys, "x": xs})
+    if lazy:
+        ds = ds.chunk({"time": -1, "y": 5, "x": 5})
+    shift = offset_px * 10
+    grid = crop_grid(pyproj.CRS.from_epsg(32652), Affine(10, 0, 500_000 + shift, 0, -10, 5_200_120 + shift),
+                     (500_000 + shift, 5_200_000 + shift, 500_120 + shift, 5_200_120 + shift))
+    got = _on_lattice(ds, grid, ["B04", "B08"]).compute()
+    expected = ds.reindex(y=grid.ys(), method="nearest", tolerance=2.5).reindex(
+        x=grid.xs(), method="nearest", tolerance=2.5).compute()
+    assert got.sizes == expected.sizes == {"time": 3, "y": 14, "x": 14}
+    for band in ("B04", "B08"):
+        np.testing.assert_array_equal(got[band].values.astype("float64"), expected[band].values.astype("float64"))
+    if offset_px == 0:
+        assert got["B04"].dtype.kind == "f"
+        assert np.isnan(got["B04"].values[:, 0, :]).all()
+        assert np.isnan(got["B04"].values[:, :, -1]).all()
+        np.testing.assert_array_equal(got["SCL"].values[:, 1:-1, 1:-1], ds["SCL"].values)
+    else:
+        assert np.isnan(got["B08"].values).all()

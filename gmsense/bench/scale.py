@@ -118,9 +118,11 @@ def _peak_rss(command: list[str]) -> tuple[float, int, str]:
     return time.perf_counter() - t0, peak, output
 
 
-def large_scene(side_km: float, path: Path) -> Site:
+def large_scene(side_km: float, path: Path, *, compressed: bool = True, chunk_px: int = 100) -> Site:
     """A ``side_km`` square licence and a Zarr cube of it (local imagery, 3 seasons): a 2 km
-    synthetic scene repeated as a mosaic (streamed with dask, never whole in memory)."""
+    synthetic scene repeated as a mosaic (streamed with dask, never whole in memory), in chunks of
+    every date and ``chunk_px`` pixels each way; ``compressed=False`` writes the chunks raw (reading
+    is then a copy from the page cache: what the analysis costs shows, not the decompression)."""
     import dask.array as da
     import xarray as xr
 
@@ -139,11 +141,12 @@ def large_scene(side_km: float, path: Path) -> Site:
     xs = x0 + (np.arange(nx) + 0.5) * res
     ys = y0 + reps * block - (np.arange(ny) + 0.5) * res
     data = {name: (("time", "y", "x"),
-                   da.tile(da.from_array(cube[name].values, chunks=(-1, 100, 100)), (1, reps, reps)))
+                   da.tile(da.from_array(cube[name].values, chunks=(-1, chunk_px, chunk_px)), (1, reps, reps)))
             for name in [*[b for b in ("blue", "green", "red", "nir", "swir1", "swir2") if b in cube], "clear"]}
     mosaic = xr.Dataset(data, coords={"time": cube.time.values, "y": ys, "x": xs})
     mosaic = mosaic.rio.write_crs(crs)
-    mosaic.to_zarr(path, mode="w")
+    encoding = None if compressed else {name: {"compressors": None} for name in data}
+    mosaic.to_zarr(path, mode="w", encoding=encoding)
     side = reps * block
     return Site("LARGE", box(x0 + 500, y0 + 500, x0 + side - 500, y0 + side - 500), crs, {})
 

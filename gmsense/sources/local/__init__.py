@@ -764,10 +764,55 @@ def _store_transform(ds: xr.Dataset, path: Path) -> Affine:
     return Affine(dx, 0.0, xs[0] - dx / 2, 0.0, dy, ys[0] - dy / 2)
 
 
-def _on_lattice(ds: xr.Dataset, grid: Grid) -> xr.Dataset:
-    """``ds`` reindexed (lazily) onto ``grid`` (same lattice), NaN where it has no pixel."""
+def _as_slice(positions: np.ndarray) -> slice | np.ndarray:
+    """``positions`` as a slice when they are consecutive (a dask array indexed by a list of
+    positions gathers every chunk, even when the list is a run)."""
+    if positions.size and np.array_equal(positions, np.arange(positions[0], positions[0] + positions.size)):
+        return slice(int(positions[0]), int(positions[0]) + positions.size)
+    return positions
+
+
+def _window(have: np.ndarray, want: np.ndarray, tolerance: float) -> tuple[slice, tuple[int, int]] | None:
+    """Where the regular coordinates ``want`` fall on the regular coordinates ``have`` (the same
+    lattice, within ``tolerance``): the slice of ``have`` they overlap and how many of ``want`` lie
+    before and after it; None when the lattices differ or do not overlap."""
+    if want.size == 0 or have.size < 2:
+        return None
+    step = (have[-1] - have[0]) / (have.size - 1)
+    offset = (want[0] - have[0]) / step
+    first = round(offset)
+    if abs(offset - first) * abs(step) > tolerance or (want.size > 1 and abs(want[1] - want[0] - step) > tolerance):
+        return None
+    lo, hi = max(first, 0), min(first + want.size, have.size)
+    if hi <= lo:
+        return None
+    return slice(lo, hi), (lo - first, first + want.size - hi)
+
+
+def _padded(var: xr.DataArray, widths: dict[str, tuple[int, int]], band: bool) -> xr.DataArray:
+    """``var`` extended by ``widths`` pixels: a band with NaN (as float32 when it holds integers:
+    not observed there), a mask with 0 (its bands already say the pixel is not observed)."""
+    if band and var.dtype.kind != "f":
+        var = var.astype("float32")
+    out = var.pad(widths, constant_values=np.nan if var.dtype.kind == "f" else 0)
+    out.encoding = dict(var.encoding)
+    return out
+
+
+def _on_lattice(ds: xr.Dataset, grid: Grid, bands: Sequence[str] = ()) -> xr.Dataset:
+    """``ds`` reindexed (lazily) onto ``grid`` (same lattice), NaN where it has no pixel. A grid on
+    the store's lattice is cut from it by slices and padded where it reaches past it (a
+    nearest-neighbour reindex of a dask array gathers every chunk pixel by pixel: 4-5 times slower
+    to read); the reindex is for the rest. ``bands``: the variables that are reflectance bands."""
     xs, ys = grid.xs(), grid.ys()
     tol_x, tol_y = abs(grid.transform.a) / 4, abs(grid.transform.e) / 4
+    columns, rows = _window(ds.x.values, xs, tol_x), _window(ds.y.values, ys, tol_y)
+    if columns is not None and rows is not None:
+        window = ds.isel(x=columns[0], y=rows[0])
+        if columns[1] != (0, 0) or rows[1] != (0, 0):
+            window = xr.Dataset({name: _padded(var, {"x": columns[1], "y": rows[1]}, name in bands)
+                                 for name, var in window.data_vars.items()}, attrs=window.attrs)
+        return window.assign_coords(y=ys, x=xs)
     out = ds.reindex(y=ys, method="nearest", tolerance=tol_y).reindex(x=xs, method="nearest", tolerance=tol_x)
     return out.assign_coords(y=ys, x=xs)
 
@@ -790,7 +835,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
     if not np.issubdtype(ds.time.dtype, np.datetime64):
         raise ImageryError(f"imagery store {path}: time is {ds.time.dtype}, not dates; encode time as CF dates")
     order = np.argsort(ds.time.values, kind="stable")
-    ds = ds.isel(time=order)
+    ds = ds.isel(time=_as_slice(order))
     times = ds.time.values
     unique = np.concatenate([[True], times[1:] != times[:-1]]) if times.size else np.ones(0, bool)
     if not unique.all():
@@ -799,7 +844,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
     keep = dates.keep(times) & unique
     if not keep.any():
         raise _no_dates(path, times, start, end, site_id)
-    ds = ds.isel(time=np.flatnonzero(keep))
+    ds = ds.isel(time=_as_slice(np.flatnonzero(keep)))
     names = [*plan.bands.values(), *([plan.mask[1]] if plan.mask else [])]
     ds = ds[names]
     for name in names:
@@ -819,7 +864,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
         ds = _reproject_store(ds, crs, grid)
     else:
         grid = crop_grid(crs, transform, transform_bounds(region.bounds, region_crs, crs))
-        ds = _on_lattice(ds, grid)
+        ds = _on_lattice(ds, grid, list(plan.bands.values()))
 
     bands = {common: ds[src].astype("float32") for common, src in plan.bands.items()}
     scaled_in_file = any("scale_factor" in ds[src].encoding or "add_offset" in ds[src].encoding
