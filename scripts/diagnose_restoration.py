@@ -12,6 +12,17 @@ it, less what cancels). Tuning seeds only: 1001-1003 are the bench's held-out ev
 ``--config`` runs other settings (e.g. ``restoration: {pre_damage_years: 0}`` to see what the
 calibration against the ground before damage adds); ``--no-land-cover`` runs without the world's map.
 
+``--bias`` prints the estimated ratio minus the true cover over the polygon-years (whole polygons, not the
+partial scenario) by true cover, and near the threshold (true cover 0.7-0.9) by kind, land cover, reference
+source and size: a systematic under-reading near high cover shows there. ``--reference`` runs a
+counterfactual reference (the status rules, soil line and everything else unchanged): ``own-ground``
+gives every polygon pixel, in every year it has a reference, the noise-free NDVI of the land under it
+without the pit (what the truth's cover is relative to, :func:`ground_ndvi`; no archive can see it for a
+pit dug before it began), ``noise-free-ring`` computes the shipped reference from the noise-free imagery
+(the ring without the composites' per-pixel noise). If the county errors vanish with ``own-ground`` and
+stay with ``noise-free-ring``, they come from predicting the ground under a pit from the land around it,
+not from noise, the soil line or the rules.
+
 Worlds are cached in ``--cache`` (one folder per seed and size), so a changed estimator is re-run on the same
 imagery.
 """
@@ -20,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +40,22 @@ import pandas as pd
 
 from gmsense.bench.restoration import BENCH_SEEDS, account, score, true_accounting
 from gmsense.config import Settings, load_settings
-from gmsense.sources.synthetic.restoration import WorldSpec, draw_world, land_cover_map, write_restoration_world
+from gmsense.restoration import reference as ref
+from gmsense.sources.synthetic.restoration import (
+    WorldSpec,
+    at_resolution,
+    draw_world,
+    ground_ndvi,
+    land_cover_map,
+    true_ndvi,
+    write_restoration_world,
+)
 
 SHOWN_YEARS = 5  # recent years printed per polygon
 MIN_SHARE_PP = 0.5  # print polygons whose difference is at least this many points of their county's rate
+REFERENCES = ("ring", "own-ground", "noise-free-ring")
+COVER_BINS = [-0.01, 0.1, 0.5, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0]
+SIZE_BINS_HA = [0, 2, 5, 10, 20, 31]
 
 
 def seeds_of(text: str) -> list[int]:
@@ -62,11 +87,67 @@ def world_of(cache: Path, spec: WorldSpec) -> dict[str, Path]:
     return paths
 
 
+@contextmanager
+def counterfactual_reference(kind: str, spec: WorldSpec) -> Iterator[None]:
+    """Within the block, the restoration run's reference of every polygon pixel with a vegetated ring is
+    ``kind`` (module docstring; ``ring``: the shipped one, unchanged; pits without a vegetated ring keep
+    the land-cover fallback). The run reads the world's composites on their own grid, so a window's
+    offset in the world is its transform's."""
+    if kind == "ring":
+        yield
+        return
+    world = draw_world(spec)
+    if kind == "own-ground":
+        field = np.stack([ground_ndvi(world, year) for year in spec.years])
+    else:
+        field = np.stack([at_resolution(world, true_ndvi(world, year)) for year in spec.years])
+    res, (x0, y0) = spec.resolution, spec.origin
+
+    def window(shape: tuple[int, ...], transform) -> np.ndarray:
+        row, col = round((y0 - transform.f) / res), round((transform.c - x0) / res)
+        if row < 0 or col < 0 or shape[0] != field.shape[0]:
+            raise SystemExit("the run's window is not on the world's grid: run the world's composites")
+        return field[:, row:row + shape[1], col:col + shape[2]]
+
+    ring_reference = ref.ring_reference
+
+    def ring(ndvi, polygon, ring_mask, transform, settings, classes=None, ring_classes=None):
+        here = window(ndvi.shape, transform)
+        if kind == "noise-free-ring":
+            ndvi = np.where(np.isfinite(ndvi), here, np.nan)
+        found = ring_reference(ndvi, polygon, ring_mask, transform, settings, classes, ring_classes)
+        if kind == "noise-free-ring":
+            return found
+        return ref.Reference(np.where(np.isfinite(found.ndvi), here[:, polygon], np.nan), found.n_pixels,
+                             found.source)
+
+    ref.ring_reference = ring
+    try:
+        yield
+    finally:
+        ref.ring_reference = ring_reference
+
+
+def print_bias(merged: pd.DataFrame) -> None:
+    """Estimated ratio minus true cover (module docstring) of ``merged`` (per polygon-year: ``ratio``,
+    ``cover``, ``status_true``, ``scenario``, ``kind``, ``land_cover``, ``reference_source``, ``area_m2``)."""
+    rows = merged[merged["ratio"].notna() & merged["status_true"].notna() & (merged["scenario"] != "partial")]
+    rows = rows.assign(error=rows["ratio"] - rows["cover"], true_cover=pd.cut(rows["cover"], COVER_BINS),
+                       size_ha=pd.cut(rows["area_m2"] / 1e4, SIZE_BINS_HA))
+    stats = ["count", "mean", "median", "std"]
+    print("\nestimated ratio - true cover, whole polygons, by true cover:")
+    print(rows.groupby("true_cover", observed=True)["error"].agg(stats).round(4).to_string())
+    near = rows[(rows["cover"] >= 0.7) & (rows["cover"] <= 0.9)]
+    for key in ("kind", "land_cover", "reference_source", "size_ha"):
+        print(f"\ntrue cover 0.7-0.9, by {key}:")
+        print(near.groupby(key, observed=True)["error"].agg(stats).round(4).to_string())
+
+
 def diagnose(seed: int, polygons: int, years: int, cache: Path, settings: Settings, land_cover: bool = True,
-             quiet: bool = False) -> tuple[list[dict], dict]:
+             quiet: bool = False, reference: str = "ring") -> tuple[list[dict], dict, pd.DataFrame]:
     spec = WorldSpec(polygons=polygons, first_year=2024 - years + 1, last_year=2024, seed=seed)
     paths = world_of(cache, spec)
-    with tempfile.TemporaryDirectory(prefix="gmsense-rdiag-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gmsense-rdiag-") as tmp, counterfactual_reference(reference, spec):
         report, _ = account(paths["register"], paths["composites"], Path(tmp), settings,
                             paths["land_cover"] if land_cover else None)
         truth = pd.read_csv(paths["truth"])
@@ -75,8 +156,9 @@ def diagnose(seed: int, polygons: int, years: int, cache: Path, settings: Settin
         est = pd.read_csv(report / "status_by_polygon_year.csv")
     last = int(truth["year"].max())
     merged = truth.merge(est[["register_id", "year", "status", "ratio", "restored_m2", "n_pixels", "reference_ndvi",
-                              "polygon_ndvi"]], on=["register_id", "year"], how="left", suffixes=("_true", "_est"))
-    merged = merged.merge(scenario[["register_id", "scenario", "land_cover", "planted_share", "works"]],
+                              "polygon_ndvi", "reference_source"]], on=["register_id", "year"], how="left",
+                         suffixes=("_true", "_est"))
+    merged = merged.merge(scenario[["register_id", "scenario", "kind", "land_cover", "planted_share", "works"]],
                           on="register_id")
     true_counties = true_accounting(truth, "county")
     now = merged[merged["year"] == last]
@@ -115,7 +197,7 @@ def diagnose(seed: int, polygons: int, years: int, cache: Path, settings: Settin
                       f" px {h.n_pixels:.0f} ref {h.reference_ndvi if pd.notna(h.reference_ndvi) else float('nan'):.2f}"
                       f" true {h.status_true}/{h.restored_m2_true / 1e4:.2f} ha est {h.status_est}/"
                       f"{(0 if pd.isna(h.restored_m2_est) else h.restored_m2_est) / 1e4:.2f} ha")
-    return rows, figures
+    return rows, figures, merged.assign(seed=seed)
 
 
 def main() -> None:
@@ -128,13 +210,17 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="settings file (YAML) to run instead of the defaults")
     parser.add_argument("--no-land-cover", action="store_true", help="run without the world's land-cover map")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
+    parser.add_argument("--bias", action="store_true", help="print the ratio's error against the true cover")
+    parser.add_argument("--reference", choices=REFERENCES, default="ring",
+                        help="a counterfactual reference (module docstring); ring: the shipped one")
     args = parser.parse_args()
     settings = load_settings(args.config)
-    rows, summary = [], []
+    rows, summary, years = [], [], []
     for seed in seeds_of(args.seeds):
-        found, figures = diagnose(seed, args.polygons, args.years, args.cache, settings, not args.no_land_cover,
-                                  args.quiet)
+        found, figures, merged = diagnose(seed, args.polygons, args.years, args.cache, settings,
+                                          not args.no_land_cover, args.quiet, args.reference)
         rows += found
+        years.append(merged)
         summary.append({"seed": seed, "status_accuracy": figures["status_accuracy"],
                         "restored_area_error_median": figures["restored_area_error_median"],
                         "county_max_pp": figures["county_rate_error_pp_max"],
@@ -148,6 +234,8 @@ def main() -> None:
           f"median {np.median(errors):.2f} mean {np.mean(errors):.2f} pp, within 2 pp {sum(e <= 2 for e in errors)} of "
           f"{len(errors)}; restored area misallocated (sum |est - true| / mine land, latest year) "
           f"{np.mean(table['misallocated_pp']):.2f} pp")
+    if args.bias:
+        print_bias(pd.concat(years))
     if args.out:
         pd.DataFrame(rows).to_csv(args.out, index=False)
 

@@ -24,7 +24,10 @@ from gmsense.sources.synthetic.restoration import (
     Part,
     Ramp,
     WorldSpec,
+    at_resolution,
     draw_world,
+    ground_ndvi,
+    true_ndvi,
     true_statuses,
     write_restoration_world,
 )
@@ -93,6 +96,31 @@ def test_drawn_truth_is_consistent(drawn: object) -> None:
     assert {"planting", "failure", "partial"} <= scenarios
     geoms = [land.geometry for land in drawn.lands]
     assert min(a.distance(b) for i, a in enumerate(geoms) for b in geoms[i + 1:]) >= 79
+
+
+def test_the_ground_under_the_pits_is_what_their_cover_is_relative_to(drawn: object) -> None:
+    """``true_ndvi(..., pits=False)`` (the diagnostics' perfect reference) is the land every part's cover is
+    relative to: each part's NDVI is bare + f (ground - bare), and outside the pits nothing changes."""
+    pits = geometry_mask([land.geometry for land in drawn.lands], out_shape=drawn.cell_of.shape,
+                         transform=drawn.transform, invert=True)
+    for year in (2005, 2014, 2022):
+        rendered, ground = true_ndvi(drawn, year), true_ndvi(drawn, year, pits=False)
+        np.testing.assert_array_equal(rendered[~pits], ground[~pits])
+        assert not np.array_equal(rendered[pits], ground[pits]), "damaged pits are below their ground"
+        parts = 0
+        for land in drawn.lands:
+            for part in land.parts:
+                mask = geometry_mask([part.geometry], out_shape=ground.shape, transform=drawn.transform, invert=True)
+                f = land.part_cover(part, year)
+                bare = land.bare_ndvi + drawn.bare_texture[mask]
+                np.testing.assert_allclose(rendered[mask], bare + f * (ground[mask] - bare), atol=1e-5)
+                parts += 1
+        assert parts > len(drawn.lands)
+        coarse = ground_ndvi(drawn, year)
+        assert coarse.shape == (ground.shape[0] // 3, ground.shape[1] // 3)
+        assert coarse[5, 7] == pytest.approx(float(ground[15:18, 21:24].mean()), abs=1e-6)
+        np.testing.assert_array_equal(at_resolution(drawn, rendered)[~at_resolution(drawn, pits).astype(bool)],
+                                      coarse[~at_resolution(drawn, pits).astype(bool)])
 
 
 def test_written_world_reads_as_a_register_and_composites(tmp_path: Path) -> None:

@@ -435,14 +435,19 @@ def _land_masks(world: World) -> list[list[tuple[tuple[slice, slice], np.ndarray
     return out
 
 
-def true_ndvi(world: World, year: int, masks: list[Any] | None = None) -> np.ndarray:
-    """The noise-free NDVI of the fine grid in ``year``."""
+def true_ndvi(world: World, year: int, masks: list[Any] | None = None, pits: bool = True) -> np.ndarray:
+    """The noise-free NDVI of the fine grid in ``year``; with ``pits`` False, the ground each register
+    polygon's cover is relative to (the land under it as it would be without the pit: every part's
+    NDVI is ``bare + f (ground - bare)`` with this ``ground``). Diagnostics only: a ring reference
+    cannot see it for a pit dug before the archive began."""
     covers = world.covers
     factor = np.array([world.year_factor[covers[c]][year] for c in world.cell_cover], dtype="float32")
     level = (world.cell_level.astype("float32") * factor)[world.cell_of]
     ndvi = np.clip(level + world.texture, 0.2, 0.92)
-    masks = masks if masks is not None else _land_masks(world)
     ndvi[world.villages] = 0.18 + world.bare_texture[world.villages]
+    if not pits:
+        return ndvi
+    masks = masks if masks is not None else _land_masks(world)
     for land, parts in zip(world.lands, masks, strict=True):
         for part, (window, mask) in zip(land.parts, parts, strict=True):
             f = land.part_cover(part, year)
@@ -452,6 +457,19 @@ def true_ndvi(world: World, year: int, masks: list[Any] | None = None) -> np.nda
             bare = land.bare_ndvi + world.bare_texture[window][mask]
             here[mask] = bare + f * (here[mask] - bare)
     return ndvi
+
+
+def at_resolution(world: World, fine: np.ndarray) -> np.ndarray:
+    """A fine-grid array averaged to the composites' ``spec.resolution`` (as the composites are)."""
+    k = round(world.spec.resolution / FINE_M)
+    ny, nx = fine.shape[0] // k, fine.shape[1] // k
+    return fine[:ny * k, :nx * k].reshape(ny, k, nx, k).mean(axis=(1, 3))
+
+
+def ground_ndvi(world: World, year: int) -> np.ndarray:
+    """The noise-free NDVI of the land under every register polygon without it (:func:`true_ndvi` with
+    ``pits`` False) on the composites' grid: what a perfect reference of each pixel would read."""
+    return at_resolution(world, true_ndvi(world, year, pits=False))
 
 
 def _gaps(rng: np.random.Generator, world: World, year: int, shape: tuple[int, int]) -> np.ndarray:
@@ -508,8 +526,7 @@ def write_restoration_world(folder: str | Path, spec: WorldSpec) -> dict[str, An
                "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256}
     rng = np.random.default_rng(spec.seed + 7919)
     for year in spec.years:
-        fine = true_ndvi(world, year, masks)
-        ndvi = fine[:shape[0] * k, :shape[1] * k].reshape(shape[0], k, shape[1], k).mean(axis=(1, 3))
+        ndvi = at_resolution(world, true_ndvi(world, year, masks))
         ndvi = np.clip(ndvi + rng.normal(0, spec.noise, shape), -0.5, 0.95).astype("float32")
         brightness = rng.uniform(0.18, 0.3, shape).astype("float32")
         red, nir = brightness * (1 - ndvi), brightness * (1 + ndvi)
