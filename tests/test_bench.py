@@ -281,7 +281,7 @@ def test_speed_bench_reports_medians_spreads_and_targets(tmp_path: Path) -> None
     from gmsense.bench.speed import run_speed
 
     out = tmp_path / "speed.json"
-    r = run_speed(out, None, end_to_end=False, runs=2, side_m=1_500.0)
+    r = run_speed(out, None, end_to_end=False, runs=2, side_m=1_500.0, large_km=6.0)
     assert r["runs"] == 2
     assert r["cores"] >= 1
     for name in ("detect_s", "detect_one_core_s", "memory_pass_s", "memory_pass_ratio", "core_speedup",
@@ -290,9 +290,17 @@ def test_speed_bench_reports_medians_spreads_and_targets(tmp_path: Path) -> None
         assert len(figure["runs"]) == 2
         assert figure["min"] <= figure["median"] <= figure["max"]
     assert set(r["targets_met"]) == set(SPEED_TARGETS)
-    assert r["targets_met"]["core_speedup"] == (r["core_speedup"]["median"] >= SPEED_TARGETS["core_speedup"][1])
+    speedup = r["large_licence_speedup"]
+    assert r["targets_met"]["large_licence_speedup"] == (speedup["median"] >= SPEED_TARGETS["large_licence_speedup"][1])
+    large = r["large_licence"]
+    assert large["shape"][1:] == [602, 602]
+    assert large["tiles"] == (2 if r["cores"] >= 2 else 1), "on every worker, the licence is cut for them"
+    for figure in (large["one_worker_s"], large["all_workers_s"], speedup):
+        assert len(figure["runs"]) == 2
+        assert figure["min"] <= figure["median"] <= figure["max"]
     table = out.with_suffix(".md").read_text()
     assert "median of 2 interleaved rounds" in table
     assert "speed-up 1 ->" in table
+    assert "large licence: speed-up 1 ->" in table
     assert "masking (cloud buffer, haze, NDVI)" in table
     assert r["rest_one_core_s"]["median"] < r["detect_one_core_s"]["median"]

@@ -539,12 +539,16 @@ def bench_speed(
         "bench-results/speed.json"),
     end_to_end: Annotated[bool, typer.Option(help="also time a full scan of the scene as a GeoTIFF folder")] = True,
     runs: Annotated[int, typer.Option(min=1, help="interleaved rounds; figures are their medians with the range")] = 5,
+    large_km: Annotated[float, typer.Option(
+        "--large-km", min=0, help="side of the large licence scanned on 1 and on every worker process, km "
+                                  "(0: not measured)")] = 8.0,
 ) -> None:
-    """Detection throughput against one memory pass and against nrt's EWMA, on one core and on all."""
+    """Detection throughput against one memory pass and against nrt's EWMA, on one core and on all;
+    one large licence scanned on one worker process and on every one."""
     from gmsense.bench.speed import run_speed
 
     with err.status(f"bench speed: {runs} interleaved rounds"):
-        run_speed(out_file, load_settings(), end_to_end, runs=runs)
+        run_speed(out_file, load_settings(), end_to_end, runs=runs, large_km=large_km or None)
     out.print(out_file.with_suffix(".md").read_text(), markup=False)
     out.print(f"results: {out_file}")
 
