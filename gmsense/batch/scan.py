@@ -133,8 +133,9 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     cluster = LocalCluster(n_workers=1, threads_per_worker=_threads(), processes=False,
                            dashboard_address=":0", silence_logs=logging.ERROR)
     # In-process workers share this process's dask config: units set the local threaded
-    # scheduler (see _with_retries); restore the caller's afterwards.
-    with dask.config.set({"scheduler": dask.config.get("scheduler", None)}), cluster, Client(cluster) as client:
+    # scheduler and its threads (see _with_retries); restore the caller's afterwards.
+    caller = {key: dask.config.get(key, None) for key in ("scheduler", "num_workers")}
+    with dask.config.set(caller), cluster, Client(cluster) as client:
         yield client
 
 
@@ -162,14 +163,14 @@ def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -
     return rng.uniform(0.0, min(max_s, base_s * 2.0**retry))
 
 
-def _with_retries(settings: Settings, func: Any, *args: Any) -> Any:
+def _with_retries(settings: Settings, func: Any, *args: Any, threads: int = 1) -> Any:
     """``func(*args)``, retried with back-off after transient errors (see is_transient).
 
-    Runs on a worker. Lazy (dask) imagery inside a unit is computed with the worker's local
-    threads, never sent back to the cluster: a unit waiting for sub-tasks that need the thread
-    it holds would deadlock once every thread runs a unit.
+    Runs on a worker. Lazy (dask) imagery inside a unit is computed with ``threads`` local threads
+    (the unit's share of the cores), never sent back to the cluster: a unit waiting for sub-tasks
+    that need the thread it holds would deadlock once every thread runs a unit.
     """
-    dask.config.set({"scheduler": "threads"})
+    dask.config.set({"scheduler": "threads", "num_workers": max(1, threads)})
     rng = random.Random()
     for retry in range(settings.scan.retries + 1):
         try:
@@ -188,7 +189,7 @@ def analyse_with_retries(site: Site, request: ScanRequest, threads: int = 1) -> 
     extra = {"layers": layers} if layers else {}
     return _with_retries(request.settings, partial(analyse_site, threads=threads, **extra), site, request.source,
                          request.settings, request.start, request.end, request.works_of(site.site_id),
-                         request.classifier)
+                         request.classifier, threads=threads)
 
 
 def analyse_group(request: ScanRequest, threads: int = 1) -> list[tuple[str, Any, str | None]]:
@@ -208,7 +209,7 @@ def analyse_tile_with_retries(site: Site, tile: Tile, request: ScanRequest, cont
     """One tile of a large licence, retried with back-off after transient errors. ``loaded``: the
     tile already read (:func:`gmsense.batch.tiles.load_tile`)."""
     return _with_retries(request.settings, partial(analyse_tile, threads=threads, loaded=loaded), site, tile,
-                         request, context)
+                         request, context, threads=threads)
 
 
 def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest,
@@ -217,10 +218,10 @@ def tile_sample_with_retries(site: Site, tile: Tile, request: ScanRequest,
     return _with_retries(request.settings, tile_sample, site, tile, request, loaded)
 
 
-def load_tile_with_retries(site: Site, tile: Tile, request: ScanRequest) -> LoadedTile:
-    """One tile read into memory and its season masked, with retries (held by the cluster until the
-    tile's analysis: see gmsense.batch.tiles.LoadedTile)."""
-    return _with_retries(request.settings, load_tile, site, tile, request)
+def load_tile_with_retries(site: Site, tile: Tile, request: ScanRequest, threads: int = 1) -> LoadedTile:
+    """One tile read into memory (in ``threads`` threads) and its season masked, with retries (held
+    by the cluster until the tile's analysis: see gmsense.batch.tiles.LoadedTile)."""
+    return _with_retries(request.settings, load_tile, site, tile, request, threads=threads)
 
 
 def _shared(value: Any) -> Any:
@@ -268,7 +269,8 @@ class _Tasks:
                 loaded = None
                 if unit.hold:
                     loaded = self.client.submit(_on_worker, load_tile_with_retries, self._mine(unit), None, site,
-                                                unit.tile, key=self._key(f"read-{unit.name}"), pure=False)
+                                                unit.tile, threads=self.threads, key=self._key(f"read-{unit.name}"),
+                                                pure=False)
                     self.loaded.setdefault(site.site_id, {})[unit.name] = loaded
                 samples.setdefault(site.site_id, []).append(self.client.submit(
                     _on_worker, tile_sample_with_retries, self._mine(unit), None, site, unit.tile, loaded=loaded,
