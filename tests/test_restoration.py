@@ -324,3 +324,19 @@ def test_one_command_runs_and_reports_in_chinese(world: Path, tmp_path: Path) ->
     assert printed[("all", "all")][:2] == ["2022", f"{total['restoration_rate']:.1%}"], output
     assert printed[("zone", "Z1")][:2] == ["2022", f"{zone['restoration_rate']:.1%}"]
     assert printed[("zone", "Z1")][3] == "60%", "the zone against its own target"
+
+
+def test_a_polygon_of_one_part_restored_as_a_whole_has_its_whole_area_restored() -> None:
+    """Status and area agree for a homogeneous polygon: a skewed cover (most pixels just under 80 %,
+    a few well above) whose mean, the polygon's ratio, passes 80 % while its median pixel does not
+    is restored with its whole area (was: restored, 0 m2 restored)."""
+    years, pixels = 6, 100
+    cover = np.full((years, pixels), 0.05)
+    cover[2:] = 0.79
+    cover[2:, :8] = 0.95  # mean 0.8028, median 0.79
+    assert segments(cover, S).sum() == 0, "one part"
+    statuses = classify(np.nanmean(cover, axis=1), S).statuses
+    assert statuses[-1] == "restored"
+    shares = restored_shares(cover, statuses, S)
+    assert [s == "restored" for s in statuses] == [v == 1 for v in shares]
+    assert shares[-1] == 1

@@ -28,7 +28,8 @@ no new observation.
 terraced and planted section, the rest left bare), so the polygon is read as its homogeneous parts
 (:func:`segments`: two parts when its pixels fall in two clearly different groups over the latest
 years, else one), and each part follows the polygon's rule on its median pixel ratio (of its pixels
-away from the other part: those on the line between them are mixed, :func:`part_cores`): from the year
+away from the other part: those on the line between them are mixed, :func:`part_cores`; a polygon of one
+part on its own ratio, the mean, so a polygon restored as a whole has its whole area restored): from the year
 the polygon is first seen damaged, a part is restored once its ratio has been at least
 ``restored_ratio`` for ``restored_seasons`` seasons in a row, and stays restored until it falls below
 ``damaged_ratio``. The restored share of a year is the area share of the parts restored then, so a
@@ -245,7 +246,10 @@ def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
     parts = [labels == k for k in np.unique(labels)]
     weights = np.array([m.sum() for m in parts], dtype=float)
     cores = part_cores(labels, polygon) if polygon is not None and len(parts) > 1 else parts
-    ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in cores], axis=1)  # (years, parts)
+    if len(parts) == 1:  # the polygon is its one part: its ratio, so its area follows its status
+        ratio = _row_mean(pixel_ratio)[:, None]
+    else:
+        ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in cores], axis=1)  # (years, parts)
     run = np.full(len(parts), settings.restored_seasons - 1 if statuses[begin] == "restored" else 0)
     restored = np.zeros(len(parts), dtype=bool)
     seen = np.zeros(len(parts), dtype=bool)
