@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from shapely.geometry import box
 
-from gmsense.config import Settings
+from gmsense.config import DetectSettings, Settings
+from gmsense.detect.features import add_patch_context, context_rings
+from gmsense.detect.lines import ring
+from gmsense.detect.patches import Patch
 from gmsense.pipeline import analyse_cube
 from gmsense.testutils import PlantedBreak, cube_site, make_cube
 
@@ -51,3 +56,51 @@ def test_persistence_falls_when_the_vegetation_returns(regrow: bool) -> None:
             cube[band].values[later] = undisturbed[band].values[later]
     persistence = _patch(cube)["persistence"]
     assert (persistence < 0.6) if regrow else (persistence > 0.9)
+
+
+@pytest.mark.parametrize(("pixel_m", "near", "far"), [
+    (10.0, (1, 3), (3, 10)),  # as before: 10 m out is one step already
+    (20.0, (1, 2), (2, 5)),
+    (30.0, (1, 2), (2, 3)),
+    (60.0, (1, 2), (2, 3)),
+])
+def test_the_context_rings_never_hold_a_pixel_next_to_the_patch(pixel_m: float, near: tuple, far: tuple) -> None:
+    """10 m rounds to 0 steps at 20 and 30 m; the rings start one step out all the same (the pixels
+    sharing an edge with the patch share its drop), and the far ring where the near one ends."""
+    assert context_rings(DetectSettings(), pixel_m) == (near, far)
+    mask = np.zeros((31, 31), dtype=bool)
+    mask[12:15, 9:18] = True
+    mask[15, 12] = True
+    next_to = ndimage.binary_dilation(mask) & ~mask  # 4-connected: the pixels sharing an edge with it
+    for steps in (near, far):
+        around = ring(mask, steps)
+        assert around.any()
+        assert not (around & (next_to | mask)).any()
+    assert not (ring(mask, near) & ring(mask, far)).any()
+
+
+def _context_with_mixed_edge(pixel_m: float) -> dict[str, float]:
+    """Quiet land at NDVI 0.8; a 5 x 7 patch falls to 0.3 on 2021-06-20 and the pixels next to it
+    lose half as much (mixed pixels, misregistration), nothing else changes."""
+    days = np.arange(np.datetime64("2020-05-01"), np.datetime64("2021-10-01"), np.timedelta64(8, "D"))
+    times = days[np.isin(days.astype("datetime64[M]").astype(int) % 12 + 1, range(5, 10))]
+    rng = np.random.default_rng(3)
+    index = 0.8 + rng.normal(0, 0.005, (times.size, 30, 30))
+    mask = np.zeros((30, 30), dtype=bool)
+    mask[12:17, 11:18] = True
+    edge = ndimage.binary_dilation(mask) & ~mask
+    after = times >= np.datetime64("2021-06-20")
+    index[after] = np.where(mask, index[after] - 0.5, np.where(edge, index[after] - 0.25, index[after]))
+    labels = mask.astype("int32")
+    patch = Patch(1, box(11, 12, 18, 17), np.datetime64("2021-06-20"), np.datetime64("2021-07-06"),
+                  int(mask.sum()), 0.5)
+    add_patch_context([patch], labels, index, times, np.where(mask, 0.5, np.nan), DetectSettings(), pixel_m)
+    return patch.context
+
+
+@pytest.mark.parametrize("pixel_m", [10.0, 20.0, 30.0])
+def test_a_patch_whose_edge_pixels_share_its_drop_is_in_quiet_land(pixel_m: float) -> None:
+    context = _context_with_mixed_edge(pixel_m)
+    assert abs(context["ring_drop_near"]) < 0.1, "the edge pixels are the patch's own drop, not its surroundings'"
+    assert abs(context["ring_drop_far"]) < 0.1
+    assert context["contrast_after"] < -0.4

@@ -15,8 +15,9 @@ ridge response (:func:`gmsense.detect.lines.ridge_response`) of the break-magnit
 the patch (narrow lines stand out, scales ``line_ridge_sigmas_m``);
 ``ring_drop_near`` and ``ring_drop_far``, the drop (before less after, per pixel, medians as
 above) of the surroundings ``context_near_ring_m`` (10-30 m) and ``context_far_ring_m`` (30-100 m)
-out (other patches excluded) as a share of the patch's own drop: near 0 for work in quiet land,
-near 1 where everything around changed too (fire, flood, harvest, a dry year);
+out (other patches excluded; both from at least one pixel out, :func:`context_rings`) as a share
+of the patch's own drop: near 0 for work in quiet land, near 1 where everything around changed
+too (fire, flood, harvest, a dry year);
 ``contrast_after``, the patch's NDVI after less that of the near ring; ``ring_ndvi_before``, the
 far ring's NDVI before (land-cover context: forest, grass, crop).
 
@@ -147,6 +148,23 @@ def _median(values: np.ndarray) -> float:
     return finite_quantile(values, 0.5)
 
 
+def context_rings(settings: DetectSettings, pixel_m: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The near and far rings of the patch context (``context_near_ring_m``, ``context_far_ring_m``)
+    as dilation steps of a ``pixel_m`` grid (:func:`gmsense.detect.lines.ring`).
+
+    Both start at least one pixel out: the pixels next to the patch share its drop through mixed
+    pixels and misregistration (as a line's do, :class:`gmsense.detect.lines._Scale`), so a ring
+    holding them reads "the surroundings changed too" around any patch. At 10 m the near ring's 10 m
+    is one step already; at 20 and 30 m it rounds to 0 steps and would hold them. The far ring starts
+    no nearer than the near one ends, so the two never share a pixel (the drought rule asks both)."""
+    near_in, near_out = ring_pixels(settings.context_near_ring_m, pixel_m)
+    far_in, far_out = ring_pixels(settings.context_far_ring_m, pixel_m)
+    near_in = max(near_in, 1)
+    near_out = max(near_out, near_in + 1)
+    far_in = max(far_in, near_out)
+    return (near_in, near_out), (far_in, max(far_out, far_in + 1))
+
+
 def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,
                       magnitude: np.ndarray, settings: DetectSettings, pixel_m: float,
                       season: SeasonSettings | None = None) -> None:
@@ -158,7 +176,7 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
     times = np.asarray(times).astype("datetime64[ns]")
     years = season_year(times, season)
     boxes = ndimage.find_objects(labels)
-    near_px, far_px = (ring_pixels(r, pixel_m) for r in (settings.context_near_ring_m, settings.context_far_ring_m))
+    near_px, far_px = context_rings(settings, pixel_m)
     sigmas = tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m)
     ridge_pad = int(np.ceil(RIDGE_PAD_SIGMAS * max(sigmas)))
     for patch in patches:
