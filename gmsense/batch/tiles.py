@@ -75,16 +75,16 @@ class LoadedTile:
     ``prepared``: the growing season as the detector sees it (gmsense.pipeline.season_index), so the
     analysis does not mask it again; ``no_data``: why the tile has no imagery (then both are None)."""
 
-    cube: xr.Dataset | None
+    cube: xr.Dataset | None  # lazy for a lazy source: only ``prepared`` holds pixels
     prepared: tuple[Any, ...] | None
     no_data: str | None = None
 
 
 def load_tile(site: Site, tile: Tile, request: ScanRequest) -> LoadedTile:
-    """Read ``tile.read`` of the licence into memory and mask its growing season (see
-    :class:`LoadedTile`)."""
+    """Read the growing season of ``tile.read`` into memory and mask it (see :class:`LoadedTile`;
+    a lazy cube's other dates are not read: the analysis needs only their times)."""
     try:
-        cube = _load_tile(site, tile, request).load()
+        cube = _load_tile(site, tile, request)
     except NoObservationsError as exc:
         return LoadedTile(None, None, str(exc))
     return LoadedTile(cube, season_index(cube, request.settings.for_cube(cube.attrs), site.site_id))
