@@ -82,3 +82,19 @@ def test_wall_time_puts_the_longest_units_first() -> None:
     assert wall_seconds([1.0, 1.0, 5.0, 1.0, 1.0, 1.0], 2) == 5.0
     assert wall_seconds([5.0], 8) == 5.0
     assert wall_seconds([], 3) == 0.0
+
+
+def test_a_lone_large_licence_is_planned_on_every_worker(tmp_path: Path) -> None:
+    """As the scan does: one licence and two worker processes, the plan cuts it in two tiles (its
+    wall time about half its core time); on one worker it stays whole."""
+    sites = _write(tmp_path / "one.geojson", {"LARGE": (X0, Y0, X0 + 7_000, Y0 + 7_000)})
+    plans = {}
+    for workers in (1, 2):
+        code, output = run_cli("plan", "--sites", sites, "--memory-limit", "16GB", "--workers", str(workers),
+                               "--json", tmp_path / f"plan{workers}.json")
+        assert code == 0, output
+        plans[workers] = json.loads((tmp_path / f"plan{workers}.json").read_text())["totals"]
+    assert plans[1]["units"] == 1
+    assert plans[1]["tiles"] == 0
+    assert plans[2]["units"] == plans[2]["tiles"] == 2
+    assert plans[2]["wall_hours"] < 0.6 * plans[1]["wall_hours"]

@@ -124,7 +124,8 @@ def forecast(sites: list[Site], settings: Settings, memory_limit: int, workers: 
              end: str | None = None, source: Any = None, slots: int = 1) -> ScanPlan:
     """The plan :func:`gmsense.batch.scan.run_scan` would make for ``sites`` (see
     :func:`gmsense.batch.planner.plan`), with a warning for each licence over :data:`LONG_LICENCE_S`
-    on one core or whose smallest tile still needs more than ``memory_limit`` bytes."""
+    on one core or whose smallest tile still needs more than ``memory_limit`` bytes. ``slots``: the
+    scan's worker processes (a lone long licence is cut into tiles for them, as the scan does)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # over-budget tiles are reported below, with numbers
         units = plan(sites, settings, memory_limit, start=start, end=end, source=source, slots=slots)
