@@ -640,3 +640,31 @@ def test_a_store_window_is_its_reindex_onto_the_grid(lazy: bool, offset_px: floa
         np.testing.assert_array_equal(got["SCL"].values[:, 1:-1, 1:-1], ds["SCL"].values)
     else:
         assert np.isnan(got["B08"].values).all()
+
+
+def test_a_store_is_decoded_where_decoding_changes_values(tmp_path: Path) -> None:
+    """Bands stored as integers with a fill value and a scale are masked and scaled, float bands with
+    a NaN fill read as they are, as xarray's own decoding reads them, and the cube can be written
+    again (the fill value in the encoding, not the attributes)."""
+    from gmsense.sources.local import _open_store
+
+    rng = np.random.default_rng(5)
+    dn = rng.integers(1, 9_000, (2, 4, 4)).astype("uint16")
+    dn[0, 0, 0] = 0
+    reflectance = np.where(dn == 0, np.nan, dn * 1e-4).astype("float32")  # stored as DN by the encoding below
+    ds = xr.Dataset({"red": (("time", "y", "x"), reflectance),
+                     "nir": (("time", "y", "x"), rng.random((2, 4, 4), dtype="float32"))},
+                    coords={"time": np.arange(2).astype("datetime64[D]"), "y": np.arange(4.0), "x": np.arange(4.0)})
+    ds["nir"][1, 2, 2] = np.nan
+    ds["red"].encoding.update(_FillValue=0, scale_factor=1e-4, dtype="uint16")
+    ds["nir"].encoding.update(_FillValue=np.nan)
+    for path in (tmp_path / "cube.zarr", tmp_path / "cube.nc"):
+        (ds.to_zarr(path) if path.suffix == ".zarr" else ds.to_netcdf(path))
+        got = _open_store(path).load()
+        expected = xr.open_dataset(path, engine="zarr" if path.suffix == ".zarr" else None).load()
+        for band in ("red", "nir"):
+            np.testing.assert_array_equal(got[band].values, expected[band].values)
+        assert np.isnan(got["red"].values[0, 0, 0])
+        assert got["red"].values[1, 1, 1] == pytest.approx(dn[1, 1, 1] * 1e-4, rel=1e-4)
+        assert "_FillValue" not in got["nir"].attrs
+        got.to_netcdf(tmp_path / f"again-{path.suffix[1:]}.nc")
