@@ -61,3 +61,14 @@ def row_medians(values: np.ndarray, threads: int = 1) -> np.ndarray:
     mid = 0.5 * (np.take_along_axis(ordered, lo, axis=1)[:, 0] + np.take_along_axis(ordered, hi, axis=1)[:, 0])
     out[counts > 0] = mid[counts > 0]
     return out
+
+
+def as_slice(positions: np.ndarray) -> np.ndarray | slice:
+    """Sorted ``positions`` as a slice when they are evenly spaced (a run, or a lattice on a regular
+    grid): xarray and dask then index by basic slicing, a view, where a list of positions gathers
+    every chunk; else ``positions`` as they are."""
+    if positions.size > 1:
+        steps = np.diff(positions)
+        if (steps == steps[0]).all() and steps[0] > 0:
+            return slice(int(positions[0]), int(positions[-1]) + 1, int(steps[0]))
+    return positions

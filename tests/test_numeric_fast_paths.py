@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from gmsense._numeric import as_slice as _as_slice
 from gmsense._numeric import nan_median, row_medians
-from gmsense.detect.context import _as_slice, _lattice, scene_sample
+from gmsense.detect.context import _lattice, scene_sample
 
 _VALUES = hnp.arrays("float32", st.tuples(st.integers(0, 6), st.integers(0, 40)),
                      elements=st.one_of(st.floats(-1, 1, width=32), st.just(np.nan), st.just(np.inf),

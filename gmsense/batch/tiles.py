@@ -96,7 +96,7 @@ def tile_sample(site: Site, tile: Tile, request: ScanRequest, loaded: LoadedTile
     ``loaded``: the tile already read (:func:`load_tile`); None reads it here."""
     empty = SceneSample(np.empty(0, dtype="datetime64[ns]"), np.empty((0, 0), dtype="float32"))
     if loaded is not None:
-        if loaded.cube is None or loaded.prepared is None:
+        if loaded.no_data is not None:
             return empty
         cube, ndvi = loaded.cube, loaded.prepared[3]
     else:

@@ -227,10 +227,11 @@ def season_year(time: xr.DataArray | np.ndarray | np.datetime64, season: SeasonS
     return stamps.astype("datetime64[Y]").astype("int64") + 1970
 
 
-def ring_pixels(ring_m: tuple[float, float], pixel_m: float) -> tuple[int, int]:
+def ring_pixels(ring_m: tuple[float, float], pixel_m: float, min_inner: int = 0) -> tuple[int, int]:
     """A ring from ``ring_m[0]`` to ``ring_m[1]`` metres out as dilation steps of a ``pixel_m``
-    grid: the inner edge rounded, the outer at least one step beyond it (a ring is never empty)."""
-    inner = round(ring_m[0] / pixel_m)
+    grid: the inner edge rounded, at least ``min_inner`` steps out, the outer at least one step
+    beyond it (a ring is never empty)."""
+    inner = max(round(ring_m[0] / pixel_m), min_inner)
     return inner, max(round(ring_m[1] / pixel_m), inner + 1)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from gmsense._numeric import row_medians
+from gmsense._numeric import as_slice, row_medians
 from gmsense.config import Settings
 from gmsense.detect.phenology import PhenologyGroups, fit_groups
 
@@ -75,16 +75,6 @@ def _lattice(coords: np.ndarray, pixel_m: float, step: int) -> np.ndarray:
     return np.flatnonzero(number % step == 0)
 
 
-def _as_slice(positions: np.ndarray) -> np.ndarray | slice:
-    """Sorted ``positions`` as a slice when they are evenly spaced (the lattice on a regular grid:
-    basic indexing, a view, instead of a gather of the whole cube), else as they are."""
-    if positions.size > 1:
-        steps = np.diff(positions)
-        if (steps == steps[0]).all() and steps[0] > 0:
-            return slice(int(positions[0]), int(positions[-1]) + 1, int(steps[0]))
-    return positions
-
-
 def scene_sample(index: xr.DataArray, step: int,
                  keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> SceneSample:
     """The index (time, y, x) at the lattice points ``keep(x, y)`` selects (all when None)."""
@@ -97,7 +87,7 @@ def scene_sample(index: xr.DataArray, step: int,
         return SceneSample(times, np.empty((times.size, 0), dtype="float32"))
     grid_x, grid_y = np.meshgrid(x[cols], y[rows])
     chosen = np.ones(grid_x.shape, dtype=bool) if keep is None else np.asarray(keep(grid_x, grid_y), dtype=bool)
-    values = np.asarray(index.isel(y=_as_slice(rows), x=_as_slice(cols)).transpose("time", "y", "x").values)
+    values = np.asarray(index.isel(y=as_slice(rows), x=as_slice(cols)).transpose("time", "y", "x").values)
     return SceneSample(times, values[:, chosen].astype("float32", copy=False))
 
 

@@ -157,12 +157,8 @@ def context_rings(settings: DetectSettings, pixel_m: float) -> tuple[tuple[int, 
     holding them reads "the surroundings changed too" around any patch. At 10 m the near ring's 10 m
     is one step already; at 20 and 30 m it rounds to 0 steps and would hold them. The far ring starts
     no nearer than the near one ends, so the two never share a pixel (the drought rule asks both)."""
-    near_in, near_out = ring_pixels(settings.context_near_ring_m, pixel_m)
-    far_in, far_out = ring_pixels(settings.context_far_ring_m, pixel_m)
-    near_in = max(near_in, 1)
-    near_out = max(near_out, near_in + 1)
-    far_in = max(far_in, near_out)
-    return (near_in, near_out), (far_in, max(far_out, far_in + 1))
+    near = ring_pixels(settings.context_near_ring_m, pixel_m, min_inner=1)
+    return near, ring_pixels(settings.context_far_ring_m, pixel_m, min_inner=near[1])
 
 
 def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,

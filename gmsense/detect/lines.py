@@ -75,10 +75,8 @@ class _Scale:
         # edges and moves by up to half a pixel between dates (misregistration), so the pixels next
         # to its own share its drop. (At 20 and 30 m, 10 m rounds to 0 steps, and a dilation of 0
         # iterations is scipy's "until nothing changes": the ring was empty and every line rejected.)
-        inner, outer = ring_pixels(settings.line_ring_m, pixel_m)
-        inner = max(inner, 1)
         return cls(tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m),
-                   (inner, max(outer, inner + 1)),
+                   ring_pixels(settings.line_ring_m, pixel_m, min_inner=1),
                    max(round(settings.line_prior_reach_m / pixel_m), 1))
 
 

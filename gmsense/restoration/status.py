@@ -245,10 +245,10 @@ def restored_shares(pixel_ratio: np.ndarray, statuses: Sequence[str | None],
     labels = segments(pixel_ratio[begin:], settings)
     parts = [labels == k for k in np.unique(labels)]
     weights = np.array([m.sum() for m in parts], dtype=float)
-    cores = part_cores(labels, polygon) if polygon is not None and len(parts) > 1 else parts
     if len(parts) == 1:  # the polygon is its one part: its ratio, so its area follows its status
         ratio = _row_mean(pixel_ratio)[:, None]
     else:
+        cores = part_cores(labels, polygon) if polygon is not None else parts
         ratio = np.stack([nan_median(pixel_ratio[:, m].T) for m in cores], axis=1)  # (years, parts)
     run = np.full(len(parts), settings.restored_seasons - 1 if statuses[begin] == "restored" else 0)
     restored = np.zeros(len(parts), dtype=bool)

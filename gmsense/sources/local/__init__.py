@@ -60,6 +60,7 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from gmsense._numeric import as_slice
 from gmsense.cube.contract import validate_cube
 from gmsense.cube.harmonise import ATTR_METHOD, DEFAULT_METHOD, SENSOR_COORD, harmonise, sensor_of, with_sensor
 from gmsense.errors import ImageryError
@@ -764,14 +765,6 @@ def _store_transform(ds: xr.Dataset, path: Path) -> Affine:
     return Affine(dx, 0.0, xs[0] - dx / 2, 0.0, dy, ys[0] - dy / 2)
 
 
-def _as_slice(positions: np.ndarray) -> slice | np.ndarray:
-    """``positions`` as a slice when they are consecutive (a dask array indexed by a list of
-    positions gathers every chunk, even when the list is a run)."""
-    if positions.size and np.array_equal(positions, np.arange(positions[0], positions[0] + positions.size)):
-        return slice(int(positions[0]), int(positions[0]) + positions.size)
-    return positions
-
-
 def _window(have: np.ndarray, want: np.ndarray, tolerance: float) -> tuple[slice, tuple[int, int]] | None:
     """Where the regular coordinates ``want`` fall on the regular coordinates ``have`` (the same
     lattice, within ``tolerance``): the slice of ``have`` they overlap and how many of ``want`` lie
@@ -835,7 +828,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
     if not np.issubdtype(ds.time.dtype, np.datetime64):
         raise ImageryError(f"imagery store {path}: time is {ds.time.dtype}, not dates; encode time as CF dates")
     order = np.argsort(ds.time.values, kind="stable")
-    ds = ds.isel(time=_as_slice(order))
+    ds = ds.isel(time=as_slice(order))
     times = ds.time.values
     unique = np.concatenate([[True], times[1:] != times[:-1]]) if times.size else np.ones(0, bool)
     if not unique.all():
@@ -844,7 +837,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
     keep = dates.keep(times) & unique
     if not keep.any():
         raise _no_dates(path, times, start, end, site_id)
-    ds = ds.isel(time=_as_slice(np.flatnonzero(keep)))
+    ds = ds.isel(time=as_slice(np.flatnonzero(keep)))
     names = [*plan.bands.values(), *([plan.mask[1]] if plan.mask else [])]
     ds = ds[names]
     for name in names:
@@ -914,9 +907,8 @@ def _store_scaling(bands: dict[str, xr.DataArray], dn_scale: DnScale, platform: 
         return 1.0, 0.0, {}
     n = bands["red"].sizes["time"]
     pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
-    centre = {dim: slice(max(0, (bands["red"].sizes[dim] - DN_SAMPLE_PIXELS) // 2),
-                         max(0, (bands["red"].sizes[dim] - DN_SAMPLE_PIXELS) // 2) + DN_SAMPLE_PIXELS)
-              for dim in ("y", "x")}
+    first = {dim: max(0, (bands["red"].sizes[dim] - DN_SAMPLE_PIXELS) // 2) for dim in ("y", "x")}
+    centre = {dim: slice(start, start + DN_SAMPLE_PIXELS) for dim, start in first.items()}
     sample = np.concatenate([bands[b].isel(time=pick, **centre).values.ravel() for b in ("red", "nir")])
     if not np.isfinite(sample).any():  # the centre is outside the imagery: the whole window then
         sample = np.concatenate([bands[b].isel(time=pick).values.ravel() for b in ("red", "nir")])
