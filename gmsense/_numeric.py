@@ -7,6 +7,8 @@ thread-safe, and the scan analyses licences in threads).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 
@@ -45,11 +47,11 @@ def row_medians(values: np.ndarray, threads: int = 1) -> np.ndarray:
     blocks of rows in ``threads`` threads (numpy releases the GIL in its array work)."""
     values = np.ascontiguousarray(values)
     if threads > 1 and values.shape[0] > 1:
-        from concurrent.futures import ThreadPoolExecutor
+        from gmsense._parallel import parallel_map
 
         edges = np.linspace(0, values.shape[0], min(threads, values.shape[0]) + 1).round().astype(int)
-        with ThreadPoolExecutor(max_workers=len(edges) - 1, thread_name_prefix="gmsense-median") as pool:
-            return np.concatenate(list(pool.map(lambda a, b: row_medians(values[a:b]), edges[:-1], edges[1:])))
+        blocks = list(pairwise(edges))
+        return np.concatenate(parallel_map(lambda rows: row_medians(values[rows[0]:rows[1]]), blocks, len(blocks)))
     out = np.full(values.shape[0], np.nan)
     if values.shape[1] == 0:
         return out

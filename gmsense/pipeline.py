@@ -35,7 +35,7 @@ from gmsense.geo.grid import grid_transform
 from gmsense.geo.layers import LayerSet
 from gmsense.geo.sites import WGS84, ApprovedWork, Site, reproject_geometry
 from gmsense.records import PatchRecord, SiteResult
-from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, trajectory
+from gmsense.recovery import recovery_status, ring_exclusion, ring_mask, ring_outlines, trajectory
 from gmsense.sources import Source
 
 #: What a licence's stats say when its imagery was min-max rescaled per image (the local source's check).
@@ -134,15 +134,17 @@ class _PatchFollowing:
     first_dates: np.ndarray
     settings: Settings
 
-    def follow(self, patch: Patch, patch_labels: np.ndarray, is_later: bool) -> tuple | None:
+    def follow(self, patch: Patch, patch_labels: np.ndarray, is_later: bool,
+               ring_outline: BaseGeometry | None = None) -> tuple | None:
         """The patch's part of the monitoring area, its record's dates, area and recovery fields,
-        its evidence and its sequence metrics; None for a patch (almost) outside the area."""
+        its evidence and its sequence metrics; None for a patch (almost) outside the area.
+        ``ring_outline``: its reference ring's shape (:func:`gmsense.recovery.ring_outlines`)."""
         settings = self.settings
         geom = patch.geometry.intersection(self.region)
         if geom.is_empty or geom.area < settings.detect.min_patch_m2:
             return None
         pmask = patch_labels == patch.label
-        ring = ring_mask(patch.geometry, self.all_geoms, pmask.shape, self.transform, self.exclusion)
+        ring = ring_mask(patch.geometry, self.all_geoms, pmask.shape, self.transform, self.exclusion, ring_outline)
         # A first disturbance's ground disturbed again is followed up to the new disturbance
         # (gmsense.recovery); the later one from its own detection.
         until = self.again if self.again is not None and not is_later else None
@@ -256,7 +258,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
         context = merge_samples([licence_sample(ndvi, region)], settings, threads=threads)
     breaks = add_line_breaks(detect_breaks(ndvi, settings.detect, settings.mask.max_scene_dip, context=context,
                                            threads=threads, season=settings.season).load(),
-                             ndvi, settings.detect, settings.season)
+                             ndvi, settings.detect, settings.season, threads)
     # First disturbances, then later disturbances of ground that broke before (their own patches
     # over the same ground, each in its own label image).
     patches, labels = extract_patches(breaks, settings.detect.min_patch_m2, season=settings.season)
@@ -282,7 +284,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     followed = _PatchFollowing(local.geometry, region, all_geoms, exclusion, transform, values, times, int(years.max()),
                                image_ids, again, first_dates, settings)
     candidates = [*((p, labels, False) for p in patches), *((p, later_labels, True) for p in later)]
-    recoveries = [followed.follow(*c) for c in candidates]
+    outlines = ring_outlines(all_geoms, exclusion, threads) if all_geoms else []
+    recoveries = [followed.follow(*c, outline) for c, outline in zip(candidates, outlines, strict=True)]
     records: list[PatchRecord] = []
     geometries = []
     for (patch, _, _), recovery in zip(candidates, recoveries, strict=True):

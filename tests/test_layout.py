@@ -17,7 +17,7 @@ README = PACKAGE.parent / "README.md"
 #: restoration run, which reads imagery for the register in the store and writes its status
 #: there, sits after the batch scan.
 STAGES = [
-    ("config", "errors", "files", "records", "_numeric", "outputs.i18n"),
+    ("config", "errors", "files", "records", "_numeric", "_parallel", "outputs.i18n"),
     ("geo",),
     ("cube",),
     ("sources",),

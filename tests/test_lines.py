@@ -169,3 +169,12 @@ def test_at_20_and_30_m_a_line_beside_a_wider_change_is_still_no_new_line(resolu
     assert not _lines(wide)["line"].values[LINE_ROW].any()
     patch = _lines(_lower(_ndvi(resolution=resolution), slice(14, 24), slice(10, 20), 0.1, START))
     assert not patch["line"].values.any(), "a compact patch of weak drops is no line"
+
+
+def test_ridge_filter_on_threads_equals_one_thread() -> None:
+    from gmsense.detect.lines import ridge_response
+
+    image = np.random.default_rng(3).normal(size=(120, 90))
+    one = ridge_response(image, (1.0, 2.0, 3.0))
+    assert one.max() > 0
+    assert np.array_equal(ridge_response(image, (1.0, 2.0, 3.0), threads=2), one)

@@ -84,3 +84,29 @@ def test_recovery_metrics_on_a_known_trajectory() -> None:
     assert m["yryr"] == pytest.approx(0.05)
     assert m["slope"] == pytest.approx(0.05)
     assert m["r80p"] == pytest.approx((0.8 - 0.25) / (0.8 * 0.8))
+
+
+@pytest.mark.parametrize("pixel_m", [10.0, 20.0, 30.0])
+def test_rings_burnt_in_a_window_equal_the_whole_grid_burnt(pixel_m: float) -> None:
+    """The ring outlines made in one vectorised call per thread, burnt in their window only, are the
+    masks of the whole grid burnt one ring at a time, including rings cut by the grid's edge."""
+    from rasterio.features import geometry_mask
+    from shapely.geometry import Point
+
+    from gmsense.recovery import RING_OUTER_M, burn, ring_exclusion, ring_outlines
+
+    rng = np.random.default_rng(5)
+    transform = Affine(pixel_m, 0, 600_000.0, 0, -pixel_m, 5_290_000.0)
+    shape = (90, 70)
+    patches = [Point(600_000.0 + x * pixel_m, 5_290_000.0 - y * pixel_m).buffer(r * pixel_m, quad_segs=3)
+               for x, y, r in zip(rng.uniform(0, 70, 9), rng.uniform(0, 90, 9), rng.uniform(0.6, 4, 9), strict=True)]
+    exclusion = ring_exclusion(patches)
+    outlines = ring_outlines(patches, exclusion, threads=2)
+    assert len(outlines) == len(patches)
+    for patch, outline in zip(patches, outlines, strict=True):
+        whole = patch.buffer(RING_OUTER_M).difference(exclusion)
+        assert outline.equals_exact(whole, 0.0)
+        expected = geometry_mask([whole], out_shape=shape, transform=transform, invert=True)
+        assert np.array_equal(burn(outline, shape, transform), expected)
+        assert np.array_equal(ring_mask(patch, patches, shape, transform), expected)
+    assert not burn(box(0, 0, 10, 10), shape, transform).any(), "a shape off the grid burns nothing"

@@ -6,9 +6,12 @@ same on numpy- and dask-backed data. Reflectance is unitless surface reflectance
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import xarray as xr
 
+from gmsense._parallel import parallel_map
 from gmsense.config import MaskSettings, SeasonSettings
 from gmsense.cube.contract import CUBE_BANDS
 
@@ -111,8 +114,6 @@ def season_ndvi(cube: xr.Dataset, dates: np.ndarray, settings: MaskSettings, ref
     is without ``refine``) and ``masked_index(..., "ndvi")`` of the dates ``dates`` (indices into
     ``time``), the same values, in one compiled pass per date that reads the bands in place (no
     copy of the season first); dates split among ``threads`` threads. Both (time, y, x)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from gmsense.cube._kernels import season_ndvi_kernel
 
     dims = ("time", "y", "x")
@@ -126,15 +127,12 @@ def season_ndvi(cube: xr.Dataset, dates: np.ndarray, settings: MaskSettings, ref
     refined = np.empty(ndvi.shape, dtype=bool)
     edges = np.linspace(0, dates.size, max(1, min(threads, dates.size)) + 1).round().astype(int)
 
-    def run(first: int, last: int) -> None:
+    def run(first_last: tuple[int, int]) -> None:
+        first, last = first_last
         season_ndvi_kernel(nir, red, blue, clear, dates, first, last, _buffer_pixels(cube, settings), haze,
                            use_haze, refine, ndvi, refined)
 
-    if len(edges) <= 2:
-        run(0, dates.size)
-    else:
-        with ThreadPoolExecutor(max_workers=len(edges) - 1, thread_name_prefix="gmsense-mask") as pool:
-            list(pool.map(run, edges[:-1], edges[1:]))
+    parallel_map(run, list(pairwise(edges)), len(edges) - 1)
     coords = xr.Dataset(coords=cube["clear"].coords).isel(time=dates).coords
     return (xr.DataArray(refined, dims=dims, coords=coords, name="clear"),
             xr.DataArray(ndvi, dims=dims, coords=coords, name="ndvi"))

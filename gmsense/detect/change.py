@@ -35,13 +35,13 @@ Works on numpy- and dask-backed DataArrays (dask chunks may split y and x, not t
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
 import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from gmsense._parallel import parallel_map
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.detect._kernels import confirm_runs_kernel, screen_kernel
@@ -346,8 +346,7 @@ def _breaks_threaded(values: np.ndarray, threads: int, **kwargs: object) -> np.n
     with threadpool_limits(1, user_api="blas"):
         if threads <= 1:
             return np.concatenate([run(rows) for rows in pairwise(edges)], axis=0)
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmsense-detect") as pool:
-            return np.concatenate(list(pool.map(run, pairwise(edges))), axis=0)
+        return np.concatenate(parallel_map(run, list(pairwise(edges)), threads), axis=0)
 
 
 def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: float | None = None,

@@ -12,6 +12,7 @@ user fixes a file in one pass instead of one error at a time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -80,10 +81,24 @@ def utm_crs_for(lon: float, lat: float) -> pyproj.CRS:
 
 def reproject_geometry(geom: BaseGeometry, src: pyproj.CRS, dst: pyproj.CRS) -> BaseGeometry:
     """``geom`` from CRS ``src`` to CRS ``dst`` (always_xy axis order; the result is 2-D)."""
-    if pyproj.CRS(src) == pyproj.CRS(dst):
+    transformer = _transformer(_crs_key(src), _crs_key(dst))
+    if transformer is None:
         return geom
-    transformer = pyproj.Transformer.from_crs(src, dst, always_xy=True)
     return shapely.transform(geom, transformer.transform, interleaved=False)
+
+
+def _crs_key(crs: pyproj.CRS | str | int) -> str | int:
+    return crs.srs if isinstance(crs, pyproj.CRS) else crs
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer(src: str | int, dst: str | int) -> pyproj.Transformer | None:
+    """The transformer between two CRSs (by their definitions), made once: comparing and parsing
+    CRSs costs more than transforming a patch's outline. None when they are the same CRS. (A
+    ``pyproj.Transformer`` may be shared between threads: each thread gets its own PROJ object.)"""
+    if pyproj.CRS(src) == pyproj.CRS(dst):
+        return None
+    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
 
 @dataclass(frozen=True)
