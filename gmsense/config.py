@@ -186,6 +186,12 @@ class TrustSettings(_Settings):
     fire_max_visible_ratio: float = Field(
         1.3, gt=0, description="fire: visible reflectance after/before at most this (char stays dark; soil brightens)")
     fire_max_nir_ratio: float = Field(0.6, gt=0, description="fire: NIR after/before at most this")
+    fire_max_nir_rank: float = Field(
+        0.25, ge=0, le=1, description="fire on imagery rescaled per image (no reflectance): the patch's NIR after "
+                                      "darker than at most this share of its scene (char is the darkest land in NIR)")
+    fire_max_visible_rank: float = Field(
+        0.9, ge=0, le=1, description="fire on imagery rescaled per image: the patch's visible brightness after "
+                                     "above at most this share of its scene (bare soil, spoil, gravel: the brightest)")
     flood_min_ndwi: float = Field(
         -0.1, description="flood: patch NDWI (green - nir)/(green + nir) at least this on some date (open water is "
                           "above 0, flooded vegetation -0.1..0, dry land and canopy below -0.2)")
@@ -561,6 +567,9 @@ class Settings(_Settings):
         for section in ("detect", "detect_annual"):
             if not data[section].get("phenology_groups", True):
                 data[section].pop("phenology_groups")  # off: the hash scans had before the setting
+        for key in ("fire_max_nir_rank", "fire_max_visible_rank"):  # read only on rescaled imagery: at their
+            if data["trust"].get(key) == TrustSettings.model_fields[key].default:  # defaults, the hash before them
+                data["trust"].pop(key)
         if data["detect_annual"] == AnnualDetectSettings().model_dump(mode="json"):
             data.pop("detect_annual")  # scans of dated imagery keep the hash they had before annual composites
         # Protected land is checked against the layers of the store, which enter the unit key

@@ -271,7 +271,8 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     for group, group_labels, magnitude in ((patches, labels, "magnitude"), (later, later_labels, "rebreak_magnitude")):
         if group:
             add_patch_spectra(group, group_labels, source[bands], clear=clear, time_index=dates,
-                              season=settings.season)
+                              season=settings.season, annual=cube.attrs.get("composite") == "annual",
+                              rescaled=bool(cube.attrs.get("rescaled_per_image")))
             add_patch_context(group, group_labels, values, times, np.asarray(breaks[magnitude].values),
                               settings.detect, abs(transform.a), settings.season)
 

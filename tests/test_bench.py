@@ -252,9 +252,15 @@ def test_real_bench_bc_wildfire_reads_both_composite_series(real_bench: tuple[di
         assert sum(f["class_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     else:
         assert f["class"] is None
-    if not f["overlapping_patches"]:
+    assert f["fire_years"] == [2005, 2006]
+    fire = f["of_the_fire"]
+    assert fire["overlapping_patches"] <= f["overlapping_patches"]
+    assert fire["overlap_m2"] <= f["overlap_m2"] + 1e-6
+    assert "<NA>" not in fire["natural_agent_shares"]
+    assert (section["status"] == "PASS") == (fire["class"] == "natural" and fire["natural_agent"] == "fire")
+    if not fire["overlapping_patches"]:
         assert section["status"] == "FAIL"
-        assert "no patch overlaps the burn polygon" in section["reason"]
+        assert "overlaps the burn polygon" in section["reason"]
 
 
 def test_real_bench_without_its_data_fails_each_section_with_a_reason(tmp_path: Path) -> None:

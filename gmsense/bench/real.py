@@ -29,8 +29,12 @@ take about 15 s per detector on a 2-core machine). Areas are m2 in the imagery's
    ``wildfire_516.gpkg``. Licence: the footprint shrunk by the buffer (the burn covers a third of the
    scene, the rest is the unburnt forest the per-date scene median needs). Figures: the classes and
    ``natural_agent`` (None when patches have no such field) of the patches overlapping the burn
-   polygon, weighted by their overlap area. Target: the area-weighted class is ``natural`` with agent
-   ``fire`` (judged on the 30 m series, which has the history before and long after the fire).
+   polygon, weighted by their overlap area: of every patch over it, and of the fire's patches, first
+   detected in the polygon's fire year (``dist_start``, 2005) or the year after (an annual composite
+   of the fire's year may be made of dates before the fire). Target: the fire's patches' area-weighted
+   class is ``natural`` with agent ``fire`` (judged on the 30 m series, which has the history before
+   and long after the fire); later changes inside the polygon (2009-2023, in the recovering burn)
+   are reported, not judged, as the Romania section judges the 2017 patches.
 
 Each section records its inputs, the command, the call and ``status`` PASS or FAIL against its target;
 a section whose data cannot be read is a FAIL with the reason, not a crash.
@@ -79,7 +83,8 @@ SECTIONS = ("fordead_dieback", "romania_2017", "bc_wildfire")
 TARGETS = {
     "fordead_dieback": f"share_human_made <= {HUMAN_MADE_MAX_SHARE}",
     "romania_2017": "a flagged patch over the reference area, first detected in 2017 (not silently natural)",
-    "bc_wildfire": "area-weighted class natural with natural_agent fire",
+    "bc_wildfire": ("the fire's patches (first detected in its year or the next): area-weighted class natural with "
+                    "natural_agent fire"),
 }
 
 
@@ -126,7 +131,7 @@ def _flagged(result: Result) -> set[int]:
 def _agent(row: pd.Series) -> str | None:
     """The patch's ``natural_agent`` (a column, or an entry of its metrics); None when it has none."""
     value = row.get("natural_agent") if "natural_agent" in row.index else (row["metrics"] or {}).get("natural_agent")
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    return None if value is None or pd.isna(value) else str(value)
 
 
 def _weighted_shares(labels: list[Any], weights: list[float]) -> dict[str, float]:
@@ -277,6 +282,17 @@ def romania_section(data: Path, classifier: Any, settings: Settings, detector: s
 # 3. BC wildfire: the burn must read as natural, agent fire
 
 
+def _labels_over(hit: list[tuple[pd.Series, float]], polygon_area: float) -> dict[str, Any]:
+    """Area-weighted classes and agents of the patches ``hit`` (row, overlap m2) over a polygon."""
+    classes = _weighted_shares([r["disturbance_class"] for r, _ in hit], [a for _, a in hit])
+    agents = _weighted_shares([_agent(r) for r, _ in hit], [a for _, a in hit])
+    overlap = sum(a for _, a in hit)
+    return {"overlapping_patches": len(hit), "overlap_m2": round(overlap, 1),
+            "burn_share_detected": round(overlap / polygon_area, 4) if polygon_area else 0.0,
+            "class_shares": classes, "natural_agent_shares": agents, "class": next(iter(classes), None),
+            "natural_agent": next((a for a in agents if a != "None"), None)}
+
+
 def _burn_figures(path: Path, burn: gpd.GeoDataFrame, classifier: Any, settings: Settings,
                   band_names: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     licence, crs = _licence_inside(path, settings.sites.buffer_m)
@@ -286,22 +302,25 @@ def _burn_figures(path: Path, burn: gpd.GeoDataFrame, classifier: Any, settings:
     polygon = burn.to_crs(patches.crs).geometry.union_all()
     overlaps = [float(g.intersection(polygon).area) for g in patches.geometry]
     hit = [(row, a) for (_, row), a in zip(patches.iterrows(), overlaps, strict=True) if a > 0]
-    classes = _weighted_shares([r["disturbance_class"] for r, _ in hit], [a for _, a in hit])
-    agents = _weighted_shares([_agent(r) for r, _ in hit], [a for _, a in hit])
+    fire_years = _fire_years(burn)
+    of_fire = [(r, a) for r, a in hit if int(r["first_detected"].year) in fire_years]
     figures = {"n_patches": len(patches), "detected_area_m2": round(float(patches["area_m2"].sum()), 1),
-               "burn_area_m2": round(float(polygon.area), 1), "overlapping_patches": len(hit),
-               "overlap_m2": round(sum(a for _, a in hit), 1),
-               "burn_share_detected": round(sum(a for _, a in hit) / polygon.area, 4) if polygon.area else 0.0,
-               "class_shares": classes, "natural_agent_shares": agents,
-               "class": next(iter(classes), None),
-               "natural_agent": next((a for a in agents if a != "None"), None),
+               "burn_area_m2": round(float(polygon.area), 1), **_labels_over(hit, polygon.area),
                "first_detected_years": sorted({int(r["first_detected"].year) for r, _ in hit}),
+               "fire_years": list(fire_years), "of_the_fire": _labels_over(of_fire, polygon.area),
                "clear_share_in_season": result.stats.get("clear_share")}
     inputs = _cube_inputs(cube, path, licence, crs, settings.sites.buffer_m)
     if band_names:
         inputs["band_names"] = band_names
     inputs["composite"] = cube.attrs.get("composite")
     return figures, inputs
+
+
+def _fire_years(burn: gpd.GeoDataFrame) -> tuple[int, ...]:
+    """The polygon's fire year (its ``dist_start``) and the year after: an annual composite of the
+    fire's year may be made of dates before the fire, so the burn may first show in the next one."""
+    start = burn.iloc[0].get("dist_start") if "dist_start" in burn.columns else None
+    return () if start is None or pd.isna(start) else (int(start), int(start) + 1)
 
 
 def bc_section(data: Path, classifier: Any, settings: Settings, detector: str) -> dict[str, Any]:
@@ -316,13 +335,15 @@ def bc_section(data: Path, classifier: Any, settings: Settings, detector: str) -
     inputs["burn_polygon"] = str(data / BC_BURN)
     inputs["burn_attributes"] = {k: (int(v) if isinstance(v, (int, np.integer)) else v)
                                  for k, v in burn.drop(columns="geometry").iloc[0].items()}
-    ok = figures["class"] == "natural" and figures["natural_agent"] == "fire"
+    fire = figures["of_the_fire"]
+    ok = fire["class"] == "natural" and fire["natural_agent"] == "fire"
     reason = None
-    if not figures["overlapping_patches"]:
-        reason = (f"no patch overlaps the burn polygon ({figures['n_patches']} patches in the scene; "
-                  f"clear share of the growing-season observations {figures['clear_share_in_season']})")
+    if not fire["overlapping_patches"]:
+        reason = (f"no patch first detected in {figures['fire_years']} overlaps the burn polygon "
+                  f"({figures['n_patches']} patches in the scene; clear share of the growing-season observations "
+                  f"{figures['clear_share_in_season']})")
     elif not ok:
-        reason = f"area-weighted class {figures['class']}, natural_agent {figures['natural_agent']}"
+        reason = f"area-weighted class {fire['class']}, natural_agent {fire['natural_agent']}"
     return {"inputs": inputs, "call": _call(data / BC_BAP, detector, f", band_names={BAP_BAND_NAMES}"),
             "target": TARGETS["bc_wildfire"], "figures": figures,
             "status": _verdict(ok), "reason": reason}
@@ -408,10 +429,14 @@ _ROWS = {
                      ("patches", "n_patches"), ("overlapping, first detected 2017", "overlapping_2017"),
                      ("their overlap (m2)", "overlap_2017_m2"), ("their classes", "classes_2017"),
                      ("flagged", "flagged")],
-    "bc_wildfire": [("patches", "n_patches"), ("overlapping the burn", "overlapping_patches"),
+    "bc_wildfire": [("patches", "n_patches"), ("overlapping the burn, any year", "overlapping_patches"),
                     ("overlap (m2)", "overlap_m2"), ("class shares (area)", "class_shares"),
                     ("natural_agent shares (area)", "natural_agent_shares"), ("class", "class"),
-                    ("natural_agent", "natural_agent")],
+                    ("natural_agent", "natural_agent"), ("the fire's years", "fire_years"),
+                    ("of the fire: patches", ("of_the_fire", "overlapping_patches")),
+                    ("of the fire: overlap (m2)", ("of_the_fire", "overlap_m2")),
+                    ("of the fire: class shares (area)", ("of_the_fire", "class_shares")),
+                    ("of the fire: natural_agent shares (area)", ("of_the_fire", "natural_agent_shares"))],
 }
 
 
@@ -430,8 +455,12 @@ def markdown(results: dict[str, Any]) -> str:
             cells = []
             for r in runs:
                 s = r["sections"][name]
-                cells.append(s["status"] + (f" ({s['reason']})" if s.get("reason") else "") if key is None
-                             else _fmt(s["figures"].get(key)))
+                if key is None:
+                    cells.append(s["status"] + (f" ({s['reason']})" if s.get("reason") else ""))
+                else:
+                    value = s["figures"].get(key) if isinstance(key, str) else (s["figures"].get(key[0]) or {}).get(
+                        key[1])
+                    cells.append(_fmt(value))
             text.append(f"| {label} | " + " | ".join(cells) + " |")
         extra = first["figures"].get("composites_10m") if name == "bc_wildfire" else None
         if extra:

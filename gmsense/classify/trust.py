@@ -11,6 +11,8 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
    almost all of them (a Mahalanobis distance over the features it has), is ``uncertain`` with the
    reason; unless a *direct* natural agent (fire: char seen; flood: water seen, then gone) explains
    it, which the physics says whatever the model knows.
+   On imagery rescaled per image the fire's char is tested on the patch's ranks in its scene, not
+   on reflectance ratios (:func:`_char_tests`).
 2. **``natural`` needs an agent**: a named natural agent (``gmsense.records.NATURAL_AGENTS``) whose signature
    is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape). Without
    one the patch is ``uncertain`` ("no natural agent explains it"); so is a patch with a work's
@@ -81,6 +83,20 @@ def _all(tests: list[tuple[str, float, str, float]]) -> tuple[bool, dict[str, fl
     return ok, {n: round(v, 4) for n, v, _, _ in tests if np.isfinite(v)}, ", ".join(parts)
 
 
+def _char_tests(metrics: dict[str, Any], settings: TrustSettings) -> list[tuple[str, float, str, float]]:
+    """The fire's char: the visible stays dark and the NIR falls. In reflectance, as ratios after /
+    before; on imagery rescaled per image (the patch's scene ranks are measured, no reflectance is),
+    as the patch's place in its scene after: NIR among the scene's darkest, the visible not among
+    its brightest (:mod:`gmsense.detect.agents`)."""
+    m = lambda name: _get(metrics, name)  # noqa: E731
+    if "sig_nir_rank_after" in metrics:
+        return [("NIR rank in the scene after", m("sig_nir_rank_after"), "<=", settings.fire_max_nir_rank),
+                ("visible rank in the scene after", m("sig_visible_rank_after"), "<=", settings.fire_max_visible_rank)]
+    nir = m("sig_nir_ratio") if "sig_nir_ratio" in metrics else m("nir_ratio")  # annual: the fire's own window
+    return [("visible after/before", m("sig_visible_ratio"), "<=", settings.fire_max_visible_ratio),
+            ("NIR after/before", nir, "<=", settings.fire_max_nir_ratio)]
+
+
 def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[list[AgentFinding], list[str]]:
     """The agents whose signatures the patch's ``metrics`` show (strongest evidence first), and a
     sentence per agent that does not (why not), for the record."""
@@ -89,9 +105,7 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
               ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share),
               ("solidity", m("solidity"), "<=", settings.canopy_max_solidity)]
     candidates = {
-        "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr),
-                 ("visible after/before", m("sig_visible_ratio"), "<=", settings.fire_max_visible_ratio),
-                 ("NIR after/before", m("nir_ratio"), "<=", settings.fire_max_nir_ratio)],
+        "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr), *_char_tests(metrics, settings)],
         "flood": [("highest NDWI", m("sig_water_max"), ">=", settings.flood_min_ndwi),
                   ("last NDWI of the season", m("sig_water_last"), "<=", settings.flood_max_ndwi_last)],
         "windthrow": [*canopy, ("decline the season before", m("sig_decline_before"), "<=",

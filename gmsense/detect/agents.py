@@ -32,6 +32,24 @@ seasons around its first detection:
   the season before, as a share of the drop (a canopy dying back declines for years; wind fells it
   at once).
 
+Annual composites (``extended``): the composite of the fire's year may be made of dates before the
+fire or straddling it (a best-available-pixel composite picks each pixel's date near a target
+day), so the burn may show only in the next composite. As Key and Benson (2006) assess severity
+on the growing season after the fire (their *extended assessment*) as well as right after it
+(*initial*), the fire's measurements (``sig_dnbr``, ``sig_visible_ratio``, ``sig_nir_ratio``: NIR
+after over before, and the ranks below) are then read on the next season when its NBR drop is the
+larger; ``sig_fire_extended`` is 1 when they were.
+
+Imagery rescaled per image (``ranks``, e.g. min-max rescaled composites: every band of every
+image spans 0..1) has no reflectance: a ratio after / before of a dark surface (canopy, char)
+measures the rescaling more than the ground. What survives any rescaling that keeps each image's
+order is the patch's place in its own scene: ``sig_visible_rank_after`` and
+``sig_nir_rank_after`` (and ``_before``), the share of the scene's clear pixels darker than the
+patch's mean visible brightness and NIR on the dates after (before). Char is the darkest land
+surface in the NIR (about 0.06 against 0.2-0.45 for soils and vegetation) while bare soil, spoil
+and gravel are the brightest in the visible of a vegetated scene (Pereira 1999; Trigg and Flasse
+2001): :mod:`gmsense.classify.trust` tests the fire's char on these ranks there.
+
 Context measured elsewhere (:func:`gmsense.detect.features.add_patch_context`) completes the
 evidence: ``ring_drop_near``/``ring_drop_far`` (the surroundings share the change: windthrow,
 dieback, a dry year) and the patch's shape (``solidity``).
@@ -54,9 +72,11 @@ def _median(values: np.ndarray) -> float:
 
 
 def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected: np.datetime64,
-               season: SeasonSettings | None = None) -> dict[str, float]:
+               season: SeasonSettings | None = None, *, extended: bool = False) -> dict[str, float]:
     """The ``sig_*`` measurements (module docstring) of one patch; a measurement whose bands or
-    dates are missing is left out."""
+    dates are missing is left out. ``series`` may hold ``visible_rank`` and ``nir_rank`` (the
+    patch's rank in its scene per date, imagery rescaled per image); ``extended``: annual
+    composites, whose fire measurements may read the next season (the module docstring)."""
     times = np.asarray(times).astype("datetime64[ns]")
     years = season_year(times, season)
     year = int(season_year(first_detected, season))
@@ -78,6 +98,7 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
     if "swir2" in series:
         nbr = normalized_difference(nir, series["swir2"])
         out["sig_dnbr"] = _median(nbr[before_t]) - _median(nbr[after_t])
+        out.update(_fire_window(series, nbr, brightness, before_t, after_t, next_t, out["sig_dnbr"], extended))
     if "green" in series:
         ndwi = normalized_difference(series["green"], nir)[after_t]
         seen = ndwi[np.isfinite(ndwi)]
@@ -102,3 +123,29 @@ def signatures(series: dict[str, np.ndarray], times: np.ndarray, first_detected:
     if earlier_t.any() and drop > 0:
         out["sig_decline_before"] = (_median(ndvi[earlier_t]) - out["sig_ndvi_before"]) / drop
     return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def _fire_window(series: dict[str, np.ndarray], nbr: np.ndarray, brightness: np.ndarray, before_t: np.ndarray,
+                 after_t: np.ndarray, next_t: np.ndarray, initial_dnbr: float, extended: bool) -> dict[str, float]:
+    """The fire's measurements on the dates after the change, or (``extended``: annual composites) on
+    the next season when its NBR drop is the larger (the module docstring)."""
+    out: dict[str, float] = {}
+    window = after_t
+    if extended and next_t.any():
+        later = _median(nbr[before_t]) - _median(nbr[next_t])
+        if later > initial_dnbr or not np.isfinite(initial_dnbr):
+            window = next_t
+            out["sig_dnbr"] = later
+            before_bright = _median(brightness[before_t])
+            if before_bright > 0:
+                out["sig_visible_ratio"] = _median(brightness[next_t]) / before_bright
+        out["sig_fire_extended"] = float(window is next_t)
+    if extended:
+        nir_before = _median(series["nir"][before_t])
+        if nir_before > 0:
+            out["sig_nir_ratio"] = _median(series["nir"][window]) / nir_before
+    for name in ("visible_rank", "nir_rank"):
+        if name in series:
+            out[f"sig_{name}_before"] = _median(series[name][before_t])
+            out[f"sig_{name}_after"] = _median(series[name][window])
+    return out

@@ -66,13 +66,16 @@ def _mean(values: np.ndarray) -> float:
 
 def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.Dataset,
                       clear: np.ndarray | None = None, time_index: np.ndarray | slice | None = None,
-                      season: SeasonSettings | None = None) -> None:
+                      season: SeasonSettings | None = None, *, annual: bool = False,
+                      rescaled: bool = False) -> None:
     """Fill ``patch.spectral`` with ``<band>_before``, ``<band>_after`` and ``<band>_ratio``.
 
     ``season_cube`` holds masked growing-season reflectance (NaN where not clear), loaded. Or,
     with ``clear`` ((T, y, x) bool over the growing-season dates), unmasked reflectance, loaded,
     whose growing-season dates are ``time_index`` (indices or a slice of its time axis; all when
     None): then only each patch's bounding box is read and masked, nothing is copied whole.
+    ``annual``: the cube holds annual composites; ``rescaled``: its images are rescaled each on its
+    own (no reflectance), so the patch's rank in its scene is measured too (:mod:`gmsense.detect.agents`).
     """
     select = slice(None) if time_index is None else time_index
     times = season_cube["time"].values[select].astype("datetime64[ns]")
@@ -80,6 +83,7 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
     bands = [b for b in CUBE_BANDS if b in season_cube]
     arrays = {b: np.asarray(season_cube[b].transpose("time", "y", "x").values) for b in bands}
     boxes = ndimage.find_objects(labels)
+    scene = _scene_values(arrays, select, clear) if rescaled else None
     for patch in patches:
         box = boxes[patch.label - 1]
         mask = labels[box] == patch.label
@@ -101,7 +105,43 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
             patch.spectral[f"{b}_after"] = after
             patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
         patch.spectral.update(_index_changes(series, times, before_t, after_t, patch.confirmed_on))
-        patch.spectral.update(signatures(series, times, patch.first_detected, season))
+        if scene is not None:
+            series.update(_scene_ranks(series, scene))
+        patch.spectral.update(signatures(series, times, patch.first_detected, season, extended=annual))
+
+
+def _visible(values: dict[str, np.ndarray]) -> np.ndarray | None:
+    bands = [values[b] for b in ("blue", "green", "red") if b in values]
+    return sum(bands[1:], bands[0]) / len(bands) if bands else None
+
+
+def _scene_values(arrays: dict[str, np.ndarray], select: np.ndarray | slice,
+                  clear: np.ndarray | None) -> dict[str, list[np.ndarray]]:
+    """Per date, the sorted clear values of the scene's visible brightness and NIR (for ranks)."""
+    picked = {b: np.asarray(a[select], dtype=float) for b, a in arrays.items()}
+    out: dict[str, list[np.ndarray]] = {}
+    for name, values in (("visible_rank", _visible(picked)), ("nir_rank", picked.get("nir"))):
+        if values is None:
+            continue
+        if clear is not None:
+            values = np.where(clear, values, np.nan)
+        flat = values.reshape(len(values), -1)
+        out[name] = [np.sort(row[np.isfinite(row)]) for row in flat]
+    return out
+
+
+def _scene_ranks(series: dict[str, np.ndarray], scene: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per date, the share of the scene's clear pixels darker than the patch's mean (NaN: not seen)."""
+    mine = {"visible_rank": _visible(series), "nir_rank": series.get("nir")}
+    out = {}
+    for name, rows in scene.items():
+        values = mine[name]
+        ranks = np.full(len(rows), np.nan)
+        for t, row in enumerate(rows):
+            if row.size and np.isfinite(values[t]):
+                ranks[t] = np.searchsorted(row, values[t], side="left") / row.size
+        out[name] = ranks
+    return out
 
 
 def _robust_z(values: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> float:
