@@ -178,3 +178,27 @@ def test_ridge_filter_on_threads_equals_one_thread() -> None:
     one = ridge_response(image, (1.0, 2.0, 3.0))
     assert one.max() > 0
     assert np.array_equal(ridge_response(image, (1.0, 2.0, 3.0), threads=2), one)
+
+
+def test_long_and_thin_decides_as_the_shape_metrics_do() -> None:
+    """The line pass's shape test skips the Feret diameter when the skeleton suffices: the same
+    decisions as :func:`shape_metrics`' length and elongation, on random blobs and lines."""
+    from gmsense.detect.patches import long_and_thin, shape_metrics
+
+    rng = np.random.default_rng(11)
+    decided = set()
+    for _ in range(300):
+        h, w = rng.integers(2, 25, 2)
+        mask = rng.random((h, w)) < rng.uniform(0.1, 0.9)
+        if rng.random() < 0.4:  # a line, straight or bent
+            mask = np.zeros((h, w), dtype=bool)
+            rows = np.clip(np.round(np.linspace(0, h - 1, 3 * w) + rng.normal(0, 0.4, 3 * w)), 0, h - 1).astype(int)
+            mask[rows, np.linspace(0, w - 1, 3 * w).astype(int)] = True
+        if not mask.any():
+            continue
+        for pixel, min_length, min_elongation in ((10.0, 60.0, 4.0), (30.0, 100.0, 3.0), (10.0, 150.0, 8.0)):
+            shape = shape_metrics(mask, pixel)
+            expected = shape["length_m"] >= min_length and shape["elongation"] >= min_elongation
+            assert long_and_thin(mask, pixel, min_length, min_elongation) == expected
+            decided.add(expected)
+    assert decided == {True, False}

@@ -296,7 +296,7 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
     series = np.moveaxis(values, -1, 0).reshape(n_time, ny * nx)
     extra = None  # (T, P) phenology-group offsets
     if groups is not None:
-        base = series.astype("float64") - offset[:, None]
+        base = np.subtract(series, offset[:, None], dtype="float64")  # (one pass: exact widening, then the difference)
         base[~keep] = np.nan
         extra = groups.pixel_offsets(base)
         del base
@@ -316,7 +316,7 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
         if screen:
             pixels = np.flatnonzero(candidate)
     if pixels.size:
-        flat = series[:, pixels].astype("float64") - offset[:, None]
+        flat = np.subtract(series[:, pixels], offset[:, None], dtype="float64")
         if extra is not None:
             flat -= extra[:, pixels]
         flat[~keep] = np.nan

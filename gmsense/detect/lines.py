@@ -40,7 +40,7 @@ from gmsense._numeric import nan_median
 from gmsense._parallel import parallel_map
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube.ops import ring_pixels, scale_pixels, season_days, season_year
-from gmsense.detect.patches import label_breaks, shape_metrics
+from gmsense.detect.patches import label_breaks, long_and_thin
 from gmsense.geo.grid import grid_transform
 
 ARC_OVER_DIAGONAL = np.pi / 2  # an arc up to a half circle is at most this much longer than its box's diagonal
@@ -192,8 +192,7 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
         line = labels[outer] == label
         if not _few_weak_around(has_weak, line, outer, settings, scale):
             continue
-        shape = shape_metrics(part, pixel)
-        if shape["length_m"] < settings.line_min_length_m or shape["elongation"] < settings.line_min_elongation:
+        if not long_and_thin(part, pixel, settings.line_min_length_m, settings.line_min_elongation):
             continue
         if _quiet_surroundings(index, times, years, first, has_weak, line, outer, settings, scale):
             found[outer] |= line & has_weak[outer]

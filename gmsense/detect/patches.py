@@ -100,8 +100,25 @@ def shape_metrics(mask: np.ndarray, pixel_size: float) -> dict[str, float]:
     }
 
 
+def long_and_thin(mask: np.ndarray, pixel_size: float, min_length_m: float, min_elongation: float) -> bool:
+    """Whether :func:`shape_metrics` of ``mask`` gives ``length_m >= min_length_m`` and ``elongation >=
+    min_elongation``. Its length is the larger of the skeleton's and the Feret diameter, and both
+    figures only grow with the length, so the Feret diameter (the costly one: a convex hull and
+    every pair of its points) is measured only when the skeleton alone falls short."""
+    area = float(mask.sum()) * pixel_size**2
+
+    def passes(length_px: float) -> bool:
+        length = length_px * pixel_size
+        return length >= min_length_m and length / max(area / length, pixel_size / 2) >= min_elongation
+
+    skeleton = _skeleton_length(mask)
+    return passes(max(skeleton, 1.0)) or passes(
+        max(skeleton, float(regionprops(mask.astype("uint8"))[0].feret_diameter_max), 1.0))
+
+
 def _time_of(values: np.ndarray, mask: np.ndarray) -> np.datetime64:
-    return values[mask][~np.isnat(values[mask])].min()
+    inside = values[mask]
+    return inside[~np.isnat(inside)].min()
 
 
 def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False,
@@ -138,18 +155,18 @@ def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False,
         if mask.sum() * pixel_size**2 < min_area_m2:
             labels[slices][mask] = 0
             continue
-        full = np.zeros(labels.shape, dtype=bool)
-        full[slices] = mask
+        # (The component's pixels in its box, in the grid's row-major order: the same values in the
+        # same order as a mask of the whole grid would pick.)
         patches.append(
             Patch(
                 label=label,
                 geometry=unary_union(polygons[label]),
-                first_detected=_time_of(first, full),
-                confirmed_on=_time_of(confirmed, full),
+                first_detected=_time_of(first[slices], mask),
+                confirmed_on=_time_of(confirmed[slices], mask),
                 n_pixels=int(mask.sum()),
-                magnitude=float(np.nanmean(magnitude[full])),
+                magnitude=float(np.nanmean(magnitude[slices][mask])),
                 shape=shape_metrics(mask, pixel_size),
-                context={"line_share": float(line[full].mean())},
+                context={"line_share": float(line[slices][mask].mean())},
             )
         )
     return patches, labels
