@@ -202,3 +202,29 @@ def test_long_and_thin_decides_as_the_shape_metrics_do() -> None:
             assert long_and_thin(mask, pixel, min_length, min_elongation) == expected
             decided.add(expected)
     assert decided == {True, False}
+
+
+def test_plausible_lines_counted_at_once_are_the_ones_tested_one_by_one() -> None:
+    """The vectorised first tests (size, weak share, reach) keep exactly the components the
+    per-component tests keep."""
+    from scipy import ndimage
+
+    from gmsense.detect.lines import ARC_OVER_DIAGONAL, _plausible
+
+    rng = np.random.default_rng(4)
+    settings = DetectSettings()
+    for pixel in (10.0, 30.0):
+        labels, _ = ndimage.label(rng.random((150, 150)) < 0.45, structure=np.ones((3, 3), dtype=bool))
+        has_weak = rng.random(labels.shape) < 0.6
+        boxes = ndimage.find_objects(labels)
+        expected = []
+        for label, box in enumerate(boxes, start=1):
+            part = labels[box] == label
+            if part.sum() < 3 or has_weak[box][part].mean() <= 0.5:
+                continue
+            reach = min(part.sum() * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(*part.shape)) * pixel
+            if reach < settings.line_min_length_m or reach**2 / (part.sum() * pixel**2) < settings.line_min_elongation:
+                continue
+            expected.append(label)
+        assert expected, "the random scene has plausible lines"
+        assert _plausible(labels, boxes, has_weak, pixel, settings).tolist() == expected

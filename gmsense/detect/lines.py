@@ -154,6 +154,23 @@ def patch_pixels(first_detected: np.ndarray, min_area_m2: float, pixel_m: float,
     return big[labels]
 
 
+def _plausible(labels: np.ndarray, boxes: list, has_weak: np.ndarray, pixel: float,
+               settings: DetectSettings) -> np.ndarray:
+    """The labels of the candidate lines worth the per-line tests, in order: at least
+    ``_MIN_PIXELS`` pixels, most of them with weak drops, and a reach (the most their pixels could
+    stretch: a diagonal chain, or an arc in their box) long and thin enough for the shape test.
+    Counted for every component at once (a scene has hundreds, most of one or two pixels)."""
+    counts = np.bincount(labels.ravel())[1:]
+    weak = np.bincount(labels.ravel(), weights=has_weak.ravel())[1:len(counts) + 1]
+    spans = np.array([(b[0].stop - b[0].start, b[1].stop - b[1].start) if b is not None else (0, 0) for b in boxes],
+                     dtype="float64").reshape(-1, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reach = np.minimum(counts * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(spans[:, 0], spans[:, 1])) * pixel
+        ok = (counts >= _MIN_PIXELS) & (weak / counts > 0.5)
+        ok &= (reach >= settings.line_min_length_m) & (reach**2 / (counts * pixel**2) >= settings.line_min_elongation)
+    return np.flatnonzero(ok) + 1
+
+
 def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, settings: DetectSettings,
                season: SeasonSettings | None = None, threads: int = 1) -> np.ndarray:
     """Pixels (bool, y x) of the new lines the weak runs of ``breaks`` draw (see the module
@@ -176,15 +193,10 @@ def find_lines(breaks: xr.Dataset, index: np.ndarray, times: np.ndarray, setting
     candidate = (ridge_response(magnitude, scale.sigmas, threads=threads) >= settings.line_min_ridge) & free
     labels, _ = ndimage.label(candidate, structure=_EIGHT)
     pad = scale.ring[1] + 2
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
+    boxes = ndimage.find_objects(labels)
+    for label in _plausible(labels, boxes, has_weak, pixel, settings):
+        box = boxes[label - 1]
         part = labels[box] == label
-        if part.sum() < _MIN_PIXELS or has_weak[box][part].mean() <= 0.5:
-            continue
-        reach = min(part.sum() * np.sqrt(2), ARC_OVER_DIAGONAL * np.hypot(*part.shape)) * pixel
-        if reach < settings.line_min_length_m or reach**2 / (part.sum() * pixel**2) < settings.line_min_elongation:
-            continue  # cannot be long enough, or thin enough, for the shape test below
         holes = ndimage.binary_fill_holes(part) & ~part
         if holes.any() and has_weak[box][holes].mean() > 0.5:
             continue  # the outline of a patch of weak drops
