@@ -60,6 +60,7 @@ _BLOCKS_PER_THREAD = 2  # row blocks per thread: even work when some rows hold m
 #: Pixels per row block at most: the (time, pixel) working arrays stay at a few MB, reused by the
 #: allocator instead of mapped (and page-faulted) afresh, which cost up to half the detection time.
 _MAX_BLOCK_PIXELS = 32_768
+_DATE_OUTPUTS = (0, 1, 3, 4, 5, 7, 8, 10)  # the outputs that are time indices (see detect_breaks)
 N_OUTPUTS = 11  # per pixel: first, confirmed, magnitude, probable; weak first, confirmed, magnitude;
 #                later first, confirmed, magnitude, and the next break's first (later_breaks)
 _NEVER = np.iinfo("int64").max // 2  # a season that never comes
@@ -408,7 +409,14 @@ def detect_breaks(index: xr.DataArray, settings: DetectSettings, max_scene_dip: 
     def to_dates(idx: np.ndarray) -> np.ndarray:
         return table[idx.astype("int64")]
 
+    in_memory = packed.chunks is None
+    if in_memory:  # every date output in one lookup, each laid out contiguous
+        date_values = dict(zip(_DATE_OUTPUTS, to_dates(np.moveaxis(packed.values[..., list(_DATE_OUTPUTS)], -1, 0)),
+                               strict=True))
+
     def as_dates(k: int) -> xr.DataArray:
+        if in_memory:
+            return packed.isel(output=k).copy(data=date_values[k])
         return xr.apply_ufunc(to_dates, packed.isel(output=k), dask="parallelized",
                               output_dtypes=["datetime64[ns]"])
 
