@@ -98,12 +98,15 @@ def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = No
     split among ``threads`` threads (numpy sorts without the GIL; the same result)."""
     times = np.unique(np.concatenate([s.times for s in samples])) if samples else \
         np.empty(0, dtype="datetime64[ns]")
-    columns = []
-    for sample in samples:
-        placed = np.full((times.size, sample.values.shape[1]), np.nan, dtype="float32")
-        placed[np.searchsorted(times, sample.times)] = sample.values
-        columns.append(placed)
-    stacked = np.concatenate(columns, axis=1) if columns else np.empty((times.size, 0), dtype="float32")
+    if len(samples) == 1 and np.array_equal(samples[0].times, times):  # a whole licence: its sample as it is
+        stacked = np.asarray(samples[0].values, dtype="float32")
+    else:
+        columns = []
+        for sample in samples:
+            placed = np.full((times.size, sample.values.shape[1]), np.nan, dtype="float32")
+            placed[np.searchsorted(times, sample.times)] = sample.values
+            columns.append(placed)
+        stacked = np.concatenate(columns, axis=1) if columns else np.empty((times.size, 0), dtype="float32")
     if stacked.shape[1] == 0:
         return SceneContext(times, np.zeros(times.size), np.zeros(times.size, dtype=bool))
     medians = row_medians(stacked, threads)
