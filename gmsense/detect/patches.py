@@ -45,7 +45,9 @@ class Patch:
 def label_breaks(first_detected: np.ndarray, season: SeasonSettings | None = None) -> np.ndarray:
     """Integer labels (0 = none): touching pixels confirmed in the same season share a label
     (``season``: see gmsense.cube.ops.season_year)."""
-    years = np.where(np.isnat(first_detected), -1, season_year(first_detected, season))
+    seen = ~np.isnat(first_detected)
+    years = np.full(first_detected.shape, -1, dtype="int64")
+    years[seen] = season_year(first_detected[seen], season)  # (a date's season: for the few broken pixels only)
     labels = np.zeros(first_detected.shape, dtype="int32")
     next_label = 0
     for year in np.unique(years[years >= 0]):
@@ -143,6 +145,11 @@ def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False,
     transform = grid_transform(breaks)
     pixel_size = abs(transform.a)
     labels = label_breaks(first, season)
+    small = np.bincount(labels.ravel()) * pixel_size**2 < min_area_m2
+    small[0] = False
+    labels[small[labels]] = 0  # components under the minimum area are no patch (and are not outlined)
+    if not labels.any():
+        return [], labels
     polygons: dict[int, list[BaseGeometry]] = {}
     for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
         polygons.setdefault(int(value), []).append(shape(geom))
@@ -152,9 +159,6 @@ def extract_patches(breaks: xr.Dataset, min_area_m2: float, later: bool = False,
         if slices is None:
             continue
         mask = labels[slices] == label
-        if mask.sum() * pixel_size**2 < min_area_m2:
-            labels[slices][mask] = 0
-            continue
         # (The component's pixels in its box, in the grid's row-major order: the same values in the
         # same order as a mask of the whole grid would pick.)
         patches.append(
