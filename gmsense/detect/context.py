@@ -88,7 +88,12 @@ def scene_sample(index: xr.DataArray, step: int,
     grid_x, grid_y = np.meshgrid(x[cols], y[rows])
     chosen = np.ones(grid_x.shape, dtype=bool) if keep is None else np.asarray(keep(grid_x, grid_y), dtype=bool)
     values = np.asarray(index.isel(y=as_slice(rows), x=as_slice(cols)).transpose("time", "y", "x").values)
-    return SceneSample(times, values[:, chosen].astype("float32", copy=False))
+    # Date by date: a mask over the last two axes of the whole stack lays the result out point-major
+    # (Fortran order), and the medians per date then copy it across (a transpose, slow).
+    picked = np.empty((times.size, int(chosen.sum())), dtype="float32")
+    for t, image in enumerate(values):
+        picked[t] = image[chosen]
+    return SceneSample(times, picked)
 
 
 def merge_samples(samples: Sequence[SceneSample], settings: Settings | None = None, threads: int = 1) -> SceneContext:
