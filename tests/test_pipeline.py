@@ -191,3 +191,27 @@ def test_the_yearly_detector_leaves_the_config_hash_of_dated_imagery_alone() -> 
     annual = settings.for_cube({"composite": "annual"})
     assert (annual.detect.harmonics, annual.detect.confirm_obs, annual.detect.line_pass) == (0, 2, False)
     assert annual.mask.max_scene_dip is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_season_masking_equals_the_array_masking(threads: int) -> None:
+    """The compiled one-pass masking (cloud buffer, haze, NDVI; gmsense.cube.ops.season_ndvi) gives the
+    clear mask and NDVI of refine_clear + masked_index bit for bit, with clouds, hazy and unobserved
+    pixels and pixels whose nir + red is 0."""
+    from gmsense.config import MaskSettings
+
+    cube = make_cube(ny=40, nx=36, cloud_share=0.25, seed=3)
+    dates = np.flatnonzero(cubeops.in_season(cube["time"], Settings().season))
+    cube["nir"].values[dates[2], 5:9, 5:9] = 0.0
+    cube["red"].values[dates[2], 5:9, 5:9] = 0.0
+    cube["red"].values[dates[4], 20:25, 3:8] = np.nan
+    cube["blue"].values[dates[6], 10:30, 10:30] += 0.3
+    settings = MaskSettings(cloud_buffer_m=20.0)
+    clear, ndvi = cubeops.season_ndvi(cube, dates, settings, True, threads)
+    season = cubeops.refine_clear(cube.isel(time=dates), settings)
+    expected = cubeops.masked_index(season, "ndvi").values
+    assert np.array_equal(clear.values, season["clear"].values)
+    assert np.array_equal(ndvi.values, expected, equal_nan=True)
+    assert np.isnan(ndvi.values[2, 5:9, 5:9]).all()
+    assert np.isnan(ndvi.values[4, 20:25, 3:8]).all()
+    assert 0 < np.isnan(ndvi.values).mean() < 1
