@@ -49,14 +49,29 @@ RIDGE_PAD_SIGMAS = 5
 
 
 def _mean_per_date(pixels: np.ndarray) -> np.ndarray:
-    """(T, P) -> (T,) mean of the finite values per date; NaN on dates with none. (No
+    """(..., T, P) -> (..., T) mean of the finite values per date; NaN on dates with none. (No
     ``np.nanmean``: its warning would need ``warnings.catch_warnings``, which is not thread-safe
     and the scan analyses licences in threads.)"""
     seen = np.isfinite(pixels)
-    count = seen.sum(axis=1)
-    total = np.where(seen, pixels, 0.0).sum(axis=1)
+    count = seen.sum(axis=-1)
+    total = np.where(seen, pixels, 0.0).sum(axis=-1)
     return np.divide(total, count.astype(total.dtype), out=np.full(count.shape, np.nan, dtype=total.dtype),
                      where=count > 0)
+
+
+def _same_dtype(bands: list[str], arrays: dict[str, np.ndarray]) -> list[list[str]]:
+    """``bands`` in groups of one dtype, in their order within each group."""
+    groups: dict[np.dtype, list[str]] = {}
+    for b in bands:
+        groups.setdefault(arrays[b].dtype, []).append(b)
+    return list(groups.values())
+
+
+def _band_medians(pixels: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """(band, time, pixel) -> (band, pixel): each pixel's median over ``dates`` (NaN-aware)."""
+    n_bands, _, n_pixels = pixels.shape
+    picked = pixels[:, dates].transpose(1, 0, 2).reshape(len(dates), n_bands * n_pixels)
+    return nan_median(picked).reshape(n_bands, n_pixels)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -93,17 +108,23 @@ def add_patch_spectra(patches: list[Patch], labels: np.ndarray, season_cube: xr.
         window = (slice(None), *box)
         visible = clear[window] if clear is not None else None
         series = {}
-        for b in bands:
-            values = arrays[b][select][window] if isinstance(select, slice) else arrays[b][(select, *box)]
+        # The bands of one dtype at once (one masking, gather and median per step instead of one per
+        # band: the same values, each band's columns and rows computed alone).
+        for group in _same_dtype(bands, arrays):
+            values = np.stack([arrays[b][select][window] if isinstance(select, slice) else arrays[b][(select, *box)]
+                               for b in group])
             if visible is not None:
                 values = np.where(visible, values, np.nan)
-            pixels = values[:, mask]
-            series[b] = _mean_per_date(pixels)
-            before = _mean(nan_median(pixels[before_t]))
-            after = _mean(nan_median(pixels[after_t]))
-            patch.spectral[f"{b}_before"] = before
-            patch.spectral[f"{b}_after"] = after
-            patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
+            pixels = values[:, :, mask]  # (band, time, pixel)
+            means = _mean_per_date(pixels)
+            before_all = _band_medians(pixels, before_t)
+            after_all = _band_medians(pixels, after_t)
+            for i, b in enumerate(group):
+                series[b] = means[i]
+                before, after = _mean(before_all[i]), _mean(after_all[i])
+                patch.spectral[f"{b}_before"] = before
+                patch.spectral[f"{b}_after"] = after
+                patch.spectral[f"{b}_ratio"] = after / before if before and np.isfinite(before) else float("nan")
         patch.spectral.update(_index_changes(series, times, before_t, after_t, patch.confirmed_on))
         if scene is not None:
             series.update(_scene_ranks(series, scene))
