@@ -668,3 +668,25 @@ def test_a_store_is_decoded_where_decoding_changes_values(tmp_path: Path) -> Non
         assert got["red"].values[1, 1, 1] == pytest.approx(dn[1, 1, 1] * 1e-4, rel=1e-4)
         assert "_FillValue" not in got["nir"].attrs
         got.to_netcdf(tmp_path / f"again-{path.suffix[1:]}.nc")
+
+
+@pytest.mark.parametrize("kind", ["scl", "qa_pixel", "clear", "cloud"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8", "uint16", "int16", "bool"])
+def test_decode_clear_takes_each_dtype_as_the_float_path_does(kind: str, dtype: str) -> None:
+    """Integer and boolean masks skip the float path's NaN filling and rounding: the same answer as
+    decoding the values as floats (the general path), with NaN never clear."""
+    rng = np.random.default_rng(7)
+    top = 2 if dtype == "bool" else 256 if kind == "qa_pixel" else 13
+    values = rng.integers(0, top, size=(6, 40, 40)).astype(dtype)
+    as_float = values.astype("float64")
+    if dtype.startswith("float"):
+        values[0, :3] = np.nan
+        as_float[0, :3] = np.nan
+    decoded = decode_clear(kind, values)
+    assert decoded.dtype == bool
+    assert decoded.shape == values.shape
+    assert np.array_equal(decoded, decode_clear(kind, as_float))
+    if dtype != "bool" or kind in ("clear", "cloud"):  # (codes 0 and 1 are both "not clear" for scl and qa)
+        assert 0 < decoded.mean() < 1
+    if dtype.startswith("float"):
+        assert not decoded[0, :3].any()

@@ -191,19 +191,20 @@ def decode_clear(kind: str, values: np.ndarray) -> np.ndarray:
     ``cloud`` (1 = cloud, 0 = clear).
     """
     values = np.asarray(values)
-    finite = np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.ones(values.shape, bool)
-    filled = np.where(finite, values, 0)
-    if kind == "scl":
-        ok = ~np.isin(np.rint(filled).astype(np.int64), SCL_NOT_CLEAR)
-    elif kind == "qa_pixel":
-        ok = (np.rint(filled).astype(np.int64) & QA_NOT_CLEAR_BITS) == 0
-    elif kind == "clear":
-        ok = filled == 1
-    elif kind == "cloud":
-        ok = filled == 0
-    else:
+    if kind not in MASK_NAMES:
         raise ValueError(f"unknown mask kind {kind!r}; expected one of {MASK_NAMES}")
-    return ok & finite
+    if values.dtype == bool and kind in ("clear", "cloud"):  # a boolean mask as it is (the same answer, no copies)
+        return values.copy() if kind == "clear" else ~values
+    # Floats may hold NaN (no data) and class codes off by rounding; integers are codes as they are.
+    floating = np.issubdtype(values.dtype, np.floating)
+    finite = np.isfinite(values) if floating else None
+    filled = np.where(finite, values, 0) if floating else values
+    if kind in ("scl", "qa_pixel"):
+        codes = np.rint(filled).astype(np.int64) if floating else filled.astype(np.int64)
+        ok = ~np.isin(codes, SCL_NOT_CLEAR) if kind == "scl" else (codes & QA_NOT_CLEAR_BITS) == 0
+    else:
+        ok = filled == (1 if kind == "clear" else 0)
+    return ok & finite if floating else ok
 
 
 def looks_like_dn(values: np.ndarray, threshold: float = 2.0) -> bool:
