@@ -102,8 +102,10 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
     sentence per agent that does not (why not), for the record."""
     m = lambda name: _get(metrics, name)  # noqa: E731
     canopy = [("NDVI before", m("sig_ndvi_before"), ">=", settings.canopy_min_ndvi_before),
-              ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share),
-              ("solidity", m("solidity"), "<=", settings.canopy_max_solidity)]
+              ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share)]
+    too_few_for_outline = m("n_pixels") < settings.canopy_min_outline_pixels  # pixel count unknown: False
+    if not too_few_for_outline:  # a smaller patch has no outline to read: its solidity is the pixel grid's
+        canopy.append(("solidity", m("solidity"), "<=", settings.canopy_max_solidity))
     candidates = {
         "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr), *_char_tests(metrics, settings)],
         "flood": [("highest NDWI", m("sig_water_max"), ">=", settings.flood_min_ndwi),
@@ -216,9 +218,38 @@ def _size_text(name: str, value: float) -> str:
     return f"{label} {value * factor:.2f} {unit}" if unit == "ha" else f"{label} {value * factor:.0f} {unit}"
 
 
-def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin: float) -> str | None:
-    """Why the patch lies outside the training data, or None when it lies inside."""
+def pixel_size_m(metrics: dict[str, Any]) -> float:
+    """The side of the patch's pixels, metres, from its area and pixel count (NaN when unknown)."""
+    area, count = _get(metrics, "area_px_m2"), _get(metrics, "n_pixels")
+    return math.sqrt(area / count) if count > 0 and area > 0 else math.nan
+
+
+def trained_size_limits(trained: dict[str, float], pixel_m: float) -> dict[str, float]:
+    """The largest trained sizes of a class as the patch's pixels would show them.
+
+    A patch is at least one pixel wide, and a line narrower than a pixel is seen as a chain of whole
+    pixels, so its area is its length x the pixel whatever its true width: a trench trained on 10 m
+    pixels (about 10 m wide, length x 10 m in area) is three times larger in area at 30 m. So the
+    widest trained patch counts as at least one ``pixel_m`` wide, and the largest trained area as at
+    least the longest trained patch one pixel wide; lengths are unchanged (NaN ``pixel_m``: as trained)."""
+    limits = dict(trained)
+    if not np.isfinite(pixel_m):
+        return limits
+    if "width_m" in limits:
+        limits["width_m"] = max(limits["width_m"], pixel_m)
+    if "area_px_m2" in limits and "length_m" in limits:
+        limits["area_px_m2"] = max(limits["area_px_m2"], limits["length_m"] * pixel_m)
+    return limits
+
+
+def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin: float, *,
+            at_pixel_size: bool = True) -> str | None:
+    """Why the patch lies outside the training data, or None when it lies inside. Sizes are
+    compared with the largest trained patch of ``klass``, as the patch's pixels would show it when
+    ``at_pixel_size`` (:func:`trained_size_limits`), else as trained."""
     trained = domain.size_max.get(klass, {})
+    if at_pixel_size:
+        trained = trained_size_limits(trained, pixel_size_m(metrics))
     for name in SIZE_FEATURES:
         value, largest = _get(metrics, name), trained.get(name)
         if largest and value > margin * largest:
@@ -247,7 +278,8 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
     ``domain``: the model's training data (None: no novelty check)."""
     agents, missed = natural_agents(metrics, settings)
     direct = [a for a in agents if a.agent in DIRECT_AGENTS]
-    why_novel = novelty(metrics, klass, domain, settings.novelty_margin) if domain and settings.novelty else None
+    why_novel = (novelty(metrics, klass, domain, settings.novelty_margin, at_pixel_size=settings.novelty_at_pixel_size)
+                 if domain and settings.novelty else None)
     if why_novel:
         if direct:
             a = direct[0]
