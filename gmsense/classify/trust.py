@@ -7,14 +7,17 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
 
 1. **Outside the training data** (a trained model's card holds :class:`TrainingDomain`): a patch
    larger, longer or wider than ``novelty_margin`` x the largest patch of its predicted class the
-   model was trained on, or whose features together lie further from the training patches than
+   model was trained on (as the patch's pixels would show it: a line narrower than a pixel covers
+   length x pixel, :func:`trained_size_limits`), or whose features together lie further from the training patches than
    almost all of them (a Mahalanobis distance over the features it has), is ``uncertain`` with the
    reason; unless a *direct* natural agent (fire: char seen; flood: water seen, then gone) explains
    it, which the physics says whatever the model knows.
    On imagery rescaled per image the fire's char is tested on the patch's ranks in its scene, not
    on reflectance ratios (:func:`_char_tests`).
 2. **``natural`` needs an agent**: a named natural agent (``gmsense.records.NATURAL_AGENTS``) whose signature
-   is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape). Without
+   is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape; the
+   outline only on a patch of ``canopy_min_outline_pixels`` or more, since a patch of a few pixels
+   is convex whatever the ground did). Without
    one the patch is ``uncertain`` ("no natural agent explains it"); so is a patch with a work's
    shape (a long narrow line) that only an indirect agent (windthrow, dieback, harvest, drought)
    would explain.
@@ -247,14 +250,15 @@ def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin:
     """Why the patch lies outside the training data, or None when it lies inside. Sizes are
     compared with the largest trained patch of ``klass``, as the patch's pixels would show it when
     ``at_pixel_size`` (:func:`trained_size_limits`), else as trained."""
-    trained = domain.size_max.get(klass, {})
-    if at_pixel_size:
-        trained = trained_size_limits(trained, pixel_size_m(metrics))
+    as_trained = domain.size_max.get(klass, {})
+    pixel_m = pixel_size_m(metrics)
+    trained = trained_size_limits(as_trained, pixel_m) if at_pixel_size else as_trained
     for name in SIZE_FEATURES:
         value, largest = _get(metrics, name), trained.get(name)
         if largest and value > margin * largest:
+            seen_as = f" at {pixel_m:.0f} m pixels" if largest != as_trained.get(name) else ""
             return (f"outside training data: {_size_text(name, value)} > largest trained {klass} "
-                    f"{_size_text(name, largest).split(' ', 1)[1]}")
+                    f"{_size_text(name, largest).split(' ', 1)[1]}{seen_as}")
     x = np.array([[_get(metrics, f) for f in domain.features]])
     d = domain.distances(x)[0]
     if np.isfinite(d) and d > margin * domain.threshold:
