@@ -208,8 +208,8 @@ class TrustSettings(_Settings):
         0.85, gt=0, le=1, description="windthrow/dieback: irregular outline, solidity at most this")
     canopy_min_outline_pixels: int = Field(
         9, ge=0, description="windthrow/dieback: the solidity test is read on patches of at least this many pixels "
-                             "(3 x 3); a smaller patch has no outline to read (1-4 pixels are convex whatever "
-                             "the ground did), so its canopy tests are the NDVI before and the near ring's share")
+                             "(3 x 3); a smaller patch has the pixel grid's solidity, not the ground's (1-3 pixels: "
+                             "always 1), so its canopy tests are the NDVI before and the near ring's share")
     work_min_elongation: float = Field(
         4.0, gt=1, description="a patch this elongated and at most work_max_width_m wide has a work's shape: a "
                                "windthrow, dieback, harvest or drought signature alone does not make it natural")

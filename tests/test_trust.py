@@ -240,8 +240,8 @@ def test_a_line_one_coarse_pixel_wide_is_measured_against_training_at_its_pixel_
 
 
 def test_a_windthrow_gap_of_a_few_pixels_is_not_held_to_an_outline() -> None:
-    """1-4 pixel patches are convex (solidity 1) whatever the ground did: at 20-30 m a windthrow gap
-    is such a patch, and only the canopy and the surroundings' shared drop can speak for it."""
+    """A patch of a few pixels has the pixel grid's solidity (1-3 pixels: always 1): at 20-30 m a
+    windthrow gap is such a patch, and only the canopy and the surroundings' shared drop can speak for it."""
     gap = {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 1.0, "sig_decline_before": 0.0,
            "n_pixels": 4}
     assert SETTINGS.canopy_min_outline_pixels == 9

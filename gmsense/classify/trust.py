@@ -17,7 +17,7 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
 2. **``natural`` needs an agent**: a named natural agent (``gmsense.records.NATURAL_AGENTS``) whose signature
    is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape; the
    outline only on a patch of ``canopy_min_outline_pixels`` or more, since a patch of a few pixels
-   is convex whatever the ground did). Without
+   has the pixel grid's solidity, not the ground's: 1-3 pixels are always convex). Without
    one the patch is ``uncertain`` ("no natural agent explains it"); so is a patch with a work's
    shape (a long narrow line) that only an indirect agent (windthrow, dieback, harvest, drought)
    would explain.
@@ -107,7 +107,7 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
     canopy = [("NDVI before", m("sig_ndvi_before"), ">=", settings.canopy_min_ndvi_before),
               ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share)]
     too_few_for_outline = m("n_pixels") < settings.canopy_min_outline_pixels  # pixel count unknown: False
-    if not too_few_for_outline:  # a smaller patch has no outline to read: its solidity is the pixel grid's
+    if not too_few_for_outline:  # a smaller patch's solidity is the pixel grid's
         canopy.append(("solidity", m("solidity"), "<=", settings.canopy_max_solidity))
     candidates = {
         "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr), *_char_tests(metrics, settings)],
