@@ -181,6 +181,10 @@ class TrustSettings(_Settings):
     novelty: bool = Field(True, description="patches outside the model's training data are uncertain, with the reason")
     novelty_margin: float = Field(
         1.5, ge=1, description="how far beyond the training data's range (x the trained maximum) is outside it")
+    novelty_at_pixel_size: bool = Field(
+        True, description="sizes are compared with the largest trained patch as the patch's pixels would show it: at "
+                          "least one pixel wide, and in area at least the longest trained patch one pixel wide (a line "
+                          "narrower than a pixel covers length x pixel)")
     fire_min_dnbr: float = Field(
         0.27, description="fire: NBR drop at least this (Key & Benson 2006: 0.27 = moderate severity)")
     fire_max_visible_ratio: float = Field(
@@ -202,6 +206,10 @@ class TrustSettings(_Settings):
         0.3, ge=0, description="windthrow/dieback: the near ring lost at least this share of the patch's drop")
     canopy_max_solidity: float = Field(
         0.85, gt=0, le=1, description="windthrow/dieback: irregular outline, solidity at most this")
+    canopy_min_outline_pixels: int = Field(
+        9, ge=0, description="windthrow/dieback: the solidity test is read on patches of at least this many pixels "
+                             "(3 x 3); a smaller patch has the pixel grid's solidity, not the ground's (1-3 pixels: "
+                             "always 1), so its canopy tests are the NDVI before and the near ring's share")
     work_min_elongation: float = Field(
         4.0, gt=1, description="a patch this elongated and at most work_max_width_m wide has a work's shape: a "
                                "windthrow, dieback, harvest or drought signature alone does not make it natural")

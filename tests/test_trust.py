@@ -11,6 +11,8 @@ from gmsense.classify.trust import (
     fit_training_domain,
     natural_agents,
     novelty,
+    pixel_size_m,
+    trained_size_limits,
     trusted_label,
 )
 from gmsense.config import TrustSettings
@@ -206,3 +208,51 @@ def test_signatures_of_a_southern_harvest_across_new_year() -> None:
                                                                                                 end_month=3))
     assert north["sig_cycle_repeat"] > 0.5
     assert south["sig_cycle_repeat"] == pytest.approx(north["sig_cycle_repeat"])
+
+
+def test_a_line_one_coarse_pixel_wide_is_measured_against_training_at_its_pixel_size() -> None:
+    """A trench narrower than a pixel is a chain of whole pixels: at 30 m its area is length x 30 m,
+    three times what the same trench covers in the 10 m pixels it was trained on."""
+    domain = _domain()
+    trained = domain.size_max["trench"]
+    coarse = {**TRENCH, "n_pixels": 10, "area_px_m2": 10 * 900.0, "length_m": 300.0, "width_m": 30.0}
+    assert pixel_size_m(coarse) == pytest.approx(30.0)
+    assert coarse["area_px_m2"] > SETTINGS.novelty_margin * trained["area_px_m2"]  # larger than any trained, in area
+    limits = trained_size_limits(trained, 30.0)
+    assert limits["area_px_m2"] == pytest.approx(trained["length_m"] * 30.0)
+    assert limits["width_m"] == 30.0
+    assert limits["length_m"] == trained["length_m"]
+    assert novelty(coarse, "trench", domain, SETTINGS.novelty_margin) is None
+    assert novelty(coarse, "trench", domain, SETTINGS.novelty_margin, at_pixel_size=False).startswith(
+        "outside training data: area 0.90 ha > largest trained trench")
+    # The same area in 10 m pixels is a wide patch, not a line: outside the trained trenches.
+    fine = {**coarse, "n_pixels": 90, "area_px_m2": 90 * 100.0}
+    assert novelty(fine, "trench", domain, SETTINGS.novelty_margin).startswith("outside training data: area 0.90 ha")
+    # Length is not a pixel's artefact: a 30 m trench far longer than any trained one stays outside.
+    long = {**coarse, "n_pixels": 60, "area_px_m2": 60 * 900.0, "length_m": 1_800.0}
+    assert novelty(long, "trench", domain, SETTINGS.novelty_margin) == (
+        f"outside training data: area 5.40 ha > largest trained trench {limits['area_px_m2'] * 1e-4:.2f} ha "
+        "at 30 m pixels")
+    assert novelty({**long, "area_px_m2": 0.0}, "trench", domain, SETTINGS.novelty_margin).startswith(
+        "outside training data: length 1800 m > largest trained trench 498 m")
+    # Without a pixel count the sizes are compared as trained.
+    assert trained_size_limits(trained, pixel_size_m({"area_px_m2": 900.0})) == trained
+
+
+def test_a_windthrow_gap_of_a_few_pixels_is_not_held_to_an_outline() -> None:
+    """A patch of a few pixels has the pixel grid's solidity (1-3 pixels: always 1): at 20-30 m a
+    windthrow gap is such a patch, and only the canopy and the surroundings' shared drop can speak for it."""
+    gap = {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 1.0, "sig_decline_before": 0.0,
+           "n_pixels": 4}
+    assert SETTINGS.canopy_min_outline_pixels == 9
+    found, _ = natural_agents(gap, SETTINGS)
+    assert [a.agent for a in found] == ["windthrow"]
+    assert "solidity" not in found[0].evidence
+    # A compact patch of enough pixels to have an outline is still held to it ...
+    assert natural_agents({**gap, "n_pixels": 40}, SETTINGS)[0] == []
+    # ... as is a patch whose pixel count is unknown.
+    assert natural_agents({k: v for k, v in gap.items() if k != "n_pixels"}, SETTINGS)[0] == []
+    # A small patch in quiet surroundings (a work) gets no agent from its size.
+    small_work = {**TRENCH, "sig_ndvi_before": 0.8, "solidity": 1.0, "n_pixels": 3}
+    assert natural_agents(small_work, SETTINGS)[0] == []
+    assert trusted_label("natural", 0.9, small_work, SETTINGS).disturbance_class == "uncertain"

@@ -7,14 +7,17 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
 
 1. **Outside the training data** (a trained model's card holds :class:`TrainingDomain`): a patch
    larger, longer or wider than ``novelty_margin`` x the largest patch of its predicted class the
-   model was trained on, or whose features together lie further from the training patches than
+   model was trained on (as the patch's pixels would show it: a line narrower than a pixel covers
+   length x pixel, :func:`trained_size_limits`), or whose features together lie further from the training patches than
    almost all of them (a Mahalanobis distance over the features it has), is ``uncertain`` with the
    reason; unless a *direct* natural agent (fire: char seen; flood: water seen, then gone) explains
    it, which the physics says whatever the model knows.
    On imagery rescaled per image the fire's char is tested on the patch's ranks in its scene, not
    on reflectance ratios (:func:`_char_tests`).
 2. **``natural`` needs an agent**: a named natural agent (``gmsense.records.NATURAL_AGENTS``) whose signature
-   is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape). Without
+   is measured in the patch (:mod:`gmsense.detect.agents`, the patch context and shape; the
+   outline only on a patch of ``canopy_min_outline_pixels`` or more, since a patch of a few pixels
+   has the pixel grid's solidity, not the ground's: 1-3 pixels are always convex). Without
    one the patch is ``uncertain`` ("no natural agent explains it"); so is a patch with a work's
    shape (a long narrow line) that only an indirect agent (windthrow, dieback, harvest, drought)
    would explain.
@@ -102,8 +105,10 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
     sentence per agent that does not (why not), for the record."""
     m = lambda name: _get(metrics, name)  # noqa: E731
     canopy = [("NDVI before", m("sig_ndvi_before"), ">=", settings.canopy_min_ndvi_before),
-              ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share),
-              ("solidity", m("solidity"), "<=", settings.canopy_max_solidity)]
+              ("near ring's share of the drop", m("ring_drop_near"), ">=", settings.canopy_min_ring_share)]
+    too_few_for_outline = m("n_pixels") < settings.canopy_min_outline_pixels  # pixel count unknown: False
+    if not too_few_for_outline:  # a smaller patch's solidity is the pixel grid's
+        canopy.append(("solidity", m("solidity"), "<=", settings.canopy_max_solidity))
     candidates = {
         "fire": [("NBR drop", m("sig_dnbr"), ">=", settings.fire_min_dnbr), *_char_tests(metrics, settings)],
         "flood": [("highest NDWI", m("sig_water_max"), ">=", settings.flood_min_ndwi),
@@ -216,14 +221,44 @@ def _size_text(name: str, value: float) -> str:
     return f"{label} {value * factor:.2f} {unit}" if unit == "ha" else f"{label} {value * factor:.0f} {unit}"
 
 
-def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin: float) -> str | None:
-    """Why the patch lies outside the training data, or None when it lies inside."""
-    trained = domain.size_max.get(klass, {})
+def pixel_size_m(metrics: dict[str, Any]) -> float:
+    """The side of the patch's pixels, metres, from its area and pixel count (NaN when unknown)."""
+    area, count = _get(metrics, "area_px_m2"), _get(metrics, "n_pixels")
+    return math.sqrt(area / count) if count > 0 and area > 0 else math.nan
+
+
+def trained_size_limits(trained: dict[str, float], pixel_m: float) -> dict[str, float]:
+    """The largest trained sizes of a class as the patch's pixels would show them.
+
+    A patch is at least one pixel wide, and a line narrower than a pixel is seen as a chain of whole
+    pixels, so its area is its length x the pixel whatever its true width: a trench trained on 10 m
+    pixels (about 10 m wide, length x 10 m in area) is three times larger in area at 30 m. So the
+    widest trained patch counts as at least one ``pixel_m`` wide, and the largest trained area as at
+    least the longest trained patch one pixel wide; lengths are unchanged (NaN ``pixel_m``: as trained)."""
+    limits = dict(trained)
+    if not np.isfinite(pixel_m):
+        return limits
+    if "width_m" in limits:
+        limits["width_m"] = max(limits["width_m"], pixel_m)
+    if "area_px_m2" in limits and "length_m" in limits:
+        limits["area_px_m2"] = max(limits["area_px_m2"], limits["length_m"] * pixel_m)
+    return limits
+
+
+def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin: float, *,
+            at_pixel_size: bool = True) -> str | None:
+    """Why the patch lies outside the training data, or None when it lies inside. Sizes are
+    compared with the largest trained patch of ``klass``, as the patch's pixels would show it when
+    ``at_pixel_size`` (:func:`trained_size_limits`), else as trained."""
+    as_trained = domain.size_max.get(klass, {})
+    pixel_m = pixel_size_m(metrics)
+    trained = trained_size_limits(as_trained, pixel_m) if at_pixel_size else as_trained
     for name in SIZE_FEATURES:
         value, largest = _get(metrics, name), trained.get(name)
         if largest and value > margin * largest:
+            seen_as = f" at {pixel_m:.0f} m pixels" if largest != as_trained.get(name) else ""
             return (f"outside training data: {_size_text(name, value)} > largest trained {klass} "
-                    f"{_size_text(name, largest).split(' ', 1)[1]}")
+                    f"{_size_text(name, largest).split(' ', 1)[1]}{seen_as}")
     x = np.array([[_get(metrics, f) for f in domain.features]])
     d = domain.distances(x)[0]
     if np.isfinite(d) and d > margin * domain.threshold:
@@ -247,7 +282,8 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
     ``domain``: the model's training data (None: no novelty check)."""
     agents, missed = natural_agents(metrics, settings)
     direct = [a for a in agents if a.agent in DIRECT_AGENTS]
-    why_novel = novelty(metrics, klass, domain, settings.novelty_margin) if domain and settings.novelty else None
+    why_novel = (novelty(metrics, klass, domain, settings.novelty_margin, at_pixel_size=settings.novelty_at_pixel_size)
+                 if domain and settings.novelty else None)
     if why_novel:
         if direct:
             a = direct[0]
