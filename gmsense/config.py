@@ -216,6 +216,15 @@ class TrustSettings(_Settings):
 class RecoverySettings(_Settings):
     recovered_ratio: float = Field(0.8, gt=0, le=1, description="recovery ratio at which a patch is recovered")
     recovering_ratio: float = Field(0.25, ge=0, lt=1, description="recovery ratio above which a patch is recovering")
+    herbaceous_ndvi: float | None = Field(
+        0.6, gt=0, le=1, description="growing-season NDVI of established herbaceous cover (what reclaimed ground "
+        "regrows into first): around a reference greener than this the ratios are scaled by the share of the loss "
+        "such cover can regain (gmsense.recovery.regrowth_ceiling); null: the full loss")
+    soil_ndvi: float = Field(0.1, ge=0, lt=1, description="NDVI of bare ground, for the regrowth ceiling")
+    ring_match_share: float = Field(
+        0.5, gt=0, le=1, description="share of the reference ring's pixels kept: those whose index followed the "
+        "patch's most closely in the season before detection (gmsense.recovery.matching_ring); 1: the whole ring")
+    ring_match_min_pixels: int = Field(8, ge=1, description="at least this many ring pixels are kept")
 
 
 class RestorationSettings(_Settings):

@@ -9,7 +9,7 @@ from shapely.geometry import box
 
 from gmsense.config import RecoverySettings
 from gmsense.cube.ops import season_year
-from gmsense.recovery import recovery_status, ring_mask, trajectory
+from gmsense.recovery import matching_ring, recovery_status, regrowth_ceiling, ring_mask, trajectory
 
 
 def _series(patch_by_year: dict[int, float],
@@ -38,7 +38,8 @@ def test_status_from_ratio(trajectory_values: dict[int, float], expected_status:
     obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
     assert [o.season for o in obs] == [2019, 2020, 2021, 2022]
     assert obs[0].relative == pytest.approx(0.0)
-    status, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings())
+    plain = RecoverySettings(herbaceous_ndvi=None)  # the ratios as they are, whatever the ring
+    status, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2022, plain)
     assert status == expected_status
     assert ratio == pytest.approx(expected_ratio, abs=0.01)
 
@@ -84,3 +85,72 @@ def test_recovery_metrics_on_a_known_trajectory() -> None:
     assert m["yryr"] == pytest.approx(0.05)
     assert m["slope"] == pytest.approx(0.05)
     assert m["r80p"] == pytest.approx((0.8 - 0.25) / (0.8 * 0.8))
+
+
+def test_grass_regrown_in_forest_is_recovered_and_the_same_ratio_on_steppe_is_not() -> None:
+    # A pad in forest (ring NDVI 0.8) reclaimed with grass: bare at 0.2, fully grassed at 0.65, the
+    # NDVI of established grass, which stays under the forest's. The plain ratio, 0.75 of the loss,
+    # read "recovering" (the old estimator); all of the ground has regrown what it regrows first.
+    index, times, pmask, ring = _series({2019: 0.8, 2020: 0.2, 2021: 0.45, 2022: 0.65}, ring=0.8)
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
+    settings = RecoverySettings()
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings(herbaceous_ndvi=None)) == (
+        "recovering", 0.75)
+    assert regrowth_ceiling(0.8, settings) == pytest.approx((0.6 - 0.1) / (0.8 - 0.1))
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, settings) == ("recovered", 0.75)
+    # The same share of the loss regained on steppe (ring 0.5, no greener than grass) is 75 %:
+    # the ceiling is 1 there and the status stays "recovering".
+    index, times, pmask, ring = _series({2019: 0.5, 2020: 0.2, 2021: 0.35, 2022: 0.425}, ring=0.5)
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
+    assert regrowth_ceiling(0.5, settings) == 1.0
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, settings) == ("recovering", 0.75)
+
+
+#: Two crop calendars (June, July, August, September): the patch's field and the field across the track.
+FIELD_A = (0.3, 0.8, 0.6, 0.2)
+FIELD_B = (0.8, 0.5, 0.2, 0.2)
+
+
+def _field_edge(cloudy_2022_summer: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A pad in field A next to field B (the ring half in each); bare (0.15) from August 2020 on,
+    never reclaimed; in 2022 only August and September are clear."""
+    times = np.array([f"{y}-{m:02d}-15" for y in (2019, 2020, 2021, 2022) for m in (6, 7, 8, 9)],
+                     dtype="datetime64[ns]")
+    index = np.empty((times.size, 30, 30))
+    for t, stamp in enumerate(times):
+        month = int(str(stamp)[5:7]) - 6
+        index[t, :, :15], index[t, :, 15:] = FIELD_A[month], FIELD_B[month]
+    pmask = np.zeros((30, 30), dtype=bool)
+    pmask[12:18, 3:9] = True
+    index[times >= np.datetime64("2020-08-01")] = np.where(pmask, 0.15, index[times >= np.datetime64("2020-08-01")])
+    if cloudy_2022_summer:
+        index[(times >= np.datetime64("2022-06-01")) & (times < np.datetime64("2022-08-01"))] = np.nan
+    return index, times, pmask, ~pmask
+
+
+def test_a_ring_of_two_fields_is_narrowed_to_the_patch_s_own_field() -> None:
+    index, times, pmask, ring = _field_edge()
+    first = np.datetime64("2020-08-15")
+    # The whole ring mixes both calendars: with only late-summer dates clear in 2022 the bare pad
+    # reads as regaining ground ("recovering", the old estimator).
+    whole = trajectory(index, times, pmask, ring, first, "ndvi")
+    assert recovery_status(whole, first, 2022, RecoverySettings())[0] == "recovering"
+    # Narrowed to the pixels that followed the pad in 2019 (its own field): not recovering.
+    own = trajectory(index, times, pmask, ring, first, "ndvi", settings=RecoverySettings())
+    status, ratio = recovery_status(own, first, 2022, RecoverySettings())
+    assert status == "not_recovering"
+    assert ratio < 0.25
+    assert [o.ring_value for o in own if o.season == 2019] == [pytest.approx(np.median(FIELD_A))]
+
+
+def test_matching_ring_keeps_the_closest_share_and_the_whole_ring_without_a_reference_season() -> None:
+    index, times, pmask, ring = _field_edge(cloudy_2022_summer=False)
+    values = index[:, ring]
+    patch = np.nanmedian(index[:, pmask], axis=1)
+    reference = season_year(times) == 2019
+    keep = matching_ring(values, patch, reference, share=0.5, min_pixels=8)
+    assert keep.sum() == int(np.ceil(0.5 * ring.sum()))
+    in_a = np.broadcast_to(np.arange(30) < 15, (30, 30))[ring]
+    assert keep[in_a].all(), "every pixel of the pad's own field is kept"
+    assert matching_ring(values, patch, reference, share=1.0).all()
+    assert matching_ring(values, patch, np.zeros(times.size, dtype=bool), share=0.5).all()
