@@ -221,10 +221,12 @@ class RecoverySettings(_Settings):
         "regrows into first): around a reference greener than this the ratios are scaled by the share of the loss "
         "such cover can regain (gmsense.recovery.regrowth_ceiling); null: the full loss")
     soil_ndvi: float = Field(0.1, ge=0, lt=1, description="NDVI of bare ground, for the regrowth ceiling")
-    ring_match_share: float = Field(
-        0.5, gt=0, le=1, description="share of the reference ring's pixels kept: those whose index followed the "
-        "patch's most closely in the season before detection (gmsense.recovery.matching_ring); 1: the whole ring")
-    ring_match_min_pixels: int = Field(8, ge=1, description="at least this many ring pixels are kept")
+
+    @model_validator(mode="after")
+    def _herbaceous_above_soil(self) -> RecoverySettings:
+        if self.herbaceous_ndvi is not None and self.herbaceous_ndvi <= self.soil_ndvi:
+            raise ValueError("herbaceous_ndvi must be above soil_ndvi (or null)")
+        return self
 
 
 class RestorationSettings(_Settings):

@@ -147,7 +147,7 @@ class _PatchFollowing:
         # (gmsense.recovery); the later one from its own detection.
         until = self.again if self.again is not None and not is_later else None
         obs = trajectory(self.values, self.times, pmask, ring, patch.first_detected, DETECTION_INDEX, until,
-                         settings.season, settings.recovery)
+                         settings.season)
         status, ratio = recovery_status(obs, patch.first_detected, self.latest_season, settings.recovery,
                                         settings.season)
         inside = self.values[:, pmask]

@@ -63,47 +63,16 @@ def ring_mask(geometry: BaseGeometry, all_patches: list[BaseGeometry], shape: tu
     return geometry_mask([ring], out_shape=shape, transform=transform, invert=True)
 
 
-def matching_ring(ring_values: np.ndarray, patch_daily: np.ndarray, reference: np.ndarray,
-                  share: float = 1.0, min_pixels: int = 8) -> np.ndarray:
-    """The ring pixels (columns of ``ring_values``, (T, P)) whose index followed the patch's before
-    it was disturbed: per pixel the median absolute difference from ``patch_daily`` (T,) over the
-    ``reference`` dates (T, bool: the season before detection), and the ``share`` of the pixels
-    closest (at least ``min_pixels``). A boolean mask over P; every pixel when ``share`` >= 1 or too
-    few pixels were seen on the reference dates (a patch detected in the first season has none).
-
-    A ring is land cover around the patch, not the patch's: a track along a field edge has its own
-    field on one side and another crop, a road or forest on the other; a pad in a forest opening
-    has grass and forest around it. The pixels that moved with the patch through the season before
-    (the same field and its crop calendar, the same stand) are its reference: their difference from
-    the patch cancels the calendar on every date, where a mixed ring cancels it only on average."""
-    keep = np.ones(ring_values.shape[1], dtype=bool)
-    if share >= 1 or not reference.any():
-        return keep
-    gaps = np.abs(ring_values[reference] - patch_daily[reference, None])
-    distance = nan_median(gaps)
-    seen = np.isfinite(distance)
-    if seen.sum() < max(min_pixels, 1) * 2:
-        return keep
-    k = max(min_pixels, int(np.ceil(share * seen.sum())))
-    closest = np.argsort(np.where(seen, distance, np.inf), kind="stable")[:k]
-    keep[:] = False
-    keep[closest] = True
-    return keep
-
-
 def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, ring: np.ndarray,
                first_detected: np.datetime64, index_name: str,
-               until: np.ndarray | None = None, season: SeasonSettings | None = None,
-               settings: RecoverySettings | None = None) -> list[RecoveryObservation]:
+               until: np.ndarray | None = None, season: SeasonSettings | None = None) -> list[RecoveryObservation]:
     """Per-season medians of patch and ring for the season before detection and every later one.
 
     ``index`` (T, y, x) growing-season index values, NaN where not clear. ``until`` (y, x)
     datetime64, optional: the date from which a pixel's ground belongs to a later disturbance
     (NaT: never); its observations from then on are not the patch's, so the recovery of a patch
     disturbed again is followed up to the new disturbance (a season in which none of its pixels
-    is still its own is left out). With ``settings`` the ring is narrowed to the pixels that
-    followed the patch in the season before detection (:func:`matching_ring`,
-    ``ring_match_share``); without, every ring pixel.
+    is still its own is left out).
     """
     years = season_year(times, season)
     detected_year = int(season_year(first_detected, season))
@@ -111,12 +80,7 @@ def trajectory(index: np.ndarray, times: np.ndarray, patch_mask: np.ndarray, rin
     if until is not None and (~np.isnat(cut := until[patch_mask])).any():
         patch_values = np.where(np.asarray(times)[:, None] >= cut[None, :], np.nan, patch_values)
     patch_daily = nan_median(patch_values.T)  # per date, over the pixels; NaN where none is clear
-    ring_values = index[:, ring]
-    if settings is not None and settings.ring_match_share < 1:
-        keep = matching_ring(ring_values, patch_daily, years == detected_year - 1, settings.ring_match_share,
-                             settings.ring_match_min_pixels)
-        ring_values = ring_values[:, keep]
-    ring_daily = nan_median(ring_values.T)
+    ring_daily = nan_median(index[:, ring].T)
     out = []
     for season in range(detected_year - 1, int(years.max()) + 1):
         use = years == season

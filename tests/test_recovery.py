@@ -9,7 +9,7 @@ from shapely.geometry import box
 
 from gmsense.config import RecoverySettings
 from gmsense.cube.ops import season_year
-from gmsense.recovery import matching_ring, recovery_status, regrowth_ceiling, ring_mask, trajectory
+from gmsense.recovery import recovery_status, regrowth_ceiling, ring_mask, trajectory
 
 
 def _series(patch_by_year: dict[int, float],
@@ -106,51 +106,6 @@ def test_grass_regrown_in_forest_is_recovered_and_the_same_ratio_on_steppe_is_no
     assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, settings) == ("recovering", 0.75)
 
 
-#: Two crop calendars (June, July, August, September): the patch's field and the field across the track.
-FIELD_A = (0.3, 0.8, 0.6, 0.2)
-FIELD_B = (0.8, 0.5, 0.2, 0.2)
-
-
-def _field_edge(cloudy_2022_summer: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A pad in field A next to field B (the ring half in each); bare (0.15) from August 2020 on,
-    never reclaimed; in 2022 only August and September are clear."""
-    times = np.array([f"{y}-{m:02d}-15" for y in (2019, 2020, 2021, 2022) for m in (6, 7, 8, 9)],
-                     dtype="datetime64[ns]")
-    index = np.empty((times.size, 30, 30))
-    for t, stamp in enumerate(times):
-        month = int(str(stamp)[5:7]) - 6
-        index[t, :, :15], index[t, :, 15:] = FIELD_A[month], FIELD_B[month]
-    pmask = np.zeros((30, 30), dtype=bool)
-    pmask[12:18, 3:9] = True
-    index[times >= np.datetime64("2020-08-01")] = np.where(pmask, 0.15, index[times >= np.datetime64("2020-08-01")])
-    if cloudy_2022_summer:
-        index[(times >= np.datetime64("2022-06-01")) & (times < np.datetime64("2022-08-01"))] = np.nan
-    return index, times, pmask, ~pmask
-
-
-def test_a_ring_of_two_fields_is_narrowed_to_the_patch_s_own_field() -> None:
-    index, times, pmask, ring = _field_edge()
-    first = np.datetime64("2020-08-15")
-    # The whole ring mixes both calendars: with only late-summer dates clear in 2022 the bare pad
-    # reads as regaining ground ("recovering", the old estimator).
-    whole = trajectory(index, times, pmask, ring, first, "ndvi")
-    assert recovery_status(whole, first, 2022, RecoverySettings())[0] == "recovering"
-    # Narrowed to the pixels that followed the pad in 2019 (its own field): not recovering.
-    own = trajectory(index, times, pmask, ring, first, "ndvi", settings=RecoverySettings())
-    status, ratio = recovery_status(own, first, 2022, RecoverySettings())
-    assert status == "not_recovering"
-    assert ratio < 0.25
-    assert [o.ring_value for o in own if o.season == 2019] == [pytest.approx(np.median(FIELD_A))]
-
-
-def test_matching_ring_keeps_the_closest_share_and_the_whole_ring_without_a_reference_season() -> None:
-    index, times, pmask, ring = _field_edge(cloudy_2022_summer=False)
-    values = index[:, ring]
-    patch = np.nanmedian(index[:, pmask], axis=1)
-    reference = season_year(times) == 2019
-    keep = matching_ring(values, patch, reference, share=0.5, min_pixels=8)
-    assert keep.sum() == int(np.ceil(0.5 * ring.sum()))
-    in_a = np.broadcast_to(np.arange(30) < 15, (30, 30))[ring]
-    assert keep[in_a].all(), "every pixel of the pad's own field is kept"
-    assert matching_ring(values, patch, reference, share=1.0).all()
-    assert matching_ring(values, patch, np.zeros(times.size, dtype=bool), share=0.5).all()
+def test_a_herbaceous_ndvi_not_above_bare_ground_is_refused() -> None:
+    with pytest.raises(ValueError, match="herbaceous_ndvi must be above soil_ndvi"):
+        RecoverySettings(herbaceous_ndvi=0.1, soil_ndvi=0.2)
