@@ -230,6 +230,17 @@ class TrustSettings(_Settings):
 class RecoverySettings(_Settings):
     recovered_ratio: float = Field(0.8, gt=0, le=1, description="recovery ratio at which a patch is recovered")
     recovering_ratio: float = Field(0.25, ge=0, lt=1, description="recovery ratio above which a patch is recovering")
+    herbaceous_ndvi: float | None = Field(
+        0.6, gt=0, le=1, description="growing-season NDVI of established herbaceous cover (what reclaimed ground "
+        "regrows into first): around a reference greener than this the ratios are scaled by the share of the loss "
+        "such cover can regain (gmsense.recovery.regrowth_ceiling); null: the full loss")
+    soil_ndvi: float = Field(0.1, ge=0, lt=1, description="NDVI of bare ground, for the regrowth ceiling")
+
+    @model_validator(mode="after")
+    def _herbaceous_above_soil(self) -> RecoverySettings:
+        if self.herbaceous_ndvi is not None and self.herbaceous_ndvi <= self.soil_ndvi:
+            raise ValueError("herbaceous_ndvi must be above soil_ndvi (or null)")
+        return self
 
 
 class RestorationSettings(_Settings):

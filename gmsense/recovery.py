@@ -9,8 +9,18 @@ value since, and ``current`` that of the latest season:
     recovery_ratio = (current - trough) / (baseline - trough)
 
 the share of the lost index regained. Status: ``active`` if detected in the latest season,
-``recovered`` at ratio >= ``recovered_ratio``, ``recovering`` at >= ``recovering_ratio``, else
-``not_recovering``.
+``recovered`` at ratio >= ``recovered_ratio`` x ceiling, ``recovering`` at >= ``recovering_ratio`` x
+ceiling, else ``not_recovering``.
+
+The ceiling (:func:`regrowth_ceiling`) is the share of the loss that the cover reclaimed ground
+regrows into first, herbaceous cover, can regain against the patch's own reference: around a ring
+greener than ``herbaceous_ndvi`` (forest, a maize field at its peak) a fully grassed patch stays
+below the ring, so "80 % regrown" is 80 % of what grass can give back; around grassland or steppe
+the ceiling is 1 and the ratios apply as they are. It is the ring's relative vegetation cover as
+in gmsense.restoration, ``(herbaceous_ndvi - soil_ndvi) / (ring - soil_ndvi)`` with the ring's
+median NDVI of the latest season (the same images as ``current``), and it is the same for a mixed
+pixel (a narrow trench in a 30 m pixel loses and regains the same share of each). The stored
+``recovery_ratio`` stays the plain share of the index regained.
 
 Ground disturbed again (a later break of the same pixels, gmsense.detect.change.later_breaks) is
 the later disturbance's patch from the new break on: the earlier patch's trajectory leaves those
@@ -182,6 +192,16 @@ def recovery_metrics(seasons: np.ndarray, relative: np.ndarray, disturbance_seas
     return out
 
 
+def regrowth_ceiling(ring_ndvi: float, settings: RecoverySettings) -> float:
+    """The share of an NDVI loss herbaceous regrowth can regain against a reference of ``ring_ndvi``
+    (see the module docstring): ``(herbaceous_ndvi - soil_ndvi) / (ring_ndvi - soil_ndvi)``, at most
+    1 (a ring no greener than herbaceous cover, or ``herbaceous_ndvi`` None)."""
+    herbaceous = settings.herbaceous_ndvi
+    if herbaceous is None or not np.isfinite(ring_ndvi) or ring_ndvi <= herbaceous:
+        return 1.0
+    return float((herbaceous - settings.soil_ndvi) / (ring_ndvi - settings.soil_ndvi))
+
+
 def recovery_status(observations: list[RecoveryObservation], first_detected: np.datetime64,
                     latest_season: int, settings: RecoverySettings,
                     season: SeasonSettings | None = None) -> tuple[str, float | None]:
@@ -198,9 +218,11 @@ def recovery_status(observations: list[RecoveryObservation], first_detected: np.
     if metrics["magnitude"] < MIN_LOSS:
         return "recovered", 1.0
     ratio = metrics["recovery_ratio"]
-    if ratio >= settings.recovered_ratio:
+    latest = observations[-1]
+    ceiling = regrowth_ceiling(latest.ring_value, settings) if latest.index == "ndvi" else 1.0
+    if ratio >= settings.recovered_ratio * ceiling:
         status = "recovered"
-    elif ratio >= settings.recovering_ratio:
+    elif ratio >= settings.recovering_ratio * ceiling:
         status = "recovering"
     else:
         status = "not_recovering"

@@ -111,6 +111,12 @@ def test_small_accuracy_run_writes_json_and_markdown(tmp_path: Path) -> None:
         value = saved["overall"][key]
         assert value is None or 0 <= value <= 1
     assert saved["overall"]["false_alarms_per_km2_year"] >= 0
+    rows = saved["recovery_events"]  # one per detected human-made event: what its status was scored on
+    assert rows, "seed 3's licence has detected works"
+    assert {r["truth_status"] for r in rows} <= {"active", "not_recovering", "recovering", "recovered"}
+    right = sum(r["truth_status"] == r["status"] for r in rows)
+    assert saved["overall"]["recovery_status_accuracy"] == pytest.approx(right / len(rows), abs=1e-4)
+    assert all(r["trajectory"] for r in rows if r["status"] != "active")
     table = out.with_suffix(".md").read_text()
     assert f"| recall | >= {TARGETS['recall'][1]} |" in table
     assert "recall trench" in table

@@ -9,7 +9,7 @@ from shapely.geometry import box
 
 from gmsense.config import RecoverySettings
 from gmsense.cube.ops import season_year
-from gmsense.recovery import recovery_status, ring_mask, trajectory
+from gmsense.recovery import recovery_status, regrowth_ceiling, ring_mask, trajectory
 
 
 def _series(patch_by_year: dict[int, float],
@@ -38,7 +38,8 @@ def test_status_from_ratio(trajectory_values: dict[int, float], expected_status:
     obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
     assert [o.season for o in obs] == [2019, 2020, 2021, 2022]
     assert obs[0].relative == pytest.approx(0.0)
-    status, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings())
+    plain = RecoverySettings(herbaceous_ndvi=None)  # the ratios as they are, whatever the ring
+    status, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2022, plain)
     assert status == expected_status
     assert ratio == pytest.approx(expected_ratio, abs=0.01)
 
@@ -110,3 +111,27 @@ def test_rings_burnt_in_a_window_equal_the_whole_grid_burnt(pixel_m: float) -> N
         assert np.array_equal(burn(outline, shape, transform), expected)
         assert np.array_equal(ring_mask(patch, patches, shape, transform), expected)
     assert not burn(box(0, 0, 10, 10), shape, transform).any(), "a shape off the grid burns nothing"
+
+
+def test_grass_regrown_in_forest_is_recovered_and_the_same_ratio_on_steppe_is_not() -> None:
+    # A pad in forest (ring NDVI 0.8) reclaimed with grass: bare at 0.2, fully grassed at 0.65, the
+    # NDVI of established grass, which stays under the forest's. The plain ratio, 0.75 of the loss,
+    # read "recovering" (the old estimator); all of the ground has regrown what it regrows first.
+    index, times, pmask, ring = _series({2019: 0.8, 2020: 0.2, 2021: 0.45, 2022: 0.65}, ring=0.8)
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
+    settings = RecoverySettings()
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings(herbaceous_ndvi=None)) == (
+        "recovering", 0.75)
+    assert regrowth_ceiling(0.8, settings) == pytest.approx((0.6 - 0.1) / (0.8 - 0.1))
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, settings) == ("recovered", 0.75)
+    # The same share of the loss regained on steppe (ring 0.5, no greener than grass) is 75 %:
+    # the ceiling is 1 there and the status stays "recovering".
+    index, times, pmask, ring = _series({2019: 0.5, 2020: 0.2, 2021: 0.35, 2022: 0.425}, ring=0.5)
+    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
+    assert regrowth_ceiling(0.5, settings) == 1.0
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2022, settings) == ("recovering", 0.75)
+
+
+def test_a_herbaceous_ndvi_not_above_bare_ground_is_refused() -> None:
+    with pytest.raises(ValueError, match="herbaceous_ndvi must be above soil_ndvi"):
+        RecoverySettings(herbaceous_ndvi=0.1, soil_ndvi=0.2)

@@ -29,7 +29,7 @@ from gmsense.classify.model import PatchClassifier
 from gmsense.classify.train import DEFAULT_PARAMS, TrainingParams, random_licences
 from gmsense.config import Settings
 from gmsense.geo.grid import grid_transform
-from gmsense.outputs.export import patches_frame
+from gmsense.outputs.export import patches_frame, recovery_frame
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.sources import SyntheticSource
 from gmsense.sources.synthetic import scan_settings, synthesize
@@ -115,9 +115,11 @@ class Scored:
     exposure: float = 0.0  # km2 x scene years
     per_seed: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    recovery: list[dict[str, Any]] = field(default_factory=list)  # see _recovery_rows
 
     def add(self, other: Scored) -> None:
         self.events += other.events
+        self.recovery += other.recovery
         self.false_alarms += other.false_alarms
         self.patches += other.patches
         self.area_km2 += other.area_km2
@@ -155,7 +157,10 @@ def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, wo
                                options=ScanOptions(workers=workers))
             failures = scan_failures(store, summary, sites)
             exported = patches_frame(store)
-        scored.add(_score_sites(seed, sites, seeded, failures, exported, empty))
+            trajectories = _trajectories(recovery_frame(store))
+        part = _score_sites(seed, sites, seeded, failures, exported, empty)
+        part.recovery = _recovery_rows(part.events, seed, domain, trajectories)
+        scored.add(part)
         if progress is not None:
             progress(f"{domain or 'classic'} seed {seed}", done, len(seeds))
     return scored
@@ -178,6 +183,9 @@ def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[s
         scene_years = len(np.unique(cube["time"].dt.year.values)) - 1  # the first season is history only
         patches = exported[exported.site_id == site.site_id].to_crs(site.crs)
         events, false_alarms = match_scene(truth, patches, pixel_m=abs(grid_transform(cube).a))
+        events["site_id"] = site.site_id
+        events["start"] = [str(v)[:10] for v in truth.start]
+        events["regrowth_years"] = [float(v) for v in truth.regrowth_years]
         out.events.append(events)
         out.patches += len(patches)
         if site.site_id in failures:
@@ -211,7 +219,7 @@ def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Setting
     results = {"detector": "model" if classifier else "rules",
                "model_version": classifier.version if classifier else None,
                "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": scored.summary(),
-               "per_seed": scored.per_seed, "failed_sites": scored.failed,
+               "per_seed": scored.per_seed, "failed_sites": scored.failed, "recovery_events": scored.recovery,
                "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
                "config_hash": settings.config_hash(), "gmsense_version": __version__,
                "runtime_s": round(time.perf_counter() - t0, 1)}
@@ -259,9 +267,37 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
             "validation": "leave-one-domain-out", "domains": domains, "trained_on": trained_on,
             "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": pooled.summary(),
             "per_domain": per_domain, "worst_domain": worst, "failed_sites": pooled.failed,
+            "recovery_events": pooled.recovery,
             "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
             "config_hash": settings.config_hash(), "gmsense_version": __version__,
             "runtime_s": round(time.perf_counter() - t0, 1)}
+
+
+def _trajectories(frame: pd.DataFrame) -> dict[Any, list[list[float]]]:
+    """Per stored patch, its recovery trajectory: ``[season, patch, ring, relative]`` per season."""
+    out: dict[Any, list[list[float]]] = {}
+    for row in frame.itertuples(index=False):
+        out.setdefault(row.patch_id, []).append([int(row.season), round(float(row.patch_value), 4),
+                                                 round(float(row.ring_value), 4), round(float(row.relative), 4)])
+    return out
+
+
+def _recovery_rows(events: list[pd.DataFrame], seed: int, domain: str | None,
+                   trajectories: dict[Any, list[list[float]]]) -> list[dict[str, Any]]:
+    """One row per detected human-made event with a truth status: what the recovery status was
+    scored on (truth and estimate, the ratio, the event's start and regrowth, the matched patch's
+    trajectory), so a wrong status can be traced to its cause."""
+    rows = []
+    for frame in events:
+        for ev in frame.itertuples(index=False):
+            if not (ev.human and ev.detected and isinstance(ev.truth_status, str)):
+                continue
+            rows.append({"seed": seed, "domain": domain or "classic", "site_id": ev.site_id,
+                         "event_id": ev.event_id, "kind": ev.kind, "start": ev.start,
+                         "regrowth_years": ev.regrowth_years, "width_m": ev.width_m, "patch_id": ev.patch_id,
+                         "truth_status": ev.truth_status, "status": ev.status,
+                         "recovery_ratio": ev.recovery_ratio, "trajectory": trajectories.get(ev.patch_id, [])})
+    return rows
 
 
 def _years(exposure_km2_years: float, area_km2: float) -> float:

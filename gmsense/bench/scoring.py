@@ -34,6 +34,8 @@ Rules (both frames in one projected CRS, metres):
   share of detected natural events left to a reviewer;
 - *recovery-status* and *inside-licence* accuracy compare the matched patch with the event, over
   detected human-made events (reclamation is owed for those; a crop field "recovers" every year);
+  each event row keeps the truth's status (``truth_status``), the matched patch's (``status``), its
+  ``recovery_ratio`` and ``patch_id``, so the errors can be read one by one;
 - *recall by resolvability* (``recall_by_width``): the recall of human-made events grouped by their
   width relative to the scene's pixel size, so a miss that is physics (a 3 m trench is a tenth of a
   30 m pixel) reads apart from one that is not. An event's width is ``2 x area / perimeter`` of its
@@ -58,7 +60,8 @@ def _safe_ratio(num: float, den: float) -> float | None:
 
 
 EVENT_COLUMNS = ["event_id", "kind", "truth_class", "human", "detected", "n_patches", "predicted", "lag_days",
-                 "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok", "width_m", "width_px"]
+                 "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok", "width_m", "width_px",
+                 "patch_id", "truth_status", "status", "recovery_ratio"]
 
 #: Groups of event width over pixel size (lower bound inclusive, upper exclusive), for ``recall_by_width``.
 WIDTH_GROUPS: dict[str, tuple[float, float]] = {"under_third_px": (0.0, 1 / 3), "third_to_one_px": (1 / 3, 1.0),
@@ -88,6 +91,15 @@ def _iso(value: Any) -> str | None:
     except (TypeError, ValueError):
         return None
     return None if pd.isna(stamp) else stamp.date().isoformat()
+
+
+def _number(value: Any) -> float | None:
+    """A float from a cell, None when missing or NaN."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(number) else number
 
 
 def _days(later: str, earlier: str) -> int:
@@ -170,6 +182,10 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
             "inside_ok": None if best is None else _as_bool(best.inside_licence) == _as_bool(ev.inside_licence),
             "width_m": round(footprint_width(ev.geometry), 2),
             "width_px": round(footprint_width(ev.geometry) / pixel_m, 4) if pixel_m else None,
+            "patch_id": None if best is None else best.get("patch_id"),
+            "truth_status": truth_status if isinstance(truth_status, str) and truth_status else None,
+            "status": None if best is None else best.recovery_status,
+            "recovery_ratio": None if best is None else _number(best.get("recovery_ratio")),
         })
     false_alarms = [on_natural[i] for i in range(len(geoms))
                     if not used_by_human[i] and patches.iloc[i].disturbance_class in HUMAN_MADE_CLASSES]
