@@ -20,13 +20,14 @@ from gmsense.sources.shape import ImageryShape, shape_from_cadence
 
 #: Working bytes of :func:`gmsense.pipeline.analyse_cube` per pixel and growing-season date, on top
 #: of the cube it is given. Measured with tracemalloc (numpy allocations are traced) on
-#: ``gmsense.testutils.make_cube`` cubes of 40-120 px square at 10 and 30 m, 77-115 season dates,
-#: 6 bands, after the scene sample became row medians taken by slices (2026-11-30, the speed branch):
-#: 9-26 B per pixel-season-date (21-22 B on the 60 px cubes of tests/test_plan_estimate.py), and up
-#: to 110 B on a 40 px cube whose planted break covers a large share of it (many pixels reach the
-#: exact detector; a few MB in all). 30 keeps the measured cases within 30 % and errs high for large
-#: scenes, where the row blocks bound the detector's share (was 40 before that change).
-WORK_BYTES_PER_PIXEL_SEASON_DATE = 30
+#: ``gmsense.testutils.make_cube`` cubes: 21-22 B per pixel-season-date on the 60 px cubes of
+#: tests/test_plan_estimate.py after the scene sample became row medians taken by slices (the speed
+#: branch, when this was 30), 12.8-13.3 B since the scene sample is gathered date-major and a whole
+#: licence's sample is its context's stack without copies (2026-11-30, session 11); up to 110 B on a
+#: 40 px cube whose planted break covers a large share of it (many pixels reach the exact detector; a
+#: few MB in all). 20 keeps the measured cases within 30 % and errs high for large scenes, where the
+#: row blocks bound the detector's share.
+WORK_BYTES_PER_PIXEL_SEASON_DATE = 20
 #: Working bytes per pixel whatever the dates: the per-pixel break layers (same fit).
 WORK_BYTES_PER_PIXEL = 150
 #: Growing-season pixel-dates :func:`~gmsense.pipeline.analyse_cube` analyses per second on one
