@@ -174,7 +174,7 @@ def test_tiles_of_lazy_imagery_never_deadlock_the_workers(tmp_path: Path) -> Non
     sites_file = write_sites([site], tmp_path / "large.geojson")
     command = [str(Path(sys.executable).with_name("gmsense")), "scan", "--sites", str(sites_file), "--source", "local",
                "--imagery", str(tmp_path / "cube.zarr"), "--start", "2019-04-01", "--end", "2021-10-31",
-               "--db", str(tmp_path / "z.db"), "--memory-limit", "150MB", "--no-progress"]
+               "--db", str(tmp_path / "z.db"), "--memory-limit", "100MB", "--no-progress"]
     # The timeout only catches a hang; a loaded machine takes minutes for what takes 30 s idle.
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
