@@ -498,3 +498,28 @@ def test_a_southern_world_scanned_with_a_northern_season_warns() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SyntheticSource(southern).load(site, site.buffered(500), None, None)
+
+
+def test_randomised_worlds_draw_every_modifier_deterministically() -> None:
+    """Domain randomisation: a biome's world per seed is fixed by the seed, is a valid domain name,
+    and across seeds every sensor, pixel size, sky, a season shift and the south all occur."""
+    from gmsense.sources.synthetic import biome_of, randomised_domain
+
+    drawn = [randomised_domain("wetland", seed) for seed in range(200)]
+    assert [d.name for d in drawn] == [randomised_domain("wetland", seed).name for seed in range(200)]
+    assert all(domain_named(d.name) == d and biome_of(d.name) == "wetland" for d in drawn)
+    assert {d.sensor.name for d in drawn} == {"s2", "s2_no_swir", "landsat"}
+    assert {d.resolution(10.0) for d in drawn} == {10.0, 20.0, 30.0}
+    assert {d.clouds.name for d in drawn} == {"clear", "normal", "cloudy"}
+    assert {d.hemisphere for d in drawn} == {"north", "south"}
+    shifts = [d.season_shift_days for d in drawn]
+    assert 0 in shifts and any(s < 0 for s in shifts) and any(s > 0 for s in shifts)
+    assert all(abs(s) <= 21 for s in shifts)
+    assert all(d.resolution(10.0) == 30.0 for d in drawn if d.sensor.name == "landsat")
+    # biomes draw independently: their modifier sequences over the seeds differ
+    def modifiers(biome: str) -> list[str]:
+        return [randomised_domain(biome, seed).name.partition("+")[2] for seed in range(20)]
+
+    assert modifiers("wetland") != modifiers("boreal_forest")
+    with pytest.raises(ValueError, match="unknown biome"):
+        randomised_domain("volcano", 1)

@@ -253,31 +253,37 @@ def test_small_tables_are_fitted_and_labelled_on_one_openmp_thread() -> None:
 
 
 def test_training_across_worlds_holds_one_world_out_at_a_time(tmp_path: Path) -> None:
-    """Scenes of three worlds: the cross-validation holds each world out whole, reports it and the
-    worst, and the model folder keeps the table it was fitted on (the benchmark refits from it)."""
-    from gmsense.classify.train import TABLE_FILE, domains_of, fit_classifier, read_training_table
+    """Scenes of three biomes (one seen through two sensors): the cross-validation holds each biome out
+    whole, under every sensor, reports it and the worst, and the model folder keeps the table it was
+    fitted on (the benchmark refits from it)."""
+    from gmsense.classify.train import TABLE_FILE, domains_of, fit_classifier, read_training_table, worlds_of
 
     table = _table(n_scenes=6)
-    table["domain"] = [("classic", "steppe_grassland+landsat", "wetland")[int(s[1:]) % 3] for s in table.scene]
+    table["domain"] = [("classic", "steppe_grassland+landsat", "wetland", "classic", "steppe_grassland+landsat",
+                        "wetland+30m+cloudy")[int(s[1:]) % 6] for s in table.scene]
+    assert set(table.domain) >= {"wetland", "wetland+30m+cloudy"}
     # The third world is different: its pads look like the others' clearings. A model that never saw
     # it cannot know, so its held-out accuracy must be the worst.
-    odd = (table.domain == "wetland") & (table.label == "pad")
+    odd = table.domain.str.startswith("wetland") & (table.label == "pad")
     table.loc[odd, "swir1_ratio"] = 1.1 * np.random.default_rng(1).uniform(0.9, 1.1, int(odd.sum()))
     metrics = cross_validate(table, seed=0, params=LIGHT, group_by="domain")
     assert metrics["grouped_by"] == "domain"
     assert metrics["folds"] == 3
-    assert set(metrics["per_domain"]) == {"classic", "steppe_grassland+landsat", "wetland"}
+    assert set(metrics["per_domain"]) == {"classic", "steppe_grassland", "wetland"}
     assert sum(d["patches"] for d in metrics["per_domain"].values()) == len(table)
     assert metrics["worst_domain"]["domain"] == "wetland"
     assert metrics["per_domain"]["wetland"]["recall"]["pad"] < 0.5
     card = train([], tmp_path / "m", table=table, command="test", params=LIGHT)
     assert card["cv_metrics"]["grouped_by"] == "domain"
-    assert card["training_data"]["domains"] == ["classic", "steppe_grassland+landsat", "wetland"]
+    assert card["training_data"]["domains"] == ["classic", "steppe_grassland", "wetland"]
+    assert card["training_data"]["worlds_drawn"] == ["classic", "steppe_grassland+landsat", "wetland",
+                                                     "wetland+30m+cloudy"]
     again = read_training_table(tmp_path / "m")
     assert (tmp_path / "m" / TABLE_FILE).is_file()
     pd.testing.assert_frame_equal(again[list(FEATURES)], table[list(FEATURES)].astype(float))
     assert list(domains_of(again)) == list(table.domain)
-    without = fit_classifier(again[domains_of(again) != "wetland"], params=LIGHT)
+    assert sorted(set(worlds_of(again))) == ["classic", "steppe_grassland", "wetland"]
+    without = fit_classifier(again[worlds_of(again) != "wetland"], params=LIGHT)
     assert without.card["training_domain"]["size_max"]  # novelty is known for the refitted model too
     assert domains_of(table.drop(columns="domain")).tolist() == ["labelled"] * len(table)
 

@@ -233,9 +233,11 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
                 params: TrainingParams = DEFAULT_PARAMS, progress: Progress | None = None) -> dict[str, Any]:
     """Leave-one-domain-out: each world of ``domains`` is scanned (test ``seeds``) with a model
     fitted on the training table of ``model`` (a folder from ``gmsense train --domains``) without
-    that world's rows, so the figures of a world come from a model that never saw it; without
-    ``model`` the rule baseline. Per world, pooled over the worlds, and the worst world per target."""
-    from gmsense.classify.train import domains_of, fit_classifier, read_training_table
+    the rows of that world's biome (under any sensor, pixel size or sky: ``worlds_of``), so the
+    figures of a world come from a model that never saw its land cover; without ``model`` the rule
+    baseline. Per world, pooled over the worlds, and the worst world per target."""
+    from gmsense.classify.train import domains_of, fit_classifier, read_training_table, worlds_of
+    from gmsense.sources.synthetic import biome_of
 
     settings = settings or Settings()
     t0 = time.perf_counter()
@@ -244,7 +246,7 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
     for domain in domains:
         classifier = None
         if table is not None:
-            keep = domains_of(table) != domain
+            keep = worlds_of(table) != biome_of(domain)  # the whole biome, under every sensor and sky
             classifier = fit_classifier(table[keep], params=params, name=f"without {domain}")
             trained_on[domain] = sorted(set(domains_of(table[keep])))
         scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,

@@ -160,19 +160,24 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
 
     With ``domains`` (synthetic domain names), each seed gives ``sites_per_seed`` licences of every
     domain (:func:`random_licences`) and a scene is named ``domain/seed/site``, so validation can
-    hold out whole domains; without, the classic licences and ``seed/site``. ``progress(scene,
-    done, total)`` is called after each scene."""
+    hold out whole domains; without, the classic licences and ``seed/site``. A domain named
+    :data:`RANDOMISED` followed by biomes (``randomised:boreal_forest``; see :func:`randomised_worlds`)
+    is that biome seen, per seed, through a sensor, pixel size, sky, season shift and hemisphere drawn
+    at random (domain randomisation). ``progress(scene, done, total)`` is called after each scene."""
     from shapely import wkt
 
     from gmsense.pipeline import analyse_cube
-    from gmsense.sources.synthetic import scan_settings, synthesize
+    from gmsense.sources.synthetic import randomised_domain, scan_settings, synthesize
 
     settings = settings or Settings()
     rows = []
     total = len(seeds) * len(domains or [None]) * sites_per_seed
     done = 0
     for seed in seeds:
-        for domain in domains or [None]:
+        for named in domains or [None]:
+            domain = named
+            if named is not None and named.startswith(f"{RANDOMISED}:"):
+                domain = randomised_domain(named.split(":", 1)[1], seed).name
             for site in random_licences(seed, sites_per_seed, domain=domain):
                 cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
                 result = analyse_cube(site, cube, scan_settings(settings, domain))
@@ -185,6 +190,25 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
                 if progress is not None:
                     progress(scene, done, total)
     return pd.DataFrame(rows, columns=["scene", "label", "domain", *FEATURES])
+
+
+#: ``gmsense train --domains randomised``: every biome, each seed's world of it drawn at random.
+RANDOMISED = "randomised"
+
+
+def randomised_worlds(biomes: list[str] | None = None) -> list[str]:
+    """The training worlds of domain randomisation: ``randomised:BIOME`` for each biome (all by default)."""
+    from gmsense.sources.synthetic import DOMAINS
+
+    return [f"{RANDOMISED}:{b}" for b in (biomes or list(DOMAINS))]
+
+
+def worlds_of(table: pd.DataFrame) -> np.ndarray:
+    """The world leave-one-world-out validation holds out for each row: the biome of its ``domain``
+    (every sensor, pixel size and sky of a biome together), ``labelled`` for rows without one."""
+    from gmsense.sources.synthetic import biome_of
+
+    return np.array([d if d == "labelled" else biome_of(d) for d in domains_of(table)], dtype=object)
 
 
 def domains_of(table: pd.DataFrame) -> np.ndarray:
@@ -233,7 +257,7 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     x, y = table[list(FEATURES)].to_numpy(), table["label"].to_numpy()
-    domains = domains_of(table)
+    domains = worlds_of(table)
     groups = domains if group_by == "domain" else table["scene"].to_numpy()
     if group_by == "domain":
         folds = len(np.unique(domains))
@@ -391,7 +415,7 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     if table.empty or table["label"].nunique() < 2:
         raise InputError("the training data hold fewer than two classes; add seeds or labels")
     table = table.astype(dict.fromkeys(FEATURES, float))
-    worlds = np.unique(domains_of(table))
+    worlds = np.unique(worlds_of(table))
     group_by = "domain" if len(worlds) >= 2 else "scene"
     stages = ("cross-validating", "cross-validating without SWIR", "cross-validating with red and NIR only",
               "fitting")
@@ -414,7 +438,8 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
         "name": folder.name, "version": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "estimator": type(fitted.estimator).__name__,
         "training_data": {"sources": sources, "seeds": seeds, "sites_per_seed": sites_per_seed,
-                          "domains": [str(w) for w in worlds], **_counts(table),
+                          "domains": [str(w) for w in worlds],
+                          "worlds_drawn": sorted({str(d) for d in domains_of(table)}), **_counts(table),
                           "content_hash": _table_hash(table), "settings_hash": settings.config_hash(),
                           "table_file": TABLE_FILE},
         "cv_metrics": metrics, "libraries": _versions(), "command": command, "random_seed": seed,

@@ -295,8 +295,10 @@ def train(
     unlabelled: Annotated[str, typer.Option("--unlabelled", help="patches no polygon covers: skip | natural")] = "skip",
     sites_per_seed: Annotated[int, typer.Option("--sites-per-seed", min=1)] = 2,
     domains: Annotated[str | None, typer.Option("--domains", help="synthetic worlds to train across, comma-"
-                                                "separated, or 'all' (the validation worlds); the "
-                                                "cross-validation leaves one world out at a time")] = None,
+                                                "separated, 'all' (the validation worlds), or 'randomised' "
+                                                "(every biome, each seed's sensor, pixel size, sky, season "
+                                                "and hemisphere drawn at random; 'randomised:BIOME,...' for "
+                                                "some); the cross-validation leaves one biome out at a time")] = None,
     models_dir: Annotated[Path, typer.Option("--models-dir")] = Path("models"),
     seed: Annotated[int, typer.Option("--seed", help="random seed of the estimator")] = 0,
     config: ConfigOption = None,
@@ -325,7 +327,8 @@ def train(
 
         card = train_model(parse_seeds(synthetic_seeds) if synthetic_seeds else [], folder,
                            sites_per_seed=sites_per_seed, seed=seed, settings=settings, command=command,
-                           domains=_domain_list(domains), labelled=labelled, progress=progress)
+                           domains=_domain_list(domains, randomised=True), labelled=labelled,
+                           progress=progress)
     confusion_png(card["cv_metrics"], folder / "confusion.png")
     cv = card["cv_metrics"]
     how = "leave-one-domain-out CV" if cv.get("grouped_by") == "domain" else "scene-grouped CV"
@@ -398,13 +401,23 @@ bench_app = typer.Typer(help="The measuring sticks: accuracy against synthetic t
 app.add_typer(bench_app, name="bench")
 
 
-def _domain_list(text: str | None) -> list[str] | None:
-    """``--domains``: None, 'all' (the validation worlds) or a comma-separated list, each checked."""
+def _domain_list(text: str | None, *, randomised: bool = False) -> list[str] | None:
+    """``--domains``: None, 'all' (the validation worlds) or a comma-separated list, each checked; with
+    ``randomised`` (training) also 'randomised' or 'randomised:BIOME,...'."""
     if not text:
         return None
     from gmsense.errors import InputError
     from gmsense.sources.synthetic import VALIDATION_DOMAINS, domain_named
 
+    if randomised and (text.strip() == "randomised" or text.strip().startswith("randomised:")):
+        from gmsense.classify.train import randomised_worlds
+        from gmsense.sources.synthetic import DOMAINS
+
+        biomes = [b.strip() for b in text.strip().partition(":")[2].split(",") if b.strip()] or None
+        unknown = [b for b in biomes or [] if b not in DOMAINS]
+        if unknown:
+            raise InputError(f"--domains randomised: unknown biome {', '.join(unknown)}; known: {', '.join(DOMAINS)}")
+        return randomised_worlds(biomes)
     names = list(VALIDATION_DOMAINS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
     try:
         return [domain_named(n).name for n in names]

@@ -57,7 +57,9 @@ from gmsense.sources.synthetic._domains import (
     MODIFIERS,
     VALIDATION_DOMAINS,
     Domain,
+    biome_of,
     domain_named,
+    randomised_domain,
     southern_months,
 )
 from gmsense.sources.synthetic._events import (
@@ -93,8 +95,8 @@ from gmsense.sources.synthetic._sky import (
 from gmsense.sources.synthetic._world import build_world, shift_season, subpixel_for
 
 __all__ = ["ANTHROPOGENIC", "BAND_NAMES", "DOMAINS", "ENDMEMBERS", "MODIFIERS", "SCENARIOS", "SUBPIXEL",
-           "VALIDATION_DOMAINS", "Domain", "Event", "acquisition_dates", "domain_named", "resolve_domain",
-           "scan_settings", "scene_dates", "synthesize", "truth_frame"]
+           "VALIDATION_DOMAINS", "Domain", "Event", "acquisition_dates", "biome_of", "domain_named",
+           "randomised_domain", "resolve_domain", "scan_settings", "scene_dates", "synthesize", "truth_frame"]
 
 BAND_NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
 

@@ -146,6 +146,51 @@ VALIDATION_DOMAINS = ("classic", "boreal_forest+20m", "steppe_grassland+landsat"
                       "wetland+cloudy", "mountain_forest+30m")
 MODIFIERS = (*SENSORS, *(f"{r:g}m" for r in RESOLUTIONS_M), *CLOUD_REGIMES, "south")
 
+#: Domain randomisation (``gmsense train --domains randomised``): the chances a training world is
+#: drawn with each sensor, pixel size (for the Sentinel-2-like sensors; Landsat is 30 m), cloud regime,
+#: a season shift (uniform up to :data:`MAX_SEASON_SHIFT_DAYS` either way) and the southern calendar.
+#: Coarse pixels are drawn as often as fine ones: the largest worlds (boreal, steppe, mountain licences
+#: of up to 6 km2) cost 9x more to draw and analyse at 10 m than at 30 m.
+RANDOM_SENSOR_P = {"s2": 0.45, "s2_no_swir": 0.25, "landsat": 0.30}
+RANDOM_RESOLUTION_P = {10.0: 0.4, 20.0: 0.35, 30.0: 0.25}
+RANDOM_CLOUDS_P = {"clear": 0.25, "normal": 0.5, "cloudy": 0.25}
+RANDOM_SHIFT_P = 0.5
+RANDOM_SOUTH_P = 0.15
+
+
+def biome_of(name: str) -> str:
+    """The biome part of a domain name (``steppe_grassland+landsat`` -> ``steppe_grassland``): the unit
+    leave-one-world-out validation holds out, so a held-out world's land cover is never seen in training
+    under any sensor, pixel size or sky."""
+    return str(name).split("+", 1)[0].strip()
+
+
+def randomised_domain(biome: str, seed: int, draw: int = 0) -> Domain:
+    """A world of ``biome`` with a sensor, pixel size, cloud regime, season shift and hemisphere drawn at
+    random (:data:`RANDOM_SENSOR_P` ...), deterministic from ``(biome, seed, draw)``: domain randomisation
+    for training, so a model meets every biome through several sensors and skies."""
+    import zlib
+
+    import numpy as np
+
+    if biome not in DOMAINS:
+        raise ValueError(f"unknown biome {biome!r}; known: {', '.join(DOMAINS)}")
+    rng = np.random.default_rng([seed, draw, zlib.crc32(biome.encode())])
+
+    def pick(chances: dict) -> object:
+        keys = list(chances)
+        return keys[rng.choice(len(keys), p=list(chances.values()))]
+
+    sensor = SENSORS[str(pick(RANDOM_SENSOR_P))]
+    resolution = float(pick(RANDOM_RESOLUTION_P))  # type: ignore[arg-type]
+    clouds = CLOUD_REGIMES[str(pick(RANDOM_CLOUDS_P))]
+    shift = float(rng.integers(-MAX_SEASON_SHIFT_DAYS, MAX_SEASON_SHIFT_DAYS + 1)) if rng.random() < RANDOM_SHIFT_P \
+        else 0.0
+    south = rng.random() < RANDOM_SOUTH_P
+    return replace(DOMAINS[biome], sensor=sensor, clouds=clouds, season_shift_days=shift,
+                   resolution_m=None if sensor.resolution_m is not None else resolution,
+                   hemisphere="south" if south else "north")
+
 
 def domain_named(name: str | Domain) -> Domain:
     """The domain of ``name``: a key of :data:`DOMAINS`, optionally followed by ``+`` modifiers
