@@ -96,9 +96,18 @@ def test_leave_one_domain_out_holds_out_the_whole_biome_of_a_world(tmp_path: Pat
 
     train([], tmp_path / "m", table=pd.DataFrame(rows), command="test",
           params=TrainingParams(max_iter=10, importance_repeats=1))
-    results = run_domains([3], ["cropland_plain+30m"], sites_per_seed=1, model=tmp_path / "m")
-    assert results["trained_on"] == {"cropland_plain+30m": ["classic", "wetland+cloudy"]}
-    assert results["overall"]["events_human"] > 0
+    scanned: list[str] = []
+    results = run_domains([6], ["cropland_plain+30m", "randomised:cropland_plain"], sites_per_seed=1,
+                          model=tmp_path / "m", progress=lambda what, done, total: scanned.append(what))
+    assert results["trained_on"] == {"cropland_plain+30m": ["classic", "wetland+cloudy"],
+                                     "randomised:cropland_plain": ["classic", "wetland+cloudy"]}
+    assert results["per_domain"]["cropland_plain+30m"]["events_human"] > 0
+    # a randomised world is the seed's draw (seed 6: cropland seen by Landsat), scanned as that world
+    from gmsense.sources.synthetic import randomised_domain
+
+    drawn = randomised_domain("cropland_plain", 6).name
+    assert scanned == ["cropland_plain+30m seed 6", f"{drawn} seed 6"]
+    assert drawn != "cropland_plain+30m"
 
 
 @pytest.mark.slow

@@ -26,13 +26,13 @@ from gmsense.batch.scan import run_scan
 from gmsense.bench import write_json_and_markdown
 from gmsense.bench.scoring import EVENT_COLUMNS, FalseAlarms, match_scene, summarise
 from gmsense.classify.model import PatchClassifier
-from gmsense.classify.train import DEFAULT_PARAMS, TrainingParams, random_licences
+from gmsense.classify.train import DEFAULT_PARAMS, RANDOMISED, TrainingParams, random_licences
 from gmsense.config import Settings
 from gmsense.geo.grid import grid_transform
 from gmsense.outputs.export import patches_frame, recovery_frame
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.sources import SyntheticSource
-from gmsense.sources.synthetic import scan_settings, synthesize
+from gmsense.sources.synthetic import biome_of, randomised_domain, scan_settings, synthesize
 from gmsense.store import Store
 
 #: Issue 15's targets (pooled, and for the worst held-out domain where domains are scored).
@@ -144,13 +144,18 @@ Progress = Callable[[str, int, int], None]
 def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, workers: int | None,
                 classifier: PatchClassifier | None, domain: str | None = None,
                 progress: Progress | None = None) -> Scored:
-    """Scan the licences of every seed (of ``domain``'s world when given) and match them to truth."""
+    """Scan the licences of every seed (of ``domain``'s world when given; ``randomised:BIOME``: each
+    seed's randomly drawn world of the biome, gmsense.sources.synthetic.randomised_domain) and match
+    them to truth."""
     scored = Scored()
     empty = pd.DataFrame(columns=EVENT_COLUMNS)
     for done, seed in enumerate(seeds, start=1):
+        world = domain
+        if domain is not None and domain.startswith(f"{RANDOMISED}:"):
+            world = randomised_domain(domain.split(":", 1)[1], seed).name
         seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
-        seeded = scan_settings(seeded, domain)  # a southern world's season is six months on
-        sites = random_licences(seed, sites_per_seed, domain=domain)
+        seeded = scan_settings(seeded, world)  # a southern world's season is six months on
+        sites = random_licences(seed, sites_per_seed, domain=world)
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(str(Path(tmp) / "bench.db"))
             summary = run_scan(ScanRequest(sites, SyntheticSource(seeded), seeded, classifier=classifier), store,
@@ -159,10 +164,10 @@ def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, wo
             exported = patches_frame(store)
             trajectories = _trajectories(recovery_frame(store))
         part = _score_sites(seed, sites, seeded, failures, exported, empty)
-        part.recovery = _recovery_rows(part.events, seed, domain, trajectories)
+        part.recovery = _recovery_rows(part.events, seed, world, trajectories)
         scored.add(part)
         if progress is not None:
-            progress(f"{domain or 'classic'} seed {seed}", done, len(seeds))
+            progress(f"{world or 'classic'} seed {seed}", done, len(seeds))
     return scored
 
 
@@ -237,7 +242,6 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
     figures of a world come from a model that never saw its land cover; without ``model`` the rule
     baseline. Per world, pooled over the worlds, and the worst world per target."""
     from gmsense.classify.train import domains_of, fit_classifier, read_training_table, worlds_of
-    from gmsense.sources.synthetic import biome_of
 
     settings = settings or Settings()
     t0 = time.perf_counter()
@@ -246,7 +250,8 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
     for domain in domains:
         classifier = None
         if table is not None:
-            keep = worlds_of(table) != biome_of(domain)  # the whole biome, under every sensor and sky
+            # the whole biome, under every sensor and sky
+            keep = worlds_of(table) != biome_of(domain.removeprefix(f"{RANDOMISED}:"))
             classifier = fit_classifier(table[keep], params=params, name=f"without {domain}")
             trained_on[domain] = sorted(set(domains_of(table[keep])))
         scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,

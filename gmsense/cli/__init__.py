@@ -437,8 +437,9 @@ def bench_accuracy(
         "--baseline", help="with --model: run the rule detector too, side by side")] = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
     domains: Annotated[str | None, typer.Option(
-        "--domains", help="leave-one-domain-out over these synthetic worlds (comma-separated, or 'all'): each "
-                          "is scored by a model fitted on --model's training table without it")] = None,
+        "--domains", help="leave-one-domain-out over these synthetic worlds (comma-separated, 'all', or "
+                          "'randomised': each seed's random world of every biome): each is scored by a "
+                          "model fitted on --model's training table without its biome")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Scan synthetic scenes as a user would and score the patches against their truth."""
@@ -449,7 +450,7 @@ def bench_accuracy(
     settings = load_settings(config)
     seed_list = parse_seeds(seeds)
     runs = []
-    worlds = _domain_list(domains)
+    worlds = _domain_list(domains, randomised=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task("bench accuracy", total=None)
