@@ -19,9 +19,18 @@ counterfactual reference (the status rules, soil line and everything else unchan
 gives every polygon pixel, in every year it has a reference, the noise-free NDVI of the land under it
 without the pit (what the truth's cover is relative to, :func:`ground_ndvi`; no archive can see it for a
 pit dug before it began), ``noise-free-ring`` computes the shipped reference from the noise-free imagery
-(the ring without the composites' per-pixel noise). If the county errors vanish with ``own-ground`` and
-stay with ``noise-free-ring``, they come from predicting the ground under a pit from the land around it,
-not from noise, the soil line or the rules.
+(the ring without the composites' per-pixel noise), ``cell-level`` gives every polygon pixel the ground under it
+without its fine texture (each landscape cell's NDVI level that year, :func:`cell_level_ndvi`): the best any
+prediction from the land around a pit can do when it knows the cells, not the texture under the pit. If the
+county errors vanish with ``own-ground`` and stay with ``noise-free-ring``, they come from predicting the ground
+under a pit from the land around it, not from noise, the soil line or the rules; if they stay with ``cell-level``,
+from the texture under the pit, which no reference from around it can see.
+
+``--expected-sd SD`` runs a counterfactual accounting (statuses unchanged): each polygon's restored share is the
+share the rule gives, averaged over a lasting error of its ratio drawn from a normal distribution with
+standard deviation ``SD`` (:func:`expected_shares`), so a polygon at the threshold counts about half its area instead
+of all or none; it tells whether a probability of restoration would bring the county rates closer to the truth
+than the definition's hard count.
 
 Worlds are cached in ``--cache`` (one folder per seed and size), so a changed estimator is re-run on the same
 imagery.
@@ -34,6 +43,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -41,7 +51,10 @@ import pandas as pd
 from gmsense.bench.restoration import BENCH_SEEDS, account, score, true_accounting
 from gmsense.config import Settings, load_settings
 from gmsense.restoration import reference as ref
+from gmsense.restoration import run as restoration_run
+from gmsense.restoration.status import restored_shares
 from gmsense.sources.synthetic.restoration import (
+    World,
     WorldSpec,
     at_resolution,
     draw_world,
@@ -53,9 +66,11 @@ from gmsense.sources.synthetic.restoration import (
 
 SHOWN_YEARS = 5  # recent years printed per polygon
 MIN_SHARE_PP = 0.5  # print polygons whose difference is at least this many points of their county's rate
-REFERENCES = ("ring", "own-ground", "noise-free-ring")
+REFERENCES = ("ring", "own-ground", "noise-free-ring", "cell-level")
 COVER_BINS = [-0.01, 0.1, 0.5, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0]
 SIZE_BINS_HA = [0, 2, 5, 10, 20, 31]
+#: Equally likely values of a standard normal error (the midpoints of 40 equal-probability bins).
+ERROR_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 40) for k in range(40)])
 
 
 def seeds_of(text: str) -> list[int]:
@@ -87,6 +102,16 @@ def world_of(cache: Path, spec: WorldSpec) -> dict[str, Path]:
     return paths
 
 
+def cell_level_ndvi(world: World, year: int) -> np.ndarray:
+    """The noise-free NDVI of the land without the pits and without the fine texture (each landscape cell's level
+    in ``year``, villages and roads bare) on the composites' grid: :func:`ground_ndvi` less what the cells do not
+    tell."""
+    factor = np.array([world.year_factor[world.covers[c]][year] for c in world.cell_cover], dtype="float32")
+    ndvi = np.clip((world.cell_level.astype("float32") * factor)[world.cell_of], 0.2, 0.92)
+    ndvi[world.villages] = 0.18
+    return at_resolution(world, ndvi)
+
+
 @contextmanager
 def counterfactual_reference(kind: str, spec: WorldSpec) -> Iterator[None]:
     """Within the block, the restoration run's reference of every polygon pixel with a vegetated ring is
@@ -99,6 +124,8 @@ def counterfactual_reference(kind: str, spec: WorldSpec) -> Iterator[None]:
     world = draw_world(spec)
     if kind == "own-ground":
         field = np.stack([ground_ndvi(world, year) for year in spec.years])
+    elif kind == "cell-level":
+        field = np.stack([cell_level_ndvi(world, year) for year in spec.years])
     else:
         field = np.stack([at_resolution(world, true_ndvi(world, year)) for year in spec.years])
     res, (x0, y0) = spec.resolution, spec.origin
@@ -128,6 +155,39 @@ def counterfactual_reference(kind: str, spec: WorldSpec) -> Iterator[None]:
         ref.ring_reference = ring_reference
 
 
+def expected_shares(pixel_ratio: np.ndarray, statuses: list[str | None], settings, polygon: np.ndarray | None = None,
+                    sd: float = 0.0) -> np.ndarray:
+    """The restored share per year of :func:`gmsense.restoration.status.restored_shares` expected when every pixel's
+    ratio reads its true cover off by one error lasting over the years (the ground under the pit predicted from the
+    land around it), normal with standard deviation ``sd``: the mean of the rule's share over
+    :data:`ERROR_QUANTILES` of it (all ratios read that much lower; a shift moves every part's ratio by as much and
+    leaves the split into parts alone). ``sd`` 0: the rule's share."""
+    if sd <= 0:
+        return restored_shares(pixel_ratio, statuses, settings, polygon)
+    pixel_ratio = np.asarray(pixel_ratio, dtype=float)
+    return np.mean([restored_shares(pixel_ratio - sd * z, statuses, settings, polygon) for z in ERROR_QUANTILES],
+                   axis=0)
+
+
+@contextmanager
+def expected_accounting(sd: float) -> Iterator[None]:
+    """Within the block, the restoration run stores :func:`expected_shares` with ``sd`` as each polygon's restored
+    share (``sd`` 0: unchanged)."""
+    if sd <= 0:
+        yield
+        return
+    shipped = restoration_run.restored_shares
+
+    def shares(pixel_ratio, statuses, settings, polygon=None):
+        return expected_shares(pixel_ratio, statuses, settings, polygon, sd)
+
+    restoration_run.restored_shares = shares
+    try:
+        yield
+    finally:
+        restoration_run.restored_shares = shipped
+
+
 def print_bias(merged: pd.DataFrame) -> None:
     """Estimated ratio minus true cover (module docstring) of ``merged`` (per polygon-year: ``ratio``,
     ``cover``, ``status_true``, ``scenario``, ``kind``, ``land_cover``, ``reference_source``, ``area_m2``)."""
@@ -144,10 +204,12 @@ def print_bias(merged: pd.DataFrame) -> None:
 
 
 def diagnose(seed: int, polygons: int, years: int, cache: Path, settings: Settings, land_cover: bool = True,
-             quiet: bool = False, reference: str = "ring") -> tuple[list[dict], dict, pd.DataFrame]:
+             quiet: bool = False, reference: str = "ring", expected_sd: float = 0.0
+             ) -> tuple[list[dict], dict, pd.DataFrame]:
     spec = WorldSpec(polygons=polygons, first_year=2024 - years + 1, last_year=2024, seed=seed)
     paths = world_of(cache, spec)
-    with tempfile.TemporaryDirectory(prefix="gmsense-rdiag-") as tmp, counterfactual_reference(reference, spec):
+    with tempfile.TemporaryDirectory(prefix="gmsense-rdiag-") as tmp, counterfactual_reference(reference, spec), \
+            expected_accounting(expected_sd):
         report, _ = account(paths["register"], paths["composites"], Path(tmp), settings,
                             paths["land_cover"] if land_cover else None)
         truth = pd.read_csv(paths["truth"])
@@ -213,12 +275,15 @@ def main() -> None:
     parser.add_argument("--bias", action="store_true", help="print the ratio's error against the true cover")
     parser.add_argument("--reference", choices=REFERENCES, default="ring",
                         help="a counterfactual reference (module docstring); ring: the shipped one")
+    parser.add_argument("--expected-sd", type=float, default=0.0,
+                        help="count each polygon's restored area expected under a lasting ratio error of this sd")
     args = parser.parse_args()
     settings = load_settings(args.config)
     rows, summary, years = [], [], []
     for seed in seeds_of(args.seeds):
         found, figures, merged = diagnose(seed, args.polygons, args.years, args.cache, settings,
-                                          not args.no_land_cover, args.quiet, args.reference)
+                                          not args.no_land_cover, args.quiet, args.reference,
+                                          args.expected_sd)
         rows += found
         years.append(merged)
         summary.append({"seed": seed, "status_accuracy": figures["status_accuracy"],
