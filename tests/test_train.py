@@ -135,6 +135,14 @@ def test_bad_seeds_and_detector(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--synthetic-seeds", "one-two", "--name", "x", "--models-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "whole numbers" in result.output
+    result = runner.invoke(app, ["train", "--synthetic-seeds", "101", "--domains", "randomised:wetland,volcano",
+                                 "--name", "x", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown biome volcano" in result.output
+    result = runner.invoke(app, ["bench", "accuracy", "--seeds", "1", "--domains", "randomised:tundra",
+                                 "--out", str(tmp_path / "b.json")])
+    assert result.exit_code == 2
+    assert "unknown biome tundra" in result.output
     no_model = tmp_path / "rules-only.yaml"
     no_model.write_text("classify:\n  model: null\n")
     result = runner.invoke(app, ["scan", "--sites", "x.geojson", "--detector", "model", "--config", str(no_model)])
@@ -295,3 +303,20 @@ def test_the_training_scenes_report_their_progress() -> None:
     table = synthetic_training_set([101], 2, progress=lambda scene, done, total: calls.append((scene, done, total)))
     assert [(done, total) for _, done, total in calls] == [(1, 2), (2, 2)]
     assert set(table["scene"]) <= {scene for scene, _, _ in calls}
+
+
+def test_randomised_training_draws_each_seeds_world_of_every_biome() -> None:
+    """``--domains randomised:...``: each seed's scene of a biome is that seed's random world of it, and
+    the scenes and rows name the world drawn."""
+    from gmsense.classify.train import randomised_worlds, synthetic_training_set, worlds_of
+    from gmsense.sources.synthetic import randomised_domain
+
+    worlds = randomised_worlds(["cropland_plain", "wetland"])
+    assert worlds == ["randomised:cropland_plain", "randomised:wetland"]
+    calls: list[str] = []
+    table = synthetic_training_set([105, 106], 1, domains=worlds,
+                                   progress=lambda scene, done, total: calls.append(scene))
+    drawn = [randomised_domain(biome, seed).name for seed in (105, 106) for biome in ("cropland_plain", "wetland")]
+    assert [scene.split("/")[0] for scene in calls] == drawn
+    assert set(table.domain) <= set(drawn)
+    assert set(worlds_of(table)) <= {"cropland_plain", "wetland"}
