@@ -120,3 +120,15 @@ def test_a_planted_burn_on_annual_composites_is_fire_and_a_clearing_is_not(resca
     if rescaled:  # what the fire test reads there: the burn is dark in the NIR, the clearing bright in the visible
         assert max(m["sig_nir_rank_after"] for m in burns) <= SETTINGS.fire_max_nir_rank
         assert min(m["sig_visible_rank_after"] for m in clearings) > SETTINGS.fire_max_visible_rank
+    # A classifier's work on rescaled imagery reads reflectance that is not there: the burn a model calls
+    # a clearing is the fire its ranks show, the clearing stays flagged as uncertain; on reflectance the
+    # model's label stands.
+    for metrics in burns:
+        label = trusted_label("clearing", 0.95, metrics, SETTINGS, probabilities={"clearing": 0.95})
+        assert (label.disturbance_class, label.natural_agent) == (("natural", "fire") if rescaled
+                                                                  else ("clearing", None))
+        if rescaled:
+            assert "rescaled per image" in label.reason
+    for metrics in clearings:
+        label = trusted_label("clearing", 0.95, metrics, SETTINGS, probabilities={"clearing": 0.95})
+        assert label.disturbance_class == ("uncertain" if rescaled else "clearing")

@@ -21,7 +21,10 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
    one the patch is ``uncertain`` ("no natural agent explains it"); so is a patch with a work's
    shape (a long narrow line) that only an indirect agent (windthrow, dieback, harvest, drought)
    would explain.
-3. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
+3. **Imagery rescaled per image** (:func:`rescaled_imagery`): a human-made class from the classifier
+   reads reflectance the imagery does not hold, so it is ``uncertain`` (still flagged for review),
+   or ``natural`` when a direct agent, tested on the patch's ranks in its scene, explains it.
+4. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
    ``uncertain`` with the competing classes, unless the human-made classes together reach
    ``min_confidence``: then the patch is surely a work, only its kind is unsure, and it keeps the
    likeliest work's class (so its flag stands) with the competing kinds as its reason.
@@ -274,6 +277,12 @@ def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin:
     return None
 
 
+def rescaled_imagery(metrics: dict[str, Any]) -> bool:
+    """Whether the patch was measured on imagery rescaled per image (its scene ranks were measured
+    instead of reflectance: :mod:`gmsense.detect.agents`)."""
+    return "sig_nir_rank_after" in metrics
+
+
 def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settings: TrustSettings, *,
                   probabilities: dict[str, float] | None = None,
                   domain: TrainingDomain | None = None) -> TrustedLabel:
@@ -290,6 +299,15 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
             return TrustedLabel("natural", confidence, a.agent, f"{why_novel}; explained by {a.text}",
                                 {"agent": a.agent, **a.evidence})
         return TrustedLabel("uncertain", confidence, None, why_novel)
+    if klass in HUMAN_MADE_CLASSES and rescaled_imagery(metrics):
+        # The model reads reflectance (ratios after / before, bare soil's brightness) that imagery
+        # rescaled per image does not hold; only the agents' index and rank tests mean anything there.
+        why = f"the model's {klass} reads reflectance, which imagery rescaled per image does not hold"
+        if direct:
+            a = direct[0]
+            return TrustedLabel("natural", confidence, a.agent, f"{why}; explained by {a.text}",
+                                {"agent": a.agent, **a.evidence})
+        return TrustedLabel("uncertain", confidence, None, why)
     if klass == "natural":
         linear = (_get(metrics, "elongation") >= settings.work_min_elongation
                   and _get(metrics, "width_m") <= settings.work_max_width_m)
