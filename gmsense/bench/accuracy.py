@@ -26,13 +26,13 @@ from gmsense.batch.scan import run_scan
 from gmsense.bench import write_json_and_markdown
 from gmsense.bench.scoring import EVENT_COLUMNS, FalseAlarms, match_scene, summarise
 from gmsense.classify.model import PatchClassifier
-from gmsense.classify.train import DEFAULT_PARAMS, RANDOMISED, TrainingParams, random_licences
+from gmsense.classify.train import DEFAULT_PARAMS, RANDOMISED, TrainingParams, random_licences, world_for
 from gmsense.config import Settings
 from gmsense.geo.grid import grid_transform
 from gmsense.outputs.export import patches_frame, recovery_frame
 from gmsense.records import HUMAN_MADE_CLASSES
 from gmsense.sources import SyntheticSource
-from gmsense.sources.synthetic import biome_of, randomised_domain, scan_settings, synthesize
+from gmsense.sources.synthetic import biome_of, scan_settings, synthesize
 from gmsense.store import Store
 
 #: Issue 15's targets (pooled, and for the worst held-out domain where domains are scored).
@@ -150,9 +150,7 @@ def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, wo
     scored = Scored()
     empty = pd.DataFrame(columns=EVENT_COLUMNS)
     for done, seed in enumerate(seeds, start=1):
-        world = domain
-        if domain is not None and domain.startswith(f"{RANDOMISED}:"):
-            world = randomised_domain(domain.split(":", 1)[1], seed).name
+        world = world_for(domain, seed)
         seeded = settings.model_copy(update={"synthetic": settings.synthetic.model_copy(update={"seed": seed})})
         seeded = scan_settings(seeded, world)  # a southern world's season is six months on
         sites = random_licences(seed, sites_per_seed, domain=world)

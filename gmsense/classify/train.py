@@ -167,7 +167,7 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
     from shapely import wkt
 
     from gmsense.pipeline import analyse_cube
-    from gmsense.sources.synthetic import randomised_domain, scan_settings, synthesize
+    from gmsense.sources.synthetic import scan_settings, synthesize
 
     settings = settings or Settings()
     rows = []
@@ -175,9 +175,7 @@ def synthetic_training_set(seeds: list[int], sites_per_seed: int = 2, settings: 
     done = 0
     for seed in seeds:
         for named in domains or [None]:
-            domain = named
-            if named is not None and named.startswith(f"{RANDOMISED}:"):
-                domain = randomised_domain(named.split(":", 1)[1], seed).name
+            domain = world_for(named, seed)
             for site in random_licences(seed, sites_per_seed, domain=domain):
                 cube, truth = synthesize(site, site.buffered(settings.sites.buffer_m), settings.synthetic, seed=seed)
                 result = analyse_cube(site, cube, scan_settings(settings, domain))
@@ -201,6 +199,16 @@ def randomised_worlds(biomes: list[str] | None = None) -> list[str]:
     from gmsense.sources.synthetic import DOMAINS
 
     return [f"{RANDOMISED}:{b}" for b in (biomes or list(DOMAINS))]
+
+
+def world_for(named: str | None, seed: int) -> str | None:
+    """The synthetic world ``named`` stands for at ``seed``: ``randomised:BIOME`` is that seed's random
+    world of the biome (gmsense.sources.synthetic.randomised_domain); any other name is itself."""
+    if named is None or not named.startswith(f"{RANDOMISED}:"):
+        return named
+    from gmsense.sources.synthetic import randomised_domain
+
+    return randomised_domain(named.removeprefix(f"{RANDOMISED}:"), seed).name
 
 
 def worlds_of(table: pd.DataFrame) -> np.ndarray:

@@ -406,11 +406,11 @@ def _domain_list(text: str | None, *, randomised: bool = False) -> list[str] | N
     ``randomised`` (training) also 'randomised' or 'randomised:BIOME,...'."""
     if not text:
         return None
+    from gmsense.classify.train import RANDOMISED, randomised_worlds
     from gmsense.errors import InputError
     from gmsense.sources.synthetic import VALIDATION_DOMAINS, domain_named
 
-    if randomised and (text.strip() == "randomised" or text.strip().startswith("randomised:")):
-        from gmsense.classify.train import randomised_worlds
+    if randomised and (text.strip() == RANDOMISED or text.strip().startswith(f"{RANDOMISED}:")):
         from gmsense.sources.synthetic import DOMAINS
 
         biomes = [b.strip() for b in text.strip().partition(":")[2].split(",") if b.strip()] or None
