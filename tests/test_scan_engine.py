@@ -146,6 +146,26 @@ def test_two_processes_creating_one_store_at_once(tmp_path: Path) -> None:
     assert Store(str(db)).scans() == []
 
 
+def test_a_store_waits_out_another_process_lock_longer_than_sqlite_default(tmp_path: Path) -> None:
+    """pysqlite gives up after 5 s by default; a loaded host's migration can hold the file longer."""
+    import sqlite3
+    import time
+
+    db = tmp_path / "held.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE unrelated (x INTEGER)")
+    code = "import sys; from gmsense.store import Store; Store(sys.argv[1]); print('ok')"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(7)  # longer than the 5 s default; the store waits up to SQLITE_LOCK_TIMEOUT_S
+    holder.execute("COMMIT")
+    holder.close()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-400:]
+    assert out.strip() == "ok"
+
+
 _LOADS: dict[str, int] = {}  # calls per source token; the scan may hand workers a copy of the source
 
 

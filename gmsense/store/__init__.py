@@ -66,6 +66,10 @@ from gmsense.records import PatchRecord, RestorationRecord, SiteResult, same_dis
 DEFAULT_DB_FILE = "gmsense.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_ATTEMPTS = 5
+#: Seconds a SQLite connection waits for another process's lock before it reports "database is
+#: locked" (pysqlite's ``timeout``; its default of 5 s was too short on a loaded host while four
+#: processes created one store: https://docs.python.org/3/library/sqlite3.html#sqlite3.connect).
+SQLITE_LOCK_TIMEOUT_S = 30.0
 #: For tests only: ``N`` makes a schema migration stop after its N-th DDL statement, say so on
 #: stderr and wait forever (to be killed), so a test can kill it at a known point.
 PAUSE_MIGRATION_ENV = "GMSENSE_TEST_PAUSE_MIGRATION"
@@ -588,11 +592,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_busy(engine: Engine, reason: object) -> bool:
+    """Whether ``reason`` is SQLite's transient "database is locked" / "busy" refusal."""
+    text = str(reason).lower()
+    return engine.dialect.name == "sqlite" and ("database is locked" in text or "busy" in text)
+
+
 def _connect_args(url: str) -> dict[str, Any]:
     """PostgreSQL: the JIT compiler off for the store's sessions (``-c jit=off``, beside any ``options``
     the URL gives). Its compilation (on by default since PostgreSQL 12, for queries the planner thinks
     costly) took 1.3 s for a 0.3 s queue query with 100,000 flags (gmsense bench queue); the store's
-    queries are short, and none gained from it."""
+    queries are short, and none gained from it. SQLite: wait :data:`SQLITE_LOCK_TIMEOUT_S` for locks."""
+    if url.startswith("sqlite"):
+        return {"timeout": SQLITE_LOCK_TIMEOUT_S}
     if not url.startswith("postgresql"):
         return {}
     from sqlalchemy.engine import make_url
@@ -602,7 +614,7 @@ def _connect_args(url: str) -> dict[str, Any]:
     return {"options": f"{given} -c jit=off".strip()}
 
 
-def migration_engine(url: str, *, timeout: float = 30.0) -> Engine:
+def migration_engine(url: str, *, timeout: float = SQLITE_LOCK_TIMEOUT_S) -> Engine:
     """An engine whose transactions really contain DDL, for schema migrations.
 
     pysqlite (before Python 3.12) neither begins a transaction before CREATE TABLE nor lets SQLite
@@ -895,19 +907,29 @@ class Store:
         return "; ".join(parts) + f"; then upgraded it to {chain[-1]}"
 
     def _peek(self) -> tuple[str | None, bool]:
-        """(schema revision or None, whether any gmsense table exists), read without writing."""
+        """(schema revision or None, whether any gmsense table exists), read without writing.
+
+        SQLite can refuse even a reader for a moment while another process switches a new file to
+        WAL or checkpoints it on close, sometimes without waiting out the lock timeout (SQLITE_BUSY
+        during WAL recovery); such a refusal is retried for :data:`SQLITE_LOCK_TIMEOUT_S`.
+        """
         from sqlalchemy import inspect
 
-        try:
-            with self.engine.connect() as connection:
-                names = set(inspect(connection).get_table_names())
-                revision = None
-                if "alembic_version" in names:
-                    revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-        except SQLAlchemyError as exc:
-            reason = exc.orig if getattr(exc, "orig", None) is not None else exc
-            raise StoreError(f"cannot open the store {self.location}: {reason}") from None
-        return revision, bool(names & set(Base.metadata.tables))
+        deadline = time.monotonic() + SQLITE_LOCK_TIMEOUT_S
+        while True:
+            try:
+                with self.engine.connect() as connection:
+                    names = set(inspect(connection).get_table_names())
+                    revision = None
+                    if "alembic_version" in names:
+                        revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                return revision, bool(names & set(Base.metadata.tables))
+            except SQLAlchemyError as exc:
+                reason = exc.orig if getattr(exc, "orig", None) is not None else exc
+                if _sqlite_busy(self.engine, reason) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise StoreError(f"cannot open the store {self.location}: {reason}") from None
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
