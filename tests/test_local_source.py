@@ -642,6 +642,30 @@ def test_a_store_window_is_its_reindex_onto_the_grid(lazy: bool, offset_px: floa
         assert np.isnan(got["B08"].values).all()
 
 
+@pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
+def test_a_store_window_is_read_in_few_chunks_of_whole_store_chunks(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window is read from the store straight into as few dask chunks as fit the limit (every
+    date, whole rows aligned to the store's chunks): the same values however it is cut."""
+    import gmsense.sources.local as local
+
+    folder = s2_folder(tmp_path / "imagery", scaled=True)
+    ds = read_local_cube(folder, FULL, UTM52).compute().drop_vars("image_id")
+    store = tmp_path / "cube.zarr"
+    ds.chunk({"time": -1, "y": 4, "x": 5}).to_zarr(store, consolidated=False)
+    whole = read_local_cube(store, FULL, UTM52)
+    assert whole["red"].chunks[:2] == ((ds.sizes["time"],), (ds.sizes["y"],))
+    row_bytes = 4 * ds.sizes["time"] * ds.sizes["x"]
+    monkeypatch.setattr(local, "READ_CHUNK_BYTES", 9 * row_bytes)
+    cut = read_local_cube(store, FULL, UTM52)
+    rows = cut["red"].chunks[1]
+    assert rows[1:3] == (8, 8), rows  # 9 rows fit: two store chunks of 4
+    whole, cut = whole.compute(), cut.compute()
+    for var in [*COMMON, "clear"]:
+        np.testing.assert_array_equal(cut[var].values, whole[var].values)
+        np.testing.assert_array_equal(whole[var].values, ds[var].values)
+
+
 def test_a_store_is_decoded_where_decoding_changes_values(tmp_path: Path) -> None:
     """Bands stored as integers with a fill value and a scale are masked and scaled, float bands with
     a NaN fill read as they are, as xarray's own decoding reads them, and the cube can be written
