@@ -666,6 +666,25 @@ def test_a_store_window_is_read_in_few_chunks_of_whole_store_chunks(tmp_path: Pa
         np.testing.assert_array_equal(whole[var].values, ds[var].values)
 
 
+def test_read_chunks_are_few_even_and_whole_store_chunks() -> None:
+    from gmsense.sources.local import _read_chunks
+
+    def window(time: int, y: int, x: int, native_y: int | None) -> xr.Dataset:
+        var = xr.Variable(("time", "y", "x"), np.broadcast_to(np.float32(0), (time, y, x)))
+        if native_y is not None:
+            var.encoding["preferred_chunks"] = {"time": time, "y": native_y, "x": 100}
+        return xr.Dataset({"red": var})
+
+    mib = 2**20
+    assert _read_chunks(window(66, 432, 802, 100), 128 * mib) == {"time": -1, "y": -1, "x": -1}
+    # 170 MB in 64 MiB: three chunks, rounded up to whole store chunks while that still fits
+    assert _read_chunks(window(66, 802, 802, 100), 64 * mib)["y"] == 300
+    # a store chunk taller than the limit allows: one store chunk per dask chunk
+    assert _read_chunks(window(66, 802, 802, 400), 64 * mib)["y"] == 400
+    # no chunks in the file (contiguous NetCDF): even rows
+    assert _read_chunks(window(66, 802, 802, None), 64 * mib)["y"] == 268
+
+
 def test_a_store_is_decoded_where_decoding_changes_values(tmp_path: Path) -> None:
     """Bands stored as integers with a fill value and a scale are masked and scaled, float bands with
     a NaN fill read as they are, as xarray's own decoding reads them, and the cube can be written
