@@ -130,6 +130,9 @@ def test_leave_one_domain_out_scores_each_world_and_names_the_worst(tmp_path: Pa
     widths = results["overall"]["recall_by_width"]
     assert sum(g["events"] for g in widths.values()) == results["overall"]["events_human"], "every event has a width"
     assert "| recall, events narrower than 1/3 pixel | - |" in table
+    pooled = results["overall"]
+    assert sum(pooled["review_load_by_rule"].values()) == pooled["review_load"], "every review patch has its rule"
+    assert "| uncertain by trust rule: works / natural change / review load | - |" in table
 
 
 @pytest.mark.slow

@@ -103,6 +103,28 @@ def test_human_made_patch_on_natural_change_is_a_false_alarm_on_natural() -> Non
     assert m["recall"] == 0.0, "natural events never count toward recall"
 
 
+def test_uncertain_patches_are_counted_by_the_trust_rule_that_said_so() -> None:
+    from gmsense.bench.scoring import uncertain_rule
+
+    truth = _truth(("fire", "natural", FIRE), ("trench", "trench", TRENCH), ("pad", "pad", PAD_A))
+    patches = _patches(("uncertain", TRENCH), ("uncertain", PAD_A), ("uncertain", box(2050, 2050, 2150, 2150)),
+                       ("uncertain", box(5000, 5000, 5050, 5050)), ("uncertain", box(6000, 6000, 6050, 6050)))
+    patches["label_reason"] = [
+        "outside training data: area 96 ha > largest trained clearing 2 ha",
+        "low confidence: pad 0.41, clearing 0.33, natural 0.2",
+        "called natural, but no natural agent explains it (fire: NBR drop 0.02 < 0.1)",
+        "a work's shape (elongation 9.0, width 12 m) with only a harvest signature (harvest: ...)",
+        None]
+    m = _score(truth, patches)
+    assert m["uncertain_rules_human"] == {"outside_training_data": 1, "low_confidence": 1}
+    assert m["uncertain_rules_natural"] == {"no_natural_agent": 1}
+    assert m["review_load"] == 3  # the fire's patch and both on background
+    assert m["review_load_by_rule"] == {"no_natural_agent": 1, "work_shape_indirect_agent": 1, "none": 1}
+    assert uncertain_rule("the model's pad reads reflectance, which imagery rescaled per image does not "
+                          "hold") == "rescaled_imagery"
+    assert uncertain_rule("rule baseline: between classes") == "other"
+
+
 def test_patch_touching_a_human_event_and_natural_change_is_no_false_alarm() -> None:
     truth = _truth(("fire", "natural", FIRE), ("pad", "pad", box(2210, 2000, 2240, 2030)))
     m = _score(truth, _patches(("pad", box(2150, 1990, 2245, 2035))))

@@ -319,6 +319,17 @@ WIDTH_NOTE = ("Recall by width: human-made events grouped by their footprint's w
               "the scene's pixel size, recall (events); the targets apply to all events.")
 
 
+def _rules_cell(metrics: dict[str, Any]) -> str:
+    """The trust rules behind ``uncertain`` (gmsense.bench.scoring.uncertain_rule), as
+    "rule n, ..." for works, natural change and the review load, separated by " / "."""
+    def one(counts: dict[str, int] | None) -> str:
+        ranked = sorted((counts or {}).items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ranked) or "-"
+
+    return " / ".join(one(metrics.get(key)) for key in ("uncertain_rules_human", "uncertain_rules_natural",
+                                                         "review_load_by_rule"))
+
+
 def _width_cell(summary: dict[str, Any], group: str) -> str:
     """``recall (n events)`` of one width group; ``- (0)`` when the group is empty or not measured."""
     entry = summary.get("recall_by_width", {}).get(group) or {}
@@ -356,6 +367,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
     row("uncertain patches on no human-made event (review load, per km2 per year)", "-",
         [f"{r['overall'].get('review_load', 0)} ({fmt(r['overall'].get('review_load_per_km2_year'))})"
          for r in results])
+    row("uncertain by trust rule: works / natural change / review load", "-",
+        [_rules_cell(r["overall"]) for r in results])
     row("median lag to first_detected (days)", "-",
         [fmt(r["overall"].get("median_first_detected_lag_days")) for r in results])
     row("inside-licence accuracy", "-", [fmt(r["overall"]["inside_licence_accuracy"]) for r in results])
@@ -410,6 +423,9 @@ def markdown_domains(results: list[dict[str, Any]]) -> str:
         cells = [f"{r['per_domain'][d].get('review_load', 0)}" for d in domains]
         lines.append("| uncertain patches on no human-made event (review load) | - | " + " | ".join(cells)
                      + f" | {r['overall'].get('review_load', 0)} | - |")
+        cells = [_rules_cell(r["per_domain"][d]) for d in domains]
+        lines.append("| uncertain by trust rule: works / natural change / review load | - | " + " | ".join(cells)
+                     + f" | {_rules_cell(r['overall'])} | - |")
         cells = [f"{r['per_domain'][d]['events_human']} / {r['per_domain'][d]['patches']}" for d in domains]
         lines.append("| human-made events / patches | - | " + " | ".join(cells)
                      + f" | {r['overall']['events_human']} / {r['overall']['patches']} | - |")

@@ -61,7 +61,17 @@ def _safe_ratio(num: float, den: float) -> float | None:
 
 EVENT_COLUMNS = ["event_id", "kind", "truth_class", "human", "detected", "n_patches", "predicted", "lag_days",
                  "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok", "width_m", "width_px",
-                 "patch_id", "truth_status", "status", "recovery_ratio"]
+                 "patch_id", "truth_status", "status", "recovery_ratio", "uncertain_rule"]
+
+#: Which trust rule (gmsense.classify.trust) made a patch ``uncertain``, told from the start of its
+#: ``label_reason``: (rule, text the reason starts with or contains).
+UNCERTAIN_RULES: tuple[tuple[str, str], ...] = (
+    ("outside_training_data", "outside training data"),
+    ("rescaled_imagery", "which imagery rescaled per image does not hold"),
+    ("work_shape_indirect_agent", "a work's shape"),
+    ("no_natural_agent", "called natural, but no natural agent"),
+    ("low_confidence", "low confidence"),
+)
 
 #: Groups of event width over pixel size (lower bound inclusive, upper exclusive), for ``recall_by_width``.
 WIDTH_GROUPS: dict[str, tuple[float, float]] = {"under_third_px": (0.0, 1 / 3), "third_to_one_px": (1 / 3, 1.0),
@@ -126,18 +136,39 @@ def _detection(ev: Any, matched: pd.DataFrame) -> tuple[str | None, str | None]:
     return min(c for c, _ in usable), min(f for _, f in usable)
 
 
+def uncertain_rule(reason: object) -> str:
+    """The trust rule named by an ``uncertain`` patch's ``label_reason`` (:data:`UNCERTAIN_RULES`),
+    ``other`` for any other reason (the rule baseline's) and ``none`` without one."""
+    if not isinstance(reason, str) or not reason:
+        return "none"
+    for rule, text in UNCERTAIN_RULES:
+        if reason.startswith(text) or text in reason:
+            return rule
+    return "other"
+
+
+def _rule_of(patch: Any) -> str | None:
+    if patch is None or patch.disturbance_class != "uncertain":
+        return None
+    return uncertain_rule(patch.get("label_reason"))
+
+
 class FalseAlarms(list):
     """Patches on no human-made event labelled human-made (a wrong accusation: the false alarms),
     with ``review``: those labelled ``uncertain`` (no accusation, but a reviewer's time); each item
-    the natural kind the patch sits on, or None for background."""
+    the natural kind the patch sits on, or None for background; ``review_rules``: per ``review``
+    patch, the trust rule that made it uncertain (:func:`uncertain_rule`)."""
 
-    def __init__(self, alarms: list[str | None], review: list[str | None] | None = None) -> None:
+    def __init__(self, alarms: list[str | None], review: list[str | None] | None = None,
+                 review_rules: list[str] | None = None) -> None:
         super().__init__(alarms)
         self.review = list(review or [])
+        self.review_rules = list(review_rules or [])
 
     def __iadd__(self, other: list[str | None]) -> FalseAlarms:  # type: ignore[override]
         super().__iadd__(other)
         self.review += getattr(other, "review", [])
+        self.review_rules += getattr(other, "review_rules", [])
         return self
 
 
@@ -186,12 +217,22 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
             "truth_status": truth_status if isinstance(truth_status, str) and truth_status else None,
             "status": None if best is None else best.recovery_status,
             "recovery_ratio": None if best is None else _number(best.get("recovery_ratio")),
+            "uncertain_rule": _rule_of(best),
         })
     false_alarms = [on_natural[i] for i in range(len(geoms))
                     if not used_by_human[i] and patches.iloc[i].disturbance_class in HUMAN_MADE_CLASSES]
-    review = [on_natural[i] for i in range(len(geoms))
-              if not used_by_human[i] and patches.iloc[i].disturbance_class == "uncertain"]
-    return pd.DataFrame(events, columns=EVENT_COLUMNS), FalseAlarms(false_alarms, review)
+    on_review = [i for i in range(len(geoms))
+                 if not used_by_human[i] and patches.iloc[i].disturbance_class == "uncertain"]
+    review = [on_natural[i] for i in on_review]
+    rules = [str(_rule_of(patches.iloc[i])) for i in on_review]
+    return pd.DataFrame(events, columns=EVENT_COLUMNS), FalseAlarms(false_alarms, review, rules)
+
+
+def _rules(events: pd.DataFrame) -> dict[str, int]:
+    """How many of ``events`` were labelled ``uncertain``, by the trust rule that said so."""
+    if not len(events) or "uncertain_rule" not in events:
+        return {}
+    return dict(Counter(events.uncertain_rule.dropna()))
 
 
 def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: int, *, area_km2: float,
@@ -226,6 +267,9 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
         "false_alarms_per_km2_year": round(len(false_alarms) / (area_km2 * years), 4) if area_km2 and years else None,
         "review_load": len(getattr(false_alarms, "review", [])),
         "review_load_on_natural": dict(Counter(k for k in getattr(false_alarms, "review", []) if k)),
+        "review_load_by_rule": dict(Counter(getattr(false_alarms, "review_rules", []))),
+        "uncertain_rules_human": _rules(detected),
+        "uncertain_rules_natural": _rules(detected_all[~detected_all.human.astype(bool)]) if len(detected_all) else {},
         "review_load_per_km2_year": round(len(getattr(false_alarms, "review", [])) / (area_km2 * years), 4)
         if area_km2 and years else None,
         "median_lag_days": float(np.median(lags)) if lags.size else None,
