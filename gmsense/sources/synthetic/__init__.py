@@ -79,6 +79,7 @@ from gmsense.sources.synthetic._landscape import (
     cover_fractions,
     fraction,
     harvest_dates,
+    ordered_matmul,
 )
 from gmsense.sources.synthetic._plan import plan_world_events
 from gmsense.sources.synthetic._render import apply_stamp, make_stamp
@@ -278,7 +279,7 @@ def _render(land: Landscape, stamps: list, times: np.ndarray, shadow_offset: np.
         if sky.snow is not None:
             cover = apply_snow(cover, sky.snow, land)
         cover = subpixel_shift(cover, *sky.shift_px)
-        surface = (SPECTRA_T @ cover.reshape(cover.shape[0], -1)).reshape(len(BAND_NAMES), *shape)
+        surface = ordered_matmul(SPECTRA_T, cover.reshape(cover.shape[0], -1)).reshape(len(BAND_NAMES), *shape)
         dark = None
         if land.terrain is not None:
             light, cast = land.terrain.illumination(float(doys[i]), sensor.overpass_hour)

@@ -330,6 +330,18 @@ def harvest_dates(land: Landscape, years: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def ordered_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (2-D, float32 in and out) summed over the inner dimension in a fixed order with
+    elementwise operations only: the same bits on every machine, BLAS build and thread count. A
+    BLAS product orders (and fuses) its sums by kernel and by thread, so the synthetic world's
+    pixels differed between machines, and within one machine between BLAS thread limits."""
+    a, b = np.asarray(a, dtype="float32"), np.asarray(b, dtype="float32")
+    out = a[:, 0, None] * b[0][None, :]
+    for k in range(1, a.shape[1]):
+        out += a[:, k, None] * b[k][None, :]
+    return out
+
+
 def cover_fractions(land: Landscape, doy: float, year: int) -> tuple[np.ndarray, np.ndarray]:
     """Endmember fractions (n_em, y, x) of the undisturbed landscape on this date, and the pure
     grassland mix (what disturbed ground regrows into first)."""
@@ -341,7 +353,7 @@ def cover_fractions(land: Landscape, doy: float, year: int) -> tuple[np.ndarray,
         crop = land.crop_shares.T @ crop_mix(land, doy, year).astype("float32").T  # (pixels, n_em)
         out += np.ascontiguousarray(crop.T).reshape(out.shape)
     elif land.fields:
-        crop = crop_mix(land, doy, year).astype("float32") @ land.crop.reshape(len(land.fields), -1)
+        crop = ordered_matmul(crop_mix(land, doy, year), land.crop.reshape(len(land.fields), -1))
         out += crop.reshape(out.shape)
     wet_water = 0.35 if doy < 150 else 0.18
     wet_green = np.clip(0.7 * phenology(doy, land.greenup + 10, land.senescence - 5)
