@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gmsense.classify.trust import UNCERTAIN_REASONS
 from gmsense.records import HUMAN_MADE_CLASSES, PATCH_CLASSES
 
 
@@ -62,16 +63,6 @@ def _safe_ratio(num: float, den: float) -> float | None:
 EVENT_COLUMNS = ["event_id", "kind", "truth_class", "human", "detected", "n_patches", "predicted", "lag_days",
                  "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok", "width_m", "width_px",
                  "patch_id", "truth_status", "status", "recovery_ratio", "uncertain_rule"]
-
-#: Which trust rule (gmsense.classify.trust) made a patch ``uncertain``, told from the start of its
-#: ``label_reason``: (rule, text the reason starts with or contains).
-UNCERTAIN_RULES: tuple[tuple[str, str], ...] = (
-    ("outside_training_data", "outside training data"),
-    ("rescaled_imagery", "which imagery rescaled per image does not hold"),
-    ("work_shape_indirect_agent", "a work's shape"),
-    ("no_natural_agent", "called natural, but no natural agent"),
-    ("low_confidence", "low confidence"),
-)
 
 #: Groups of event width over pixel size (lower bound inclusive, upper exclusive), for ``recall_by_width``.
 WIDTH_GROUPS: dict[str, tuple[float, float]] = {"under_third_px": (0.0, 1 / 3), "third_to_one_px": (1 / 3, 1.0),
@@ -137,14 +128,12 @@ def _detection(ev: Any, matched: pd.DataFrame) -> tuple[str | None, str | None]:
 
 
 def uncertain_rule(reason: object) -> str:
-    """The trust rule named by an ``uncertain`` patch's ``label_reason`` (:data:`UNCERTAIN_RULES`),
-    ``other`` for any other reason (the rule baseline's) and ``none`` without one."""
+    """The trust rule named by an ``uncertain`` patch's ``label_reason``
+    (gmsense.classify.trust.UNCERTAIN_REASONS), ``other`` for any other reason (the rule
+    baseline's) and ``none`` without one."""
     if not isinstance(reason, str) or not reason:
         return "none"
-    for rule, text in UNCERTAIN_RULES:
-        if reason.startswith(text) or text in reason:
-            return rule
-    return "other"
+    return next((rule for rule, words in UNCERTAIN_REASONS.items() if words in reason), "other")
 
 
 def _rule_of(patch: Any) -> str | None:
@@ -224,7 +213,7 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
     on_review = [i for i in range(len(geoms))
                  if not used_by_human[i] and patches.iloc[i].disturbance_class == "uncertain"]
     review = [on_natural[i] for i in on_review]
-    rules = [str(_rule_of(patches.iloc[i])) for i in on_review]
+    rules = [uncertain_rule(patches.iloc[i].get("label_reason")) for i in on_review]
     return pd.DataFrame(events, columns=EVENT_COLUMNS), FalseAlarms(false_alarms, review, rules)
 
 

@@ -51,6 +51,14 @@ SIZE_FEATURES = {"area_px_m2": ("area", "ha", 1e-4), "length_m": ("length", "m",
 #: Features compared in log space by the multivariate novelty score (sizes span orders of magnitude).
 LOG_FEATURES = ("area_px_m2", "length_m", "width_m")
 NOVELTY_QUANTILE = 0.995  # the training patches' own distances: this quantile is "inside"
+#: The words each rule's ``uncertain`` reason holds, by rule (gmsense.bench.scoring tallies them).
+UNCERTAIN_REASONS = {
+    "outside_training_data": "outside training data",
+    "rescaled_imagery": "which imagery rescaled per image does not hold",
+    "work_shape_indirect_agent": "a work's shape",
+    "no_natural_agent": "called natural, but no natural agent",
+    "low_confidence": "low confidence",
+}
 
 
 @dataclass(frozen=True)
@@ -260,8 +268,8 @@ def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin:
         value, largest = _get(metrics, name), trained.get(name)
         if largest and value > margin * largest:
             seen_as = f" at {pixel_m:.0f} m pixels" if largest != as_trained.get(name) else ""
-            return (f"outside training data: {_size_text(name, value)} > largest trained {klass} "
-                    f"{_size_text(name, largest).split(' ', 1)[1]}{seen_as}")
+            return (f"{UNCERTAIN_REASONS['outside_training_data']}: {_size_text(name, value)} > largest trained "
+                    f"{klass} {_size_text(name, largest).split(' ', 1)[1]}{seen_as}")
     x = np.array([[_get(metrics, f) for f in domain.features]])
     d = domain.distances(x)[0]
     if np.isfinite(d) and d > margin * domain.threshold:
@@ -272,7 +280,7 @@ def novelty(metrics: dict[str, Any], klass: str, domain: TrainingDomain, margin:
             if name in LOG_FEATURES:
                 typical[j] = np.expm1(typical[j])
         parts = [f"{domain.features[j]} {x[0, j]:.3g} (typical {typical[j]:.3g})" for j in worst]
-        return (f"outside training data: unusual feature combination (distance {d:.1f} > "
+        return (f"{UNCERTAIN_REASONS['outside_training_data']}: unusual feature combination (distance {d:.1f} > "
                 f"{margin * domain.threshold:.1f}): " + ", ".join(parts))
     return None
 
@@ -302,7 +310,7 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
     if klass in HUMAN_MADE_CLASSES and rescaled_imagery(metrics):
         # The model reads reflectance (ratios after / before, bare soil's brightness) that imagery
         # rescaled per image does not hold; only the agents' index and rank tests mean anything there.
-        why = f"the model's {klass} reads reflectance, which imagery rescaled per image does not hold"
+        why = f"the model's {klass} reads reflectance, {UNCERTAIN_REASONS['rescaled_imagery']}"
         if direct:
             a = direct[0]
             return TrustedLabel("natural", confidence, a.agent, f"{why}; explained by {a.text}",
@@ -313,14 +321,15 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
                   and _get(metrics, "width_m") <= settings.work_max_width_m)
         if linear and agents and not direct:
             return TrustedLabel("uncertain", confidence, None,
-                                f"a work's shape (elongation {_get(metrics, 'elongation'):.1f}, width "
-                                f"{_get(metrics, 'width_m'):.0f} m) with only a {agents[0].agent} signature "
+                                f"{UNCERTAIN_REASONS['work_shape_indirect_agent']} (elongation "
+                                f"{_get(metrics, 'elongation'):.1f}, width {_get(metrics, 'width_m'):.0f} m) "
+                                f"with only a {agents[0].agent} signature "
                                 f"({agents[0].text})")
         if agents:
             a = agents[0]
             return TrustedLabel("natural", confidence, a.agent, a.text, {"agent": a.agent, **a.evidence})
         return TrustedLabel("uncertain", confidence, None,
-                            "called natural, but no natural agent explains it (" + "; ".join(missed) + ")")
+                            f"{UNCERTAIN_REASONS['no_natural_agent']} explains it (" + "; ".join(missed) + ")")
     if probabilities and klass in HUMAN_MADE_CLASSES and confidence < settings.min_confidence:
         ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])[:3]
         competing = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
@@ -329,5 +338,5 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
             # Surely a work, unsure which: the flag must stand; the reviewer sees the competing works.
             return TrustedLabel(klass, confidence, None,
                                 f"human-made {human:.2f}, the kind of work unsure: {competing}")
-        return TrustedLabel("uncertain", confidence, None, "low confidence: " + competing)
+        return TrustedLabel("uncertain", confidence, None, f"{UNCERTAIN_REASONS['low_confidence']}: {competing}")
     return TrustedLabel(klass, confidence)
