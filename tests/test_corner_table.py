@@ -221,3 +221,17 @@ def test_attributes_table_without_licence_numbers_is_refused(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "no licence number column" in result.output
     assert not (tmp_path / "l.gpkg").exists()
+
+
+def test_point_rows_without_a_licence_number_and_broken_workbooks_are_refused(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv", {("C1", 1, 1): _rect(5_290_000, 500_000, 800, 1000)})
+    frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
+    frame.loc[2, "licence_no"] = None
+    frame.to_csv(path, index=False, encoding="utf-8-sig")
+    with pytest.raises(SitesError, match=r"rows 4: corner points without a licence number"):
+        read_corner_table(path, crs="EPSG:4552")
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"PK\x03\x04 not a workbook")
+    result = runner.invoke(app, ["sites", "import", str(broken), "--out", str(tmp_path / "l.gpkg")])
+    assert result.exit_code == 2
+    assert "cannot be read as an Excel workbook" in result.output

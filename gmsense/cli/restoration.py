@@ -25,6 +25,10 @@ restoration_app = typer.Typer(help="Restoration status per register polygon and 
                               no_args_is_help=True)
 
 LayerOption = Annotated[str | None, typer.Option("--layer", help="GeoPackage layer (default: the only one)")]
+TableCrsOption = Annotated[str | None, typer.Option(
+    "--crs", help="corner table: EPSG:4490, 4513-4533 or 4534-4554; inferred if possible")]
+AttributesOption = Annotated[Path | None, typer.Option(
+    "--attributes", help="corner table: a second table (CSV or XLSX) of attributes per id")]
 ArchiveOption = Annotated[Path | None, typer.Option("--imagery", help=(
     "--source local: the archive (Landsat C2 L2 products, Sentinel-2 SAFE/THEIA, STAC, dated GeoTIFFs, a cube)"))]
 CollectionOption = Annotated[str, typer.Option("--collection", help=(
@@ -35,19 +39,40 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _check_table_options(file: Path, crs: str | None, attributes: Path | None, layer: str | None) -> bool:
+    """Whether ``file`` is a corner-point table; refuses the options that do not fit its kind."""
+    from gmsense.errors import InputError
+    from gmsense.geo.register_table import TABLE_SUFFIXES, is_corner_table
+
+    table = is_corner_table(file)
+    if table and layer is not None:
+        raise InputError(f"--layer is for GeoPackages; {file} is a corner-point table")
+    if not table and (crs is not None or attributes is not None):
+        raise InputError(f"--crs and --attributes are for corner-point tables ({', '.join(TABLE_SUFFIXES)}); "
+                         f"{file} is read as a vector file, whose CRS it carries")
+    return table
+
+
 @register_app.command("import")
 @user_errors
 def register_import(
-    file: Annotated[Path, typer.Argument(help="register polygons: GeoPackage, Shapefile or GeoJSON, any CRS")],
+    file: Annotated[Path, typer.Argument(help="register polygons: GeoPackage, Shapefile or GeoJSON, any CRS; or a "
+                                         "CGCS2000 corner-point table, CSV or XLSX")],
     db: DbOption = None,
     layer: LayerOption = None,
+    crs: TableCrsOption = None,
+    attributes: AttributesOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import register polygons (register_id, kind, mineral_class, responsible_party, province, city, county;
-    optional planned_measure, restoration_deadline, demonstration_zone). An id already stored is replaced."""
+    optional planned_measure, restoration_deadline, demonstration_zone). An id already stored is replaced.
+    A corner-point table (.csv, .xlsx: X northing, Y easting) may use Chinese headers and values."""
     from gmsense.config import load_settings
     from gmsense.geo.register import read_register
+    from gmsense.geo.register_table import read_register_table
     from gmsense.store import NoStoreError, Store
+
+    table = _check_table_options(file, crs, attributes, layer)
 
     try:  # the store's county boundaries make the division columns optional (not creating a store to know)
         existing = Store(db, create=False)
@@ -56,8 +81,12 @@ def register_import(
     else:
         located = existing.has_boundaries()
         existing.engine.dispose()
-    polygons = read_register(file, repair_invalid=load_settings(config).sites.repair_invalid, layer=layer,
-                             divisions_required=not located)
+    repair_invalid = load_settings(config).sites.repair_invalid
+    if table:
+        polygons = read_register_table(file, crs=crs, attributes=attributes, repair_invalid=repair_invalid,
+                                       divisions_required=not located)
+    else:
+        polygons = read_register(file, repair_invalid=repair_invalid, layer=layer, divisions_required=not located)
     warn_unknown_divisions([(p.register_id, p.attrs) for p in polygons], located=located)
     store = Store(db)
     counts = store.upsert_register(polygons)
@@ -84,15 +113,22 @@ def register_import(
 @zones_app.command("import")
 @user_errors
 def zones_import(
-    file: Annotated[Path, typer.Argument(help="zone polygons (zone_id, name, optional target_rate), any CRS")],
+    file: Annotated[Path, typer.Argument(help="zone polygons (zone_id, name, optional target_rate), any CRS; or a "
+                                         "corner-point table, CSV or XLSX")],
     db: DbOption = None,
     layer: LayerOption = None,
+    crs: TableCrsOption = None,
+    attributes: AttributesOption = None,
 ) -> None:
     """Import demonstration zones; a zone_id already stored is replaced."""
     from gmsense.geo.register import read_zones
+    from gmsense.geo.register_table import read_zones_table
     from gmsense.store import Store
 
-    zones = read_zones(file, layer=layer)
+    if _check_table_options(file, crs, attributes, layer):
+        zones = read_zones_table(file, crs=crs, attributes=attributes)
+    else:
+        zones = read_zones(file, layer=layer)
     counts = Store(db).upsert_zones(zones)
     out.print(f"imported {_plural(len(zones), 'zone')}: {counts['new']} new, {counts['replaced']} replaced",
               highlight=False)

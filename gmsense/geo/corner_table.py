@@ -10,14 +10,19 @@ or zones 41-45 = EPSG:4529-4533).
 
 :func:`read_corner_table` turns such a table (CSV or XLSX, Chinese or English headers) into
 licence polygons with the contract fields of DESIGN.md; :func:`write_corner_table` writes any
-polygons back in the same layout so the bureau's systems can read gmsense's results.
+polygons back in the same layout so the bureau's systems can read gmsense's results. The
+machinery underneath (:func:`read_corner_polygons`, :func:`corner_attributes`,
+:func:`area_check`) takes a :class:`CornerTableKind` naming the id column and attribute headers,
+so registers of mine land are read from such tables too (gmsense.geo.register_table).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +92,35 @@ MINERAL_CLASSES = {
 MINERAL_CLASS_NAMES = ("energy", "metal", "non_metal", "water_gas")
 
 
+@dataclass(frozen=True)
+class CornerTableKind:
+    """What a corner table's polygons are: ``id_name`` the field their id goes to, ``id_headers``
+    the headers of that column (the first one present wins when several are), ``item`` a polygon
+    and ``id_label`` its id in messages, ``attribute_headers`` header aliases -> attribute field."""
+
+    id_name: str
+    id_headers: tuple[str, ...]
+    item: str
+    id_label: str
+    attribute_headers: dict[str, tuple[str, ...]]
+
+
+LICENCE_TABLE = CornerTableKind("licence_no", HEADERS["licence_no"], "licence", "licence number",
+                                {k: v for k, v in ATTRIBUTE_HEADERS.items() if k != "licence_no"})
+
+
+@dataclass(frozen=True)
+class CornerPolygons:
+    """The polygons of a corner table: ``polygons`` id -> (Multi)Polygon in ``crs`` (GIS axis
+    order: x = easting or longitude); ``problems`` one sentence per polygon that could not be
+    built or point row without an id; ``table`` the table as read (its attribute columns)."""
+
+    polygons: dict[str, BaseGeometry]
+    problems: list[str]
+    crs: pyproj.CRS
+    table: pd.DataFrame
+
+
 def _norm(text: Any) -> str:
     return str(text).strip().lower().replace(" ", "").replace("（", "(").replace("）", ")")
 
@@ -96,12 +130,37 @@ def _map_headers(columns: Iterable[Any], aliases: dict[str, tuple[str, ...]]) ->
     return {c: lookup[_norm(c)] for c in columns if _norm(c) in lookup}
 
 
+def _id_column(columns: Iterable[Any], headers: tuple[str, ...]) -> Any | None:
+    """The column whose header comes first in ``headers`` (a register's 图斑编号 before a licence
+    number it also lists), or None."""
+    rank = {_norm(h): i for i, h in reversed(list(enumerate(headers)))}
+    ranked = sorted((rank[_norm(c)], i, c) for i, c in enumerate(columns) if _norm(c) in rank)
+    return ranked[0][2] if ranked else None
+
+
+def _rename(frame: pd.DataFrame, kind: CornerTableKind, aliases: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """``frame`` with its id column named ``kind.id_name`` and the ``aliases`` fields renamed (other
+    columns that could be the id, or map to a field already present, are left as they are)."""
+    id_column = _id_column(frame.columns, kind.id_headers)
+    id_headers = {_norm(h) for h in kind.id_headers}
+    others = [c for c in frame.columns if _norm(c) not in id_headers]
+    renames = _map_headers(others, aliases)
+    if id_column is not None:
+        renames[id_column] = kind.id_name
+    renamed = frame.rename(columns=renames)
+    return renamed.loc[:, ~renamed.columns.duplicated()]
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SitesError(f"{path}: file does not exist")
     try:
         if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-            return pd.read_excel(path, dtype=str)
+            try:
+                return pd.read_excel(path, dtype=str)
+            except (zipfile.BadZipFile, KeyError) as exc:  # not a workbook inside, or a broken one
+                raise SitesError(f"{path}: cannot be read as an Excel workbook ({type(exc).__name__}: {exc}); "
+                                 "save the table as XLSX or CSV") from None
         for encoding in ("utf-8-sig", "gb18030"):
             try:
                 return pd.read_csv(path, dtype=str, encoding=encoding)
@@ -116,7 +175,7 @@ def _numbers(series: pd.Series, what: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(series.astype(str).str.replace(",", "").str.strip(), errors="coerce")
     bad = values.isna()
     if bad.any():
-        rows = ", ".join(str(i + 2) for i in np.flatnonzero(bad.to_numpy())[:5])
+        rows = ", ".join(str(i + 2) for i in series.index[bad.to_numpy()][:5])  # the spreadsheet's rows
         raise SitesError(f"{path}: column {what} has values that are not numbers (rows {rows})")
     return values.to_numpy(dtype="float64")
 
@@ -174,12 +233,13 @@ def _check_crs(crs: pyproj.CRS, x: np.ndarray, y: np.ndarray, path: Path | str) 
                          "EPSG:4513-4533 or leave out --crs")
 
 
-def _polygons(table: pd.DataFrame, crs: pyproj.CRS, path: Path) -> dict[str, BaseGeometry]:
-    """Polygon per licence from its points (GIS axis order: x = easting/longitude)."""
+def _polygons(table: pd.DataFrame, kind: CornerTableKind) -> tuple[dict[str, BaseGeometry], list[str]]:
+    """Polygon per id from its points (GIS axis order: x = easting/longitude), and the problems of
+    those that do not form one."""
     out: dict[str, BaseGeometry] = {}
     problems = []
-    for licence, rows in table.groupby("licence_no", sort=False):
-        parts = []
+    for the_id, rows in table.groupby(kind.id_name, sort=False):
+        parts, short_ring = [], False
         for _, part_rows in rows.groupby("part", sort=True):
             rings = []
             for _, ring_rows in part_rows.groupby("ring", sort=True):
@@ -188,20 +248,70 @@ def _polygons(table: pd.DataFrame, crs: pyproj.CRS, path: Path) -> dict[str, Bas
                 if len(coords) >= 2 and coords[0] == coords[-1]:
                     coords = coords[:-1]
                 if len(coords) < 3:
-                    problems.append(f"licence {licence}: a ring has {len(coords)} distinct points, needs at least 3")
+                    problems.append(f"{kind.item} {the_id}: a ring has {len(coords)} distinct points, needs at "
+                                    "least 3 to close")
+                    short_ring = True
                     continue
                 rings.append(coords)
             if rings:
                 parts.append(Polygon(rings[0], rings[1:]))
+        if short_ring:
+            continue
         geom = parts[0] if len(parts) == 1 else MultiPolygon(parts)
         if geom.is_empty or not geom.is_valid:
-            problems.append(f"licence {licence}: the corner points do not form a valid polygon "
+            problems.append(f"{kind.item} {the_id}: the corner points do not form a valid polygon "
                             f"({explain_validity(geom)}); check the point order")
             continue
-        out[str(licence)] = geom
-    if problems:
-        raise SitesError(f"{path}: " + "; ".join(problems))
-    return out
+        out[str(the_id)] = geom
+    return out, problems
+
+
+def read_corner_polygons(path: Path, kind: CornerTableKind = LICENCE_TABLE, *,
+                         crs: str | None = None) -> CornerPolygons:
+    """The polygons of a corner-point table (CSV or XLSX; see the module docstring) in its CRS
+    (``crs``, or inferred from the coordinates).
+
+    Raises SitesError for problems of the whole table (missing columns, coordinates that are no
+    numbers, an unknown or unfitting CRS); problems of single polygons, and point rows without an
+    id, are returned in ``problems``.
+    """
+    path = Path(path)
+    raw = _read_table(path)
+    point_headers = {k: v for k, v in HEADERS.items() if k != "licence_no"}
+    table = _rename(raw, kind, point_headers)
+    missing = [f for f in (kind.id_name, "point", "x", "y") if f not in table.columns]
+    if missing:
+        accepted = {kind.id_name: kind.id_headers, **point_headers}
+        raise SitesError(f"{path}: no column for {', '.join(missing)}; headers accepted include "
+                         + "; ".join(f"{f}: {'/'.join(accepted[f][:2] + accepted[f][-3:])}" for f in missing))
+    table = table.dropna(subset=["x", "y"], how="all").copy()
+    ids = table[kind.id_name].astype("string").str.strip()
+    problems = []
+    no_id = ids.isna() | (ids == "")
+    if no_id.any():
+        rows = ", ".join(str(i + 2) for i in table.index[no_id][:10])
+        problems.append(f"rows {rows}{' and more' if no_id.sum() > 10 else ''}: corner points without a "
+                        f"{kind.id_label} (give each point row the {kind.id_label} of its polygon)")
+    table = table[~no_id].copy()
+    table[kind.id_name] = ids[~no_id].astype(str)
+    if table.empty:
+        raise SitesError(f"{path}: " + "; ".join(problems or ["no corner points (one row per point)"]))
+    table["x"], table["y"] = _numbers(table["x"], "X", path), _numbers(table["y"], "Y", path)
+    table["part"] = pd.to_numeric(table["part"], errors="coerce").fillna(1) if "part" in table else 1
+    table["ring"] = pd.to_numeric(table["ring"], errors="coerce").fillna(1) if "ring" in table else 1
+    table["point_order"] = pd.to_numeric(table["point"], errors="coerce")
+    table["point_order"] = table["point_order"].fillna(pd.Series(np.arange(len(table)), index=table.index))
+    x, y = table["x"].to_numpy(), table["y"].to_numpy()
+    if crs:
+        try:
+            table_crs = pyproj.CRS.from_user_input(crs)
+        except pyproj.exceptions.CRSError:
+            raise SitesError(f"--crs {crs} is not a CRS pyproj knows (e.g. EPSG:4552)") from None
+        _check_crs(table_crs, x, y, path)
+    else:
+        table_crs = infer_crs(x, y, path)
+    polygons, polygon_problems = _polygons(table, kind)
+    return CornerPolygons(polygons, problems + polygon_problems, table_crs, raw)
 
 
 def _area_m2(geom: BaseGeometry, crs: pyproj.CRS) -> float:
@@ -213,61 +323,84 @@ def _area_m2(geom: BaseGeometry, crs: pyproj.CRS) -> float:
     return abs(geod.geometry_area_perimeter(lonlat)[0])
 
 
-def _attributes(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row of attributes per licence number (index): per field, the first value given in any
-    of the licence's rows (a corner table repeats attributes on its point rows, or gives them once).
+def _attributes(frame: pd.DataFrame, kind: CornerTableKind) -> pd.DataFrame:
+    """One row of attributes per id (index): per field, the first value given in any of the
+    polygon's rows (a corner table repeats attributes on its point rows, or gives them once).
 
     When several headers map to one field (``面积`` and ``area_km2``), the first column wins.
     """
-    renamed = frame.rename(columns=_map_headers(frame.columns, ATTRIBUTE_HEADERS))
-    renamed = renamed.loc[:, ~renamed.columns.duplicated()]
-    keep = [c for c in ATTRIBUTE_HEADERS if c in renamed.columns]
-    if "licence_no" not in keep:
-        return pd.DataFrame(index=pd.Index([], name="licence_no"))
-    table = renamed[keep].copy()
-    table["licence_no"] = table["licence_no"].astype("string").str.strip()
-    table = table[table["licence_no"].notna() & (table["licence_no"] != "")]
-    for column in keep[1:]:
+    renamed = _rename(frame, kind, kind.attribute_headers)
+    keep = [c for c in kind.attribute_headers if c in renamed.columns]
+    if kind.id_name not in renamed.columns:
+        return pd.DataFrame(index=pd.Index([], name=kind.id_name))
+    table = renamed[[kind.id_name, *keep]].copy()
+    table[kind.id_name] = table[kind.id_name].astype("string").str.strip()
+    table = table[table[kind.id_name].notna() & (table[kind.id_name] != "")]
+    for column in keep:
         text = table[column].astype("string").str.strip()
         table[column] = text.where(text != "")
-    return table.groupby("licence_no", sort=False).first()
+    return table.groupby(kind.id_name, sort=False).first()
 
 
-def _licence_attributes(raw: pd.DataFrame, licences: Iterable[str], attributes: Path | None) -> pd.DataFrame:
-    """Attributes per licence: those of the corner table, completed and overridden by the
-    ``attributes`` table (its licence numbers matched to the corner table's)."""
-    own = _attributes(raw)
+def corner_attributes(corners: CornerPolygons, kind: CornerTableKind = LICENCE_TABLE,
+                      attributes: Path | None = None) -> pd.DataFrame:
+    """Attributes per polygon id (index; columns the fields of ``kind.attribute_headers`` found):
+    those of the corner table, completed and overridden by the ``attributes`` table (its ids
+    matched to the corner table's; ids with no corner points are warned about)."""
+    own = _attributes(corners.table, kind)
     if attributes is None:
         return own
     attributes = Path(attributes)
     extra_raw = _read_table(attributes)
-    if not _map_headers(extra_raw.columns, {"licence_no": HEADERS["licence_no"]}):
-        raise SitesError(f"{attributes}: no licence number column; headers accepted include "
-                         f"{'/'.join(HEADERS['licence_no'][:2] + HEADERS['licence_no'][-4:])}")
-    extra = _attributes(extra_raw)
+    if _id_column(extra_raw.columns, kind.id_headers) is None:
+        raise SitesError(f"{attributes}: no {kind.id_label} column; headers accepted include "
+                         f"{'/'.join(kind.id_headers[:2] + kind.id_headers[-4:])}")
+    extra = _attributes(extra_raw, kind)
     if len(extra.columns) == 0:
         raise SitesError(f"{attributes}: no attribute column recognised among "
                          f"{', '.join(map(str, extra_raw.columns))}; headers accepted include " + "; ".join(
-                             f"{f}: {'/'.join(names[:3])}"
-                             for f, names in ATTRIBUTE_HEADERS.items() if f != "licence_no"))
-    known = set(licences)
+                             f"{f}: {'/'.join(names[:3])}" for f, names in kind.attribute_headers.items()))
+    known = set(corners.polygons)
     unmatched = [str(n) for n in extra.index if n not in known]
     if unmatched:
-        warnings.warn(f"{attributes}: licence numbers with no corner points: {', '.join(unmatched[:10])}"
+        warnings.warn(f"{attributes}: {kind.id_label}s with no corner points: {', '.join(unmatched[:10])}"
                       + (f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""), UserWarning, stacklevel=3)
     return extra.combine_first(own)
 
 
-def _stated_area(value: Any, licence: str, path: Path) -> float:
+def _stated_area(value: Any, the_id: str, path: Path, item: str) -> float:
     text = str(value).replace(",", "").strip()
     try:
         number = float(text)
     except ValueError:
-        raise SitesError(f"{path}: licence {licence}: the stated area {value!r} is not a number (give km2 under "
+        raise SitesError(f"{path}: {item} {the_id}: the stated area {value!r} is not a number (give km2 under "
                          "面积(平方公里)/area_km2, or hectares under 面积(公顷)/area_ha)") from None
     if not math.isfinite(number) or number <= 0:
-        raise SitesError(f"{path}: licence {licence}: the stated area {value!r} must be a positive number")
+        raise SitesError(f"{path}: {item} {the_id}: the stated area {value!r} must be a positive number")
     return number
+
+
+def area_check(geom: BaseGeometry, crs: pyproj.CRS, attrs: dict[str, Any], the_id: str, path: Path,
+               item: str = "licence") -> dict[str, Any]:
+    """The polygon's ellipsoidal ``area_m2`` and, when ``attrs`` state one (``area_km2`` or
+    ``area_ha``), ``stated_area_m2``, ``stated_area_check`` (ok / differs) and
+    ``stated_area_difference`` (share); warns (UserWarning naming the polygon) above 0.5 %."""
+    area = _area_m2(geom, crs)
+    stated = None
+    if attrs.get("area_km2") is not None:
+        stated = _stated_area(attrs["area_km2"], the_id, path, item) * 1e6
+    elif attrs.get("area_ha") is not None:
+        stated = _stated_area(attrs["area_ha"], the_id, path, item) * 1e4
+    if not stated:
+        return {"area_m2": round(area, 1), "stated_area_m2": None}
+    difference = (area - stated) / stated
+    check = "ok" if abs(difference) <= AREA_TOLERANCE else "differs"
+    if check == "differs":
+        warnings.warn(f"{item} {the_id}: the corner points enclose {area / 1e6:.4f} km2 but the table "
+                      f"states {stated / 1e6:.4f} km2 ({difference:+.1%}); check the points",
+                      UserWarning, stacklevel=3)
+    return {"area_m2": round(area, 1), "stated_area_m2": round(stated, 1), "stated_area_check": check,
+            "stated_area_difference": round(difference, 4)}
 
 
 def _date(value: Any) -> str | None:
@@ -289,48 +422,14 @@ def read_corner_table(path: Path, *, crs: str | None = None, attributes: Path | 
     more than 0.5 %. Raises SitesError for anything the user must fix.
     """
     path = Path(path)
-    raw = _read_table(path)
-    table = raw.rename(columns=_map_headers(raw.columns, HEADERS))
-    missing = [f for f in ("licence_no", "point", "x", "y") if f not in table.columns]
-    if missing:
-        raise SitesError(f"{path}: no column for {', '.join(missing)}; headers accepted include "
-                         + "; ".join(f"{f}: {'/'.join(HEADERS[f][:2] + HEADERS[f][-3:])}" for f in missing))
-    table = table.dropna(subset=["licence_no", "x", "y"]).copy()
-    table["licence_no"] = table["licence_no"].astype(str).str.strip()
-    table["x"], table["y"] = _numbers(table["x"], "X", path), _numbers(table["y"], "Y", path)
-    table["part"] = pd.to_numeric(table["part"], errors="coerce").fillna(1) if "part" in table else 1
-    table["ring"] = pd.to_numeric(table["ring"], errors="coerce").fillna(1) if "ring" in table else 1
-    table["point_order"] = pd.to_numeric(table["point"], errors="coerce")
-    table["point_order"] = table["point_order"].fillna(pd.Series(np.arange(len(table)), index=table.index))
-    x, y = table["x"].to_numpy(), table["y"].to_numpy()
-    if crs:
-        try:
-            table_crs = pyproj.CRS.from_user_input(crs)
-        except pyproj.exceptions.CRSError:
-            raise SitesError(f"--crs {crs} is not a CRS pyproj knows (e.g. EPSG:4552)") from None
-        _check_crs(table_crs, x, y, path)
-    else:
-        table_crs = infer_crs(x, y, path)
-    polygons = _polygons(table, table_crs, path)
-    attrs = _licence_attributes(raw, polygons, attributes)
+    corners = read_corner_polygons(path, LICENCE_TABLE, crs=crs)
+    if corners.problems:
+        raise SitesError(f"{path}: " + "; ".join(corners.problems))
+    attrs = corner_attributes(corners, LICENCE_TABLE, attributes)
     rows = []
-    for licence, geom in polygons.items():
+    for licence, geom in corners.polygons.items():
         a = {k: None if pd.isna(v) else v for k, v in attrs.loc[licence].items()} if licence in attrs.index else {}
-        area = _area_m2(geom, table_crs)
-        stated = None
-        if a.get("area_km2") is not None:
-            stated = _stated_area(a["area_km2"], licence, path) * 1e6
-        elif a.get("area_ha") is not None:
-            stated = _stated_area(a["area_ha"], licence, path) * 1e4
-        check = None
-        if stated:
-            difference = (area - stated) / stated
-            check = {"stated_area_check": "ok" if abs(difference) <= AREA_TOLERANCE else "differs",
-                     "stated_area_difference": round(difference, 4)}
-            if check["stated_area_check"] == "differs":
-                warnings.warn(f"licence {licence}: the corner points enclose {area / 1e6:.4f} km2 but the table "
-                              f"states {stated / 1e6:.4f} km2 ({difference:+.1%}); check the points",
-                              UserWarning, stacklevel=2)
+        areas = area_check(geom, corners.crs, a, licence, path)
         mineral = str(a.get("mineral") or "").strip()
         stated_class = str(a.get("mineral_class") or "").strip().lower().replace("-", "_")
         rows.append({
@@ -339,10 +438,9 @@ def read_corner_table(path: Path, *, crs: str | None = None, attributes: Path | 
                 mineral.lower()), "licence_type": LICENCE_TYPES.get(str(a.get("licence_type") or "").strip().lower()),
             "licence_start": _date(a.get("licence_start")), "licence_end": _date(a.get("licence_end")),
             "province": a.get("province"), "city": a.get("city"), "county": a.get("county"),
-            "area_m2": round(area, 1), "stated_area_m2": round(stated, 1) if stated else None, **(check or {}),
-            "source_crs": f"EPSG:{table_crs.to_epsg()}", "geometry": geom,
+            **areas, "source_crs": f"EPSG:{corners.crs.to_epsg()}", "geometry": geom,
         })
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=table_crs).to_crs(4326)
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=corners.crs).to_crs(4326)
     return frame.dropna(axis=1, how="all")
 
 

@@ -12,7 +12,12 @@ Register properties: ``register_id`` (unique), ``kind`` (one of :data:`KINDS`), 
 gmsense.geo.county_boundaries), and optionally ``planned_measure``,
 ``restoration_deadline`` (a date, kept as ``YYYY-MM-DD``) and ``demonstration_zone`` (a
 ``zone_id``). Zone properties: ``zone_id`` (unique), ``name``, optional ``target_rate`` (the
-restoration rate the zone must reach, a share 0-1).
+restoration rate the zone must reach, a share 0-1). ``kind``, ``mineral_class`` and
+``responsible_party`` may be given in Chinese (:data:`KIND_NAMES_ZH`, :data:`MINERAL_CLASS_NAMES_ZH`,
+:data:`NO_PARTY_NAMES_ZH`).
+
+:func:`register_from_frame` and :func:`zones_from_frame` validate features already read (the
+corner-point tables of gmsense.geo.register_table go through them too).
 """
 
 from __future__ import annotations
@@ -51,8 +56,17 @@ from gmsense.geo.sites import (
 
 #: What kind of mine land a register polygon is.
 KINDS: tuple[str, ...] = ("open_pit", "waste_dump", "tailings", "subsidence", "exploration_legacy", "other")
+#: Chinese names of the kinds, as registers write them.
+KIND_NAMES_ZH: dict[str, str] = {"露天采场": "open_pit", "排土场": "waste_dump", "废石场": "waste_dump",
+                                 "尾矿库": "tailings", "塌陷区": "subsidence", "采空塌陷": "subsidence",
+                                 "勘查遗留": "exploration_legacy", "探矿遗留": "exploration_legacy", "其他": "other"}
+#: Chinese names of the mineral classes.
+MINERAL_CLASS_NAMES_ZH: dict[str, str] = {"能源矿产": "energy", "金属矿产": "metal", "非金属矿产": "non_metal",
+                                          "水气矿产": "water_gas"}
 #: The value of ``responsible_party`` for land nobody is liable for.
 NO_PARTY = "none: historical"
+#: Chinese ways of writing :data:`NO_PARTY`.
+NO_PARTY_NAMES_ZH: tuple[str, ...] = ("无", "历史遗留")
 REGISTER_REQUIRED: tuple[str, ...] = ("register_id", "kind", "mineral_class", "responsible_party",
                                       "province", "city", "county")
 REGISTER_OPTIONAL: tuple[str, ...] = ("planned_measure", "restoration_deadline", "demonstration_zone")
@@ -117,12 +131,25 @@ def read_register(path: str | os.PathLike[str], *, repair_invalid: bool = True, 
     """
     path = Path(path)
     frame = _read_frame(path, layer, what="register polygons", item="register", default_layer="register")
+    return register_from_frame(frame, str(path), repair_invalid=repair_invalid,
+                               divisions_required=divisions_required)
+
+
+def register_from_frame(frame: geopandas.GeoDataFrame, label: str, *, repair_invalid: bool = True,
+                        divisions_required: bool = True, problems: Sequence[str] = (),
+                        missing_hint: dict[str, str] | None = None) -> list[RegisterPolygon]:
+    """Validate register features already read (any CRS), as :func:`read_register` does; ``label``
+    names them in messages (the file), ``problems`` found before (in a corner table's points) are
+    listed first in the one SitesError, ``missing_hint`` is a sentence per column said when it is
+    missing (the headers a table may give it under)."""
     required, optional = REGISTER_REQUIRED, REGISTER_OPTIONAL
     if not divisions_required:
         required = tuple(c for c in REGISTER_REQUIRED if c not in DIVISION_COLUMNS)
         optional = (*DIVISION_COLUMNS, *REGISTER_OPTIONAL)
-    rows = _validated(frame, str(path), "register_id", required, optional, _register_attrs,
-                      repair_invalid, "mine land", "register polygons", missing_hint=_DIVISIONS_HINT)
+    hints = {c: tuple(h for h in ((missing_hint or {}).get(c), _DIVISIONS_HINT.get(c)) if h) for c in required}
+    rows = _validated(frame, label, "register_id", required, optional, _register_attrs,
+                      repair_invalid, "mine land", "register polygons", missing_hint=hints,
+                      problems_before=problems)
     return [RegisterPolygon(s.site_id, s.attrs.pop("kind"), s.geometry, s.crs, s.attrs) for s in rows]
 
 
@@ -131,8 +158,16 @@ def read_zones(path: str | os.PathLike[str], *, repair_invalid: bool = True,
     """Read and validate demonstration zones (``zone_id``, ``name``, optional ``target_rate``)."""
     path = Path(path)
     frame = _read_frame(path, layer, what="demonstration zones", item="zone", default_layer="zones")
-    rows = _validated(frame, str(path), "zone_id", ZONE_REQUIRED, ZONE_OPTIONAL, _zone_attrs, repair_invalid,
-                      "zone", "zones")
+    return zones_from_frame(frame, str(path), repair_invalid=repair_invalid)
+
+
+def zones_from_frame(frame: geopandas.GeoDataFrame, label: str, *, repair_invalid: bool = True,
+                     problems: Sequence[str] = (), missing_hint: dict[str, str] | None = None) -> list[Zone]:
+    """Validate zone features already read (any CRS), as :func:`read_zones` does (``label``,
+    ``problems``, ``missing_hint``: as for :func:`register_from_frame`)."""
+    hints = {c: (h,) for c, h in (missing_hint or {}).items()}
+    rows = _validated(frame, label, "zone_id", ZONE_REQUIRED, ZONE_OPTIONAL, _zone_attrs, repair_invalid,
+                      "zone", "zones", missing_hint=hints, problems_before=problems)
     return [Zone(s.site_id, str(s.attrs.pop("name")), s.attrs.pop("target_rate", None), s.geometry, s.crs, s.attrs)
             for s in rows]
 
@@ -142,17 +177,18 @@ def read_zones(path: str | os.PathLike[str], *, repair_invalid: bool = True,
 
 def _validated(frame: geopandas.GeoDataFrame, label: str, id_name: str, required: Sequence[str],
                optional: Sequence[str], check_attrs: Any, repair_invalid: bool, item: str, items: str,
-               missing_hint: dict[str, str] | None = None) -> list[Any]:
+               missing_hint: dict[str, tuple[str, ...]] | None = None,
+               problems_before: Sequence[str] = ()) -> list[Any]:
     """Features as :class:`gmsense.geo.sites.Site` records (id, local UTM geometry, attrs), or one
-    SitesError listing every problem (``missing_hint``: a sentence added when a column it names is
-    missing)."""
+    SitesError listing every problem, ``problems_before`` first (``missing_hint``: sentences added,
+    each once, when a column it names is missing)."""
     frame = frame.rename(columns=_contract_renames(frame.columns, frame.geometry.name, (*required, *optional)))
     geometry_column = frame.geometry.name
     found = [str(c) for c in frame.columns if c != geometry_column]
     missing = [c for c in required if c not in frame.columns]
-    problems: list[str] = []
+    problems: list[str] = list(problems_before)
     if missing:
-        hints = dict.fromkeys((missing_hint or {}).get(c) for c in missing if (missing_hint or {}).get(c))
+        hints = dict.fromkeys(h for c in missing for h in (missing_hint or {}).get(c, ()))
         problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                         f"(columns found: {', '.join(found) or 'none'}); a {item} file needs "
                         f"{', '.join(required)}" + "".join(f"; {h}" for h in hints))
@@ -204,20 +240,22 @@ def _register_attrs(attrs: dict[str, Any]) -> list[str]:
     """Check and normalise one register feature's attrs in place; the problems found."""
     problems = []
     if "kind" in attrs:
-        kind = _choice(attrs["kind"])
+        kind = KIND_NAMES_ZH.get(str(attrs["kind"]).strip()) or _choice(attrs["kind"])
         if kind in KINDS:
             attrs["kind"] = kind
         else:
-            problems.append(f"kind is {attrs['kind']!r}, expected one of {', '.join(KINDS)}")
+            problems.append(f"kind is {attrs['kind']!r}, expected one of {', '.join(KINDS)} (in Chinese "
+                            f"{', '.join(KIND_NAMES_ZH)})")
     if "mineral_class" in attrs:
-        mineral = _choice(attrs["mineral_class"])
+        mineral = MINERAL_CLASS_NAMES_ZH.get(str(attrs["mineral_class"]).strip()) or _choice(attrs["mineral_class"])
         if mineral in MINERAL_CLASSES:
             attrs["mineral_class"] = mineral
         else:
             problems.append(f"mineral_class is {attrs['mineral_class']!r}, expected one of "
-                            f"{', '.join(MINERAL_CLASSES)}")
+                            f"{', '.join(MINERAL_CLASSES)} (in Chinese {', '.join(MINERAL_CLASS_NAMES_ZH)})")
     party = attrs.get("responsible_party")
-    if isinstance(party, str) and party.strip().lower().replace(" ", "") in ("none:historical", "none", "historical"):
+    if isinstance(party, str) and (party.strip().lower().replace(" ", "") in ("none:historical", "none", "historical")
+                                   or party.strip() in NO_PARTY_NAMES_ZH):
         attrs["responsible_party"] = NO_PARTY
     for name in ("province", "city", "county", "demonstration_zone", "responsible_party", "planned_measure"):
         if name in attrs:
