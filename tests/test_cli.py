@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -122,6 +124,24 @@ def test_one_failing_licence_gives_partial_and_keeps_the_others(tmp_path: Path) 
     assert scan.status == "partial"
     _, units = store.scan(scan.id)
     assert {u.site_id: u.status for u in units} == {"BROKEN-1": "failed", "HLJ-MIN-003": "done"}
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["threads", "processes"])
+def test_a_failing_licence_prints_no_dask_traceback(tmp_path: Path, workers: list[str]) -> None:
+    # A real process: worker processes write to the terminal's stderr, which an in-process runner does not see.
+    sites = read_sites(DEMO_SITES)
+    broken = Site("BROKEN-1", sites[2].geometry, sites[2].crs, {"synthetic_scenario": "volcano"})
+    path = write_sites([sites[2], broken], tmp_path / "sites.geojson")
+    done = subprocess.run([str(Path(sys.executable).with_name("gmsense")), "scan", "--sites", str(path), "--db",
+                           str(tmp_path / "g.db"), "--no-progress", *workers],
+                          capture_output=True, text=True, timeout=600, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output
+    assert "volcano" in output, "the licence's own error is reported"
+    assert "Traceback" not in output
+    assert "distributed.worker" not in output
 
 
 def _one_line_error(output: str) -> str:

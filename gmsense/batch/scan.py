@@ -53,6 +53,10 @@ from gmsense.pipeline import analyse_site, available_cores
 from gmsense.store import Store
 
 log = logging.getLogger(__name__)
+#: dask.distributed's own logs in the scan's process and its workers: a task that fails is reported by the
+#: scan (the licence's error in the summary and the store), so the workers' "Compute Failed" tracebacks and a
+#: heartbeat cut off by the cluster's shutdown are only noise in an operator's terminal.
+DASK_LOG_LEVEL = logging.CRITICAL
 #: Per-licence stats of the analysis copied into the scan summary (coverage: gmsense.geo.coverage).
 SUMMARY_STATS = ("tiles", "coverage_licence", "coverage_area", "coverage_warning", "imagery_warning")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -115,7 +119,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     single-threaded worker processes; neither: threads in this process.
     """
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(DASK_LOG_LEVEL)
     if scheduler:
         try:
             client = Client(scheduler, timeout="10s")
@@ -126,12 +130,12 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
     if workers:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=DASK_LOG_LEVEL)
         with cluster, Client(cluster) as client:
             yield client
         return
     cluster = LocalCluster(n_workers=1, threads_per_worker=_threads(), processes=False,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=DASK_LOG_LEVEL)
     # In-process workers share this process's dask config: units set the local threaded
     # scheduler and its threads (see _with_retries); restore the caller's afterwards.
     caller = {key: dask.config.get(key, None) for key in ("scheduler", "num_workers")}
