@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 import platform
 import tempfile
 import time
@@ -249,6 +248,7 @@ class _LargeLicence:
     def __enter__(self) -> _LargeLicence:
         from distributed import LocalCluster
 
+        from gmsense.batch.scan import DASK_LOG_LEVEL
         from gmsense.bench.scale import large_scene
         from gmsense.sources import LocalSource
 
@@ -262,7 +262,7 @@ class _LargeLicence:
         self.cube = self.source.load(self.site, self.site.buffered(self.settings.sites.buffer_m),
                                      *LARGE_SEASONS).load()
         self.clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                         silence_logs=logging.ERROR) for n in sorted({1, self.cores})}
+                                         silence_logs=DASK_LOG_LEVEL) for n in sorted({1, self.cores})}
         self.tiles = 0
         self._scan(1), self._scan(self.cores)  # warm-up: imports and compiled kernels in every worker
         return self
