@@ -129,3 +129,22 @@ def test_a_later_disturbance_of_recovered_ground_is_a_new_patch(store: Store) ->
         ("S-1-P0001", "2016-06-20", "recovered"), ("S-1-P0002", "2020-07-06", "active")]
     assert store.save_site_result(_scan(store), _result(cleared, again))["new_patches"] == 0, "a rerun matches each"
     assert len(store.patch_rows()) == 2
+
+
+def test_a_second_disturbance_the_season_after_keeps_its_own_class(store: Store) -> None:
+    """A trench dug in a field in 2020, the field harvested over it in 2021 (a later break of the same
+    pixels, one season on): two disturbances, two patches. Merged, the harvest's `natural` would
+    have overwritten the trench's class and silenced it."""
+    x0, y0 = 600_010, 5_289_990
+    ground = box(x0, y0 - 20, x0 + 30, y0)
+    trench = _record(ground, first="2020-06-10", last="2020-09-01")
+    harvest = _record(ground, first="2021-08-20", last="2021-09-30", klass="natural")
+    harvest.metrics = {"n_pixels": 3, "earlier_disturbance": "2020-06-10"}
+    for _ in range(2):  # the same scan again matches each to its own patch
+        store.save_site_result(_scan(store), _result(trench, harvest))
+        rows = store.patch_rows()
+        assert [(r.first_detected, r.disturbance_class) for r in rows] == [("2020-06-10", "trench"),
+                                                                            ("2021-08-20", "natural")]
+    # A plain detection the season after (no earlier disturbance under it: a spreading clearing) still extends.
+    spreading = _record(box(x0 + 20, y0 - 20, x0 + 60, y0), first="2021-06-01", last="2021-09-01")
+    assert store.save_site_result(_scan(store), _result(spreading))["new_patches"] == 0

@@ -1430,10 +1430,16 @@ class Store:
     def _match(stored: list[PatchRow], record: PatchRecord) -> PatchRow | None:
         """The stored patch ``record`` is a detection of: one it overlaps (not mere touching: patches
         sharing only an edge stay separate) whose disturbance it can be (first detected within a
-        season of it: :func:`gmsense.records.same_disturbance`); the earliest of several."""
+        season of it: :func:`gmsense.records.same_disturbance`); the earliest of several. A later
+        disturbance of ground that broke before (``metrics["earlier_disturbance"]``, the earlier one's
+        date) is never a detection of a patch first detected on or before that date: it is a second
+        disturbance, and merged into the first its class would overwrite the first's (a harvest the
+        season after a trench dug in the field would have made the trench's patch natural)."""
         geom = wkt.loads(record.geometry_wkt)
+        follows = (record.metrics or {}).get("earlier_disturbance")
         hits = [row for row in stored
                 if same_disturbance(row.first_detected, record.first_detected)
+                and not (follows and row.first_detected and row.first_detected <= follows)
                 and (other := wkt.loads(row.geometry_wkt)).intersects(geom) and other.intersection(geom).area > 0]
         return min(hits, key=lambda r: r.first_detected) if hits else None
 
