@@ -179,13 +179,17 @@ def test_lag_without_confirmed_on_uses_first_detected() -> None:
     assert _score(truth, patches)["median_lag_days"] == 10.0
 
 
-def test_a_patch_confirmed_before_the_event_began_gives_no_lag() -> None:
-    """The store merges a later detection into an earlier overlapping patch and keeps its dates."""
+def test_a_patch_confirmed_before_the_event_began_is_not_its_detection() -> None:
+    """A field harvested (natural) in 2021 where a pad was built in 2022 and never detected: the earlier
+    patch is another disturbance, so the pad is missed, not a work labelled natural; a patch of the pad
+    itself, confirmed after it began, detects it with its own class."""
     truth = _truth(("pad", "pad", PAD_A, True, "2022-06-05", "2022-06-01"))
-    m = _score(truth, _patches(("track", box(990, 990, 1040, 1040), True, "2021-06-05", "2021-06-15")))
-    assert m["recall"] == 1.0
-    assert m["median_lag_days"] is None
-    assert m["lag_unknown_patch_predates_event"] == 1
+    harvest = ("natural", box(990, 990, 1040, 1040), True, "2021-06-05", "2021-06-15")
+    m = _score(truth, _patches(harvest))
+    assert (m["recall"], m["human_labelled_natural"], m["missed_patch_predates_event"]) == (0.0, None, 1)
+    m = _score(truth, _patches(harvest, ("pad", PAD_A, True, "2022-06-05", "2022-06-20")))
+    assert (m["recall"], m["class_accuracy"], m["missed_patch_predates_event"]) == (1.0, 1.0, 0)
+    assert m["median_lag_days"] == 15.0
 
 
 def test_recovery_status_is_judged_on_the_best_matching_patch() -> None:

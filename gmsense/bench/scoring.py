@@ -25,9 +25,13 @@ Rules (both frames in one projected CRS, metres):
     system only knows afterwards) gives ``first_detected_lag_days``. Fallback: a patch frame
     without ``confirmed_on`` uses ``first_detected`` for both;
   - of the event's matched patches only those confirmed on or after its start date can be its
-    detection (the store merges a later detection into an earlier overlapping patch and keeps
-    the earlier dates); of those the earliest counts (a split event is known once its first
-    piece is confirmed). With none, the lag is unknown (``lag_basis`` ``predates_event``);
+    detection; of those the earliest counts (a split event is known once its first piece is
+    confirmed);
+- a patch confirmed before an event began is another, earlier disturbance of the same ground (a
+  field harvested before a trench was dug in it): it neither detects the event nor gives it a class.
+  An event overlapped only by such patches is *missed* (counted in ``missed_patch_predates_event``;
+  before 2026-11-30 it counted as detected with the earlier patch's class, so a missed trench under a
+  harvest read as a work labelled ``natural``);
 - ``class_accuracy`` counts ``uncertain`` as wrong; ``human_labelled_natural`` and
   ``human_labelled_uncertain`` are the shares of detected human-made events labelled so (the first
   is the violation nobody sees, the second goes to a reviewer); ``natural_labelled_uncertain`` the
@@ -62,7 +66,7 @@ def _safe_ratio(num: float, den: float) -> float | None:
 
 EVENT_COLUMNS = ["event_id", "kind", "truth_class", "human", "detected", "n_patches", "predicted", "lag_days",
                  "first_detected_lag_days", "lag_basis", "status_ok", "inside_ok", "width_m", "width_px",
-                 "patch_id", "truth_status", "status", "recovery_ratio", "uncertain_rule"]
+                 "patch_id", "truth_status", "status", "recovery_ratio", "uncertain_rule", "predates"]
 
 #: Groups of event width over pixel size (lower bound inclusive, upper exclusive), for ``recall_by_width``.
 WIDTH_GROUPS: dict[str, tuple[float, float]] = {"under_third_px": (0.0, 1 / 3), "third_to_one_px": (1 / 3, 1.0),
@@ -179,6 +183,10 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
                 used_by_human[i] = True
             elif on_natural[i] is None:
                 on_natural[i] = str(ev.get("kind", "natural"))
+        predates = False
+        if overlaps:
+            usable = [(a, i) for a, i in overlaps if _detection(ev, patches.iloc[[i]])[0] is not None]
+            predates, overlaps = not usable, usable
         best = patches.iloc[max(overlaps)[1]] if overlaps else None
         observed, basis = _iso(ev.get("first_observed")), "first_observed"
         if observed is None:
@@ -186,9 +194,7 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
         lag = first_lag = None
         if best is not None:
             confirmed, first = _detection(ev, patches.iloc[[i for _, i in overlaps]])
-            if confirmed is None:
-                basis = "predates_event"
-            elif observed is not None:
+            if observed is not None:
                 lag, first_lag = _days(confirmed, observed), _days(first, observed)
         truth_status = ev.get("recovery_status")
         events.append({
@@ -207,6 +213,7 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
             "status": None if best is None else best.recovery_status,
             "recovery_ratio": None if best is None else _number(best.get("recovery_ratio")),
             "uncertain_rule": _rule_of(best),
+            "predates": predates,
         })
     false_alarms = [on_natural[i] for i in range(len(geoms))
                     if not used_by_human[i] and patches.iloc[i].disturbance_class in HUMAN_MADE_CLASSES]
@@ -266,7 +273,7 @@ def summarise(events: pd.DataFrame, false_alarms: list[str | None], n_patches: i
         "median_first_detected_lag_days": float(np.median(first_lags)) if first_lags.size else None,
         "lag_events": int(lags.size),
         "lag_from_start_date": basis.get("start", 0),
-        "lag_unknown_patch_predates_event": basis.get("predates_event", 0),
+        "missed_patch_predates_event": int(human.predates.astype(bool).sum()) if "predates" in human else 0,
         "recovery_status_accuracy": _safe_ratio(int(status.sum()), len(status)),
         "inside_licence_accuracy": _safe_ratio(int(inside.sum()), len(inside)),
         "confusion": {t: dict(Counter(detected_all[detected_all.truth_class == t].predicted)) if len(detected_all)
