@@ -224,7 +224,8 @@ class TrustSettings(_Settings):
         0.6, ge=0, description="harvest: the field greened again this season, before the drop, by this share of it "
                                "above the season before's low")
     drought_min_ring_share: float = Field(
-        0.6, ge=0, description="drought: near and far rings lost at least this share of the patch's drop")
+        0.6, ge=0, description="drought: near and far rings lost at least this share of the patch's drop, both "
+                               "since the season before and against its same days (a dry year, not the yearly cycle)")
 
 
 class RecoverySettings(_Settings):

@@ -8,7 +8,7 @@ from scipy import ndimage
 from shapely.geometry import box
 
 from gmsense.config import DetectSettings, Settings
-from gmsense.detect.features import add_patch_context, context_rings
+from gmsense.detect.features import add_patch_context, context_rings, ring_anomaly
 from gmsense.detect.lines import ring
 from gmsense.detect.patches import Patch
 from gmsense.pipeline import analyse_cube
@@ -104,3 +104,44 @@ def test_a_patch_whose_edge_pixels_share_its_drop_is_in_quiet_land(pixel_m: floa
     assert abs(context["ring_drop_near"]) < 0.1, "the edge pixels are the patch's own drop, not its surroundings'"
     assert abs(context["ring_drop_far"]) < 0.1
     assert context["contrast_after"] < -0.4
+
+
+def _fields_falling(dry_year: bool) -> dict[str, float]:
+    """A 5 x 7 patch drops to bare on 2021-08-20 amid land that falls every year from 20 August
+    (fields harvested: the yearly cycle) or, with ``dry_year``, only in 2021."""
+    days = np.arange(np.datetime64("2020-05-01"), np.datetime64("2021-10-01"), np.timedelta64(5, "D"))
+    times = days[np.isin(days.astype("datetime64[M]").astype(int) % 12 + 1, range(5, 10))]
+    doy = (times - times.astype("datetime64[Y]")).astype("timedelta64[D]").astype(int)
+    this_year = times >= np.datetime64("2021-01-01")
+    falls = (doy >= 231) & (this_year if dry_year else True)
+    rng = np.random.default_rng(5)
+    index = np.where(falls, 0.35, 0.8)[:, None, None] + rng.normal(0, 0.005, (times.size, 30, 30))
+    mask = np.zeros((30, 30), dtype=bool)
+    mask[12:17, 11:18] = True
+    index[this_year & (doy >= 231)] = np.where(mask, 0.25, index[this_year & (doy >= 231)])
+    patch = Patch(1, box(11, 12, 18, 17), np.datetime64("2021-08-20"), np.datetime64("2021-09-05"),
+                  int(mask.sum()), 0.5)
+    add_patch_context([patch], mask.astype("int32"), index, times, np.where(mask, 0.5, np.nan), DetectSettings(),
+                      10.0)
+    return patch.context
+
+
+def test_a_yearly_cycle_around_a_patch_is_no_anomaly_a_dry_year_is() -> None:
+    cycle, dry = _fields_falling(dry_year=False), _fields_falling(dry_year=True)
+    for context in (cycle, dry):
+        for side in ("near", "far"):
+            assert context[f"ring_drop_{side}"] > 0.6, "the land around fell as well"
+    for side in ("near", "far"):
+        assert abs(cycle[f"ring_anomaly_{side}"]) < 0.1, "it fell at the same days the season before"
+        assert dry[f"ring_anomaly_{side}"] > 0.6, "it did not fall the season before"
+
+
+def test_ring_anomaly_needs_the_season_before() -> None:
+    values = np.full((6, 4), 0.5)
+    days = np.array([150, 180, 210, 150, 180, 210])
+    assert np.isnan(ring_anomaly(values, days, np.array([0]), np.array([3, 4, 5]))), "one date is no curve"
+    assert ring_anomaly(values - np.array([0, 0, 0, 0, 0.2, 0.2])[:, None], days, np.array([0, 1, 2]),
+                        np.array([4, 5])) == pytest.approx(0.2)
+    outside = np.array([100, 180, 210, 300, 310, 320])
+    assert np.isnan(ring_anomaly(values, outside, np.array([0, 1, 2]), np.array([3, 4, 5]))), \
+        "no date after lies within the season before's span"

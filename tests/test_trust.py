@@ -77,12 +77,28 @@ def test_a_burn_is_natural_with_agent_fire_and_its_evidence() -> None:
     ("dieback", {**TRENCH, "sig_ndvi_before": 0.8, "ring_drop_near": 0.5, "solidity": 0.6,
                  "sig_decline_before": 0.4}),
     ("harvest", {**TRENCH, "sig_cycle_repeat": 0.9, "sig_prior_amplitude": 0.5, "sig_regreen": 0.95}),
-    ("drought", {**TRENCH, "ring_drop_near": 0.8, "ring_drop_far": 0.7}),
+    ("drought", {**TRENCH, "ring_drop_near": 0.8, "ring_drop_far": 0.7, "ring_anomaly_near": 0.8,
+                 "ring_anomaly_far": 0.7}),
 ])
 def test_each_agent_is_named_by_its_own_signature(agent: str, metrics: dict) -> None:
     found, _ = natural_agents(metrics, SETTINGS)
     assert [a.agent for a in found] == [agent]
     assert trusted_label("natural", 0.9, metrics, SETTINGS).natural_agent == agent
+
+
+def test_surroundings_that_fall_every_year_at_this_time_are_no_drought() -> None:
+    """A work dug at harvest time in a field: the fields around fall as much (the rings' shares near 1),
+    but they fell at the same days the season before too. That is their yearly cycle, not a dry year,
+    so it explains nothing and the patch the model calls natural goes to review."""
+    at_harvest = {**TRENCH, "ring_drop_near": 0.98, "ring_drop_far": 0.98, "ring_anomaly_near": 0.05,
+                  "ring_anomaly_far": -0.1}
+    found, missed = natural_agents(at_harvest, SETTINGS)
+    assert "drought" not in [a.agent for a in found]
+    assert any(m.startswith("drought:") and "same days 0.05 (>= 0.6)" in m for m in missed)
+    assert trusted_label("natural", 0.99, at_harvest, SETTINGS).disturbance_class == "uncertain"
+    unknown = {k: v for k, v in at_harvest.items() if not k.startswith("ring_anomaly")}
+    assert trusted_label("natural", 0.99, unknown, SETTINGS).disturbance_class == "uncertain", \
+        "without the season before, a dry year is not shown"
 
 
 def test_a_flood_that_stays_is_not_a_flood() -> None:
@@ -181,7 +197,8 @@ def test_a_drop_at_harvest_time_that_never_regreened_is_not_a_harvest() -> None:
 def test_a_line_explained_only_by_its_surroundings_stays_uncertain() -> None:
     """A 300 m x 6 m line in a harvested or dry landscape: the surroundings' signature alone does not
     make a work's shape natural; char along it (a fire) does."""
-    line = {**TRENCH, "elongation": 50.0, "width_m": 6.0, "ring_drop_near": 0.8, "ring_drop_far": 0.7}
+    line = {**TRENCH, "elongation": 50.0, "width_m": 6.0, "ring_drop_near": 0.8, "ring_drop_far": 0.7,
+            "ring_anomaly_near": 0.8, "ring_anomaly_far": 0.7}
     label = trusted_label("natural", 0.9, line, SETTINGS)
     assert label.disturbance_class == "uncertain"
     assert label.reason.startswith("a work's shape (elongation 50.0, width 6 m) with only a drought signature")

@@ -133,7 +133,12 @@ def natural_agents(metrics: dict[str, Any], settings: TrustSettings) -> tuple[li
                      settings.harvest_min_amplitude),
                     ("green again before the drop", m("sig_regreen"), ">=", settings.harvest_min_regreen)],
         "drought": [("near ring's share of the drop", m("ring_drop_near"), ">=", settings.drought_min_ring_share),
-                    ("far ring's share of the drop", m("ring_drop_far"), ">=", settings.drought_min_ring_share)],
+                    ("far ring's share of the drop", m("ring_drop_far"), ">=", settings.drought_min_ring_share),
+                    # A dry year, not the land's yearly cycle (fields harvested around a work dug at harvest time)
+                    ("near ring below its last season's same days", m("ring_anomaly_near"), ">=",
+                     settings.drought_min_ring_share),
+                    ("far ring below its last season's same days", m("ring_anomaly_far"), ">=",
+                     settings.drought_min_ring_share)],
     }
     found, missed = [], []
     for agent in NATURAL_AGENTS:

@@ -17,7 +17,10 @@ the patch (narrow lines stand out, scales ``line_ridge_sigmas_m``);
 above) of the surroundings ``context_near_ring_m`` (10-30 m) and ``context_far_ring_m`` (30-100 m)
 out (other patches excluded; both from at least one pixel out, :func:`context_rings`) as a share
 of the patch's own drop: near 0 for work in quiet land, near 1 where everything around changed
-too (fire, flood, harvest, a dry year);
+too (fire, flood, harvest, a dry year); ``ring_anomaly_near`` and ``ring_anomaly_far``, how much lower
+each ring is after than at the same days of the season before (:func:`ring_anomaly`), as a share of the
+patch's drop: a yearly cycle around the patch (fields harvested at this time every year) cancels, a dry year
+does not;
 ``contrast_after``, the patch's NDVI after less that of the near ring; ``ring_ndvi_before``, the
 far ring's NDVI before (land-cover context: forest, grass, crop).
 
@@ -36,7 +39,7 @@ from gmsense._numeric import nan_median
 from gmsense.config import DetectSettings, SeasonSettings
 from gmsense.cube import ops as cubeops
 from gmsense.cube.contract import CUBE_BANDS
-from gmsense.cube.ops import ring_pixels, scale_pixels, season_year
+from gmsense.cube.ops import ring_pixels, scale_pixels, season_days, season_year
 from gmsense.detect.agents import signatures
 from gmsense.detect.lines import finite_quantile, median_over, ridge_response, ring
 from gmsense.detect.patches import Patch
@@ -222,6 +225,25 @@ def context_rings(settings: DetectSettings, pixel_m: float) -> tuple[tuple[int, 
     return near, ring_pixels(settings.context_far_ring_m, pixel_m, min_inner=near[1])
 
 
+def ring_anomaly(values: np.ndarray, days: np.ndarray, before_t: np.ndarray, after_t: np.ndarray) -> float:
+    """How much lower a ring is on the dates ``after_t`` than it was at the same days of the season
+    before (``before_t``), NDVI units (positive: lower now): the median over the dates after of the
+    ring's per-date median less the season before's per-date medians interpolated at the same day
+    of the season (``days``, :func:`gmsense.cube.ops.season_days`). A yearly cycle (a harvest, the
+    autumn's senescence) cancels; a dry year does not. NaN when the season before has fewer than
+    two clear dates or does not span an after date.
+
+    ``values`` (T, pixels) NDVI, NaN where not clear."""
+    daily = nan_median(values.T) if values.shape[1] else np.full(values.shape[0], np.nan)
+    before = before_t[np.isfinite(daily[before_t])]
+    after = after_t[np.isfinite(daily[after_t])]
+    if before.size < 2 or after.size == 0:
+        return float("nan")
+    then = np.interp(days[after], days[before], daily[before], left=np.nan, right=np.nan)
+    seen = np.isfinite(then)
+    return float(np.median(then[seen] - daily[after][seen])) if seen.any() else float("nan")
+
+
 def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarray, times: np.ndarray,
                       magnitude: np.ndarray, settings: DetectSettings, pixel_m: float,
                       season: SeasonSettings | None = None) -> None:
@@ -232,6 +254,7 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
     scales of ``settings`` into pixels."""
     times = np.asarray(times).astype("datetime64[ns]")
     years = season_year(times, season)
+    days = season_days(times, years)
     boxes = ndimage.find_objects(labels)
     near_px, far_px = context_rings(settings, pixel_m)
     sigmas = tuple(scale_pixels(s, pixel_m) for s in settings.line_ridge_sigmas_m)
@@ -258,6 +281,10 @@ def add_patch_context(patches: list[Patch], labels: np.ndarray, index: np.ndarra
         if np.isfinite(own) and own > 0:
             patch.context["ring_drop_near"] = _median(drop[near]) / own
             patch.context["ring_drop_far"] = _median(drop[far]) / own
+            for name, pixels in (("near", near), ("far", far)):
+                anomaly = ring_anomaly(window[:, pixels], days, before_t, after_t)
+                if np.isfinite(anomaly):
+                    patch.context[f"ring_anomaly_{name}"] = anomaly / own
         patch.context["contrast_after"] = _median(after[mask]) - _median(after[near])
         own_drop = drop[mask]
         own_drop = own_drop[np.isfinite(own_drop)]
