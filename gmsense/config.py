@@ -473,6 +473,10 @@ class ScanSettings(_Settings):
     retry_base_delay_s: float = Field(2.0, ge=0, description="back-off before the first retry, seconds; doubles "
                                                             "with each retry, with full jitter")
     retry_max_delay_s: float = Field(60.0, ge=0, description="longest back-off between retries, seconds")
+    keep_worker_memory: bool = Field(True, description="the worker processes of --workers keep the memory they "
+                                                       "free for their next unit (gmsense.batch.workers): on a "
+                                                       "virtual machine that hands freed memory back to its host, "
+                                                       "touching fresh memory is the slowest part of a scan")
 
 
 class NotifySettings(_Settings):

@@ -45,6 +45,7 @@ from gmsense import __version__
 from gmsense.batch.planner import Tile, WorkUnit, default_memory_limit, plan
 from gmsense.batch.request import ScanOptions, ScanRequest
 from gmsense.batch.tiles import LoadedTile, TileResult, analyse_tile, load_tile, merge_tiles, tile_sample
+from gmsense.batch.workers import local_cluster
 from gmsense.config import Settings
 from gmsense.detect.context import SceneContext, SceneSample, merge_samples
 from gmsense.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, GmsenseError, InputError
@@ -112,11 +113,12 @@ def _threads() -> int:
 
 
 @contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+def dask_client(workers: int | None = None, scheduler: str | None = None, keep_memory: bool = True) -> Iterator[Client]:
     """A dask.distributed client.
 
     ``scheduler``: connect to an existing cluster; ``workers``: a LocalCluster of that many
-    single-threaded worker processes; neither: threads in this process.
+    single-threaded worker processes, which keep their freed memory between tasks when
+    ``keep_memory`` (gmsense.batch.workers); neither: threads in this process.
     """
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
         logging.getLogger(name).setLevel(DASK_LOG_LEVEL)
@@ -129,8 +131,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             yield client
         return
     if workers:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=DASK_LOG_LEVEL)
+        cluster = local_cluster(workers, keep_memory, silence_logs=DASK_LOG_LEVEL)
         with cluster, Client(cluster) as client:
             yield client
         return
@@ -511,7 +512,7 @@ def _run(request: ScanRequest, options: ScanOptions, store: Store, scan_id: int,
         summary.sites[site_id] = {"patches": 0, "by_class": {}, "area_m2": 0.0, "flags": 0,
                                   "skipped": f"up to date (analysed through {last})"}
     todo = [s for s in sites if s.site_id not in done and s.site_id not in skipped]
-    with dask_client(options.workers, options.scheduler) as client:
+    with dask_client(options.workers, options.scheduler, request.settings.scan.keep_worker_memory) as client:
         concurrent = options.workers or (1 if options.scheduler else _threads())
         units = plan(todo, settings, options.memory_limit or default_memory_limit(concurrent),
                      start=request.start, end=request.end, source=request.source,

@@ -246,9 +246,8 @@ class _LargeLicence:
         self.side_km, self.cores = side_km, cores
 
     def __enter__(self) -> _LargeLicence:
-        from distributed import LocalCluster
-
         from gmsense.batch.scan import DASK_LOG_LEVEL
+        from gmsense.batch.workers import local_cluster
         from gmsense.bench.scale import large_scene
         from gmsense.sources import LocalSource
 
@@ -261,8 +260,8 @@ class _LargeLicence:
         self.source = LocalSource(imagery, self.settings)
         self.cube = self.source.load(self.site, self.site.buffered(self.settings.sites.buffer_m),
                                      *LARGE_SEASONS).load()
-        self.clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                         silence_logs=DASK_LOG_LEVEL) for n in sorted({1, self.cores})}
+        keep = self.settings.scan.keep_worker_memory  # as gmsense scan --workers N starts its workers
+        self.clusters = {n: local_cluster(n, keep, silence_logs=DASK_LOG_LEVEL) for n in sorted({1, self.cores})}
         self.tiles = 0
         self._scan(1), self._scan(self.cores)  # warm-up: imports and compiled kernels in every worker
         return self

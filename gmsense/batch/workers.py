@@ -1,0 +1,61 @@
+"""The scan's local worker processes, and the memory they keep between tasks.
+
+On a virtual machine whose balloon driver hands free memory back to the host (virtio-balloon free
+page reporting), a page a process freed is returned to the host about a second later, and the next
+first touch of it costs the host's fault: measured on this project's 2-core VM, 2-10 s per GiB after
+1-6 s idle against 0.13 s per GiB for memory the process kept. glibc gives every block larger than
+32 MiB back to the system on free (``mmap``), so each licence or tile a worker analyses writes its
+bands, masks and indices into fresh pages: the large licence of ``gmsense bench speed`` took 8-13 s
+on one worker, 4.7-5.0 s once the worker kept its memory (README, Benchmarks).
+
+:data:`KEEP_MEMORY_ENV` makes glibc serve every block from one heap that is never trimmed
+(``MALLOC_ARENA_MAX`` 1, ``MALLOC_MMAP_MAX_`` 0, ``MALLOC_TRIM_THRESHOLD_`` 1 TiB; see mallopt(3)):
+a worker then holds on to its peak and reuses it for the next unit. The peak is what the planner
+bounds (gmsense.batch.planner.default_memory_limit: half the machine shared by the tasks that run at
+once), under dask's spill and pause thresholds (60 % and 80 % of a worker's memory limit). The
+variables must be in a process's environment when it starts, so they reach the workers of the
+cluster :func:`local_cluster` starts (``gmsense scan --workers N``) and the workers of an external
+cluster only if it was started with them (``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=1099511627776 dask worker ...``). Setting ``scan.keep_worker_memory: false``
+leaves dask's default (``MALLOC_TRIM_THRESHOLD_`` 65536: memory handed back as soon as it is freed).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask
+from distributed import LocalCluster
+
+#: glibc malloc tunables (mallopt(3), "Environment variables") that keep freed memory in the process.
+KEEP_MEMORY_ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
+                                   "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+#: dask's setting whose variables a nanny puts in its worker's environment before starting it
+#: (https://distributed.dask.org/en/stable/worker-memory.html#automatically-trim-memory).
+PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
+
+
+def worker_environ(keep_memory: bool) -> dict[str, Any]:
+    """The environment the local cluster's nannies give their workers before they start: dask's own
+    (``distributed.nanny.pre-spawn-environ``) and, with ``keep_memory``, :data:`KEEP_MEMORY_ENV` over it."""
+    environ = dict(dask.config.get(PRE_SPAWN_ENVIRON, {}) or {})
+    return {**environ, **KEEP_MEMORY_ENV} if keep_memory else environ
+
+
+def local_cluster(workers: int, keep_memory: bool = True, **kwargs: Any) -> LocalCluster:
+    """A LocalCluster of ``workers`` single-threaded worker processes whose memory is kept between
+    tasks when ``keep_memory`` (module docstring). ``kwargs`` go to LocalCluster."""
+    kwargs = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0", **kwargs}
+    # A nanny puts its pre-spawn variables in this process's os.environ (its workers inherit them), where
+    # they would stay for every process started later: this process's own values are put back.
+    saved = {name: os.environ.get(name) for name in KEEP_MEMORY_ENV}
+    try:
+        with dask.config.set({PRE_SPAWN_ENVIRON: worker_environ(keep_memory)}):
+            return LocalCluster(n_workers=workers, **kwargs)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
