@@ -59,3 +59,4 @@ def test_scan_client_starts_workers_that_keep_memory_and_leaves_this_process_as_
         assert _environ() == before
     with dask_client(workers=1, keep_memory=False) as client:
         assert client.submit(_environ, pure=False).result()["MALLOC_MMAP_MAX_"] is None
+

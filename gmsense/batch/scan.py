@@ -117,7 +117,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, keep_m
     """A dask.distributed client.
 
     ``scheduler``: connect to an existing cluster; ``workers``: a LocalCluster of that many
-    single-threaded worker processes, which keep their freed memory between tasks when
+    single-threaded worker processes, which keep the memory they free for their next unit when
     ``keep_memory`` (gmsense.batch.workers); neither: threads in this process.
     """
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):

@@ -5,8 +5,8 @@ page reporting), a page a process freed is returned to the host about a second l
 first touch of it costs the host's fault: measured on this project's 2-core VM, 2-10 s per GiB after
 1-6 s idle against 0.13 s per GiB for memory the process kept. glibc gives every block larger than
 32 MiB back to the system on free (``mmap``), so each licence or tile a worker analyses writes its
-bands, masks and indices into fresh pages: the large licence of ``gmsense bench speed`` took 8-13 s
-on one worker, 4.7-5.0 s once the worker kept its memory (README, Benchmarks).
+bands, masks and indices into fresh pages: the large licence of ``gmsense bench speed`` took 7.96 s
+on one worker (median of 5 rounds), 3.85 s once the worker kept its memory (README, Benchmarks).
 
 :data:`KEEP_MEMORY_ENV` makes glibc serve every block from one heap that is never trimmed
 (``MALLOC_ARENA_MAX`` 1, ``MALLOC_MMAP_MAX_`` 0, ``MALLOC_TRIM_THRESHOLD_`` 1 TiB; see mallopt(3)):
@@ -16,8 +16,13 @@ once), under dask's spill and pause thresholds (60 % and 80 % of a worker's memo
 variables must be in a process's environment when it starts, so they reach the workers of the
 cluster :func:`local_cluster` starts (``gmsense scan --workers N``) and the workers of an external
 cluster only if it was started with them (``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0
-MALLOC_TRIM_THRESHOLD_=1099511627776 dask worker ...``). Setting ``scan.keep_worker_memory: false``
-leaves dask's default (``MALLOC_TRIM_THRESHOLD_`` 65536: memory handed back as soon as it is freed).
+MALLOC_TRIM_THRESHOLD_=1099511627776 dask worker ...``). A scan in threads of its own process (no
+``--workers``, no ``--scheduler``) is left as it is: the same settings made through glibc's ``mallopt`` in
+such a process made its first scan of the large licence slower (17-21 s against 13-17 s, three fresh
+processes each; one arena for every thread) and only its later ones faster (6-8 s against 7-11 s), while
+worker processes gained on the first scan too (a fresh 2-worker cluster per scan: 11-20 s against 18-22 s).
+Setting ``scan.keep_worker_memory: false`` leaves the workers as dask starts them
+(``MALLOC_TRIM_THRESHOLD_`` 65536: memory handed back as soon as it is freed).
 """
 
 from __future__ import annotations
