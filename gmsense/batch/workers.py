@@ -53,7 +53,8 @@ def local_cluster(workers: int, keep_memory: bool = True, **kwargs: Any) -> Loca
     tasks when ``keep_memory`` (module docstring). ``kwargs`` go to LocalCluster."""
     kwargs = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0", **kwargs}
     # A nanny puts its pre-spawn variables in this process's os.environ (its workers inherit them), where
-    # they would stay for every process started later: this process's own values are put back.
+    # they would stay for every process started later: this process's own values are put back once the
+    # workers run (a worker the nanny restarts later puts them there again, until the cluster closes).
     saved = {name: os.environ.get(name) for name in KEEP_MEMORY_ENV}
     try:
         with dask.config.set({PRE_SPAWN_ENVIRON: worker_environ(keep_memory)}):
