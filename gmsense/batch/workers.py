@@ -41,6 +41,18 @@ KEEP_MEMORY_ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": 
 PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 
 
+#: This process's own values of those variables, from before any cluster of it started (see :func:`local_cluster`).
+_OWN_ENVIRON: dict[str, str | None] = {name: os.environ.get(name) for name in KEEP_MEMORY_ENV}
+
+
+def _restore_own_environ() -> None:
+    for name, value in _OWN_ENVIRON.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def worker_environ(keep_memory: bool) -> dict[str, Any]:
     """The environment the local cluster's nannies give their workers before they start: dask's own
     (``distributed.nanny.pre-spawn-environ``) and, with ``keep_memory``, :data:`KEEP_MEMORY_ENV` over it."""
@@ -53,15 +65,11 @@ def local_cluster(workers: int, keep_memory: bool = True, **kwargs: Any) -> Loca
     tasks when ``keep_memory`` (module docstring). ``kwargs`` go to LocalCluster."""
     kwargs = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0", **kwargs}
     # A nanny puts its pre-spawn variables in this process's os.environ (its workers inherit them), where
-    # they would stay for every process started later: this process's own values are put back once the
-    # workers run (a worker the nanny restarts later puts them there again, until the cluster closes).
-    saved = {name: os.environ.get(name) for name in KEEP_MEMORY_ENV}
+    # they stay for every process started later, and a nanny that restarts a dead worker puts them there
+    # again: this process's own values are put back before and after the workers start.
+    _restore_own_environ()
     try:
         with dask.config.set({PRE_SPAWN_ENVIRON: worker_environ(keep_memory)}):
             return LocalCluster(n_workers=workers, **kwargs)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _restore_own_environ()
