@@ -29,6 +29,7 @@ from typing import Any
 
 import pyproj
 from shapely import wkt
+from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 from sqlalchemy import (
     JSON,
@@ -1363,10 +1364,11 @@ class Store:
             site = s.get(SiteRow, result.site_id)
             codes = {k: getattr(site, k) if site else None for k in ("province_code", "city_code", "county_code")}
             stored = list(s.scalars(select(PatchRow).where(PatchRow.site_id == result.site_id)))
+            shapes = {row.patch_id: wkt.loads(row.geometry_wkt) for row in stored}  # parsed once, not per record
             next_number = len(stored) + 1
-            patch_ids: list[str] = []
+            rows: list[PatchRow] = []
             for record in result.patches:
-                row = self._match(stored, record)
+                row = self._match(stored, shapes, record)
                 if row is None:
                     row = PatchRow(patch_id=f"{result.site_id}-P{next_number:04d}", site_id=result.site_id,
                                    created_scan_id=scan_id)
@@ -1375,35 +1377,42 @@ class Store:
                     s.add(row)
                     stored.append(row)
                     counts["new_patches"] += 1
-                else:
-                    if self._extend(row, record):
-                        counts["updated_patches"] += 1
+                elif self._extend(row, record):
+                    counts["updated_patches"] += 1
+                shapes[row.patch_id] = wkt.loads(row.geometry_wkt)
                 row.updated_scan_id = scan_id
-                patch_ids.append(row.patch_id)
-                s.flush()
+                rows.append(row)
+            s.flush()  # the patches exist before their recovery rows and flags refer to them
+            patch_ids = [row.patch_id for row in rows]
+            recoveries = {(r.patch_id, r.season, r.index_name): r for r in s.scalars(
+                select(RecoveryRow).where(RecoveryRow.patch_id.in_(
+                    select(PatchRow.patch_id).where(PatchRow.site_id == result.site_id))))}
+            for row, record in zip(rows, result.patches, strict=True):
                 for obs in record.recovery:
-                    existing = s.scalar(select(RecoveryRow).where(
-                        RecoveryRow.patch_id == row.patch_id, RecoveryRow.season == obs.season,
-                        RecoveryRow.index_name == obs.index))
                     values = asdict(obs)
                     values["index_name"] = values.pop("index")
+                    key = (row.patch_id, obs.season, values["index_name"])
+                    existing = recoveries.get(key)
                     if existing is None:
-                        s.add(RecoveryRow(patch_id=row.patch_id, **values))
+                        recoveries[key] = RecoveryRow(patch_id=row.patch_id, **values)
+                        s.add(recoveries[key])
                     else:
-                        for key, value in values.items():
-                            setattr(existing, key, value)
+                        for name, value in values.items():
+                            setattr(existing, name, value)
+            flags = {(f.rule, f.flag_key, f.patch_id): f
+                     for f in s.scalars(select(FlagRow).where(FlagRow.site_id == result.site_id))}
             for flag in result.flags:
                 patch_id = patch_ids[flag.patch_index] if flag.patch_index is not None else None
-                existing = s.scalar(select(FlagRow).where(
-                    FlagRow.rule == flag.rule, FlagRow.site_id == result.site_id, FlagRow.flag_key == flag.key,
-                    FlagRow.patch_id.is_(None) if patch_id is None else FlagRow.patch_id == patch_id))
+                existing = flags.get((flag.rule, flag.key, patch_id))
                 layer = {key: flag.evidence.get(key) for key in ("layer_name", "layer_kind", "layer_version",
                                                                    "overlap_m2")}
                 if existing is None:
-                    s.add(FlagRow(site_id=result.site_id, patch_id=patch_id, rule=flag.rule, flag_key=flag.key,
-                                  severity=flag.severity, message=flag.message, evidence=flag.evidence,
-                                  created_scan_id=scan_id, updated_scan_id=scan_id,
-                                  licence_version=licence_version, **codes, **layer))
+                    flags[(flag.rule, flag.key, patch_id)] = FlagRow(
+                        site_id=result.site_id, patch_id=patch_id, rule=flag.rule, flag_key=flag.key,
+                        severity=flag.severity, message=flag.message, evidence=flag.evidence,
+                        created_scan_id=scan_id, updated_scan_id=scan_id,
+                        licence_version=licence_version, **codes, **layer)
+                    s.add(flags[(flag.rule, flag.key, patch_id)])
                     counts["new_flags"] += 1
                 else:
                     existing.severity, existing.message = flag.severity, flag.message
@@ -1427,20 +1436,21 @@ class Store:
         return counts
 
     @staticmethod
-    def _match(stored: list[PatchRow], record: PatchRecord) -> PatchRow | None:
+    def _match(stored: list[PatchRow], shapes: dict[str, BaseGeometry], record: PatchRecord) -> PatchRow | None:
         """The stored patch ``record`` is a detection of: one it overlaps (not mere touching: patches
         sharing only an edge stay separate) whose disturbance it can be (first detected within a
         season of it: :func:`gmsense.records.same_disturbance`); the earliest of several. A later
         disturbance of ground that broke before (``metrics["earlier_disturbance"]``, the earlier one's
         date) is never a detection of a patch first detected on or before that date: it is a second
         disturbance, and merged into the first its class would overwrite the first's (a harvest the
-        season after a trench dug in the field would have made the trench's patch natural)."""
+        season after a trench dug in the field would have made the trench's patch natural).
+        ``shapes``: the stored patches' geometries (WGS84) by patch id."""
         geom = wkt.loads(record.geometry_wkt)
         follows = (record.metrics or {}).get("earlier_disturbance")
         hits = [row for row in stored
                 if same_disturbance(row.first_detected, record.first_detected)
                 and not (follows and row.first_detected and row.first_detected <= follows)
-                and (other := wkt.loads(row.geometry_wkt)).intersects(geom) and other.intersection(geom).area > 0]
+                and (other := shapes[row.patch_id]).intersects(geom) and other.intersection(geom).area > 0]
         return min(hits, key=lambda r: r.first_detected) if hits else None
 
     @staticmethod

@@ -827,6 +827,15 @@ def _read_chunks(ds: xr.Dataset, limit: int | None = None) -> dict[str, int]:
     return {"time": -1, "y": int(max(1, rows)), "x": -1}
 
 
+def _lattice_window(ds: xr.Dataset, grid: Grid) -> xr.Dataset | None:
+    """The part of ``ds`` (lazily indexed: :func:`_open_store`) that ``grid`` covers when ``grid`` is
+    on the store's lattice, still lazily indexed (a slice of it reads only that slice); None
+    when it is not on the lattice."""
+    columns = _window(ds.x.values, grid.xs(), abs(grid.transform.a) / 4)
+    rows = _window(ds.y.values, grid.ys(), abs(grid.transform.e) / 4)
+    return None if columns is None or rows is None else ds.isel(x=columns[0], y=rows[0])
+
+
 def _on_lattice(ds: xr.Dataset, grid: Grid, bands: Sequence[str] = ()) -> xr.Dataset:
     """``ds`` (lazily indexed: :func:`_open_store`) reindexed onto ``grid`` (same lattice) as dask
     arrays, NaN where it has no pixel. A grid on the store's lattice is cut from it by slices,
@@ -889,6 +898,7 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
     if not box(*footprint).intersects(region_s):
         raise _not_covered(path, footprint, crs, region, region_crs, site_id)
 
+    lazy = None
     if crs.is_geographic:
         if not region_crs.is_projected:
             raise ImageryError(f"imagery {path} and {_who(site_id)} are both in a geographic CRS; "
@@ -897,12 +907,16 @@ def _read_store(path: Path, region: BaseGeometry, region_crs: pyproj.CRS, dates:
         ds = _reproject_store(ds, crs, grid)
     else:
         grid = crop_grid(crs, transform, transform_bounds(region.bounds, region_crs, crs))
+        lazy = _lattice_window(ds, grid)
         ds = _on_lattice(ds, grid, list(plan.bands.values()))
 
     bands = {common: ds[src].astype("float32") for common, src in plan.bands.items()}
     scaled_in_file = any("scale_factor" in ds[src].encoding or "add_offset" in ds[src].encoding
                          for src in plan.bands.values())
-    scale, offset, extra = _store_scaling(bands, dn_scale, plan.platform, scaled_in_file)
+    # The guess reads its sample from the store itself where it can: through the dask chunks it
+    # would read every date of the chunks around the centre, a good part of the window.
+    sample_from = bands if lazy is None else {common: lazy[src] for common, src in plan.bands.items()}
+    scale, offset, extra = _store_scaling(sample_from, dn_scale, plan.platform, scaled_in_file)
     if (scale, offset) != (1.0, 0.0):
         bands = {k: (v * np.float32(scale) + np.float32(offset)).astype("float32") for k, v in bands.items()}
     valid = None
@@ -949,9 +963,11 @@ def _store_scaling(bands: dict[str, xr.DataArray], dn_scale: DnScale, platform: 
     pick = np.unique(np.linspace(0, n - 1, min(n, DN_SAMPLE_DATES)).round().astype(int))
     first = {dim: max(0, (bands["red"].sizes[dim] - DN_SAMPLE_PIXELS) // 2) for dim in ("y", "x")}
     centre = {dim: slice(start, start + DN_SAMPLE_PIXELS) for dim, start in first.items()}
-    sample = np.concatenate([bands[b].isel(time=pick, **centre).values.ravel() for b in ("red", "nir")])
+    sample = np.concatenate([np.asarray(bands[b].isel(time=pick, **centre).values, "float32").ravel()
+                             for b in ("red", "nir")])
     if not np.isfinite(sample).any():  # the centre is outside the imagery: the whole window then
-        sample = np.concatenate([bands[b].isel(time=pick).values.ravel() for b in ("red", "nir")])
+        sample = np.concatenate([np.asarray(bands[b].isel(time=pick).values, "float32").ravel()
+                                 for b in ("red", "nir")])
     if not looks_like_dn(sample):
         return 1.0, 0.0, {}
     scale, offset = default_dn_scaling(platform)
