@@ -235,7 +235,12 @@ class RecoverySettings(_Settings):
         0.6, gt=0, le=1, description="growing-season NDVI of established herbaceous cover (what reclaimed ground "
         "regrows into first): around a reference greener than this the ratios are scaled by the share of the loss "
         "such cover can regain (gmsense.recovery.regrowth_ceiling); null: the full loss")
-    soil_ndvi: float = Field(0.1, ge=0, lt=1, description="NDVI of bare ground, for the regrowth ceiling")
+    soil_ndvi: float = Field(0.1, ge=0, lt=1, description="NDVI of bare ground, for the regrowth ceiling and the "
+                                                           "relative vegetation cover")
+    ratio_measure: Literal["cover", "difference"] = Field(
+        "cover", description="what the recovery ratio is a share of: 'cover', the patch's NDVI vegetation cover "
+        "relative to its ring, (patch - soil_ndvi) / (ring - soil_ndvi) (bare ground stays bare when the ring dries "
+        "or greens); 'difference', the NDVI gap patch - ring (gmsense.recovery.ratio_series)")
 
     @model_validator(mode="after")
     def _herbaceous_above_soil(self) -> RecoverySettings:

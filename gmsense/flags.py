@@ -28,13 +28,13 @@ import numpy as np
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from gmsense.config import RulesSettings, SeasonSettings
+from gmsense.config import RecoverySettings, RulesSettings, SeasonSettings
 from gmsense.cube.ops import season_year
 from gmsense.geo.layers import LocalLayer, overlaps
 from gmsense.geo.sites import ApprovedWork, Site
 from gmsense.outputs.i18n import rule_message
 from gmsense.records import HUMAN_MADE_CLASSES, FlagRecord, PatchRecord
-from gmsense.recovery import recovery_metrics
+from gmsense.recovery import ratio_series, recovery_metrics
 
 
 def _year(iso: str, season: SeasonSettings | None = None) -> int:
@@ -42,17 +42,18 @@ def _year(iso: str, season: SeasonSettings | None = None) -> int:
     return int(season_year(np.datetime64(iso[:10]), season))
 
 
-def _ratio_history(patch: PatchRecord, season: SeasonSettings | None = None) -> list[tuple[int, float]]:
-    """(season, recovery ratio) for every season from the trough on."""
+def _ratio_history(patch: PatchRecord, recovery: RecoverySettings,
+                   season: SeasonSettings | None = None) -> list[tuple[int, float]]:
+    """(season, recovery ratio) for every season from the trough on, on the series the patch's
+    status is taken on (gmsense.recovery.ratio_series)."""
     if not patch.recovery or not patch.first_detected:
         return []
-    seasons = np.array([o.season for o in patch.recovery])
-    relative = np.array([o.relative for o in patch.recovery])
-    m = recovery_metrics(seasons, relative, _year(patch.first_detected, season))
+    seasons, series = ratio_series(patch.recovery, recovery)
+    m = recovery_metrics(seasons, series, _year(patch.first_detected, season))
     if not m["magnitude"] or m["magnitude"] <= 0:
         return []
     return [(int(s), float((r - m["trough"]) / m["magnitude"]))
-            for s, r in zip(seasons, relative, strict=True) if s >= m["trough_season"]]
+            for s, r in zip(seasons, series, strict=True) if s >= m["trough_season"]]
 
 
 def _counted_twice_m2(geometries: Sequence[BaseGeometry], licence: BaseGeometry) -> float:
@@ -93,7 +94,8 @@ def protected_evidence(layer: LocalLayer, overlap_m2: float) -> dict:
 
 def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[BaseGeometry], latest_date: str,
              rules: RulesSettings, works: Sequence[ApprovedWork] | None = None,
-             season: SeasonSettings | None = None, layers: Sequence[LocalLayer] | None = None) -> list[FlagRecord]:
+             season: SeasonSettings | None = None, layers: Sequence[LocalLayer] | None = None,
+             recovery: RecoverySettings | None = None) -> list[FlagRecord]:
     """The flags one licence raises.
 
     ``site`` and ``geometries`` (one per patch), ``works`` and ``layers`` (protected land around the
@@ -101,9 +103,11 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
     areas in it.
     ``latest_date`` is the ISO date of the scan's last observation. ``works`` is None when the
     licence has no approved work programme. ``season``: the growing-season window that names
-    the seasons (gmsense.cube.ops.season_year; None: calendar years).
+    the seasons (gmsense.cube.ops.season_year; None: calendar years). ``recovery``: how the
+    recovery ratio is measured (for ``recovery_reversed``; None: the defaults).
     """
     f = _Flagger(site, rules)
+    recovery = recovery or RecoverySettings()
     attrs = site.attrs
     latest_year = _year(latest_date, season)
     reclaim_seasons = rules.seasons_to_reclaim(attrs.get("licence_type"), f.mineral)
@@ -147,7 +151,7 @@ def evaluate(site: Site, patches: Sequence[PatchRecord], geometries: Sequence[Ba
                    "overlap_m2": round(overlap, 1)},
                   i, {**evidence, **protected_evidence(layer, overlap)}, key=layer.name,
                   severity=rules.protected_severity(layer.kind, f.mineral))
-        history = _ratio_history(p, season)
+        history = _ratio_history(p, recovery, season)
         if len(history) >= 2:
             best_season, best = max(history, key=lambda sr: sr[1])
             last_season, last = history[-1]

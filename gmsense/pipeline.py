@@ -323,7 +323,7 @@ def analyse_cube(site: Site, cube: xr.Dataset, settings: Settings,
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     local_layers = layers.localised(crs, region) if layers else None
     flags = evaluate(local, records, geometries, stats["last_date"], settings.rules, local_works, settings.season,
-                     local_layers)
+                     local_layers, settings.recovery)
     kept = breaks[["first_detected", "confirmed_on", "magnitude", "line", "rebreak_first_detected",
                    "rebreak_confirmed_on", "rebreak_magnitude"]] if keep_breaks else None
     return SiteResult(site.site_id, records, flags, stats, breaks=kept)

@@ -2,15 +2,20 @@
 
 For every growing season from the one the patch was detected in, the median index of the patch
 and of a ring around it (``ring_inner_m``..``ring_outer_m`` out, excluding every patch) are
-taken per date; their difference ``relative`` cancels season, drought and atmosphere. With
-``baseline`` the relative value of the season before detection, ``trough`` the lowest relative
-value since, and ``current`` that of the latest season:
+taken per date (:func:`trajectory`). The recovery ratio is taken on a per-season series of the two
+(:func:`ratio_series`): by default the patch's vegetation cover relative to its ring, ``(patch -
+soil) / (ring - soil)`` for NDVI (the dimidiate pixel model, as in gmsense.restoration), which
+cancels season and drought for vegetation and leaves bare ground at 0 whether the ring dries or
+greens; or their difference ``relative = patch - ring`` (stored with every observation; the series
+for other indices, for a ring not green enough to be a reference, and with
+``recovery.ratio_measure: difference``). With ``baseline`` the series' value in the season before
+detection, ``trough`` the lowest value since, and ``current`` that of the latest season:
 
     recovery_ratio = (current - trough) / (baseline - trough)
 
-the share of the lost index regained. Status: ``active`` if detected in the latest season,
-``recovered`` at ratio >= ``recovered_ratio`` x ceiling, ``recovering`` at >= ``recovering_ratio`` x
-ceiling, else ``not_recovering``.
+the share of the lost cover (index) regained. Status: ``active`` if detected in the latest season,
+``recovered`` at ratio >= ``recovered_ratio`` x ceiling (or an index loss under :data:`MIN_LOSS`),
+``recovering`` at >= ``recovering_ratio`` x ceiling, else ``not_recovering``.
 
 The ceiling (:func:`regrowth_ceiling`) is the share of the loss that the cover reclaimed ground
 regrows into first, herbaceous cover, can regain against the patch's own reference: around a ring
@@ -20,7 +25,7 @@ the ceiling is 1 and the ratios apply as they are. It is the ring's relative veg
 in gmsense.restoration, ``(herbaceous_ndvi - soil_ndvi) / (ring - soil_ndvi)`` with the ring's
 median NDVI of the latest season (the same images as ``current``), and it is the same for a mixed
 pixel (a narrow trench in a 30 m pixel loses and regains the same share of each). The stored
-``recovery_ratio`` stays the plain share of the index regained.
+``recovery_ratio`` is the plain share regained (without the ceiling).
 
 Ground disturbed again (a later break of the same pixels, gmsense.detect.change.later_breaks) is
 the later disturbance's patch from the new break on: the earlier patch's trajectory leaves those
@@ -49,6 +54,9 @@ QUAD_SEGS = 16  # segments per quarter circle of the rings' buffers (shapely's d
 RING_INNER_M = 20.0
 RING_OUTER_M = 100.0
 MIN_LOSS = 0.03  # below this baseline-trough gap (index units) there is nothing to recover
+#: A ring less than this much greener than bare ground (NDVI) in any season is no vegetated reference:
+#: the patch's cover relative to it is not taken (the plain difference is).
+MIN_RING_ABOVE_SOIL = 0.1
 
 
 def ring_exclusion(all_patches: list[BaseGeometry]) -> BaseGeometry:
@@ -202,6 +210,27 @@ def regrowth_ceiling(ring_ndvi: float, settings: RecoverySettings) -> float:
     return float((herbaceous - settings.soil_ndvi) / (ring_ndvi - settings.soil_ndvi))
 
 
+def uses_cover(observations: list[RecoveryObservation], settings: RecoverySettings) -> bool:
+    """Whether the recovery ratio of this trajectory is taken on the relative vegetation cover
+    (:func:`ratio_series`): NDVI, ``ratio_measure: cover``, and a ring at least
+    :data:`MIN_RING_ABOVE_SOIL` greener than bare ground in every season."""
+    return (settings.ratio_measure == "cover" and bool(observations)
+            and all(o.index == "ndvi" and o.ring_value - settings.soil_ndvi >= MIN_RING_ABOVE_SOIL
+                    for o in observations))
+
+
+def ratio_series(observations: list[RecoveryObservation], settings: RecoverySettings) -> tuple[np.ndarray, np.ndarray]:
+    """Seasons and the series the recovery ratio is taken on (module docstring): the patch's NDVI
+    cover relative to its ring, ``(patch - soil_ndvi) / (ring - soil_ndvi)``, where
+    :func:`uses_cover`; else the difference ``patch - ring``."""
+    seasons = np.array([o.season for o in observations], dtype=int)
+    patch = np.array([o.patch_value for o in observations], dtype=float)
+    ring = np.array([o.ring_value for o in observations], dtype=float)
+    if uses_cover(observations, settings):
+        return seasons, (patch - settings.soil_ndvi) / (ring - settings.soil_ndvi)
+    return seasons, patch - ring
+
+
 def recovery_status(observations: list[RecoveryObservation], first_detected: np.datetime64,
                     latest_season: int, settings: RecoverySettings,
                     season: SeasonSettings | None = None) -> tuple[str, float | None]:
@@ -211,13 +240,15 @@ def recovery_status(observations: list[RecoveryObservation], first_detected: np.
     if detected_year >= latest_season:
         return "active", 0.0
     seasons = np.array([o.season for o in observations])
-    relative = np.array([o.relative for o in observations])
-    metrics = recovery_metrics(seasons, relative, detected_year)
-    if metrics["baseline"] is None:
+    loss = recovery_metrics(seasons, np.array([o.relative for o in observations]), detected_year)
+    if loss["baseline"] is None:
         return "not_recovering", None
-    if metrics["magnitude"] < MIN_LOSS:
+    if loss["magnitude"] < MIN_LOSS:  # index units, whatever the ratio's series
         return "recovered", 1.0
+    metrics = recovery_metrics(*ratio_series(observations, settings), detected_year)
     ratio = metrics["recovery_ratio"]
+    if ratio is None:  # no cover lost against the ring (it lost as much): nothing to recover
+        return "recovered", 1.0
     latest = observations[-1]
     ceiling = regrowth_ceiling(latest.ring_value, settings) if latest.index == "ndvi" else 1.0
     if ratio >= settings.recovered_ratio * ceiling:

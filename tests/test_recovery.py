@@ -9,7 +9,8 @@ from shapely.geometry import box
 
 from gmsense.config import RecoverySettings
 from gmsense.cube.ops import season_year
-from gmsense.recovery import recovery_status, regrowth_ceiling, ring_mask, trajectory
+from gmsense.records import RecoveryObservation
+from gmsense.recovery import ratio_series, recovery_status, regrowth_ceiling, ring_mask, trajectory, uses_cover
 
 
 def _series(patch_by_year: dict[int, float],
@@ -50,13 +51,51 @@ def test_detected_this_season_is_active() -> None:
     assert recovery_status(obs, np.datetime64("2022-06-15"), 2022, RecoverySettings()) == ("active", 0.0)
 
 
-def test_ring_cancels_a_drought_year() -> None:
-    index, times, pmask, ring = _series({2019: 0.8, 2020: 0.3, 2021: 0.55})
-    years = season_year(times)
-    index[years == 2021] -= 0.2  # drought hits patch and ring alike
-    obs = trajectory(index, times, pmask, ring, np.datetime64("2020-06-15"), "ndvi")
-    _, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2021, RecoverySettings())
-    assert ratio == pytest.approx(0.5, abs=0.01)
+def _observations(patch: dict[int, float], ring: dict[int, float], index: str = "ndvi") -> list[RecoveryObservation]:
+    return [RecoveryObservation(season, index, 3, patch[season], ring[season], patch[season] - ring[season])
+            for season in sorted(patch)]
+
+
+def test_a_drought_that_thins_patch_and_ring_alike_leaves_the_ratio() -> None:
+    """Drought thins vegetation: patch and ring both move towards bare ground by the same factor
+    (their cover over the soil shrinks alike), which the relative cover cancels; the plain
+    difference reads the thinner gap as regrowth."""
+    soil, thinned = 0.1, 0.6
+    patch = {2019: 0.8, 2020: 0.3, 2021: soil + thinned * (0.55 - soil)}
+    ring = {2019: 0.8, 2020: 0.8, 2021: soil + thinned * (0.8 - soil)}
+    obs = _observations(patch, ring)
+    plain = RecoverySettings(herbaceous_ndvi=None)
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2021, plain) == ("recovering", 0.5)  # as without drought
+    difference = RecoverySettings(herbaceous_ndvi=None, ratio_measure="difference")
+    assert recovery_status(obs, np.datetime64("2020-06-15"), 2021, difference) == ("recovering", 0.7)
+
+
+def test_bare_ground_stays_not_recovering_when_its_ring_dries() -> None:
+    """A pit that stays bare (NDVI 0.15) while the grassland around it dries from 0.6 to 0.4: no
+    cover regained. The difference patch - ring shrinks with the ring and read 44 % "regrown"."""
+    patch = {2019: 0.6, 2020: 0.15, 2021: 0.15, 2022: 0.15}
+    ring = {2019: 0.6, 2020: 0.6, 2021: 0.45, 2022: 0.4}
+    obs = _observations(patch, ring)
+    status, ratio = recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings())
+    assert status == "not_recovering"
+    assert ratio == pytest.approx((0.05 / 0.3 - 0.1) / 0.9, abs=1e-3)
+    old = recovery_status(obs, np.datetime64("2020-06-15"), 2022, RecoverySettings(ratio_measure="difference"))
+    assert old == ("recovering", pytest.approx(0.444, abs=1e-3))
+
+
+def test_cover_needs_a_vegetated_ring_and_ndvi() -> None:
+    """A ring less than 0.1 greener than bare ground in some season, or another index, is no
+    reference for a cover: the ratio is taken on the difference there."""
+    patch = {2019: 0.6, 2020: 0.15, 2021: 0.3}
+    green = _observations(patch, {2019: 0.6, 2020: 0.6, 2021: 0.6})
+    settings = RecoverySettings()
+    assert uses_cover(green, settings)
+    assert not uses_cover(_observations(patch, {2019: 0.6, 2020: 0.15, 2021: 0.6}), settings)
+    assert not uses_cover(_observations(patch, {2019: 0.6, 2020: 0.6, 2021: 0.6}, index="nbr"), settings)
+    assert not uses_cover(green, RecoverySettings(ratio_measure="difference"))
+    seasons, series = ratio_series(green, settings)
+    assert list(seasons) == [2019, 2020, 2021]
+    np.testing.assert_allclose(series, [1.0, 0.1, 0.4])
 
 
 def test_ring_excludes_patches() -> None:

@@ -224,7 +224,7 @@ def merge_tiles(site: Site, tiles: list[TileResult], settings: Settings,
     local_works = [w.to_crs(crs) for w in works] if works is not None else None
     local_layers = layers.localised(crs, region) if layers else None
     flags = evaluate(local, joined, geometries, stats["last_date"], settings.rules, local_works, settings.season,
-                     local_layers)
+                     local_layers, settings.recovery)
     return SiteResult(site.site_id, joined, flags, stats)
 
 

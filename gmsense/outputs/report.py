@@ -22,9 +22,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gmsense.config import RecoverySettings
 from gmsense.outputs.i18n import catalog, t
 from gmsense.records import RecoveryObservation
-from gmsense.recovery import recovery_metrics
+from gmsense.recovery import ratio_series, recovery_metrics, uses_cover
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Text is shown as written: a licence named "Cost $5 to $10" is not mathematics.
@@ -56,23 +57,31 @@ def number(value: float | None, digits: int = 2) -> str:
 
 @plain_text
 def trajectory_figure(observations: Sequence[RecoveryObservation], *, title: str, disturbance_season: int,
-                      status: str | None = None, target: float = 0.8, lang: str = "en") -> Figure:
-    """Patch vs reference ring per season, with the baseline and the 80 % recovery level; labels
-    in ``lang`` (``status`` is shown as given)."""
-    seasons = np.array([o.season for o in observations])
+                      status: str | None = None, target: float = 0.8, lang: str = "en",
+                      recovery: RecoverySettings | None = None) -> Figure:
+    """Patch vs reference ring per season, with the baseline and the 80 % recovery level on the
+    series the status is taken on (gmsense.recovery.ratio_series; ``recovery``: its settings,
+    None the defaults); labels in ``lang`` (``status`` is shown as given)."""
+    recovery = recovery or RecoverySettings()
+    observations = list(observations)
     patch = np.array([o.patch_value for o in observations])
     ring = np.array([o.ring_value for o in observations])
-    relative = patch - ring
+    seasons, series = ratio_series(observations, recovery)
+    cover = uses_cover(observations, recovery)
     index_name = observations[0].index.upper() if observations else "INDEX"
     fig, ax = plt.subplots(figsize=(6.0, 3.2), dpi=120)
     ax.plot(seasons, ring, linestyle="--", marker="s", color="0.45", label=t("fig.reference_ring", lang))
     ax.plot(seasons, patch, linestyle="-", marker="o", color="black", label=t("fig.patch", lang))
-    metrics = recovery_metrics(seasons, relative, disturbance_season)
+    metrics = recovery_metrics(seasons, series, disturbance_season)
     if metrics["baseline"] is not None:
-        # Levels in patch terms: the ring of each season plus the baseline / 80 % relative offset.
-        ax.plot(seasons, ring + metrics["baseline"], linestyle=":", color="black", label=t("fig.pre_disturbance", lang))
+        # Levels in patch terms: that share of the ring's cover over bare ground, or the ring plus that offset.
+        def in_patch_terms(level: float) -> np.ndarray:
+            return recovery.soil_ndvi + level * (ring - recovery.soil_ndvi) if cover else ring + level
+
+        ax.plot(seasons, in_patch_terms(metrics["baseline"]), linestyle=":", color="black",
+                label=t("fig.pre_disturbance", lang))
         level80 = metrics["trough"] + target * metrics["magnitude"]
-        ax.plot(seasons, ring + level80, linestyle="-.", color="0.3",
+        ax.plot(seasons, in_patch_terms(level80), linestyle="-.", color="0.3",
                 label=t("fig.recovered_level", lang, target=target))
     ax.axvline(disturbance_season, color="0.6", linewidth=0.8)
     ax.set_xlabel(t("fig.growing_season", lang))

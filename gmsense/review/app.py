@@ -138,7 +138,7 @@ def create_app(store: Store, *, cache_dir: Path | None = None, secure_cookies: b
     templates = Jinja2Templates(directory=HERE / "templates")
     settings = settings or load_settings()
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="gmsense-review-"))
-    pictures = Pictures(store, cache)
+    pictures = Pictures(store, cache, settings.recovery)
     app.state.store, app.state.pictures = store, pictures
     rules = settings.rules
     kept = ScanCache()  # figures only scans and licence imports change (gmsense.review.cache)

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import pyproj
 from shapely import wkt
 
+from gmsense.config import RecoverySettings
 from gmsense.geo.sites import WGS84, reproject_geometry, utm_crs_for
 from gmsense.outputs.i18n import t
 from gmsense.outputs.report import chips_figure, scene_for, site_map_figure, trajectory_figure
@@ -43,8 +44,9 @@ _render_lock = threading.Lock()  # pyplot keeps global state: one figure at a ti
 class Pictures:
     """Renders and caches the app's pictures for one store."""
 
-    def __init__(self, store: Store, cache_dir: Path) -> None:
+    def __init__(self, store: Store, cache_dir: Path, recovery: RecoverySettings | None = None) -> None:
         self.store = store
+        self.recovery = recovery  # how the recovery ratio is measured (the trajectory's levels); None: defaults
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._scenes: OrderedDict[tuple[str, int], Any] = OrderedDict()
@@ -141,7 +143,8 @@ class Pictures:
                    for r in rows if r.index_name == index]
             return trajectory_figure(obs, title=t("ui.trajectory", lang),
                                      disturbance_season=int(patch.first_detected[:4]),
-                                     status=t(f"status.{patch.recovery_status}", lang), lang=lang)
+                                     status=t(f"status.{patch.recovery_status}", lang), lang=lang,
+                                     recovery=self.recovery)
 
         return self._cached(key, render, lang)
 
