@@ -337,3 +337,32 @@ def test_ground_still_well_below_its_model_is_not_withdrawn() -> None:
     back = np.array([[0.0], [0.4], [0.4], [0.05], [0.0], [0.02], [-0.03], [0.0]])  # cloud, haze: back at the model
     first, *_ = confirm_runs(back, threshold, 2, year, min_persistence=0.6, persist_drop=0.08)
     assert first[0] == NO_BREAK
+
+
+def test_weeks_in_which_ground_come_back_would_look_disturbed_do_not_count_against_it() -> None:
+    # A pad dug in a field before the season: bare (0.28) while the crop is green (expected 0.7-0.8),
+    # then the field is harvested and bare too (expected 0.3): those weeks cannot tell a pad from a
+    # field, and counted as "back" they withdrew the break (3 drops of 9 observations).
+    expected = np.array([0.75, 0.78, 0.7, 0.3, 0.29, 0.3, 0.28, 0.29, 0.3])
+    pad = np.array([0.28, 0.27, 0.3, 0.26, 0.25, 0.26, 0.25, 0.25, 0.26])
+    drop = (expected - pad)[:, None]
+    threshold = np.full_like(drop, 0.12)
+    year = np.array([2022] * 9)
+    first, *_ = confirm_runs(drop, threshold, 2, year, min_persistence=0.6)
+    assert first[0] == NO_BREAK, "every observation counted: 3 drops of 9"
+    first, confirmed, *_ = confirm_runs(drop, threshold, 2, year, min_persistence=0.6, values=pad[:, None])
+    assert (first[0], confirmed[0]) == (0, 1), "the informative weeks (crop green) are all down"
+    # Haze on a green crop: two dips, then back at the model while the crop is still green; the
+    # harvest weeks after it still do not count, and the weeks that do say it came back.
+    hazy = np.array([0.5, 0.52, 0.7, 0.74, 0.72, 0.3, 0.29, 0.3, 0.29])
+    drop = (np.array([0.75, 0.78, 0.7, 0.75, 0.72, 0.3, 0.29, 0.3, 0.29]) - hazy)[:, None]
+    first, *_ = confirm_runs(drop, threshold, 2, year, min_persistence=0.6, values=hazy[:, None])
+    assert first[0] == NO_BREAK
+    # Where every week is informative (a forest), the values change nothing.
+    rng = np.random.default_rng(3)
+    drop = rng.normal(0.1, 0.2, (30, 50))
+    values = 0.8 - drop  # expected 0.8 throughout, a run's mean drop above the threshold: all informative
+    expected_all = confirm_runs(drop, np.full_like(drop, 0.15), 2, np.repeat([2020, 2021], 15), 0.6)
+    got = confirm_runs(drop, np.full_like(drop, 0.15), 2, np.repeat([2020, 2021], 15), 0.6, values=values)
+    for a, b in zip(expected_all, got, strict=True):
+        np.testing.assert_array_equal(a, b)

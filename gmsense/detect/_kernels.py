@@ -18,10 +18,11 @@ MAX_TERMS = 7  # design columns: 1 + 2 x harmonics, harmonics <= 3
 
 
 @njit(nogil=True, cache=True)
-def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, out):  # pragma: no cover - compiled
+def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, value, out):  # pragma: no cover - compiled
     """One pixel's first confirmed run (:func:`gmsense.detect.change.confirm_runs`): ``drop`` and
-    ``threshold`` (T,), NaN drop = not seen; ``persist_drop`` NaN for none; writes first, confirmed,
-    magnitude, probable to ``out``."""
+    ``threshold`` (T,), NaN drop = not seen; ``persist_drop`` NaN for none; ``value`` (T,) the
+    pixel's index values for the informative-only persistence, or empty for none; writes first,
+    confirmed, magnitude, probable to ``out``."""
     n_time = drop.shape[0]
     first = NO_BREAK
     confirmed = NO_BREAK
@@ -47,10 +48,24 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, out
             run_sum = 0.0
     probable = run_start if first == NO_BREAK and run_len > 0 else NO_BREAK
     if first != NO_BREAK and min_persistence > 0 and year.shape[0] == n_time:
+        informative = value.shape[0] == n_time
+        level = 0.0  # the disturbed ground's index: the confirming run's mean value
+        if informative:
+            total = 0.0
+            count = 0
+            for t in range(first, confirmed + 1):
+                if not np.isnan(drop[t]):
+                    total += float(value[t])
+                    count += 1
+            level = total / max(count, 1)
         n_seen = 0
         n_drops = 0
         for t in range(first, n_time):
             if year[t] != year[first] or np.isnan(drop[t]):
+                continue
+            # Expected (drop + value) within the threshold of the disturbed level: the ground would
+            # look the same come back or not (a harvested field around a pad), so it does not count.
+            if informative and float(drop[t]) + float(value[t]) - level < threshold[t]:
                 continue
             n_seen += 1
             if drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop):
@@ -67,17 +82,23 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, out
 
 @njit(nogil=True, cache=True)
 def confirm_runs_kernel(drop, threshold, confirm_obs, year, min_persistence,  # pragma: no cover - compiled
-                        persist_drop):
-    """(T, P) drops and thresholds -> (P, 4) float64: first, confirmed, magnitude, probable."""
+                        persist_drop, values):
+    """(T, P) drops and thresholds -> (P, 4) float64: first, confirmed, magnitude, probable.
+    ``values`` (T, P) index values for the informative-only persistence, or (0, 0) for none."""
     n_time, n_pix = drop.shape
     out = np.empty((n_pix, 4))
     series = np.empty(n_time, dtype=drop.dtype)
     limits = np.empty(n_time, dtype=threshold.dtype)
+    use_values = values.shape[0] == n_time and values.shape[1] == n_pix
+    level = np.empty(n_time if use_values else 0, dtype=drop.dtype)
     for p in range(n_pix):
         for t in range(n_time):
             series[t] = drop[t, p]
             limits[t] = threshold[t, p]
-        _walk(series, limits, confirm_obs, year, min_persistence, persist_drop, out[p])
+        if use_values:
+            for t in range(n_time):
+                level[t] = values[t, p]
+        _walk(series, limits, confirm_obs, year, min_persistence, persist_drop, level, out[p])
     return out
 
 
@@ -219,6 +240,7 @@ def screen_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_rows, t
     candidate = np.zeros(n_pix, dtype=np.bool_)
     weak_out = np.empty((n_pix, 3))
     walk = np.empty(4)
+    no_values = np.empty(0, dtype=real)  # weak runs: every observation counts towards persistence
     observed = np.empty(n_time, dtype=np.bool_)
     inlier = np.empty(n_time, dtype=np.bool_)
     filled = np.empty(n_time, dtype=real)
@@ -313,7 +335,7 @@ def screen_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_rows, t
                 if drops[t] > weak_threshold[t]:
                     n_weak += 1
             if n_weak >= line_confirm_obs:
-                _walk(drops, weak_threshold, line_confirm_obs, year, min_persistence, np.nan, walk)
+                _walk(drops, weak_threshold, line_confirm_obs, year, min_persistence, np.nan, no_values, walk)
                 weak_out[p, 0] = walk[0]
                 weak_out[p, 1] = walk[1]
                 weak_out[p, 2] = walk[2]

@@ -142,6 +142,7 @@ def screen_block_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_r
     series_drops = np.empty(n_time, dtype=real)
     series_limits = np.empty(n_time, dtype=real)
     walk = np.empty(4)
+    no_values = np.empty(0, dtype=real)  # weak runs: every observation counts towards persistence
     for p0 in range(0, n_pix, LANES):
         width = min(LANES, n_pix - p0)
         for t in range(n_time):
@@ -239,7 +240,7 @@ def screen_block_kernel(anomaly, basis, ridge, year, base_rows, base_ptr, this_r
                 for t in range(n_time):
                     series_drops[t] = drops[t, j]
                     series_limits[t] = weak_threshold[t, j]
-                _walk(series_drops, series_limits, line_confirm_obs, year, min_persistence, np.nan, walk)
+                _walk(series_drops, series_limits, line_confirm_obs, year, min_persistence, np.nan, no_values, walk)
                 weak_out[p, 0] = walk[0]
                 weak_out[p, 1] = walk[1]
                 weak_out[p, 2] = walk[2]

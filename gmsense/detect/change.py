@@ -98,7 +98,7 @@ def season_drops(values: np.ndarray, doy: np.ndarray, year: np.ndarray,
 
 def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year: np.ndarray | None = None,
                  min_persistence: float = 0.0, persist_drop: float | None = None,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """First confirmed run of drops per pixel.
 
     Walks the observations in time order; missing ones (NaN ``drop``) neither extend nor break a
@@ -107,15 +107,22 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     within weeks was cloud, haze or late leaf-out, not damage. Still down is a drop, or, with
     ``persist_drop`` (index units), any observation more than that below the model: ground that
     stays well below its model but no longer beyond the z-score threshold (a field around a track
-    ripening and harvested, its own spread large) has not come back. Returns ``first`` and
+    ripening and harvested, its own spread large) has not come back. With ``values`` (T, P; the
+    index values ``drop`` was taken from, in the units of the model: ``expected = drop + value``)
+    only the informative observations count: those whose expected value lies at least the
+    threshold above the disturbed ground's (the confirming run's mean value), so that ground come
+    back would differ from ground still disturbed; a pad in a field is bare like the field after
+    its harvest, and the weeks after the harvest say nothing either way. Returns ``first`` and
     ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
     ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
     years = np.asarray(year, dtype="int64") if year is not None else np.empty(0, dtype="int64")
     if drop.dtype != threshold.dtype:
         drop, threshold = np.asarray(drop, dtype="float64"), np.asarray(threshold, dtype="float64")
+    values = (np.empty((0, 0), dtype=drop.dtype) if values is None
+              else np.ascontiguousarray(values, dtype=drop.dtype))
     out = confirm_runs_kernel(drop, threshold, int(confirm_obs), years, float(min_persistence),
-                              np.nan if persist_drop is None else float(persist_drop))
+                              np.nan if persist_drop is None else float(persist_drop), values)
     as_index = out[:, [0, 1, 3]].astype("int32")
     return as_index[:, 0], as_index[:, 1], out[:, 2].astype("float32"), as_index[:, 2]
 
@@ -322,8 +329,9 @@ def _breaks_block(values: np.ndarray, offset: np.ndarray, keep: np.ndarray, doy:
             flat -= extra[:, pixels]
         flat[~keep] = np.nan
         drop, threshold = season_drops(flat, doy, year, settings)
-        first, confirmed, magnitude, probable = confirm_runs(drop, threshold, settings.confirm_obs, year,
-                                                             settings.min_persistence, settings.persistence_min_drop)
+        first, confirmed, magnitude, probable = confirm_runs(
+            drop, threshold, settings.confirm_obs, year, settings.min_persistence, settings.persistence_min_drop,
+            series[:, pixels] if settings.persistence_informative else None)
         out[pixels, :4] = np.stack([first, confirmed, magnitude, probable], axis=-1)
         out[pixels, 7:] = np.stack(later_breaks(flat, doy, year, first, confirmed, settings), axis=-1)
     return out.reshape(ny, nx, N_OUTPUTS)
