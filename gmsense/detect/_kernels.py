@@ -60,17 +60,23 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
             level = total / max(count, 1)
         n_seen = 0
         n_drops = 0
+        n_after = 0  # informative observations after the confirming run
+        n_later = 0  # observations after the confirming run
         for t in range(first, n_time):
             if year[t] != year[first] or np.isnan(drop[t]):
                 continue
+            n_later += t > confirmed
             # Expected (drop + value) within the threshold of the disturbed level: the ground would
             # look the same come back or not (a harvested field around a pad), so it does not count.
             if informative and float(drop[t]) + float(value[t]) - level < threshold[t]:
                 continue
             n_seen += 1
+            n_after += t > confirmed
             if drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop):
                 n_drops += 1
-        if n_drops / max(n_seen, 1) < min_persistence:
+        # Seen again only where it could not tell (a field harvested just after the drop: an early
+        # harvest looks the same): nothing confirms it.
+        if n_drops / max(n_seen, 1) < min_persistence or (informative and n_later > 0 and n_after == 0):
             first = NO_BREAK
             confirmed = NO_BREAK
             magnitude = np.nan
