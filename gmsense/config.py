@@ -97,7 +97,7 @@ class DetectSettings(_Settings):
                     "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
                     "(docs/detection-recall.md)")
     persistence_informative: bool = Field(
-        True, description="for min_persistence, count only the observations whose expected value lies at least the "
+        False, description="for min_persistence, count only the observations whose expected value lies at least the "
                            "drop threshold above the disturbed ground's (ground come back would look different): a pad "
                            "in a field looks like the field once it is harvested (gmsense.detect.change.confirm_runs)")
     phenology_groups: bool = Field(

@@ -66,13 +66,15 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
             if year[t] != year[first] or np.isnan(drop[t]):
                 continue
             n_later += t > confirmed
-            # Expected (drop + value) within the threshold of the disturbed level: the ground would
-            # look the same come back or not (a harvested field around a pad), so it does not count.
-            if informative and float(drop[t]) + float(value[t]) - level < threshold[t]:
+            down = drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop)
+            # Not down, with the expected value (drop + value) within the threshold of the disturbed
+            # level: ground come back would look the same as ground still disturbed (a harvested field
+            # around a pad), so it does not count; a drop always does.
+            if informative and not down and float(drop[t]) + float(value[t]) - level < threshold[t]:
                 continue
             n_seen += 1
             n_after += t > confirmed
-            if drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop):
+            if down:
                 n_drops += 1
         # Seen again only where it could not tell (a field harvested just after the drop: an early
         # harvest looks the same): nothing confirms it.
