@@ -67,10 +67,10 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
                 continue
             n_later += t > confirmed
             down = drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop)
-            # Not down, with the expected value (drop + value) within the threshold of the disturbed
-            # level: ground come back would look the same as ground still disturbed (a harvested field
-            # around a pad), so it does not count; a drop always does.
-            if informative and not down and float(drop[t]) + float(value[t]) - level < threshold[t]:
+            # Not down, with the expected value (drop + value) less than half the run's drop above the
+            # disturbed level: ground come back would look much like ground still disturbed (a
+            # harvested field around a pad), so it does not count; a drop always does.
+            if informative and not down and float(drop[t]) + float(value[t]) - level < 0.5 * magnitude:
                 continue
             n_seen += 1
             n_after += t > confirmed

@@ -110,8 +110,8 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     ripening and harvested, its own spread large) has not come back. With ``values`` (T, P; the
     index values ``drop`` was taken from, in the units of the model: ``expected = drop + value``)
     an observation that is not a drop counts only when informative: its expected value lies at
-    least the threshold above the disturbed ground's (the confirming run's mean value), so that
-    ground come back would differ from ground still disturbed; a pad in a field is bare like the
+    least half the run's mean drop above the disturbed ground's (the confirming run's mean value),
+    so that ground come back would differ from ground still disturbed; a pad in a field is bare like the
     field after its harvest, and the weeks after the harvest say nothing either way (a drop always
     counts). A run whose later observations in its season all say nothing (an early harvest, seen
     again only once its model is harvested too) is withdrawn. Returns ``first`` and
