@@ -15,6 +15,9 @@ from numba import njit
 
 NO_BREAK = -1
 MAX_TERMS = 7  # design columns: 1 + 2 x harmonics, harmonics <= 3
+#: Informative-only persistence: an observation that is not a drop tells ground come back from ground
+#: still disturbed when its expected value lies at least this share of the run's drop above the latter.
+INFORMATIVE_SHARE = 0.5
 
 
 @njit(nogil=True, cache=True)
@@ -70,7 +73,7 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
             # Not down, with the expected value (drop + value) less than half the run's drop above the
             # disturbed level: ground come back would look much like ground still disturbed (a
             # harvested field around a pad), so it does not count; a drop always does.
-            if informative and not down and float(drop[t]) + float(value[t]) - level < 0.5 * magnitude:
+            if informative and not down and float(drop[t]) + float(value[t]) - level < INFORMATIVE_SHARE * magnitude:
                 continue
             n_seen += 1
             n_after += t > confirmed
@@ -98,15 +101,15 @@ def confirm_runs_kernel(drop, threshold, confirm_obs, year, min_persistence,  # 
     series = np.empty(n_time, dtype=drop.dtype)
     limits = np.empty(n_time, dtype=threshold.dtype)
     use_values = values.shape[0] == n_time and values.shape[1] == n_pix
-    level = np.empty(n_time if use_values else 0, dtype=drop.dtype)
+    pixel_values = np.empty(n_time if use_values else 0, dtype=drop.dtype)
     for p in range(n_pix):
         for t in range(n_time):
             series[t] = drop[t, p]
             limits[t] = threshold[t, p]
         if use_values:
             for t in range(n_time):
-                level[t] = values[t, p]
-        _walk(series, limits, confirm_obs, year, min_persistence, persist_drop, level, out[p])
+                pixel_values[t] = values[t, p]
+        _walk(series, limits, confirm_obs, year, min_persistence, persist_drop, pixel_values, out[p])
     return out
 
 
