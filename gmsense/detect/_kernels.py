@@ -18,10 +18,6 @@ MAX_TERMS = 7  # design columns: 1 + 2 x harmonics, harmonics <= 3
 #: Informative-only persistence: an observation that is not a drop tells ground come back from ground
 #: still disturbed when its expected value lies at least this share of the run's drop above the latter.
 INFORMATIVE_SHARE = 0.5
-#: NDVI of bare ground (the detection index is NDVI: gmsense.pipeline.DETECTION_INDEX), as the recovery's
-#: ``soil_ndvi``: a pixel only partly disturbed (a trench narrower than it) keeps the vegetation of the rest,
-#: whose share of the pixel's drop falls with the season as the vegetation does.
-BARE_GROUND_NDVI = 0.1
 
 
 @njit(nogil=True, cache=True)
@@ -65,13 +61,6 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
                     total += float(value[t])
                     count += 1
             level = total / max(count, 1)
-        # The linear mixture of the run (dimidiate model): a share f of bare ground (``bare``, the run's
-        # own level when lower: a pad on darker ground), the rest at the expected value, so
-        # f = magnitude / (expected during the run - bare); still disturbed at t, the pixel lies
-        # f x (expected at t - bare) below its expected value, which tells it from come back when it
-        # is at least INFORMATIVE_SHARE of the run's drop.
-        bare = min(level, BARE_GROUND_NDVI)
-        run_above_bare = max(level + magnitude - bare, 1e-6)
         n_seen = 0
         n_drops = 0
         n_after = 0  # informative observations after the confirming run
@@ -81,20 +70,19 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
                 continue
             n_later += t > confirmed
             down = drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop)
-            # Not down, with the expected value (drop + value) so near bare ground that the disturbed
-            # share would drop the pixel less than half the run's drop: ground come back would look
-            # much like ground still disturbed (a harvested field around a pad), so it does not count;
-            # a drop always does.
-            if informative and not down and \
-                    (float(drop[t]) + float(value[t]) - bare) / run_above_bare < INFORMATIVE_SHARE:
+            # Not down, with the expected value (drop + value) less than half the run's drop above the
+            # disturbed level: ground come back would look much like ground still disturbed (a
+            # harvested field around a pad), so it does not count; a drop always does.
+            if informative and not down and float(drop[t]) + float(value[t]) - level < INFORMATIVE_SHARE * magnitude:
                 continue
             n_seen += 1
             n_after += t > confirmed
             if down:
                 n_drops += 1
-        # Seen again only where it could not tell (a field harvested just after the drop: an early
-        # harvest looks the same): nothing confirms it.
-        if n_drops / max(n_seen, 1) < min_persistence or (informative and n_later > 0 and n_after == 0):
+        # Seen again, as often as it takes to confirm a run, only where it could not tell (a field
+        # harvested just after the drop: an early harvest looks the same): nothing confirms it. Seen
+        # fewer times, it is as good as not seen again (a late run: one week before the season ends).
+        if n_drops / max(n_seen, 1) < min_persistence or (informative and n_later >= confirm_obs and n_after == 0):
             first = NO_BREAK
             confirmed = NO_BREAK
             magnitude = np.nan

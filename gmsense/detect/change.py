@@ -109,15 +109,14 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     stays well below its model but no longer beyond the z-score threshold (a field around a track
     ripening and harvested, its own spread large) has not come back. With ``values`` (T, P; the
     index values ``drop`` was taken from, in the units of the model: ``expected = drop + value``)
-    an observation that is not a drop counts only when informative: ground still disturbed would lie
-    at least half the run's mean drop below its expected value, so that ground come back would differ
-    from it. The run is read as a linear mixture: a share ``run drop / (expected - bare)`` of the pixel
-    bare (NDVI ``BARE_GROUND_NDVI``, or the run's own mean value when lower), the rest at the
-    expected value, so a trench narrower than its pixel still counts in autumn, when the vegetation
-    around it browns and its drop shrinks with it; a pad in a field is bare like the
+    an observation that is not a drop counts only when informative: its expected value lies at
+    least half the run's mean drop above the disturbed ground's (the confirming run's mean value),
+    so that ground come back would differ from ground still disturbed; a pad in a field is bare like the
     field after its harvest, and the weeks after the harvest say nothing either way (a drop always
-    counts). A run whose later observations in its season all say nothing (an early harvest, seen
-    again only once its model is harvested too) is withdrawn. Returns ``first`` and
+    counts). A run whose later observations in its season, at least ``confirm_obs`` of them, all say
+    nothing (an early harvest, seen again only once its model is harvested too) is withdrawn; fewer
+    are as good as none (a trench narrower than its pixel dug late in the season, whose drop shrinks
+    with the forest's in its one later week). Returns ``first`` and
     ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
     ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
