@@ -367,8 +367,9 @@ def test_weeks_in_which_ground_come_back_would_look_disturbed_do_not_count_again
     assert first[0] == NO_BREAK
     # A trench narrower than its pixel dug late in the season: the pixel keeps the vegetation of the
     # rest, and as that browns in autumn its drop shrinks with it (0.08 under a 0.12 threshold) and
-    # says nothing either way. One such week is as good as none: the run is not withdrawn for it
-    # (it withdrew the demo's trench), as the early harvest's three weeks withdraw it.
+    # says nothing either way; the model is still above the disturbed level, so that week is as good as
+    # none: the run is not withdrawn for it (it withdrew the demo's trench), as the early harvest's
+    # weeks, whose model is harvested down to the stubble, withdraw it.
     expected = np.array([0.78, 0.76, 0.63])
     trench = np.array([0.59, 0.57, 0.55])
     drop = (expected - trench)[:, None]

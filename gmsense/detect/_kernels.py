@@ -18,6 +18,10 @@ MAX_TERMS = 7  # design columns: 1 + 2 x harmonics, harmonics <= 3
 #: Informative-only persistence: an observation that is not a drop tells ground come back from ground
 #: still disturbed when its expected value lies at least this share of the run's drop above the latter.
 INFORMATIVE_SHARE = 0.5
+#: ... and the model itself has come down to the disturbed ground (a harvested field's) when its expected
+#: value lies less than this share of the run's drop above it (an early harvest: about 0, within noise;
+#: the gap of a partly disturbed pixel shrinking with the season's browning keeps more than this).
+MODEL_DOWN_SHARE = 0.25
 
 
 @njit(nogil=True, cache=True)
@@ -65,10 +69,12 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
         n_drops = 0
         n_after = 0  # informative observations after the confirming run
         n_later = 0  # observations after the confirming run
+        n_model_down = 0  # of them, with the expected value come down to the disturbed level
         for t in range(first, n_time):
             if year[t] != year[first] or np.isnan(drop[t]):
                 continue
             n_later += t > confirmed
+            n_model_down += t > confirmed and float(drop[t]) + float(value[t]) - level < MODEL_DOWN_SHARE * magnitude
             down = drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop)
             # Not down, with the expected value (drop + value) less than half the run's drop above the
             # disturbed level: ground come back would look much like ground still disturbed (a
@@ -79,10 +85,11 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
             n_after += t > confirmed
             if down:
                 n_drops += 1
-        # Seen again, as often as it takes to confirm a run, only where it could not tell (a field
-        # harvested just after the drop: an early harvest looks the same): nothing confirms it. Seen
-        # fewer times, it is as good as not seen again (a late run: one week before the season ends).
-        if n_drops / max(n_seen, 1) < min_persistence or (informative and n_later >= confirm_obs and n_after == 0):
+        # Seen again only where it could not tell, the model itself come down to the disturbed level
+        # (a field harvested two weeks before its calendar: its model harvests too): nothing confirms
+        # it. Where the model is still a quarter to a half of the drop above that level (a trench
+        # narrower than its pixel in a forest browning in autumn), it is as good as not seen again.
+        if n_drops / max(n_seen, 1) < min_persistence or (informative and n_after == 0 and n_model_down > 0):
             first = NO_BREAK
             confirmed = NO_BREAK
             magnitude = np.nan

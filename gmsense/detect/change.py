@@ -113,10 +113,12 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     least half the run's mean drop above the disturbed ground's (the confirming run's mean value),
     so that ground come back would differ from ground still disturbed; a pad in a field is bare like the
     field after its harvest, and the weeks after the harvest say nothing either way (a drop always
-    counts). A run whose later observations in its season, at least ``confirm_obs`` of them, all say
-    nothing (an early harvest, seen again only once its model is harvested too) is withdrawn; fewer
-    are as good as none (a trench narrower than its pixel dug late in the season, whose drop shrinks
-    with the forest's in its one later week). Returns ``first`` and
+    counts). A run whose later observations in its season all say nothing, and some of them because
+    the expected value itself came down to the disturbed level (less than a quarter of the run's drop
+    above it, ``MODEL_DOWN_SHARE``: an early harvest, seen again only
+    once its model is harvested too), is withdrawn; later observations that say nothing only because
+    the gap shrank (a trench narrower than its pixel dug late in the season, whose drop shrinks with
+    the forest's in autumn) are as good as none. Returns ``first`` and
     ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
     ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
