@@ -97,9 +97,11 @@ class DetectSettings(_Settings):
                     "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
                     "(docs/detection-recall.md)")
     persistence_informative: bool = Field(
-        False, description="for min_persistence, count only the observations whose expected value lies at least the "
-                           "drop threshold above the disturbed ground's (ground come back would look different): a pad "
-                           "in a field looks like the field once it is harvested (gmsense.detect.change.confirm_runs)")
+        False, description="for min_persistence, count only the weeks where ground come back would look different "
+                           "from ground still disturbed (the expected value at least half the run's drop above the "
+                           "disturbed level): a pad in a field looks like the field once it is harvested; a run seen "
+                           "again only in weeks that cannot tell, some with the model itself down at the disturbed "
+                           "level (an early harvest), is withdrawn (gmsense.detect.change.confirm_runs)")
     phenology_groups: bool = Field(
         True, description="compare each pixel with the per-date median of the pixels sharing its seasonal curve "
                            "(a crop calendar) where that lowers their spread, instead of the scene median alone "
