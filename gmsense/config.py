@@ -97,7 +97,7 @@ class DetectSettings(_Settings):
                     "Off: 0.08 found more works but moved real patches between tiles and added false alarms "
                     "(docs/detection-recall.md)")
     persistence_informative: bool = Field(
-        False, description="for min_persistence, count only the weeks where ground come back would look different "
+        True, description="for min_persistence, count only the weeks where ground come back would look different "
                            "from ground still disturbed (the expected value at least half the run's drop above the "
                            "disturbed level): a pad in a field looks like the field once it is harvested; a run seen "
                            "again only in weeks that cannot tell, some with the model itself down at the disturbed "
