@@ -365,12 +365,16 @@ def test_weeks_in_which_ground_come_back_would_look_disturbed_do_not_count_again
     drop = (np.array([0.75, 0.78, 0.7, 0.6, 0.29, 0.28, 0.28]) - early)[:, None]
     first, *_ = confirm_runs(drop, threshold[:7], 2, year[:7], min_persistence=0.6, values=early[:, None])
     assert first[0] == NO_BREAK
+    # ... however few weeks are left after it: one, its model harvested too, withdraws it.
+    first, *_ = confirm_runs(drop[:5], threshold[:5], 2, year[:5], min_persistence=0.6, values=early[:5, None])
+    assert first[0] == NO_BREAK
     # A trench narrower than its pixel dug late in the season: the pixel keeps the vegetation of the
-    # rest, and as that browns in autumn its drop shrinks with it (0.08 under a 0.12 threshold) and
-    # says nothing either way; the model is still above the disturbed level, so that week is as good as
+    # rest, and as that browns in autumn its drop shrinks with it (0.10 under a 0.12 threshold) and
+    # says nothing either way; the model is still a third of the drop above the disturbed level (not
+    # come down to it, as a harvested field's is), so that week is as good as
     # none: the run is not withdrawn for it (it withdrew the demo's trench), as the early harvest's
     # weeks, whose model is harvested down to the stubble, withdraw it.
-    expected = np.array([0.78, 0.76, 0.63])
+    expected = np.array([0.78, 0.76, 0.65])
     trench = np.array([0.59, 0.57, 0.55])
     drop = (expected - trench)[:, None]
     first, *_ = confirm_runs(drop, np.full_like(drop, 0.12), 2, np.array([2021] * 3), min_persistence=0.6,

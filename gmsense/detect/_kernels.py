@@ -68,12 +68,10 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
         n_seen = 0
         n_drops = 0
         n_after = 0  # informative observations after the confirming run
-        n_later = 0  # observations after the confirming run
         n_model_down = 0  # of them, with the expected value come down to the disturbed level
         for t in range(first, n_time):
             if year[t] != year[first] or np.isnan(drop[t]):
                 continue
-            n_later += t > confirmed
             n_model_down += t > confirmed and float(drop[t]) + float(value[t]) - level < MODEL_DOWN_SHARE * magnitude
             down = drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop)
             # Not down, with the expected value (drop + value) less than half the run's drop above the
