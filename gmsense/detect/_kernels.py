@@ -72,13 +72,15 @@ def _walk(drop, threshold, confirm_obs, year, min_persistence, persist_drop, val
         for t in range(first, n_time):
             if year[t] != year[first] or np.isnan(drop[t]):
                 continue
-            n_model_down += t > confirmed and float(drop[t]) + float(value[t]) - level < MODEL_DOWN_SHARE * magnitude
             down = drop[t] > threshold[t] or (not np.isnan(persist_drop) and drop[t] > persist_drop)
-            # Not down, with the expected value (drop + value) less than half the run's drop above the
-            # disturbed level: ground come back would look much like ground still disturbed (a
-            # harvested field around a pad), so it does not count; a drop always does.
-            if informative and not down and float(drop[t]) + float(value[t]) - level < INFORMATIVE_SHARE * magnitude:
-                continue
+            if informative:
+                above = float(drop[t]) + float(value[t]) - level  # the expected value over the disturbed level
+                n_model_down += t > confirmed and above < MODEL_DOWN_SHARE * magnitude
+                # Not down, with the expected value less than half the run's drop above the disturbed
+                # level: ground come back would look much like ground still disturbed (a harvested
+                # field around a pad), so it does not count; a drop always does.
+                if not down and above < INFORMATIVE_SHARE * magnitude:
+                    continue
             n_seen += 1
             n_after += t > confirmed
             if down:

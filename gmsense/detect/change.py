@@ -115,11 +115,11 @@ def confirm_runs(drop: np.ndarray, threshold: np.ndarray, confirm_obs: int, year
     field after its harvest, and the weeks after the harvest say nothing either way (a drop always
     counts). A run whose later observations in its season all say nothing, and some of them because
     the expected value itself came down to the disturbed level (less than a quarter of the run's drop
-    above it, ``MODEL_DOWN_SHARE``: an early harvest, seen again only
-    once its model is harvested too), is withdrawn; later observations that say nothing only because
-    the gap shrank (a trench narrower than its pixel dug late in the season, whose drop shrinks with
-    the forest's in autumn) are as good as none. Returns ``first`` and
-    ``confirmed`` time indices (``NO_BREAK`` if none), the mean drop of the confirming run, and
+    above it, ``MODEL_DOWN_SHARE``: an early harvest, seen again only once its model is harvested
+    too), is withdrawn; later observations that say nothing only because the gap shrank (a trench
+    narrower than its pixel dug late in the season, whose drop shrinks with the forest's in autumn)
+    are as good as none. Returns ``first`` and ``confirmed`` time indices (``NO_BREAK`` if none),
+    the mean drop of the confirming run, and
     ``probable``: the start of an unconfirmed run still open at the end of the series.
     """
     years = np.asarray(year, dtype="int64") if year is not None else np.empty(0, dtype="int64")
