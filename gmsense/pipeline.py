@@ -343,6 +343,7 @@ def label_patches(records: list[PatchRecord], classifier: PatchClassifier | None
             klass = max(probs, key=probs.__getitem__)
             record.metrics["rule_class"] = record.disturbance_class
             record.metrics["explanation"] = why
+            record.metrics["class_probabilities"] = {c: round(float(p), 4) for c, p in probs.items()}
             record.disturbance_class, record.confidence = klass, round(probs[klass], 3)
     for record, probs in zip(records, probabilities, strict=True):
         label = trusted_label(record.disturbance_class, record.confidence, record.metrics, settings.trust,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from shapely.geometry import LineString, box
 
@@ -75,6 +77,10 @@ def test_truth_recovery_status() -> None:
     assert truth_status("2020-06-01", 10.0, end) == "not_recovering"
     assert truth_status("2020-06-01", 4.0, end) == "recovering"
     assert truth_status("2020-06-01", 2.0, end) == "recovered"
+    # with growing seasons: first seen in the latest season (a winter work) is active
+    assert truth_status("2021-11-10", 0.0, end, first_season=2022, latest_season=2022) == "active"
+    assert truth_status("2021-11-10", 0.0, end, first_season=None, latest_season=2022) == "active"
+    assert truth_status("2021-06-10", 0.0, end, first_season=2021, latest_season=2022) == "not_recovering"
 
 
 @pytest.mark.slow
@@ -139,8 +145,21 @@ def test_leave_one_domain_out_scores_each_world_and_names_the_worst(tmp_path: Pa
 def test_small_accuracy_run_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "acc.json"
     seen: list[tuple[str, int, int]] = []
-    results = run_accuracy([3], sites_per_seed=1, out=out, progress=lambda *step: seen.append(step))
+    results = run_accuracy([3], sites_per_seed=1, out=out, progress=lambda *step: seen.append(step),
+                           details=tmp_path / "details")
     assert seen == [("classic seed 3", 1, 1)]
+    # every scored event and every patch, with its metrics and the truth under it, for reading errors
+    events = pd.read_csv(tmp_path / "details" / "events.csv")
+    assert len(events)
+    assert set(events.seed) == {3}
+    assert set(events.domain) == {"classic"}
+    assert int(events.human.sum()) == results["overall"]["events_human"]
+    with gzip.open(tmp_path / "details" / "patches.jsonl.gz", "rt") as f:
+        patches = [json.loads(line) for line in f]
+    assert len(patches) == results["overall"]["patches"]
+    assert all(p["metrics"].get("n_pixels", 0) >= 1 for p in patches)
+    matched = {p["patch_id"] for p in patches if p["truth_class"] is not None}
+    assert set(events[events.human].patch_id.dropna()) <= matched, "a work's patch lies on that work"
     saved = json.loads(out.read_text())
     assert saved["overall"].keys() == results["overall"].keys()
     for key in ("recall", "class_accuracy", "recovery_status_accuracy", "inside_licence_accuracy"):

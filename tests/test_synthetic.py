@@ -122,6 +122,12 @@ def test_truth_status_follows_the_recovery_definitions() -> None:
     assert status("2020-06-01", 1.5) == "recovered"
     assert status("2021-06-01", 3.0) == "recovering"  # r = 1.39 / 3 = 0.46
     assert status("2021-06-01", 8.0) == "not_recovering"  # r = 0.17
+    # a work dug after the 2021 season is first seen in 2022's, the latest: active, as a scan says
+    assert status("2021-11-10", 0.0) == "active"
+    assert status("2021-09-30", 0.0) == "not_recovering"
+    # before the next season begins, the latest season is still the last one
+    assert truth_status(Event("e", "pad", Point(0, 0).buffer(10), np.datetime64("2022-06-01"), 1.0),
+                        np.datetime64("2023-04-01")) == "active"
 
 
 def test_index_drops_inside_human_footprints_after_first_observed() -> None:

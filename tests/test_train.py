@@ -124,6 +124,11 @@ def test_train_on_synthetic_scenes_then_scan_with_the_model(tmp_path: Path) -> N
     assert scan.detector == "model"
     assert scan.model_version.startswith("tiny@")
     assert all("rule_class" in p.metrics for p in store.patch_rows())
+    for p in store.patch_rows():  # the calibrated probabilities behind the label, kept for review and replay
+        probabilities = p.metrics["class_probabilities"]
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+        if p.disturbance_class in probabilities:
+            assert p.confidence == pytest.approx(max(probabilities.values()), abs=1e-3)
 
     result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "tiny"), "--synthetic-seeds", "105",
                                  "--sites-per-seed", "1"])

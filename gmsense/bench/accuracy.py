@@ -24,10 +24,12 @@ from gmsense import __version__
 from gmsense.batch.request import ScanOptions, ScanRequest
 from gmsense.batch.scan import run_scan
 from gmsense.bench import write_json_and_markdown
-from gmsense.bench.scoring import EVENT_COLUMNS, FalseAlarms, match_scene, summarise
+from gmsense.bench.scoring import EVENT_COLUMNS, FalseAlarms, match_scene, patch_truth, summarise
 from gmsense.classify.model import PatchClassifier
 from gmsense.classify.train import DEFAULT_PARAMS, RANDOMISED, TrainingParams, random_licences, world_for
 from gmsense.config import Settings
+from gmsense.cube.ops import in_season as season_dates
+from gmsense.cube.ops import season_year
 from gmsense.geo.grid import grid_transform
 from gmsense.outputs.export import patches_frame, recovery_frame
 from gmsense.records import HUMAN_MADE_CLASSES
@@ -43,9 +45,20 @@ RECALL_PER_TYPE_TARGET = 0.85
 
 
 def truth_status(start: str, regrowth_years: float, end: np.datetime64, recovered: float = 0.8,
-                 recovering: float = 0.25) -> str:
-    """An event's recovery status at ``end`` from its regrowth speed (the simulator's ground truth)."""
-    if int(str(start)[:4]) >= int(str(end)[:4]):
+                 recovering: float = 0.25, *, first_season: int | None = None,
+                 latest_season: int | None = None) -> str:
+    """An event's recovery status at ``end`` from its regrowth speed (the simulator's ground truth).
+
+    ``active`` is what a scan can call it: no growing season since the one it was first seen in.
+    With ``latest_season`` (the imagery's last growing season, gmsense.cube.ops.season_year) that
+    is an event whose first growing season on or after its start (``first_season``; None: none
+    yet) is the latest: a work dug in November after the season is first seen, and judged, in
+    next year's season, and a southern season runs across New Year. Without, the calendar year of
+    ``start`` against that of ``end`` (a northern season with no winter works)."""
+    if latest_season is not None:
+        if first_season is None or first_season >= latest_season:
+            return "active"
+    elif int(str(start)[:4]) >= int(str(end)[:4]):
         return "active"
     if not regrowth_years:
         return "not_recovering"
@@ -64,8 +77,7 @@ def complete_truth(truth: Any, cube: Any, settings: Settings) -> Any:
     truth = truth.copy()
     times = cube["time"].values
     end = times.max()
-    months = cube["time"].dt.month.values
-    in_season = (months >= settings.season.start_month) & (months <= settings.season.end_month)
+    in_season = season_dates(times, settings.season)
     shape = (cube.sizes["y"], cube.sizes["x"])
     if "first_observed" not in truth.columns:
         truth["first_observed"] = ""
@@ -83,9 +95,15 @@ def complete_truth(truth: Any, cube: Any, settings: Settings) -> Any:
             observed.append(str(np.datetime64(times[hits[0]], "D")) if hits.size else "")
         truth["first_observed"] = observed
     if "recovery_status" not in truth.columns:
-        truth["recovery_status"] = [truth_status(s, r, end, settings.recovery.recovered_ratio,
-                                                 settings.recovery.recovering_ratio)
-                                    for s, r in zip(truth.start, truth.regrowth_years, strict=True)]
+        season_times = times[in_season]
+        seasons = season_year(season_times, settings.season)
+        latest = int(seasons.max()) if seasons.size else None
+        firsts = np.searchsorted(season_times, np.array([np.datetime64(str(s)[:10]) for s in truth.start],
+                                                        dtype=season_times.dtype))
+        truth["recovery_status"] = [
+            truth_status(s, r, end, settings.recovery.recovered_ratio, settings.recovery.recovering_ratio,
+                         first_season=int(seasons[i]) if i < seasons.size else None, latest_season=latest)
+            for s, r, i in zip(truth.start, truth.regrowth_years, firsts, strict=True)]
     return truth
 
 
@@ -116,6 +134,7 @@ class Scored:
     per_seed: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     recovery: list[dict[str, Any]] = field(default_factory=list)  # see _recovery_rows
+    patch_rows: list[dict[str, Any]] | None = None  # with details: every patch, its metrics and the truth under it
 
     def add(self, other: Scored) -> None:
         self.events += other.events
@@ -126,6 +145,8 @@ class Scored:
         self.exposure += other.exposure
         self.per_seed += other.per_seed
         self.failed += other.failed
+        if other.patch_rows is not None:
+            self.patch_rows = (self.patch_rows or []) + other.patch_rows
 
     def summary(self) -> dict[str, Any]:
         empty = pd.DataFrame(columns=EVENT_COLUMNS)
@@ -143,10 +164,10 @@ Progress = Callable[[str, int, int], None]
 
 def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, workers: int | None,
                 classifier: PatchClassifier | None, domain: str | None = None,
-                progress: Progress | None = None) -> Scored:
+                progress: Progress | None = None, details: bool = False) -> Scored:
     """Scan the licences of every seed (of ``domain``'s world when given; ``randomised:BIOME``: each
     seed's randomly drawn world of the biome, gmsense.sources.synthetic.randomised_domain) and match
-    them to truth."""
+    them to truth; with ``details``, keep every patch with its metrics (:func:`write_details`)."""
     scored = Scored()
     empty = pd.DataFrame(columns=EVENT_COLUMNS)
     for done, seed in enumerate(seeds, start=1):
@@ -161,7 +182,12 @@ def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, wo
             failures = scan_failures(store, summary, sites)
             exported = patches_frame(store)
             trajectories = _trajectories(recovery_frame(store))
-        part = _score_sites(seed, sites, seeded, failures, exported, empty)
+            metrics = {r.patch_id: r.metrics or {} for r in store.patch_rows()} if details else None
+        part = _score_sites(seed, sites, seeded, failures, exported, empty, metrics)
+        for frame in part.events:
+            frame["seed"], frame["domain"] = seed, world or "classic"
+        for row in part.patch_rows or []:
+            row.update(seed=seed, domain=world or "classic")
         part.recovery = _recovery_rows(part.events, seed, world, trajectories)
         scored.add(part)
         if progress is not None:
@@ -170,8 +196,8 @@ def score_seeds(seeds: list[int], *, sites_per_seed: int, settings: Settings, wo
 
 
 def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[str, str], exported: Any,
-                 empty: pd.DataFrame) -> Scored:
-    out = Scored()
+                 empty: pd.DataFrame, metrics: dict[Any, dict[str, Any]] | None = None) -> Scored:
+    out = Scored(patch_rows=[] if metrics is not None else None)
     for site in sites:
         region = site.buffered(seeded.sites.buffer_m)
         try:
@@ -191,6 +217,12 @@ def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[s
         events["regrowth_years"] = [float(v) for v in truth.regrowth_years]
         out.events.append(events)
         out.patches += len(patches)
+        if out.patch_rows is not None and metrics is not None:
+            out.patch_rows += [{"site_id": site.site_id, "patch_id": p.patch_id, "class": p.disturbance_class,
+                                "natural_agent": p.natural_agent, "label_reason": p.label_reason,
+                                "area_m2": round(float(p.geometry.area), 1), **under,
+                                "metrics": metrics.get(p.patch_id, {})}
+                               for p, under in zip(patches.itertuples(), patch_truth(truth, patches), strict=True)]
         if site.site_id in failures:
             out.failed.append({"seed": seed, "site_id": site.site_id, "error": failures[site.site_id],
                                "events_human": int(events.human.astype(bool).sum())})
@@ -207,8 +239,10 @@ def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[s
 
 def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Settings | None = None,
                  workers: int | None = None, classifier: PatchClassifier | None = None,
-                 out: Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Scan and score every scene; write ``out`` (JSON) and a sibling ``.md`` table if given.
+                 out: Path | None = None, progress: Progress | None = None,
+                 details: Path | None = None) -> dict[str, Any]:
+    """Scan and score every scene; write ``out`` (JSON) and a sibling ``.md`` table if given, and
+    with ``details`` every event and patch there (:func:`write_details`).
 
     A licence whose scan failed is not dropped: its truth events are scored as misses (recall counts
     them) and it is listed under ``failed_sites`` with its error. Its area is left out of the
@@ -218,7 +252,9 @@ def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Setting
     settings = settings or Settings()
     t0 = time.perf_counter()
     scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
-                         classifier=classifier, progress=progress)
+                         classifier=classifier, progress=progress, details=details is not None)
+    if details is not None:
+        write_details(scored, details)
     results = {"detector": "model" if classifier else "rules",
                "model_version": classifier.version if classifier else None,
                "seeds": seeds, "sites_per_seed": sites_per_seed, "overall": scored.summary(),
@@ -233,12 +269,14 @@ def run_accuracy(seeds: list[int], *, sites_per_seed: int = 3, settings: Setting
 
 def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2, settings: Settings | None = None,
                 workers: int | None = None, model: Path | None = None,
-                params: TrainingParams = DEFAULT_PARAMS, progress: Progress | None = None) -> dict[str, Any]:
+                params: TrainingParams = DEFAULT_PARAMS, progress: Progress | None = None,
+                details: Path | None = None) -> dict[str, Any]:
     """Leave-one-domain-out: each world of ``domains`` is scanned (test ``seeds``) with a model
     fitted on the training table of ``model`` (a folder from ``gmsense train --domains``) without
     the rows of that world's biome (under any sensor, pixel size or sky: ``worlds_of``), so the
     figures of a world come from a model that never saw its land cover; without ``model`` the rule
-    baseline. Per world, pooled over the worlds, and the worst world per target."""
+    baseline. Per world, pooled over the worlds, and the worst world per target; with ``details``,
+    every event and patch of every world (:func:`write_details`)."""
     from gmsense.classify.train import domains_of, fit_classifier, read_training_table, worlds_of
 
     settings = settings or Settings()
@@ -253,9 +291,12 @@ def run_domains(seeds: list[int], domains: list[str], *, sites_per_seed: int = 2
             classifier = fit_classifier(table[keep], params=params, name=f"without {domain}")
             trained_on[domain] = sorted(set(domains_of(table[keep])))
         scored = score_seeds(seeds, sites_per_seed=sites_per_seed, settings=settings, workers=workers,
-                             classifier=classifier, domain=domain, progress=progress)
+                             classifier=classifier, domain=domain, progress=progress,
+                             details=details is not None)
         per_domain[domain] = scored.summary()
         pooled.add(scored)
+    if details is not None:
+        write_details(pooled, details)
     worst = {}
     for key, (op, _) in TARGETS.items():
         values = [(v[key], d) for d, v in per_domain.items() if v.get(key) is not None]
@@ -435,6 +476,23 @@ def markdown_domains(results: list[dict[str, Any]]) -> str:
                  f"{results[0]['sites_per_seed']} licences each) with a model fitted without that world's "
                  "training rows; the rule baseline needs no training. " + WIDTH_NOTE)
     return "\n".join(lines) + "\n"
+
+
+def write_details(scored: Scored, folder: Path) -> None:
+    """Every scored event (``events.csv``: truth, the matched patch, its label, the trust rule behind an
+    ``uncertain``) and every patch (``patches.jsonl.gz``: label, reason, all stored metrics including
+    the model's class probabilities, and the truth under it: :func:`gmsense.bench.scoring.patch_truth`),
+    so each error of the figures can be read one by one and a labelling rule can be replayed offline."""
+    import gzip
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    events = [e for e in scored.events if len(e)]
+    (pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=EVENT_COLUMNS)).to_csv(
+        folder / "events.csv", index=False)
+    with gzip.open(folder / "patches.jsonl.gz", "wt", encoding="utf-8") as f:
+        for row in scored.patch_rows or []:
+            f.write(json.dumps(row, default=str) + "\n")
 
 
 def write_results(results: dict[str, Any] | list[dict[str, Any]], out: Path) -> Path:

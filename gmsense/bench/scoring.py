@@ -224,6 +224,29 @@ def match_scene(truth: Any, patches: Any, tolerance_m: float = 15.0,
     return pd.DataFrame(events, columns=EVENT_COLUMNS), FalseAlarms(false_alarms, review, rules)
 
 
+def patch_truth(truth: Any, patches: Any, tolerance_m: float = 15.0) -> list[dict[str, Any]]:
+    """Per patch (rows of ``patches``), the truth under it, with the buffers of :func:`match_scene`:
+    the human-made event it overlaps most (``truth_class``, ``truth_event_id``; None when none) and
+    the kind of the natural event it overlaps most (``natural_kind``), so each label can be read
+    against the ground it sits on."""
+    buffered = [(ev.geometry.buffer(tolerance_m), ev) for _, ev in truth.iterrows()]
+    out = []
+    for geometry in (patches.geometry if len(patches) else []):
+        best: dict[bool, tuple[float, Any]] = {}
+        for shape, ev in buffered:
+            if not geometry.intersects(shape):
+                continue
+            area = geometry.intersection(shape).area
+            human = ev.disturbance_class in HUMAN_MADE_CLASSES
+            if human not in best or area > best[human][0]:
+                best[human] = (area, ev)
+        work, natural = best.get(True, (0, None))[1], best.get(False, (0, None))[1]
+        out.append({"truth_class": None if work is None else work.disturbance_class,
+                    "truth_event_id": None if work is None else work.get("event_id"),
+                    "natural_kind": None if natural is None else str(natural.get("kind", "natural"))})
+    return out
+
+
 def _rules(events: pd.DataFrame) -> dict[str, int]:
     """How many of ``events`` were labelled ``uncertain``, by the trust rule that said so."""
     if not len(events) or "uncertain_rule" not in events:

@@ -440,6 +440,9 @@ def bench_accuracy(
         "--domains", help="leave-one-domain-out over these synthetic worlds (comma-separated, 'all', or "
                           "'randomised': each seed's random world of every biome): each is scored by a "
                           "model fitted on --model's training table without its biome")] = None,
+    details: Annotated[Path | None, typer.Option(
+        "--details", help="folder for every scored event (events.csv) and patch with its metrics "
+                          "(patches.jsonl.gz), one subfolder per detector (model, rules)")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Scan synthetic scenes as a user would and score the patches against their truth."""
@@ -463,18 +466,22 @@ def bench_accuracy(
         if worlds:
             if model:
                 runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
-                                        workers=workers, model=model, progress=progress("model")))
+                                        workers=workers, model=model, progress=progress("model"),
+                                        details=details and details / "model"))
             if not model or baseline:
                 runs.append(run_domains(seed_list, worlds, sites_per_seed=sites_per_seed, settings=settings,
-                                        workers=workers, progress=progress("rules")))
+                                        workers=workers, progress=progress("rules"),
+                                        details=details and details / "rules"))
         else:
             classifier = _classifier("model", model) if model else None
             if classifier is None or baseline:
                 runs.append(run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings,
-                                         workers=workers, progress=progress("rules")))
+                                         workers=workers, progress=progress("rules"),
+                                         details=details and details / "rules"))
             if classifier is not None:
                 runs.insert(0, run_accuracy(seed_list, sites_per_seed=sites_per_seed, settings=settings,
-                                            workers=workers, classifier=classifier, progress=progress("model")))
+                                            workers=workers, classifier=classifier, progress=progress("model"),
+                                            details=details and details / "model"))
     write_results(runs, out_file)
     out.print(out_file.with_suffix(".md").read_text(), markup=False)
     out.print(f"results: {out_file}")

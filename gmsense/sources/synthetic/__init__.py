@@ -66,6 +66,7 @@ from gmsense.sources.synthetic._events import (
     ANTHROPOGENIC,
     HARVEST_REGROWTH_YEARS,
     SCENARIOS,
+    SEASON_MONTHS,
     Event,
     plan_events,
     truth_status,
@@ -101,7 +102,6 @@ __all__ = ["ANTHROPOGENIC", "BAND_NAMES", "DOMAINS", "ENDMEMBERS", "MODIFIERS", 
 
 BAND_NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
-SEASON_MONTHS = (5, 9)  # growing season of the truth's ``first_observed`` (May-September)
 FIRST_OBSERVED_MIN_CLEAR = 0.5  # share of the footprint's pixels that must be clear
 SPECTRA_T = SPECTRA.T.astype("float32")  # (bands, endmembers)
 

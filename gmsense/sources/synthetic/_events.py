@@ -42,6 +42,7 @@ HUMAN_KIND_CLASS = {"open_pit": "clearing"}
 SCENARIOS = ("mixed", "exploration", "boundary", "quiet", "mining")
 DAYS_PER_YEAR = 365.25
 RECOVERED_SHARE, RECOVERING_SHARE = 0.8, 0.25  # gmsense.recovery's default ratios
+SEASON_MONTHS = (5, 9)  # the growing season of the drawn (northern) calendar: May-September
 FLOOD_REGROWTH_YEARS = 1.0
 HARVEST_REGROWTH_YEARS = 1.0
 
@@ -104,10 +105,28 @@ def regrown_share(age_years: float, regrowth_years: float) -> float:
     return float(min(age_years / regrowth_years, 1.0))
 
 
+def first_season(date: np.datetime64) -> int:
+    """The year of the first growing season (:data:`SEASON_MONTHS`, the drawn calendar) that
+    includes or follows ``date``: a work dug in October or later is first seen next year."""
+    month = int(np.datetime64(date, "M").astype(int) % 12 + 1)
+    year = int(np.datetime64(date, "Y").astype(int) + 1970)
+    return year + 1 if month > SEASON_MONTHS[1] else year
+
+
+def last_season(date: np.datetime64) -> int:
+    """The year of the last growing season that began on or before ``date``."""
+    month = int(np.datetime64(date, "M").astype(int) % 12 + 1)
+    year = int(np.datetime64(date, "Y").astype(int) + 1970)
+    return year if month >= SEASON_MONTHS[0] else year - 1
+
+
 def truth_status(event: Event, last_date: np.datetime64) -> str:
-    """Recovery status at ``last_date`` per gmsense.recovery's definitions (see module docstring)."""
+    """Recovery status at ``last_date`` per gmsense.recovery's definitions (see module docstring):
+    ``active`` while the growing season the event was first seen in (:func:`first_season`) is the
+    latest, as a scan calls a patch detected in the latest season (a work dug in November is first
+    seen, and still active, in next year's season); otherwise by the share regrown since the start."""
     start = np.datetime64(event.start, "D")
-    if int(str(start)[:4]) >= int(str(np.datetime64(last_date, "D"))[:4]):
+    if first_season(start) >= last_season(last_date):
         return "active"
     age = float((np.datetime64(last_date, "D") - start) / np.timedelta64(1, "D")) / DAYS_PER_YEAR
     r = regrown_share(age, event.regrowth_years)
