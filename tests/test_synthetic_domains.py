@@ -553,6 +553,20 @@ def test_randomised_worlds_draw_every_modifier_deterministically() -> None:
     assert min(shifts) < 0 < max(shifts)
     assert all(abs(s) <= 21 for s in shifts)
     assert all(d.resolution(10.0) == 30.0 for d in drawn if d.sensor.name == "landsat")
+    # most worlds redraw the land cover: grass to forest, sparse to dense, flat or with relief
+    covered = [d for d in drawn if d.cover_draw]
+    assert 0.5 < len(covered) / len(drawn) < 0.9
+    assert all(d.biome.name == "wetland" and f"+cover{d.cover_draw}" in d.name for d in covered)
+    grass_vigour = [d.biome.grass_vigour for d in covered]
+    assert min(grass_vigour) < 0.5
+    assert max(grass_vigour) > 0.75
+    assert {d.biome.relief_m > 0 for d in covered} == {True, False}
+    assert all(d.biome.human_kinds == DOMAINS["wetland"].biome.human_kinds for d in covered), "events stay"
+    assert not any(randomised_domain("classic", seed).cover_draw for seed in range(50))
+    with pytest.raises(ValueError, match="classic world keeps its own land cover"):
+        domain_named("classic+cover5")
+    with pytest.raises(ValueError, match="unknown modifier"):
+        domain_named("wetland+cover0")
     # biomes draw independently: their modifier sequences over the seeds differ
     def modifiers(biome: str) -> list[str]:
         return [randomised_domain(biome, seed).name.partition("+")[2] for seed in range(20)]

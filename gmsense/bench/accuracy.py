@@ -219,7 +219,9 @@ def _score_sites(seed: int, sites: list[Any], seeded: Settings, failures: dict[s
         out.patches += len(patches)
         if out.patch_rows is not None and metrics is not None:
             out.patch_rows += [{"site_id": site.site_id, "patch_id": p.patch_id, "class": p.disturbance_class,
-                                "natural_agent": p.natural_agent, "label_reason": p.label_reason,
+                                "confidence": p.confidence, "natural_agent": p.natural_agent,
+                                "label_reason": p.label_reason, "first_detected": str(p.first_detected)[:10],
+                                "confirmed_on": str(p.confirmed_on)[:10], "recovery_status": p.recovery_status,
                                 "area_m2": round(float(p.geometry.area), 1), **under,
                                 "metrics": metrics.get(p.patch_id, {})}
                                for p, under in zip(patches.itertuples(), patch_truth(truth, patches), strict=True)]

@@ -254,13 +254,16 @@ def expected_calibration_error(proba: np.ndarray, correct: np.ndarray, bins: int
 
 
 def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
-                   params: TrainingParams = DEFAULT_PARAMS, group_by: str = "scene") -> dict[str, Any]:
+                   params: TrainingParams = DEFAULT_PARAMS, group_by: str = "scene",
+                   importance: bool = True) -> dict[str, Any]:
     """Per-class precision, recall and F1, a confusion matrix, the calibration of the confidence
     (ECE, before and after calibration) and each feature's permutation importance (the mean fall
     in held-out accuracy when its values are shuffled, ``params.importance_repeats`` repeats)
     from folds grouped by scene, or with ``group_by="domain"`` leave-one-domain-out: each world
     (:func:`domains_of`) is held out in turn and scored by a model that never saw it
-    (``per_domain`` and ``worst_domain`` in the result)."""
+    (``per_domain`` and ``worst_domain`` in the result). Without ``importance`` the permutation
+    importance is not measured (``feature_importance`` empty): the estimators without SWIR, whose
+    cards report their accuracy only, are cross-validated without it."""
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -274,13 +277,14 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
         raise InputError("cross-validation needs patches from at least two scenes; add seeds")
     predicted_raw, predicted_cal = np.empty_like(y), np.empty_like(y)
     top_raw, top_cal = np.zeros(len(y)), np.zeros(len(y))
-    importance = np.zeros(len(FEATURES))
+    importances = np.zeros(len(FEATURES))
     for train, test in splits:
         with threads_for(len(y)):
             raw = _estimator(seed, params).fit(x[train], y[train])
-            importance += len(test) * permutation_importance(raw, x[test], y[test],
-                                                             n_repeats=params.importance_repeats,
-                                                             random_state=seed).importances_mean
+            if importance:
+                importances += len(test) * permutation_importance(raw, x[test], y[test],
+                                                                  n_repeats=params.importance_repeats,
+                                                                  random_state=seed).importances_mean
             calibrated = fit_calibrated(x[train], y[train], groups[train], seed, params)
             p_raw, p_cal = raw.predict_proba(x[test]), calibrated.predict_proba(x[test])
         predicted_raw[test], predicted_cal[test] = raw.classes_[p_raw.argmax(axis=1)], calibrated.classes_[
@@ -303,7 +307,7 @@ def cross_validate(table: pd.DataFrame, seed: int = 0, folds: int = 5,
                               "f1": round(float(f[i]), 3), "support": int(support[i])} for i, c in enumerate(labels)},
             "confusion": {"labels": labels, "matrix": confusion_matrix(y, predicted, labels=labels).tolist()},
             "feature_importance": {f: round(float(v), 4) for v, f in sorted(
-                zip(importance / len(y), FEATURES, strict=True), reverse=True)},
+                zip(importances / len(y), FEATURES, strict=True), reverse=True)} if importance else {},
             "calibration": {"ece_uncalibrated": round(ece_raw, 4), "ece_sigmoid": round(ece_cal, 4),
                             "used": bool(use_calibration),
                             "method": "Platt (sigmoid) on scene-grouped inner folds, kept only if it lowers the "
@@ -435,9 +439,10 @@ def train(seeds: list[int], folder: Path, *, sites_per_seed: int = 2, seed: int 
     stage(0)
     metrics = cross_validate(table, seed, params=params, group_by=group_by)
     stage(1)
-    blind_metrics = cross_validate(without_swir(table), seed, params=params, group_by=group_by)
+    blind_metrics = cross_validate(without_swir(table), seed, params=params, group_by=group_by, importance=False)
     stage(2)
-    red_nir_metrics = cross_validate(red_nir_only(table), seed, params=params, group_by=group_by)
+    red_nir_metrics = cross_validate(red_nir_only(table), seed, params=params, group_by=group_by,
+                                     importance=False)
     stage(3)
     folder = Path(folder)
     fitted = fit_classifier(table, seed, params, calibrate=metrics["calibration"]["used"], name=folder.name)

@@ -923,7 +923,8 @@ SYNTH_DOMAIN_HELP = (
     "default classic): classic, boreal_forest, steppe_grassland, cropland_plain, wetland or mountain_forest, with "
     "+modifiers: sensor s2 | s2_no_swir | landsat, pixel 10m | 20m | 30m, clouds clear | normal | cloudy, "
     "season shift+N | shift-N days (N <= 21), south (the southern calendar: dates half a year later; scan it "
-    "with season months 11-3); e.g. boreal_forest+landsat+cloudy")
+    "with season months 11-3), coverN (the land cover and phenology redrawn from N, 1 <= N <= 999999, as "
+    "domain randomisation does); e.g. boreal_forest+landsat+cloudy")
 
 
 @app.command()

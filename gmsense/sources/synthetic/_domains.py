@@ -15,6 +15,13 @@ sizes and places). Each combines with imaging modifiers joined by ``+``:
 - clouds: ``clear``, ``normal`` (default) or ``cloudy`` (share of cloudy dates, cloud size, haze);
 - season: ``shift+N`` / ``shift-N``: green-up, senescence, sowing, harvest and snow shifted by N
   days (at most 21);
+- land cover: ``coverN`` (N a positive integer): the biome's land cover and phenology redrawn,
+  deterministically from N, across broad physical ranges (:func:`covered_biome`: how much of it
+  is grass, how green grass and forest get, how evergreen the forest is, shrubs, green-up and
+  senescence, drought strength, relief, works on fields where there are fields). The biome's
+  events, sizes and licences stay. Domain randomisation draws it for most training worlds, so
+  works are seen on every kind of cover, not only on the cover their biome is named for; a
+  held-out biome is still never seen under its own name;
 - hemisphere: ``south``: the world on the southern calendar. It is drawn as in the north and every
   date (acquisitions, events, first observations) is :data:`HALF_YEAR` later, so green-up comes in
   October-November, the growing season runs across New Year (a season is named by the year it ends
@@ -22,7 +29,7 @@ sizes and places). Each combines with imaging modifiers joined by ``+``:
   scanned with the growing-season months shifted by six months too (:func:`scan_settings`). The
   sun over terrain keeps the northern geometry.
 
-For example ``boreal_forest+landsat+cloudy`` or ``cropland_plain+20m+s2_no_swir+shift-14``. The
+For example ``boreal_forest+landsat+cloudy`` or ``cropland_plain+20m+s2_no_swir+shift-14+cover31``. The
 canonical name (:attr:`Domain.name`, modifiers in this order, defaults left out) is what a cube's
 ``attrs["domain"]`` and the truth's ``domain`` column record.
 
@@ -110,6 +117,7 @@ class Domain:
     resolution_m: float | None = None
     season_shift_days: float = 0.0
     hemisphere: str = "north"
+    cover_draw: int = 0  # 0: the biome's own land cover; else covered_biome(biome, cover_draw)
 
     @property
     def name(self) -> str:
@@ -123,6 +131,8 @@ class Domain:
             parts.append(self.clouds.name)
         if self.season_shift_days:
             parts.append(f"shift{self.season_shift_days:+g}")
+        if self.cover_draw:
+            parts.append(f"cover{self.cover_draw}")
         if self.hemisphere != "north":
             parts.append(self.hemisphere)
         return "+".join(parts)
@@ -144,7 +154,7 @@ DOMAINS: dict[str, Domain] = {name: Domain(biome) for name, biome in BIOMES.item
 #: through another sensor, pixel size or sky, so a held-out world differs in more than one way.
 VALIDATION_DOMAINS = ("classic", "boreal_forest+20m", "steppe_grassland+landsat", "cropland_plain+s2_no_swir",
                       "wetland+cloudy", "mountain_forest+30m")
-MODIFIERS = (*SENSORS, *(f"{r:g}m" for r in RESOLUTIONS_M), *CLOUD_REGIMES, "south")
+MODIFIERS = (*SENSORS, *(f"{r:g}m" for r in RESOLUTIONS_M), *CLOUD_REGIMES, "south", "coverN")
 
 #: Domain randomisation (``gmsense train --domains randomised``): the chances a training world is
 #: drawn with each sensor, pixel size (for the Sentinel-2-like sensors; Landsat is 30 m), cloud regime,
@@ -156,6 +166,38 @@ RANDOM_RESOLUTION_P = {10.0: 0.4, 20.0: 0.35, 30.0: 0.25}
 RANDOM_CLOUDS_P = {"clear": 0.25, "normal": 0.5, "cloudy": 0.25}
 RANDOM_SHIFT_P = 0.5
 RANDOM_SOUTH_P = 0.15
+RANDOM_COVER_P = 0.7  # the chance a training world's land cover is redrawn (``coverN``)
+MAX_COVER_DRAW = 999_999
+
+#: The ranges ``coverN`` draws from (uniform): broad, physical, shared by every biome. Peak green
+#: shares span sparse dry grass to dense crops and canopies; ``grass_threshold`` spans grass
+#: everywhere to forest everywhere (:mod:`gmsense.sources.synthetic._world`); days of year.
+COVER_RANGES = {"grass_threshold": (-1.6, 2.0), "grass_vigour": (0.4, 0.85), "forest_vigour": (0.6, 0.92),
+                "forest_evergreen": (0.2, 0.8), "shrub_share": (0.0, 0.3), "greenup_doy": (122.0, 145.0),
+                "senescence_doy": (245.0, 272.0), "drought_scale": (0.5, 1.5)}
+COVER_RELIEF_P, COVER_RELIEF_M = 0.3, (200.0, 800.0)  # the chance of terrain, and its relief
+COVER_WORKS_ON_FIELDS_P = 0.5
+
+
+def covered_biome(biome: Biome, draw: int) -> Biome:
+    """``biome`` with its land cover and phenology redrawn from :data:`COVER_RANGES` (deterministic
+    from ``draw``); its name, events, sizes and licences unchanged. The classic world keeps its
+    own cover (it is drawn by the original code, identical scenes)."""
+    import numpy as np
+
+    if biome.legacy or not draw:
+        return biome
+    rng = np.random.default_rng([draw, 7919])
+    value = {k: float(rng.uniform(*r)) for k, r in COVER_RANGES.items()}
+    relief = float(rng.uniform(*COVER_RELIEF_M)) if rng.random() < COVER_RELIEF_P else 0.0
+    on_fields = bool(biome.field_layout != "none" and rng.random() < COVER_WORKS_ON_FIELDS_P)
+    drought = tuple((cover, change * value["drought_scale"]) for cover, change in biome.drought_vigour)
+    return replace(biome, grass_threshold=value["grass_threshold"], grass_vigour=value["grass_vigour"],
+                   forest_vigour=value["forest_vigour"], forest_evergreen=value["forest_evergreen"],
+                   shrub_share=value["shrub_share"], greenup_doy=value["greenup_doy"],
+                   senescence_doy=value["senescence_doy"], drought_vigour=drought, relief_m=relief,
+                   works_on_fields=on_fields or biome.works_on_fields,
+                   field_edge_p=biome.field_edge_p or (0.3 if on_fields else 0.0))
 
 
 def biome_of(name: str) -> str:
@@ -166,9 +208,10 @@ def biome_of(name: str) -> str:
 
 
 def randomised_domain(biome: str, seed: int, draw: int = 0) -> Domain:
-    """A world of ``biome`` with a sensor, pixel size, cloud regime, season shift and hemisphere drawn at
-    random (:data:`RANDOM_SENSOR_P` ...), deterministic from ``(biome, seed, draw)``: domain randomisation
-    for training, so a model meets every biome through several sensors and skies."""
+    """A world of ``biome`` with a sensor, pixel size, cloud regime, season shift, hemisphere and (for
+    most) a redrawn land cover (``coverN``) drawn at random (:data:`RANDOM_SENSOR_P` ...),
+    deterministic from ``(biome, seed, draw)``: domain randomisation for training, so a model meets
+    every biome through several sensors and skies, and works on every kind of cover."""
     import zlib
 
     import numpy as np
@@ -187,7 +230,11 @@ def randomised_domain(biome: str, seed: int, draw: int = 0) -> Domain:
     shift = float(rng.integers(-MAX_SEASON_SHIFT_DAYS, MAX_SEASON_SHIFT_DAYS + 1)) if rng.random() < RANDOM_SHIFT_P \
         else 0.0
     south = rng.random() < RANDOM_SOUTH_P
-    return replace(DOMAINS[biome], sensor=sensor, clouds=clouds, season_shift_days=shift,
+    cover = int(rng.integers(1, MAX_COVER_DRAW + 1)) if rng.random() < RANDOM_COVER_P else 0
+    if DOMAINS[biome].biome.legacy:
+        cover = 0  # the classic world keeps its own cover
+    return replace(DOMAINS[biome], biome=covered_biome(DOMAINS[biome].biome, cover), cover_draw=cover,
+                   sensor=sensor, clouds=clouds, season_shift_days=shift,
                    resolution_m=None if sensor.resolution_m is not None else resolution,
                    hemisphere="south" if south else "north")
 
@@ -218,6 +265,11 @@ def domain_named(name: str | Domain) -> Domain:
 
 
 def _modify(domain: Domain, part: str, name: str) -> Domain:
+    if part.startswith("cover") and part[5:].isdigit() and 0 < int(part[5:]) <= MAX_COVER_DRAW:
+        if domain.biome.legacy:
+            raise ValueError(f"synthetic domain {name!r}: the classic world keeps its own land cover")
+        draw = int(part[5:])
+        return replace(domain, biome=covered_biome(DOMAINS[domain.biome.name].biome, draw), cover_draw=draw)
     if part == "south":
         return replace(domain, hemisphere="south")
     if part in SENSORS:
