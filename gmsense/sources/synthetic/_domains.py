@@ -166,7 +166,7 @@ RANDOM_RESOLUTION_P = {10.0: 0.4, 20.0: 0.35, 30.0: 0.25}
 RANDOM_CLOUDS_P = {"clear": 0.25, "normal": 0.5, "cloudy": 0.25}
 RANDOM_SHIFT_P = 0.5
 RANDOM_SOUTH_P = 0.15
-RANDOM_COVER_P = 0.7  # the chance a training world's land cover is redrawn (``coverN``)
+RANDOM_COVER_P = 0.5  # the chance a training world's land cover is redrawn (``coverN``)
 MAX_COVER_DRAW = 999_999
 
 #: The ranges ``coverN`` draws from (uniform): broad, physical, shared by every biome. Peak green
