@@ -371,3 +371,33 @@ def test_speed_bench_reports_medians_spreads_and_targets(tmp_path: Path) -> None
     assert "large licence: speed-up 1 ->" in table
     assert "masking (cloud buffer, haze, NDVI)" in table
     assert r["rest_one_core_s"]["median"] < r["detect_one_core_s"]["median"]
+
+
+def test_complete_truth_gives_the_status_by_growing_season() -> None:
+    """External truth without statuses: a work dug after the last-but-one season is first seen in the
+    latest one (active, as a scan calls it); a southern season's months run across New Year."""
+    import xarray as xr
+
+    from gmsense.bench.accuracy import complete_truth
+    from gmsense.config import Settings
+
+    def cube(times: list[str]) -> xr.Dataset:
+        stamps = np.array(times, dtype="datetime64[ns]")
+        clear = np.ones((len(stamps), 4, 4), dtype=bool)
+        return xr.Dataset({"clear": (("time", "y", "x"), clear)},
+                          coords={"time": stamps, "y": 100.0 - 10 * np.arange(4), "x": 10 * np.arange(4.0)})
+
+    footprint = box(5, 75, 25, 95)
+    truth = gpd.GeoDataFrame({"start": ["2021-11-10", "2021-06-10", "2022-06-01"], "regrowth_years": [0.0, 0.0, 1.0]},
+                             geometry=[footprint] * 3)
+    north = cube([f"{y}-{m:02d}-15" for y in (2020, 2021, 2022) for m in range(5, 10)])
+    done = complete_truth(truth, north, Settings())
+    assert list(done.recovery_status) == ["active", "not_recovering", "active"]
+    assert list(done.first_observed) == ["2022-05-15", "2021-06-15", "2022-06-15"]
+    south = Settings().model_copy(update={"season": Settings().season.model_copy(update={"start_month": 11,
+                                                                                          "end_month": 3})})
+    dates = ["2020-11-15", "2020-12-15", "2021-01-15", "2021-03-15", "2021-11-15", "2021-12-15", "2022-02-15"]
+    done = complete_truth(truth.iloc[:2], cube(dates), south)
+    assert list(done.first_observed) == ["2021-11-15", "2021-11-15"], "the season's months across New Year"
+    # both are first seen in the season running November 2021 to March 2022, the latest: active
+    assert list(done.recovery_status) == ["active", "active"]
