@@ -19,7 +19,7 @@ sizes and places). Each combines with imaging modifiers joined by ``+``:
   deterministically from N, across broad physical ranges (:func:`covered_biome`: how much of it
   is grass, how green grass and forest get, how evergreen the forest is, shrubs, green-up and
   senescence, drought strength, relief, works on fields where there are fields). The biome's
-  events, sizes and licences stay. Domain randomisation draws it for most training worlds, so
+  events, sizes and licences stay. Domain randomisation draws it for half the training worlds, so
   works are seen on every kind of cover, not only on the cover their biome is named for; a
   held-out biome is still never seen under its own name;
 - hemisphere: ``south``: the world on the southern calendar. It is drawn as in the north and every
@@ -209,7 +209,7 @@ def biome_of(name: str) -> str:
 
 def randomised_domain(biome: str, seed: int, draw: int = 0) -> Domain:
     """A world of ``biome`` with a sensor, pixel size, cloud regime, season shift, hemisphere and (for
-    most) a redrawn land cover (``coverN``) drawn at random (:data:`RANDOM_SENSOR_P` ...),
+    half) a redrawn land cover (``coverN``) drawn at random (:data:`RANDOM_SENSOR_P` ...),
     deterministic from ``(biome, seed, draw)``: domain randomisation for training, so a model meets
     every biome through several sensors and skies, and works on every kind of cover."""
     import zlib

@@ -105,18 +105,20 @@ def regrown_share(age_years: float, regrowth_years: float) -> float:
     return float(min(age_years / regrowth_years, 1.0))
 
 
+def _year_month(date: np.datetime64) -> tuple[int, int]:
+    return int(np.datetime64(date, "Y").astype(int) + 1970), int(np.datetime64(date, "M").astype(int) % 12 + 1)
+
+
 def first_season(date: np.datetime64) -> int:
     """The year of the first growing season (:data:`SEASON_MONTHS`, the drawn calendar) that
     includes or follows ``date``: a work dug in October or later is first seen next year."""
-    month = int(np.datetime64(date, "M").astype(int) % 12 + 1)
-    year = int(np.datetime64(date, "Y").astype(int) + 1970)
+    year, month = _year_month(date)
     return year + 1 if month > SEASON_MONTHS[1] else year
 
 
 def last_season(date: np.datetime64) -> int:
     """The year of the last growing season that began on or before ``date``."""
-    month = int(np.datetime64(date, "M").astype(int) % 12 + 1)
-    year = int(np.datetime64(date, "Y").astype(int) + 1970)
+    year, month = _year_month(date)
     return year if month >= SEASON_MONTHS[0] else year - 1
 
 
