@@ -75,6 +75,27 @@ def test_overlapping_detection_extends_the_stored_patch(store: Store) -> None:
     assert row.area_m2 == pytest.approx(60 * 20)
 
 
+def test_a_neighbour_sharing_only_an_edge_is_its_own_patch(store: Store) -> None:
+    """A pixel confirmed the season after, next to a large patch: in WGS84 their outlines overlap
+    by reprojection slivers, which must not merge them (the pixel's class and status would
+    overwrite the large patch's: a 30 ha natural change turned into a pad)."""
+    x0, y0 = 600_010, 5_289_990
+    large = _record(box(x0, y0 - 400, x0 + 600, y0), first="2021-06-15", klass="natural")
+    large.recovery_status, large.recovery_ratio = "not_recovering", 0.02
+    pixel = _record(box(x0 + 600, y0 - 20, x0 + 620, y0), first="2022-08-03", klass="pad")
+    in_wgs84 = [reproject_geometry(box(*b), SITE.crs, WGS84)
+                for b in ((x0, y0 - 400, x0 + 600, y0), (x0 + 600, y0 - 20, x0 + 620, y0))]
+    assert in_wgs84[0].intersection(in_wgs84[1]).area > 0, "reprojected, the outlines overlap by a sliver"
+    counts = store.save_site_result(_scan(store), _result(large, pixel))
+    assert (counts["new_patches"], counts["updated_patches"]) == (2, 0)
+    rows = store.patch_rows()
+    assert [(r.disturbance_class, r.first_detected, r.recovery_status, r.area_m2) for r in rows] == [
+        ("natural", "2021-06-15", "not_recovering", 240_000.0), ("pad", "2022-08-03", "active", 400.0)]
+    overlapping = _record(box(x0 + 590, y0 - 20, x0 + 620, y0), first="2022-08-03", klass="pad")
+    assert store.save_site_result(_scan(store), _result(large, overlapping))["new_patches"] == 0, \
+        "a detection overlapping by 200 m2 is the same disturbance"
+
+
 def test_separate_detection_gets_a_new_id(store: Store) -> None:
     x0, y0 = 600_010, 5_289_990
     store.save_site_result(_scan(store), _result(_record(box(x0, y0 - 20, x0 + 30, y0))))

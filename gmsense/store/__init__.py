@@ -75,6 +75,10 @@ SQLITE_LOCK_TIMEOUT_S = 30.0
 #: stderr and wait forever (to be killed), so a test can kill it at a known point.
 PAUSE_MIGRATION_ENV = "GMSENSE_TEST_PAUSE_MIGRATION"
 _PG_SCHEMA_LOCK = 72_011_905  # pg_advisory_xact_lock key: one schema migration at a time
+#: Two detections overlapping by less than this (m2, in their local projected CRS) only touch: pixel
+#: outlines sharing an edge, which reprojection (to WGS84, or between local CRSs) makes overlap by
+#: rounding slivers far under a square metre.
+MIN_OVERLAP_M2 = 1.0
 
 
 class NoStoreError(StoreError):
@@ -1364,7 +1368,7 @@ class Store:
             site = s.get(SiteRow, result.site_id)
             codes = {k: getattr(site, k) if site else None for k in ("province_code", "city_code", "county_code")}
             stored = list(s.scalars(select(PatchRow).where(PatchRow.site_id == result.site_id)))
-            shapes = {row.patch_id: wkt.loads(row.geometry_wkt) for row in stored}  # parsed once, not per record
+            shapes = {row.patch_id: wkt.loads(row.local_wkt) for row in stored}  # parsed once, not per record
             next_number = len(stored) + 1
             rows: list[PatchRow] = []
             for record in result.patches:
@@ -1379,7 +1383,7 @@ class Store:
                     counts["new_patches"] += 1
                 elif self._extend(row, record):
                     counts["updated_patches"] += 1
-                shapes[row.patch_id] = wkt.loads(row.geometry_wkt)
+                shapes[row.patch_id] = wkt.loads(row.local_wkt)
                 row.updated_scan_id = scan_id
                 rows.append(row)
             s.flush()  # the patches exist before their recovery rows and flags refer to them
@@ -1437,20 +1441,30 @@ class Store:
 
     @staticmethod
     def _match(stored: list[PatchRow], shapes: dict[str, BaseGeometry], record: PatchRecord) -> PatchRow | None:
-        """The stored patch ``record`` is a detection of: one it overlaps (not mere touching: patches
-        sharing only an edge stay separate) whose disturbance it can be (first detected within a
-        season of it: :func:`gmsense.records.same_disturbance`); the earliest of several. A later
-        disturbance of ground that broke before (``metrics["earlier_disturbance"]``, the earlier one's
-        date) is never a detection of a patch first detected on or before that date: it is a second
-        disturbance, and merged into the first its class would overwrite the first's (a harvest the
-        season after a trench dug in the field would have made the trench's patch natural).
-        ``shapes``: the stored patches' geometries (WGS84) by patch id."""
-        geom = wkt.loads(record.geometry_wkt)
+        """The stored patch ``record`` is a detection of: one it overlaps (by at least
+        :data:`MIN_OVERLAP_M2` in the local CRS: patches sharing only an edge stay separate) whose
+        disturbance it can be (first detected within a season of it:
+        :func:`gmsense.records.same_disturbance`); the earliest of several. A later disturbance of
+        ground that broke before (``metrics["earlier_disturbance"]``, the earlier one's date) is never
+        a detection of a patch first detected on or before that date: it is a second disturbance, and
+        merged into the first its class would overwrite the first's (a harvest the season after a
+        trench dug in the field would have made the trench's patch natural). ``shapes``: the stored
+        patches' local geometries (each in its row's ``local_crs``) by patch id."""
+        geom = wkt.loads(record.local_wkt)
+        in_crs: dict[str, BaseGeometry] = {record.local_crs: geom}
         follows = (record.metrics or {}).get("earlier_disturbance")
+
+        def overlaps(row: PatchRow) -> bool:
+            if row.local_crs not in in_crs:
+                in_crs[row.local_crs] = reproject_geometry(geom, pyproj.CRS.from_user_input(record.local_crs),
+                                                           pyproj.CRS.from_user_input(row.local_crs))
+            mine, other = in_crs[row.local_crs], shapes[row.patch_id]
+            return other.intersects(mine) and other.intersection(mine).area >= MIN_OVERLAP_M2
+
         hits = [row for row in stored
                 if same_disturbance(row.first_detected, record.first_detected)
                 and not (follows and row.first_detected and row.first_detected <= follows)
-                and (other := shapes[row.patch_id]).intersects(geom) and other.intersection(geom).area > 0]
+                and overlaps(row)]
         return min(hits, key=lambda r: r.first_detected) if hits else None
 
     @staticmethod
