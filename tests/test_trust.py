@@ -160,6 +160,24 @@ def test_surely_a_work_of_an_unsure_kind_keeps_the_likeliest_work() -> None:
     assert label.reason == "human-made 0.98, the kind of work unsure: trench 0.45, track 0.40, pad 0.10"
 
 
+def test_a_work_of_any_kind_outweighs_natural_as_the_likeliest_single_class() -> None:
+    """Natural is the likeliest class (0.30), the works together 0.70: a work, not natural and not
+    uncertain, even where an indirect agent would explain it; the flag stands with the doubt as its
+    reason. Under min_confidence together, the natural label still needs its agent."""
+    probs = {"natural": 0.30, "trench": 0.29, "track": 0.21, "clearing": 0.17, "pad": 0.03}
+    drought = {**TRENCH, "ring_drop_near": 0.8, "ring_drop_far": 0.7, "ring_anomaly_near": 0.8,
+               "ring_anomaly_far": 0.7}
+    for metrics in (TRENCH, drought):
+        label = trusted_label("natural", 0.30, metrics, SETTINGS, probabilities=probs)
+        assert (label.disturbance_class, label.natural_agent) == ("trench", None)
+        assert label.confidence == pytest.approx(0.29)
+        assert label.reason == "human-made 0.70, the kind of work unsure: natural 0.30, trench 0.29, track 0.21"
+    doubtful = {"natural": 0.45, "trench": 0.25, "track": 0.2, "clearing": 0.07, "pad": 0.03}
+    assert trusted_label("natural", 0.45, TRENCH, SETTINGS, probabilities=doubtful).disturbance_class == "uncertain"
+    label = trusted_label("natural", 0.45, drought, SETTINGS, probabilities=doubtful)
+    assert (label.disturbance_class, label.natural_agent) == ("natural", "drought")
+
+
 def test_training_domain_survives_the_model_card() -> None:
     domain = _domain()
     again = TrainingDomain.from_card({"training_domain": domain.to_card()})

@@ -27,7 +27,10 @@ reviewer. So a classifier's label (rule baseline or trained model) passes throug
 4. **Low confidence**: a trained model's calibrated probability below ``min_confidence`` gives
    ``uncertain`` with the competing classes, unless the human-made classes together reach
    ``min_confidence``: then the patch is surely a work, only its kind is unsure, and it keeps the
-   likeliest work's class (so its flag stands) with the competing kinds as its reason.
+   likeliest work's class (so its flag stands) with the competing kinds as its reason. That holds
+   when ``natural`` is the likeliest single class too (natural 0.30 against trench 0.30, track 0.21,
+   clearing 0.17: a work at 0.70, whichever kind): natural against human-made is decided first, on
+   the classes together, before any agent is asked.
 
 Thresholds are :class:`gmsense.config.TrustSettings`; they are physical (burn severity, water
 index, canopy, the field's yearly cycle), not fitted to the synthetic world.
@@ -304,6 +307,12 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
     ``domain``: the model's training data (None: no novelty check)."""
     agents, missed = natural_agents(metrics, settings)
     direct = [a for a in agents if a.agent in DIRECT_AGENTS]
+    if probabilities and klass == "natural":
+        works = {c: p for c, p in probabilities.items() if c in HUMAN_MADE_CLASSES}
+        if works and sum(works.values()) >= settings.min_confidence:
+            # Natural the likeliest single class, but a work more likely than not: judged as a work.
+            klass = max(works, key=works.__getitem__)
+            confidence = works[klass]
     why_novel = (novelty(metrics, klass, domain, settings.novelty_margin, at_pixel_size=settings.novelty_at_pixel_size)
                  if domain and settings.novelty else None)
     if why_novel:
