@@ -307,12 +307,12 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
     ``domain``: the model's training data (None: no novelty check)."""
     agents, missed = natural_agents(metrics, settings)
     direct = [a for a in agents if a.agent in DIRECT_AGENTS]
-    if probabilities and klass == "natural":
-        works = {c: p for c, p in probabilities.items() if c in HUMAN_MADE_CLASSES}
-        if works and sum(works.values()) >= settings.min_confidence:
-            # Natural the likeliest single class, but a work more likely than not: judged as a work.
-            klass = max(works, key=works.__getitem__)
-            confidence = works[klass]
+    works = {c: p for c, p in (probabilities or {}).items() if c in HUMAN_MADE_CLASSES}
+    human = sum(works.values())
+    if klass == "natural" and works and human >= settings.min_confidence:
+        # Natural the likeliest single class, but a work more likely than not: judged as a work.
+        klass = max(works, key=works.__getitem__)
+        confidence = works[klass]
     why_novel = (novelty(metrics, klass, domain, settings.novelty_margin, at_pixel_size=settings.novelty_at_pixel_size)
                  if domain and settings.novelty else None)
     if why_novel:
@@ -347,7 +347,6 @@ def trusted_label(klass: str, confidence: float, metrics: dict[str, Any], settin
     if probabilities and klass in HUMAN_MADE_CLASSES and confidence < settings.min_confidence:
         ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])[:3]
         competing = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
-        human = sum(p for c, p in probabilities.items() if c in HUMAN_MADE_CLASSES)
         if human >= settings.min_confidence:
             # Surely a work, unsure which: the flag must stand; the reviewer sees the competing works.
             return TrustedLabel(klass, confidence, None,
